@@ -1,0 +1,239 @@
+//! The ledger entry: a versioned envelope, its exact bytes and the chain hash.
+//!
+//! An entry is encoded with MessagePack using named fields (`rmp_serde::to_vec_named`),
+//! so later versions can add fields. The bytes hashed are exactly the bytes stored:
+//! `hash = blake3(ENTRY_DOMAIN_TAG || prev_hash || seq as u64 big-endian || entry bytes)`.
+//! See `docs/FORMAT.md` for the byte layout and a worked example.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{ObjectChange, SchemaError, Transition};
+
+/// The entry format this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Domain separation for the chain hash, so an entry hash can never be confused with
+/// any other blake3 digest.
+pub const ENTRY_DOMAIN_TAG: &[u8] = b"claim-ledger/entry/v1\0";
+
+/// A 32-byte blake3 digest. Hex in human-readable encodings (JSON), raw bytes in MessagePack.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// The `prev_hash` of the first entry.
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Hash> {
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Hash(out))
+    }
+
+    /// Takes the first 32 bytes of a slice, if it has them.
+    pub fn from_slice(bytes: &[u8]) -> Option<Hash> {
+        bytes.get(..32)?.try_into().ok().map(Hash)
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hash({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Hash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            serializer.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Hash, D::Error> {
+        struct HashVisitor;
+        impl<'de> serde::de::Visitor<'de> for HashVisitor {
+            type Value = Hash;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("32 bytes or 64 hex digits")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Hash, E> {
+                if v.len() != 32 {
+                    return Err(E::invalid_length(v.len(), &self));
+                }
+                Ok(Hash::from_slice(v).unwrap_or_default())
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Hash, E> {
+                Hash::from_hex(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(HashVisitor)
+        } else {
+            deserializer.deserialize_bytes(HashVisitor)
+        }
+    }
+}
+
+/// What an entry records. One variant today; new kinds of records (watch gaps,
+/// denied checks, checkpoints) are added as new variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// One observed change of one Kubernetes object.
+    Object(ObjectChange),
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// [`FORMAT_VERSION`] at the time of writing.
+    pub format_version: u16,
+    /// Position in the log, starting at 1 with no gaps.
+    pub seq: u64,
+    /// When the ledger observed the change (UTC, never decreasing along the log).
+    pub observed_at: DateTime<Utc>,
+    /// Hash of the entry at `seq - 1` ([`Hash::ZERO`] for seq 1).
+    pub prev_hash: Hash,
+    /// What was observed.
+    pub change: Change,
+    /// What it caused, derived when appending and re-derived on replay.
+    pub transitions: Vec<Transition>,
+}
+
+impl Entry {
+    /// The exact bytes stored and hashed.
+    pub fn encode(&self) -> Result<Vec<u8>, SchemaError> {
+        rmp_serde::to_vec_named(self).map_err(|e| SchemaError::Encode(e.to_string()))
+    }
+
+    /// Decodes stored bytes, refusing unknown format versions.
+    pub fn decode(bytes: &[u8]) -> Result<Entry, SchemaError> {
+        let entry: Entry =
+            rmp_serde::from_slice(bytes).map_err(|e| SchemaError::Undecodable(e.to_string()))?;
+        if entry.format_version != FORMAT_VERSION {
+            return Err(SchemaError::UnsupportedVersion {
+                found: entry.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(entry)
+    }
+
+    /// The object change this entry records, if it records one.
+    pub fn object_change(&self) -> Option<&ObjectChange> {
+        match &self.change {
+            Change::Object(change) => Some(change),
+        }
+    }
+}
+
+/// The chain hash of an entry: `blake3(ENTRY_DOMAIN_TAG || prev_hash || seq_be || bytes)`.
+pub fn chain_hash(prev_hash: &Hash, seq: u64, entry_bytes: &[u8]) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(ENTRY_DOMAIN_TAG);
+    hasher.update(&prev_hash.0);
+    hasher.update(&seq.to_be_bytes());
+    hasher.update(entry_bytes);
+    Hash(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChangeKind, KindFields, ObjectKind};
+
+    fn sample() -> Entry {
+        Entry {
+            format_version: FORMAT_VERSION,
+            seq: 7,
+            observed_at: "2026-11-28T12:00:00Z".parse().unwrap(),
+            prev_hash: Hash([3; 32]),
+            change: Change::Object(ObjectChange {
+                kind: ObjectKind::Pod,
+                api_version: "v1".into(),
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "u".into(),
+                resource_version: "12".into(),
+                change: ChangeKind::Created,
+                controller: None,
+                deletion_timestamp: None,
+                fields: KindFields::Pod {
+                    sandbox_id_annotation: Some("sb".into()),
+                    phase: None,
+                },
+            }),
+            transitions: vec![],
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip_is_exact() {
+        let entry = sample();
+        let bytes = entry.encode().unwrap();
+        let back = Entry::decode(&bytes).unwrap();
+        assert_eq!(back, entry);
+        assert_eq!(back.encode().unwrap(), bytes);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut entry = sample();
+        entry.format_version = 99;
+        let bytes = rmp_serde::to_vec_named(&entry).unwrap();
+        assert!(matches!(
+            Entry::decode(&bytes),
+            Err(SchemaError::UnsupportedVersion { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_undecodable_not_a_panic() {
+        for bytes in [&b""[..], b"\xff\xff", b"\x81\xa3seq\x07"] {
+            assert!(Entry::decode(bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn hash_hex_round_trip_and_json_form() {
+        let hash = chain_hash(&Hash::ZERO, 1, b"x");
+        assert_eq!(Hash::from_hex(&hash.to_hex()), Some(hash));
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(json, format!("\"{}\"", hash.to_hex()));
+        assert_eq!(serde_json::from_str::<Hash>(&json).unwrap(), hash);
+    }
+
+    #[test]
+    fn chain_hash_covers_every_input() {
+        let base = chain_hash(&Hash::ZERO, 1, b"entry");
+        assert_ne!(base, chain_hash(&Hash([1; 32]), 1, b"entry"));
+        assert_ne!(base, chain_hash(&Hash::ZERO, 2, b"entry"));
+        assert_ne!(base, chain_hash(&Hash::ZERO, 1, b"entrY"));
+    }
+}

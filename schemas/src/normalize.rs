@@ -1,0 +1,319 @@
+//! Kubernetes object JSON to an [`ObjectChange`].
+//!
+//! The one place where cluster objects become ledger records: used by `ingest` and by the
+//! watcher alike, so both claim layouts (`v1alpha1`, `v1beta1`) are read by the same code.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::observed::*;
+use crate::resources::{self, ObjectMeta};
+use crate::SchemaError;
+
+/// Longest name, namespace or resourceVersion accepted (Kubernetes allows 253 for names).
+const MAX_FIELD_LEN: usize = 253;
+/// Longest uid accepted (Kubernetes uids are 36-character UUIDs).
+const MAX_UID_LEN: usize = 128;
+
+/// The type of a Kubernetes watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEventType {
+    /// `ADDED`.
+    Added,
+    /// `MODIFIED`.
+    Modified,
+    /// `DELETED`.
+    Deleted,
+}
+
+impl WatchEventType {
+    /// Parses `ADDED`, `MODIFIED` or `DELETED`.
+    pub fn parse(text: &str) -> Option<WatchEventType> {
+        match text {
+            "ADDED" => Some(WatchEventType::Added),
+            "MODIFIED" => Some(WatchEventType::Modified),
+            "DELETED" => Some(WatchEventType::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// Turns one object (as JSON) seen in a watch event into an observed change.
+///
+/// Returns `Ok(None)` for kinds the ledger does not record (warm pools, templates, any
+/// other resource). Added and modified both map to [`ChangeKind::Updated`] unless the
+/// ledger decides otherwise: only the ledger knows whether it has seen the uid before.
+pub fn normalize(
+    event: WatchEventType,
+    object: &Value,
+) -> Result<Option<ObjectChange>, SchemaError> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("object", "missing apiVersion"))?;
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("object", "missing kind"))?;
+    let (group, version) = match api_version.rsplit_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", api_version),
+    };
+    let change = match event {
+        WatchEventType::Added => ChangeKind::Created,
+        WatchEventType::Modified => ChangeKind::Updated,
+        WatchEventType::Deleted => ChangeKind::Deleted,
+    };
+
+    let (object_kind, metadata, fields) = match (group, kind) {
+        (SANDBOX_GROUP, "Sandbox") => {
+            require_agent_sandbox_version(kind, version)?;
+            let sandbox: resources::Sandbox = parse(kind, object)?;
+            let spec = sandbox.spec.unwrap_or_default();
+            let fields = KindFields::Sandbox {
+                claim_uid_label: sandbox.metadata.label(CLAIM_UID_LABEL),
+                sandbox_id_label: sandbox.metadata.label(SANDBOX_ID_LABEL),
+                pod_name_annotation: sandbox.metadata.annotation(POD_NAME_ANNOTATION),
+                volume_claim_templates: spec
+                    .volume_claim_templates
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|t| t.metadata.and_then(|m| m.name))
+                    .collect(),
+                shutdown_policy: spec.shutdown_policy,
+            };
+            (ObjectKind::Sandbox, sandbox.metadata, fields)
+        }
+        (EXTENSIONS_GROUP, "SandboxClaim") => {
+            require_agent_sandbox_version(kind, version)?;
+            let (metadata, spec_fields, status) = if version == "v1alpha1" {
+                let claim: resources::SandboxClaimV1alpha1 = parse(kind, object)?;
+                let spec = claim.spec.unwrap_or_default();
+                let pool = spec.warmpool;
+                let template = spec.sandbox_template_ref.and_then(|r| r.name);
+                (claim.metadata, (spec.lifecycle, pool, template), claim.status)
+            } else {
+                let claim: resources::SandboxClaimV1beta1 = parse(kind, object)?;
+                let spec = claim.spec.unwrap_or_default();
+                let pool = spec.warm_pool_ref.and_then(|r| r.name);
+                (claim.metadata, (spec.lifecycle, pool, None), claim.status)
+            };
+            let (lifecycle, warm_pool, template) = spec_fields;
+            let lifecycle = lifecycle.unwrap_or_default();
+            let status = status.unwrap_or_default();
+            let ready = status
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| ConditionSummary {
+                    status: c.status,
+                    reason: c.reason,
+                });
+            let fields = KindFields::SandboxClaim {
+                status_sandbox_name: status.sandbox.and_then(|s| s.name),
+                ready,
+                shutdown_policy: lifecycle.shutdown_policy,
+                shutdown_time: lifecycle.shutdown_time,
+                warm_pool,
+                template,
+            };
+            (ObjectKind::SandboxClaim, metadata, fields)
+        }
+        ("", "Pod") => {
+            let pod: resources::Pod = parse(kind, object)?;
+            let fields = KindFields::Pod {
+                sandbox_id_annotation: pod.metadata.annotation(POD_SANDBOX_ID_ANNOTATION),
+                phase: pod.status.and_then(|s| s.phase),
+            };
+            (ObjectKind::Pod, pod.metadata, fields)
+        }
+        ("", "PersistentVolumeClaim") => {
+            let pvc: resources::PersistentVolumeClaim = parse(kind, object)?;
+            let fields = KindFields::PersistentVolumeClaim {
+                volume_name: pvc.spec.and_then(|s| s.volume_name),
+                phase: pvc.status.and_then(|s| s.phase),
+            };
+            (ObjectKind::PersistentVolumeClaim, pvc.metadata, fields)
+        }
+        _ => return Ok(None),
+    };
+
+    from_parts(object_kind, api_version, change, metadata, fields).map(Some)
+}
+
+fn from_parts(
+    kind: ObjectKind,
+    api_version: &str,
+    change: ChangeKind,
+    metadata: ObjectMeta,
+    fields: KindFields,
+) -> Result<ObjectChange, SchemaError> {
+    let kind_name = kind.as_str();
+    let name = required(kind_name, "metadata.name", metadata.name.as_deref(), MAX_FIELD_LEN)?;
+    let namespace = required(
+        kind_name,
+        "metadata.namespace",
+        metadata.namespace.as_deref(),
+        MAX_FIELD_LEN,
+    )?;
+    let uid = required(kind_name, "metadata.uid", metadata.uid.as_deref(), MAX_UID_LEN)?;
+    let resource_version = required(
+        kind_name,
+        "metadata.resourceVersion",
+        metadata.resource_version.as_deref(),
+        MAX_FIELD_LEN,
+    )?;
+    let controller = match metadata.controller() {
+        Some(reference) => {
+            let group = match reference.api_version.rsplit_once('/') {
+                Some((group, _)) => group.to_string(),
+                None => String::new(),
+            };
+            let uid = required(kind_name, "ownerReferences[].uid", Some(&reference.uid), MAX_UID_LEN)?;
+            Some(OwnerRef {
+                group,
+                kind: reference.kind.clone(),
+                name: reference.name.clone(),
+                uid,
+            })
+        }
+        None => None,
+    };
+    Ok(ObjectChange {
+        kind,
+        api_version: api_version.to_string(),
+        namespace,
+        name,
+        uid,
+        resource_version,
+        change,
+        controller,
+        deletion_timestamp: metadata.deletion_timestamp.clone(),
+        fields,
+    })
+}
+
+fn require_agent_sandbox_version(kind: &str, version: &str) -> Result<(), SchemaError> {
+    match version {
+        "v1alpha1" | "v1beta1" => Ok(()),
+        other => Err(invalid(
+            kind,
+            &format!("unsupported apiVersion {other:?} (this build reads v1alpha1 and v1beta1)"),
+        )),
+    }
+}
+
+fn parse<T: DeserializeOwned>(kind: &str, object: &Value) -> Result<T, SchemaError> {
+    T::deserialize(object).map_err(|e| invalid(kind, &e.to_string()))
+}
+
+fn required(kind: &str, field: &str, value: Option<&str>, max: usize) -> Result<String, SchemaError> {
+    let value = value.unwrap_or_default();
+    if value.is_empty() {
+        return Err(invalid(kind, &format!("{field} is missing or empty")));
+    }
+    if value.len() > max {
+        return Err(invalid(kind, &format!("{field} is longer than {max} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(kind, &format!("{field} contains control characters")));
+    }
+    Ok(value.to_string())
+}
+
+fn invalid(kind: &str, detail: &str) -> SchemaError {
+    SchemaError::InvalidObject {
+        kind: kind.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claim_v1beta1() -> Value {
+        json!({
+            "apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+            "kind": "SandboxClaim",
+            "metadata": {"name": "c", "namespace": "ns", "uid": "claim-1", "resourceVersion": "5"},
+            "spec": {"warmPoolRef": {"name": "pool"}, "lifecycle": {"shutdownPolicy": "Retain"}},
+            "status": {"sandbox": {"name": "pool-abc"},
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "Bound",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z", "message": ""}]}
+        })
+    }
+
+    #[test]
+    fn both_claim_layouts_normalize_to_the_same_fields() {
+        let beta = normalize(WatchEventType::Modified, &claim_v1beta1()).unwrap().unwrap();
+        let mut alpha_json = claim_v1beta1();
+        alpha_json["apiVersion"] = json!("extensions.agents.x-k8s.io/v1alpha1");
+        alpha_json["spec"] = json!({"warmpool": "pool", "sandboxTemplateRef": {"name": "t"},
+                                    "lifecycle": {"shutdownPolicy": "Retain"}});
+        let alpha = normalize(WatchEventType::Modified, &alpha_json).unwrap().unwrap();
+        let KindFields::SandboxClaim { status_sandbox_name, warm_pool, ready, .. } = &beta.fields else {
+            panic!("not a claim");
+        };
+        assert_eq!(status_sandbox_name.as_deref(), Some("pool-abc"));
+        assert_eq!(warm_pool.as_deref(), Some("pool"));
+        assert_eq!(ready.as_ref().map(|r| r.status.as_str()), Some("True"));
+        let KindFields::SandboxClaim { warm_pool: alpha_pool, template, .. } = &alpha.fields else {
+            panic!("not a claim");
+        };
+        assert_eq!(alpha_pool.as_deref(), Some("pool"));
+        assert_eq!(template.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn owner_is_matched_on_group_and_kind_not_version() {
+        let pod = |version: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "p", "namespace": "ns", "uid": "pod-1", "resourceVersion": "9",
+                                "ownerReferences": [
+                                    {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": "rs"},
+                                    {"apiVersion": format!("agents.x-k8s.io/{version}"), "kind": "Sandbox",
+                                     "name": "s", "uid": "sb-1", "controller": true}]}})
+        };
+        let a = normalize(WatchEventType::Added, &pod("v1alpha1")).unwrap().unwrap();
+        let b = normalize(WatchEventType::Added, &pod("v1beta1")).unwrap().unwrap();
+        assert_eq!(a.controller, b.controller);
+        assert!(a.controller.unwrap().is_sandbox());
+    }
+
+    #[test]
+    fn secrets_and_specs_never_reach_the_record() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "pod-1", "resourceVersion": "9",
+                         "annotations": {"openshell.io/sandbox-id": "sb"}},
+            "spec": {"containers": [{"name": "c", "env": [{"name": "TOKEN", "value": "hunter2"}]}]}});
+        let change = normalize(WatchEventType::Added, &pod).unwrap().unwrap();
+        let encoded = format!("{change:?}");
+        assert!(!encoded.contains("hunter2"));
+    }
+
+    #[test]
+    fn malformed_objects_get_clear_errors() {
+        let cases = [
+            (json!({"kind": "Pod"}), "apiVersion"),
+            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"}}), "metadata.uid"),
+            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": "nope"}), "Pod"),
+            (json!({"apiVersion": "agents.x-k8s.io/v2", "kind": "Sandbox"}), "unsupported apiVersion"),
+            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n",
+                   "uid": "x".repeat(200), "resourceVersion": "1"}}), "longer than"),
+        ];
+        for (object, expected) in cases {
+            let err = normalize(WatchEventType::Added, &object).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+    }
+
+    #[test]
+    fn other_kinds_are_not_recorded() {
+        let pool = json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxWarmPool",
+                          "metadata": {"name": "p"}});
+        assert!(normalize(WatchEventType::Added, &pool).unwrap().is_none());
+    }
+}

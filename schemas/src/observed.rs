@@ -1,0 +1,240 @@
+//! One observed change of one object, reduced to the fields the binding rule reads.
+//!
+//! Everything here is what the ledger stores and hashes, so each field must be
+//! identity-relevant (DOMAIN.md §1) and deterministic to encode (no maps with
+//! unordered keys). Unknown Kubernetes fields are dropped by the normalizer, never stored.
+
+use serde::{Deserialize, Serialize};
+
+/// API group of `Sandbox`.
+pub const SANDBOX_GROUP: &str = "agents.x-k8s.io";
+/// API group of `SandboxClaim`, `SandboxWarmPool` and `SandboxTemplate`.
+pub const EXTENSIONS_GROUP: &str = "extensions.agents.x-k8s.io";
+/// Label the claim controller sets on an adopted or created Sandbox.
+pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
+/// Label a gateway puts on a directly created Sandbox.
+pub const SANDBOX_ID_LABEL: &str = "openshell.ai/sandbox-id";
+/// Annotation naming the pod of a Sandbox.
+pub const POD_NAME_ANNOTATION: &str = "agents.x-k8s.io/pod-name";
+/// The gateway's sandbox identity on a pod.
+pub const POD_SANDBOX_ID_ANNOTATION: &str = "openshell.io/sandbox-id";
+
+/// The kinds the ledger records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ObjectKind {
+    /// `agents.x-k8s.io` `Sandbox`.
+    Sandbox,
+    /// `extensions.agents.x-k8s.io` `SandboxClaim`.
+    SandboxClaim,
+    /// Core `Pod`.
+    Pod,
+    /// Core `PersistentVolumeClaim`.
+    PersistentVolumeClaim,
+}
+
+impl ObjectKind {
+    /// All recorded kinds, in a fixed order.
+    pub const ALL: [ObjectKind; 4] = [
+        ObjectKind::Sandbox,
+        ObjectKind::SandboxClaim,
+        ObjectKind::Pod,
+        ObjectKind::PersistentVolumeClaim,
+    ];
+
+    /// The Kubernetes kind name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Sandbox => "Sandbox",
+            ObjectKind::SandboxClaim => "SandboxClaim",
+            ObjectKind::Pod => "Pod",
+            ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+        }
+    }
+
+    /// The API group (empty for core).
+    pub fn group(self) -> &'static str {
+        match self {
+            ObjectKind::Sandbox => SANDBOX_GROUP,
+            ObjectKind::SandboxClaim => EXTENSIONS_GROUP,
+            ObjectKind::Pod | ObjectKind::PersistentVolumeClaim => "",
+        }
+    }
+
+    /// Parses a Kubernetes kind name; also accepts the lowercase plural and `pvc`.
+    pub fn parse(text: &str) -> Option<ObjectKind> {
+        match text.to_ascii_lowercase().as_str() {
+            "sandbox" | "sandboxes" => Some(ObjectKind::Sandbox),
+            "sandboxclaim" | "sandboxclaims" | "claim" => Some(ObjectKind::SandboxClaim),
+            "pod" | "pods" => Some(ObjectKind::Pod),
+            "persistentvolumeclaim" | "persistentvolumeclaims" | "pvc" => {
+                Some(ObjectKind::PersistentVolumeClaim)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to the object, as the ledger saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// First time the ledger sees this uid alive.
+    Created,
+    /// A later state of a uid the ledger already holds.
+    Updated,
+    /// A delete event was observed.
+    Deleted,
+    /// An initial list lacked an object the ledger holds: a delete missed while blind.
+    MissingOnResync,
+}
+
+impl ChangeKind {
+    /// Whether the object is gone after this change.
+    pub fn is_removal(self) -> bool {
+        matches!(self, ChangeKind::Deleted | ChangeKind::MissingOnResync)
+    }
+}
+
+/// The controller owner reference, matched on group + kind + uid, never apiVersion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRef {
+    /// API group, from the reference's apiVersion (empty for core).
+    pub group: String,
+    /// Kind, as written in the reference.
+    pub kind: String,
+    /// Name of the owner.
+    pub name: String,
+    /// Uid of the owner: the identity that counts.
+    pub uid: String,
+}
+
+impl OwnerRef {
+    /// Whether this reference names a `Sandbox` (any version).
+    pub fn is_sandbox(&self) -> bool {
+        self.group == SANDBOX_GROUP && self.kind == "Sandbox"
+    }
+
+    /// Whether this reference names a `SandboxClaim` (any version).
+    pub fn is_claim(&self) -> bool {
+        self.group == EXTENSIONS_GROUP && self.kind == "SandboxClaim"
+    }
+
+    /// Whether this reference names a `SandboxWarmPool` (any version).
+    pub fn is_warm_pool(&self) -> bool {
+        self.group == EXTENSIONS_GROUP && self.kind == "SandboxWarmPool"
+    }
+}
+
+/// A condition reduced to what the ledger keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionSummary {
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason, if any.
+    pub reason: Option<String>,
+}
+
+/// The kind-specific identity fields (DOMAIN.md §1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KindFields {
+    /// Fields of a `Sandbox`.
+    Sandbox {
+        /// Label `agents.x-k8s.io/claim-uid`.
+        claim_uid_label: Option<String>,
+        /// Label `openshell.ai/sandbox-id` (directly created sandboxes).
+        sandbox_id_label: Option<String>,
+        /// Annotation `agents.x-k8s.io/pod-name`.
+        pod_name_annotation: Option<String>,
+        /// Names of `spec.volumeClaimTemplates`.
+        volume_claim_templates: Vec<String>,
+        /// `spec.shutdownPolicy`.
+        shutdown_policy: Option<String>,
+    },
+    /// Fields of a `SandboxClaim`.
+    SandboxClaim {
+        /// `status.sandbox.name`: the Sandbox the claim says it holds.
+        status_sandbox_name: Option<String>,
+        /// The `Ready` condition.
+        ready: Option<ConditionSummary>,
+        /// `spec.lifecycle.shutdownPolicy` (`Delete`, `DeleteForeground`, `Retain`).
+        shutdown_policy: Option<String>,
+        /// `spec.lifecycle.shutdownTime`.
+        shutdown_time: Option<String>,
+        /// The warm pool named (`spec.warmpool` in v1alpha1, `spec.warmPoolRef.name` in v1beta1).
+        warm_pool: Option<String>,
+        /// `spec.sandboxTemplateRef.name` (v1alpha1).
+        template: Option<String>,
+    },
+    /// Fields of a `Pod`.
+    Pod {
+        /// Annotation `openshell.io/sandbox-id`: the gateway's sandbox identity.
+        sandbox_id_annotation: Option<String>,
+        /// `status.phase`.
+        phase: Option<String>,
+    },
+    /// Fields of a `PersistentVolumeClaim`.
+    PersistentVolumeClaim {
+        /// `spec.volumeName`: the bound PV.
+        volume_name: Option<String>,
+        /// `status.phase`.
+        phase: Option<String>,
+    },
+}
+
+/// One observed change of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectChange {
+    /// Which kind of object.
+    pub kind: ObjectKind,
+    /// The apiVersion it was observed in (informational; identity never depends on it).
+    pub api_version: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name (reused across generations: identity is the uid).
+    pub name: String,
+    /// The object's uid.
+    pub uid: String,
+    /// The object's resourceVersion when observed.
+    pub resource_version: String,
+    /// What happened.
+    pub change: ChangeKind,
+    /// The controller owner reference, if any.
+    pub controller: Option<OwnerRef>,
+    /// `metadata.deletionTimestamp`, if the object is terminating.
+    pub deletion_timestamp: Option<String>,
+    /// Kind-specific identity fields.
+    pub fields: KindFields,
+}
+
+impl ObjectChange {
+    /// Whether the object carries a deletionTimestamp.
+    pub fn is_terminating(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+
+    /// Whether two observations carry the same identity-relevant state, ignoring the
+    /// resourceVersion and the change kind (status churn appends nothing).
+    pub fn same_state_as(&self, other: &ObjectChange) -> bool {
+        self.kind == other.kind
+            && self.api_version == other.api_version
+            && self.namespace == other.namespace
+            && self.name == other.name
+            && self.uid == other.uid
+            && self.controller == other.controller
+            && self.deletion_timestamp == other.deletion_timestamp
+            && self.fields == other.fields
+    }
+
+    /// The same observation, now marked as missing on resync.
+    pub fn into_missing_on_resync(mut self) -> ObjectChange {
+        self.change = ChangeKind::MissingOnResync;
+        self
+    }
+}

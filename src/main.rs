@@ -1,1 +1,355 @@
-fn main() {}
+//! The `claim-ledger` binary: argument parsing and wiring only; the work lives in the
+//! `schemas`, `ledger`, `watcher` and `api` crates.
+//!
+//! Exit codes: 0 ok, 1 a verification or check failure, 2 a usage or input error.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use api::views::{export_jsonl, write_entries_table, write_jsonl};
+use api::StateView;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ledger::{CheckRequest, Ledger, LedgerConfig, Verdict};
+use schemas::ObjectKind;
+
+#[derive(Parser)]
+#[command(
+    name = "claim-ledger",
+    version,
+    about = "Hash-chained ledger of agent-sandbox claim bindings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    /// Machine-readable JSON.
+    Json,
+    /// Aligned columns for people.
+    Table,
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// The ledger directory (created if absent).
+    #[arg(long)]
+    db: PathBuf,
+    /// Open a ledger that fails verification, read-only, for forensics.
+    #[arg(long)]
+    allow_corrupt: bool,
+    /// Snapshot the projection every N entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+}
+
+impl DbArgs {
+    fn open(&self) -> Result<Ledger, Failure> {
+        let config = LedgerConfig {
+            snapshot_every: self.snapshot_every,
+            allow_corrupt: self.allow_corrupt,
+        };
+        Ledger::open(&self.db, config).map_err(|e| match e {
+            ledger::LedgerError::Corrupt(_) => Failure::Check(e.to_string()),
+            other => Failure::Input(other.to_string()),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Append Kubernetes watch events (JSON lines) from FILE or standard input.
+    Ingest {
+        #[command(flatten)]
+        db: DbArgs,
+        /// A file of watch-event lines, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+        /// Changes per atomic, flushed batch.
+        #[arg(long, default_value_t = 1024)]
+        batch_size: usize,
+    },
+    /// Verify the whole chain, every entry's encoding and every stored transition.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The projected state (objects and bindings), now or as of a seq or time.
+    State {
+        #[command(flatten)]
+        db: DbArgs,
+        /// State after this entry.
+        #[arg(long, conflicts_with = "as_of")]
+        as_of_seq: Option<u64>,
+        /// State at this RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<DateTime<Utc>>,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+    },
+    /// Every entry that recorded one object.
+    History {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        target: HistoryTarget,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+    },
+    /// Is this pod bound? Prints the decision; exit 0 allow, 1 deny.
+    Check {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        pod_name: String,
+        #[arg(long)]
+        pod_uid: String,
+        #[arg(long)]
+        sandbox_id: Option<String>,
+        #[arg(long)]
+        sandbox_name: Option<String>,
+        #[arg(long)]
+        sandbox_uid: Option<String>,
+        #[arg(long)]
+        claim_uid: Option<String>,
+        /// Accept a directly created Sandbox (no claim).
+        #[arg(long)]
+        allow_direct: bool,
+    },
+    /// Export entries with hashes and exact bytes, one JSON object per line.
+    Export {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+        #[arg(long)]
+        to_seq: Option<u64>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// One entry per line: seq, hash, prev_hash, entry, base64 bytes.
+    Jsonl,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = true)]
+struct HistoryTarget {
+    #[arg(long, group = "uid")]
+    pod_uid: Option<String>,
+    #[arg(long, group = "uid")]
+    claim_uid: Option<String>,
+    #[arg(long, group = "uid")]
+    sandbox_uid: Option<String>,
+    #[arg(long, group = "uid")]
+    pvc_uid: Option<String>,
+    /// Kind (Sandbox, SandboxClaim, Pod, PersistentVolumeClaim), with --namespace and --name.
+    #[arg(long, requires_all = ["namespace", "name"], conflicts_with = "uid")]
+    kind: Option<String>,
+    #[arg(long, requires = "kind")]
+    namespace: Option<String>,
+    #[arg(long, requires = "kind")]
+    name: Option<String>,
+}
+
+/// A failure and the exit code it maps to.
+enum Failure {
+    /// Exit 1: verification failed, or the check denied.
+    Check(String),
+    /// Exit 2: bad usage or input.
+    Input(String),
+}
+
+impl From<ledger::LedgerError> for Failure {
+    fn from(e: ledger::LedgerError) -> Failure {
+        Failure::Input(e.to_string())
+    }
+}
+
+impl From<api::ApiError> for Failure {
+    fn from(e: api::ApiError) -> Failure {
+        Failure::Input(e.to_string())
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Input(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Failure {
+        Failure::Input(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Check(message)) => {
+            if !message.is_empty() {
+                eprintln!("claim-ledger: {message}");
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Input(message)) => {
+            eprintln!("claim-ledger: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match command {
+        Command::Ingest {
+            db,
+            input,
+            batch_size,
+        } => {
+            let reader: Box<dyn BufRead> = if input == "-" {
+                Box::new(BufReader::new(io::stdin()))
+            } else {
+                let file = std::fs::File::open(&input)
+                    .map_err(|e| Failure::Input(format!("cannot open {input}: {e}")))?;
+                Box::new(BufReader::new(file))
+            };
+            let mut ledger = db.open()?;
+            let report = watcher::ingest(
+                &mut ledger,
+                reader,
+                watcher::IngestOptions { batch_size },
+                Utc::now,
+            )
+            .map_err(|e| Failure::Input(e.to_string()))?;
+            for error in &report.errors {
+                eprintln!("line {}: {}", error.line, error.message);
+            }
+            serde_json::to_writer(&mut out, &report)?;
+            writeln!(out)?;
+            if !report.errors.is_empty() {
+                return Err(Failure::Input(format!(
+                    "{} line(s) rejected",
+                    report.errors.len()
+                )));
+            }
+        }
+        Command::Verify { db } => {
+            let ledger = db.open()?;
+            let report = ledger.verify()?;
+            serde_json::to_writer(&mut out, &report)?;
+            writeln!(out)?;
+            if let Some(failure) = report.failure {
+                return Err(Failure::Check(format!("verification failed at {failure}")));
+            }
+        }
+        Command::State {
+            db,
+            as_of_seq,
+            as_of,
+            output,
+        } => {
+            let ledger = db.open()?;
+            let seq = match (as_of_seq, as_of) {
+                (Some(seq), _) => seq,
+                (None, Some(time)) => ledger.seq_at_time(time)?,
+                (None, None) => ledger.head().seq,
+            };
+            let projection = ledger.state_at_seq(seq)?;
+            let view = StateView::new(&projection);
+            match output {
+                Output::Json => {
+                    serde_json::to_writer_pretty(&mut out, &view)?;
+                    writeln!(out)?;
+                }
+                Output::Table => view.write_table(&mut out)?,
+            }
+        }
+        Command::History { db, target, output } => {
+            let ledger = db.open()?;
+            let entries = match (&target.kind, &target.namespace, &target.name) {
+                (Some(kind), Some(namespace), Some(name)) => {
+                    let kind = ObjectKind::parse(kind)
+                        .ok_or_else(|| Failure::Input(format!("unknown kind {kind:?}")))?;
+                    ledger.history_of_name(kind, namespace, name)?
+                }
+                _ => {
+                    let uid = [
+                        &target.pod_uid,
+                        &target.claim_uid,
+                        &target.sandbox_uid,
+                        &target.pvc_uid,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .ok_or_else(|| {
+                        Failure::Input("name a uid, or --kind with --namespace and --name".into())
+                    })?;
+                    ledger.history_of_uid(uid)?
+                }
+            };
+            match output {
+                Output::Json => {
+                    write_jsonl(&mut out, &entries)?;
+                }
+                Output::Table => write_entries_table(&mut out, &entries)?,
+            }
+        }
+        Command::Check {
+            db,
+            namespace,
+            pod_name,
+            pod_uid,
+            sandbox_id,
+            sandbox_name,
+            sandbox_uid,
+            claim_uid,
+            allow_direct,
+        } => {
+            let ledger = db.open()?;
+            let request = CheckRequest {
+                namespace,
+                pod_name,
+                pod_uid,
+                sandbox_id,
+                sandbox_name,
+                sandbox_uid,
+                claim_uid,
+                require_claim: !allow_direct,
+                min_seq: None,
+            };
+            // Offline, the ledger is the whole truth: there is no watcher to be behind.
+            let decision = ledger.check(&request, true);
+            serde_json::to_writer_pretty(&mut out, &decision)?;
+            writeln!(out)?;
+            if decision.decision != Verdict::Allow {
+                return Err(Failure::Check(String::new()));
+            }
+        }
+        Command::Export {
+            db,
+            format: ExportFormat::Jsonl,
+            from_seq,
+            to_seq,
+        } => {
+            let ledger = db.open()?;
+            let to = to_seq.unwrap_or(u64::MAX);
+            let mut buffered = io::BufWriter::new(out);
+            export_jsonl(&ledger, from_seq, to, &mut buffered)?;
+            buffered.flush()?;
+        }
+    }
+    Ok(())
+}

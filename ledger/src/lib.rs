@@ -1,1 +1,654 @@
-//! wip
+//! The claim-ledger log: a hash-chained, append-only sled store of observed changes,
+//! the projection that answers "is pod P bound to sandbox S?", verification and replay.
+//!
+//! * [`Ledger::append`] classifies each change (new, duplicate, stale, unchanged), derives
+//!   its transitions, and writes entries, indexes, head and any snapshot in one atomic
+//!   sled batch. [`Ledger::flush`] makes them durable (group commit): nothing appended is
+//!   acknowledged durable before a flush that covers it.
+//! * [`Ledger::open`] loads the latest snapshot and verifies the tail after it; a ledger
+//!   that fails is refused unless opened with `allow_corrupt` (read-only, for forensics).
+//! * [`Ledger::verify`] walks everything; [`Ledger::verify_from`] continues from a watermark.
+//! * [`Ledger::state_at_seq`], [`Ledger::seq_at_time`], [`Ledger::history_of_uid`] and
+//!   [`Ledger::history_of_name`] serve incident replay.
+
+mod keys;
+pub mod projection;
+mod verify;
+
+use std::cmp::Ordering;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use schemas::{
+    chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, FORMAT_VERSION,
+};
+use serde::{Deserialize, Serialize};
+
+pub use projection::{
+    BindingRecord, BindingView, CheckRequest, Decision, ObjectRecord, ObjectView, Projection,
+    Verdict,
+};
+pub use verify::{FailureKind, VerifyFailure, VerifyReport};
+
+/// Everything that can go wrong in the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// sled failed (IO error, a lock held by another process, corrupted pages).
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// The ledger fails verification; the service must not run on it.
+    #[error("the ledger fails verification at {0}; open it read-only with --allow-corrupt to inspect it")]
+    Corrupt(VerifyFailure),
+    /// A write was attempted on a ledger opened with `allow_corrupt`.
+    #[error("the ledger was opened read-only for forensics; it accepts no appends")]
+    ReadOnly,
+    /// A previous write failed after the projection had moved; reopen to recover.
+    #[error("the ledger refused further writes after a failed write ({0}); reopen it")]
+    Poisoned(String),
+    /// An entry could not be encoded or a stored one decoded.
+    #[error(transparent)]
+    Schema(#[from] schemas::SchemaError),
+    /// The store was written by an unknown layout version.
+    #[error("unknown store format {0} (this build reads {STORE_FORMAT})", STORE_FORMAT = keys::STORE_FORMAT)]
+    StoreFormat(u16),
+    /// A seq or time outside the log was asked for.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+/// Tunables of a ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Write a snapshot of the projection every this many entries (0: never).
+    pub snapshot_every: u64,
+    /// Open a ledger that fails verification, read-only, with the projection up to the
+    /// last verified entry.
+    pub allow_corrupt: bool,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            snapshot_every: 10_000,
+            allow_corrupt: false,
+        }
+    }
+}
+
+/// The newest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Head {
+    /// Its seq (0 for an empty ledger).
+    pub seq: u64,
+    /// Its chain hash ([`Hash::ZERO`] for an empty ledger).
+    pub hash: Hash,
+    /// When it was observed.
+    pub observed_at: Option<DateTime<Utc>>,
+}
+
+/// Why a change appended nothing without being a duplicate or stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoreReason {
+    /// Nothing identity-relevant changed (status churn).
+    Unchanged,
+    /// A pod or PVC whose controller is not a Sandbox.
+    NotSandboxOwned,
+}
+
+/// What one offered change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum AppendOutcome {
+    /// Recorded as a new entry.
+    Appended {
+        /// Its seq.
+        seq: u64,
+        /// How many transitions it caused.
+        transitions: usize,
+    },
+    /// This (uid, resourceVersion) is already recorded.
+    Duplicate {
+        /// The entry that recorded it.
+        seq: u64,
+    },
+    /// Refused: older than what is recorded for this uid.
+    Stale {
+        /// The uid.
+        uid: String,
+        /// The resourceVersion offered.
+        offered: String,
+        /// The resourceVersion recorded.
+        recorded: String,
+    },
+    /// Not recorded, by design.
+    Ignored {
+        /// Why.
+        reason: IgnoreReason,
+    },
+}
+
+/// Counters since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Entries appended.
+    pub appended: u64,
+    /// Duplicates offered.
+    pub duplicates: u64,
+    /// Stale changes refused.
+    pub stale: u64,
+    /// Changes ignored.
+    pub ignored: u64,
+}
+
+/// An entry as stored, with its hash and exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The chain hash.
+    pub hash: Hash,
+    /// The exact stored bytes (what the hash covers).
+    pub bytes: Vec<u8>,
+    /// The decoded entry.
+    pub entry: Entry,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    seq: u64,
+    hash: Hash,
+    projection: Projection,
+}
+
+/// An open ledger.
+pub struct Ledger {
+    db: sled::Db,
+    tree: sled::Tree,
+    projection: Projection,
+    head: Head,
+    durable_seq: u64,
+    config: LedgerConfig,
+    stats: Stats,
+    poisoned: Option<String>,
+    corruption: Option<VerifyFailure>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `path` and verifies the tail after the latest
+    /// snapshot. Fails closed: a ledger whose tail does not verify is refused unless
+    /// `config.allow_corrupt` is set.
+    pub fn open(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let db = sled::Config::new().path(path).open()?;
+        let tree = db.open_tree("ledger")?;
+        match tree.get(keys::FORMAT)? {
+            Some(version) => {
+                let version =
+                    u16::from_be_bytes(version.as_ref().try_into().unwrap_or([0xff, 0xff]));
+                if version != keys::STORE_FORMAT {
+                    return Err(LedgerError::StoreFormat(version));
+                }
+            }
+            None if !config.allow_corrupt => {
+                tree.insert(keys::FORMAT, &keys::STORE_FORMAT.to_be_bytes())?;
+            }
+            None => {}
+        }
+        let (head_seq, head_hash) = read_head(&tree)?;
+        let (mut projection, start_seq, start_hash) = match latest_snapshot(&tree, head_seq)? {
+            Some(snapshot) => (snapshot.projection, snapshot.seq, snapshot.hash),
+            None => (Projection::default(), 0, Hash::ZERO),
+        };
+        let report = verify::walk(
+            &tree,
+            &mut projection,
+            start_seq,
+            start_hash,
+            (head_seq, head_hash),
+        )?;
+        if let Some(failure) = report.failure.clone() {
+            if !config.allow_corrupt {
+                return Err(LedgerError::Corrupt(failure));
+            }
+        }
+        let head = Head {
+            seq: report.verified_seq,
+            hash: report.verified_hash,
+            observed_at: projection.at(),
+        };
+        Ok(Ledger {
+            db,
+            tree,
+            projection,
+            head,
+            durable_seq: head.seq,
+            config,
+            stats: Stats::default(),
+            poisoned: None,
+            corruption: report.failure,
+        })
+    }
+
+    /// The newest entry (for a ledger opened with `allow_corrupt`, the last verified one).
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The newest entry known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// The current projection.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// The verification failure found at open (only with `allow_corrupt`).
+    pub fn corruption(&self) -> Option<&VerifyFailure> {
+        self.corruption.as_ref()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The binding rule at the head. `ready` is the freshness check (watchers synced).
+    pub fn check(&self, request: &CheckRequest, ready: bool) -> Decision {
+        self.projection.check(request, ready)
+    }
+
+    /// Offers changes, in order, and writes those that are new in one atomic batch.
+    /// They are durable only after [`Ledger::flush`].
+    pub fn append(
+        &mut self,
+        changes: impl IntoIterator<Item = ObjectChange>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppendOutcome>, LedgerError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(LedgerError::Poisoned(reason.clone()));
+        }
+        if self.corruption.is_some() || self.config.allow_corrupt {
+            return Err(LedgerError::ReadOnly);
+        }
+        let mut batch = sled::Batch::default();
+        let mut outcomes = Vec::new();
+        let mut head = self.head;
+        let mut stats = self.stats;
+        for mut change in changes {
+            let outcome = match self.classify(&mut change)? {
+                Some(outcome) => outcome,
+                None => {
+                    let seq = head.seq + 1;
+                    let observed_at = head.observed_at.map_or(now, |last| last.max(now));
+                    let transitions = self.projection.apply(seq, observed_at, &change);
+                    let uid_key = keys::with_seq(keys::uid_prefix(&change.uid), seq);
+                    let name_key = keys::with_seq(
+                        keys::name_prefix(change.kind, &change.namespace, &change.name),
+                        seq,
+                    );
+                    let count = transitions.len();
+                    let entry = Entry {
+                        format_version: FORMAT_VERSION,
+                        seq,
+                        observed_at,
+                        prev_hash: head.hash,
+                        change: Change::Object(change),
+                        transitions,
+                    };
+                    let bytes = entry.encode()?;
+                    let hash = chain_hash(&head.hash, seq, &bytes);
+                    let mut value = Vec::with_capacity(32 + bytes.len());
+                    value.extend_from_slice(&hash.0);
+                    value.extend_from_slice(&bytes);
+                    batch.insert(&keys::seq_key(keys::ENTRY, seq), value);
+                    batch.insert(uid_key, &[]);
+                    batch.insert(name_key, &[]);
+                    if self.config.snapshot_every > 0 && seq % self.config.snapshot_every == 0 {
+                        let snapshot = Snapshot {
+                            seq,
+                            hash,
+                            projection: self.projection.clone(),
+                        };
+                        let bytes = rmp_serde::to_vec_named(&snapshot)
+                            .map_err(|e| schemas::SchemaError::Encode(e.to_string()))?;
+                        batch.insert(&keys::seq_key(keys::SNAPSHOT, seq), bytes);
+                    }
+                    head = Head {
+                        seq,
+                        hash,
+                        observed_at: Some(observed_at),
+                    };
+                    AppendOutcome::Appended {
+                        seq,
+                        transitions: count,
+                    }
+                }
+            };
+            match &outcome {
+                AppendOutcome::Appended { .. } => stats.appended += 1,
+                AppendOutcome::Duplicate { .. } => stats.duplicates += 1,
+                AppendOutcome::Stale { .. } => stats.stale += 1,
+                AppendOutcome::Ignored { .. } => stats.ignored += 1,
+            }
+            outcomes.push(outcome);
+        }
+        if head.seq != self.head.seq {
+            let mut value = Vec::with_capacity(40);
+            value.extend_from_slice(&head.seq.to_be_bytes());
+            value.extend_from_slice(&head.hash.0);
+            batch.insert(keys::HEAD, value);
+            if let Err(e) = self.tree.apply_batch(batch) {
+                // The projection already holds the changes: refuse to go on with a state
+                // the disk does not have.
+                self.poisoned = Some(e.to_string());
+                return Err(e.into());
+            }
+        }
+        self.head = head;
+        self.stats = stats;
+        Ok(outcomes)
+    }
+
+    /// Makes everything appended so far durable and returns the durable head seq.
+    pub fn flush(&mut self) -> Result<u64, LedgerError> {
+        let target = self.head.seq;
+        self.db.flush()?;
+        self.durable_seq = target;
+        Ok(target)
+    }
+
+    /// Decides whether a change is a duplicate, stale, ignored (`Some`) or to be
+    /// appended (`None`, with its change kind set from what the ledger holds).
+    fn classify(&self, change: &mut ObjectChange) -> Result<Option<AppendOutcome>, LedgerError> {
+        let removal = change.change.is_removal();
+        let Some(record) = self.projection.object(&change.uid) else {
+            let sandbox_owned = change.controller.as_ref().is_some_and(|c| c.is_sandbox());
+            let needs_sandbox = matches!(
+                change.kind,
+                ObjectKind::Pod | ObjectKind::PersistentVolumeClaim
+            );
+            if needs_sandbox && !sandbox_owned {
+                return Ok(Some(AppendOutcome::Ignored {
+                    reason: IgnoreReason::NotSandboxOwned,
+                }));
+            }
+            if !removal {
+                change.change = ChangeKind::Created;
+            }
+            return Ok(None);
+        };
+        let recorded = &record.current.resource_version;
+        match compare_versions(&change.resource_version, removal, recorded, record.gone) {
+            Some(Ordering::Equal) => {
+                return Ok(Some(AppendOutcome::Duplicate {
+                    seq: record.last_seq,
+                }))
+            }
+            Some(Ordering::Less) => {
+                return Ok(Some(
+                    match self.find_recorded(&change.uid, &change.resource_version, removal)? {
+                        Some(seq) => AppendOutcome::Duplicate { seq },
+                        None => AppendOutcome::Stale {
+                            uid: change.uid.clone(),
+                            offered: change.resource_version.clone(),
+                            recorded: recorded.clone(),
+                        },
+                    },
+                ));
+            }
+            Some(Ordering::Greater) => {}
+            None => {
+                if let Some(seq) =
+                    self.find_recorded(&change.uid, &change.resource_version, removal)?
+                {
+                    return Ok(Some(AppendOutcome::Duplicate { seq }));
+                }
+            }
+        }
+        if removal && record.gone {
+            return Ok(Some(AppendOutcome::Duplicate {
+                seq: record.last_seq,
+            }));
+        }
+        if !removal {
+            if !record.gone && change.same_state_as(&record.current) {
+                return Ok(Some(AppendOutcome::Ignored {
+                    reason: IgnoreReason::Unchanged,
+                }));
+            }
+            change.change = if record.gone {
+                ChangeKind::Created
+            } else {
+                ChangeKind::Updated
+            };
+        }
+        Ok(None)
+    }
+
+    /// The seq recording exactly (uid, resourceVersion, removal), searching the uid's history.
+    fn find_recorded(
+        &self,
+        uid: &str,
+        resource_version: &str,
+        removal: bool,
+    ) -> Result<Option<u64>, LedgerError> {
+        for item in self.history_of_uid(uid)? {
+            if let Some(change) = item.entry.object_change() {
+                if change.resource_version == resource_version
+                    && change.change.is_removal() == removal
+                {
+                    return Ok(Some(item.entry.seq));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The stored entry at `seq`.
+    pub fn entry(&self, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+        match self.tree.get(keys::seq_key(keys::ENTRY, seq))? {
+            Some(value) => Ok(Some(decode_stored(&value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stored entries with `from <= seq <= to`, in order.
+    pub fn entries(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<StoredEntry, LedgerError>> + '_ {
+        let to = to.min(self.head.seq);
+        let range = keys::seq_key(keys::ENTRY, from.max(1))..=keys::seq_key(keys::ENTRY, to);
+        let empty = from.max(1) > to;
+        self.tree
+            .range(range)
+            .take(if empty { 0 } else { usize::MAX })
+            .map(|item| decode_stored(&item?.1))
+    }
+
+    /// Every entry that recorded this uid, in order.
+    pub fn history_of_uid(&self, uid: &str) -> Result<Vec<StoredEntry>, LedgerError> {
+        self.history_by_prefix(keys::uid_prefix(uid))
+    }
+
+    /// Every entry that recorded an object of this kind, namespace and name (any uid).
+    pub fn history_of_name(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<StoredEntry>, LedgerError> {
+        self.history_by_prefix(keys::name_prefix(kind, namespace, name))
+    }
+
+    fn history_by_prefix(&self, prefix: Vec<u8>) -> Result<Vec<StoredEntry>, LedgerError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (key, _) = item?;
+            let seq = keys::seq_of(&key).filter(|_| key.len() == prefix.len() + 8);
+            if let Some(entry) = seq
+                .filter(|s| *s <= self.head.seq)
+                .map(|s| self.entry(s))
+                .transpose()?
+                .flatten()
+            {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The projection as of `seq` (after applying it), from the nearest snapshot.
+    pub fn state_at_seq(&self, seq: u64) -> Result<Projection, LedgerError> {
+        if seq > self.head.seq {
+            return Err(LedgerError::OutOfRange(format!(
+                "seq {seq} is beyond the head ({})",
+                self.head.seq
+            )));
+        }
+        if seq == self.head.seq {
+            return Ok(self.projection.clone());
+        }
+        let mut projection = match latest_snapshot(&self.tree, seq)? {
+            Some(snapshot) => snapshot.projection,
+            None => Projection::default(),
+        };
+        let start = projection.seq() + 1;
+        for item in self.entries(start, seq) {
+            let stored = item?;
+            if let Some(change) = stored.entry.object_change() {
+                projection.apply(stored.entry.seq, stored.entry.observed_at, change);
+            }
+        }
+        Ok(projection)
+    }
+
+    /// The last seq observed at or before `time` (0 if none), by binary search.
+    pub fn seq_at_time(&self, time: DateTime<Utc>) -> Result<u64, LedgerError> {
+        let (mut low, mut high) = (0u64, self.head.seq);
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            let entry = self
+                .entry(mid)?
+                .ok_or_else(|| LedgerError::OutOfRange(format!("entry {mid} is missing")))?;
+            if entry.entry.observed_at <= time {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        Ok(low)
+    }
+
+    /// Verifies the whole log from seq 1: chain, decoding, and replayed transitions.
+    pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        let (head_seq, head_hash) = read_head(&self.tree)?;
+        verify::walk(
+            &self.tree,
+            &mut Projection::default(),
+            0,
+            Hash::ZERO,
+            (head_seq, head_hash),
+        )
+    }
+
+    /// Verifies the entries after a watermark `(seq, hash)` from an earlier report. The
+    /// watermark's hash must match the stored one; replay starts from the nearest snapshot.
+    pub fn verify_from(&self, seq: u64, hash: Hash) -> Result<VerifyReport, LedgerError> {
+        let (head_seq, head_hash) = read_head(&self.tree)?;
+        let stored = self
+            .entry(seq)?
+            .map(|e| e.hash)
+            .or((seq == 0).then_some(Hash::ZERO));
+        if stored != Some(hash) {
+            return Ok(VerifyReport {
+                from_seq: seq,
+                verified_seq: seq.saturating_sub(1),
+                verified_hash: Hash::ZERO,
+                entries: 0,
+                head_seq,
+                failure: Some(VerifyFailure {
+                    seq,
+                    kind: FailureKind::HashMismatch,
+                    detail: format!(
+                        "the watermark hash {hash} is not the stored hash of entry {seq}"
+                    ),
+                }),
+            });
+        }
+        let mut projection = self.state_at_seq(seq.min(self.head.seq))?;
+        verify::walk(
+            &self.tree,
+            &mut projection,
+            seq,
+            hash,
+            (head_seq, head_hash),
+        )
+    }
+}
+
+/// Orders (resourceVersion, removed) pairs: integers as integers; `None` when either
+/// version is not an integer (then arrival order decides).
+fn compare_versions(
+    offered: &str,
+    offered_removal: bool,
+    recorded: &str,
+    recorded_gone: bool,
+) -> Option<Ordering> {
+    let offered: u64 = offered.parse().ok()?;
+    let recorded: u64 = recorded.parse().ok()?;
+    Some((offered, offered_removal).cmp(&(recorded, recorded_gone)))
+}
+
+fn read_head(tree: &sled::Tree) -> Result<(u64, Hash), LedgerError> {
+    match tree.get(keys::HEAD)? {
+        None => Ok((0, Hash::ZERO)),
+        Some(value) if value.len() == 40 => {
+            let seq = keys::seq_of(&value[..8]).unwrap_or_default();
+            Ok((seq, Hash::from_slice(&value[8..]).unwrap_or_default()))
+        }
+        Some(_) => Err(LedgerError::Corrupt(VerifyFailure {
+            seq: 0,
+            kind: FailureKind::HeadMismatch,
+            detail: "the head record is malformed".into(),
+        })),
+    }
+}
+
+/// The newest snapshot at or before `max_seq` whose hash matches the stored entry; a
+/// snapshot that does not decode or match is skipped (the walk then starts earlier).
+fn latest_snapshot(tree: &sled::Tree, max_seq: u64) -> Result<Option<Snapshot>, LedgerError> {
+    let range = keys::seq_key(keys::SNAPSHOT, 1)..=keys::seq_key(keys::SNAPSHOT, max_seq);
+    for item in tree.range(range).rev() {
+        let (key, value) = item?;
+        let Ok(snapshot) = rmp_serde::from_slice::<Snapshot>(&value) else {
+            continue;
+        };
+        if Some(snapshot.seq) != keys::seq_of(&key) || snapshot.projection.seq() != snapshot.seq {
+            continue;
+        }
+        let stored = tree.get(keys::seq_key(keys::ENTRY, snapshot.seq))?;
+        if stored.as_deref().and_then(Hash::from_slice) == Some(snapshot.hash) {
+            return Ok(Some(snapshot));
+        }
+    }
+    Ok(None)
+}
+
+fn decode_stored(value: &[u8]) -> Result<StoredEntry, LedgerError> {
+    let hash = Hash::from_slice(value).ok_or_else(|| {
+        schemas::SchemaError::Undecodable("stored value shorter than a hash".into())
+    })?;
+    let bytes = value[32..].to_vec();
+    let entry = Entry::decode(&bytes)?;
+    Ok(StoredEntry { hash, bytes, entry })
+}

@@ -89,7 +89,8 @@ impl<'de> Deserialize<'de> for Hash {
                 Ok(Hash::from_slice(v).unwrap_or_default())
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Hash, E> {
-                Hash::from_hex(v).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                Hash::from_hex(v)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
             }
         }
         if deserializer.is_human_readable() {

@@ -91,7 +91,11 @@ pub fn normalize(
                 let spec = claim.spec.unwrap_or_default();
                 let pool = spec.warmpool;
                 let template = spec.sandbox_template_ref.and_then(|r| r.name);
-                (claim.metadata, (spec.lifecycle, pool, template), claim.status)
+                (
+                    claim.metadata,
+                    (spec.lifecycle, pool, template),
+                    claim.status,
+                )
             } else {
                 let claim: resources::SandboxClaimV1beta1 = parse(kind, object)?;
                 let spec = claim.spec.unwrap_or_default();
@@ -150,14 +154,24 @@ fn from_parts(
     fields: KindFields,
 ) -> Result<ObjectChange, SchemaError> {
     let kind_name = kind.as_str();
-    let name = required(kind_name, "metadata.name", metadata.name.as_deref(), MAX_FIELD_LEN)?;
+    let name = required(
+        kind_name,
+        "metadata.name",
+        metadata.name.as_deref(),
+        MAX_FIELD_LEN,
+    )?;
     let namespace = required(
         kind_name,
         "metadata.namespace",
         metadata.namespace.as_deref(),
         MAX_FIELD_LEN,
     )?;
-    let uid = required(kind_name, "metadata.uid", metadata.uid.as_deref(), MAX_UID_LEN)?;
+    let uid = required(
+        kind_name,
+        "metadata.uid",
+        metadata.uid.as_deref(),
+        MAX_UID_LEN,
+    )?;
     let resource_version = required(
         kind_name,
         "metadata.resourceVersion",
@@ -170,7 +184,12 @@ fn from_parts(
                 Some((group, _)) => group.to_string(),
                 None => String::new(),
             };
-            let uid = required(kind_name, "ownerReferences[].uid", Some(&reference.uid), MAX_UID_LEN)?;
+            let uid = required(
+                kind_name,
+                "ownerReferences[].uid",
+                Some(&reference.uid),
+                MAX_UID_LEN,
+            )?;
             Some(OwnerRef {
                 group,
                 kind: reference.kind.clone(),
@@ -208,16 +227,27 @@ fn parse<T: DeserializeOwned>(kind: &str, object: &Value) -> Result<T, SchemaErr
     T::deserialize(object).map_err(|e| invalid(kind, &e.to_string()))
 }
 
-fn required(kind: &str, field: &str, value: Option<&str>, max: usize) -> Result<String, SchemaError> {
+fn required(
+    kind: &str,
+    field: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<String, SchemaError> {
     let value = value.unwrap_or_default();
     if value.is_empty() {
         return Err(invalid(kind, &format!("{field} is missing or empty")));
     }
     if value.len() > max {
-        return Err(invalid(kind, &format!("{field} is longer than {max} bytes")));
+        return Err(invalid(
+            kind,
+            &format!("{field} is longer than {max} bytes"),
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(invalid(kind, &format!("{field} contains control characters")));
+        return Err(invalid(
+            kind,
+            &format!("{field} contains control characters"),
+        ));
     }
     Ok(value.to_string())
 }
@@ -248,19 +278,34 @@ mod tests {
 
     #[test]
     fn both_claim_layouts_normalize_to_the_same_fields() {
-        let beta = normalize(WatchEventType::Modified, &claim_v1beta1()).unwrap().unwrap();
+        let beta = normalize(WatchEventType::Modified, &claim_v1beta1())
+            .unwrap()
+            .unwrap();
         let mut alpha_json = claim_v1beta1();
         alpha_json["apiVersion"] = json!("extensions.agents.x-k8s.io/v1alpha1");
         alpha_json["spec"] = json!({"warmpool": "pool", "sandboxTemplateRef": {"name": "t"},
                                     "lifecycle": {"shutdownPolicy": "Retain"}});
-        let alpha = normalize(WatchEventType::Modified, &alpha_json).unwrap().unwrap();
-        let KindFields::SandboxClaim { status_sandbox_name, warm_pool, ready, .. } = &beta.fields else {
+        let alpha = normalize(WatchEventType::Modified, &alpha_json)
+            .unwrap()
+            .unwrap();
+        let KindFields::SandboxClaim {
+            status_sandbox_name,
+            warm_pool,
+            ready,
+            ..
+        } = &beta.fields
+        else {
             panic!("not a claim");
         };
         assert_eq!(status_sandbox_name.as_deref(), Some("pool-abc"));
         assert_eq!(warm_pool.as_deref(), Some("pool"));
         assert_eq!(ready.as_ref().map(|r| r.status.as_str()), Some("True"));
-        let KindFields::SandboxClaim { warm_pool: alpha_pool, template, .. } = &alpha.fields else {
+        let KindFields::SandboxClaim {
+            warm_pool: alpha_pool,
+            template,
+            ..
+        } = &alpha.fields
+        else {
             panic!("not a claim");
         };
         assert_eq!(alpha_pool.as_deref(), Some("pool"));
@@ -277,8 +322,12 @@ mod tests {
                                     {"apiVersion": format!("agents.x-k8s.io/{version}"), "kind": "Sandbox",
                                      "name": "s", "uid": "sb-1", "controller": true}]}})
         };
-        let a = normalize(WatchEventType::Added, &pod("v1alpha1")).unwrap().unwrap();
-        let b = normalize(WatchEventType::Added, &pod("v1beta1")).unwrap().unwrap();
+        let a = normalize(WatchEventType::Added, &pod("v1alpha1"))
+            .unwrap()
+            .unwrap();
+        let b = normalize(WatchEventType::Added, &pod("v1beta1"))
+            .unwrap()
+            .unwrap();
         assert_eq!(a.controller, b.controller);
         assert!(a.controller.unwrap().is_sandbox());
     }
@@ -298,14 +347,28 @@ mod tests {
     fn malformed_objects_get_clear_errors() {
         let cases = [
             (json!({"kind": "Pod"}), "apiVersion"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"}}), "metadata.uid"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": "nope"}), "Pod"),
-            (json!({"apiVersion": "agents.x-k8s.io/v2", "kind": "Sandbox"}), "unsupported apiVersion"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n",
-                   "uid": "x".repeat(200), "resourceVersion": "1"}}), "longer than"),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"}}),
+                "metadata.uid",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": "nope"}),
+                "Pod",
+            ),
+            (
+                json!({"apiVersion": "agents.x-k8s.io/v2", "kind": "Sandbox"}),
+                "unsupported apiVersion",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n",
+                   "uid": "x".repeat(200), "resourceVersion": "1"}}),
+                "longer than",
+            ),
         ];
         for (object, expected) in cases {
-            let err = normalize(WatchEventType::Added, &object).unwrap_err().to_string();
+            let err = normalize(WatchEventType::Added, &object)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
     }

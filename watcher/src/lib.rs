@@ -1,1 +1,21 @@
-//! wip
+//! Kubernetes in: turns watch events into ledger appends.
+//!
+//! [`ingest`] reads watch-event JSON lines (the shape `kubectl get --watch
+//! --output-watch-events -o json` prints), normalizes each object with the same code the
+//! live watcher uses, and appends in group-committed batches. A bad line is reported with
+//! its line number and skipped; it never reaches the ledger.
+
+pub mod ingest;
+
+pub use ingest::{ingest, IngestOptions, IngestReport, LineError};
+
+/// Everything that can go wrong feeding the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    /// The ledger refused or failed a write.
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    /// The input could not be read.
+    #[error("cannot read input: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,227 @@
+//! The JSON views: entries (history, export), state, and a plain table for people.
+
+use std::io::Write;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ledger::{BindingView, Ledger, ObjectRecord, Projection, StoredEntry};
+use schemas::{Entry, Hash, KindFields, ObjectKind};
+use serde::Serialize;
+
+use crate::ApiError;
+
+/// One entry with its chain hash, previous hash and exact stored bytes (base64), so an
+/// auditor can re-hash it without trusting the decoding.
+#[derive(Debug, Serialize)]
+pub struct EntryLine<'a> {
+    /// The entry's seq.
+    pub seq: u64,
+    /// Its chain hash.
+    pub hash: Hash,
+    /// The previous entry's hash.
+    pub prev_hash: Hash,
+    /// The decoded entry.
+    pub entry: &'a Entry,
+    /// The exact stored bytes, standard base64.
+    pub bytes: String,
+}
+
+impl<'a> EntryLine<'a> {
+    /// The line for a stored entry.
+    pub fn new(stored: &'a StoredEntry) -> EntryLine<'a> {
+        EntryLine {
+            seq: stored.entry.seq,
+            hash: stored.hash,
+            prev_hash: stored.entry.prev_hash,
+            entry: &stored.entry,
+            bytes: base64::engine::general_purpose::STANDARD.encode(&stored.bytes),
+        }
+    }
+}
+
+/// A live object in a state view.
+#[derive(Debug, Serialize)]
+pub struct ObjectLine<'a> {
+    /// Kind.
+    pub kind: ObjectKind,
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Uid.
+    pub uid: &'a str,
+    /// Last recorded resourceVersion.
+    pub resource_version: &'a str,
+    /// Controller kind and uid, if any.
+    pub controller: Option<String>,
+    /// Whether it carries a deletionTimestamp.
+    pub terminating: bool,
+    /// Kind-specific identity fields.
+    pub fields: &'a KindFields,
+    /// The entry that last recorded it.
+    pub last_seq: u64,
+}
+
+impl<'a> ObjectLine<'a> {
+    fn new(record: &'a ObjectRecord) -> ObjectLine<'a> {
+        let current = &record.current;
+        ObjectLine {
+            kind: current.kind,
+            namespace: &current.namespace,
+            name: &current.name,
+            uid: &current.uid,
+            resource_version: &current.resource_version,
+            controller: current
+                .controller
+                .as_ref()
+                .map(|c| format!("{}/{}", c.kind, c.uid)),
+            terminating: current.is_terminating(),
+            fields: &current.fields,
+            last_seq: record.last_seq,
+        }
+    }
+}
+
+/// The projected state at one seq: live objects and active bindings.
+#[derive(Debug, Serialize)]
+pub struct StateView<'a> {
+    /// The seq the state is as of.
+    pub seq: u64,
+    /// When that entry was observed.
+    pub at: Option<DateTime<Utc>>,
+    /// Objects alive at that seq.
+    pub objects: Vec<ObjectLine<'a>>,
+    /// Bindings active at that seq.
+    pub bindings: Vec<BindingView>,
+}
+
+impl<'a> StateView<'a> {
+    /// The view of a projection.
+    pub fn new(projection: &'a Projection) -> StateView<'a> {
+        StateView {
+            seq: projection.seq(),
+            at: projection.at(),
+            objects: projection
+                .live_objects()
+                .into_iter()
+                .map(ObjectLine::new)
+                .collect(),
+            bindings: projection.active_bindings(),
+        }
+    }
+
+    /// A table for people.
+    pub fn write_table(&self, out: &mut impl Write) -> Result<(), ApiError> {
+        writeln!(
+            out,
+            "state as of seq {} ({})",
+            self.seq,
+            self.at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "empty".into())
+        )?;
+        writeln!(
+            out,
+            "\n{:<22} {:<14} {:<32} {:<38} {:>6}",
+            "KIND", "NAMESPACE", "NAME", "UID", "SEQ"
+        )?;
+        for o in &self.objects {
+            writeln!(
+                out,
+                "{:<22} {:<14} {:<32} {:<38} {:>6}",
+                o.kind.as_str(),
+                o.namespace,
+                o.name,
+                o.uid,
+                o.last_seq
+            )?;
+        }
+        writeln!(
+            out,
+            "\n{:<8} {:<14} {:<32} {:<32} {:<32} {:>6}",
+            "BINDING", "NAMESPACE", "POD", "SANDBOX", "CLAIM", "SINCE"
+        )?;
+        for b in &self.bindings {
+            let claim = b.claim.as_ref().map(|c| c.name.as_str()).unwrap_or("-");
+            writeln!(
+                out,
+                "{:<8} {:<14} {:<32} {:<32} {:<32} {:>6}",
+                format!("{:?}", b.kind).to_lowercase(),
+                b.pod.namespace,
+                b.pod.name,
+                b.sandbox.name,
+                claim,
+                b.since_seq
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes entries as JSON lines.
+pub fn write_jsonl<'a>(
+    out: &mut impl Write,
+    entries: impl IntoIterator<Item = &'a StoredEntry>,
+) -> Result<u64, ApiError> {
+    let mut count = 0;
+    for stored in entries {
+        serde_json::to_writer(&mut *out, &EntryLine::new(stored))?;
+        out.write_all(b"\n")?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Streams entries `from..=to` as JSON lines, one read at a time, never buffering the range.
+pub fn export_jsonl(
+    ledger: &Ledger,
+    from: u64,
+    to: u64,
+    out: &mut impl Write,
+) -> Result<u64, ApiError> {
+    let mut count = 0;
+    for stored in ledger.entries(from, to) {
+        count += write_jsonl(out, [&stored?])?;
+    }
+    Ok(count)
+}
+
+/// A table of entries for people.
+pub fn write_entries_table<'a>(
+    out: &mut impl Write,
+    entries: impl IntoIterator<Item = &'a StoredEntry>,
+) -> Result<(), ApiError> {
+    writeln!(
+        out,
+        "{:>6} {:<32} {:<18} {:<22} {:<28} {:<8} TRANSITIONS",
+        "SEQ", "OBSERVED", "CHANGE", "KIND", "NAME", "RV"
+    )?;
+    for stored in entries {
+        let entry = &stored.entry;
+        let Some(change) = entry.object_change() else {
+            continue;
+        };
+        let transitions: Vec<String> = entry
+            .transitions
+            .iter()
+            .map(|t| {
+                serde_json::to_value(t)
+                    .ok()
+                    .and_then(|v| v["transition"].as_str().map(str::to_string))
+                    .unwrap_or_default()
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:>6} {:<32} {:<18} {:<22} {:<28} {:<8} {}",
+            entry.seq,
+            entry.observed_at.to_rfc3339(),
+            format!("{:?}", change.change).to_lowercase(),
+            change.kind.as_str(),
+            format!("{}/{}", change.namespace, change.name),
+            change.resource_version,
+            transitions.join(",")
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1015 @@
+//! The projection: current state derived from the log, with the indexes the binding
+//! rule needs, and the rule itself (DOMAIN.md §4-5) as pure functions.
+//!
+//! [`Projection::apply`] is the only way state changes, and it is deterministic: the same
+//! entries applied in the same order give the same projection and the same transitions.
+//! That is what lets replay re-derive (and so verify) the transitions stored in entries.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use schemas::{BindingKind, KindFields, ObjectChange, ObjectKind, Reason, Transition};
+use serde::{Deserialize, Serialize};
+
+/// The last observed state of one uid, alive or gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// The last observation.
+    pub current: ObjectChange,
+    /// Deleted or missing on resync.
+    pub gone: bool,
+    /// The entry that first recorded this uid.
+    pub first_seq: u64,
+    /// The entry that last recorded this uid.
+    pub last_seq: u64,
+}
+
+/// One binding of one pod, from the entry that formed it to the one that ended it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// Claim or direct.
+    pub kind: BindingKind,
+    /// The sandbox's uid.
+    pub sandbox_uid: String,
+    /// The claim's uid (claim bindings).
+    pub claim_uid: Option<String>,
+    /// The pod's `openshell.io/sandbox-id` annotation when the binding began.
+    pub sandbox_id: Option<String>,
+    /// The entry that formed the binding.
+    pub since_seq: u64,
+    /// When that entry was observed.
+    pub since: DateTime<Utc>,
+    /// The entry that ended it, if it ended.
+    pub ended_seq: Option<u64>,
+    /// Whether the pod's sandbox-id annotation changed while bound.
+    pub mutated: bool,
+}
+
+/// Who first held a workspace volume (PV name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// The claim the volume was first bound under.
+    pub first_claim_uid: Option<String>,
+    /// Every PVC uid seen on this volume, in order.
+    pub pvc_uids: Vec<String>,
+}
+
+/// A check request (DOMAIN.md §4; the HTTP request of the API has the same fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod_name: String,
+    /// The pod's uid, as proven by the caller (for example from a TokenReview).
+    pub pod_uid: String,
+    /// The gateway sandbox id the caller expects on the pod.
+    #[serde(default)]
+    pub sandbox_id: Option<String>,
+    /// The Sandbox name the caller expects.
+    #[serde(default)]
+    pub sandbox_name: Option<String>,
+    /// The Sandbox uid the caller expects.
+    #[serde(default)]
+    pub sandbox_uid: Option<String>,
+    /// The claim uid the caller expects.
+    #[serde(default)]
+    pub claim_uid: Option<String>,
+    /// Refuse direct bindings (default true).
+    #[serde(default = "default_true")]
+    pub require_claim: bool,
+    /// Answer `LEDGER_BEHIND` unless the ledger holds at least this entry.
+    #[serde(default)]
+    pub min_seq: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The three answers a check can give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The pod is bound as asked.
+    Allow,
+    /// It is not; `reason` says why.
+    Deny,
+    /// The ledger cannot answer yet (not synced, or behind the caller).
+    NotReady,
+}
+
+/// A namespaced object reference in answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectView {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Uid.
+    pub uid: String,
+}
+
+/// A current binding as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingView {
+    /// Claim or direct.
+    pub kind: BindingKind,
+    /// The pod.
+    pub pod: ObjectView,
+    /// The sandbox.
+    pub sandbox: ObjectView,
+    /// The claim (claim bindings).
+    pub claim: Option<ObjectView>,
+    /// The workspace PVCs of the sandbox.
+    pub pvcs: Vec<ObjectView>,
+    /// The pod's `openshell.io/sandbox-id`.
+    pub sandbox_id: Option<String>,
+    /// The entry that formed the binding.
+    pub since_seq: u64,
+    /// When.
+    pub since: DateTime<Utc>,
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Allow, deny or not ready.
+    pub decision: Verdict,
+    /// The first failing check (absent on allow).
+    pub reason: Option<Reason>,
+    /// A sentence for people.
+    pub detail: Option<String>,
+    /// The binding (on allow).
+    pub binding: Option<BindingView>,
+    /// The ledger head seq the answer was computed at.
+    pub seq: u64,
+}
+
+/// Why the structural rule failed for a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    reason: Reason,
+    detail: String,
+    violation: Option<Box<Transition>>,
+    /// The chain failed because a link is gone (deleted, never seen, ownerless), as
+    /// opposed to present but terminating or mismatched: for a pod that was bound, that
+    /// is a released binding.
+    link_gone: bool,
+}
+
+fn fail(reason: Reason, detail: impl Into<String>) -> Failure {
+    Failure {
+        reason,
+        detail: detail.into(),
+        violation: None,
+        link_gone: false,
+    }
+}
+
+fn gone(reason: Reason, detail: impl Into<String>) -> Failure {
+    Failure {
+        link_gone: true,
+        ..fail(reason, detail)
+    }
+}
+
+/// A pod that passes the structural rule (checks 1-5).
+struct Structural<'a> {
+    kind: BindingKind,
+    pod: &'a ObjectRecord,
+    sandbox: &'a ObjectRecord,
+    claim: Option<&'a ObjectRecord>,
+}
+
+/// The projected state of the log at some seq.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Projection {
+    objects: HashMap<String, ObjectRecord>,
+    names: HashMap<(ObjectKind, String, String), String>,
+    children: HashMap<String, BTreeSet<String>>,
+    bindings: HashMap<String, Vec<BindingRecord>>,
+    bound_under: HashMap<String, String>,
+    volumes: HashMap<String, VolumeRecord>,
+    orphaned: BTreeSet<String>,
+    violations: BTreeSet<(String, String)>,
+    seq: u64,
+    at: Option<DateTime<Utc>>,
+}
+
+impl Projection {
+    /// The seq of the last entry applied (0 for none).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The time of the last entry applied.
+    pub fn at(&self) -> Option<DateTime<Utc>> {
+        self.at
+    }
+
+    /// The record of a uid, alive or gone.
+    pub fn object(&self, uid: &str) -> Option<&ObjectRecord> {
+        self.objects.get(uid)
+    }
+
+    /// The uid last recorded under a (kind, namespace, name).
+    pub fn uid_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&str> {
+        self.names
+            .get(&(kind, namespace.to_string(), name.to_string()))
+            .map(String::as_str)
+    }
+
+    /// Every binding a pod uid ever had, oldest first.
+    pub fn bindings_of(&self, pod_uid: &str) -> &[BindingRecord] {
+        self.bindings.get(pod_uid).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Objects that are alive, sorted by kind, namespace, name.
+    pub fn live_objects(&self) -> Vec<&ObjectRecord> {
+        let mut live: Vec<_> = self.objects.values().filter(|r| !r.gone).collect();
+        live.sort_by(|a, b| {
+            (
+                a.current.kind,
+                &a.current.namespace,
+                &a.current.name,
+                &a.current.uid,
+            )
+                .cmp(&(
+                    b.current.kind,
+                    &b.current.namespace,
+                    &b.current.name,
+                    &b.current.uid,
+                ))
+        });
+        live
+    }
+
+    /// Number of uids ever recorded.
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// The active bindings, as views, sorted by pod namespace and name.
+    pub fn active_bindings(&self) -> Vec<BindingView> {
+        let mut views: Vec<_> = self
+            .bindings
+            .iter()
+            .filter_map(|(pod_uid, records)| {
+                let record = records.last().filter(|r| r.ended_seq.is_none())?;
+                self.binding_view(pod_uid, record)
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));
+        views
+    }
+
+    /// Applies one entry's change and returns the transitions it causes.
+    pub fn apply(&mut self, seq: u64, at: DateTime<Utc>, change: &ObjectChange) -> Vec<Transition> {
+        let uid = change.uid.clone();
+        let gone = change.change.is_removal();
+        let previous_controller = self
+            .objects
+            .get(&uid)
+            .and_then(|r| r.current.controller.as_ref())
+            .map(|c| c.uid.clone());
+
+        let record = self
+            .objects
+            .entry(uid.clone())
+            .or_insert_with(|| ObjectRecord {
+                current: change.clone(),
+                gone,
+                first_seq: seq,
+                last_seq: seq,
+            });
+        record.current = change.clone();
+        record.gone = gone;
+        record.last_seq = seq;
+        self.names.insert(
+            (change.kind, change.namespace.clone(), change.name.clone()),
+            uid.clone(),
+        );
+
+        if let Some(previous) = &previous_controller {
+            if let Some(set) = self.children.get_mut(previous) {
+                set.remove(&uid);
+                if set.is_empty() {
+                    self.children.remove(previous);
+                }
+            }
+        }
+        if let Some(controller) = &change.controller {
+            self.children
+                .entry(controller.uid.clone())
+                .or_default()
+                .insert(uid.clone());
+        }
+        if let KindFields::PersistentVolumeClaim {
+            volume_name: Some(volume),
+            ..
+        } = &change.fields
+        {
+            let record = self.volumes.entry(volume.clone()).or_default();
+            if !record.pvc_uids.contains(&uid) {
+                record.pvc_uids.push(uid.clone());
+            }
+        }
+
+        let mut pods = BTreeSet::new();
+        match change.kind {
+            ObjectKind::Pod => {
+                pods.insert(uid.clone());
+            }
+            ObjectKind::Sandbox => self.collect_pods_of_sandbox(&uid, &mut pods),
+            ObjectKind::SandboxClaim => {
+                for sandbox in self.children_of_kind(&uid, ObjectKind::Sandbox) {
+                    self.collect_pods_of_sandbox(&sandbox, &mut pods);
+                }
+                if let KindFields::SandboxClaim {
+                    status_sandbox_name: Some(name),
+                    ..
+                } = &change.fields
+                {
+                    if let Some(sandbox) = self.uid_of(ObjectKind::Sandbox, &change.namespace, name)
+                    {
+                        let sandbox = sandbox.to_string();
+                        self.collect_pods_of_sandbox(&sandbox, &mut pods);
+                    }
+                }
+            }
+            ObjectKind::PersistentVolumeClaim => {
+                for sandbox in change
+                    .controller
+                    .iter()
+                    .map(|c| c.uid.clone())
+                    .chain(previous_controller)
+                {
+                    self.collect_pods_of_sandbox(&sandbox, &mut pods);
+                }
+            }
+        }
+
+        let mut transitions = Vec::new();
+        for pod in &pods {
+            self.reevaluate(pod, seq, at, &mut transitions);
+        }
+        self.detect_orphans(change, &mut transitions);
+        self.seq = seq;
+        self.at = Some(at);
+        transitions
+    }
+
+    fn children_of_kind(&self, owner: &str, kind: ObjectKind) -> Vec<String> {
+        self.children
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter(|uid| {
+                self.objects
+                    .get(*uid)
+                    .is_some_and(|r| r.current.kind == kind)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn collect_pods_of_sandbox(&self, sandbox: &str, pods: &mut BTreeSet<String>) {
+        pods.extend(self.children_of_kind(sandbox, ObjectKind::Pod));
+    }
+
+    fn live_pvcs_of(&self, sandbox: &str) -> Vec<&ObjectRecord> {
+        self.children
+            .get(sandbox)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.objects.get(uid))
+            .filter(|r| r.current.kind == ObjectKind::PersistentVolumeClaim && !r.gone)
+            .collect()
+    }
+
+    fn reevaluate(
+        &mut self,
+        pod_uid: &str,
+        seq: u64,
+        at: DateTime<Utc>,
+        out: &mut Vec<Transition>,
+    ) {
+        let status = self
+            .structural(pod_uid, None)
+            .map(|s| Self::summary(&s, self.live_pvcs_of(&s.sandbox.current.uid)));
+        let active = self
+            .bindings
+            .get(pod_uid)
+            .and_then(|records| records.last())
+            .filter(|r| r.ended_seq.is_none())
+            .cloned();
+        match (active, status) {
+            (None, Ok(formed)) => self.form_binding(pod_uid, formed, seq, at, out),
+            (Some(active), Ok(formed))
+                if active.sandbox_uid == formed.sandbox_uid
+                    && active.claim_uid == formed.claim_uid =>
+            {
+                if let Some(claim) = &formed.claim_uid {
+                    self.mark_bound_under(claim, pod_uid, &formed);
+                }
+                if active.sandbox_id == formed.sandbox_id || active.mutated {
+                    return;
+                }
+                let record = self.bindings.get_mut(pod_uid).and_then(|r| r.last_mut());
+                let Some(record) = record else { return };
+                if active.sandbox_id.is_none() {
+                    // On the warm path the claim injects the gateway identity after the
+                    // binding forms: the first value is an assignment, not a mutation.
+                    record.sandbox_id = formed.sandbox_id;
+                    return;
+                }
+                record.mutated = true;
+                out.push(Transition::IdentityMutated {
+                    pod_uid: pod_uid.to_string(),
+                    from: active.sandbox_id,
+                    to: formed.sandbox_id,
+                });
+            }
+            (Some(active), Ok(formed)) => {
+                self.end_binding(pod_uid, &active, Reason::BindingReleased, seq, out);
+                self.form_binding(pod_uid, formed, seq, at, out);
+            }
+            (Some(active), Err(failure)) => {
+                self.end_binding(pod_uid, &active, failure.reason, seq, out);
+                self.record_violation(failure, out);
+            }
+            (None, Err(failure)) => self.record_violation(failure, out),
+        }
+    }
+
+    fn summary(structural: &Structural<'_>, pvcs: Vec<&ObjectRecord>) -> Formed {
+        Formed {
+            kind: structural.kind,
+            sandbox_uid: structural.sandbox.current.uid.clone(),
+            claim_uid: structural.claim.map(|c| c.current.uid.clone()),
+            sandbox_id: pod_sandbox_id(structural.pod).map(str::to_string),
+            pvcs: pvcs
+                .into_iter()
+                .map(|p| (p.current.uid.clone(), volume_of(p).map(str::to_string)))
+                .collect(),
+        }
+    }
+
+    fn form_binding(
+        &mut self,
+        pod_uid: &str,
+        formed: Formed,
+        seq: u64,
+        at: DateTime<Utc>,
+        out: &mut Vec<Transition>,
+    ) {
+        if let Some(claim) = &formed.claim_uid {
+            self.mark_bound_under(claim, pod_uid, &formed);
+        }
+        out.push(Transition::Bound {
+            binding: formed.kind,
+            pod_uid: pod_uid.to_string(),
+            sandbox_uid: formed.sandbox_uid.clone(),
+            claim_uid: formed.claim_uid.clone(),
+        });
+        self.bindings
+            .entry(pod_uid.to_string())
+            .or_default()
+            .push(BindingRecord {
+                kind: formed.kind,
+                sandbox_uid: formed.sandbox_uid,
+                claim_uid: formed.claim_uid,
+                sandbox_id: formed.sandbox_id,
+                since_seq: seq,
+                since: at,
+                ended_seq: None,
+                mutated: false,
+            });
+    }
+
+    fn end_binding(
+        &mut self,
+        pod_uid: &str,
+        active: &BindingRecord,
+        reason: Reason,
+        seq: u64,
+        out: &mut Vec<Transition>,
+    ) {
+        if let Some(record) = self.bindings.get_mut(pod_uid).and_then(|r| r.last_mut()) {
+            record.ended_seq = Some(seq);
+        }
+        out.push(Transition::Released {
+            pod_uid: pod_uid.to_string(),
+            sandbox_uid: active.sandbox_uid.clone(),
+            claim_uid: active.claim_uid.clone(),
+            reason,
+        });
+    }
+
+    /// Single use: the first claim a sandbox, pod, PVC or PV was bound under is kept forever.
+    fn mark_bound_under(&mut self, claim: &str, pod_uid: &str, formed: &Formed) {
+        let mut mark = |uid: &str| {
+            self.bound_under
+                .entry(uid.to_string())
+                .or_insert_with(|| claim.to_string());
+        };
+        mark(pod_uid);
+        mark(&formed.sandbox_uid);
+        for (pvc, _) in &formed.pvcs {
+            mark(pvc);
+        }
+        for volume in formed.pvcs.iter().filter_map(|(_, v)| v.as_ref()) {
+            let record = self.volumes.entry(volume.clone()).or_default();
+            if record.first_claim_uid.is_none() {
+                record.first_claim_uid = Some(claim.to_string());
+            }
+        }
+    }
+
+    fn record_violation(&mut self, failure: Failure, out: &mut Vec<Transition>) {
+        let Some(violation) = failure.violation else {
+            return;
+        };
+        let key = match violation.as_ref() {
+            Transition::SingleUseViolation {
+                uid, new_claim_uid, ..
+            } => (uid.clone(), new_claim_uid.clone()),
+            Transition::WorkspaceReused {
+                pvc_uid,
+                new_claim_uid,
+                ..
+            } => (pvc_uid.clone(), new_claim_uid.clone()),
+            _ => return,
+        };
+        if self.violations.insert(key) {
+            out.push(*violation);
+        }
+    }
+
+    /// A workspace PVC that was part of a binding and outlives its sandbox is reported once.
+    fn detect_orphans(&mut self, change: &ObjectChange, out: &mut Vec<Transition>) {
+        let candidates: Vec<(String, String)> = match change.kind {
+            ObjectKind::Sandbox if change.change.is_removal() => self
+                .live_pvcs_of(&change.uid)
+                .into_iter()
+                .map(|pvc| (pvc.current.uid.clone(), change.uid.clone()))
+                .collect(),
+            ObjectKind::PersistentVolumeClaim if !change.change.is_removal() => {
+                let sandbox_gone = match &change.controller {
+                    Some(owner) => self.objects.get(&owner.uid).is_none_or(|s| s.gone),
+                    None => true,
+                };
+                let previous_owner = self
+                    .objects
+                    .get(&change.uid)
+                    .and_then(|r| r.current.controller.as_ref())
+                    .map(|c| c.uid.clone())
+                    .unwrap_or_default();
+                if sandbox_gone {
+                    vec![(change.uid.clone(), previous_owner)]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
+        for (pvc_uid, sandbox_uid) in candidates {
+            if self.bound_under.contains_key(&pvc_uid) && self.orphaned.insert(pvc_uid.clone()) {
+                out.push(Transition::WorkspaceOrphaned {
+                    pvc_uid,
+                    sandbox_uid,
+                });
+            }
+        }
+    }
+
+    /// Checks 1-5 of the binding rule for a known pod uid; `expected_claim` adds the
+    /// caller's claim uid to check 4.
+    fn structural(
+        &self,
+        pod_uid: &str,
+        expected_claim: Option<&str>,
+    ) -> Result<Structural<'_>, Failure> {
+        let pod = self
+            .objects
+            .get(pod_uid)
+            .filter(|r| r.current.kind == ObjectKind::Pod)
+            .ok_or_else(|| gone(Reason::UnknownPod, "the ledger never recorded this pod uid"))?;
+        if pod.gone {
+            return Err(gone(Reason::UnknownPod, "the pod was deleted"));
+        }
+        if pod.current.is_terminating() {
+            return Err(fail(Reason::PodTerminating, "the pod is terminating"));
+        }
+        let owner = pod
+            .current
+            .controller
+            .as_ref()
+            .filter(|c| c.is_sandbox())
+            .ok_or_else(|| {
+                gone(
+                    Reason::OwnerChainBroken,
+                    "the pod has no Sandbox controller",
+                )
+            })?;
+        let sandbox = self
+            .objects
+            .get(&owner.uid)
+            .filter(|s| s.current.kind == ObjectKind::Sandbox && !s.gone)
+            .ok_or_else(|| {
+                gone(
+                    Reason::OwnerChainBroken,
+                    format!(
+                        "the pod's Sandbox uid {} is not alive in the ledger",
+                        owner.uid
+                    ),
+                )
+            })?;
+        if sandbox.current.is_terminating() {
+            return Err(fail(
+                Reason::OwnerChainBroken,
+                "the pod's Sandbox is terminating",
+            ));
+        }
+        let KindFields::Sandbox {
+            claim_uid_label,
+            sandbox_id_label,
+            ..
+        } = &sandbox.current.fields
+        else {
+            return Err(fail(
+                Reason::OwnerChainBroken,
+                "the pod's owner is not a Sandbox",
+            ));
+        };
+
+        let controller = match &sandbox.current.controller {
+            None => {
+                let Some(label) = sandbox_id_label else {
+                    return Err(gone(
+                        Reason::NotClaimed,
+                        "the Sandbox has no controller and no sandbox-id label",
+                    ));
+                };
+                if pod_sandbox_id(pod) != Some(label.as_str()) {
+                    return Err(fail(
+                        Reason::SandboxIdMismatch,
+                        "the pod's sandbox-id annotation differs from its direct Sandbox's label",
+                    ));
+                }
+                for (kind, uid) in [
+                    (ObjectKind::Sandbox, &sandbox.current.uid),
+                    (ObjectKind::Pod, &pod.current.uid),
+                ] {
+                    if let Some(first) = self.bound_under.get(uid) {
+                        return Err(fail(
+                            Reason::SingleUseViolation,
+                            format!("this {kind} was bound under claim {first} before"),
+                        ));
+                    }
+                }
+                return Ok(Structural {
+                    kind: BindingKind::Direct,
+                    pod,
+                    sandbox,
+                    claim: None,
+                });
+            }
+            Some(controller) => controller,
+        };
+        if controller.is_warm_pool() {
+            return Err(fail(
+                Reason::NotClaimed,
+                "the Sandbox is warm: owned by a SandboxWarmPool",
+            ));
+        }
+        if !controller.is_claim() {
+            return Err(fail(
+                Reason::OwnerChainBroken,
+                format!(
+                    "the Sandbox's controller is a {} {}",
+                    controller.group, controller.kind
+                ),
+            ));
+        }
+        let claim = self
+            .objects
+            .get(&controller.uid)
+            .filter(|c| c.current.kind == ObjectKind::SandboxClaim && !c.gone)
+            .ok_or_else(|| {
+                gone(
+                    Reason::OwnerChainBroken,
+                    format!(
+                        "the Sandbox's claim uid {} is not alive in the ledger",
+                        controller.uid
+                    ),
+                )
+            })?;
+        if claim_uid_label
+            .as_ref()
+            .is_some_and(|label| *label != controller.uid)
+        {
+            return Err(fail(
+                Reason::ClaimUidMismatch,
+                "the Sandbox's claim-uid label differs from its controller claim",
+            ));
+        }
+        if claim.current.is_terminating() {
+            return Err(fail(Reason::ClaimTerminating, "the claim is terminating"));
+        }
+        let status_name = match &claim.current.fields {
+            KindFields::SandboxClaim {
+                status_sandbox_name,
+                ..
+            } => status_sandbox_name.as_deref(),
+            _ => None,
+        };
+        if status_name != Some(sandbox.current.name.as_str())
+            || claim.current.namespace != sandbox.current.namespace
+        {
+            return Err(fail(
+                Reason::ClaimStatusMismatch,
+                format!(
+                    "the claim's status.sandbox.name is {:?}, not {:?}",
+                    status_name.unwrap_or(""),
+                    sandbox.current.name
+                ),
+            ));
+        }
+        if let Some(expected) = expected_claim {
+            if expected != claim.current.uid {
+                return Err(fail(
+                    Reason::ClaimUidMismatch,
+                    format!(
+                        "the claim {} now has uid {}",
+                        claim.current.name, claim.current.uid
+                    ),
+                ));
+            }
+        }
+        let claim_uid = &claim.current.uid;
+        for (kind, uid) in [
+            (ObjectKind::Sandbox, &sandbox.current.uid),
+            (ObjectKind::Pod, &pod.current.uid),
+        ] {
+            if let Some(first) = self
+                .bound_under
+                .get(uid)
+                .filter(|first| *first != claim_uid)
+            {
+                return Err(Failure {
+                    reason: Reason::SingleUseViolation,
+                    detail: format!("this {kind} was bound under claim {first} before"),
+                    link_gone: false,
+                    violation: Some(Box::new(Transition::SingleUseViolation {
+                        kind,
+                        uid: uid.clone(),
+                        first_claim_uid: first.clone(),
+                        new_claim_uid: claim_uid.clone(),
+                    })),
+                });
+            }
+        }
+        for pvc in self.live_pvcs_of(&sandbox.current.uid) {
+            let volume = volume_of(pvc);
+            let first = self
+                .bound_under
+                .get(&pvc.current.uid)
+                .filter(|first| *first != claim_uid);
+            let through_volume = volume
+                .and_then(|v| self.volumes.get(v))
+                .and_then(|v| v.first_claim_uid.as_ref())
+                .filter(|first| *first != claim_uid);
+            let (first, via_volume) = match (first, through_volume) {
+                (Some(first), _) => (first, false),
+                (None, Some(first)) => (first, true),
+                (None, None) => continue,
+            };
+            {
+                return Err(Failure {
+                    reason: Reason::WorkspaceReused,
+                    detail: format!(
+                        "workspace PVC {} (volume {}) was bound under claim {first} before",
+                        pvc.current.name,
+                        volume.unwrap_or("-")
+                    ),
+                    link_gone: false,
+                    violation: Some(Box::new(Transition::WorkspaceReused {
+                        pvc_uid: pvc.current.uid.clone(),
+                        volume_name: via_volume.then(|| volume.map(str::to_string)).flatten(),
+                        first_claim_uid: first.clone(),
+                        new_claim_uid: claim_uid.clone(),
+                    })),
+                });
+            }
+        }
+        Ok(Structural {
+            kind: BindingKind::Claim,
+            pod,
+            sandbox,
+            claim: Some(claim),
+        })
+    }
+
+    /// The binding rule for one request (DOMAIN.md §4), as of this projection.
+    /// `ready` is the freshness check 7, supplied by whoever knows the watchers' state.
+    pub fn check(&self, request: &CheckRequest, ready: bool) -> Decision {
+        let deny = |reason: Reason, detail: String| Decision {
+            decision: if matches!(reason, Reason::LedgerNotReady | Reason::LedgerBehind) {
+                Verdict::NotReady
+            } else {
+                Verdict::Deny
+            },
+            reason: Some(reason),
+            detail: Some(detail),
+            binding: None,
+            seq: self.seq,
+        };
+        if !ready {
+            return deny(Reason::LedgerNotReady, "the watchers are not synced".into());
+        }
+        if let Some(min_seq) = request.min_seq.filter(|min| *min > self.seq) {
+            return deny(
+                Reason::LedgerBehind,
+                format!(
+                    "this ledger is at seq {}, the caller asked for {min_seq}",
+                    self.seq
+                ),
+            );
+        }
+        let name_holder = || {
+            self.uid_of(ObjectKind::Pod, &request.namespace, &request.pod_name)
+                .filter(|uid| *uid != request.pod_uid)
+                .and_then(|uid| self.objects.get(uid))
+                .filter(|r| !r.gone)
+        };
+        let Some(pod) = self
+            .objects
+            .get(&request.pod_uid)
+            .filter(|r| r.current.kind == ObjectKind::Pod)
+        else {
+            return match name_holder() {
+                Some(holder) => deny(
+                    Reason::PodUidMismatch,
+                    format!(
+                        "pod {}/{} is uid {}",
+                        request.namespace, request.pod_name, holder.current.uid
+                    ),
+                ),
+                None => deny(
+                    Reason::UnknownPod,
+                    "the ledger never recorded this pod uid".into(),
+                ),
+            };
+        };
+        if pod.current.namespace != request.namespace || pod.current.name != request.pod_name {
+            return deny(
+                Reason::PodUidMismatch,
+                format!(
+                    "uid {} is pod {}/{}",
+                    pod.current.uid, pod.current.namespace, pod.current.name
+                ),
+            );
+        }
+        let ever_bound = !self.bindings_of(&request.pod_uid).is_empty();
+        let structural = match self.structural(&request.pod_uid, request.claim_uid.as_deref()) {
+            Ok(structural) => structural,
+            Err(failure) => {
+                if failure.link_gone && ever_bound {
+                    return deny(
+                        Reason::BindingReleased,
+                        format!(
+                            "this pod uid was bound and no longer is: {}",
+                            failure.detail
+                        ),
+                    );
+                }
+                if failure.reason == Reason::UnknownPod {
+                    if let Some(holder) = name_holder() {
+                        return deny(
+                            Reason::PodUidMismatch,
+                            format!(
+                                "pod {}/{} is now uid {}",
+                                request.namespace, request.pod_name, holder.current.uid
+                            ),
+                        );
+                    }
+                }
+                return deny(failure.reason, failure.detail);
+            }
+        };
+        if structural.kind == BindingKind::Direct && request.require_claim {
+            return deny(
+                Reason::NotClaimed,
+                "a directly created Sandbox; the caller requires a claim".into(),
+            );
+        }
+        let active = self
+            .bindings_of(&request.pod_uid)
+            .last()
+            .filter(|r| r.ended_seq.is_none());
+        let Some(active) = active else {
+            // Structurally bound but no record: only possible if the record was not derived,
+            // which replay verification would flag. Fail closed.
+            return deny(
+                Reason::OwnerChainBroken,
+                "no binding was recorded for this pod".into(),
+            );
+        };
+        if active.mutated {
+            return deny(
+                Reason::IdentityMutated,
+                "the pod's sandbox-id annotation changed after the binding began".into(),
+            );
+        }
+        let pod_id = pod_sandbox_id(pod);
+        let mismatch = [
+            (request.sandbox_id.as_deref(), pod_id, "sandbox id"),
+            (
+                request.sandbox_name.as_deref(),
+                Some(structural.sandbox.current.name.as_str()),
+                "Sandbox name",
+            ),
+            (
+                request.sandbox_uid.as_deref(),
+                Some(structural.sandbox.current.uid.as_str()),
+                "Sandbox uid",
+            ),
+        ]
+        .into_iter()
+        .find(|(asked, actual, _)| asked.is_some() && asked != actual);
+        if let Some((asked, actual, what)) = mismatch {
+            return deny(
+                Reason::SandboxIdMismatch,
+                format!(
+                    "the caller expects {what} {:?}, the pod has {:?}",
+                    asked.unwrap_or(""),
+                    actual.unwrap_or("")
+                ),
+            );
+        }
+        Decision {
+            decision: Verdict::Allow,
+            reason: None,
+            detail: None,
+            binding: self.binding_view(&request.pod_uid, active),
+            seq: self.seq,
+        }
+    }
+
+    fn binding_view(&self, pod_uid: &str, record: &BindingRecord) -> Option<BindingView> {
+        let view = |r: &ObjectRecord| ObjectView {
+            namespace: r.current.namespace.clone(),
+            name: r.current.name.clone(),
+            uid: r.current.uid.clone(),
+        };
+        let pod = self.objects.get(pod_uid)?;
+        let sandbox = self.objects.get(&record.sandbox_uid)?;
+        Some(BindingView {
+            kind: record.kind,
+            pod: view(pod),
+            sandbox: view(sandbox),
+            claim: record
+                .claim_uid
+                .as_ref()
+                .and_then(|c| self.objects.get(c))
+                .map(view),
+            pvcs: self
+                .live_pvcs_of(&record.sandbox_uid)
+                .into_iter()
+                .map(view)
+                .collect(),
+            sandbox_id: pod_sandbox_id(pod).map(str::to_string),
+            since_seq: record.since_seq,
+            since: record.since,
+        })
+    }
+}
+
+/// What a structural pass yields, owned so the projection can be mutated after.
+struct Formed {
+    kind: BindingKind,
+    sandbox_uid: String,
+    claim_uid: Option<String>,
+    sandbox_id: Option<String>,
+    pvcs: Vec<(String, Option<String>)>,
+}
+
+fn pod_sandbox_id(pod: &ObjectRecord) -> Option<&str> {
+    match &pod.current.fields {
+        KindFields::Pod {
+            sandbox_id_annotation,
+            ..
+        } => sandbox_id_annotation.as_deref(),
+        _ => None,
+    }
+}
+
+fn volume_of(pvc: &ObjectRecord) -> Option<&str> {
+    match &pvc.current.fields {
+        KindFields::PersistentVolumeClaim { volume_name, .. } => volume_name.as_deref(),
+        _ => None,
+    }
+}

@@ -12,7 +12,7 @@ use api::StateView;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger::{CheckRequest, Ledger, LedgerConfig, Verdict};
-use schemas::ObjectKind;
+use schemas::{Hash, ObjectKind};
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +76,13 @@ enum Command {
     Verify {
         #[command(flatten)]
         db: DbArgs,
+        /// Verify only the entries after this watermark seq (from an earlier report's
+        /// `verified_seq`); needs --from-hash.
+        #[arg(long, requires = "from_hash")]
+        from_seq: Option<u64>,
+        /// The watermark's hash (an earlier report's `verified_hash`).
+        #[arg(long, requires = "from_seq")]
+        from_hash: Option<String>,
     },
     /// The projected state (objects and bindings), now or as of a seq or time.
     State {
@@ -245,9 +252,21 @@ fn run(command: Command) -> Result<(), Failure> {
                 )));
             }
         }
-        Command::Verify { db } => {
+        Command::Verify {
+            db,
+            from_seq,
+            from_hash,
+        } => {
             let ledger = db.open()?;
-            let report = ledger.verify()?;
+            let report = match (from_seq, from_hash) {
+                (Some(seq), Some(hash)) => {
+                    let hash = Hash::from_hex(&hash).ok_or_else(|| {
+                        Failure::Input(format!("--from-hash {hash:?} is not 64 hex digits"))
+                    })?;
+                    ledger.verify_from(seq, hash)?
+                }
+                _ => ledger.verify()?,
+            };
             serde_json::to_writer(&mut out, &report)?;
             writeln!(out)?;
             if let Some(failure) = report.failure {

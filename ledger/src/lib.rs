@@ -466,13 +466,11 @@ impl Ledger {
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = Result<StoredEntry, LedgerError>> + '_ {
-        let to = to.min(self.head.seq);
-        let range = keys::seq_key(keys::ENTRY, from.max(1))..=keys::seq_key(keys::ENTRY, to);
-        let empty = from.max(1) > to;
-        self.tree
-            .range(range)
-            .take(if empty { 0 } else { usize::MAX })
-            .map(|item| decode_stored(&item?.1))
+        let from = from.max(1);
+        // An inverted range is an empty one, not a panic in sled.
+        let to = to.min(self.head.seq).max(from - 1);
+        let range = keys::seq_key(keys::ENTRY, from)..keys::seq_key(keys::ENTRY, to + 1);
+        self.tree.range(range).map(|item| decode_stored(&item?.1))
     }
 
     /// Every entry that recorded this uid, in order.

@@ -152,11 +152,12 @@ pub struct StoredEntry {
     pub entry: Entry,
 }
 
+/// The projection after `seq`, stored every `snapshot_every` entries.
 #[derive(Serialize, Deserialize)]
-struct Snapshot {
-    seq: u64,
-    hash: Hash,
-    projection: Projection,
+pub(crate) struct Snapshot {
+    pub(crate) seq: u64,
+    pub(crate) hash: Hash,
+    pub(crate) projection: Projection,
 }
 
 /// An open ledger.
@@ -282,13 +283,21 @@ impl Ledger {
         let mut outcomes = Vec::new();
         let mut head = self.head;
         let mut stats = self.stats;
+        // (uid, resourceVersion, removal, seq) appended in this batch, not yet in sled.
+        let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
         for mut change in changes {
-            let outcome = match self.classify(&mut change)? {
+            let outcome = match self.classify(&mut change, &in_batch)? {
                 Some(outcome) => outcome,
                 None => {
                     let seq = head.seq + 1;
                     let observed_at = head.observed_at.map_or(now, |last| last.max(now));
                     let transitions = self.projection.apply(seq, observed_at, &change);
+                    in_batch.push((
+                        change.uid.clone(),
+                        change.resource_version.clone(),
+                        change.change.is_removal(),
+                        seq,
+                    ));
                     let uid_key = keys::with_seq(keys::uid_prefix(&change.uid), seq);
                     let name_key = keys::with_seq(
                         keys::name_prefix(change.kind, &change.namespace, &change.name),
@@ -367,7 +376,11 @@ impl Ledger {
 
     /// Decides whether a change is a duplicate, stale, ignored (`Some`) or to be
     /// appended (`None`, with its change kind set from what the ledger holds).
-    fn classify(&self, change: &mut ObjectChange) -> Result<Option<AppendOutcome>, LedgerError> {
+    fn classify(
+        &self,
+        change: &mut ObjectChange,
+        in_batch: &[(String, String, bool, u64)],
+    ) -> Result<Option<AppendOutcome>, LedgerError> {
         let removal = change.change.is_removal();
         let Some(record) = self.projection.object(&change.uid) else {
             let sandbox_owned = change.controller.as_ref().is_some_and(|c| c.is_sandbox());
@@ -393,22 +406,18 @@ impl Ledger {
                 }))
             }
             Some(Ordering::Less) => {
-                return Ok(Some(
-                    match self.find_recorded(&change.uid, &change.resource_version, removal)? {
-                        Some(seq) => AppendOutcome::Duplicate { seq },
-                        None => AppendOutcome::Stale {
-                            uid: change.uid.clone(),
-                            offered: change.resource_version.clone(),
-                            recorded: recorded.clone(),
-                        },
+                return Ok(Some(match self.find_recorded(change, in_batch)? {
+                    Some(seq) => AppendOutcome::Duplicate { seq },
+                    None => AppendOutcome::Stale {
+                        uid: change.uid.clone(),
+                        offered: change.resource_version.clone(),
+                        recorded: recorded.clone(),
                     },
-                ));
+                }));
             }
             Some(Ordering::Greater) => {}
             None => {
-                if let Some(seq) =
-                    self.find_recorded(&change.uid, &change.resource_version, removal)?
-                {
+                if let Some(seq) = self.find_recorded(change, in_batch)? {
                     return Ok(Some(AppendOutcome::Duplicate { seq }));
                 }
             }
@@ -433,18 +442,27 @@ impl Ledger {
         Ok(None)
     }
 
-    /// The seq recording exactly (uid, resourceVersion, removal), searching the uid's history.
+    /// The seq recording exactly this (uid, resourceVersion, removal), searching the
+    /// current batch and then the uid's history. Only stale-looking changes get here.
     fn find_recorded(
         &self,
-        uid: &str,
-        resource_version: &str,
-        removal: bool,
+        change: &ObjectChange,
+        in_batch: &[(String, String, bool, u64)],
     ) -> Result<Option<u64>, LedgerError> {
-        for item in self.history_of_uid(uid)? {
-            if let Some(change) = item.entry.object_change() {
-                if change.resource_version == resource_version
-                    && change.change.is_removal() == removal
-                {
+        let removal = change.change.is_removal();
+        let same = |uid: &str, rv: &str, gone: bool| {
+            uid == change.uid && rv == change.resource_version && gone == removal
+        };
+        if let Some((.., seq)) = in_batch.iter().find(|(u, rv, gone, _)| same(u, rv, *gone)) {
+            return Ok(Some(*seq));
+        }
+        for item in self.history_of_uid(&change.uid)? {
+            if let Some(recorded) = item.entry.object_change() {
+                if same(
+                    &recorded.uid,
+                    &recorded.resource_version,
+                    recorded.change.is_removal(),
+                ) {
                     return Ok(Some(item.entry.seq));
                 }
             }
@@ -649,4 +667,96 @@ fn decode_stored(value: &[u8]) -> Result<StoredEntry, LedgerError> {
     let bytes = value[32..].to_vec();
     let entry = Entry::decode(&bytes)?;
     Ok(StoredEntry { hash, bytes, entry })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use schemas::{normalize, WatchEventType};
+
+    fn pod(n: u64) -> ObjectChange {
+        let object = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("p{n}"), "namespace": "ns", "uid": format!("pod-{n}"),
+                         "resourceVersion": n.to_string(),
+                         "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+                                              "name": "s", "uid": "sb-1", "controller": true}]}});
+        normalize(WatchEventType::Added, &object).unwrap().unwrap()
+    }
+
+    fn at(second: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + second, 0).unwrap()
+    }
+
+    #[test]
+    fn a_forged_snapshot_is_caught_by_full_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            snapshot_every: 4,
+            allow_corrupt: false,
+        };
+        let mut ledger = Ledger::open(dir.path(), config).unwrap();
+        ledger.append((1..=6).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        assert!(ledger.verify().unwrap().ok());
+
+        let key = keys::seq_key(keys::SNAPSHOT, 4);
+        let mut snapshot: Snapshot =
+            rmp_serde::from_slice(&ledger.tree.get(key).unwrap().unwrap()).unwrap();
+        snapshot.projection.apply(4, at(0), &pod(99));
+        ledger
+            .tree
+            .insert(key, rmp_serde::to_vec_named(&snapshot).unwrap())
+            .unwrap();
+
+        let failure = ledger.verify().unwrap().failure.unwrap();
+        assert_eq!(
+            (failure.seq, failure.kind),
+            (4, FailureKind::SnapshotMismatch)
+        );
+    }
+
+    #[test]
+    fn duplicates_stale_and_unchanged_append_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+        let mut newer = pod(1);
+        newer.resource_version = "10".into();
+        newer.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
+        let mut churn = newer.clone();
+        churn.resource_version = "11".into();
+        let outcomes = ledger
+            .append([pod(1), newer, pod(1), churn], at(0))
+            .unwrap();
+        assert_eq!(
+            outcomes[0],
+            AppendOutcome::Appended {
+                seq: 1,
+                transitions: 0
+            }
+        );
+        assert_eq!(
+            outcomes[1],
+            AppendOutcome::Appended {
+                seq: 2,
+                transitions: 0
+            }
+        );
+        assert_eq!(outcomes[2], AppendOutcome::Duplicate { seq: 1 });
+        assert_eq!(
+            outcomes[3],
+            AppendOutcome::Ignored {
+                reason: IgnoreReason::Unchanged
+            }
+        );
+        let mut stale = pod(1);
+        stale.resource_version = "5".into();
+        assert!(matches!(
+            ledger.append([stale], at(1)).unwrap()[0],
+            AppendOutcome::Stale { .. }
+        ));
+        assert_eq!(ledger.head().seq, 2);
+        assert_eq!(ledger.stats().stale, 1);
+    }
 }

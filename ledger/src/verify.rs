@@ -2,12 +2,14 @@
 //! transitions by replay. The same walk serves `verify`, the tail check at open, and
 //! incremental verification from a trusted watermark.
 
+use std::collections::BTreeSet;
+
 use schemas::{chain_hash, Entry, Hash};
 use serde::Serialize;
 
 use crate::keys;
 use crate::projection::Projection;
-use crate::LedgerError;
+use crate::{LedgerError, Snapshot};
 
 /// What is wrong at the first broken seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,8 +27,11 @@ pub enum FailureKind {
     Undecodable,
     /// Replay does not re-derive the transitions stored in the entry.
     TransitionMismatch,
-    /// The recorded head disagrees with the log (changed head, cut tail).
+    /// The head record names the last entry's seq but another hash.
     HeadMismatch,
+    /// A stored snapshot of the projection differs from the state replay derives at its
+    /// seq (a forged or corrupted snapshot would otherwise be trusted at open).
+    SnapshotMismatch,
     /// An entry is stored beyond the recorded head.
     TrailingEntry,
 }
@@ -92,6 +97,12 @@ pub(crate) fn walk(
     let fail = |report: &mut VerifyReport, seq: u64, kind: FailureKind, detail: String| {
         report.failure = Some(VerifyFailure { seq, kind, detail });
     };
+    let mut snapshot_seqs = BTreeSet::new();
+    let snapshot_range =
+        keys::seq_key(keys::SNAPSHOT, start_seq + 1)..=keys::seq_key(keys::SNAPSHOT, u64::MAX);
+    for item in tree.range(snapshot_range) {
+        snapshot_seqs.extend(keys::seq_of(&item?.0));
+    }
     let from = keys::seq_key(keys::ENTRY, start_seq + 1);
     let to = keys::seq_key(keys::ENTRY, u64::MAX);
     for item in tree.range(from..=to) {
@@ -190,6 +201,12 @@ pub(crate) fn walk(
             );
             return Ok(report);
         }
+        if snapshot_seqs.contains(&seq) {
+            if let Some(detail) = snapshot_differs(tree, seq, stored_hash, projection)? {
+                fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
+                return Ok(report);
+            }
+        }
         report.verified_seq = seq;
         report.verified_hash = stored_hash;
         report.entries += 1;
@@ -219,4 +236,37 @@ pub(crate) fn walk(
         );
     }
     Ok(report)
+}
+
+/// Compares the snapshot stored at `seq` with the replayed projection; `Some(why)` if it
+/// differs or does not decode.
+fn snapshot_differs(
+    tree: &sled::Tree,
+    seq: u64,
+    hash: Hash,
+    replayed: &Projection,
+) -> Result<Option<String>, LedgerError> {
+    let Some(bytes) = tree.get(keys::seq_key(keys::SNAPSHOT, seq))? else {
+        return Ok(None);
+    };
+    let snapshot: Snapshot = match rmp_serde::from_slice(&bytes) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            return Ok(Some(format!(
+                "the snapshot at seq {seq} does not decode: {e}"
+            )))
+        }
+    };
+    if snapshot.seq != seq || snapshot.hash != hash {
+        return Ok(Some(format!(
+            "the snapshot at seq {seq} names seq {} hash {}",
+            snapshot.seq, snapshot.hash
+        )));
+    }
+    if &snapshot.projection != replayed {
+        return Ok(Some(format!(
+            "the snapshot at seq {seq} differs from the state replay derives"
+        )));
+    }
+    Ok(None)
 }

@@ -1,0 +1,923 @@
+//! The worked example of `docs/FORMAT.md`, checked against the code.
+//!
+//! Every hex, JSON and key-layout block of the worked example is parsed out of
+//! `docs/FORMAT.md` itself (fenced blocks whose info string is `<lang> <label>`, e.g.
+//! ```` ```hex example-1-bytes ````), so the document and the encoder cannot drift apart:
+//! change the format and this test names the block that no longer matches and prints the
+//! new value. `cargo test -p claim-ledger-schemas --test format_example -- --ignored
+//! --nocapture` prints every block as it should read.
+//!
+//! The chain hash is also checked against the official BLAKE3 test vectors in
+//! `shared/vectors/blake3/test_vectors.json`, to show that the blake3 in use is the
+//! standard one an auditor's tool (`b3sum`, Python `blake3`) computes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use claim_ledger_schemas::observed::ConditionSummary;
+use claim_ledger_schemas::{
+    chain_hash, BindingKind, Change, ChangeKind, Entry, Hash, KindFields, ObjectChange, ObjectKind,
+    OwnerRef, Reason, SchemaError, Transition, ENTRY_DOMAIN_TAG, FORMAT_VERSION,
+};
+
+const FORMAT_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+const BLAKE3_VECTORS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/vectors/blake3/test_vectors.json"
+);
+
+// ---------------------------------------------------------------------------------------
+// The documented example, built from Rust values.
+// ---------------------------------------------------------------------------------------
+
+/// The pod change of both example entries; entry 2 is the same pod one resourceVersion later.
+fn pod_change(
+    resource_version: &str,
+    change: ChangeKind,
+    annotation: Option<&str>,
+    phase: Option<&str>,
+) -> ObjectChange {
+    ObjectChange {
+        kind: ObjectKind::Pod,
+        api_version: "v1".into(),
+        namespace: "ns".into(),
+        name: "p".into(),
+        uid: "pod-1".into(),
+        resource_version: resource_version.into(),
+        change,
+        controller: Some(OwnerRef {
+            group: "agents.x-k8s.io".into(),
+            kind: "Sandbox".into(),
+            name: "sb".into(),
+            uid: "sb-1".into(),
+        }),
+        deletion_timestamp: None,
+        fields: KindFields::Pod {
+            sandbox_id_annotation: annotation.map(Into::into),
+            phase: phase.map(Into::into),
+        },
+    }
+}
+
+/// Example 1: seq 1, pod `ns/p` (uid `pod-1`, controlled by Sandbox `sb-1`) created.
+fn example_1() -> Entry {
+    Entry {
+        format_version: FORMAT_VERSION,
+        seq: 1,
+        observed_at: "2026-11-28T12:00:00Z".parse().unwrap(),
+        prev_hash: Hash::ZERO,
+        change: Change::Object(pod_change("12", ChangeKind::Created, None, None)),
+        transitions: vec![],
+    }
+}
+
+/// Example 2: seq 2, the same pod updated (annotation and phase set), chained to example 1.
+fn example_2(prev_hash: Hash) -> Entry {
+    Entry {
+        format_version: FORMAT_VERSION,
+        seq: 2,
+        observed_at: "2026-11-28T12:00:01.250Z".parse().unwrap(),
+        prev_hash,
+        change: Change::Object(pod_change(
+            "13",
+            ChangeKind::Updated,
+            Some("sbx-7"),
+            Some("Running"),
+        )),
+        transitions: vec![],
+    }
+}
+
+/// The documented fragments: one value of each nested type the example entries lack.
+fn fragments() -> Vec<(&'static str, Vec<u8>)> {
+    fn named<T: serde::Serialize>(value: &T) -> Vec<u8> {
+        rmp_serde::to_vec_named(value).unwrap()
+    }
+    vec![
+        (
+            "fragment-fields-sandbox",
+            named(&KindFields::Sandbox {
+                claim_uid_label: Some("claim-1".into()),
+                sandbox_id_label: None,
+                pod_name_annotation: Some("p".into()),
+                volume_claim_templates: vec!["workspace".into()],
+                shutdown_policy: Some("Retain".into()),
+            }),
+        ),
+        (
+            "fragment-fields-sandbox-claim",
+            named(&KindFields::SandboxClaim {
+                status_sandbox_name: Some("sb".into()),
+                ready: Some(ConditionSummary {
+                    status: "True".into(),
+                    reason: Some("Bound".into()),
+                }),
+                shutdown_policy: Some("Delete".into()),
+                shutdown_time: None,
+                warm_pool: Some("pool".into()),
+                template: None,
+            }),
+        ),
+        (
+            "fragment-fields-pvc",
+            named(&KindFields::PersistentVolumeClaim {
+                volume_name: Some("pv-1".into()),
+                phase: Some("Bound".into()),
+            }),
+        ),
+        (
+            "fragment-transition-bound",
+            named(&Transition::Bound {
+                binding: BindingKind::Claim,
+                pod_uid: "pod-1".into(),
+                sandbox_uid: "sb-1".into(),
+                claim_uid: Some("claim-1".into()),
+            }),
+        ),
+        (
+            "fragment-transition-released",
+            named(&Transition::Released {
+                pod_uid: "pod-1".into(),
+                sandbox_uid: "sb-1".into(),
+                claim_uid: None,
+                reason: Reason::BindingReleased,
+            }),
+        ),
+    ]
+}
+
+/// `ENTRY_DOMAIN_TAG || prev_hash || seq (u64 BE) || bytes`: what the chain hash hashes.
+fn hash_input(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(ENTRY_DOMAIN_TAG);
+    out.extend_from_slice(&prev_hash.0);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The sled records a ledger holding exactly the two example entries stores, following
+/// `ledger/src/keys.rs`, as `key-hex  value` lines (the `sled-records` block).
+fn sled_records(hash_2: &Hash) -> Vec<String> {
+    let mut head = 2u64.to_be_bytes().to_vec();
+    head.extend_from_slice(&hash_2.0);
+    let seq_key = |prefix: u8, seq: u64| {
+        let mut key = vec![prefix];
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    };
+    let index_key = |parts: &[&[u8]], seq: u64| {
+        let mut key = parts.concat();
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    };
+    let mut records = vec![
+        (
+            seq_key(b'E', 1),
+            "example-1-hash || example-1-bytes".to_string(),
+        ),
+        (
+            seq_key(b'E', 2),
+            "example-2-hash || example-2-bytes".to_string(),
+        ),
+        (b"F".to_vec(), hex(&1u16.to_be_bytes())),
+        (b"H".to_vec(), hex(&head)),
+        (
+            index_key(&[b"N", b"p", b"ns", b"\0", b"p", b"\0"], 1),
+            "(empty)".into(),
+        ),
+        (
+            index_key(&[b"N", b"p", b"ns", b"\0", b"p", b"\0"], 2),
+            "(empty)".into(),
+        ),
+        (index_key(&[b"U", b"pod-1", b"\0"], 1), "(empty)".into()),
+        (index_key(&[b"U", b"pod-1", b"\0"], 2), "(empty)".into()),
+    ];
+    // sled iterates keys in byte order; the document lists them that way.
+    records.sort();
+    records
+        .into_iter()
+        .map(|(key, value)| format!("{}  {value}", hex(&key)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading docs/FORMAT.md.
+// ---------------------------------------------------------------------------------------
+
+/// Labelled fenced blocks of the document: info string `<lang> <label>` → content.
+fn labelled_blocks(doc: &str) -> BTreeMap<String, String> {
+    let mut blocks = BTreeMap::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else {
+            continue;
+        };
+        let words: Vec<&str> = info.split_whitespace().collect();
+        let mut body = String::new();
+        for inner in lines.by_ref() {
+            if inner.trim_end() == "```" {
+                break;
+            }
+            body.push_str(inner);
+            body.push('\n');
+        }
+        if let [_lang, label] = words.as_slice() {
+            let previous = blocks.insert(label.to_string(), body);
+            assert!(
+                previous.is_none(),
+                "block {label} appears twice in FORMAT.md"
+            );
+        }
+    }
+    blocks
+}
+
+fn doc_blocks() -> BTreeMap<String, String> {
+    let doc = std::fs::read_to_string(FORMAT_MD)
+        .unwrap_or_else(|e| panic!("cannot read {FORMAT_MD}: {e}"));
+    labelled_blocks(&doc)
+}
+
+fn block<'a>(blocks: &'a BTreeMap<String, String>, label: &str) -> &'a str {
+    blocks
+        .get(label)
+        .unwrap_or_else(|| panic!("docs/FORMAT.md has no block labelled {label}"))
+}
+
+/// The bytes of a hex block: `;` starts a comment, whitespace is ignored.
+fn hex_block(blocks: &BTreeMap<String, String>, label: &str) -> Vec<u8> {
+    let digits: String = block(blocks, label)
+        .lines()
+        .map(|line| line.split(';').next().unwrap_or_default())
+        .flat_map(str::chars)
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    assert!(
+        digits.len() % 2 == 0,
+        "block {label}: odd number of hex digits"
+    );
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&digits[i..i + 2], 16)
+                .unwrap_or_else(|e| panic!("block {label}: bad hex at digit {i}: {e}"))
+        })
+        .collect()
+}
+
+fn hash_block(blocks: &BTreeMap<String, String>, label: &str) -> Hash {
+    let bytes = hex_block(blocks, label);
+    Hash::from_slice(&bytes)
+        .filter(|_| bytes.len() == 32)
+        .unwrap_or_else(|| panic!("block {label} is not 32 bytes"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// The hash input as documented: tag, prev_hash and seq on their own commented lines,
+/// then the entry bytes wrapped at 32 bytes per line.
+fn hash_input_block(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> String {
+    format!(
+        "{}  ; domain tag \"claim-ledger/entry/v1\\0\" (22 bytes)\n\
+         {}  ; prev_hash (32 bytes)\n\
+         {}  ; seq {seq}, u64 big-endian (8 bytes)\n\
+         {}",
+        hex(ENTRY_DOMAIN_TAG),
+        hex(&prev_hash.0),
+        hex(&seq.to_be_bytes()),
+        wrapped_hex(bytes)
+    )
+}
+
+/// Wraps hex at 32 bytes per line, as the raw byte blocks are written.
+fn wrapped_hex(bytes: &[u8]) -> String {
+    bytes
+        .chunks(32)
+        .map(|chunk| format!("{}\n", hex(chunk)))
+        .collect()
+}
+
+fn assert_hex_block(blocks: &BTreeMap<String, String>, label: &str, actual: &[u8]) {
+    let documented = hex_block(blocks, label);
+    assert!(
+        documented == actual,
+        "docs/FORMAT.md block {label} does not match the code.\n documented: {}\n actual:     {}\n\
+         the block should read:\n{}",
+        hex(&documented),
+        hex(actual),
+        wrapped_hex(actual)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A MessagePack annotator, to print the annotated blocks (and to check their comments
+// describe the bytes they sit next to).
+// ---------------------------------------------------------------------------------------
+
+struct Annotator<'a> {
+    data: &'a [u8],
+    pos: usize,
+    lines: Vec<(usize, String, String)>,
+}
+
+impl Annotator<'_> {
+    fn annotate(data: &[u8]) -> String {
+        let mut annotator = Annotator {
+            data,
+            pos: 0,
+            lines: Vec::new(),
+        };
+        annotator.value(0, "");
+        assert_eq!(annotator.pos, data.len(), "trailing bytes");
+        let width = annotator
+            .lines
+            .iter()
+            .map(|(_, h, _)| h.len())
+            .max()
+            .unwrap_or(0);
+        annotator
+            .lines
+            .iter()
+            .map(|(offset, h, comment)| format!("{h:<width$}  ; {offset:>3}  {comment}\n"))
+            .collect()
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let out = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        out
+    }
+
+    fn push(&mut self, offset: usize, bytes: String, depth: usize, comment: String) {
+        self.lines
+            .push((offset, bytes, format!("{}{comment}", "  ".repeat(depth))));
+    }
+
+    fn value(&mut self, depth: usize, what: &str) {
+        let offset = self.pos;
+        let tag = self.data[self.pos];
+        match tag {
+            0x00..=0x7f => {
+                self.take(1);
+                self.push(
+                    offset,
+                    hex(&[tag]),
+                    depth,
+                    format!("{what}{tag} (positive fixint)"),
+                );
+            }
+            0xcc..=0xcf => {
+                let n = 1 << (tag - 0xcc);
+                self.take(1);
+                let body = self.take(n).to_vec();
+                let value = body.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+                self.push(
+                    offset,
+                    format!("{tag:02x} {}", hex(&body)),
+                    depth,
+                    format!("{what}{value} (uint {})", 8 * n),
+                );
+            }
+            0xc0 => {
+                self.take(1);
+                self.push(offset, "c0".into(), depth, format!("{what}nil"));
+            }
+            0xa0..=0xbf | 0xd9 => self.string(depth, what),
+            0xc4 => {
+                let n = usize::from(self.data[self.pos + 1]);
+                self.take(2);
+                let head = format!("c4 {n:02x}");
+                self.push(offset, head, depth, format!("{what}bin 8, {n} bytes:"));
+                for start in (0..n).step_by(16) {
+                    let at = self.pos;
+                    let chunk = hex(self.take(16.min(n - start)));
+                    let end = (start + 16).min(n);
+                    self.push(at, chunk, depth + 1, format!("bytes {start}..{end}"));
+                }
+            }
+            0x80..=0x8f => {
+                let n = usize::from(tag & 0x0f);
+                self.take(1);
+                let plural = if n == 1 { "" } else { "s" };
+                self.push(
+                    offset,
+                    hex(&[tag]),
+                    depth,
+                    format!("{what}fixmap, {n} pair{plural}"),
+                );
+                for _ in 0..n {
+                    self.string(depth + 1, "key ");
+                    self.value(depth + 2, "");
+                }
+            }
+            0x90..=0x9f => {
+                let n = usize::from(tag & 0x0f);
+                self.take(1);
+                let plural = if n == 1 { "" } else { "s" };
+                self.push(
+                    offset,
+                    hex(&[tag]),
+                    depth,
+                    format!("{what}fixarray, {n} element{plural}"),
+                );
+                for _ in 0..n {
+                    self.value(depth + 1, "");
+                }
+            }
+            other => panic!("the annotator does not know tag {other:#04x}"),
+        }
+    }
+
+    fn string(&mut self, depth: usize, what: &str) {
+        let offset = self.pos;
+        let tag = self.data[self.pos];
+        let (head_len, n, kind) = match tag {
+            0xa0..=0xbf => (1, usize::from(tag & 0x1f), format!("fixstr {}", tag & 0x1f)),
+            0xd9 => {
+                let n = usize::from(self.data[self.pos + 1]);
+                (2, n, format!("str 8, {n}"))
+            }
+            other => panic!("expected a string at {offset}, found tag {other:#04x}"),
+        };
+        let head = hex(self.take(head_len));
+        let body = self.take(n).to_vec();
+        let text = String::from_utf8(body.clone()).expect("utf-8");
+        self.push(
+            offset,
+            format!("{head} {}", hex(&body)),
+            depth,
+            format!("{what}{text:?} ({kind})"),
+        );
+    }
+}
+
+/// Every labelled block of the worked example, as it should read in FORMAT.md.
+fn expected_blocks() -> Vec<(String, String)> {
+    let one = example_1();
+    let bytes_1 = one.encode().unwrap();
+    let hash_1 = chain_hash(&Hash::ZERO, 1, &bytes_1);
+    let two = example_2(hash_1);
+    let bytes_2 = two.encode().unwrap();
+    let hash_2 = chain_hash(&hash_1, 2, &bytes_2);
+    let mut out = vec![
+        (
+            "example-1-entry".to_string(),
+            serde_json::to_string_pretty(&one).unwrap() + "\n",
+        ),
+        ("example-1-annotated".into(), Annotator::annotate(&bytes_1)),
+        ("example-1-bytes".into(), wrapped_hex(&bytes_1)),
+        (
+            "example-1-hash-input".into(),
+            hash_input_block(&Hash::ZERO, 1, &bytes_1),
+        ),
+        ("example-1-hash".into(), format!("{hash_1}\n")),
+        (
+            "example-2-entry".to_string(),
+            serde_json::to_string_pretty(&two).unwrap() + "\n",
+        ),
+        ("example-2-bytes".into(), wrapped_hex(&bytes_2)),
+        (
+            "example-2-hash-input".into(),
+            hash_input_block(&hash_1, 2, &bytes_2),
+        ),
+        ("example-2-hash".into(), format!("{hash_2}\n")),
+        (
+            "sled-records".into(),
+            sled_records(&hash_2).join("\n") + "\n",
+        ),
+    ];
+    for (label, bytes) in fragments() {
+        out.push((label.to_string(), Annotator::annotate(&bytes)));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn example_1_bytes_and_hash_match_the_document() {
+    let blocks = doc_blocks();
+    let entry = example_1();
+    let bytes = entry.encode().unwrap();
+    assert_hex_block(&blocks, "example-1-bytes", &bytes);
+    assert_hex_block(&blocks, "example-1-annotated", &bytes);
+    assert_hex_block(
+        &blocks,
+        "example-1-hash-input",
+        &hash_input(&Hash::ZERO, 1, &bytes),
+    );
+    let hash = chain_hash(&Hash::ZERO, 1, &bytes);
+    assert_eq!(hash_block(&blocks, "example-1-hash"), hash);
+    // The chain hash is plain BLAKE3 over the documented hash input.
+    let documented_input = hex_block(&blocks, "example-1-hash-input");
+    assert_eq!(blake3::hash(&documented_input).as_bytes(), &hash.0);
+}
+
+#[test]
+fn example_2_is_chained_to_example_1() {
+    let blocks = doc_blocks();
+    let hash_1 = hash_block(&blocks, "example-1-hash");
+    let entry = example_2(hash_1);
+    let bytes = entry.encode().unwrap();
+    assert_hex_block(&blocks, "example-2-bytes", &bytes);
+    assert_hex_block(
+        &blocks,
+        "example-2-hash-input",
+        &hash_input(&hash_1, 2, &bytes),
+    );
+    let hash = chain_hash(&hash_1, 2, &bytes);
+    assert_eq!(hash_block(&blocks, "example-2-hash"), hash);
+    let documented_input = hex_block(&blocks, "example-2-hash-input");
+    assert_eq!(blake3::hash(&documented_input).as_bytes(), &hash.0);
+    // prev_hash sits in the entry bytes as bin 8 (c4 20) right after its key.
+    let key_and_tag = [b"\xa9prev_hash\xc4\x20".as_slice(), &hash_1.0].concat();
+    assert!(bytes.windows(key_and_tag.len()).any(|w| w == key_and_tag));
+}
+
+#[test]
+fn documented_bytes_decode_to_the_documented_entries() {
+    let blocks = doc_blocks();
+    let one = Entry::decode(&hex_block(&blocks, "example-1-bytes")).unwrap();
+    assert_eq!(one, example_1());
+    let two = Entry::decode(&hex_block(&blocks, "example-2-bytes")).unwrap();
+    assert_eq!(two, example_2(hash_block(&blocks, "example-1-hash")));
+    assert_eq!(
+        two.prev_hash,
+        chain_hash(&Hash::ZERO, 1, &one.encode().unwrap())
+    );
+    // Re-encoding what was decoded gives the stored bytes back.
+    assert_eq!(one.encode().unwrap(), hex_block(&blocks, "example-1-bytes"));
+}
+
+#[test]
+fn documented_json_is_the_export_form_of_the_entries() {
+    let blocks = doc_blocks();
+    let hash_1 = hash_block(&blocks, "example-1-hash");
+    for (label, entry) in [
+        ("example-1-entry", example_1()),
+        ("example-2-entry", example_2(hash_1)),
+    ] {
+        let documented: serde_json::Value = serde_json::from_str(block(&blocks, label))
+            .unwrap_or_else(|e| panic!("block {label} is not JSON: {e}"));
+        assert_eq!(documented, serde_json::to_value(&entry).unwrap(), "{label}");
+        let decoded: Entry = serde_json::from_str(block(&blocks, label)).unwrap();
+        assert_eq!(decoded, entry, "{label}");
+    }
+}
+
+#[test]
+fn documented_fragments_match_the_code() {
+    let blocks = doc_blocks();
+    for (label, bytes) in fragments() {
+        assert_hex_block(&blocks, label, &bytes);
+    }
+}
+
+#[test]
+fn documented_sled_records_follow_the_key_layout() {
+    let blocks = doc_blocks();
+    let hash_2 = hash_block(&blocks, "example-2-hash");
+    let documented: Vec<String> = block(&blocks, "sled-records")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let expected: Vec<String> = sled_records(&hash_2)
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(documented, expected);
+}
+
+/// Every documented block, character for character (comments and layout included), so a
+/// stale annotation is caught even when its hex digits still match.
+#[test]
+fn documented_blocks_read_exactly_as_generated() {
+    let blocks = doc_blocks();
+    for (label, expected) in expected_blocks() {
+        assert_eq!(
+            block(&blocks, &label),
+            expected,
+            "docs/FORMAT.md block {label} differs from what the code generates; \
+             run with --ignored --nocapture to print it"
+        );
+    }
+}
+
+/// Prints every block of the worked example, ready to paste into FORMAT.md.
+#[test]
+#[ignore = "generator: run with --ignored --nocapture to print the documented blocks"]
+fn print_documented_blocks() {
+    for (label, body) in expected_blocks() {
+        let lang = if label.ends_with("-entry") {
+            "json"
+        } else if label == "sled-records" {
+            "text"
+        } else {
+            "hex"
+        };
+        println!("```{lang} {label}\n{body}```\n");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding rules stated in FORMAT.md that the example does not exercise.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn integers_use_the_smallest_msgpack_width() {
+    // `seq` is a u64 but is written in the smallest MessagePack integer that holds it.
+    for (seq, expected) in [
+        (1u64, vec![0x01]),
+        (127, vec![0x7f]),
+        (128, vec![0xcc, 0x80]),
+        (256, vec![0xcd, 0x01, 0x00]),
+        (65_536, vec![0xce, 0x00, 0x01, 0x00, 0x00]),
+        (1 << 32, vec![0xcf, 0, 0, 0, 1, 0, 0, 0, 0]),
+    ] {
+        let mut entry = example_1();
+        entry.seq = seq;
+        let bytes = entry.encode().unwrap();
+        let pattern = [b"\xa3seq".as_slice(), &expected].concat();
+        assert!(
+            bytes.windows(pattern.len()).any(|w| w == pattern),
+            "seq {seq} should encode as {}",
+            hex(&expected)
+        );
+        assert_eq!(Entry::decode(&bytes).unwrap(), entry);
+    }
+}
+
+#[test]
+fn observed_at_is_rfc3339_utc_with_minimal_fraction() {
+    for (time, text) in [
+        ("2026-11-28T12:00:00Z", "2026-11-28T12:00:00Z"),
+        ("2026-11-28T12:00:01.250Z", "2026-11-28T12:00:01.250Z"),
+        ("2026-11-28T12:00:01.000250Z", "2026-11-28T12:00:01.000250Z"),
+        (
+            "2026-11-28T12:00:01.000000250Z",
+            "2026-11-28T12:00:01.000000250Z",
+        ),
+        ("2026-11-28T13:00:00+01:00", "2026-11-28T12:00:00Z"),
+    ] {
+        let mut entry = example_1();
+        entry.observed_at = time.parse().unwrap();
+        let bytes = entry.encode().unwrap();
+        let mut pattern = b"\xabobserved_at".to_vec();
+        pattern.push(0xa0 | u8::try_from(text.len()).unwrap());
+        pattern.extend_from_slice(text.as_bytes());
+        assert!(
+            bytes.windows(pattern.len()).any(|w| w == pattern),
+            "{time} should be stored as {text}"
+        );
+    }
+}
+
+#[test]
+fn strings_of_32_bytes_or_more_use_str8() {
+    let mut entry = example_1();
+    let uid = "0123456789abcdef0123456789abcdef"; // 32 bytes: one more than a fixstr holds
+    let Change::Object(change) = &mut entry.change;
+    change.uid = uid.into();
+    let bytes = entry.encode().unwrap();
+    let pattern = [b"\xa3uid\xd9\x20".as_slice(), uid.as_bytes()].concat();
+    assert!(bytes.windows(pattern.len()).any(|w| w == pattern));
+}
+
+#[test]
+fn an_unknown_format_version_is_refused() {
+    let blocks = doc_blocks();
+    let mut bytes = hex_block(&blocks, "example-1-bytes");
+    // "format_version" is the first key; its value is the byte right after it.
+    let at = 1 + 1 + "format_version".len();
+    assert_eq!(bytes[at], 0x01);
+    bytes[at] = 0x02;
+    assert!(matches!(
+        Entry::decode(&bytes),
+        Err(SchemaError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        })
+    ));
+}
+
+#[test]
+fn the_reader_is_more_lenient_than_the_writer() {
+    let entry = example_1();
+    let canonical = entry.encode().unwrap();
+
+    // An unknown key is ignored: add `"x": nil` to the envelope map.
+    let mut extra = canonical.clone();
+    assert_eq!(extra[0], 0x86);
+    extra[0] = 0x87;
+    extra.extend_from_slice(b"\xa1x\xc0");
+    assert_eq!(Entry::decode(&extra).unwrap(), entry);
+
+    // A missing Option key reads as None: drop `"deletion_timestamp": nil`.
+    let pair = b"\xb2deletion_timestamp\xc0";
+    let at = canonical
+        .windows(pair.len())
+        .position(|w| w == pair)
+        .unwrap();
+    let mut missing = [&canonical[..at], &canonical[at + pair.len()..]].concat();
+    let object_key = b"\xa6object\x8a";
+    let object_map = canonical
+        .windows(object_key.len())
+        .position(|w| w == object_key)
+        .unwrap()
+        + object_key.len()
+        - 1;
+    missing[object_map] = 0x89;
+    assert_eq!(Entry::decode(&missing).unwrap(), entry);
+
+    // A wider integer than needed: seq 1 as uint 64.
+    let seq_pair = b"\xa3seq\x01";
+    let at = canonical
+        .windows(seq_pair.len())
+        .position(|w| w == seq_pair)
+        .unwrap();
+    let wide = [
+        &canonical[..at],
+        b"\xa3seq\xcf\0\0\0\0\0\0\0\x01",
+        &canonical[at + seq_pair.len()..],
+    ]
+    .concat();
+    assert_eq!(Entry::decode(&wide).unwrap(), entry);
+
+    // Structs as positional arrays (rmp_serde::to_vec) decode too.
+    let positional = rmp_serde::to_vec(&entry).unwrap();
+    assert_ne!(positional, canonical);
+    assert_eq!(Entry::decode(&positional).unwrap(), entry);
+
+    // None of these re-encode to the bytes they were read from: only the stored bytes
+    // can be hashed.
+    for bytes in [&extra, &missing, &wide, &positional] {
+        assert_eq!(Entry::decode(bytes).unwrap().encode().unwrap(), canonical);
+    }
+}
+
+/// Hashes and sizes quoted in the prose (outside labelled blocks) are the example's.
+#[test]
+fn hashes_quoted_in_the_prose_are_the_documented_ones() {
+    let doc = std::fs::read_to_string(FORMAT_MD).unwrap();
+    let blocks = labelled_blocks(&doc);
+    let known = [
+        hash_block(&blocks, "example-1-hash").to_hex(),
+        hash_block(&blocks, "example-2-hash").to_hex(),
+    ];
+    let mut in_labelled_block = false;
+    let mut quoted = 0;
+    for line in doc.lines() {
+        if let Some(info) = line.strip_prefix("```") {
+            if in_labelled_block {
+                in_labelled_block = false;
+            } else {
+                in_labelled_block = info.split_whitespace().count() == 2;
+            }
+            continue;
+        }
+        if in_labelled_block {
+            continue;
+        }
+        for word in line.split(|c: char| !c.is_ascii_hexdigit()) {
+            if word.len() == 64 {
+                assert!(
+                    known.iter().any(|k| k == word),
+                    "FORMAT.md quotes {word}, which is neither documented hash: {line}"
+                );
+                quoted += 1;
+            }
+        }
+    }
+    assert!(quoted >= 3, "the recompute instructions quote the hashes");
+    let len = example_1().encode().unwrap().len();
+    assert!(doc.contains(&format!("Its {len} bytes")));
+    assert!(doc.contains(&format!("# {len} bytes")));
+    let hash_1 = hash_block(&blocks, "example-1-hash");
+    let len_2 = example_2(hash_1).encode().unwrap().len();
+    assert!(doc.contains(&format!("Its {len_2} bytes differ")));
+}
+
+#[test]
+fn the_domain_tag_is_22_bytes_ending_in_nul() {
+    assert_eq!(ENTRY_DOMAIN_TAG, b"claim-ledger/entry/v1\0");
+    assert_eq!(ENTRY_DOMAIN_TAG.len(), 22);
+}
+
+// ---------------------------------------------------------------------------------------
+// BLAKE3 test vectors.
+// ---------------------------------------------------------------------------------------
+
+fn vectors() -> serde_json::Value {
+    let text = std::fs::read_to_string(BLAKE3_VECTORS).unwrap_or_else(|e| {
+        panic!("cannot read {BLAKE3_VECTORS} (CI clones shared/ beside the repo): {e}")
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The official input of a given length: the bytes 0, 1, ..., 250, 0, 1, ... repeated.
+fn vector_input(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn cases(vectors: &serde_json::Value) -> Vec<(usize, &serde_json::Value)> {
+    let cases = vectors["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 30, "the vector file looks truncated");
+    cases
+        .iter()
+        .map(|case| (case["input_len"].as_u64().unwrap() as usize, case))
+        .collect()
+}
+
+#[test]
+fn blake3_hash_matches_the_official_vectors() {
+    let vectors = vectors();
+    for (len, case) in cases(&vectors) {
+        let input = vector_input(len);
+        let expected = unhex(case["hash"].as_str().unwrap());
+        // Default 32-byte output, as chain_hash uses.
+        assert_eq!(
+            blake3::hash(&input).as_bytes(),
+            &expected[..32],
+            "hash, input_len {len}"
+        );
+        // The same input fed in the pieces chain_hash feeds (22 + 32 + 8 + rest bytes).
+        let mut hasher = blake3::Hasher::new();
+        let mut rest = input.as_slice();
+        for piece in [ENTRY_DOMAIN_TAG.len(), 32, 8] {
+            let (head, tail) = rest.split_at(piece.min(rest.len()));
+            hasher.update(head);
+            rest = tail;
+        }
+        hasher.update(rest);
+        assert_eq!(
+            hasher.finalize().as_bytes(),
+            &expected[..32],
+            "incremental hash, input_len {len}"
+        );
+        // The extended output.
+        let mut extended = vec![0u8; expected.len()];
+        blake3::Hasher::new()
+            .update(&input)
+            .finalize_xof()
+            .fill(&mut extended);
+        assert_eq!(extended, expected, "extended hash, input_len {len}");
+    }
+}
+
+#[test]
+fn blake3_keyed_and_derive_key_match_the_official_vectors() {
+    let vectors = vectors();
+    let key: [u8; 32] = vectors["key"]
+        .as_str()
+        .unwrap()
+        .as_bytes()
+        .try_into()
+        .unwrap();
+    let context = vectors["context_string"].as_str().unwrap();
+    for (len, case) in cases(&vectors) {
+        let input = vector_input(len);
+        let keyed = unhex(case["keyed_hash"].as_str().unwrap());
+        assert_eq!(
+            blake3::keyed_hash(&key, &input).as_bytes(),
+            &keyed[..32],
+            "keyed_hash, input_len {len}"
+        );
+        let derived = unhex(case["derive_key"].as_str().unwrap());
+        assert_eq!(
+            blake3::derive_key(context, &input),
+            derived[..32],
+            "derive_key, input_len {len}"
+        );
+    }
+}
+
+#[test]
+fn chain_hash_is_blake3_of_the_concatenation() {
+    // chain_hash is exactly the plain (unkeyed) BLAKE3 of tag || prev || seq_be || bytes,
+    // for entry bodies around the 1024-byte chunk boundary and beyond.
+    let vectors = vectors();
+    let prev = Hash(*blake3::hash(b"previous").as_bytes());
+    for (len, _) in cases(&vectors) {
+        let body = vector_input(len);
+        for seq in [1u64, 2, 255, 256, u64::MAX] {
+            let expected = blake3::hash(&hash_input(&prev, seq, &body));
+            assert_eq!(chain_hash(&prev, seq, &body).0, *expected.as_bytes());
+        }
+    }
+}

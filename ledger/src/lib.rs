@@ -201,21 +201,36 @@ impl Ledger {
             }
             None => {}
         }
-        let (head_seq, head_hash) = read_head(&tree)?;
+        let (head_seq, head_hash, malformed_head) = match read_head(&tree) {
+            Ok((seq, hash)) => (seq, hash, None),
+            // For forensics, walk as far as the entries verify and report the head itself.
+            Err(LedgerError::Corrupt(failure)) if config.allow_corrupt => {
+                (u64::MAX, Hash::ZERO, Some(failure))
+            }
+            Err(e) => return Err(e),
+        };
         let (mut projection, start_seq, start_hash) = match latest_snapshot(&tree, head_seq)? {
             Some(snapshot) => (snapshot.projection, snapshot.seq, snapshot.hash),
             None => (Projection::default(), 0, Hash::ZERO),
         };
-        let report = verify::walk(
+        let mut report = verify::walk(
             &tree,
             &mut projection,
             start_seq,
             start_hash,
             (head_seq, head_hash),
         )?;
+        if malformed_head.is_some() {
+            report.failure = malformed_head;
+        }
         if let Some(failure) = report.failure.clone() {
             if !config.allow_corrupt {
                 return Err(LedgerError::Corrupt(failure));
+            }
+            if projection.seq() != report.verified_seq {
+                // The walk applied the entry that then failed (a transition or snapshot
+                // mismatch): forensics must see the state up to the last verified entry.
+                projection = replay_to(&tree, report.verified_seq)?;
             }
         }
         let head = Head {
@@ -534,18 +549,7 @@ impl Ledger {
         if seq == self.head.seq {
             return Ok(self.projection.clone());
         }
-        let mut projection = match latest_snapshot(&self.tree, seq)? {
-            Some(snapshot) => snapshot.projection,
-            None => Projection::default(),
-        };
-        let start = projection.seq() + 1;
-        for item in self.entries(start, seq) {
-            let stored = item?;
-            if let Some(change) = stored.entry.object_change() {
-                projection.apply(stored.entry.seq, stored.entry.observed_at, change);
-            }
-        }
-        Ok(projection)
+        replay_to(&self.tree, seq)
     }
 
     /// The last seq observed at or before `time` (0 if none), by binary search.
@@ -658,6 +662,25 @@ fn latest_snapshot(tree: &sled::Tree, max_seq: u64) -> Result<Option<Snapshot>, 
         }
     }
     Ok(None)
+}
+
+/// The projection after `seq`, from the nearest usable snapshot, replaying without checks.
+fn replay_to(tree: &sled::Tree, seq: u64) -> Result<Projection, LedgerError> {
+    let mut projection = match latest_snapshot(tree, seq)? {
+        Some(snapshot) => snapshot.projection,
+        None => Projection::default(),
+    };
+    let from = keys::seq_key(keys::ENTRY, projection.seq() + 1);
+    let to = keys::seq_key(keys::ENTRY, seq);
+    if projection.seq() < seq {
+        for item in tree.range(from..=to) {
+            let stored = decode_stored(&item?.1)?;
+            if let Some(change) = stored.entry.object_change() {
+                projection.apply(stored.entry.seq, stored.entry.observed_at, change);
+            }
+        }
+    }
+    Ok(projection)
 }
 
 fn decode_stored(value: &[u8]) -> Result<StoredEntry, LedgerError> {

@@ -1,0 +1,488 @@
+//! Shared helpers for the integration tests: a small deterministic PRNG, a generator of
+//! realistic agent-sandbox watch events (warm and cold lifecycles of Sandboxes, claims,
+//! pods and workspace PVCs, interleaved, with status churn and repeated events), a
+//! deterministic clock, a base64 decoder for export lines and a directory copier.
+//!
+//! Each test crate uses only part of this module.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{json, Value};
+
+/// splitmix64: tiny, deterministic, good enough to pick kill points and event orders.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `num / den`.
+    pub fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
+    }
+}
+
+/// A seed from the environment variable `name` if set, otherwise from the clock.
+pub fn seed_from_env(name: &str) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be an integer, not {text:?}")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(42),
+    }
+}
+
+/// A clock that ticks one second per call, from a fixed instant.
+pub fn ticking_clock(start: i64) -> impl FnMut() -> DateTime<Utc> {
+    let mut tick = 0;
+    move || {
+        tick += 1;
+        Utc.timestamp_opt(start + tick, 0).unwrap()
+    }
+}
+
+/// Parses the `{"type":..,"object":..}` event and normalizes its object as `ingest` does.
+pub fn normalize_event(event: &Value) -> Option<schemas::ObjectChange> {
+    let kind = schemas::WatchEventType::parse(event["type"].as_str().expect("event type"))
+        .expect("known event type");
+    schemas::normalize(kind, &event["object"]).expect("generated objects normalize")
+}
+
+/// Events as watch-event JSON lines.
+pub fn to_lines(events: &[Value]) -> String {
+    let mut out = String::new();
+    for event in events {
+        out.push_str(&serde_json::to_string(event).unwrap());
+        out.push('\n');
+    }
+    out
+}
+
+/// Only the watch-event lines (those with a `"type"` key) of a fixture file.
+pub fn event_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| {
+            serde_json::from_str::<Value>(line)
+                .map(|v| v.get("type").is_some())
+                .unwrap_or(false)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// Standard base64 (with `=` padding) to bytes; panics on anything else.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    fn value(c: u8) -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not standard base64: {:?}", c as char),
+        }
+    }
+    let bytes = text.as_bytes();
+    assert!(
+        bytes.len() % 4 == 0,
+        "base64 length {} is not a multiple of 4",
+        bytes.len()
+    );
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for chunk in bytes.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        assert!(pad <= 2, "bad base64 padding");
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | value(c);
+        }
+        n <<= 6 * pad as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    out
+}
+
+/// Whether an error is sled's "could not acquire lock" on the database file.
+pub fn is_lock_error(error: &impl std::fmt::Display) -> bool {
+    error.to_string().contains("could not acquire lock")
+}
+
+/// Runs `open` until it stops failing on sled's file lock (10 s at most).
+///
+/// sled 0.34 releases its exclusive file lock only when the last internal handle of a
+/// dropped database goes away, which can be a little after the `Db` itself was dropped
+/// (background IO, epoch-deferred destruction). Reopening a directory in the same
+/// process, or from a process started right after a drop, can briefly see the old lock.
+pub fn retry_locked<T, E: std::fmt::Display>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `Ledger::open`, waiting out a lock still held by a just-dropped handle.
+pub fn open_ledger(
+    dir: &Path,
+    config: ledger::LedgerConfig,
+) -> Result<ledger::Ledger, ledger::LedgerError> {
+    retry_locked(|| ledger::Ledger::open(dir, config.clone()))
+}
+
+/// The raw sled database of a closed ledger, waiting out a lingering lock.
+pub fn open_sled(dir: &Path) -> sled::Db {
+    retry_locked(|| sled::open(dir)).expect("open the raw sled database")
+}
+
+/// One simulated sandbox lifecycle.
+#[derive(Debug, Clone)]
+struct Sim {
+    cold: bool,
+    beta: bool,
+    namespace: String,
+    pool: String,
+    sandbox: String,
+    claim: String,
+    sandbox_uid: String,
+    pod_uid: String,
+    pvc_uid: String,
+    claim_uid: String,
+    pool_uid: String,
+    sandbox_id: String,
+    volume: String,
+    step: usize,
+    last: Option<Value>,
+}
+
+/// The warm path (DOMAIN.md §3.1, §3.2, §3.5 background release).
+const WARM: &[Step] = &[
+    Step::SandboxWarm,
+    Step::PvcPending,
+    Step::PvcBound,
+    Step::PodPending,
+    Step::PodRunning,
+    Step::PodChurn,
+    Step::ClaimPending,
+    Step::SandboxAdopted,
+    Step::ClaimBound,
+    Step::Repeat,
+    Step::ClaimDeleted,
+    Step::SandboxDeleted,
+    Step::PodTerminating,
+    Step::PodDeleted,
+    Step::PvcDeleted,
+];
+
+/// The cold path (DOMAIN.md §3.3), then a background release.
+const COLD: &[Step] = &[
+    Step::ClaimPending,
+    Step::SandboxAdopted,
+    Step::PvcPending,
+    Step::PvcBound,
+    Step::PodPending,
+    Step::ClaimBound,
+    Step::PodRunning,
+    Step::Repeat,
+    Step::PodChurn,
+    Step::ClaimDeleted,
+    Step::SandboxDeleted,
+    Step::PodTerminating,
+    Step::PodDeleted,
+    Step::PvcDeleted,
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    SandboxWarm,
+    SandboxAdopted,
+    SandboxDeleted,
+    PvcPending,
+    PvcBound,
+    PvcDeleted,
+    PodPending,
+    PodRunning,
+    PodChurn,
+    PodTerminating,
+    PodDeleted,
+    ClaimPending,
+    ClaimBound,
+    ClaimDeleted,
+    /// The previous event of this lifecycle again (a relist or reconnect).
+    Repeat,
+}
+
+/// Generates interleaved, realistic watch events for many sandbox lifecycles.
+///
+/// Every uid embeds `prefix`, so generators with different prefixes never collide;
+/// resourceVersions come from one counter that only goes up, like an etcd revision.
+#[derive(Debug)]
+pub struct Cluster {
+    rng: Rng,
+    prefix: String,
+    rv: u64,
+    concurrency: usize,
+    active: Vec<Sim>,
+    started: u64,
+}
+
+impl Cluster {
+    /// A generator whose uids embed `prefix`.
+    pub fn new(prefix: &str, seed: u64) -> Cluster {
+        Cluster {
+            rng: Rng::new(seed),
+            prefix: prefix.to_string(),
+            rv: 1000,
+            concurrency: 3,
+            active: Vec::new(),
+            started: 0,
+        }
+    }
+
+    /// How many lifecycles have started.
+    pub fn started(&self) -> u64 {
+        self.started
+    }
+
+    /// The next `n` events.
+    pub fn events(&mut self, n: usize) -> Vec<Value> {
+        (0..n).map(|_| self.next_event()).collect()
+    }
+
+    /// The next watch event, `{"type": ..., "object": ...}`.
+    pub fn next_event(&mut self) -> Value {
+        while self.active.len() < self.concurrency {
+            let sim = self.new_sim();
+            self.active.push(sim);
+        }
+        let pick = self.rng.below(self.active.len() as u64) as usize;
+        let mut sim = self.active.swap_remove(pick);
+        let script = if sim.cold { COLD } else { WARM };
+        let step = script[sim.step];
+        sim.step += 1;
+        let event = match step {
+            Step::Repeat => sim.last.clone().expect("a repeat follows an event"),
+            step => {
+                self.rv += self.rng.range(1, 7);
+                let event = build(step, &sim, self.rv);
+                sim.last = Some(event.clone());
+                event
+            }
+        };
+        if sim.step < script.len() {
+            self.active.push(sim);
+        }
+        event
+    }
+
+    fn new_sim(&mut self) -> Sim {
+        let index = self.started;
+        self.started += 1;
+        let cold = self.rng.chance(1, 3);
+        let beta = self.rng.chance(1, 2);
+        let namespace = format!("team-{}", self.rng.below(3));
+        let pool = ["python-pool", "node-pool"][self.rng.below(2) as usize].to_string();
+        let suffix: String = (0..5)
+            .map(|_| (b'a' + self.rng.below(26) as u8) as char)
+            .collect();
+        let claim = format!("agent-{}-{index}", self.prefix);
+        let sandbox = if cold {
+            claim.clone()
+        } else {
+            format!("{pool}-{suffix}")
+        };
+        let p = &self.prefix;
+        Sim {
+            cold,
+            beta,
+            namespace,
+            pool: pool.clone(),
+            claim,
+            sandbox_uid: format!("5a4db0x0-{p}-{index:06}"),
+            pod_uid: format!("p0d00000-{p}-{index:06}"),
+            pvc_uid: format!("pvc00000-{p}-{index:06}"),
+            claim_uid: format!("c1a1m000-{p}-{index:06}"),
+            pool_uid: format!("p0010000-{pool}"),
+            sandbox_id: format!("sbx-{p}-{index:06}"),
+            volume: format!("pv-{p}-{index:06}"),
+            sandbox,
+            step: 0,
+            last: None,
+        }
+    }
+}
+
+fn version(sim: &Sim) -> &'static str {
+    if sim.beta {
+        "v1beta1"
+    } else {
+        "v1alpha1"
+    }
+}
+
+fn owner_sandbox(sim: &Sim) -> Value {
+    json!([{"apiVersion": format!("agents.x-k8s.io/{}", version(sim)), "kind": "Sandbox",
+            "name": sim.sandbox, "uid": sim.sandbox_uid, "controller": true,
+            "blockOwnerDeletion": true}])
+}
+
+fn sandbox(sim: &Sim, rv: u64, adopted: bool) -> Value {
+    let v = version(sim);
+    let (labels, owner) = if adopted {
+        (
+            json!({"agents.x-k8s.io/claim-uid": sim.claim_uid}),
+            json!({"apiVersion": format!("extensions.agents.x-k8s.io/{v}"), "kind": "SandboxClaim",
+                   "name": sim.claim, "uid": sim.claim_uid, "controller": true,
+                   "blockOwnerDeletion": true}),
+        )
+    } else {
+        (
+            json!({"agents.x-k8s.io/warm-pool-sandbox": "ed572cc4",
+                   "agents.x-k8s.io/sandbox-template-ref-hash": "b713719b"}),
+            json!({"apiVersion": format!("extensions.agents.x-k8s.io/{v}"), "kind": "SandboxWarmPool",
+                   "name": sim.pool, "uid": sim.pool_uid, "controller": true,
+                   "blockOwnerDeletion": true}),
+        )
+    };
+    json!({
+        "apiVersion": format!("agents.x-k8s.io/{v}"), "kind": "Sandbox",
+        "metadata": {"name": sim.sandbox, "namespace": sim.namespace, "uid": sim.sandbox_uid,
+                     "generation": 1, "labels": labels,
+                     "annotations": {"agents.x-k8s.io/pod-name": sim.sandbox},
+                     "ownerReferences": [owner],
+                     "creationTimestamp": "2026-05-20T15:00:01Z", "resourceVersion": rv.to_string()},
+        "spec": {"podTemplate": {"metadata": {}, "spec": {"containers": [
+                    {"name": "agent", "image": "ghcr.io/openshell/agent-runtime:0.9.3",
+                     "resources": {}, "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}]}],
+                    "restartPolicy": "Always"}},
+                 "replicas": 1,
+                 "volumeClaimTemplates": [{"metadata": {"name": "workspace"},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                             "resources": {"requests": {"storage": "1Gi"}},
+                             "storageClassName": "standard"}}]},
+        "status": {}
+    })
+}
+
+fn pvc(sim: &Sim, rv: u64, bound: bool) -> Value {
+    let mut spec = json!({"accessModes": ["ReadWriteOnce"],
+                          "resources": {"requests": {"storage": "1Gi"}},
+                          "storageClassName": "standard", "volumeMode": "Filesystem"});
+    if bound {
+        spec["volumeName"] = json!(sim.volume);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": format!("workspace-{}", sim.sandbox), "namespace": sim.namespace,
+                     "uid": sim.pvc_uid, "labels": {"agents.x-k8s.io/sandbox-name-hash": "65d76649"},
+                     "finalizers": ["kubernetes.io/pvc-protection"],
+                     "ownerReferences": owner_sandbox(sim),
+                     "creationTimestamp": "2026-05-20T15:00:02Z", "resourceVersion": rv.to_string()},
+        "spec": spec,
+        "status": {"phase": if bound { "Bound" } else { "Pending" }}
+    })
+}
+
+fn pod(sim: &Sim, rv: u64, phase: &str, ip: &str, terminating: bool) -> Value {
+    let mut object = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": sim.sandbox, "namespace": sim.namespace, "uid": sim.pod_uid,
+                     "labels": {"agents.x-k8s.io/sandbox-name-hash": "65d76649"},
+                     "ownerReferences": owner_sandbox(sim),
+                     "annotations": {"openshell.io/sandbox-id": sim.sandbox_id},
+                     "creationTimestamp": "2026-05-20T15:00:03Z", "resourceVersion": rv.to_string()},
+        "spec": {"containers": [{"name": "agent", "image": "ghcr.io/openshell/agent-runtime:0.9.3",
+                                 "env": [{"name": "API_TOKEN", "value": "not-a-real-secret"}]}],
+                 "restartPolicy": "Always", "terminationGracePeriodSeconds": 30},
+        "status": {"phase": phase, "podIP": ip, "qosClass": "BestEffort"}
+    });
+    if terminating {
+        object["metadata"]["deletionTimestamp"] = json!("2026-05-20T16:00:30Z");
+        object["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+    }
+    object
+}
+
+fn claim(sim: &Sim, rv: u64, bound: bool) -> Value {
+    let v = version(sim);
+    let spec = if sim.beta {
+        json!({"warmPoolRef": {"name": if sim.cold { "none" } else { sim.pool.as_str() }},
+               "lifecycle": {"shutdownPolicy": "Delete"}})
+    } else {
+        json!({"sandboxTemplateRef": {"name": "python-agent"},
+               "warmpool": if sim.cold { "none" } else { sim.pool.as_str() },
+               "lifecycle": {"shutdownPolicy": "Delete"}})
+    };
+    let status = if bound {
+        json!({"conditions": [{"type": "Ready", "status": "True", "reason": "SandboxReady",
+                               "message": "Sandbox is ready",
+                               "lastTransitionTime": "2026-05-20T15:00:12Z"}],
+               "sandbox": {"name": sim.sandbox}})
+    } else {
+        json!({})
+    };
+    json!({
+        "apiVersion": format!("extensions.agents.x-k8s.io/{v}"), "kind": "SandboxClaim",
+        "metadata": {"name": sim.claim, "namespace": sim.namespace, "uid": sim.claim_uid,
+                     "generation": 1, "labels": {"app.kubernetes.io/managed-by": "openshell-gateway"},
+                     "creationTimestamp": "2026-05-20T15:00:05Z", "resourceVersion": rv.to_string()},
+        "spec": spec,
+        "status": status
+    })
+}
+
+fn build(step: Step, sim: &Sim, rv: u64) -> Value {
+    let (kind, object) = match step {
+        Step::SandboxWarm => ("ADDED", sandbox(sim, rv, false)),
+        Step::SandboxAdopted if sim.cold => ("ADDED", sandbox(sim, rv, true)),
+        Step::SandboxAdopted => ("MODIFIED", sandbox(sim, rv, true)),
+        Step::SandboxDeleted => ("DELETED", sandbox(sim, rv, true)),
+        Step::PvcPending => ("ADDED", pvc(sim, rv, false)),
+        Step::PvcBound => ("MODIFIED", pvc(sim, rv, true)),
+        Step::PvcDeleted => ("DELETED", pvc(sim, rv, true)),
+        Step::PodPending => ("ADDED", pod(sim, rv, "Pending", "", false)),
+        Step::PodRunning => ("MODIFIED", pod(sim, rv, "Running", "10.244.1.50", false)),
+        // Only the pod IP and resourceVersion move: status churn, recorded as nothing.
+        Step::PodChurn => ("MODIFIED", pod(sim, rv, "Running", "10.244.1.51", false)),
+        Step::PodTerminating => ("MODIFIED", pod(sim, rv, "Running", "10.244.1.51", true)),
+        Step::PodDeleted => ("DELETED", pod(sim, rv, "Running", "10.244.1.51", true)),
+        Step::ClaimPending => ("ADDED", claim(sim, rv, false)),
+        Step::ClaimBound => ("MODIFIED", claim(sim, rv, true)),
+        Step::ClaimDeleted => ("DELETED", claim(sim, rv, true)),
+        Step::Repeat => unreachable!("handled by the caller"),
+    };
+    json!({"type": kind, "object": object})
+}

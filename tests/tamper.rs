@@ -1,0 +1,785 @@
+//! Tamper evidence: a ledger of a few dozen entries is built through the library and
+//! closed; then its raw sled tree (`ledger`) is modified behind its back, the way an
+//! attacker or a broken disk would, and the ledger must notice.
+//!
+//! For each kind of tampering the tests assert that `Ledger::open` refuses with
+//! `LedgerError::Corrupt` naming the first broken seq and the right `FailureKind`; that an
+//! `allow_corrupt` open succeeds read-only, with the head (and projection) at the last good
+//! entry and every append refused; and that `verify()` names the same seq. Open-refusal
+//! cases are built with `snapshot_every: 0`, since open only verifies the tail after the
+//! latest snapshot; one test shows that a full `verify()` still catches tampering before a
+//! snapshot. The CLI's `verify`, `state` and `--allow-corrupt` are checked on a tampered
+//! ledger too.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ledger::{
+    CheckRequest, FailureKind, Ledger, LedgerConfig, LedgerError, Verdict, VerifyFailure,
+};
+use schemas::{chain_hash, Entry, Hash, Transition};
+use serde_json::{json, Value};
+use support::{normalize_event, open_ledger, open_sled, retry_locked, ticking_clock, Cluster};
+
+/// At least this many entries are built ("a few dozen").
+const MIN_ENTRIES: u64 = 40;
+/// The entry tampered with in the middle of the log.
+const K: u64 = 17;
+
+const STRICT: LedgerConfig = LedgerConfig {
+    snapshot_every: 0,
+    allow_corrupt: false,
+};
+const FORENSIC: LedgerConfig = LedgerConfig {
+    snapshot_every: 0,
+    allow_corrupt: true,
+};
+
+/// Every kind a single changed byte inside an entry's bytes can sensibly produce.
+const BYTE_KINDS: &[FailureKind] = &[
+    FailureKind::HashMismatch,
+    FailureKind::Undecodable,
+    FailureKind::SeqMismatch,
+    FailureKind::PrevHashMismatch,
+];
+
+/// Builds a closed ledger of at least [`MIN_ENTRIES`] realistic entries in `dir` and
+/// returns its head seq.
+fn build(dir: &Path, snapshot_every: u64) -> u64 {
+    build_until(dir, snapshot_every, 4, |ledger| {
+        ledger.head().seq >= MIN_ENTRIES
+    })
+}
+
+/// Builds a closed ledger in `dir` from the deterministic generator, `batch` events per
+/// append, until `done`; returns its head seq.
+fn build_until(
+    dir: &Path,
+    snapshot_every: u64,
+    batch: usize,
+    done: impl Fn(&Ledger) -> bool,
+) -> u64 {
+    let config = LedgerConfig {
+        snapshot_every,
+        allow_corrupt: false,
+    };
+    let mut ledger = open_ledger(dir, config).unwrap();
+    let mut cluster = Cluster::new("tamper", 7);
+    let mut clock = ticking_clock(1_790_000_000);
+    while !done(&ledger) {
+        let changes: Vec<_> = cluster
+            .events(batch)
+            .iter()
+            .filter_map(normalize_event)
+            .collect();
+        ledger.append(changes, clock()).unwrap();
+        ledger.flush().unwrap();
+    }
+    let report = ledger.verify().unwrap();
+    assert!(
+        report.ok(),
+        "the pristine ledger fails: {:?}",
+        report.failure
+    );
+    ledger.head().seq
+}
+
+/// Fresh, identical ledgers (the generator and clock are deterministic) to tamper with.
+///
+/// Each case gets its own freshly built ledger rather than a file copy of one: sled may
+/// still be closing a just-dropped database, so copying its files is not safe.
+struct Fixture {
+    root: tempfile::TempDir,
+    head: u64,
+    built: usize,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            root: tempfile::tempdir().unwrap(),
+            head: 0,
+            built: 0,
+        }
+    }
+
+    /// The head seq every built ledger has.
+    fn head(&mut self) -> u64 {
+        if self.head == 0 {
+            self.fresh();
+        }
+        self.head
+    }
+
+    /// A newly built, closed, pristine ledger.
+    fn fresh(&mut self) -> PathBuf {
+        self.built += 1;
+        let dir = self.root.path().join(format!("ledger-{}", self.built));
+        let head = build(&dir, 0);
+        if self.head == 0 {
+            self.head = head;
+        }
+        assert_eq!(head, self.head, "the build is deterministic");
+        dir
+    }
+}
+
+fn entry_key(seq: u64) -> Vec<u8> {
+    let mut key = vec![b'E'];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Opens the raw sled tree of a closed ledger, lets `f` modify it, flushes and closes it.
+fn tamper<R>(dir: &Path, f: impl FnOnce(&sled::Tree) -> R) -> R {
+    let db = open_sled(dir);
+    let tree = db.open_tree("ledger").unwrap();
+    let result = f(&tree);
+    tree.flush().unwrap();
+    db.flush().unwrap();
+    drop(tree);
+    drop(db);
+    result
+}
+
+fn raw_entry(tree: &sled::Tree, seq: u64) -> Vec<u8> {
+    tree.get(entry_key(seq))
+        .unwrap()
+        .unwrap_or_else(|| panic!("no entry {seq}"))
+        .to_vec()
+}
+
+/// Changes the entry bytes (after the 32-byte hash) of entry `seq` with `f`.
+fn tamper_entry_bytes(dir: &Path, seq: u64, f: impl FnOnce(&mut [u8])) {
+    tamper(dir, |tree| {
+        let mut value = raw_entry(tree, seq);
+        f(&mut value[32..]);
+        tree.insert(entry_key(seq), value).unwrap();
+    });
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A valid change to offer a ledger that must refuse it.
+fn new_change() -> schemas::ObjectChange {
+    normalize_event(&json!({"type": "ADDED", "object": {
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "late", "namespace": "agents", "uid": "5a4db0x0-late",
+                     "resourceVersion": "999999"}}}))
+    .unwrap()
+}
+
+/// Asserts the three views of a tampered ledger: the strict open refuses with `Corrupt`
+/// at `seq` with one of `kinds`; the forensic open has its head (and projection) at
+/// `good_head` and refuses appends; `verify()` names the same failure. Returns it.
+fn assert_tampered(dir: &Path, seq: u64, kinds: &[FailureKind], good_head: u64) -> VerifyFailure {
+    let failure = match open_ledger(dir, STRICT) {
+        Err(LedgerError::Corrupt(failure)) => failure,
+        Err(other) => panic!("open failed, but not as Corrupt: {other}"),
+        Ok(ledger) => panic!("a tampered ledger opened, head {:?}", ledger.head()),
+    };
+    assert_eq!(failure.seq, seq, "open named the wrong seq: {failure}");
+    assert!(
+        kinds.contains(&failure.kind),
+        "open found {:?}, expected one of {kinds:?}: {failure}",
+        failure.kind
+    );
+
+    let mut ledger = open_ledger(dir, FORENSIC).expect("allow_corrupt opens a tampered ledger");
+    assert_eq!(ledger.corruption(), Some(&failure));
+    let head = ledger.head();
+    assert_eq!(head.seq, good_head, "forensic head");
+    assert_eq!(
+        ledger.projection().seq(),
+        good_head,
+        "the forensic projection includes entries past the last verified one"
+    );
+    if good_head > 0 {
+        assert_eq!(ledger.entry(good_head).unwrap().unwrap().hash, head.hash);
+    }
+    match ledger.append([new_change()], chrono::Utc::now()) {
+        Err(LedgerError::ReadOnly) => {}
+        other => panic!("a forensic ledger accepted an append: {other:?}"),
+    }
+    assert_eq!(ledger.head(), head, "a refused append moved the head");
+
+    let report = ledger.verify().unwrap();
+    let found = report.failure.clone().expect("verify finds the tampering");
+    assert_eq!(
+        (found.seq, found.kind),
+        (failure.seq, failure.kind),
+        "verify: {found}"
+    );
+    assert_eq!(report.verified_seq, good_head);
+    drop(ledger);
+    failure
+}
+
+#[test]
+fn pristine_ledger_opens_and_verifies() {
+    let mut fixture = Fixture::new();
+    assert!(fixture.head() >= MIN_ENTRIES);
+    let dir = fixture.fresh();
+    let ledger = open_ledger(&dir, STRICT).unwrap();
+    assert_eq!(ledger.head().seq, fixture.head());
+    assert!(ledger.corruption().is_none());
+    let report = ledger.verify().unwrap();
+    assert!(report.ok());
+    assert_eq!(report.entries, fixture.head());
+}
+
+#[test]
+fn changed_byte_inside_an_entry_is_caught_at_that_seq() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let pristine = tamper(&fixture.fresh(), |tree| raw_entry(tree, K));
+    let bytes = &pristine[32..];
+    let entry = Entry::decode(bytes).unwrap();
+    let uid = entry.object_change().unwrap().uid.clone();
+
+    // Targeted positions, each with the one kind it must produce.
+    let uid_at = find(bytes, uid.as_bytes()).expect("the uid is stored as a string");
+    let seq_at = find(bytes, b"\xa3seq").expect("named field seq") + 4;
+    assert_eq!(u64::from(bytes[seq_at]), K, "seq is a positive fixint");
+    let version_at = find(bytes, b"\xaeformat_version").expect("named field") + 15;
+    assert_eq!(bytes[version_at], 1);
+    let prev_at = find(bytes, b"\xa9prev_hash\xc4\x20").expect("named field prev_hash") + 12;
+    assert_eq!(&bytes[prev_at..prev_at + 32], &entry.prev_hash.0);
+    let targeted: [(&str, usize, u8, FailureKind); 5] = [
+        // A letter of the uid becomes another letter: still decodes, hash differs.
+        (
+            "uid",
+            uid_at + uid.len() - 1,
+            b'x' ^ bytes[uid_at + uid.len() - 1],
+            FailureKind::HashMismatch,
+        ),
+        (
+            "seq",
+            seq_at,
+            (K as u8) ^ ((K + 1) as u8),
+            FailureKind::SeqMismatch,
+        ),
+        (
+            "prev_hash",
+            prev_at + 5,
+            0x01,
+            FailureKind::PrevHashMismatch,
+        ),
+        (
+            "format_version",
+            version_at,
+            1 ^ 2,
+            FailureKind::Undecodable,
+        ),
+        // 0xc1 is never used in MessagePack.
+        ("map header", 0, bytes[0] ^ 0xc1, FailureKind::Undecodable),
+    ];
+    for (what, at, xor, kind) in targeted {
+        assert_ne!(xor, 0, "{what}: the byte must change");
+        eprintln!("case: {what} (byte {at} of entry {K}, xor {xor:#04x})");
+        let dir = fixture.fresh();
+        tamper_entry_bytes(&dir, K, |b| b[at] ^= xor);
+        let failure = assert_tampered(&dir, K, &[kind], K - 1);
+        assert!(!failure.detail.is_empty(), "{what}");
+    }
+
+    // Evenly spread positions across the whole entry: whatever the byte was, the failure
+    // is at K and of a kind a changed byte can cause.
+    let mut seen = Vec::new();
+    for i in 0..10 {
+        let at = i * (bytes.len() - 1) / 9;
+        eprintln!("case: byte {at} of entry {K}, xor 0x5a");
+        let dir = fixture.fresh();
+        tamper_entry_bytes(&dir, K, |b| b[at] ^= 0x5a);
+        let failure = assert_tampered(&dir, K, BYTE_KINDS, K - 1);
+        seen.push((at, failure.kind));
+    }
+    assert!(
+        seen.iter().any(|(_, k)| *k == FailureKind::HashMismatch),
+        "no sampled byte was plain content: {seen:?}"
+    );
+
+    // The entries after K are untouched and the ledger still has its head record.
+    let dir = fixture.fresh();
+    tamper_entry_bytes(&dir, K, |b| b[uid_at] ^= 0x01);
+    let ledger = open_ledger(&dir, FORENSIC).unwrap();
+    assert_eq!(ledger.verify().unwrap().head_seq, head);
+}
+
+#[test]
+fn changed_stored_hash_is_a_hash_mismatch() {
+    let mut fixture = Fixture::new();
+    for seq in [1, K, fixture.head()] {
+        eprintln!("case: stored hash of entry {seq}");
+        let dir = fixture.fresh();
+        tamper(&dir, |tree| {
+            let mut value = raw_entry(tree, seq);
+            value[7] ^= 0x80;
+            tree.insert(entry_key(seq), value).unwrap();
+        });
+        assert_tampered(&dir, seq, &[FailureKind::HashMismatch], seq - 1);
+    }
+}
+
+#[test]
+fn removed_middle_entry_is_a_seq_gap() {
+    let mut fixture = Fixture::new();
+    let dir = fixture.fresh();
+    tamper(&dir, |tree| {
+        tree.remove(entry_key(K)).unwrap().expect("removed")
+    });
+    let failure = assert_tampered(&dir, K, &[FailureKind::SeqGap], K - 1);
+    assert!(failure.detail.contains(&K.to_string()), "{failure}");
+}
+
+#[test]
+fn swapped_entries_fail_at_the_first_of_them() {
+    let mut fixture = Fixture::new();
+    let dir = fixture.fresh();
+    tamper(&dir, |tree| {
+        let a = raw_entry(tree, K);
+        let b = raw_entry(tree, K + 1);
+        tree.insert(entry_key(K), b).unwrap();
+        tree.insert(entry_key(K + 1), a).unwrap();
+    });
+    assert_tampered(&dir, K, &[FailureKind::SeqMismatch], K - 1);
+}
+
+#[test]
+fn removed_last_entry_is_a_seq_gap_at_the_head() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let dir = fixture.fresh();
+    tamper(&dir, |tree| {
+        tree.remove(entry_key(head)).unwrap().expect("removed")
+    });
+    assert_tampered(&dir, head, &[FailureKind::SeqGap], head - 1);
+}
+
+#[test]
+fn changed_head_record_hash_is_a_head_mismatch() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let dir = fixture.fresh();
+    tamper(&dir, |tree| {
+        let mut value = tree.get(b"H").unwrap().unwrap().to_vec();
+        assert_eq!(value.len(), 40);
+        assert_eq!(value[..8], head.to_be_bytes());
+        value[8 + 31] ^= 0x01;
+        tree.insert(b"H", value).unwrap();
+    });
+    // Every entry verifies; only the head record is wrong.
+    assert_tampered(&dir, head, &[FailureKind::HeadMismatch], head);
+}
+
+#[test]
+fn head_record_pointing_back_makes_later_entries_trailing() {
+    let mut fixture = Fixture::new();
+    let dir = fixture.fresh();
+    // Roll the head back to K with K's real hash: entries after it are beyond the head.
+    tamper(&dir, |tree| {
+        let hash = Hash::from_slice(&raw_entry(tree, K)).unwrap();
+        let mut value = K.to_be_bytes().to_vec();
+        value.extend_from_slice(&hash.0);
+        tree.insert(b"H", value).unwrap();
+    });
+    assert_tampered(&dir, K + 1, &[FailureKind::TrailingEntry], K);
+}
+
+#[test]
+fn extra_entry_beyond_the_head_is_a_trailing_entry() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let dir = fixture.fresh();
+    // A well-formed, correctly chained entry: only the head record says it does not belong.
+    tamper(&dir, |tree| {
+        let last = raw_entry(tree, head);
+        let last_hash = Hash::from_slice(&last).unwrap();
+        let mut entry = Entry::decode(&last[32..]).unwrap();
+        entry.seq = head + 1;
+        entry.prev_hash = last_hash;
+        entry.transitions = Vec::new();
+        let schemas::Change::Object(change) = &mut entry.change;
+        *change = new_change();
+        let bytes = entry.encode().unwrap();
+        let mut value = chain_hash(&last_hash, head + 1, &bytes).0.to_vec();
+        value.extend_from_slice(&bytes);
+        tree.insert(entry_key(head + 1), value).unwrap();
+    });
+    assert_tampered(&dir, head + 1, &[FailureKind::TrailingEntry], head);
+}
+
+#[test]
+fn removed_head_record_leaves_every_entry_trailing() {
+    let mut fixture = Fixture::new();
+    let dir = fixture.fresh();
+    tamper(&dir, |tree| tree.remove(b"H").unwrap().expect("removed"));
+    assert_tampered(&dir, 1, &[FailureKind::TrailingEntry], 0);
+}
+
+/// Re-chains entries `from..=head` and the head record after entries were rewritten,
+/// as a forger with write access (but no external anchor to fool) would.
+fn rechain(tree: &sled::Tree, from: u64, head: u64) {
+    let mut prev = if from == 1 {
+        Hash::ZERO
+    } else {
+        Hash::from_slice(&raw_entry(tree, from - 1)).unwrap()
+    };
+    for seq in from..=head {
+        let value = raw_entry(tree, seq);
+        let mut entry = Entry::decode(&value[32..]).unwrap();
+        entry.prev_hash = prev;
+        let bytes = entry.encode().unwrap();
+        let hash = chain_hash(&prev, seq, &bytes);
+        let mut value = hash.0.to_vec();
+        value.extend_from_slice(&bytes);
+        tree.insert(entry_key(seq), value).unwrap();
+        prev = hash;
+    }
+    let mut value = head.to_be_bytes().to_vec();
+    value.extend_from_slice(&prev.0);
+    tree.insert(b"H", value).unwrap();
+}
+
+/// The first entry (after `after`) whose transitions are not empty.
+fn entry_with_transitions(dir: &Path, after: u64) -> u64 {
+    let ledger = open_ledger(dir, STRICT).unwrap();
+    let seq = ledger
+        .entries(after + 1, u64::MAX)
+        .map(Result::unwrap)
+        .find(|e| !e.entry.transitions.is_empty())
+        .expect("the generated log binds and releases pods")
+        .entry
+        .seq;
+    seq
+}
+
+#[test]
+fn forged_transitions_rechained_are_a_transition_mismatch() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let dir = fixture.fresh();
+    let target = entry_with_transitions(&dir, 1);
+    assert!(target < head, "want a forged entry in the middle");
+    // The entry claims no binding changed; the chain is recomputed so only replay can tell.
+    tamper(&dir, |tree| {
+        let value = raw_entry(tree, target);
+        let mut entry = Entry::decode(&value[32..]).unwrap();
+        entry.transitions.clear();
+        tree.insert(
+            entry_key(target),
+            [&value[..32], &entry.encode().unwrap()].concat(),
+        )
+        .unwrap();
+        rechain(tree, target, head);
+    });
+    let failure = match open_ledger(&dir, STRICT) {
+        Err(LedgerError::Corrupt(failure)) => failure,
+        other => panic!("expected Corrupt, got {other:?}"),
+    };
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (target, FailureKind::TransitionMismatch)
+    );
+    let ledger = open_ledger(&dir, FORENSIC).unwrap();
+    assert_eq!(ledger.head().seq, target - 1);
+    let report = ledger.verify().unwrap();
+    assert_eq!(
+        report.failure.map(|f| (f.seq, f.kind)),
+        Some((target, FailureKind::TransitionMismatch))
+    );
+    // Forging a binding that never happened is caught the same way.
+    let dir = fixture.fresh();
+    let target = 2;
+    tamper(&dir, |tree| {
+        let value = raw_entry(tree, target);
+        let mut entry = Entry::decode(&value[32..]).unwrap();
+        entry.transitions.push(Transition::Bound {
+            binding: schemas::BindingKind::Claim,
+            pod_uid: "p0d00000-forged".into(),
+            sandbox_uid: "5a4db0x0-forged".into(),
+            claim_uid: Some("c1a1m000-forged".into()),
+        });
+        tree.insert(
+            entry_key(target),
+            [&value[..32], &entry.encode().unwrap()].concat(),
+        )
+        .unwrap();
+        rechain(tree, target, head);
+    });
+    let err = open_ledger(&dir, STRICT).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Corrupt(f) if f.seq == target && f.kind == FailureKind::TransitionMismatch),
+        "{err}"
+    );
+}
+
+#[test]
+fn forensic_state_after_a_transition_mismatch_stops_before_the_bad_entry() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let dir = fixture.fresh();
+    let target = entry_with_transitions(&dir, 1);
+    tamper(&dir, |tree| {
+        let value = raw_entry(tree, target);
+        let mut entry = Entry::decode(&value[32..]).unwrap();
+        entry.transitions.clear();
+        tree.insert(
+            entry_key(target),
+            [&value[..32], &entry.encode().unwrap()].concat(),
+        )
+        .unwrap();
+        rechain(tree, target, head);
+    });
+    let expected = open_ledger(&fixture.fresh(), STRICT)
+        .unwrap()
+        .state_at_seq(target - 1)
+        .unwrap();
+    assert_tampered(&dir, target, &[FailureKind::TransitionMismatch], target - 1);
+    let ledger = open_ledger(&dir, FORENSIC).unwrap();
+    assert_eq!(ledger.projection(), &expected);
+    assert_eq!(ledger.state_at_seq(ledger.head().seq).unwrap(), expected);
+}
+
+#[test]
+fn malformed_head_record_is_refused_but_opens_for_forensics() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let dir = fixture.fresh();
+    tamper(&dir, |tree| {
+        let value = tree.get(b"H").unwrap().unwrap();
+        tree.insert(b"H", &value[..20]).unwrap();
+    });
+    match open_ledger(&dir, STRICT) {
+        Err(LedgerError::Corrupt(failure)) => assert_eq!(failure.kind, FailureKind::HeadMismatch),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let mut ledger = open_ledger(&dir, FORENSIC).expect("allow_corrupt opens it read-only");
+    assert!(ledger.corruption().is_some());
+    assert!(ledger.head().seq <= head);
+    assert!(matches!(
+        ledger.append([new_change()], chrono::Utc::now()),
+        Err(LedgerError::ReadOnly)
+    ));
+}
+
+#[test]
+fn full_verify_catches_tampering_before_a_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("snapshotted");
+    let head = build(&dir, 10);
+    assert!(head >= 30);
+    let has_snapshot = tamper(&dir, |tree| {
+        // Change a letter of entry 5's uid, well before the snapshots at 10, 20, 30, ...
+        let mut value = raw_entry(tree, 5);
+        let uid = Entry::decode(&value[32..])
+            .unwrap()
+            .object_change()
+            .unwrap()
+            .uid
+            .clone();
+        let at = 32 + find(&value[32..], uid.as_bytes()).unwrap();
+        value[at + 1] ^= 0x01;
+        tree.insert(entry_key(5), value).unwrap();
+        let mut key = vec![b'S'];
+        key.extend_from_slice(&30u64.to_be_bytes());
+        tree.get(key).unwrap().is_some()
+    });
+    assert!(has_snapshot, "snapshot_every: 10 writes snapshot 30");
+    // Open trusts the latest snapshot and checks only the tail after it...
+    let ledger = open_ledger(&dir, STRICT).expect("the tail after the snapshot is intact");
+    assert_eq!(ledger.head().seq, head);
+    assert!(ledger.corruption().is_none());
+    // ...but the full walk does not.
+    let report = ledger.verify().unwrap();
+    let failure = report.failure.expect("verify walks from seq 1");
+    assert_eq!((failure.seq, failure.kind), (5, FailureKind::HashMismatch));
+    assert_eq!(report.verified_seq, 4);
+    drop(ledger);
+
+    // Tampering after the latest snapshot is still refused at open.
+    tamper(&dir, |tree| {
+        let mut value = raw_entry(tree, head);
+        value[0] ^= 0x01;
+        tree.insert(entry_key(head), value).unwrap();
+    });
+    match open_ledger(&dir, STRICT) {
+        Err(LedgerError::Corrupt(failure)) => {
+            assert_eq!(
+                (failure.seq, failure.kind),
+                (head, FailureKind::HashMismatch)
+            )
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+/// Runs the binary; retried while this process's just-closed sled handle holds the lock.
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let run = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_claim-ledger"))
+            .args(args)
+            .output()
+            .expect("run claim-ledger");
+        let result = (
+            output.status.code().expect("exited normally"),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        );
+        match result.0 == 2 && support::is_lock_error(&result.2) {
+            true => Err(result.2),
+            false => Ok(result),
+        }
+    };
+    retry_locked(run).expect("the database lock was released")
+}
+
+#[test]
+fn cli_refuses_a_tampered_ledger_and_allow_corrupt_inspects_it() {
+    let mut fixture = Fixture::new();
+    let head = fixture.head();
+    let dir = fixture.fresh();
+    let db = dir.to_str().unwrap();
+
+    let (code, stdout, stderr) = cli(&["verify", "--db", db]);
+    assert_eq!(code, 0, "pristine: {stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["failure"], Value::Null);
+
+    tamper(&dir, |tree| {
+        let mut value = raw_entry(tree, K);
+        value[3] ^= 0x10;
+        tree.insert(entry_key(K), value).unwrap();
+    });
+
+    let (code, _, stderr) = cli(&["verify", "--db", db]);
+    assert_eq!(code, 1, "verify of a tampered ledger: {stderr}");
+    assert!(
+        stderr.contains(&format!("seq {K}")),
+        "stderr names the seq: {stderr}"
+    );
+    assert!(stderr.contains("HashMismatch"), "{stderr}");
+
+    let (code, stdout, stderr) = cli(&["verify", "--db", db, "--allow-corrupt"]);
+    assert_eq!(code, 1, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["failure"]["seq"], K);
+    assert_eq!(report["failure"]["kind"], "hash_mismatch");
+    assert_eq!(report["verified_seq"], K - 1);
+    assert_eq!(report["head_seq"], head);
+    assert!(stderr.contains(&format!("seq {K}")), "{stderr}");
+
+    for command in ["state", "export"] {
+        let (code, _, stderr) = cli(&[command, "--db", db]);
+        assert_eq!(code, 1, "{command} without --allow-corrupt: {stderr}");
+        assert!(stderr.contains(&format!("seq {K}")), "{stderr}");
+    }
+
+    let (code, stdout, stderr) = cli(&["state", "--db", db, "--allow-corrupt"]);
+    assert_eq!(code, 0, "state --allow-corrupt: {stderr}");
+    let state: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        state["seq"],
+        K - 1,
+        "the state stops at the last verified entry"
+    );
+    assert!(state["objects"].as_array().is_some_and(|o| !o.is_empty()));
+
+    // Forensics never writes: ingest is refused and the tampering is still there.
+    let events = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        events.path(),
+        support::to_lines(&Cluster::new("late", 1).events(3)),
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&[
+        "ingest",
+        "--db",
+        db,
+        "--allow-corrupt",
+        events.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "ingest into a forensic ledger: {stderr}");
+    assert!(stderr.contains("read-only"), "{stderr}");
+    let (code, _, _) = cli(&["verify", "--db", db]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn forged_snapshot_is_detected() {
+    let root = tempfile::tempdir().unwrap();
+    let truth_dir = root.path().join("truth");
+    let dir = root.path().join("snapshotted");
+    // Stop right after a pod is bound, and snapshot exactly there, so the open projection
+    // takes that binding from the snapshot.
+    let head = build_until(&truth_dir, 0, 1, |ledger| {
+        ledger.head().seq >= 10 && !ledger.projection().active_bindings().is_empty()
+    });
+    assert_eq!(
+        build_until(&dir, head, 1, |ledger| ledger.head().seq >= head),
+        head,
+        "the same entries, with a snapshot at the head"
+    );
+
+    let truth = open_ledger(&truth_dir, STRICT).unwrap();
+    let binding = truth.projection().active_bindings().remove(0);
+    let latest = head;
+    let real_id = binding
+        .sandbox_id
+        .clone()
+        .expect("generated pods carry a sandbox id");
+    let forged_id = real_id.replacen("sbx-", "sbX-", 1);
+    let request = |sandbox_id: &str| -> CheckRequest {
+        serde_json::from_value(json!({
+            "namespace": binding.pod.namespace, "pod_name": binding.pod.name,
+            "pod_uid": binding.pod.uid, "sandbox_id": sandbox_id}))
+        .unwrap()
+    };
+    assert_eq!(
+        truth.check(&request(&real_id), true).decision,
+        Verdict::Allow
+    );
+    assert_eq!(
+        truth.check(&request(&forged_id), true).decision,
+        Verdict::Deny
+    );
+    drop(truth);
+
+    // Rewrite the pod's identity inside the latest snapshot only (same length, so the
+    // MessagePack stays well-formed); the log itself is untouched.
+    tamper(&dir, |tree| {
+        let mut key = vec![b'S'];
+        key.extend_from_slice(&latest.to_be_bytes());
+        let mut value = tree
+            .get(&key)
+            .unwrap()
+            .expect("the latest snapshot")
+            .to_vec();
+        let mut replaced = 0;
+        while let Some(at) = find(&value, real_id.as_bytes()) {
+            value[at..at + forged_id.len()].copy_from_slice(forged_id.as_bytes());
+            replaced += 1;
+        }
+        assert!(replaced > 0, "the snapshot records the pod's sandbox id");
+        tree.insert(key, value).unwrap();
+    });
+
+    match open_ledger(&dir, STRICT) {
+        Err(LedgerError::Corrupt(_)) => {}
+        Err(other) => panic!("open failed, but not as Corrupt: {other}"),
+        Ok(ledger) => {
+            let forged_answer = ledger.check(&request(&forged_id), true);
+            let report = ledger.verify().unwrap();
+            assert!(
+                forged_answer.decision != Verdict::Allow || !report.ok(),
+                "the forged snapshot makes check allow sandbox id {forged_id} for pod {}, \
+                 and verify() reports {report:?}",
+                binding.pod.uid
+            );
+        }
+    }
+}

@@ -1,2 +1,890 @@
-//! Benchmarks (filled in by the benchmark work).
-fn main() {}
+//! Benchmarks of claim-ledger, beside raw baselines (see `BENCHMARKS.md`).
+//!
+//! * `append/*`: durable appends (`Ledger::append` + `Ledger::flush`) of fresh changes at
+//!   batch sizes 1, 64 and 1024, beside a plain sled tree receiving the same number of
+//!   values of the same sizes (the stored bytes of real entries) in one `apply_batch`
+//!   followed by `Db::flush`. Reported in entries/s.
+//! * `append_parts/*`: where the time of a 1024-entry append goes (no flush, no snapshot,
+//!   sled receiving exactly the ledger's writes, projection apply, encode, chain hash,
+//!   JSON ingest end to end).
+//! * `verify/*`: `Ledger::verify` over a 100k-entry ledger beside raw blake3 over the same
+//!   bytes, and the parts of the walk (sled scan, decode, chain hash, replay).
+//! * `check/*`: `Projection::check` (what `Ledger::check` delegates to) with 100k live claim
+//!   bindings, for an allowed pod chosen round-robin and for released pods.
+//!
+//! The changes are Kubernetes object JSON for claim-bound sandbox lifecycles (claim,
+//! Sandbox owned by the claim with the claim-uid label, workspace PVC, pod with the
+//! `openshell.io/sandbox-id` annotation, claim status naming the Sandbox, then release),
+//! normalized with `schemas::normalize`, with fresh uids and resourceVersions throughout.
+//!
+//! Run: `cargo bench --bench ledger`; then `bash benches/report.sh` prints the medians.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use ledger::{AppendOutcome, CheckRequest, Ledger, LedgerConfig, Projection, StoredEntry, Verdict};
+use schemas::{chain_hash, normalize, Entry, Hash, ObjectChange, WatchEventType};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// Live claim bindings in the check projection.
+const CHECK_BINDINGS: u64 = 100_000;
+/// Released bindings in the check projection (denied pods).
+const CHECK_RELEASED: u64 = 1_024;
+/// Entries in the verified ledger.
+const VERIFY_ENTRIES: u64 = 100_000;
+/// An append fixture starts over (untimed) once it holds this many entries, so every
+/// append is measured on a ledger of 0..100k entries whatever the machine's speed.
+const RESET_AT: u64 = 100_000;
+/// Lifecycles released this many lifecycles after they bound, in the append stream.
+const RELEASE_LAG: u64 = 64;
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes objects of a claim-bound (cold path, v1alpha1) sandbox lifecycle.
+// ---------------------------------------------------------------------------------------
+
+fn uid(prefix: &str, k: u64) -> String {
+    format!(
+        "{prefix}-{:04x}-4000-8000-{:012x}",
+        (k >> 48) & 0xffff,
+        k & 0xffff_ffff_ffff
+    )
+}
+
+fn claim_uid(k: u64) -> String {
+    uid("c1a1m000", k)
+}
+fn sandbox_uid(k: u64) -> String {
+    uid("5a4db0x0", k)
+}
+fn pod_uid(k: u64) -> String {
+    uid("p0d00000", k)
+}
+fn pvc_uid(k: u64) -> String {
+    uid("pvc00000", k)
+}
+fn name(k: u64) -> String {
+    format!("agent-{k:08}")
+}
+fn namespace(k: u64) -> String {
+    format!("tenant-{:02}", k % 64)
+}
+fn sandbox_id(k: u64) -> String {
+    format!("sbx-{k:010x}")
+}
+
+/// How far the claim's status has got.
+#[derive(Clone, Copy, PartialEq)]
+enum ClaimStatus {
+    Empty,
+    SandboxNotReady,
+    Ready,
+}
+
+fn claim(k: u64, rv: u64, status: ClaimStatus) -> Value {
+    let status = match status {
+        ClaimStatus::Empty => json!({}),
+        ClaimStatus::SandboxNotReady => json!({
+            "conditions": [{"type": "Ready", "status": "False", "reason": "SandboxNotReady",
+                            "message": "Sandbox is not ready",
+                            "lastTransitionTime": "2026-05-20T16:00:06Z", "observedGeneration": 1}],
+            "sandbox": {"name": name(k)}
+        }),
+        ClaimStatus::Ready => json!({
+            "conditions": [{"type": "Ready", "status": "True", "reason": "SandboxReady",
+                            "message": "Sandbox is ready",
+                            "lastTransitionTime": "2026-05-20T16:00:13Z", "observedGeneration": 1}],
+            "sandbox": {"name": name(k)}
+        }),
+    };
+    json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+        "kind": "SandboxClaim",
+        "metadata": {
+            "name": name(k), "namespace": namespace(k), "uid": claim_uid(k), "generation": 1,
+            "labels": {"app.kubernetes.io/managed-by": "openshell-gateway"},
+            "creationTimestamp": "2026-05-20T16:00:01Z", "resourceVersion": rv.to_string()
+        },
+        "spec": {"sandboxTemplateRef": {"name": "python-agent"}, "warmpool": "none",
+                 "lifecycle": {"shutdownPolicy": "Delete"}},
+        "status": status
+    })
+}
+
+fn sandbox(k: u64, rv: u64) -> Value {
+    json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": {
+            "name": name(k), "namespace": namespace(k), "uid": sandbox_uid(k), "generation": 1,
+            "labels": {"agents.x-k8s.io/claim-uid": claim_uid(k)},
+            "annotations": {"agents.x-k8s.io/pod-name": name(k)},
+            "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1alpha1",
+                                 "kind": "SandboxClaim", "name": name(k), "uid": claim_uid(k),
+                                 "controller": true, "blockOwnerDeletion": true}],
+            "creationTimestamp": "2026-05-20T16:00:02Z", "resourceVersion": rv.to_string()
+        },
+        "spec": {
+            "podTemplate": {"metadata": {}, "spec": {"containers": [{
+                "name": "agent", "image": "ghcr.io/openshell/agent-runtime:0.9.3", "resources": {},
+                "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}]}],
+                "restartPolicy": "Always"}},
+            "replicas": 1,
+            "volumeClaimTemplates": [{"metadata": {"name": "workspace"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}},
+                         "storageClassName": "standard"}}]
+        },
+        "status": {}
+    })
+}
+
+fn pvc(k: u64, rv: u64, bound: bool) -> Value {
+    let mut spec = json!({"accessModes": ["ReadWriteOnce"],
+                          "resources": {"requests": {"storage": "1Gi"}},
+                          "storageClassName": "standard", "volumeMode": "Filesystem"});
+    if bound {
+        spec["volumeName"] = json!(format!("pv-{k:010}"));
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": format!("workspace-{}", name(k)), "namespace": namespace(k), "uid": pvc_uid(k),
+            "labels": {"agents.x-k8s.io/sandbox-name-hash": "a0dcfeaf"},
+            "finalizers": ["kubernetes.io/pvc-protection"],
+            "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+                                 "name": name(k), "uid": sandbox_uid(k),
+                                 "controller": true, "blockOwnerDeletion": true}],
+            "creationTimestamp": "2026-05-20T16:00:03Z", "resourceVersion": rv.to_string()
+        },
+        "spec": spec,
+        "status": {"phase": if bound { "Bound" } else { "Pending" }}
+    })
+}
+
+fn pod(k: u64, rv: u64, running: bool) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name(k), "namespace": namespace(k), "uid": pod_uid(k),
+            "labels": {"agents.x-k8s.io/sandbox-name-hash": "a0dcfeaf"},
+            "annotations": {"openshell.io/sandbox-id": sandbox_id(k)},
+            "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+                                 "name": name(k), "uid": sandbox_uid(k),
+                                 "controller": true, "blockOwnerDeletion": true}],
+            "creationTimestamp": "2026-05-20T16:00:05Z", "resourceVersion": rv.to_string()
+        },
+        "spec": {
+            "containers": [{"name": "agent", "image": "ghcr.io/openshell/agent-runtime:0.9.3",
+                            "imagePullPolicy": "IfNotPresent", "resources": {},
+                            "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}]}],
+            "restartPolicy": "Always", "serviceAccountName": "default",
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [{"name": "workspace",
+                         "persistentVolumeClaim": {"claimName": format!("workspace-{}", name(k))}}]
+        },
+        "status": {"phase": if running { "Running" } else { "Pending" }, "qosClass": "BestEffort"}
+    })
+}
+
+/// Watch events of claim-bound sandbox lifecycles, with one ever-increasing
+/// resourceVersion (like an etcd revision) and uids never reused.
+struct Lifecycles {
+    rv: u64,
+}
+
+impl Lifecycles {
+    fn new() -> Self {
+        Lifecycles { rv: 1_000 }
+    }
+
+    fn rv(&mut self) -> u64 {
+        self.rv += 3;
+        self.rv
+    }
+
+    /// Cold bind of lifecycle `k`: 8 identity-relevant events; the binding forms at the 6th.
+    fn bind(&mut self, k: u64, out: &mut Vec<(WatchEventType, Value)>) {
+        use WatchEventType::{Added, Modified};
+        out.push((Added, claim(k, self.rv(), ClaimStatus::Empty)));
+        out.push((Added, sandbox(k, self.rv())));
+        out.push((Added, pvc(k, self.rv(), false)));
+        out.push((Modified, pvc(k, self.rv(), true)));
+        out.push((Added, pod(k, self.rv(), false)));
+        out.push((Modified, claim(k, self.rv(), ClaimStatus::SandboxNotReady)));
+        out.push((Modified, pod(k, self.rv(), true)));
+        out.push((Modified, claim(k, self.rv(), ClaimStatus::Ready)));
+    }
+
+    /// Background-deletion release of lifecycle `k`: claim, Sandbox, pod, PVC deleted.
+    fn release(&mut self, k: u64, out: &mut Vec<(WatchEventType, Value)>) {
+        use WatchEventType::Deleted;
+        out.push((Deleted, claim(k, self.rv(), ClaimStatus::Ready)));
+        out.push((Deleted, sandbox(k, self.rv())));
+        out.push((Deleted, pod(k, self.rv(), true)));
+        out.push((Deleted, pvc(k, self.rv(), true)));
+    }
+}
+
+fn normalized(events: Vec<(WatchEventType, Value)>) -> impl Iterator<Item = ObjectChange> {
+    events.into_iter().map(|(event, object)| {
+        normalize(event, &object)
+            .expect("generated objects normalize")
+            .expect("generated kinds are recorded")
+    })
+}
+
+/// An endless stream of changes: lifecycle k binds, and lifecycle k - RELEASE_LAG is
+/// released right after, so entries mix creations, updates, bindings and releases.
+struct ChangeStream {
+    lifecycles: Lifecycles,
+    next: u64,
+    pending: VecDeque<(WatchEventType, Value)>,
+}
+
+impl ChangeStream {
+    fn new() -> Self {
+        ChangeStream {
+            lifecycles: Lifecycles::new(),
+            next: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let mut events = Vec::new();
+        let k = self.next;
+        self.next += 1;
+        self.lifecycles.bind(k, &mut events);
+        if k >= RELEASE_LAG {
+            self.lifecycles.release(k - RELEASE_LAG, &mut events);
+        }
+        self.pending.extend(events);
+    }
+
+    fn take_events(&mut self, n: usize) -> Vec<(WatchEventType, Value)> {
+        while self.pending.len() < n {
+            self.refill();
+        }
+        self.pending.drain(..n).collect()
+    }
+
+    fn take(&mut self, n: usize) -> Vec<ObjectChange> {
+        normalized(self.take_events(n)).collect()
+    }
+
+    /// The same events as watch-event JSON lines (what `claim-ledger ingest` reads).
+    fn take_jsonl(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (event, object) in self.take_events(n) {
+            let kind = match event {
+                WatchEventType::Added => "ADDED",
+                WatchEventType::Modified => "MODIFIED",
+                WatchEventType::Deleted => "DELETED",
+            };
+            serde_json::to_writer(&mut out, &json!({"type": kind, "object": object}))
+                .expect("JSON serializes");
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures.
+// ---------------------------------------------------------------------------------------
+
+/// A ledger in a temporary directory, fed from its own change stream.
+struct LedgerFixture {
+    config: LedgerConfig,
+    dir: TempDir,
+    ledger: Ledger,
+    stream: ChangeStream,
+    resets: u32,
+}
+
+impl LedgerFixture {
+    fn new(config: LedgerConfig) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let ledger = Ledger::open(dir.path(), config.clone()).expect("open ledger");
+        LedgerFixture {
+            config,
+            dir,
+            ledger,
+            stream: ChangeStream::new(),
+            resets: 0,
+        }
+    }
+
+    /// Starts over with an empty ledger once it holds `RESET_AT` entries (untimed).
+    fn maybe_reset(&mut self) {
+        if self.ledger.head().seq < RESET_AT {
+            return;
+        }
+        let fresh = LedgerFixture::new(self.config.clone());
+        self.resets += 1;
+        let resets = self.resets;
+        *self = fresh;
+        self.resets = resets;
+    }
+
+    /// Appends `changes` and flushes; returns the time taken. Every change must append.
+    fn durable_append(&mut self, changes: Vec<ObjectChange>, flush: bool) -> Duration {
+        let n = changes.len();
+        let start = Instant::now();
+        let outcomes = self.ledger.append(changes, Utc::now()).expect("append");
+        if flush {
+            self.ledger.flush().expect("flush");
+        }
+        let elapsed = start.elapsed();
+        let appended = outcomes
+            .iter()
+            .filter(|o| matches!(o, AppendOutcome::Appended { .. }))
+            .count();
+        assert_eq!(appended, n, "every generated change is a new entry");
+        elapsed
+    }
+
+    fn stored(&self) -> Vec<StoredEntry> {
+        self.ledger
+            .entries(1, self.ledger.head().seq)
+            .collect::<Result<_, _>>()
+            .expect("entries read back")
+    }
+}
+
+/// Fills a ledger with `entries` entries of the change stream, 1024 per flushed batch.
+fn filled_ledger(entries: u64, config: LedgerConfig) -> LedgerFixture {
+    let mut fixture = LedgerFixture::new(config);
+    let mut left = entries;
+    while left > 0 {
+        let n = left.min(1024) as usize;
+        let changes = fixture.stream.take(n);
+        fixture.durable_append(changes, true);
+        left -= n as u64;
+    }
+    fixture
+}
+
+/// What the ledger writes to sled for one entry: the entry value and its index keys.
+struct EntryWrites {
+    value: Vec<u8>,
+    uid_prefix: Vec<u8>,
+    name_prefix: Vec<u8>,
+}
+
+/// A sample of real stored entries (`hash ‖ entry bytes`, as `keys.rs` lays them out),
+/// with the index keys the ledger writes beside them.
+fn sample_writes() -> Vec<EntryWrites> {
+    let fixture = filled_ledger(12 * 1024, LedgerConfig::default());
+    fixture
+        .stored()
+        .into_iter()
+        .map(|stored| {
+            let change = stored.entry.object_change().expect("object entries");
+            let mut value = stored.hash.0.to_vec();
+            value.extend_from_slice(&stored.bytes);
+            let mut uid_prefix = vec![b'U'];
+            uid_prefix.extend_from_slice(change.uid.as_bytes());
+            uid_prefix.push(0);
+            let kind = match change.kind {
+                schemas::ObjectKind::Sandbox => b's',
+                schemas::ObjectKind::SandboxClaim => b'c',
+                schemas::ObjectKind::Pod => b'p',
+                schemas::ObjectKind::PersistentVolumeClaim => b'v',
+            };
+            let mut name_prefix = vec![b'N', kind];
+            name_prefix.extend_from_slice(change.namespace.as_bytes());
+            name_prefix.push(0);
+            name_prefix.extend_from_slice(change.name.as_bytes());
+            name_prefix.push(0);
+            EntryWrites {
+                value,
+                uid_prefix,
+                name_prefix,
+            }
+        })
+        .collect()
+}
+
+/// A plain sled database receiving the same values under sequential keys.
+struct RawSled {
+    _dir: TempDir,
+    db: sled::Db,
+    tree: sled::Tree,
+    next: u64,
+    cursor: usize,
+}
+
+impl RawSled {
+    fn new() -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let tree = db.open_tree("raw").expect("tree");
+        RawSled {
+            _dir: dir,
+            db,
+            tree,
+            next: 0,
+            cursor: 0,
+        }
+    }
+
+    fn maybe_reset(&mut self) {
+        if self.next >= RESET_AT {
+            *self = RawSled::new();
+        }
+    }
+
+    /// `n` values in one batch then a flush; with `indexes`, also the ledger's two index
+    /// keys per entry and the head record, i.e. exactly the ledger's sled writes.
+    fn durable_batch(&mut self, sample: &[EntryWrites], n: usize, indexes: bool) -> Duration {
+        let start = Instant::now();
+        let mut batch = sled::Batch::default();
+        for _ in 0..n {
+            let writes = &sample[self.cursor % sample.len()];
+            self.cursor += 1;
+            self.next += 1;
+            let mut key = [b'E'; 9];
+            key[1..].copy_from_slice(&self.next.to_be_bytes());
+            batch.insert(&key, &writes.value[..]);
+            if indexes {
+                let mut uid_key = writes.uid_prefix.clone();
+                uid_key.extend_from_slice(&self.next.to_be_bytes());
+                batch.insert(uid_key, &[]);
+                let mut name_key = writes.name_prefix.clone();
+                name_key.extend_from_slice(&self.next.to_be_bytes());
+                batch.insert(name_key, &[]);
+            }
+        }
+        if indexes {
+            let mut head = self.next.to_be_bytes().to_vec();
+            head.extend_from_slice(&[7u8; 32]);
+            batch.insert(b"H", head);
+        }
+        self.tree.apply_batch(batch).expect("apply_batch");
+        self.db.flush().expect("flush");
+        start.elapsed()
+    }
+}
+
+fn fast_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sampling_mode(SamplingMode::Flat);
+    group
+}
+
+// ---------------------------------------------------------------------------------------
+// append
+// ---------------------------------------------------------------------------------------
+
+fn bench_append(c: &mut Criterion) {
+    let sample = sample_writes();
+    let mean_value =
+        sample.iter().map(|w| w.value.len()).sum::<usize>() as f64 / sample.len() as f64;
+    eprintln!(
+        "stored entry values: {} sampled, mean {mean_value:.0} bytes (32-byte hash included)",
+        sample.len()
+    );
+
+    let mut group = fast_group(c, "append");
+    for batch in [1usize, 64, 1024] {
+        group.throughput(Throughput::Elements(batch as u64));
+
+        let mut fixture = LedgerFixture::new(LedgerConfig::default());
+        group.bench_function(BenchmarkId::new("ledger", batch), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    fixture.maybe_reset();
+                    let changes = fixture.stream.take(batch);
+                    total += fixture.durable_append(changes, true);
+                }
+                total
+            })
+        });
+        eprintln!(
+            "append/ledger/{batch}: ledger restarted empty {} times (at {RESET_AT} entries)",
+            fixture.resets
+        );
+        drop(fixture);
+
+        let mut raw = RawSled::new();
+        group.bench_function(BenchmarkId::new("raw_sled", batch), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    raw.maybe_reset();
+                    total += raw.durable_batch(&sample, batch, false);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+
+    // Where the time of a 1024-entry durable append goes.
+    let mut group = fast_group(c, "append_parts");
+    let batch = 1024usize;
+    group.throughput(Throughput::Elements(batch as u64));
+
+    let mut raw = RawSled::new();
+    group.bench_function("sled_same_writes/1024", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                raw.maybe_reset();
+                total += raw.durable_batch(&sample, batch, true);
+            }
+            total
+        })
+    });
+    drop(raw);
+
+    for (id, config, flush) in [
+        ("ledger_no_flush/1024", LedgerConfig::default(), false),
+        (
+            "ledger_no_snapshot/1024",
+            LedgerConfig {
+                snapshot_every: 0,
+                ..LedgerConfig::default()
+            },
+            true,
+        ),
+    ] {
+        let mut fixture = LedgerFixture::new(config);
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    fixture.maybe_reset();
+                    let changes = fixture.stream.take(batch);
+                    total += fixture.durable_append(changes, flush);
+                }
+                total
+            })
+        });
+    }
+
+    // The CPU work of an append without sled: projection apply, encode, chain hash.
+    let mut stream = ChangeStream::new();
+    let mut projection = Projection::default();
+    let mut seq = 0u64;
+    let mut prev = Hash::ZERO;
+    group.bench_function("apply_encode_hash/1024", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                if seq >= RESET_AT {
+                    projection = Projection::default();
+                    seq = 0;
+                }
+                let changes = stream.take(batch);
+                let now = Utc::now();
+                let start = Instant::now();
+                for change in changes {
+                    seq += 1;
+                    let transitions = projection.apply(seq, now, &change);
+                    let entry = Entry {
+                        format_version: schemas::FORMAT_VERSION,
+                        seq,
+                        observed_at: now,
+                        prev_hash: prev,
+                        change: schemas::Change::Object(change),
+                        transitions,
+                    };
+                    let bytes = entry.encode().expect("encode");
+                    prev = chain_hash(&prev, seq, &bytes);
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+
+    let entries: Vec<Entry> = filled_ledger(batch as u64, LedgerConfig::default())
+        .stored()
+        .into_iter()
+        .map(|s| s.entry)
+        .collect();
+    group.bench_function("encode/1024", |b| {
+        b.iter(|| {
+            for entry in &entries {
+                black_box(entry.encode().expect("encode"));
+            }
+        })
+    });
+    let encoded: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| e.encode().expect("encode"))
+        .collect();
+    group.bench_function("chain_hash/1024", |b| {
+        b.iter(|| {
+            let mut prev = Hash::ZERO;
+            for (i, bytes) in encoded.iter().enumerate() {
+                prev = chain_hash(&prev, i as u64 + 1, bytes);
+            }
+            black_box(prev)
+        })
+    });
+
+    // End to end as `claim-ledger ingest` runs it: JSON lines parsed, normalized, appended,
+    // flushed (the JSON is ~20x larger than what is stored).
+    let mut fixture = LedgerFixture::new(LedgerConfig::default());
+    group.bench_function("ingest_jsonl/1024", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                fixture.maybe_reset();
+                let lines = fixture.stream.take_jsonl(batch);
+                let start = Instant::now();
+                let report = watcher::ingest(
+                    &mut fixture.ledger,
+                    Cursor::new(lines),
+                    watcher::IngestOptions { batch_size: batch },
+                    Utc::now,
+                )
+                .expect("ingest");
+                total += start.elapsed();
+                assert_eq!(report.appended, batch as u64);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// verify
+// ---------------------------------------------------------------------------------------
+
+/// Reads every entry value through sled alone (no decode, no hash).
+fn sled_scan(tree: &sled::Tree) -> usize {
+    let mut bytes = 0;
+    for item in tree.range(&b"E"[..]..&b"F"[..]) {
+        let (_, value) = item.expect("scan");
+        bytes += value.len();
+    }
+    bytes
+}
+
+/// The snapshots a ledger stored (`S` ‖ seq → the projection after seq), as (seq, bytes).
+fn snapshot_sizes(tree: &sled::Tree) -> Vec<(u64, usize)> {
+    tree.scan_prefix(b"S")
+        .map(|item| {
+            let (key, value) = item.expect("scan");
+            let seq = u64::from_be_bytes(key[1..9].try_into().expect("seq key"));
+            (seq, value.len())
+        })
+        .collect()
+}
+
+fn bench_verify(c: &mut Criterion) {
+    let fixture = filled_ledger(VERIFY_ENTRIES, LedgerConfig::default());
+    let stored = fixture.stored();
+    assert_eq!(stored.len() as u64, VERIFY_ENTRIES);
+    let total_bytes: usize = stored.iter().map(|s| s.bytes.len()).sum();
+    eprintln!(
+        "verify ledger: {} entries, {total_bytes} entry bytes (mean {:.0})",
+        stored.len(),
+        total_bytes as f64 / stored.len() as f64
+    );
+    let report = fixture.ledger.verify().expect("verify");
+    assert!(report.ok(), "{:?}", report.failure);
+    assert_eq!(report.entries, VERIFY_ENTRIES);
+
+    let mut group = c.benchmark_group("verify");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10))
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(VERIFY_ENTRIES));
+
+    group.bench_function("ledger_verify/100k", |b| {
+        b.iter(|| {
+            let report = fixture.ledger.verify().expect("verify");
+            assert!(report.ok());
+            black_box(report)
+        })
+    });
+    // The same walk on a ledger that stores no snapshots (a full verify decodes every
+    // stored snapshot and compares it with the replayed projection).
+    {
+        let plain = filled_ledger(
+            VERIFY_ENTRIES,
+            LedgerConfig {
+                snapshot_every: 0,
+                ..LedgerConfig::default()
+            },
+        );
+        group.bench_function("ledger_verify_no_snapshots/100k", |b| {
+            b.iter(|| {
+                let report = plain.ledger.verify().expect("verify");
+                assert!(report.ok());
+                assert_eq!(report.entries, VERIFY_ENTRIES);
+                black_box(report)
+            })
+        });
+    }
+    group.bench_function("raw_blake3/100k", |b| {
+        b.iter(|| {
+            for entry in &stored {
+                black_box(blake3::hash(&entry.bytes));
+            }
+        })
+    });
+
+    // The parts of the walk.
+    group.bench_function("chain_hash/100k", |b| {
+        b.iter(|| {
+            let mut prev = Hash::ZERO;
+            for entry in &stored {
+                prev = chain_hash(&prev, entry.entry.seq, &entry.bytes);
+            }
+            black_box(prev)
+        })
+    });
+    group.bench_function("decode/100k", |b| {
+        b.iter(|| {
+            for entry in &stored {
+                black_box(Entry::decode(&entry.bytes).expect("decode"));
+            }
+        })
+    });
+    group.bench_function("replay_apply/100k", |b| {
+        b.iter(|| {
+            let mut projection = Projection::default();
+            for entry in &stored {
+                let change = entry.entry.object_change().expect("object entries");
+                black_box(projection.apply(entry.entry.seq, entry.entry.observed_at, change));
+            }
+            projection
+        })
+    });
+
+    // sled's own read cost: the ledger must be closed for sled to open its files.
+    let LedgerFixture { dir, ledger, .. } = fixture;
+    drop(ledger);
+    let db = sled::Config::new().path(dir.path()).open().expect("sled");
+    let tree = db.open_tree("ledger").expect("tree");
+    let snapshots = snapshot_sizes(&tree);
+    eprintln!(
+        "verify ledger snapshots (seq, bytes): {snapshots:?}, total {} bytes",
+        snapshots.iter().map(|(_, n)| n).sum::<usize>()
+    );
+    group.bench_function("sled_scan/100k", |b| b.iter(|| black_box(sled_scan(&tree))));
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// check
+// ---------------------------------------------------------------------------------------
+
+fn request(k: u64) -> CheckRequest {
+    CheckRequest {
+        namespace: namespace(k),
+        pod_name: name(k),
+        pod_uid: pod_uid(k),
+        sandbox_id: Some(sandbox_id(k)),
+        require_claim: true,
+        ..CheckRequest::default()
+    }
+}
+
+fn bench_check(c: &mut Criterion) {
+    // 100k live claim bindings, then CHECK_RELEASED more that bind and are released.
+    let started = Instant::now();
+    let mut lifecycles = Lifecycles::new();
+    let mut projection = Projection::default();
+    let mut seq = 0u64;
+    let now = Utc::now();
+    let mut apply = |events: Vec<(WatchEventType, Value)>, projection: &mut Projection| {
+        for change in normalized(events) {
+            seq += 1;
+            projection.apply(seq, now, &change);
+        }
+    };
+    for k in 0..CHECK_BINDINGS + CHECK_RELEASED {
+        let mut events = Vec::new();
+        lifecycles.bind(k, &mut events);
+        if k >= CHECK_BINDINGS {
+            lifecycles.release(k, &mut events);
+        }
+        apply(events, &mut projection);
+    }
+    let live = projection.active_bindings().len() as u64;
+    eprintln!(
+        "check projection: {} entries applied, {} objects, {live} active bindings, built in {:.1?}",
+        projection.seq(),
+        projection.object_count(),
+        started.elapsed()
+    );
+    assert_eq!(live, CHECK_BINDINGS);
+
+    let allowed: Vec<CheckRequest> = (0..CHECK_BINDINGS).map(request).collect();
+    let released: Vec<CheckRequest> = (CHECK_BINDINGS..CHECK_BINDINGS + CHECK_RELEASED)
+        .map(request)
+        .collect();
+    for request in &allowed {
+        assert_eq!(projection.check(request, true).decision, Verdict::Allow);
+    }
+    for request in &released {
+        let decision = projection.check(request, true);
+        assert_eq!(decision.reason, Some(schemas::Reason::BindingReleased));
+    }
+
+    let mut group = c.benchmark_group("check");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let mut i = 0usize;
+    group.bench_function("allow_round_robin/100k", |b| {
+        b.iter(|| {
+            i = (i + 1) % allowed.len();
+            black_box(projection.check(&allowed[i], true))
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("deny_released", |b| {
+        b.iter(|| {
+            i = (i + 1) % released.len();
+            black_box(projection.check(&released[i], true))
+        })
+    });
+    // The same pod over and over: its records stay in cache, so this is the instruction
+    // cost of a check without the cache misses of a round-robin over 400k objects.
+    group.bench_function("allow_same_pod", |b| {
+        b.iter(|| black_box(projection.check(&allowed[12_345], true)))
+    });
+    let unknown = CheckRequest {
+        pod_uid: uid("deadbeef", 1),
+        ..request(CHECK_BINDINGS * 10)
+    };
+    group.bench_function("deny_unknown_pod", |b| {
+        b.iter(|| black_box(projection.check(&unknown, true)))
+    });
+    group.finish();
+}
+
+/// The criterion entry points (a private module: `criterion_group!` declares a `pub fn`).
+mod harness {
+    use super::{bench_append, bench_check, bench_verify};
+    criterion::criterion_group!(benches, bench_append, bench_verify, bench_check);
+}
+
+criterion_main!(harness::benches);

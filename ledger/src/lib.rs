@@ -288,6 +288,16 @@ impl Ledger {
         changes: impl IntoIterator<Item = ObjectChange>,
         now: DateTime<Utc>,
     ) -> Result<Vec<AppendOutcome>, LedgerError> {
+        self.append_changes(changes.into_iter().map(Change::Object), now)
+    }
+
+    /// Like [`Ledger::append`] for any kind of record. Object changes are classified
+    /// (duplicate, stale, ignored); other records (watch gaps) are always appended.
+    pub fn append_changes(
+        &mut self,
+        changes: impl IntoIterator<Item = Change>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppendOutcome>, LedgerError> {
         if let Some(reason) = &self.poisoned {
             return Err(LedgerError::Poisoned(reason.clone()));
         }
@@ -301,30 +311,39 @@ impl Ledger {
         // (uid, resourceVersion, removal, seq) appended in this batch, not yet in sled.
         let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
         for mut change in changes {
-            let outcome = match self.classify(&mut change, &in_batch)? {
+            let classified = match &mut change {
+                Change::Object(object) => self.classify(object, &in_batch)?,
+                Change::WatchGap(_) => None,
+            };
+            let outcome = match classified {
                 Some(outcome) => outcome,
                 None => {
                     let seq = head.seq + 1;
                     let observed_at = head.observed_at.map_or(now, |last| last.max(now));
-                    let transitions = self.projection.apply(seq, observed_at, &change);
-                    in_batch.push((
-                        change.uid.clone(),
-                        change.resource_version.clone(),
-                        change.change.is_removal(),
-                        seq,
-                    ));
-                    let uid_key = keys::with_seq(keys::uid_prefix(&change.uid), seq);
-                    let name_key = keys::with_seq(
-                        keys::name_prefix(change.kind, &change.namespace, &change.name),
-                        seq,
-                    );
+                    let transitions = self.projection.apply_change(seq, observed_at, &change);
+                    if let Change::Object(object) = &change {
+                        in_batch.push((
+                            object.uid.clone(),
+                            object.resource_version.clone(),
+                            object.change.is_removal(),
+                            seq,
+                        ));
+                        batch.insert(keys::with_seq(keys::uid_prefix(&object.uid), seq), &[]);
+                        batch.insert(
+                            keys::with_seq(
+                                keys::name_prefix(object.kind, &object.namespace, &object.name),
+                                seq,
+                            ),
+                            &[],
+                        );
+                    }
                     let count = transitions.len();
                     let entry = Entry {
                         format_version: FORMAT_VERSION,
                         seq,
                         observed_at,
                         prev_hash: head.hash,
-                        change: Change::Object(change),
+                        change,
                         transitions,
                     };
                     let bytes = entry.encode()?;
@@ -333,8 +352,6 @@ impl Ledger {
                     value.extend_from_slice(&hash.0);
                     value.extend_from_slice(&bytes);
                     batch.insert(&keys::seq_key(keys::ENTRY, seq), value);
-                    batch.insert(uid_key, &[]);
-                    batch.insert(name_key, &[]);
                     if self.config.snapshot_every > 0 && seq % self.config.snapshot_every == 0 {
                         let snapshot = Snapshot {
                             seq,
@@ -675,9 +692,11 @@ fn replay_to(tree: &sled::Tree, seq: u64) -> Result<Projection, LedgerError> {
     if projection.seq() < seq {
         for item in tree.range(from..=to) {
             let stored = decode_stored(&item?.1)?;
-            if let Some(change) = stored.entry.object_change() {
-                projection.apply(stored.entry.seq, stored.entry.observed_at, change);
-            }
+            projection.apply_change(
+                stored.entry.seq,
+                stored.entry.observed_at,
+                &stored.entry.change,
+            );
         }
     }
     Ok(projection)

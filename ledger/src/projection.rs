@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use schemas::{BindingKind, KindFields, ObjectChange, ObjectKind, Reason, Transition};
+use schemas::{BindingKind, Change, KindFields, ObjectChange, ObjectKind, Reason, Transition};
 use serde::{Deserialize, Serialize};
 
 /// The last observed state of one uid, alive or gone.
@@ -265,7 +265,25 @@ impl Projection {
         views
     }
 
-    /// Applies one entry's change and returns the transitions it causes.
+    /// Applies any entry's change: object changes through [`Projection::apply`]; other
+    /// records only move the projection's seq and time.
+    pub fn apply_change(
+        &mut self,
+        seq: u64,
+        at: DateTime<Utc>,
+        change: &Change,
+    ) -> Vec<Transition> {
+        match change {
+            Change::Object(change) => self.apply(seq, at, change),
+            Change::WatchGap(_) => {
+                self.seq = seq;
+                self.at = Some(at);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Applies one entry's object change and returns the transitions it causes.
     pub fn apply(&mut self, seq: u64, at: DateTime<Utc>, change: &ObjectChange) -> Vec<Transition> {
         let uid = change.uid.clone();
         let gone = change.change.is_removal();

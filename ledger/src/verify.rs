@@ -185,10 +185,7 @@ pub(crate) fn walk(
             );
             return Ok(report);
         }
-        let derived = match entry.object_change() {
-            Some(change) => projection.apply(seq, entry.observed_at, change),
-            None => Vec::new(),
-        };
+        let derived = projection.apply_change(seq, entry.observed_at, &entry.change);
         if derived != entry.transitions {
             fail(
                 &mut report,

@@ -103,11 +103,29 @@ impl<'de> Deserialize<'de> for Hash {
 
 /// What an entry records. One variant today; new kinds of records (watch gaps,
 /// denied checks, checkpoints) are added as new variants.
+// Object changes are nearly every record; boxing them would cost an allocation per entry
+// on the append path to save space on the rare watch gap.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     /// One observed change of one Kubernetes object.
     Object(ObjectChange),
+    /// A watch had to relist: the ledger was blind between the last event it saw and the
+    /// list that followed, so incident responders can see the window.
+    WatchGap(WatchGap),
+}
+
+/// A blind window of one watched resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchGap {
+    /// The resource, as `plural.group/version` (`pods/v1` for core).
+    pub resource: String,
+    /// The last resourceVersion the watcher saw before the relist, if any.
+    pub last_resource_version: Option<String>,
+    /// Why: `restart` (the watcher started over a non-empty ledger) or `relist` (the watch
+    /// broke and the watcher listed again, e.g. after `410 Gone`).
+    pub reason: String,
 }
 
 /// One ledger entry.
@@ -150,6 +168,7 @@ impl Entry {
     pub fn object_change(&self) -> Option<&ObjectChange> {
         match &self.change {
             Change::Object(change) => Some(change),
+            Change::WatchGap(_) => None,
         }
     }
 }

@@ -685,7 +685,9 @@ fn observed_at_is_rfc3339_utc_with_minimal_fraction() {
 fn strings_of_32_bytes_or_more_use_str8() {
     let mut entry = example_1();
     let uid = "0123456789abcdef0123456789abcdef"; // 32 bytes: one more than a fixstr holds
-    let Change::Object(change) = &mut entry.change;
+    let Change::Object(change) = &mut entry.change else {
+        panic!("example 1 records an object change");
+    };
     change.uid = uid.into();
     let bytes = entry.encode().unwrap();
     let pattern = [b"\xa3uid\xd9\x20".as_slice(), uid.as_bytes()].concat();

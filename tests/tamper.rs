@@ -403,7 +403,9 @@ fn extra_entry_beyond_the_head_is_a_trailing_entry() {
         entry.seq = head + 1;
         entry.prev_hash = last_hash;
         entry.transitions = Vec::new();
-        let schemas::Change::Object(change) = &mut entry.change;
+        let schemas::Change::Object(change) = &mut entry.change else {
+            panic!("an object change");
+        };
         *change = new_change();
         let bytes = entry.encode().unwrap();
         let mut value = chain_hash(&last_hash, head + 1, &bytes).0.to_vec();

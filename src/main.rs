@@ -42,7 +42,7 @@ struct DbArgs {
     #[arg(long)]
     allow_corrupt: bool,
     /// Snapshot the projection every N entries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 100_000)]
     snapshot_every: u64,
 }
 

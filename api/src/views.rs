@@ -1,6 +1,7 @@
 //! The JSON views: entries (history, export), state, and a plain table for people.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -92,7 +93,7 @@ pub struct StateView<'a> {
     /// Objects alive at that seq.
     pub objects: Vec<ObjectLine<'a>>,
     /// Bindings active at that seq.
-    pub bindings: Vec<BindingView>,
+    pub bindings: Vec<Arc<BindingView>>,
 }
 
 impl<'a> StateView<'a> {

@@ -69,7 +69,7 @@ pub struct LedgerConfig {
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             allow_corrupt: false,
         }
     }
@@ -328,14 +328,6 @@ impl Ledger {
                             object.change.is_removal(),
                             seq,
                         ));
-                        batch.insert(keys::with_seq(keys::uid_prefix(&object.uid), seq), &[]);
-                        batch.insert(
-                            keys::with_seq(
-                                keys::name_prefix(object.kind, &object.namespace, &object.name),
-                                seq,
-                            ),
-                            &[],
-                        );
                     }
                     let count = transitions.len();
                     let entry = Entry {
@@ -525,7 +517,7 @@ impl Ledger {
 
     /// Every entry that recorded this uid, in order.
     pub fn history_of_uid(&self, uid: &str) -> Result<Vec<StoredEntry>, LedgerError> {
-        self.history_by_prefix(keys::uid_prefix(uid))
+        self.read_seqs(self.projection.history_of(uid).iter().copied())
     }
 
     /// Every entry that recorded an object of this kind, namespace and name (any uid).
@@ -535,20 +527,22 @@ impl Ledger {
         namespace: &str,
         name: &str,
     ) -> Result<Vec<StoredEntry>, LedgerError> {
-        self.history_by_prefix(keys::name_prefix(kind, namespace, name))
+        let mut seqs: Vec<u64> = self
+            .projection
+            .uids_of(kind, namespace, name)
+            .iter()
+            .flat_map(|uid| self.projection.history_of(uid).iter().copied())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        self.read_seqs(seqs.into_iter())
     }
 
-    fn history_by_prefix(&self, prefix: Vec<u8>) -> Result<Vec<StoredEntry>, LedgerError> {
+    /// The stored entries at these seqs; seqs not yet written (the batch in flight) are skipped.
+    fn read_seqs(&self, seqs: impl Iterator<Item = u64>) -> Result<Vec<StoredEntry>, LedgerError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            let seq = keys::seq_of(&key).filter(|_| key.len() == prefix.len() + 8);
-            if let Some(entry) = seq
-                .filter(|s| *s <= self.head.seq)
-                .map(|s| self.entry(s))
-                .transpose()?
-                .flatten()
-            {
+        for seq in seqs {
+            if let Some(entry) = self.entry(seq)? {
                 out.push(entry);
             }
         }

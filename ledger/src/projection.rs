@@ -6,6 +6,7 @@
 //! That is what lets replay re-derive (and so verify) the transitions stored in entries.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use schemas::{BindingKind, Change, KindFields, ObjectChange, ObjectKind, Reason, Transition};
@@ -142,9 +143,16 @@ pub struct Decision {
     /// A sentence for people.
     pub detail: Option<String>,
     /// The binding (on allow).
-    pub binding: Option<BindingView>,
+    pub binding: Option<Arc<BindingView>>,
     /// The ledger head seq the answer was computed at.
     pub seq: u64,
+}
+
+/// A cached answer for a bound pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ActiveView {
+    view: Arc<BindingView>,
+    mutated: bool,
 }
 
 /// Why the structural rule failed for a pod.
@@ -187,7 +195,13 @@ struct Structural<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Projection {
     objects: HashMap<String, ObjectRecord>,
-    names: HashMap<(ObjectKind, String, String), String>,
+    /// Every uid ever recorded under a (kind, namespace, name), oldest first.
+    names: HashMap<(ObjectKind, String, String), Vec<String>>,
+    /// Every seq that recorded a uid, in order.
+    history: HashMap<String, Vec<u64>>,
+    /// The answer for every pod with an active binding, kept current by `apply` so an
+    /// allowed check is a lookup, not a walk of the owner chain.
+    active: HashMap<String, ActiveView>,
     children: HashMap<String, BTreeSet<String>>,
     bindings: HashMap<String, Vec<BindingRecord>>,
     bound_under: HashMap<String, String>,
@@ -216,9 +230,20 @@ impl Projection {
 
     /// The uid last recorded under a (kind, namespace, name).
     pub fn uid_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&str> {
+        self.uids_of(kind, namespace, name).last().map(String::as_str)
+    }
+
+    /// Every uid ever recorded under a (kind, namespace, name), oldest first.
+    pub fn uids_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> &[String] {
         self.names
             .get(&(kind, namespace.to_string(), name.to_string()))
-            .map(String::as_str)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Every seq that recorded this uid, in order.
+    pub fn history_of(&self, uid: &str) -> &[u64] {
+        self.history.get(uid).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every binding a pod uid ever had, oldest first.
@@ -252,15 +277,8 @@ impl Projection {
     }
 
     /// The active bindings, as views, sorted by pod namespace and name.
-    pub fn active_bindings(&self) -> Vec<BindingView> {
-        let mut views: Vec<_> = self
-            .bindings
-            .iter()
-            .filter_map(|(pod_uid, records)| {
-                let record = records.last().filter(|r| r.ended_seq.is_none())?;
-                self.binding_view(pod_uid, record)
-            })
-            .collect();
+    pub fn active_bindings(&self) -> Vec<Arc<BindingView>> {
+        let mut views: Vec<_> = self.active.values().map(|a| Arc::clone(&a.view)).collect();
         views.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));
         views
     }
@@ -305,10 +323,14 @@ impl Projection {
         record.current = change.clone();
         record.gone = gone;
         record.last_seq = seq;
-        self.names.insert(
-            (change.kind, change.namespace.clone(), change.name.clone()),
-            uid.clone(),
-        );
+        let uids = self
+            .names
+            .entry((change.kind, change.namespace.clone(), change.name.clone()))
+            .or_default();
+        if uids.last() != Some(&uid) {
+            uids.push(uid.clone());
+        }
+        self.history.entry(uid.clone()).or_default().push(seq);
 
         if let Some(previous) = &previous_controller {
             if let Some(set) = self.children.get_mut(previous) {
@@ -372,6 +394,7 @@ impl Projection {
         let mut transitions = Vec::new();
         for pod in &pods {
             self.reevaluate(pod, seq, at, &mut transitions);
+            self.refresh_active_view(pod);
         }
         self.detect_orphans(change, &mut transitions);
         self.seq = seq;
@@ -459,6 +482,27 @@ impl Projection {
                 self.record_violation(failure, out);
             }
             (None, Err(failure)) => self.record_violation(failure, out),
+        }
+    }
+
+    fn refresh_active_view(&mut self, pod_uid: &str) {
+        let record = self
+            .bindings_of(pod_uid)
+            .last()
+            .filter(|r| r.ended_seq.is_none());
+        match record.and_then(|r| Some((self.binding_view(pod_uid, r)?, r.mutated))) {
+            Some((view, mutated)) => {
+                let fresh = ActiveView {
+                    view: Arc::new(view),
+                    mutated,
+                };
+                if self.active.get(pod_uid) != Some(&fresh) {
+                    self.active.insert(pod_uid.to_string(), fresh);
+                }
+            }
+            None => {
+                self.active.remove(pod_uid);
+            }
         }
     }
 
@@ -834,17 +878,7 @@ impl Projection {
     /// The binding rule for one request (DOMAIN.md §4), as of this projection.
     /// `ready` is the freshness check 7, supplied by whoever knows the watchers' state.
     pub fn check(&self, request: &CheckRequest, ready: bool) -> Decision {
-        let deny = |reason: Reason, detail: String| Decision {
-            decision: if matches!(reason, Reason::LedgerNotReady | Reason::LedgerBehind) {
-                Verdict::NotReady
-            } else {
-                Verdict::Deny
-            },
-            reason: Some(reason),
-            detail: Some(detail),
-            binding: None,
-            seq: self.seq,
-        };
+        let deny = |reason: Reason, detail: String| self.denied(reason, detail);
         if !ready {
             return deny(Reason::LedgerNotReady, "the watchers are not synced".into());
         }
@@ -891,6 +925,9 @@ impl Projection {
                 ),
             );
         }
+        if let Some(active) = self.active.get(&request.pod_uid) {
+            return self.check_bound(request, active);
+        }
         let ever_bound = !self.bindings_of(&request.pod_uid).is_empty();
         let structural = match self.structural(&request.pod_uid, request.claim_uid.as_deref()) {
             Ok(structural) => structural,
@@ -918,48 +955,49 @@ impl Projection {
                 return deny(failure.reason, failure.detail);
             }
         };
-        if structural.kind == BindingKind::Direct && request.require_claim {
-            return deny(
+        // Structurally bound yet no active view: `apply` keeps the two in step, so this
+        // would be a projection bug. Fail closed.
+        let _ = structural;
+        self.denied(
+            Reason::OwnerChainBroken,
+            "no binding was recorded for this pod".into(),
+        )
+    }
+
+    /// Checks 4 (caller's claim), 6 (identity) and the caller's expectations against the
+    /// cached answer of a bound pod.
+    fn check_bound(&self, request: &CheckRequest, active: &ActiveView) -> Decision {
+        let view = &active.view;
+        if view.kind == BindingKind::Direct && request.require_claim {
+            return self.denied(
                 Reason::NotClaimed,
                 "a directly created Sandbox; the caller requires a claim".into(),
             );
         }
-        let active = self
-            .bindings_of(&request.pod_uid)
-            .last()
-            .filter(|r| r.ended_seq.is_none());
-        let Some(active) = active else {
-            // Structurally bound but no record: only possible if the record was not derived,
-            // which replay verification would flag. Fail closed.
-            return deny(
-                Reason::OwnerChainBroken,
-                "no binding was recorded for this pod".into(),
-            );
-        };
+        if let Some(expected) = &request.claim_uid {
+            let actual = view.claim.as_ref().map(|c| c.uid.as_str());
+            if actual != Some(expected.as_str()) {
+                return self.denied(
+                    Reason::ClaimUidMismatch,
+                    format!("the pod is bound through claim uid {:?}", actual.unwrap_or("")),
+                );
+            }
+        }
         if active.mutated {
-            return deny(
+            return self.denied(
                 Reason::IdentityMutated,
                 "the pod's sandbox-id annotation changed after the binding began".into(),
             );
         }
-        let pod_id = pod_sandbox_id(pod);
         let mismatch = [
-            (request.sandbox_id.as_deref(), pod_id, "sandbox id"),
-            (
-                request.sandbox_name.as_deref(),
-                Some(structural.sandbox.current.name.as_str()),
-                "Sandbox name",
-            ),
-            (
-                request.sandbox_uid.as_deref(),
-                Some(structural.sandbox.current.uid.as_str()),
-                "Sandbox uid",
-            ),
+            (request.sandbox_id.as_deref(), view.sandbox_id.as_deref(), "sandbox id"),
+            (request.sandbox_name.as_deref(), Some(view.sandbox.name.as_str()), "Sandbox name"),
+            (request.sandbox_uid.as_deref(), Some(view.sandbox.uid.as_str()), "Sandbox uid"),
         ]
         .into_iter()
         .find(|(asked, actual, _)| asked.is_some() && asked != actual);
         if let Some((asked, actual, what)) = mismatch {
-            return deny(
+            return self.denied(
                 Reason::SandboxIdMismatch,
                 format!(
                     "the caller expects {what} {:?}, the pod has {:?}",
@@ -972,7 +1010,21 @@ impl Projection {
             decision: Verdict::Allow,
             reason: None,
             detail: None,
-            binding: self.binding_view(&request.pod_uid, active),
+            binding: Some(Arc::clone(view)),
+            seq: self.seq,
+        }
+    }
+
+    fn denied(&self, reason: Reason, detail: String) -> Decision {
+        Decision {
+            decision: if matches!(reason, Reason::LedgerNotReady | Reason::LedgerBehind) {
+                Verdict::NotReady
+            } else {
+                Verdict::Deny
+            },
+            reason: Some(reason),
+            detail: Some(detail),
+            binding: None,
             seq: self.seq,
         }
     }

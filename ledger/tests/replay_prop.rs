@@ -1223,7 +1223,7 @@ fn check_bindings_consistent(
                 .as_ref()
                 .filter(|c| c.is_claim())
                 .map(|c| c.uid.clone());
-            prop_assert_eq!(binding.claim.map(|c| c.uid), claim_uid);
+            prop_assert_eq!(binding.claim.as_ref().map(|c| c.uid.clone()), claim_uid);
         }
     }
     Ok(())

@@ -1,0 +1,1 @@
+//! The cluster simulator (work in progress).

@@ -721,6 +721,15 @@ fn bench_verify(c: &mut Criterion) {
             black_box(report)
         })
     });
+    // The chain alone, on every core (`verify --chain-only`).
+    group.bench_function("ledger_verify_chain/100k", |b| {
+        b.iter(|| {
+            let report = fixture.ledger.verify_chain().expect("verify");
+            assert!(report.ok());
+            assert_eq!(report.entries, VERIFY_ENTRIES);
+            black_box(report)
+        })
+    });
     // The same walk on a ledger that stores no snapshots (a full verify decodes every
     // stored snapshot and compares it with the replayed projection).
     {

@@ -230,7 +230,9 @@ impl Projection {
 
     /// The uid last recorded under a (kind, namespace, name).
     pub fn uid_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&str> {
-        self.uids_of(kind, namespace, name).last().map(String::as_str)
+        self.uids_of(kind, namespace, name)
+            .last()
+            .map(String::as_str)
     }
 
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
@@ -979,7 +981,10 @@ impl Projection {
             if actual != Some(expected.as_str()) {
                 return self.denied(
                     Reason::ClaimUidMismatch,
-                    format!("the pod is bound through claim uid {:?}", actual.unwrap_or("")),
+                    format!(
+                        "the pod is bound through claim uid {:?}",
+                        actual.unwrap_or("")
+                    ),
                 );
             }
         }
@@ -990,9 +995,21 @@ impl Projection {
             );
         }
         let mismatch = [
-            (request.sandbox_id.as_deref(), view.sandbox_id.as_deref(), "sandbox id"),
-            (request.sandbox_name.as_deref(), Some(view.sandbox.name.as_str()), "Sandbox name"),
-            (request.sandbox_uid.as_deref(), Some(view.sandbox.uid.as_str()), "Sandbox uid"),
+            (
+                request.sandbox_id.as_deref(),
+                view.sandbox_id.as_deref(),
+                "sandbox id",
+            ),
+            (
+                request.sandbox_name.as_deref(),
+                Some(view.sandbox.name.as_str()),
+                "Sandbox name",
+            ),
+            (
+                request.sandbox_uid.as_deref(),
+                Some(view.sandbox.uid.as_str()),
+                "Sandbox uid",
+            ),
         ]
         .into_iter()
         .find(|(asked, actual, _)| asked.is_some() && asked != actual);

@@ -31,6 +31,10 @@ use schemas::{chain_hash, normalize, Entry, Hash, ObjectChange, WatchEventType};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+// The same allocator as the `claim-ledger` binary, so the numbers are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Live claim bindings in the check projection.
 const CHECK_BINDINGS: u64 = 100_000;
 /// Released bindings in the check projection (denied pods).

@@ -14,6 +14,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledger::{CheckRequest, Ledger, LedgerConfig, Verdict};
 use schemas::{Hash, ObjectKind};
 
+// The ledger allocates many small strings per entry; glibc's malloc spent nearly half the
+// append path in allocation and consolidation (see BENCHMARKS.md), mimalloc a fraction.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "claim-ledger",

@@ -1,13 +1,16 @@
 //! Kubernetes in: turns watch events into ledger appends.
 //!
+//! [`live::run`] watches a cluster through kube-runtime (the service's main job).
 //! [`ingest`] reads watch-event JSON lines (the shape `kubectl get --watch
 //! --output-watch-events -o json` prints), normalizes each object with the same code the
 //! live watcher uses, and appends in group-committed batches. A bad line is reported with
 //! its line number and skipped; it never reaches the ledger.
 
 pub mod ingest;
+pub mod live;
 
 pub use ingest::{ingest, IngestOptions, IngestReport, LineError};
+pub use live::{run, Readiness, SharedLedger, WatchOptions};
 
 /// Everything that can go wrong feeding the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -18,4 +21,7 @@ pub enum WatcherError {
     /// The input could not be read.
     #[error("cannot read input: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster does not serve the agent-sandbox resources in a version this build reads.
+    #[error("discovery: {0}")]
+    Discovery(String),
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ledger::{BindingView, Ledger, ObjectRecord, Projection, StoredEntry};
-use schemas::{Entry, Hash, KindFields, ObjectKind};
+use schemas::{Change, Entry, Hash, KindFields, ObjectKind};
 use serde::Serialize;
 
 use crate::ApiError;
@@ -199,9 +199,6 @@ pub fn write_entries_table<'a>(
     )?;
     for stored in entries {
         let entry = &stored.entry;
-        let Some(change) = entry.object_change() else {
-            continue;
-        };
         let transitions: Vec<String> = entry
             .transitions
             .iter()
@@ -212,15 +209,37 @@ pub fn write_entries_table<'a>(
                     .unwrap_or_default()
             })
             .collect();
+        let (change, kind, name, version) = match &entry.change {
+            Change::Object(change) => (
+                format!("{:?}", change.change).to_lowercase(),
+                change.kind.as_str().to_string(),
+                format!("{}/{}", change.namespace, change.name),
+                change.resource_version.clone(),
+            ),
+            Change::WatchGap(gap) => (
+                format!("watch_gap ({})", gap.reason),
+                gap.resource.clone(),
+                "-".into(),
+                gap.last_resource_version
+                    .clone()
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Change::CheckDenied(denied) => (
+                format!("check_denied x{}", denied.count),
+                denied.reason.code().to_string(),
+                format!("{}/{}", denied.namespace, denied.pod_name),
+                "-".into(),
+            ),
+        };
         writeln!(
             out,
             "{:>6} {:<32} {:<18} {:<22} {:<28} {:<8} {}",
             entry.seq,
             entry.observed_at.to_rfc3339(),
-            format!("{:?}", change.change).to_lowercase(),
-            change.kind.as_str(),
-            format!("{}/{}", change.namespace, change.name),
-            change.resource_version,
+            change,
+            kind,
+            name,
+            version,
             transitions.join(",")
         )?;
     }

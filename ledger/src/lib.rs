@@ -313,7 +313,7 @@ impl Ledger {
         for mut change in changes {
             let classified = match &mut change {
                 Change::Object(object) => self.classify(object, &in_batch)?,
-                Change::WatchGap(_) => None,
+                Change::WatchGap(_) | Change::CheckDenied(_) => None,
             };
             let outcome = match classified {
                 Some(outcome) => outcome,

@@ -286,7 +286,8 @@ impl Projection {
     }
 
     /// Applies any entry's change: object changes through [`Projection::apply`]; other
-    /// records only move the projection's seq and time.
+    /// records only move the projection's seq and time (denied checks also join the
+    /// presented pod uid's history).
     pub fn apply_change(
         &mut self,
         seq: u64,
@@ -296,6 +297,16 @@ impl Projection {
         match change {
             Change::Object(change) => self.apply(seq, at, change),
             Change::WatchGap(_) => {
+                self.seq = seq;
+                self.at = Some(at);
+                Vec::new()
+            }
+            Change::CheckDenied(denied) => {
+                // Denials belong in the presented uid's history, beside its bindings.
+                self.history
+                    .entry(denied.pod_uid.clone())
+                    .or_default()
+                    .push(seq);
                 self.seq = seq;
                 self.at = Some(at);
                 Vec::new()

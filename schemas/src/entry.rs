@@ -114,6 +114,26 @@ pub enum Change {
     /// A watch had to relist: the ledger was blind between the last event it saw and the
     /// list that followed, so incident responders can see the window.
     WatchGap(WatchGap),
+    /// Checks denied for one pod uid and reason within one minute, aggregated so a flood of
+    /// replayed identities cannot grow the log without bound.
+    CheckDenied(CheckDenied),
+}
+
+/// Denied identity checks for one (pod uid, reason) in one minute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDenied {
+    /// The pod uid the callers presented.
+    pub pod_uid: String,
+    /// The namespace they named.
+    pub namespace: String,
+    /// The pod name they named.
+    pub pod_name: String,
+    /// Why the checks were denied.
+    pub reason: crate::Reason,
+    /// The start of the minute (UTC) the denials fall in.
+    pub minute: DateTime<Utc>,
+    /// How many checks were denied in that minute.
+    pub count: u64,
 }
 
 /// A blind window of one watched resource.
@@ -168,7 +188,7 @@ impl Entry {
     pub fn object_change(&self) -> Option<&ObjectChange> {
         match &self.change {
             Change::Object(change) => Some(change),
-            Change::WatchGap(_) => None,
+            Change::WatchGap(_) | Change::CheckDenied(_) => None,
         }
     }
 }

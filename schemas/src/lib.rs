@@ -15,7 +15,9 @@ pub mod observed;
 pub mod reason;
 pub mod resources;
 
-pub use entry::{chain_hash, Change, Entry, Hash, WatchGap, ENTRY_DOMAIN_TAG, FORMAT_VERSION};
+pub use entry::{
+    chain_hash, Change, CheckDenied, Entry, Hash, WatchGap, ENTRY_DOMAIN_TAG, FORMAT_VERSION,
+};
 pub use normalize::{normalize, WatchEventType};
 pub use observed::{ChangeKind, KindFields, ObjectChange, ObjectKind, OwnerRef};
 pub use reason::{BindingKind, Reason, Transition};

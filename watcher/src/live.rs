@@ -144,9 +144,12 @@ impl Readiness {
         let now = Instant::now();
         inner.started
             && inner.streams.iter().all(|s| {
-                let recovering = s.last_error_instant.is_some_and(|t| now - t < RECOVERED_AFTER);
+                let recovering = s
+                    .last_error_instant
+                    .is_some_and(|t| now - t < RECOVERED_AFTER);
                 let failing_too_long = recovering
-                    && s.failing_since_instant.is_some_and(|t| now - t > inner.unready_after);
+                    && s.failing_since_instant
+                        .is_some_and(|t| now - t > inner.unready_after);
                 s.synced && !failing_too_long
             })
     }
@@ -169,7 +172,9 @@ impl Readiness {
 
     fn update(&self, index: usize, change: impl FnOnce(&mut StreamStatus, &mut WatchCounters)) {
         let mut inner = self.lock();
-        let ReadinessInner { streams, counters, .. } = &mut *inner;
+        let ReadinessInner {
+            streams, counters, ..
+        } = &mut *inner;
         if let Some(stream) = streams.get_mut(index) {
             change(stream, counters);
         }
@@ -218,7 +223,11 @@ pub async fn discover(client: &Client) -> Result<Discovered, WatcherError> {
     Ok(Discovered { sandbox, claim })
 }
 
-async fn discover_kind(client: &Client, group: &str, kind: &str) -> Result<ApiResource, WatcherError> {
+async fn discover_kind(
+    client: &Client,
+    group: &str,
+    kind: &str,
+) -> Result<ApiResource, WatcherError> {
     let api_group = discovery::group(client, group)
         .await
         .map_err(|e| WatcherError::Discovery(format!("group {group}: {e}")))?;
@@ -239,7 +248,12 @@ async fn discover_kind(client: &Client, group: &str, kind: &str) -> Result<ApiRe
         .ok_or_else(|| WatcherError::Discovery(format!("{group}/{version} serves no {kind}")))
 }
 
-fn tagged<K>(api: Api<K>, api_version: String, kind: String, index: usize) -> BoxStream<'static, (usize, Observed)>
+fn tagged<K>(
+    api: Api<K>,
+    api_version: String,
+    kind: String,
+    index: usize,
+) -> BoxStream<'static, (usize, Observed)>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Serialize + 'static,
 {
@@ -307,10 +321,18 @@ pub async fn run(
                 Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
                 None => Api::all_with(client.clone(), resource),
             };
-            streams.push(tagged(api, resource.api_version.clone(), resource.kind.clone(), infos.len()));
+            streams.push(tagged(
+                api,
+                resource.api_version.clone(),
+                resource.kind.clone(),
+                infos.len(),
+            ));
             infos.push(StreamInfo {
                 kind,
-                resource: format!("{}.{}/{}", resource.plural, resource.group, resource.version),
+                resource: format!(
+                    "{}.{}/{}",
+                    resource.plural, resource.group, resource.version
+                ),
                 namespace: namespace.clone(),
             });
         }
@@ -396,11 +418,18 @@ impl Writer {
                         pending.push(Change::WatchGap(gap));
                     }
                     self.listing.insert(index, HashSet::new());
-                    self.readiness.update(index, |s, _| s.state = StreamState::Listing);
+                    self.readiness
+                        .update(index, |s, _| s.state = StreamState::Listing);
                 }
-                Observed::Object { event, object, initial } => {
+                Observed::Object {
+                    event,
+                    object,
+                    initial,
+                } => {
                     let uid = object["metadata"]["uid"].as_str().map(str::to_string);
-                    if let (true, Some(uid), Some(listing)) = (initial, uid, self.listing.get_mut(&index)) {
+                    if let (true, Some(uid), Some(listing)) =
+                        (initial, uid, self.listing.get_mut(&index))
+                    {
                         listing.insert(uid);
                     }
                     if let Some(version) = object["metadata"]["resourceVersion"].as_str() {
@@ -456,7 +485,11 @@ impl Writer {
     fn recovered(&self, index: usize) {
         self.readiness.update(index, |s, _| {
             if s.state == StreamState::Failing {
-                s.state = if s.synced { StreamState::Watching } else { StreamState::Listing };
+                s.state = if s.synced {
+                    StreamState::Watching
+                } else {
+                    StreamState::Listing
+                };
             }
             s.failing_since = None;
             s.failing_since_instant = None;
@@ -494,7 +527,11 @@ impl Writer {
 
     fn in_stream(&self, index: usize, change: &schemas::ObjectChange) -> bool {
         let info = &self.infos[index];
-        change.kind == info.kind && info.namespace.as_ref().is_none_or(|ns| *ns == change.namespace)
+        change.kind == info.kind
+            && info
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| *ns == change.namespace)
     }
 
     /// Objects of this stream alive in the ledger that the completed list lacks.

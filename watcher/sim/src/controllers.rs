@@ -1,0 +1,730 @@
+//! Emulation of the agent-sandbox controllers (DOMAIN.md §2-3), active when
+//! [`SimConfig::controllers`](crate::SimConfig::controllers) is true.
+//!
+//! Two controllers react to every change (they run synchronously at the end of each
+//! Rust call or HTTP request, after the garbage collector):
+//!
+//! * **Warm pools**: each `SandboxWarmPool` keeps `spec.replicas` non-terminating Sandboxes it
+//!   controls, named `<pool>-<5 random lowercase alphanumerics>`, labelled
+//!   `agents.x-k8s.io/warm-pool-sandbox` (FNV-32a of the pool name) and
+//!   `agents.x-k8s.io/sandbox-template-ref-hash`, annotated `agents.x-k8s.io/pod-name`, with
+//!   the `SandboxTemplate`'s `podTemplate` and `volumeClaimTemplates`. Claimed Sandboxes never
+//!   return to a pool.
+//! * **Sandboxes**: each non-terminating Sandbox (not scaled to `replicas: 0`) gets one PVC per
+//!   volume claim template, `<template name>-<sandbox>`, controlled by the Sandbox, with the
+//!   `kubernetes.io/pvc-protection` finalizer, `spec.volumeName` a fresh `pv-NNNN` and
+//!   `status.phase: Bound` (an existing ownerless PVC of that name is adopted instead); then its
+//!   pod, named after the Sandbox (or its `agents.x-k8s.io/pod-name` annotation), controlled
+//!   by the Sandbox, scheduled on `sim-node-1`, `status.phase: Running`. A pod that disappears
+//!   is recreated with the same name and a new uid. Warm pods carry the pool label and
+//!   `cluster-autoscaler.kubernetes.io/safe-to-evict: "true"`.
+//!
+//! Claims are driven by explicit calls on [`Simulator`], which fail with
+//! [`SimError::ControllersDisabled`] when controllers are off:
+//! [`create_pool`](Simulator::create_pool), [`claim_warm`](Simulator::claim_warm),
+//! [`claim_cold`](Simulator::claim_cold), [`delete_claim`](Simulator::delete_claim),
+//! [`expire_claim`](Simulator::expire_claim), [`replace_pod`](Simulator::replace_pod) and
+//! [`expire_sandbox`](Simulator::expire_sandbox).
+
+use crate::resource::{Resource, Served};
+use crate::store::{DeleteOpts, State, StatusMode, PVC_PROTECTION_FINALIZER};
+use crate::util::{self, fnv32a};
+use crate::{Propagation, SimError, Simulator};
+use serde_json::{json, Value};
+
+/// Label on warm Sandboxes and pods: FNV-32a of the pool name.
+pub const WARM_POOL_LABEL: &str = "agents.x-k8s.io/warm-pool-sandbox";
+/// Label on pool Sandboxes: FNV-32a of the template name.
+pub const TEMPLATE_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-template-ref-hash";
+/// Label on claimed Sandboxes (and, on v0.4.x, their pods): the claim uid.
+pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
+/// Label on pods and PVCs: FNV-32a of the Sandbox name.
+pub const SANDBOX_NAME_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-name-hash";
+/// Annotation on Sandboxes naming their pod.
+pub const POD_NAME_ANNOTATION: &str = "agents.x-k8s.io/pod-name";
+/// Annotation on pods: the gateway's sandbox identity.
+pub const SANDBOX_ID_ANNOTATION: &str = "openshell.io/sandbox-id";
+/// Annotation on warm pods, stripped on adoption.
+pub const SAFE_TO_EVICT_ANNOTATION: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// The node controller-created pods are scheduled on.
+pub const NODE_NAME: &str = "sim-node-1";
+
+fn default_pod_template(with_pvc: bool) -> Value {
+    let mut container = json!({
+        "name": "agent",
+        "image": "ghcr.io/openshell/agent-runtime:0.9.3",
+        "resources": {},
+    });
+    if with_pvc {
+        container["volumeMounts"] = json!([{"name": "workspace", "mountPath": "/workspace"}]);
+    }
+    json!({"metadata": {}, "spec": {"containers": [container], "restartPolicy": "Always"}})
+}
+
+fn workspace_template() -> Value {
+    json!([{
+        "metadata": {"name": "workspace"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "storageClassName": "standard",
+        },
+    }])
+}
+
+fn owner_ref(object: &Value, resource: Resource) -> Value {
+    json!({
+        "apiVersion": object.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+        "kind": resource.kind(),
+        "name": util::name_of(object),
+        "uid": util::uid_of(object),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// The uid of the controller ownerReference, if any.
+fn controller_uid(object: &Value) -> Option<String> {
+    util::owner_refs(object)
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|r| r.get("uid").and_then(Value::as_str))
+        .map(str::to_string)
+}
+
+fn condition(status: &str, reason: &str, message: &str) -> Value {
+    json!([{
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": util::now_rfc3339(),
+        "observedGeneration": 1,
+    }])
+}
+
+fn pod_name_of(sandbox: &Value) -> String {
+    sandbox
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(POD_NAME_ANNOTATION))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| util::name_of(sandbox))
+        .to_string()
+}
+
+impl State {
+    fn served(&self) -> Served {
+        self.config.served
+    }
+
+    /// The `spec` of template `name` in `ns`, or the default one.
+    fn template_spec(&self, ns: &str, name: &str) -> Value {
+        self.get(Resource::SandboxTemplate, ns, name)
+            .and_then(|t| t.get("spec").cloned())
+            .unwrap_or_else(|| {
+                json!({"podTemplate": default_pod_template(true), "volumeClaimTemplates": workspace_template()})
+            })
+    }
+
+    fn sandbox_spec(&self, template: &Value) -> Value {
+        let mut spec = json!({
+            "podTemplate": template.get("podTemplate").cloned().unwrap_or_else(|| default_pod_template(false)),
+        });
+        if let Some(vct) = template
+            .get("volumeClaimTemplates")
+            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            spec["volumeClaimTemplates"] = vct.clone();
+        }
+        if self.served() == Served::V1alpha1Only {
+            spec["replicas"] = 1.into();
+        }
+        spec
+    }
+
+    /// Runs the pool and Sandbox controllers once; true if anything changed.
+    pub(crate) fn reconcile(&mut self) -> bool {
+        let mut changed = false;
+        // Warm pools.
+        let pools: Vec<Value> = self
+            .iter(Resource::SandboxWarmPool, None)
+            .filter(|(_, v)| !util::is_terminating(v))
+            .map(|(_, v)| v.clone())
+            .collect();
+        for pool in pools {
+            let ns = util::namespace_of(&pool).to_string();
+            let uid = util::uid_of(&pool).to_string();
+            let replicas = pool
+                .get("spec")
+                .and_then(|s| s.get("replicas"))
+                .and_then(Value::as_u64)
+                .unwrap_or(1) as usize;
+            let owned = self
+                .iter(Resource::Sandbox, Some(&ns))
+                .filter(|(_, s)| {
+                    !util::is_terminating(s) && controller_uid(s).as_deref() == Some(uid.as_str())
+                })
+                .count();
+            for _ in owned..replicas {
+                self.create_warm_sandbox(&pool);
+                changed = true;
+            }
+        }
+        // Sandboxes.
+        let sandboxes: Vec<Value> = self
+            .iter(Resource::Sandbox, None)
+            .filter(|(_, v)| !util::is_terminating(v))
+            .map(|(_, v)| v.clone())
+            .collect();
+        for sandbox in sandboxes {
+            changed |= self.reconcile_sandbox(&sandbox);
+        }
+        changed
+    }
+
+    fn create_warm_sandbox(&mut self, pool: &Value) {
+        let ns = util::namespace_of(pool).to_string();
+        let pool_name = util::name_of(pool).to_string();
+        let template_name = util::path_str(pool, "spec.sandboxTemplateRef.name")
+            .unwrap_or("")
+            .to_string();
+        let spec = self.sandbox_spec(&self.template_spec(&ns, &template_name));
+        let name = loop {
+            let candidate = format!("{pool_name}-{}", util::random_suffix(5));
+            if self.get(Resource::Sandbox, &ns, &candidate).is_none() {
+                break candidate;
+            }
+        };
+        let sandbox = json!({
+            "apiVersion": Resource::Sandbox.preferred_api_version(self.served()),
+            "kind": "Sandbox",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": {
+                    WARM_POOL_LABEL: fnv32a(&pool_name),
+                    TEMPLATE_HASH_LABEL: fnv32a(&template_name),
+                },
+                "annotations": {POD_NAME_ANNOTATION: name},
+                "ownerReferences": [owner_ref(pool, Resource::SandboxWarmPool)],
+            },
+            "spec": spec,
+        });
+        let _ = self.create(Resource::Sandbox, &ns, sandbox, None, true);
+    }
+
+    fn reconcile_sandbox(&mut self, sandbox: &Value) -> bool {
+        if sandbox
+            .get("spec")
+            .and_then(|s| s.get("replicas"))
+            .and_then(Value::as_u64)
+            == Some(0)
+        {
+            return false;
+        }
+        let mut changed = false;
+        let ns = util::namespace_of(sandbox).to_string();
+        let name = util::name_of(sandbox).to_string();
+        let uid = util::uid_of(sandbox).to_string();
+        let sandbox_ref = owner_ref(sandbox, Resource::Sandbox);
+        let templates: Vec<Value> = sandbox
+            .get("spec")
+            .and_then(|s| s.get("volumeClaimTemplates"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut claim_names = Vec::new();
+        for vct in &templates {
+            let Some(vct_name) = util::path_str(vct, "metadata.name") else {
+                continue;
+            };
+            let pvc_name = format!("{vct_name}-{name}");
+            claim_names.push((vct_name.to_string(), pvc_name.clone()));
+            match self
+                .get(Resource::PersistentVolumeClaim, &ns, &pvc_name)
+                .cloned()
+            {
+                None => {
+                    let mut spec = vct.get("spec").cloned().unwrap_or_else(|| json!({}));
+                    if !spec.is_object() {
+                        spec = json!({});
+                    }
+                    spec["volumeMode"] = "Filesystem".into();
+                    spec["volumeName"] = self.next_pv().into();
+                    let storage = util::path_str(&spec, "resources.requests.storage")
+                        .unwrap_or("1Gi")
+                        .to_string();
+                    let pvc = json!({
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "metadata": {
+                            "name": pvc_name,
+                            "namespace": ns,
+                            "labels": {SANDBOX_NAME_HASH_LABEL: fnv32a(&name)},
+                            "annotations": {"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes"},
+                            "finalizers": [PVC_PROTECTION_FINALIZER],
+                            "ownerReferences": [sandbox_ref.clone()],
+                        },
+                        "spec": spec,
+                        "status": {"phase": "Bound", "accessModes": vct.get("spec").and_then(|s| s.get("accessModes")).cloned().unwrap_or_else(|| json!(["ReadWriteOnce"])), "capacity": {"storage": storage}},
+                    });
+                    let _ = self.create(Resource::PersistentVolumeClaim, &ns, pvc, None, true);
+                    changed = true;
+                }
+                Some(pvc) if controller_uid(&pvc).is_none() && !util::is_terminating(&pvc) => {
+                    let patch = json!({"metadata": {"ownerReferences": [sandbox_ref.clone()]}});
+                    let _ = self.merge_patch(
+                        Resource::PersistentVolumeClaim,
+                        &ns,
+                        &pvc_name,
+                        &patch,
+                        StatusMode::Keep,
+                        None,
+                    );
+                    changed = true;
+                }
+                Some(_) => {}
+            }
+        }
+        let pod_name = pod_name_of(sandbox);
+        if self.get(Resource::Pod, &ns, &pod_name).is_none() {
+            let annotated = sandbox
+                .get("metadata")
+                .and_then(|m| m.get("annotations"))
+                .and_then(|a| a.get(POD_NAME_ANNOTATION))
+                .is_some();
+            if !annotated {
+                let patch = json!({"metadata": {"annotations": {POD_NAME_ANNOTATION: pod_name}}});
+                let _ = self.merge_patch(
+                    Resource::Sandbox,
+                    &ns,
+                    &name,
+                    &patch,
+                    StatusMode::Keep,
+                    None,
+                );
+            }
+            let pod = self.build_pod(sandbox, &pod_name, &claim_names, &uid);
+            let _ = self.create(Resource::Pod, &ns, pod, None, true);
+            changed = true;
+        }
+        changed
+    }
+
+    fn build_pod(
+        &mut self,
+        sandbox: &Value,
+        pod_name: &str,
+        claims: &[(String, String)],
+        sandbox_uid: &str,
+    ) -> Value {
+        let ns = util::namespace_of(sandbox);
+        let name = util::name_of(sandbox);
+        let template = sandbox
+            .get("spec")
+            .and_then(|s| s.get("podTemplate"))
+            .cloned()
+            .unwrap_or_else(|| default_pod_template(false));
+        let sandbox_labels = util::labels(sandbox);
+        let mut labels = template
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        labels.insert(SANDBOX_NAME_HASH_LABEL.into(), fnv32a(name).into());
+        let mut annotations = template
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(hash) = sandbox_labels.get(WARM_POOL_LABEL) {
+            labels.insert(WARM_POOL_LABEL.into(), hash.clone().into());
+            annotations.insert(SAFE_TO_EVICT_ANNOTATION.into(), "true".into());
+        }
+        if self.served() == Served::V1alpha1Only {
+            if let Some(claim_uid) = sandbox_labels.get(CLAIM_UID_LABEL) {
+                labels.insert(CLAIM_UID_LABEL.into(), claim_uid.clone().into());
+            }
+        }
+        if let Some(id) = self.sandbox_ids.get(sandbox_uid) {
+            annotations.insert(SANDBOX_ID_ANNOTATION.into(), id.clone().into());
+        }
+        let mut spec = template.get("spec").cloned().unwrap_or_else(|| json!({}));
+        if !spec.is_object() {
+            spec = json!({});
+        }
+        let mut volumes = spec
+            .get("volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (vct_name, pvc_name) in claims {
+            if !volumes
+                .iter()
+                .any(|v| v.get("name").and_then(Value::as_str) == Some(vct_name))
+            {
+                volumes.push(
+                    json!({"name": vct_name, "persistentVolumeClaim": {"claimName": pvc_name}}),
+                );
+            }
+        }
+        if !volumes.is_empty() {
+            spec["volumes"] = Value::Array(volumes);
+        }
+        spec["nodeName"] = NODE_NAME.into();
+        if spec.get("serviceAccountName").is_none() {
+            spec["serviceAccountName"] = "default".into();
+        }
+        if spec.get("terminationGracePeriodSeconds").is_none() {
+            spec["terminationGracePeriodSeconds"] = 30.into();
+        }
+        let ip = format!("10.244.{}.{}", fastrand::u8(1..250), fastrand::u8(2..250));
+        let now = util::now_rfc3339();
+        let mut meta = json!({
+            "name": pod_name,
+            "namespace": ns,
+            "labels": labels,
+            "ownerReferences": [owner_ref(sandbox, Resource::Sandbox)],
+        });
+        if !annotations.is_empty() {
+            meta["annotations"] = Value::Object(annotations);
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": spec,
+            "status": {
+                "phase": "Running",
+                "hostIP": "172.18.0.2",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "startTime": now,
+                "qosClass": "BestEffort",
+                "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}],
+            },
+        })
+    }
+
+    fn claim_object(&self, ns: &str, name: &str, pool: Option<&str>, template: &str) -> Value {
+        let spec = match (self.served(), pool) {
+            (Served::Both, Some(pool)) => json!({"warmPoolRef": {"name": pool}}),
+            (Served::Both, None) => json!({"warmPoolRef": {"name": "none"}}),
+            (Served::V1alpha1Only, Some(pool)) => {
+                json!({"sandboxTemplateRef": {"name": template}, "warmpool": pool})
+            }
+            (Served::V1alpha1Only, None) => {
+                json!({"sandboxTemplateRef": {"name": template}, "warmpool": "none"})
+            }
+        };
+        json!({
+            "apiVersion": Resource::SandboxClaim.preferred_api_version(self.served()),
+            "kind": "SandboxClaim",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        })
+    }
+
+    fn set_claim_ready(&mut self, ns: &str, claim: &str, sandbox: &str) -> Result<Value, SimError> {
+        let patch = json!({"status": {
+            "sandbox": {"name": sandbox},
+            "conditions": condition("True", "SandboxReady", "Sandbox is ready"),
+        }});
+        self.merge_patch(
+            Resource::SandboxClaim,
+            ns,
+            claim,
+            &patch,
+            StatusMode::Only,
+            None,
+        )
+    }
+
+    /// Cold path: a Sandbox named after the claim, owned by it; the Sandbox controller adds
+    /// PVC and pod; then the claim status.
+    fn bind_cold(
+        &mut self,
+        ns: &str,
+        claim: &Value,
+        template: &str,
+        sandbox_id: Option<&str>,
+    ) -> Result<Value, SimError> {
+        let claim_name = util::name_of(claim).to_string();
+        let spec = self.sandbox_spec(&self.template_spec(ns, template));
+        let sandbox = json!({
+            "apiVersion": Resource::Sandbox.preferred_api_version(self.served()),
+            "kind": "Sandbox",
+            "metadata": {
+                "name": claim_name,
+                "namespace": ns,
+                "labels": {CLAIM_UID_LABEL: util::uid_of(claim)},
+                "annotations": {POD_NAME_ANNOTATION: claim_name},
+                "ownerReferences": [owner_ref(claim, Resource::SandboxClaim)],
+            },
+            "spec": spec,
+        });
+        let sandbox = self.create(Resource::Sandbox, ns, sandbox, None, true)?;
+        if let Some(id) = sandbox_id {
+            self.sandbox_ids
+                .insert(util::uid_of(&sandbox).to_string(), id.to_string());
+        }
+        self.settle_all();
+        self.set_claim_ready(ns, &claim_name, &claim_name)
+    }
+
+    fn delete_now(
+        &mut self,
+        resource: Resource,
+        ns: &str,
+        name: &str,
+        policy: Propagation,
+    ) -> Result<(), SimError> {
+        self.delete(
+            resource,
+            ns,
+            name,
+            &DeleteOpts {
+                policy,
+                ..Default::default()
+            },
+        )?;
+        self.settle();
+        Ok(())
+    }
+}
+
+impl Simulator {
+    fn controller_action<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, SimError>,
+    ) -> Result<R, SimError> {
+        self.with_state(|s| {
+            if !s.config.controllers {
+                return Err(SimError::ControllersDisabled);
+            }
+            let result = f(s);
+            s.settle_all();
+            result
+        })
+    }
+
+    /// Creates SandboxTemplate `template_name` if missing (the default agent pod template,
+    /// plus a `workspace` volume claim template when `with_pvc`) and SandboxWarmPool `pool`
+    /// with `replicas`; the pool fills before this returns. Returns the pool.
+    pub fn create_pool(
+        &self,
+        ns: &str,
+        pool: &str,
+        replicas: u32,
+        template_name: &str,
+        with_pvc: bool,
+    ) -> Result<Value, SimError> {
+        self.controller_action(|s| {
+            let served = s.served();
+            if s.get(Resource::SandboxTemplate, ns, template_name)
+                .is_none()
+            {
+                let mut spec = json!({"podTemplate": default_pod_template(with_pvc)});
+                if with_pvc {
+                    spec["volumeClaimTemplates"] = workspace_template();
+                }
+                let template = json!({
+                    "apiVersion": Resource::SandboxTemplate.preferred_api_version(served),
+                    "kind": "SandboxTemplate",
+                    "metadata": {"name": template_name, "namespace": ns},
+                    "spec": spec,
+                });
+                s.create(Resource::SandboxTemplate, ns, template, None, true)?;
+            }
+            let pool = json!({
+                "apiVersion": Resource::SandboxWarmPool.preferred_api_version(served),
+                "kind": "SandboxWarmPool",
+                "metadata": {"name": pool, "namespace": ns},
+                "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": template_name}},
+            });
+            let pool = s.create(Resource::SandboxWarmPool, ns, pool, None, true)?;
+            s.settle_all();
+            Ok(s.get(Resource::SandboxWarmPool, ns, util::name_of(&pool))
+                .cloned()
+                .unwrap_or(pool))
+        })
+    }
+
+    /// Creates claim `claim` on `pool` and binds it the warm way (DOMAIN.md §3.2): one merge
+    /// patch on the oldest warm Sandbox of the pool replaces its ownerReferences with the
+    /// claim (controller, blockOwnerDeletion), drops the warm-pool label and sets
+    /// `agents.x-k8s.io/claim-uid`; then the claim gets `status.sandbox.name` and Ready=True;
+    /// then the pod loses its warm-pool label and safe-to-evict annotation and gets
+    /// `openshell.io/sandbox-id` (if given; replacement pods keep it). The pool replenishes.
+    /// With no warm Sandbox available it falls back to the cold path. Returns the claim.
+    pub fn claim_warm(
+        &self,
+        ns: &str,
+        claim: &str,
+        pool: &str,
+        sandbox_id: Option<&str>,
+    ) -> Result<Value, SimError> {
+        self.controller_action(|s| {
+            let pool_obj = s
+                .get(Resource::SandboxWarmPool, ns, pool)
+                .cloned()
+                .ok_or_else(|| SimError::not_found(Resource::SandboxWarmPool, pool))?;
+            let pool_uid = util::uid_of(&pool_obj).to_string();
+            let template = util::path_str(&pool_obj, "spec.sandboxTemplateRef.name")
+                .unwrap_or("")
+                .to_string();
+            let claim_obj = s.claim_object(ns, claim, Some(pool), &template);
+            let claim_obj = s.create(Resource::SandboxClaim, ns, claim_obj, None, true)?;
+            let mut warm: Vec<Value> = s
+                .iter(Resource::Sandbox, Some(ns))
+                .filter(|(_, v)| {
+                    !util::is_terminating(v)
+                        && controller_uid(v).as_deref() == Some(pool_uid.as_str())
+                })
+                .map(|(_, v)| v.clone())
+                .collect();
+            warm.sort_by(|a, b| {
+                (
+                    util::meta_str(a, "creationTimestamp"),
+                    crate::store::resource_version_of(a),
+                )
+                    .cmp(&(
+                        util::meta_str(b, "creationTimestamp"),
+                        crate::store::resource_version_of(b),
+                    ))
+            });
+            let Some(sandbox) = warm.into_iter().next() else {
+                return s.bind_cold(ns, &claim_obj, &template, sandbox_id);
+            };
+            let sandbox_name = util::name_of(&sandbox).to_string();
+            let adopt = json!({"metadata": {
+                "ownerReferences": [owner_ref(&claim_obj, Resource::SandboxClaim)],
+                "labels": {WARM_POOL_LABEL: null, CLAIM_UID_LABEL: util::uid_of(&claim_obj)},
+            }});
+            s.merge_patch(
+                Resource::Sandbox,
+                ns,
+                &sandbox_name,
+                &adopt,
+                StatusMode::Keep,
+                None,
+            )?;
+            let claim_obj = s.set_claim_ready(ns, claim, &sandbox_name)?;
+            let pod_name = pod_name_of(&sandbox);
+            if let Some(id) = sandbox_id {
+                s.sandbox_ids
+                    .insert(util::uid_of(&sandbox).to_string(), id.to_string());
+            }
+            if s.get(Resource::Pod, ns, &pod_name).is_some() {
+                let mut labels = json!({WARM_POOL_LABEL: null});
+                if s.served() == Served::V1alpha1Only {
+                    labels[CLAIM_UID_LABEL] = util::uid_of(&claim_obj).into();
+                }
+                let mut annotations = json!({SAFE_TO_EVICT_ANNOTATION: null});
+                if let Some(id) = sandbox_id {
+                    annotations[SANDBOX_ID_ANNOTATION] = id.into();
+                }
+                let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
+                s.merge_patch(Resource::Pod, ns, &pod_name, &patch, StatusMode::Keep, None)?;
+            }
+            Ok(claim_obj)
+        })
+    }
+
+    /// Creates claim `claim` and binds it the cold way (DOMAIN.md §3.3): a Sandbox named
+    /// after the claim, controlled by it, labelled with the claim uid; its PVC
+    /// (`workspace-<claim>`) and pod (carrying `openshell.io/sandbox-id` if given); then the
+    /// claim's `status.sandbox.name` and Ready=True. Returns the claim.
+    pub fn claim_cold(
+        &self,
+        ns: &str,
+        claim: &str,
+        sandbox_id: Option<&str>,
+    ) -> Result<Value, SimError> {
+        self.controller_action(|s| {
+            let claim_obj = s.claim_object(ns, claim, None, "default");
+            let claim_obj = s.create(Resource::SandboxClaim, ns, claim_obj, None, true)?;
+            s.bind_cold(ns, &claim_obj, "default", sandbox_id)
+        })
+    }
+
+    /// Deletes the claim with `policy`; garbage collection releases its Sandbox, pod and PVC
+    /// (DOMAIN.md §3.5).
+    pub fn delete_claim(&self, ns: &str, claim: &str, policy: Propagation) -> Result<(), SimError> {
+        self.controller_action(|s| s.delete_now(Resource::SandboxClaim, ns, claim, policy))
+    }
+
+    /// Expires the claim per its `spec.lifecycle.shutdownPolicy` (default `Retain`):
+    /// `Delete` deletes the claim in the background, `DeleteForeground` in the foreground;
+    /// `Retain` deletes the pod, sets the claim Ready=False (reason `SandboxExpired`, status
+    /// name kept) and deletes the Sandbox with `propagationPolicy: Orphan`, so its PVC
+    /// survives ownerless.
+    pub fn expire_claim(&self, ns: &str, claim: &str) -> Result<(), SimError> {
+        self.controller_action(|s| {
+            let claim_obj = s
+                .get(Resource::SandboxClaim, ns, claim)
+                .cloned()
+                .ok_or_else(|| SimError::not_found(Resource::SandboxClaim, claim))?;
+            match util::path_str(&claim_obj, "spec.lifecycle.shutdownPolicy").unwrap_or("Retain") {
+                "Delete" => s.delete_now(Resource::SandboxClaim, ns, claim, Propagation::Background),
+                "DeleteForeground" => s.delete_now(Resource::SandboxClaim, ns, claim, Propagation::Foreground),
+                _ => {
+                    let sandbox_name = util::path_str(&claim_obj, "status.sandbox.name").unwrap_or(claim).to_string();
+                    let sandbox = s.get(Resource::Sandbox, ns, &sandbox_name).cloned();
+                    if let Some(sandbox) = &sandbox {
+                        let pod = pod_name_of(sandbox);
+                        if s.get(Resource::Pod, ns, &pod).is_some() {
+                            s.delete_now(Resource::Pod, ns, &pod, Propagation::Background)?;
+                        }
+                    }
+                    let patch = json!({"status": {"conditions": condition("False", "SandboxExpired", "Sandbox has expired")}});
+                    s.merge_patch(Resource::SandboxClaim, ns, claim, &patch, StatusMode::Only, None)?;
+                    if sandbox.is_some() {
+                        s.delete_now(Resource::Sandbox, ns, &sandbox_name, Propagation::Orphan)?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Deletes the Sandbox's pod; the Sandbox controller recreates it with the same name and
+    /// a new uid. Returns the new pod.
+    pub fn replace_pod(&self, ns: &str, sandbox: &str) -> Result<Value, SimError> {
+        self.controller_action(|s| {
+            let sandbox_obj = s
+                .get(Resource::Sandbox, ns, sandbox)
+                .cloned()
+                .ok_or_else(|| SimError::not_found(Resource::Sandbox, sandbox))?;
+            let pod = pod_name_of(&sandbox_obj);
+            s.delete_now(Resource::Pod, ns, &pod, Propagation::Background)?;
+            s.settle_all();
+            s.get(Resource::Pod, ns, &pod)
+                .cloned()
+                .ok_or_else(|| SimError::not_found(Resource::Pod, &pod))
+        })
+    }
+
+    /// The Sandbox's own expiry: deletes its pod, then the Sandbox; the PVC survives
+    /// (ownerless) unless the Sandbox's `spec.shutdownPolicy` is `Delete`.
+    pub fn expire_sandbox(&self, ns: &str, sandbox: &str) -> Result<(), SimError> {
+        self.controller_action(|s| {
+            let sandbox_obj = s
+                .get(Resource::Sandbox, ns, sandbox)
+                .cloned()
+                .ok_or_else(|| SimError::not_found(Resource::Sandbox, sandbox))?;
+            let pod = pod_name_of(&sandbox_obj);
+            if s.get(Resource::Pod, ns, &pod).is_some() {
+                s.delete_now(Resource::Pod, ns, &pod, Propagation::Background)?;
+            }
+            let policy = match util::path_str(&sandbox_obj, "spec.shutdownPolicy") {
+                Some("Delete") => Propagation::Background,
+                _ => Propagation::Orphan,
+            };
+            s.delete_now(Resource::Sandbox, ns, sandbox, policy)
+        })
+    }
+}

@@ -161,13 +161,7 @@ fn table(
 }
 
 /// Renders one object as `repr` asks.
-pub(crate) fn render_repr(
-    repr: &Repr,
-    object: &Value,
-    resource: Resource,
-    version: &str,
-    _rv: Option<u64>,
-) -> Value {
+pub(crate) fn render_repr(repr: &Repr, object: &Value, resource: Resource, version: &str) -> Value {
     match repr {
         Repr::Full => store::render(object, resource, version),
         Repr::Partial => store::partial_metadata(object),
@@ -747,7 +741,7 @@ fn respond_object(
     let repr = negotiate(ctx.accept, ctx.query).unwrap_or(Repr::Full);
     Ok(json_response(
         code,
-        &render_repr(&repr, object, resource, version, None),
+        &render_repr(&repr, object, resource, version),
     ))
 }
 

@@ -24,6 +24,11 @@
 //! # let _ = (kubeconfig, claim); Ok(()) }
 //! ```
 //!
+//! For a standalone server, pass a bound listener and an optional kubeconfig path to
+//! [`run_standalone`], then `kubectl --kubeconfig PATH get sandboxes -A`.
+//! Rust tests can read the exact event order with [`Simulator::events`] and the requests
+//! clients made with [`Simulator::requests`].
+//!
 //! # What the server does
 //!
 //! * **Storage.** Objects are stored once, keyed by (resource, namespace, name), and served in
@@ -47,7 +52,10 @@
 //!   `Api<PartialObjectMeta<K>>` asks for) and `as=Table` (what `kubectl get` asks for; columns
 //!   Name and Age). Discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/{group}`,
 //!   `/apis/{group}/{version}`, and aggregated discovery (`apidiscovery.k8s.io/v2`) on `/api`
-//!   and `/apis`. `/openapi/*` answers 404, which kubectl tolerates.
+//!   and `/apis`. `/openapi/v3` serves a minimal document per group-version (paths and
+//!   the `fieldValidation` parameter, no schemas): enough for `kubectl create`/`apply` to hand
+//!   validation to the server, which accepts and ignores `fieldValidation` (no schema
+//!   validation happens). `/openapi/v2` answers 404.
 //! * **Watches.** `watch=true|1`, from `resourceVersion` (strictly after it; unset or `0`
 //!   first sends a synthetic `ADDED` per current object), `sendInitialEvents=true` (initial
 //!   events then a BOOKMARK annotated `k8s.io/initial-events-end`), `timeoutSeconds`,

@@ -63,7 +63,7 @@ impl WatchRequest {
     }
 
     fn render(&self, object: &Value) -> Value {
-        render_repr(&self.repr, object, self.resource, &self.version, None)
+        render_repr(&self.repr, object, self.resource, &self.version)
     }
 
     fn event_line(&self, event: &HistEvent) -> Option<String> {

@@ -3,9 +3,14 @@
 //!
 //! Exit codes: 0 ok, 1 a verification or check failure, 2 a usage or input error.
 
+mod scenario;
+mod service;
+
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use api::views::{export_jsonl, write_entries_table, write_jsonl};
 use api::StateView;
@@ -137,6 +142,55 @@ enum Command {
         #[arg(long)]
         allow_direct: bool,
     },
+    /// Run the cluster simulator alone (a Kubernetes API server for agent-sandbox objects).
+    Sim {
+        /// Where it listens (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        listen: SocketAddr,
+        /// Write a kubeconfig for it here, for kubectl and any kube client.
+        #[arg(long)]
+        kubeconfig_out: Option<PathBuf>,
+        /// Do not emulate the agent-sandbox controllers (drive every object by hand).
+        #[arg(long)]
+        no_controllers: bool,
+        /// Serve only v1alpha1 (agent-sandbox v0.4.x) instead of v1beta1 + v1alpha1.
+        #[arg(long)]
+        v1alpha1_only: bool,
+    },
+    /// Watch a cluster into the ledger and serve the HTTP API (the service's main job).
+    /// The cluster comes from KUBECONFIG, ~/.kube/config or the in-cluster config.
+    Serve {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        api: ApiFlags,
+        /// Watch only this namespace (repeatable); all namespaces by default.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Answer not_ready once a watch has been failing this many seconds.
+        #[arg(long, default_value_t = 30)]
+        unready_after: u64,
+    },
+    /// Simulator + watcher + ledger + API with a live scenario, until Ctrl-C.
+    Demo {
+        /// The demo's directory: the ledger, the simulator's kubeconfig, the API token.
+        #[arg(long, default_value = "claim-ledger-demo")]
+        db: PathBuf,
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Stop after this many scenario rounds instead of at Ctrl-C.
+        #[arg(long)]
+        rounds: Option<u64>,
+        /// Milliseconds between scenario steps.
+        #[arg(long, default_value_t = 2000)]
+        step_ms: u64,
+    },
+    /// Scenario files: lifecycles and faults against a fresh simulator + watcher + ledger.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
     /// Export entries with hashes and exact bytes, one JSON object per line.
     Export {
         #[command(flatten)]
@@ -147,6 +201,52 @@ enum Command {
         from_seq: u64,
         #[arg(long)]
         to_seq: Option<u64>,
+    },
+}
+
+/// The HTTP API's flags (`serve`).
+#[derive(Args)]
+struct ApiFlags {
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Bearer tokens, one per line; reloaded when the file changes.
+    #[arg(long, required_unless_present = "insecure_no_auth")]
+    api_token_file: Option<PathBuf>,
+    /// Serve /v1 without authentication (only for local experiments).
+    #[arg(long, conflicts_with = "api_token_file")]
+    insecure_no_auth: bool,
+    /// TLS certificate chain (PEM); with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ApiFlags {
+    fn into_args(self) -> service::ApiArgs {
+        service::ApiArgs {
+            listen: self.listen,
+            auth: match self.api_token_file {
+                Some(path) if !self.insecure_no_auth => api::Auth::Tokens(path),
+                _ => api::Auth::Insecure,
+            },
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| api::TlsFiles { cert, key }),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Run each file end to end and report every expectation; exit 1 on any failure.
+    Run {
+        /// Scenario files (YAML; see docs/SCENARIOS.md).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -210,6 +310,14 @@ impl From<serde_json::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,claim_ledger_watcher=info")
+            }),
+        )
+        .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Check(message)) => {
@@ -225,10 +333,93 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a long-running command on a multi-threaded runtime until Ctrl-C or SIGTERM.
+fn run_async<F, Fut>(body: F) -> Result<(), Failure>
+where
+    F: FnOnce(tokio::sync::watch::Sender<bool>, service::Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(format!("cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(async {
+            let (stop, shutdown) = service::Shutdown::new();
+            service::stop_on_signal(stop.clone());
+            body(stop, shutdown).await
+        })
+        .map_err(Failure::Input)
+}
+
 fn run(command: Command) -> Result<(), Failure> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match command {
+        Command::Sim {
+            listen,
+            kubeconfig_out,
+            no_controllers,
+            v1alpha1_only,
+        } => {
+            drop(out);
+            let config = sim::SimConfig {
+                controllers: !no_controllers,
+                served: if v1alpha1_only {
+                    sim::Served::V1alpha1Only
+                } else {
+                    sim::Served::Both
+                },
+                ..sim::SimConfig::default()
+            };
+            run_async(|_, shutdown| service::run_sim(listen, kubeconfig_out, config, shutdown))?;
+        }
+        Command::Serve {
+            db,
+            api,
+            namespaces,
+            unready_after,
+        } => {
+            drop(out);
+            let ledger = db.open()?;
+            let options = watcher::WatchOptions {
+                namespaces,
+                unready_after: Duration::from_secs(unready_after),
+                ..watcher::WatchOptions::default()
+            };
+            let api = api.into_args();
+            run_async(|_, shutdown| service::run_serve(ledger, options, api, shutdown))?;
+        }
+        Command::Scenario {
+            command: ScenarioCommand::Run { files },
+        } => {
+            drop(out);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::Input(format!("cannot start the runtime: {e}")))?;
+            if !runtime
+                .block_on(scenario::run_files(&files))
+                .map_err(Failure::Input)?
+            {
+                return Err(Failure::Check("a scenario expectation failed".into()));
+            }
+        }
+        Command::Demo {
+            db,
+            listen,
+            rounds,
+            step_ms,
+        } => {
+            drop(out);
+            let args = service::DemoArgs {
+                dir: db,
+                listen,
+                rounds,
+                step: Duration::from_millis(step_ms),
+            };
+            run_async(|stop, shutdown| service::run_demo(args, stop, shutdown))?;
+        }
         Command::Ingest {
             db,
             input,

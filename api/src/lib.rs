@@ -3,12 +3,34 @@
 //! Every answer the service gives — a decision, a state as of some point, a history, an
 //! export line — is built here, so the CLI and the HTTP API can never disagree about
 //! what an answer looks like.
+//!
+//! * [`views`]: the JSON views shared with the CLI.
+//! * [`Service`]: the HTTP API (axum): identity checks, bindings, history, state, entries,
+//!   export, head, health, readiness, metrics and the OpenAPI document. The binary builds
+//!   one with [`Service::new`] over the shared ledger and a [`Freshness`] of its watchers,
+//!   binds a listener and calls [`Service::serve`].
+//! * [`openapi`]: the OpenAPI 3.1 description of every route.
 
+mod auth;
+mod denials;
+mod extract;
+mod metrics;
+pub mod openapi;
+mod routes;
+mod service;
 pub mod views;
 
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use schemas::Reason;
+
+pub use service::{
+    Auth, Clock, Freshness, ServeOptions, Service, TlsFiles, WatchCounters, RECORDED_DENIALS,
+};
 pub use views::{EntryLine, ObjectLine, StateView};
 
-/// Everything that can go wrong producing an answer.
+/// Everything that can go wrong producing an answer, and every error the HTTP API
+/// answers with (see [`ApiError::status`] and [`ApiError::code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The ledger failed to read.
@@ -20,4 +42,109 @@ pub enum ApiError {
     /// The answer could not be serialized (a bug).
     #[error("cannot serialize: {0}")]
     Json(#[from] serde_json::Error),
+    /// The service cannot start as configured (token file, TLS certificate or key).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A client mistake: malformed JSON, unknown fields, invalid values, bad query
+    /// parameters, an oversized body, an unknown route. Always a 4xx.
+    #[error("{detail}")]
+    Request {
+        /// The HTTP status (4xx).
+        status: StatusCode,
+        /// A stable, machine-readable code (`malformed_json`, `invalid_request`, ...).
+        code: &'static str,
+        /// What is wrong, for people.
+        detail: String,
+    },
+    /// No valid bearer token was presented.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The pod uid has no current binding; `reason` is the first failing check.
+    #[error("{detail}")]
+    NotBound {
+        /// Why it is not bound (`BINDING_RELEASED`, `UNKNOWN_POD`, ...).
+        reason: Reason,
+        /// A sentence for people.
+        detail: String,
+    },
+    /// The watchers are not synced (or the ledger was not verified at open): the answer
+    /// cannot be trusted. A 503 `not_ready`.
+    #[error("{0}")]
+    NotReady(String),
+    /// The service cannot answer now (a poisoned ledger lock, a
+    /// task that could not run). A 503: retry later or elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// A 4xx error with a code and a sentence.
+    pub fn request(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::Request {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 422 `invalid_request`: a well-formed body whose fields are wrong.
+    pub fn invalid(detail: impl Into<String>) -> ApiError {
+        ApiError::request(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
+    }
+
+    /// A 400 `invalid_query`: query or path parameters that are missing, unknown or wrong.
+    pub fn query(detail: impl Into<String>) -> ApiError {
+        ApiError::request(StatusCode::BAD_REQUEST, "invalid_query", detail)
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Ledger(ledger::LedgerError::OutOfRange(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Request { status, .. } => *status,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotBound { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotReady(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Ledger(_) | ApiError::Io(_) | ApiError::Json(_) | ApiError::Config(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The machine-readable `error` code of the JSON answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Ledger(ledger::LedgerError::OutOfRange(_)) => "out_of_range",
+            ApiError::Ledger(_) => "ledger_error",
+            ApiError::Io(_) => "io_error",
+            ApiError::Json(_) => "internal_error",
+            ApiError::Config(_) => "config_error",
+            ApiError::Request { code, .. } => code,
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotBound { .. } => "not_bound",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut body = serde_json::json!({"error": self.code(), "detail": self.to_string()});
+        if let ApiError::NotBound { reason, .. } = &self {
+            body["reason"] = serde_json::json!(reason);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"claim-ledger\""),
+            );
+        }
+        response
+    }
 }

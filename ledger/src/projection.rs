@@ -410,6 +410,16 @@ impl Projection {
             self.refresh_active_view(pod);
         }
         self.detect_orphans(change, &mut transitions);
+        // An entry belongs to the history of every object its transitions name, so "every
+        // binding pod uid X ever had" includes the claim update that bound it.
+        for transition in &transitions {
+            for named in transition_uids(transition) {
+                let seqs = self.history.entry(named.to_string()).or_default();
+                if seqs.last() != Some(&seq) {
+                    seqs.push(seq);
+                }
+            }
+        }
         self.seq = seq;
         self.at = Some(at);
         transitions
@@ -1109,5 +1119,44 @@ fn volume_of(pvc: &ObjectRecord) -> Option<&str> {
     match &pvc.current.fields {
         KindFields::PersistentVolumeClaim { volume_name, .. } => volume_name.as_deref(),
         _ => None,
+    }
+}
+
+/// The uids a transition names.
+fn transition_uids(transition: &Transition) -> Vec<&str> {
+    match transition {
+        Transition::Bound {
+            pod_uid,
+            sandbox_uid,
+            claim_uid,
+            ..
+        }
+        | Transition::Released {
+            pod_uid,
+            sandbox_uid,
+            claim_uid,
+            ..
+        } => [Some(pod_uid), Some(sandbox_uid), claim_uid.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect(),
+        Transition::SingleUseViolation {
+            uid,
+            first_claim_uid,
+            new_claim_uid,
+            ..
+        } => vec![uid, first_claim_uid, new_claim_uid],
+        Transition::WorkspaceReused {
+            pvc_uid,
+            first_claim_uid,
+            new_claim_uid,
+            ..
+        } => vec![pvc_uid, first_claim_uid, new_claim_uid],
+        Transition::WorkspaceOrphaned {
+            pvc_uid,
+            sandbox_uid,
+        } => vec![pvc_uid, sandbox_uid],
+        Transition::IdentityMutated { pod_uid, .. } => vec![pod_uid],
     }
 }

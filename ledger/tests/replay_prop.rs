@@ -1072,6 +1072,18 @@ impl Run {
                 seq
             );
             by_uid.entry(change.uid.clone()).or_default().push(seq);
+            // An entry is also in the history of every uid its transitions name.
+            for transition in &entry.transitions {
+                let value = serde_json::to_value(transition).unwrap();
+                for (key, named) in value.as_object().unwrap() {
+                    if let (true, Some(named)) = (key.ends_with("uid"), named.as_str()) {
+                        let seqs = by_uid.entry(named.to_string()).or_default();
+                        if seqs.last() != Some(&seq) {
+                            seqs.push(seq);
+                        }
+                    }
+                }
+            }
             if change.change == schemas::ChangeKind::MissingOnResync {
                 self.coverage.missing_on_resync += 1;
             }

@@ -1,0 +1,272 @@
+//! `/metrics`: Prometheus (OpenMetrics) text through the `prometheus-client` crate.
+//!
+//! Counted here: checks by decision and reason, check latency, denial records (appended,
+//! dropped, failed) and their flush latency, refused bearer tokens. Read at scrape time:
+//! the ledger's counters since open (appends, duplicates, stale, ignored), its head and
+//! durable seq, readiness, and the watchers' counters from [`crate::Freshness`].
+//!
+//! The watcher's own batch flush latency is not visible from this crate (the watcher
+//! flushes under the write lock without reporting the time); only the flushes of denial
+//! records, which this crate performs, are measured.
+
+use std::sync::{Arc, RwLock};
+
+use ledger::{Decision, Ledger};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::denials::Denials;
+use crate::Freshness;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    decision: &'static str,
+    reason: &'static str,
+}
+
+/// The service's metrics and the registry that encodes them.
+pub(crate) struct Metrics {
+    registry: Registry,
+    checks: Family<CheckLabels, Counter>,
+    check_seconds: Histogram,
+    denial_records: Counter,
+    denials_dropped: Counter,
+    denial_records_failed: Counter,
+    denial_flush_seconds: Histogram,
+    unauthorized: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new(
+        ledger: Arc<RwLock<Ledger>>,
+        freshness: Arc<dyn Freshness>,
+        denials: Arc<Denials>,
+    ) -> Metrics {
+        let mut registry = Registry::with_prefix("claim_ledger");
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "checks",
+            "Identity checks answered, by decision and reason",
+            checks.clone(),
+        );
+        // 1 µs to about 0.5 s.
+        let check_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 20));
+        registry.register_with_unit(
+            "check_duration",
+            "Time to answer an identity check (lock, rule, not the HTTP round trip)",
+            Unit::Seconds,
+            check_seconds.clone(),
+        );
+        let denial_records = Counter::default();
+        registry.register(
+            "denial_records",
+            "check_denied entries appended to the ledger",
+            denial_records.clone(),
+        );
+        let denials_dropped = Counter::default();
+        registry.register(
+            "denials_dropped",
+            "Denied checks not recorded because too many (pod uid, reason, minute) keys were pending",
+            denials_dropped.clone(),
+        );
+        let denial_records_failed = Counter::default();
+        registry.register(
+            "denial_records_failed",
+            "check_denied records lost because the ledger refused the append or the flush",
+            denial_records_failed.clone(),
+        );
+        let denial_flush_seconds = Histogram::new(exponential_buckets(1e-4, 2.0, 16));
+        registry.register_with_unit(
+            "denial_flush_duration",
+            "Time to append and flush a batch of check_denied records",
+            Unit::Seconds,
+            denial_flush_seconds.clone(),
+        );
+        let unauthorized = Counter::default();
+        registry.register(
+            "unauthorized_requests",
+            "Requests refused for a missing or invalid bearer token",
+            unauthorized.clone(),
+        );
+        registry.register_collector(Box::new(Live {
+            ledger,
+            freshness,
+            denials,
+        }));
+        Metrics {
+            registry,
+            checks,
+            check_seconds,
+            denial_records,
+            denials_dropped,
+            denial_records_failed,
+            denial_flush_seconds,
+            unauthorized,
+        }
+    }
+
+    /// Counts one answered check.
+    pub(crate) fn check(&self, decision: &Decision, seconds: f64) {
+        let labels = CheckLabels {
+            decision: match decision.decision {
+                ledger::Verdict::Allow => "allow",
+                ledger::Verdict::Deny => "deny",
+                ledger::Verdict::NotReady => "not_ready",
+            },
+            reason: decision.reason.map_or("none", |r| r.code()),
+        };
+        self.checks.get_or_create(&labels).inc();
+        self.check_seconds.observe(seconds);
+    }
+
+    pub(crate) fn denial_dropped(&self) {
+        self.denials_dropped.inc();
+    }
+
+    pub(crate) fn denial_flushed(&self, records: usize, seconds: f64) {
+        self.denial_records.inc_by(records as u64);
+        self.denial_flush_seconds.observe(seconds);
+    }
+
+    pub(crate) fn denial_flush_failed(&self, records: usize) {
+        self.denial_records_failed.inc_by(records as u64);
+    }
+
+    pub(crate) fn unauthorized(&self) {
+        self.unauthorized.inc();
+    }
+
+    /// The text exposition.
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Values read at scrape time.
+struct Live {
+    ledger: Arc<RwLock<Ledger>>,
+    freshness: Arc<dyn Freshness>,
+    denials: Arc<Denials>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (stats, head, durable, verified) = match self.ledger.read() {
+            Ok(ledger) => (
+                ledger.stats(),
+                ledger.head().seq,
+                ledger.durable_seq(),
+                ledger.corruption().is_none(),
+            ),
+            // A poisoned lock: report nothing rather than fail the scrape.
+            Err(_) => return Ok(()),
+        };
+        let watch = self.freshness.counters();
+        let ready = verified && self.freshness.ready();
+        let e = &mut encoder;
+        counter(
+            e,
+            "appends",
+            "Ledger entries appended since open",
+            stats.appended,
+        )?;
+        counter(
+            e,
+            "duplicates",
+            "Changes refused as duplicates (uid and resourceVersion already recorded)",
+            stats.duplicates,
+        )?;
+        counter(
+            e,
+            "stale",
+            "Changes refused as older than the recorded resourceVersion",
+            stats.stale,
+        )?;
+        counter(
+            e,
+            "ignored",
+            "Changes ignored (status churn, objects not controlled by a Sandbox)",
+            stats.ignored,
+        )?;
+        gauge(e, "head_seq", "Seq of the newest entry", saturate(head))?;
+        gauge(
+            e,
+            "durable_seq",
+            "Seq of the newest entry known durable",
+            saturate(durable),
+        )?;
+        gauge(
+            e,
+            "ready",
+            "1 when the watchers are synced and the ledger verified at open",
+            i64::from(ready),
+        )?;
+        counter(
+            e,
+            "watch_errors",
+            "Watch streams that failed and were restarted",
+            watch.watch_errors,
+        )?;
+        counter(
+            e,
+            "relists",
+            "Relists after the initial list",
+            watch.relists,
+        )?;
+        counter(
+            e,
+            "resync_deletions",
+            "Objects recorded as missing on resync",
+            watch.resync_deletions,
+        )?;
+        counter(
+            e,
+            "rejected_objects",
+            "Objects the normalizer refused",
+            watch.rejected_objects,
+        )?;
+        gauge(
+            e,
+            "denials_pending",
+            "Distinct (pod uid, reason, minute) denial keys waiting to be recorded",
+            saturate(self.denials.len() as u64),
+        )
+    }
+}
+
+fn saturate(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,762 @@
+//! The routes, their handlers, and the layers around them.
+//!
+//! Every route is declared once in [`specs`]: the router is built from that table and
+//! [`route_table`] lists it, so the OpenAPI test compares the document with what is
+//! actually served. Layers, outermost first: JSON error bodies for anything that is not
+//! already JSON, panic catching, the request timeout, the body limit; on `/v1` routes
+//! also bearer authentication, then the concurrency limit.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use ledger::{CheckRequest, Ledger, StoredEntry, Verdict};
+use schemas::{Hash, ObjectKind, Reason};
+use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::extract::{self, JsonBody, QueryParams};
+use crate::views::{EntryLine, StateView};
+use crate::{ApiError, Service, RECORDED_DENIALS};
+
+/// Default and largest page of `/v1/history` and `/v1/entries`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Entries read per lock acquisition when exporting.
+const EXPORT_PAGE: usize = 1000;
+
+/// One route: method, path (OpenAPI syntax, which axum 0.8 shares), whether it needs a
+/// bearer token, and its handler.
+struct Spec {
+    method: Method,
+    path: &'static str,
+    auth: bool,
+    handler: MethodRouter<Service>,
+}
+
+fn spec(method: Method, path: &'static str, auth: bool, handler: MethodRouter<Service>) -> Spec {
+    Spec {
+        method,
+        path,
+        auth,
+        handler,
+    }
+}
+
+fn specs() -> Vec<Spec> {
+    use axum::routing::{get, post};
+    vec![
+        spec(Method::POST, "/v1/identity/check", true, post(check)),
+        spec(Method::GET, "/v1/bindings/{pod_uid}", true, get(binding)),
+        spec(Method::GET, "/v1/history", true, get(history)),
+        spec(Method::GET, "/v1/state", true, get(state)),
+        spec(Method::GET, "/v1/entries", true, get(entries)),
+        spec(Method::GET, "/v1/export", true, get(export)),
+        spec(Method::GET, "/v1/head", true, get(head)),
+        spec(Method::GET, "/healthz", false, get(healthz)),
+        spec(Method::GET, "/readyz", false, get(readyz)),
+        spec(Method::GET, "/metrics", false, get(metrics)),
+        spec(Method::GET, "/openapi.json", false, get(openapi)),
+    ]
+}
+
+/// Every (lowercase method, path) served.
+pub(crate) fn route_table() -> Vec<(&'static str, &'static str)> {
+    specs()
+        .into_iter()
+        .map(|s| (method_name(&s.method), s.path))
+        .collect()
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        Method::PATCH => "patch",
+        _ => "other",
+    }
+}
+
+pub(crate) fn router(service: Service) -> Router {
+    let options = &service.inner.options;
+    let mut protected = Router::new();
+    let mut open = Router::new();
+    for spec in specs() {
+        if spec.auth {
+            protected = protected.route(spec.path, spec.handler);
+        } else {
+            open = open.route(spec.path, spec.handler);
+        }
+    }
+    let protected = protected
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            limit_concurrency,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            crate::auth::require_token,
+        ));
+    Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    options.request_timeout,
+                ))
+                .layer(RequestBodyLimitLayer::new(options.body_limit))
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .layer(middleware::map_response(json_errors))
+        .with_state(service)
+}
+
+async fn limit_concurrency(
+    State(service): State<Service>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let permits = std::sync::Arc::clone(&service.inner.permits);
+    match permits.acquire_owned().await {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Unavailable("the service is shutting down".into()).into_response(),
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::request(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::request(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not answer this method",
+    )
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    ApiError::Unavailable("internal error".into()).into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Gives every 4xx/5xx the `{"error", "detail"}` shape, whoever produced it (the body
+/// limit, the timeout, the router).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    let detail = match (status, text.is_empty()) {
+        (StatusCode::REQUEST_TIMEOUT, _) => "the request took too long".to_string(),
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+        (_, false) => text,
+    };
+    let body = serde_json::to_vec(&serde_json::json!({"error": code, "detail": detail}))
+        .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Runs ledger reads that may take a while (sled reads, replay) off the async workers.
+async fn blocking<T: Send + 'static>(
+    service: &Service,
+    work: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || work(&service))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the request task failed: {e}")))?
+}
+
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(bytes),
+    )
+        .into_response()
+}
+
+/// Where the ledger stood when an answer was computed.
+#[derive(Debug, Serialize)]
+struct Position {
+    seq: u64,
+    head_hash: Hash,
+}
+
+fn position(ledger: &Ledger) -> Position {
+    let head = ledger.head();
+    Position {
+        seq: head.seq,
+        head_hash: head.hash,
+    }
+}
+
+#[derive(Serialize)]
+struct CheckResponse<'a> {
+    decision: Verdict,
+    reason: Option<Reason>,
+    detail: Option<&'a str>,
+    binding: Option<&'a ledger::BindingView>,
+    ledger: Position,
+}
+
+/// `POST /v1/identity/check`: the binding rule at the head; 200 allow or deny, 503 not ready.
+async fn check(
+    State(service): State<Service>,
+    JsonBody(request): JsonBody<CheckRequest>,
+) -> Result<Response, ApiError> {
+    extract::check_request(&request)?;
+    let started = Instant::now();
+    let (decision, position) = {
+        let ledger = service.read()?;
+        let ready = service.ready(&ledger);
+        (ledger.check(&request, ready), position(&ledger))
+    };
+    let inner = &service.inner;
+    inner
+        .metrics
+        .check(&decision, started.elapsed().as_secs_f64());
+    if let (Verdict::Deny, Some(reason)) = (decision.decision, decision.reason) {
+        if RECORDED_DENIALS.contains(&reason)
+            && !inner.denials.record(
+                &request.pod_uid,
+                &request.namespace,
+                &request.pod_name,
+                reason,
+                (inner.clock)(),
+            )
+        {
+            inner.metrics.denial_dropped();
+        }
+    }
+    let status = match decision.decision {
+        Verdict::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        Verdict::Allow | Verdict::Deny => StatusCode::OK,
+    };
+    let body = CheckResponse {
+        decision: decision.decision,
+        reason: decision.reason,
+        detail: decision.detail.as_deref(),
+        binding: decision.binding.as_deref(),
+        ledger: position,
+    };
+    Ok((status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+fn path_uid(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(uid) = path.map_err(|r| ApiError::query(r.body_text()))?;
+    extract::uid("pod_uid", &uid).map_err(ApiError::query)?;
+    Ok(uid)
+}
+
+/// `GET /v1/bindings/{pod_uid}`: the current binding (claim or direct), or 404 with the
+/// first failing check.
+async fn binding(
+    State(service): State<Service>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let pod_uid = path_uid(path)?;
+    let ledger = service.read()?;
+    let ready = service.ready(&ledger);
+    let Some(pod) = ledger
+        .projection()
+        .object(&pod_uid)
+        .filter(|r| r.current.kind == ObjectKind::Pod)
+    else {
+        return Err(ApiError::NotBound {
+            reason: Reason::UnknownPod,
+            detail: "the ledger never recorded this pod uid".into(),
+        });
+    };
+    let request = CheckRequest {
+        namespace: pod.current.namespace.clone(),
+        pod_name: pod.current.name.clone(),
+        pod_uid: pod_uid.clone(),
+        require_claim: false,
+        ..CheckRequest::default()
+    };
+    let decision = ledger.check(&request, ready);
+    match (decision.decision, decision.binding) {
+        (Verdict::Allow, Some(binding)) => {
+            let body = serde_json::json!({
+                "binding": binding,
+                "bindings": ledger.projection().bindings_of(&pod_uid),
+                "ledger": position(&ledger),
+            });
+            Ok((StatusCode::OK, Json(body)).into_response())
+        }
+        (Verdict::NotReady, _) => Err(ApiError::NotReady(decision.detail.unwrap_or_default())),
+        (_, _) => Err(ApiError::NotBound {
+            reason: decision.reason.unwrap_or(Reason::OwnerChainBroken),
+            detail: decision.detail.unwrap_or_default(),
+        }),
+    }
+}
+
+/// A page of entries and the cursor of the next one.
+#[derive(Serialize)]
+struct Page<'a> {
+    entries: Vec<EntryLine<'a>>,
+    /// Pass as `after_seq` for the next page; absent on the last page.
+    next_after_seq: Option<u64>,
+    head_seq: u64,
+}
+
+fn page_response(stored: &[StoredEntry], more: bool, head_seq: u64) -> Result<Response, ApiError> {
+    let page = Page {
+        entries: stored.iter().map(EntryLine::new).collect(),
+        next_after_seq: if more {
+            stored.last().map(|s| s.entry.seq)
+        } else {
+            None
+        },
+        head_seq,
+    };
+    Ok(json_bytes(StatusCode::OK, serde_json::to_vec(&page)?))
+}
+
+fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(ApiError::query("limit must be at least 1")),
+        n if n > MAX_LIMIT => Err(ApiError::query(format!(
+            "limit is {n}; at most {MAX_LIMIT} entries per page"
+        ))),
+        n => Ok(n),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    pod_uid: Option<String>,
+    claim_uid: Option<String>,
+    sandbox_uid: Option<String>,
+    pvc_uid: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+enum Selector {
+    Uid(&'static str, Option<ObjectKind>, String),
+    Name(ObjectKind, String, String),
+}
+
+fn selector(query: HistoryQuery) -> Result<Selector, ApiError> {
+    let uids = [
+        ("pod_uid", Some(ObjectKind::Pod), query.pod_uid),
+        ("claim_uid", Some(ObjectKind::SandboxClaim), query.claim_uid),
+        ("sandbox_uid", Some(ObjectKind::Sandbox), query.sandbox_uid),
+        (
+            "pvc_uid",
+            Some(ObjectKind::PersistentVolumeClaim),
+            query.pvc_uid,
+        ),
+    ];
+    let by_name = query.kind.is_some() || query.namespace.is_some() || query.name.is_some();
+    let mut chosen: Vec<Selector> = uids
+        .into_iter()
+        .filter_map(|(field, kind, uid)| uid.map(|uid| (field, kind, uid)))
+        .map(|(field, kind, uid)| {
+            extract::uid(field, &uid).map_err(ApiError::query)?;
+            Ok(Selector::Uid(field, kind, uid))
+        })
+        .collect::<Result<_, ApiError>>()?;
+    if by_name {
+        let (Some(kind), Some(namespace), Some(name)) = (query.kind, query.namespace, query.name)
+        else {
+            return Err(ApiError::query(
+                "a history by name needs kind, namespace and name together",
+            ));
+        };
+        let kind = ObjectKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(&kind))
+            .ok_or_else(|| {
+                ApiError::query(format!(
+                    "unknown kind {kind:?}: one of Sandbox, SandboxClaim, Pod, PersistentVolumeClaim"
+                ))
+            })?;
+        extract::name("namespace", &namespace).map_err(ApiError::query)?;
+        extract::name("name", &name).map_err(ApiError::query)?;
+        chosen.push(Selector::Name(kind, namespace, name));
+    }
+    match chosen.len() {
+        1 => Ok(chosen.remove(0)),
+        0 => Err(ApiError::query(
+            "name one object: pod_uid, claim_uid, sandbox_uid, pvc_uid, or kind with namespace and name",
+        )),
+        _ => Err(ApiError::query(
+            "name exactly one object: pod_uid, claim_uid, sandbox_uid, pvc_uid, or kind with namespace and name",
+        )),
+    }
+}
+
+/// `GET /v1/history`: every entry that recorded one object (and, for a pod uid, the
+/// denied checks that presented it), in order, a page at a time.
+async fn history(
+    State(service): State<Service>,
+    QueryParams(query): QueryParams<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let after = query.after_seq.unwrap_or(0);
+    let limit = limit_of(query.limit)?;
+    let selector = selector(query)?;
+    blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let projection = ledger.projection();
+        let seqs: Vec<u64> = match &selector {
+            Selector::Uid(field, kind, uid) => {
+                if let (Some(expected), Some(record)) = (kind, projection.object(uid)) {
+                    if record.current.kind != *expected {
+                        return Err(ApiError::query(format!(
+                            "{field} {uid} is a {}, not a {}",
+                            record.current.kind.as_str(),
+                            expected.as_str()
+                        )));
+                    }
+                }
+                projection.history_of(uid).to_vec()
+            }
+            Selector::Name(kind, namespace, name) => {
+                let mut seqs: Vec<u64> = projection
+                    .uids_of(*kind, namespace, name)
+                    .iter()
+                    .flat_map(|uid| projection.history_of(uid).iter().copied())
+                    .collect();
+                seqs.sort_unstable();
+                seqs.dedup();
+                seqs
+            }
+        };
+        let start = seqs.partition_point(|seq| *seq <= after);
+        let mut stored = Vec::with_capacity(limit.min(seqs.len() - start));
+        let mut more = false;
+        for seq in &seqs[start..] {
+            if stored.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(entry) = ledger.entry(*seq)? {
+                stored.push(entry);
+            }
+        }
+        let head = ledger.head().seq;
+        drop(ledger);
+        page_response(&stored, more, head)
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntriesQuery {
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/entries`: raw entries with hashes after a seq, a page at a time.
+async fn entries(
+    State(service): State<Service>,
+    QueryParams(query): QueryParams<EntriesQuery>,
+) -> Result<Response, ApiError> {
+    let after = query.after_seq.unwrap_or(0);
+    let limit = limit_of(query.limit)?;
+    blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let head = ledger.head().seq;
+        let mut stored = ledger
+            .entries(after.saturating_add(1), head)
+            .take(limit + 1)
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(ledger);
+        let more = stored.len() > limit;
+        stored.truncate(limit);
+        page_response(&stored, more, head)
+    })
+    .await
+}
+
+fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::query(format!(
+                "{field} must be an RFC 3339 time such as 2026-05-20T15:00:00Z: {e}"
+            ))
+        })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateQuery {
+    as_of_seq: Option<u64>,
+    as_of: Option<String>,
+}
+
+/// `GET /v1/state`: live objects and active bindings, now or as of a seq or a time.
+async fn state(
+    State(service): State<Service>,
+    QueryParams(query): QueryParams<StateQuery>,
+) -> Result<Response, ApiError> {
+    let as_of = match (query.as_of_seq, query.as_of) {
+        (Some(_), Some(_)) => return Err(ApiError::query("give as_of_seq or as_of, not both")),
+        (seq, time) => (seq, time.map(|t| parse_time("as_of", &t)).transpose()?),
+    };
+    blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let seq = match as_of {
+            (Some(seq), _) => Some(seq),
+            (None, Some(time)) => Some(ledger.seq_at_time(time)?),
+            (None, None) => None,
+        };
+        let bytes = match seq {
+            Some(seq) if seq != ledger.head().seq => {
+                let projection = ledger.state_at_seq(seq)?;
+                drop(ledger);
+                serde_json::to_vec(&StateView::new(&projection))?
+            }
+            _ => serde_json::to_vec(&StateView::new(ledger.projection()))?,
+        };
+        Ok(json_bytes(StatusCode::OK, bytes))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: Option<String>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /v1/export`: entries as JSON lines, streamed a page per lock acquisition.
+async fn export(
+    State(service): State<Service>,
+    QueryParams(query): QueryParams<ExportQuery>,
+) -> Result<Response, ApiError> {
+    match query.format.as_deref() {
+        None | Some("jsonl") => {}
+        Some(other) => {
+            return Err(ApiError::query(format!(
+                "unsupported format {other:?}: only jsonl"
+            )))
+        }
+    }
+    if query.from_seq.is_some() && query.since.is_some() {
+        return Err(ApiError::query("give from_seq or since, not both"));
+    }
+    if query.to_seq.is_some() && query.until.is_some() {
+        return Err(ApiError::query("give to_seq or until, not both"));
+    }
+    let since = query
+        .since
+        .as_deref()
+        .map(|t| parse_time("since", t))
+        .transpose()?;
+    let until = query
+        .until
+        .as_deref()
+        .map(|t| parse_time("until", t))
+        .transpose()?;
+    let (from_seq, to_seq) = (query.from_seq, query.to_seq);
+    let (from, to) = blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let head = ledger.head().seq;
+        let from = match (from_seq, since) {
+            (Some(seq), _) => seq.max(1),
+            (None, Some(since)) => {
+                ledger.seq_at_time(since - chrono::Duration::nanoseconds(1))? + 1
+            }
+            (None, None) => 1,
+        };
+        let to = match (to_seq, until) {
+            (Some(seq), _) if seq > head => {
+                return Err(ApiError::query(format!(
+                    "to_seq {seq} is beyond the head ({head})"
+                )))
+            }
+            (Some(seq), _) => seq,
+            (None, Some(until)) => ledger.seq_at_time(until)?,
+            (None, None) => head,
+        };
+        if let (Some(from), Some(to)) = (from_seq, to_seq) {
+            if from > to {
+                return Err(ApiError::query(format!(
+                    "from_seq {from} is after to_seq {to}"
+                )));
+            }
+        }
+        Ok((from, to))
+    })
+    .await?;
+
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let producer = service.clone();
+    tokio::spawn(async move {
+        let mut next = from;
+        while next <= to {
+            let page = blocking(&producer, move |service| {
+                let ledger = service.read()?;
+                let mut buffer = Vec::with_capacity(256 * 1024);
+                let mut last = None;
+                for stored in ledger.entries(next, to).take(EXPORT_PAGE) {
+                    let stored = stored?;
+                    serde_json::to_writer(&mut buffer, &EntryLine::new(&stored))?;
+                    buffer.push(b'\n');
+                    last = Some(stored.entry.seq);
+                }
+                Ok((buffer, last))
+            })
+            .await;
+            match page {
+                Ok((buffer, Some(last))) => {
+                    if sender.send(Ok(Bytes::from(buffer))).await.is_err() {
+                        return; // the client went away
+                    }
+                    next = last + 1;
+                }
+                Ok((_, None)) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "export aborted");
+                    let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::HeaderName::from_static("x-claim-ledger-from-seq"),
+                from.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-claim-ledger-to-seq"),
+                to.to_string(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `GET /v1/head`: the newest entry.
+async fn head(State(service): State<Service>) -> Result<Response, ApiError> {
+    let ledger = service.read()?;
+    let head = ledger.head();
+    let body = serde_json::json!({
+        "seq": head.seq,
+        "hash": head.hash,
+        "observed_at": head.observed_at,
+        "durable_seq": ledger.durable_seq(),
+    });
+    Ok(Json(body).into_response())
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// `GET /readyz`: 200 when the watchers are synced and the ledger verified at open.
+async fn readyz(State(service): State<Service>) -> Result<Response, ApiError> {
+    let (verified, corruption, head) = {
+        let ledger = service.read()?;
+        (
+            ledger.corruption().is_none(),
+            ledger.corruption().map(ToString::to_string),
+            ledger.head().seq,
+        )
+    };
+    let watchers_ready = service.inner.freshness.ready();
+    let ready = verified && watchers_ready;
+    let body = serde_json::json!({
+        "ready": ready,
+        "ledger": {"verified_at_open": verified, "corruption": corruption, "head_seq": head},
+        "watchers": {"ready": watchers_ready, "report": service.inner.freshness.report()},
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(service): State<Service>) -> Result<Response, ApiError> {
+    let text = service
+        .inner
+        .metrics
+        .encode()
+        .map_err(|_| ApiError::Unavailable("cannot encode the metrics".into()))?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}

@@ -1,0 +1,407 @@
+//! The service: its options, the freshness interface the binary implements over the
+//! watchers, the shared state behind every handler, and the accept loop (plain or TLS).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ledger::Ledger;
+use schemas::Reason;
+use tokio::net::TcpListener;
+
+use crate::auth::TokenStore;
+use crate::denials::Denials;
+use crate::metrics::Metrics;
+use crate::ApiError;
+
+/// Denials with these reasons are recorded in the ledger (aggregated per pod uid, reason
+/// and minute): they are the signatures of replayed, stale or reused identities.
+pub const RECORDED_DENIALS: [Reason; 5] = [
+    Reason::BindingReleased,
+    Reason::PodUidMismatch,
+    Reason::ClaimUidMismatch,
+    Reason::SingleUseViolation,
+    Reason::WorkspaceReused,
+];
+
+/// At most this many distinct (pod uid, reason, minute) denial keys are held in memory;
+/// denials past it are counted in `claim_ledger_denials_dropped_total` and not recorded.
+pub const MAX_PENDING_DENIALS: usize = 10_000;
+
+/// Freshness of the data (binding rule check 7), implemented by the binary over the watcher.
+pub trait Freshness: Send + Sync + 'static {
+    /// Whether every watcher has finished its initial list and its watch is healthy.
+    fn ready(&self) -> bool;
+    /// Per-stream detail, shown by `/readyz`.
+    fn report(&self) -> serde_json::Value;
+    /// Watch counters, exported by `/metrics`.
+    fn counters(&self) -> WatchCounters;
+}
+
+/// Counters of the watchers since start, for `/metrics`.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct WatchCounters {
+    /// Watch streams that failed and were restarted.
+    pub watch_errors: u64,
+    /// Relists (initial lists after the first, e.g. after `410 Gone`).
+    pub relists: u64,
+    /// Objects recorded as missing on resync.
+    pub resync_deletions: u64,
+    /// Objects the normalizer refused.
+    pub rejected_objects: u64,
+}
+
+/// How `/v1` requests are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>` with a token listed in this file (`--api-token-file`):
+    /// one per line, blank lines and `#` comments ignored, re-read when the file changes.
+    Tokens(PathBuf),
+    /// No authentication at all (`--insecure-no-auth`).
+    Insecure,
+}
+
+/// PEM files for TLS (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Authentication of `/v1`.
+    pub auth: Auth,
+    /// TLS, if any (plain HTTP otherwise).
+    pub tls: Option<TlsFiles>,
+    /// The largest request body accepted, in bytes (413 past it).
+    pub body_limit: usize,
+    /// The longest a request may take to produce its response head (408 past it); also
+    /// the longest a client may take to send its request headers.
+    pub request_timeout: Duration,
+    /// At most this many requests are processed at once; the rest wait (within the timeout).
+    pub concurrency: usize,
+    /// How often pending denial records of closed minutes are appended to the ledger.
+    pub denial_flush: Duration,
+}
+
+impl ServeOptions {
+    /// Options with this authentication and the defaults: no TLS, 64 KiB bodies, 10 s
+    /// timeout, 1,024 concurrent requests, denial records flushed every 60 s.
+    pub fn new(auth: Auth) -> ServeOptions {
+        ServeOptions {
+            auth,
+            tls: None,
+            body_limit: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+            concurrency: 1024,
+            denial_flush: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where the service reads the time (the real clock, or a test's).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The HTTP API over one ledger. Cheap to clone: every clone shares the same state.
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What every handler shares.
+pub(crate) struct Inner {
+    pub(crate) ledger: Arc<RwLock<Ledger>>,
+    pub(crate) freshness: Arc<dyn Freshness>,
+    pub(crate) options: ServeOptions,
+    pub(crate) tokens: Option<TokenStore>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) denials: Arc<Denials>,
+    pub(crate) clock: Clock,
+    /// One permit per `/v1` request in process (the concurrency limit).
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service over a shared ledger (the watcher appends to it under the write lock)
+    /// and the watchers' freshness. Reads the token file and the TLS files now, so a
+    /// misconfiguration fails at start.
+    pub fn new(
+        ledger: Arc<RwLock<Ledger>>,
+        freshness: Arc<dyn Freshness>,
+        options: ServeOptions,
+    ) -> Result<Service, ApiError> {
+        Service::with_clock(ledger, freshness, options, Arc::new(Utc::now))
+    }
+
+    /// Like [`Service::new`], reading the time from `clock` (denial records' minutes and
+    /// their entries' `observed_at`).
+    pub fn with_clock(
+        ledger: Arc<RwLock<Ledger>>,
+        freshness: Arc<dyn Freshness>,
+        options: ServeOptions,
+        clock: Clock,
+    ) -> Result<Service, ApiError> {
+        if options.concurrency == 0 {
+            return Err(ApiError::Config(
+                "the concurrency limit must be at least 1".into(),
+            ));
+        }
+        if options.request_timeout.is_zero() || options.denial_flush.is_zero() {
+            return Err(ApiError::Config(
+                "the request timeout and the denial flush interval must be positive".into(),
+            ));
+        }
+        let tokens = match &options.auth {
+            Auth::Tokens(path) => Some(TokenStore::open(path.clone())?),
+            Auth::Insecure => None,
+        };
+        let tls = options.tls.as_ref().map(tls_config).transpose()?;
+        let denials = Arc::new(Denials::new(MAX_PENDING_DENIALS));
+        let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
+        let metrics = Metrics::new(
+            Arc::clone(&ledger),
+            Arc::clone(&freshness),
+            Arc::clone(&denials),
+        );
+        Ok(Service {
+            inner: Arc::new(Inner {
+                ledger,
+                freshness,
+                options,
+                tokens,
+                tls,
+                metrics,
+                denials,
+                clock,
+                permits,
+            }),
+        })
+    }
+
+    /// The routes as an axum router, with every layer (auth, limits, timeout, JSON
+    /// errors) applied: for in-process tests, or to serve it yourself.
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.clone())
+    }
+
+    /// Every (method, path) the router answers, as written in the OpenAPI document.
+    pub fn routes() -> Vec<(&'static str, &'static str)> {
+        crate::routes::route_table()
+    }
+
+    /// Serves on `listener` (the caller binds it) until `shutdown` resolves; then stops
+    /// accepting, lets requests in flight finish (up to the request timeout plus 5 s), and
+    /// appends the pending denial records to the ledger.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let router = self.router();
+        let tls = self
+            .inner
+            .tls
+            .as_ref()
+            .map(|config| tokio_rustls::TlsAcceptor::from(Arc::clone(config)));
+        let timeout = self.inner.options.request_timeout;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let flusher = tokio::spawn(self.clone().flush_loop());
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let result = match tls {
+                    None => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        let grace = timeout + Duration::from_secs(5);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the grace period; closing them");
+        }
+        flusher.abort();
+        self.flush_denials().await.map(|_| ())
+    }
+
+    /// Appends every pending denial record (closed minutes and the current one) to the
+    /// ledger and flushes it; returns how many entries were appended. `serve` calls it at
+    /// shutdown.
+    pub async fn flush_denials(&self) -> Result<usize, ApiError> {
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.flush_denials_blocking(None))
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("the denial flush task failed: {e}")))?
+    }
+
+    /// Every `denial_flush`, appends the records of the minutes that have closed.
+    async fn flush_loop(self) {
+        let mut interval = tokio::time::interval(self.inner.options.denial_flush);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let service = self.clone();
+            let before = crate::denials::minute_of((self.inner.clock)());
+            let result =
+                tokio::task::spawn_blocking(move || service.flush_denials_blocking(Some(before)))
+                    .await;
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record denied checks"),
+                Err(e) => tracing::warn!(error = %e, "the denial flush task failed"),
+            }
+        }
+    }
+
+    /// Takes the pending records (of minutes before `before`, or all) and appends them in
+    /// one batch, then flushes: the same write-then-flush under the write lock as the
+    /// watcher, so readers never see records that are not durable.
+    fn flush_denials_blocking(&self, before: Option<i64>) -> Result<usize, ApiError> {
+        let records = self.inner.denials.take(before);
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let count = records.len();
+        let started = std::time::Instant::now();
+        let result = (|| {
+            let mut ledger = self.write()?;
+            let now = (self.inner.clock)();
+            ledger.append_changes(records.into_iter().map(schemas::Change::CheckDenied), now)?;
+            ledger.flush()?;
+            Ok::<_, ApiError>(())
+        })();
+        match result {
+            Ok(()) => {
+                self.inner
+                    .metrics
+                    .denial_flushed(count, started.elapsed().as_secs_f64());
+                Ok(count)
+            }
+            Err(e) => {
+                self.inner.metrics.denial_flush_failed(count);
+                Err(e)
+            }
+        }
+    }
+
+    /// The ledger, for reading. Never held across an await.
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Ledger>, ApiError> {
+        self.inner.ledger.read().map_err(|_| {
+            ApiError::Unavailable("the ledger lock is poisoned: a writer failed; restart".into())
+        })
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Ledger>, ApiError> {
+        self.inner.ledger.write().map_err(|_| {
+            ApiError::Unavailable("the ledger lock is poisoned: a writer failed; restart".into())
+        })
+    }
+
+    /// Freshness check 7 for this replica: the watchers are synced and the ledger was
+    /// verified at open (not a forensic, read-only open of a corrupt ledger).
+    pub(crate) fn ready(&self, ledger: &Ledger) -> bool {
+        ledger.corruption().is_none() && self.inner.freshness.ready()
+    }
+}
+
+/// A rustls server configuration from PEM files (ring provider; HTTP/2 and HTTP/1.1).
+fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ApiError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ApiError::Config(format!(
+                "cannot read the TLS certificate {}: {e}",
+                files.cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(ApiError::Config(format!(
+            "no certificate in {}",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        ApiError::Config(format!(
+            "cannot read the TLS key {}: {e}",
+            files.key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| ApiError::Config(format!("invalid TLS certificate or key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

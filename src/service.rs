@@ -1,0 +1,411 @@
+//! Wiring for the long-running commands: `sim`, `serve` and `demo`. Each binds its
+//! listeners, starts the library parts (simulator, watcher, API) and stops them in order
+//! on Ctrl-C, so the ledger is flushed and the pending denial records are appended.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use api::{Auth, Freshness, ServeOptions, Service, TlsFiles, WatchCounters};
+use ledger::Ledger;
+use sim::{Propagation, SimConfig, Simulator};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use watcher::{Readiness, SharedLedger, WatchOptions};
+
+/// The watchers' readiness, as the API asks for it.
+struct WatchFreshness(Readiness);
+
+impl Freshness for WatchFreshness {
+    fn ready(&self) -> bool {
+        self.0.is_ready()
+    }
+
+    fn report(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.streams()).unwrap_or_default()
+    }
+
+    fn counters(&self) -> WatchCounters {
+        let counters = self.0.counters();
+        WatchCounters {
+            watch_errors: counters.watch_errors,
+            relists: counters.relists,
+            resync_deletions: counters.resync_deletions,
+            rejected_objects: counters.rejected_objects,
+        }
+    }
+}
+
+/// A shutdown signal every task can wait on: set by Ctrl-C or by the demo's end.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and its trigger.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (sender, receiver) = watch::channel(false);
+        (sender, Shutdown(receiver))
+    }
+
+    /// Resolves once shutdown is asked for.
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Triggers `sender` on Ctrl-C (SIGINT) or SIGTERM.
+pub fn stop_on_signal(sender: watch::Sender<bool>) {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        let _ = sender.send(true);
+    });
+}
+
+/// `claim-ledger sim`: the cluster simulator alone.
+pub async fn run_sim(
+    listen: SocketAddr,
+    kubeconfig_out: Option<PathBuf>,
+    config: SimConfig,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let sim = Simulator::new(config);
+    if let Some(path) = &kubeconfig_out {
+        std::fs::write(path, sim.kubeconfig(&url))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    println!("cluster simulator listening on {url}");
+    if let Some(path) = &kubeconfig_out {
+        println!(
+            "kubeconfig written to {} (kubectl --kubeconfig {0} get sandboxes -A)",
+            path.display()
+        );
+    }
+    sim.serve(listener, shutdown.wait())
+        .await
+        .map_err(|e| format!("simulator: {e}"))
+}
+
+/// What `serve` and `demo` share: the HTTP API's configuration.
+pub struct ApiArgs {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Authentication.
+    pub auth: Auth,
+    /// TLS files, if any.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The parts of a running service.
+struct Running {
+    ledger: SharedLedger,
+    api: tokio::task::JoinHandle<Result<(), api::ApiError>>,
+    watcher: tokio::task::JoinHandle<Result<(), watcher::WatcherError>>,
+    address: SocketAddr,
+}
+
+async fn start(
+    client: kube::Client,
+    ledger: Ledger,
+    options: WatchOptions,
+    api_args: ApiArgs,
+    shutdown: Shutdown,
+) -> Result<Running, String> {
+    let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
+    let readiness = Readiness::new(options.unready_after);
+    let mut serve_options = ServeOptions::new(api_args.auth);
+    serve_options.tls = api_args.tls;
+    let service = Service::new(
+        Arc::clone(&ledger),
+        Arc::new(WatchFreshness(readiness.clone())),
+        serve_options,
+    )
+    .map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(api_args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", api_args.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let watcher = tokio::spawn(watcher::run(
+        client,
+        Arc::clone(&ledger),
+        readiness,
+        options,
+        shutdown.clone().wait(),
+    ));
+    let api = tokio::spawn(service.serve(listener, shutdown.wait()));
+    Ok(Running {
+        ledger,
+        api,
+        watcher,
+        address,
+    })
+}
+
+async fn finish(running: Running) -> Result<(u64, String), String> {
+    let watched = running.watcher.await.map_err(|e| e.to_string())?;
+    let served = running.api.await.map_err(|e| e.to_string())?;
+    let mut ledger = running
+        .ledger
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    ledger.flush().map_err(|e| e.to_string())?;
+    watched.map_err(|e| format!("watcher: {e}"))?;
+    served.map_err(|e| format!("api: {e}"))?;
+    let head = ledger.head();
+    Ok((head.seq, head.hash.to_hex()))
+}
+
+/// `claim-ledger serve`: watcher + ledger + HTTP API against the cluster of the standard
+/// kube config resolution (KUBECONFIG, ~/.kube/config, in-cluster).
+pub async fn run_serve(
+    ledger: Ledger,
+    options: WatchOptions,
+    api_args: ApiArgs,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    let running = start(client, ledger, options, api_args, shutdown).await?;
+    println!("claim-ledger API listening on http://{}", running.address);
+    let (seq, hash) = finish(running).await?;
+    println!("stopped; ledger head seq {seq} hash {hash}");
+    Ok(())
+}
+
+/// Options of `claim-ledger demo`.
+pub struct DemoArgs {
+    /// The demo's directory: ledger, kubeconfig, API token.
+    pub dir: PathBuf,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Stop after this many scenario rounds (run until Ctrl-C when absent).
+    pub rounds: Option<u64>,
+    /// Pause between scenario steps.
+    pub step: Duration,
+}
+
+/// `claim-ledger demo`: simulator + watcher + ledger + API with a live scenario.
+pub async fn run_demo(
+    args: DemoArgs,
+    stop: watch::Sender<bool>,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    let ledger_dir = args.dir.join("ledger");
+    let ledger =
+        Ledger::open(&ledger_dir, ledger::LedgerConfig::default()).map_err(|e| e.to_string())?;
+
+    let sim = Simulator::new(SimConfig::default());
+    let sim_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let sim_url = format!(
+        "http://{}",
+        sim_listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let kubeconfig_path = args.dir.join("kubeconfig");
+    let kubeconfig = sim.kubeconfig(&sim_url);
+    std::fs::write(&kubeconfig_path, &kubeconfig).map_err(|e| e.to_string())?;
+    let sim_task = tokio::spawn({
+        let sim = sim.clone();
+        let shutdown = shutdown.clone();
+        async move { sim.serve(sim_listener, shutdown.wait()).await }
+    });
+    let client = client_for(&kubeconfig).await?;
+
+    let token_path = args.dir.join("api-token");
+    write_token(&token_path)?;
+    let running = start(
+        client,
+        ledger,
+        WatchOptions::default(),
+        ApiArgs {
+            listen: args.listen,
+            auth: Auth::Tokens(token_path.clone()),
+            tls: None,
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let api = format!("http://{}", running.address);
+    print_banner(
+        &args.dir,
+        &sim_url,
+        &api,
+        &kubeconfig_path,
+        &token_path,
+        &ledger_dir,
+    );
+
+    let scenario = tokio::spawn(scenario(
+        sim.clone(),
+        api.clone(),
+        args.rounds,
+        args.step,
+        shutdown.clone(),
+    ));
+    let finished_rounds = scenario.await.map_err(|e| e.to_string())??;
+    if finished_rounds {
+        println!("scenario finished; stopping");
+        let _ = stop.send(true);
+    }
+    let (seq, hash) = finish(running).await?;
+    let _ = sim_task.await;
+    println!("stopped; ledger head seq {seq} hash {hash}");
+    println!(
+        "verify it: claim-ledger verify --db {}",
+        ledger_dir.display()
+    );
+    Ok(())
+}
+
+async fn client_for(kubeconfig: &str) -> Result<kube::Client, String> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// A fresh 256-bit token, hex, in a file only the owner can read.
+fn write_token(path: &Path) -> Result<(), String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the API token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(path, format!("{token}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())
+}
+
+fn print_banner(
+    dir: &Path,
+    sim_url: &str,
+    api: &str,
+    kubeconfig: &Path,
+    token: &Path,
+    ledger: &Path,
+) {
+    println!("claim-ledger demo — Ctrl-C to stop");
+    println!("  API                {api}");
+    println!("  cluster simulator  {sim_url}");
+    println!("  kubeconfig         {}", kubeconfig.display());
+    println!("  API token file     {}", token.display());
+    println!("  ledger             {}", ledger.display());
+    println!();
+    println!("Try (in another terminal):");
+    println!("  export TOKEN=$(cat {})", token.display());
+    println!("  curl -s {api}/readyz");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/v1/head");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/v1/state");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" '{api}/v1/entries?after_seq=0&limit=5'"
+    );
+    println!(
+        "  kubectl --kubeconfig {} get sandboxes,sandboxclaims,pods -n demo",
+        kubeconfig.display()
+    );
+    println!("The check for each pod the scenario binds is printed below as it happens.");
+    println!("(files under {})", dir.display());
+    println!();
+}
+
+/// The live scenario: a warm pool; claims that bind, a pod that is replaced, a claim that
+/// expires keeping its workspace (Retain), claims released with each propagation policy.
+/// Returns whether it ended by itself (after `rounds`).
+async fn scenario(
+    sim: Simulator,
+    api: String,
+    rounds: Option<u64>,
+    step: Duration,
+    shutdown: Shutdown,
+) -> Result<bool, String> {
+    let namespace = "demo";
+    let pause = |shutdown: Shutdown| async move {
+        tokio::select! {
+            _ = tokio::time::sleep(step) => false,
+            _ = shutdown.wait() => true,
+        }
+    };
+    sim.create_pool(namespace, "python-pool", 3, "python-template", true)
+        .map_err(|e| e.to_string())?;
+    println!("[demo] warm pool demo/python-pool filled with 3 sandboxes");
+    let policies = [
+        Propagation::Background,
+        Propagation::Foreground,
+        Propagation::Orphan,
+    ];
+    let mut round = 0u64;
+    loop {
+        if rounds.is_some_and(|limit| round >= limit) {
+            return Ok(true);
+        }
+        if pause(shutdown.clone()).await {
+            return Ok(false);
+        }
+        let claim_name = format!("session-{round}");
+        let sandbox_id = format!("sbx-{round:04}");
+        let claim = sim
+            .claim_warm(namespace, &claim_name, "python-pool", Some(&sandbox_id))
+            .map_err(|e| e.to_string())?;
+        let sandbox = claim["status"]["sandbox"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(pod) = sim.get(sim::Resource::Pod, namespace, &sandbox) {
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+            println!("[demo] claim {namespace}/{claim_name} bound warm sandbox {sandbox} (pod uid {uid})");
+            println!(
+                "       curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' {api}/v1/identity/check -d '{{\"namespace\":\"{namespace}\",\"pod_name\":\"{sandbox}\",\"pod_uid\":\"{uid}\",\"sandbox_id\":\"{sandbox_id}\"}}'"
+            );
+        }
+        if pause(shutdown.clone()).await {
+            return Ok(false);
+        }
+        let replaced = sim
+            .replace_pod(namespace, &sandbox)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "[demo] pod {namespace}/{sandbox} replaced: new uid {} (the old uid now answers BINDING_RELEASED)",
+            replaced["metadata"]["uid"].as_str().unwrap_or_default()
+        );
+        if round >= 1 {
+            if pause(shutdown.clone()).await {
+                return Ok(false);
+            }
+            let previous = format!("session-{}", round - 1);
+            if round % 2 == 1 {
+                sim.expire_claim(namespace, &previous)
+                    .map_err(|e| e.to_string())?;
+                println!("[demo] claim {namespace}/{previous} expired (Retain): sandbox and pod deleted, workspace PVC kept");
+            } else {
+                let policy = policies[(round as usize / 2) % policies.len()];
+                sim.delete_claim(namespace, &previous, policy)
+                    .map_err(|e| e.to_string())?;
+                println!("[demo] claim {namespace}/{previous} deleted ({policy:?} propagation)");
+            }
+        }
+        round += 1;
+    }
+}

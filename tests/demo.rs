@@ -1,0 +1,338 @@
+//! `claim-ledger demo` and `claim-ledger sim` + `serve` as black boxes: the real binary,
+//! real sockets on 127.0.0.1, real sled files. The demo's scenario must bind, replace and
+//! release pods through the simulator, the watcher and the ledger, answer over HTTP with
+//! the generated token, and leave a ledger that verifies.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_claim-ledger");
+
+/// A child whose stdout lines arrive on a channel; killed when dropped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits for a stdout line containing `needle`, returning it.
+    fn line_with(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn interrupt(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the process did not exit");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response[9..12].parse().unwrap();
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut text: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = text.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        text = &rest[size + 2..];
+    }
+    out
+}
+
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn address_of(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn demo_binds_and_releases_pods_answers_over_http_and_leaves_a_verified_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo");
+    let mut demo = Running::start(
+        &[
+            "demo",
+            "--db",
+            db.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--rounds",
+            "4",
+            "--step-ms",
+            "300",
+        ],
+        &[],
+    );
+    let api = address_of(&demo.line_with("API  "));
+    let token = std::fs::read_to_string(db.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+
+    let bound = demo.line_with("bound warm sandbox");
+    let pod_uid = bound
+        .split("pod uid ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    let sandbox = bound
+        .split("sandbox ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let request = format!(
+        r#"{{"namespace":"demo","pod_name":"{sandbox}","pod_uid":"{pod_uid}","sandbox_id":"sbx-0000"}}"#
+    );
+    eventually("the first binding to be answered", || {
+        let (status, body) = http(
+            &api,
+            "POST",
+            "/v1/identity/check",
+            Some(&token),
+            Some(&request),
+        );
+        status == 200 && body.contains(r#""decision":"allow""#)
+    });
+    let (status, _) = http(&api, "POST", "/v1/identity/check", None, Some(&request));
+    assert_eq!(status, 401, "no token, no answer");
+    let (status, _) = http(&api, "GET", "/healthz", None, None);
+    assert_eq!(status, 200);
+
+    demo.line_with("replaced");
+    eventually("the replaced pod's uid to be released", || {
+        let (_, body) = http(
+            &api,
+            "POST",
+            "/v1/identity/check",
+            Some(&token),
+            Some(&request),
+        );
+        body.contains("BINDING_RELEASED")
+    });
+
+    demo.line_with("scenario finished");
+    assert!(demo.wait().success());
+
+    let ledger = db.join("ledger");
+    let verify = Command::new(BIN)
+        .args(["verify", "--db", ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let history = Command::new(BIN)
+        .args([
+            "history",
+            "--db",
+            ledger.to_str().unwrap(),
+            "--pod-uid",
+            &pod_uid,
+        ])
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains(r#""transition":"bound""#), "{history}");
+    assert!(history.contains(r#""transition":"released""#), "{history}");
+}
+
+#[test]
+fn serve_watches_a_separate_simulator_process_through_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let sim = Running::start(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-controllers",
+            "--kubeconfig-out",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let sim_address = address_of(&sim.line_with("listening on"));
+    let db = dir.path().join("ledger");
+    let mut serve = Running::start(
+        &[
+            "serve",
+            "--db",
+            db.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let api = address_of(&serve.line_with("listening on"));
+    eventually("readiness", || {
+        http(&api, "GET", "/readyz", None, None).0 == 200
+    });
+
+    // A directly created Sandbox and its pod, through the simulator's HTTP API.
+    let sandbox = r#"{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","metadata":{"name":"direct","namespace":"default","labels":{"openshell.ai/sandbox-id":"sbx-d"}},"spec":{"podTemplate":{"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
+    let (status, created) = http(
+        &sim_address,
+        "POST",
+        "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
+        None,
+        Some(sandbox),
+    );
+    assert_eq!(status, 201, "{created}");
+    let sandbox_uid = serde_json::from_str::<serde_json::Value>(&created).unwrap()["metadata"]
+        ["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"direct","namespace":"default","annotations":{{"openshell.io/sandbox-id":"sbx-d"}},"ownerReferences":[{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","name":"direct","uid":"{sandbox_uid}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+    );
+    let (status, created) = http(
+        &sim_address,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        None,
+        Some(&pod),
+    );
+    assert_eq!(status, 201, "{created}");
+    let pod_uid = serde_json::from_str::<serde_json::Value>(&created).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = format!(
+        r#"{{"namespace":"default","pod_name":"direct","pod_uid":"{pod_uid}","require_claim":false}}"#
+    );
+    eventually("the direct binding", || {
+        let (_, body) = http(&api, "POST", "/v1/identity/check", None, Some(&request));
+        body.contains(r#""decision":"allow""#) && body.contains(r#""kind":"direct""#)
+    });
+    let claimed = request.replace(r#","require_claim":false"#, "");
+    let (_, body) = http(&api, "POST", "/v1/identity/check", None, Some(&claimed));
+    assert!(body.contains("NOT_CLAIMED"), "{body}");
+
+    serve.interrupt();
+    assert!(serve.wait().success());
+    let verify = Command::new(BIN)
+        .args(["verify", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

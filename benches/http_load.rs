@@ -1,0 +1,176 @@
+//! HTTP load on `POST /v1/identity/check`: the real API service (`api::Service`, plain HTTP
+//! on 127.0.0.1) over a real sled ledger holding 100k live claim bindings, driven by a
+//! closed-loop load generator on keep-alive connections in the same process. Prints
+//! throughput and latency percentiles (see `BENCHMARKS.md`).
+//!
+//! Run: `cargo bench --bench http_load` (`CLAIM_LEDGER_BENCH_BINDINGS`,
+//! `CLAIM_LEDGER_BENCH_CONNECTIONS`, `CLAIM_LEDGER_BENCH_SECONDS` override the defaults
+//! 100000, 32 and 10).
+
+mod workload;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use api::{Auth, Freshness, ServeOptions, Service, WatchCounters};
+use chrono::Utc;
+use ledger::{Ledger, LedgerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use workload::{name, namespace, normalized, pod_uid, sandbox_id, Lifecycles};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct AlwaysReady;
+
+impl Freshness for AlwaysReady {
+    fn ready(&self) -> bool {
+        true
+    }
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn counters(&self) -> WatchCounters {
+        WatchCounters::default()
+    }
+}
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn filled_ledger(dir: &std::path::Path, bindings: u64) -> Ledger {
+    let mut ledger = Ledger::open(dir, LedgerConfig::default()).expect("open");
+    let mut lifecycles = Lifecycles::new();
+    let mut k = 0;
+    while k < bindings {
+        let mut events = Vec::new();
+        for _ in 0..512.min(bindings - k) {
+            lifecycles.bind(k, &mut events);
+            k += 1;
+        }
+        ledger
+            .append(normalized(events), Utc::now())
+            .expect("append");
+        ledger.flush().expect("flush");
+    }
+    ledger
+}
+
+/// One check on a keep-alive connection; returns the status code.
+async fn check(stream: &mut TcpStream, buffer: &mut Vec<u8>, body: &str) -> u16 {
+    let request = format!(
+        "POST /v1/identity/check HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    buffer.clear();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = stream.read(&mut chunk).await.expect("read");
+        assert!(read > 0, "the server closed the connection");
+        buffer.extend_from_slice(&chunk[..read]);
+        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buffer.len() >= end + 4 + length {
+            return head[9..12].parse().unwrap_or(0);
+        }
+    }
+}
+
+fn main() {
+    let bindings = setting("CLAIM_LEDGER_BENCH_BINDINGS", 100_000);
+    let connections = setting("CLAIM_LEDGER_BENCH_CONNECTIONS", 32);
+    let seconds = setting("CLAIM_LEDGER_BENCH_SECONDS", 10);
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this once, tiny.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (bindings, seconds) = if smoke { (200, 1) } else { (bindings, seconds) };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let ledger = filled_ledger(dir.path(), bindings);
+    eprintln!(
+        "ledger: {bindings} live bindings, {} entries, built in {:.1}s",
+        ledger.head().seq,
+        started.elapsed().as_secs_f64()
+    );
+    let ledger = Arc::new(RwLock::new(ledger));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let service = Service::new(ledger, Arc::new(AlwaysReady), ServeOptions::new(Auth::Insecure)).expect("service");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(service.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut clients = Vec::new();
+        for c in 0..connections {
+            clients.push(tokio::spawn(async move {
+                let mut stream = TcpStream::connect(address).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let mut buffer = Vec::new();
+                let mut latencies = Vec::new();
+                let mut failures = 0u64;
+                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (c + 1);
+                while Instant::now() < deadline {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let k = state % bindings;
+                    let body = format!(
+                        r#"{{"namespace":"{}","pod_name":"{}","pod_uid":"{}","sandbox_id":"{}"}}"#,
+                        namespace(k),
+                        name(k),
+                        pod_uid(k),
+                        sandbox_id(k)
+                    );
+                    let sent = Instant::now();
+                    if check(&mut stream, &mut buffer, &body).await != 200
+                        || !buffer.windows(17).any(|w| w == br#""decision":"allow"#)
+                    {
+                        failures += 1;
+                    }
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                }
+                (latencies, failures)
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        for client in clients {
+            let (mut l, f) = client.await.expect("client");
+            latencies.append(&mut l);
+            failures += f;
+        }
+        let _ = stop.send(());
+        let _ = server.await;
+        latencies.sort_unstable();
+        let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        println!(
+            "http check: {bindings} live bindings, {connections} connections, {seconds}s: {} requests, {:.0} checks/s, p50 {} µs, p99 {} µs, max {} µs, {failures} not allowed",
+            latencies.len(),
+            latencies.len() as f64 / seconds as f64,
+            percentile(0.50),
+            percentile(0.99),
+            latencies.last().copied().unwrap_or(0)
+        );
+        assert_eq!(failures, 0, "every bound pod must be allowed");
+    });
+}

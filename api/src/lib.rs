@@ -25,7 +25,8 @@ use axum::response::{IntoResponse, Response};
 use schemas::Reason;
 
 pub use service::{
-    Auth, Clock, Freshness, ServeOptions, Service, TlsFiles, WatchCounters, RECORDED_DENIALS,
+    Auth, Clock, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters,
+    MAX_PENDING_DENIALS, RECORDED_DENIALS,
 };
 pub use views::{EntryLine, ObjectLine, StateView};
 

@@ -5,9 +5,9 @@
 //! the ledger's counters since open (appends, duplicates, stale, ignored), its head and
 //! durable seq, readiness, and the watchers' counters from [`crate::Freshness`].
 //!
-//! The watcher's own batch flush latency is not visible from this crate (the watcher
-//! flushes under the write lock without reporting the time); only the flushes of denial
-//! records, which this crate performs, are measured.
+//! The watcher's batch flush latency is exported when its [`crate::Freshness`] reports
+//! it ([`crate::Freshness::flushes`]: total count and seconds); the flushes of denial
+//! records, which this crate performs, are measured here as a histogram.
 
 use std::sync::{Arc, RwLock};
 
@@ -195,6 +195,7 @@ impl Collector for Live {
             Err(_) => return Ok(()),
         };
         let watch = self.freshness.counters();
+        let flushes = self.freshness.flushes();
         let ready = verified && self.freshness.ready();
         let e = &mut encoder;
         counter(
@@ -258,6 +259,21 @@ impl Collector for Live {
             "Objects the normalizer refused",
             watch.rejected_objects,
         )?;
+        if let Some(flushes) = flushes {
+            counter(
+                e,
+                "flushes",
+                "Batch flushes of the watcher (appends made durable)",
+                flushes.count,
+            )?;
+            let seconds = ConstCounter::new(flushes.seconds);
+            seconds.encode(e.encode_descriptor(
+                "flush_seconds",
+                "Time the watcher spent flushing batches",
+                None,
+                seconds.metric_type(),
+            )?)?;
+        }
         gauge(
             e,
             "denials_pending",

@@ -154,7 +154,11 @@ async fn method_not_allowed() -> ApiError {
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a handler panicked");
-    ApiError::Unavailable("internal error".into()).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({"error": "internal_error", "detail": "internal error"})),
+    )
+        .into_response()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

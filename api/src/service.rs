@@ -42,6 +42,21 @@ pub trait Freshness: Send + Sync + 'static {
     fn report(&self) -> serde_json::Value;
     /// Watch counters, exported by `/metrics`.
     fn counters(&self) -> WatchCounters;
+    /// The watcher's batch flushes so far, if it measures them: exported as
+    /// `claim_ledger_flushes_total` and `claim_ledger_flush_seconds_total` (their ratio
+    /// over a window is the mean flush latency). `None` (the default) exports neither.
+    fn flushes(&self) -> Option<FlushStats> {
+        None
+    }
+}
+
+/// The watcher's ledger flushes since start.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct FlushStats {
+    /// Flushes done.
+    pub count: u64,
+    /// Time spent in them, in seconds.
+    pub seconds: f64,
 }
 
 /// Counters of the watchers since start, for `/metrics`.

@@ -1,0 +1,298 @@
+//! Shared test support: a real sled ledger in a temporary directory, the service on a
+//! real socket (127.0.0.1:0), a freshness whose readiness the test flips, a clock the
+//! test moves, a plain HTTP client, and builders for Kubernetes objects.
+
+#![allow(dead_code)]
+
+pub mod k8s;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use claim_ledger_api::{
+    ApiError, Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters,
+};
+use ledger::{Ledger, LedgerConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// The first instant of the test clock: the start of a minute.
+pub const EPOCH: i64 = 1_790_000_040;
+
+/// Readiness the test controls.
+#[derive(Debug, Default)]
+pub struct TestFreshness {
+    pub ready: AtomicBool,
+    pub watch_errors: AtomicU64,
+}
+
+impl Freshness for TestFreshness {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+    fn report(&self) -> Value {
+        json!({"pods/v1": {"synced": self.ready(), "healthy": self.ready()}})
+    }
+    fn counters(&self) -> WatchCounters {
+        WatchCounters {
+            watch_errors: self.watch_errors.load(Ordering::SeqCst),
+            relists: 2,
+            resync_deletions: 3,
+            rejected_objects: 4,
+        }
+    }
+    fn flushes(&self) -> Option<FlushStats> {
+        Some(FlushStats {
+            count: 12,
+            seconds: 0.25,
+        })
+    }
+}
+
+/// How a test server is set up.
+pub struct Setup {
+    pub auth: bool,
+    pub tls: bool,
+    pub body_limit: usize,
+    pub concurrency: usize,
+    pub denial_flush: Duration,
+    pub request_timeout: Duration,
+    pub ready: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            auth: true,
+            tls: false,
+            body_limit: 16 * 1024,
+            concurrency: 64,
+            denial_flush: Duration::from_secs(3600),
+            request_timeout: Duration::from_secs(30),
+            ready: true,
+        }
+    }
+}
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const OTHER_TOKEN: &str = "second-token-fedcba9876543210";
+
+/// A running service over its own ledger.
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub ledger: Arc<RwLock<Ledger>>,
+    pub freshness: Arc<TestFreshness>,
+    pub service: Service,
+    /// Seconds since [`EPOCH`] of the service's clock (denial minutes).
+    pub clock: Arc<AtomicI64>,
+    pub token_file: PathBuf,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), ApiError>>>,
+    ingest_tick: i64,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("db"), LedgerConfig::default()).unwrap();
+        let ledger = Arc::new(RwLock::new(ledger));
+        Server::start_over(dir, ledger, setup).await
+    }
+
+    /// A server over an existing ledger (the directory is kept alive by the server).
+    pub async fn start_over(
+        dir: tempfile::TempDir,
+        ledger: Arc<RwLock<Ledger>>,
+        setup: Setup,
+    ) -> Server {
+        let token_file = dir.path().join("tokens");
+        std::fs::write(
+            &token_file,
+            format!("# test tokens\n{TOKEN}\n\n{OTHER_TOKEN}\n"),
+        )
+        .unwrap();
+        let freshness = Arc::new(TestFreshness::default());
+        freshness.ready.store(setup.ready, Ordering::SeqCst);
+        let mut options = ServeOptions::new(if setup.auth {
+            Auth::Tokens(token_file.clone())
+        } else {
+            Auth::Insecure
+        });
+        options.body_limit = setup.body_limit;
+        options.concurrency = setup.concurrency;
+        options.denial_flush = setup.denial_flush;
+        options.request_timeout = setup.request_timeout;
+        let mut client = reqwest::Client::builder().no_proxy();
+        let scheme = if setup.tls {
+            let (cert, key) = self_signed(&dir);
+            let pem = std::fs::read(&cert).unwrap();
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+            options.tls = Some(TlsFiles { cert, key });
+            "https"
+        } else {
+            "http"
+        };
+        let clock = Arc::new(AtomicI64::new(0));
+        let seconds = Arc::clone(&clock);
+        let service = Service::with_clock(
+            Arc::clone(&ledger),
+            freshness.clone(),
+            options,
+            Arc::new(move || at(seconds.load(Ordering::SeqCst))),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(service.clone().serve(listener, async move {
+            let _ = stop.await;
+        }));
+        let host = if setup.tls { "localhost" } else { "127.0.0.1" };
+        if setup.tls {
+            client = client.resolve(
+                "localhost",
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            );
+        }
+        Server {
+            base: format!("{scheme}://{host}:{port}"),
+            client: client.build().unwrap(),
+            ledger,
+            freshness,
+            service,
+            clock,
+            token_file,
+            dir,
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+            ingest_tick: 0,
+        }
+    }
+
+    /// Stops the server (which flushes pending denial records) and returns the directory
+    /// and ledger, so another server can be started over them.
+    pub async fn stop(mut self) -> (tempfile::TempDir, Arc<RwLock<Ledger>>) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+        (self.dir, self.ledger)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.freshness.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Appends the watch-event lines (`{"type", "object"}`; other lines skipped) to the
+    /// ledger as the watcher would: one batch under the write lock, then a flush.
+    pub fn ingest(&mut self, lines: &str) -> usize {
+        let mut changes = Vec::new();
+        for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+            let value: Value = serde_json::from_str(line).unwrap();
+            let Some(kind) = value.get("type").and_then(Value::as_str) else {
+                continue;
+            };
+            let event = schemas::WatchEventType::parse(kind).unwrap();
+            if let Some(change) = schemas::normalize(event, &value["object"]).unwrap() {
+                changes.push(change);
+            }
+        }
+        self.ingest_tick += 1;
+        let mut ledger = self.ledger.write().unwrap();
+        let outcomes = ledger.append(changes, at(self.ingest_tick)).unwrap();
+        ledger.flush().unwrap();
+        outcomes.len()
+    }
+
+    /// Ingests watch events given as JSON values.
+    pub fn ingest_events(&mut self, events: &[Value]) {
+        let lines: String = events.iter().map(|e| format!("{e}\n")).collect();
+        self.ingest(&lines);
+    }
+
+    pub fn head_seq(&self) -> u64 {
+        self.ledger.read().unwrap().head().seq
+    }
+
+    pub async fn check(&self, request: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url("/v1/identity/check"))
+            .bearer_auth(TOKEN)
+            .json(request)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Asserts a check's decision and reason (`None` for allow).
+    pub async fn expect(&self, request: &Value, decision: &str, reason: Option<&str>) -> Value {
+        let (status, body) = self.check(request).await;
+        assert_eq!(
+            (body["decision"].as_str(), body["reason"].as_str()),
+            (Some(decision), reason),
+            "{request}: {body}"
+        );
+        let expected_status = if decision == "not_ready" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, expected_status, "{body}");
+        body
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+}
+
+/// The test clock: [`EPOCH`] plus `seconds`.
+pub fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(EPOCH + seconds, 0).unwrap()
+}
+
+/// A self-signed certificate for `localhost` and its key, as PEM files.
+fn self_signed(dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// The fixture files of the workspace.
+pub fn fixtures() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+}

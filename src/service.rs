@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use api::{Auth, Freshness, ServeOptions, Service, TlsFiles, WatchCounters};
+use api::{Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters};
 use ledger::Ledger;
 use sim::{Propagation, SimConfig, Simulator};
 use tokio::net::TcpListener;
@@ -34,6 +34,14 @@ impl Freshness for WatchFreshness {
             resync_deletions: counters.resync_deletions,
             rejected_objects: counters.rejected_objects,
         }
+    }
+
+    fn flushes(&self) -> Option<FlushStats> {
+        let counters = self.0.counters();
+        Some(FlushStats {
+            count: counters.flushes,
+            seconds: counters.flush_micros as f64 / 1e6,
+        })
     }
 }
 

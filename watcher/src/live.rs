@@ -104,6 +104,10 @@ pub struct WatchCounters {
     pub resync_deletions: u64,
     /// Objects that failed to normalize (reported, not recorded).
     pub rejected_objects: u64,
+    /// Group commits (append + flush) done.
+    pub flushes: u64,
+    /// Time spent flushing, in microseconds.
+    pub flush_micros: u64,
 }
 
 /// Freshness (binding rule check 7): shared by the watcher and whoever answers checks.
@@ -552,7 +556,13 @@ impl Writer {
         }
         let mut ledger = self.ledger.write().unwrap_or_else(PoisonError::into_inner);
         ledger.append_changes(pending.drain(..), Utc::now())?;
+        let started = Instant::now();
         ledger.flush()?;
+        let micros = started.elapsed().as_micros() as u64;
+        drop(ledger);
+        let mut inner = self.readiness.lock();
+        inner.counters.flushes += 1;
+        inner.counters.flush_micros += micros;
         Ok(())
     }
 }

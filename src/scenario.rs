@@ -1963,6 +1963,9 @@ impl Run<'_> {
         let Some(w) = &self.watching else {
             return "the watcher is stopped".into();
         };
+        if w.task.is_finished() {
+            return "the watcher exited (its error is reported when it is stopped)".into();
+        }
         w.readiness
             .streams()
             .iter()

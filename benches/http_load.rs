@@ -44,7 +44,13 @@ fn setting(name: &str, default: u64) -> u64 {
 }
 
 fn filled_ledger(dir: &std::path::Path, bindings: u64) -> Ledger {
-    let mut ledger = Ledger::open(dir, LedgerConfig::default()).expect("open");
+    // No snapshots while filling: at 100k bindings each is hundreds of MB (see
+    // BENCHMARKS.md), and this bench measures the HTTP path, not the setup.
+    let config = LedgerConfig {
+        snapshot_every: 0,
+        ..LedgerConfig::default()
+    };
+    let mut ledger = Ledger::open(dir, config).expect("open");
     let mut lifecycles = Lifecycles::new();
     let mut k = 0;
     while k < bindings {

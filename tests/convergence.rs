@@ -8,61 +8,17 @@
 //!
 //! Seeds are fixed so a failure replays; `CLAIM_LEDGER_CONVERGENCE_SEEDS=N` runs more.
 
+mod support;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ledger::{Ledger, LedgerConfig};
+use ledger::LedgerConfig;
 use schemas::Change;
 use sim::{Propagation, Resource, SimConfig, Simulator};
-use tokio::sync::oneshot;
-use watcher::{Readiness, SharedLedger, WatchOptions};
-
-/// xorshift64*: deterministic, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-struct Watching {
-    readiness: Readiness,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), watcher::WatcherError>>,
-}
-
-fn start_watcher(client: &kube::Client, ledger: &SharedLedger) -> Watching {
-    let readiness = Readiness::new(Duration::from_secs(30));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(watcher::run(
-        client.clone(),
-        ledger.clone(),
-        readiness.clone(),
-        WatchOptions::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Watching {
-        readiness,
-        stop,
-        task,
-    }
-}
-
-async fn stop_watcher(watching: Watching) {
-    let _ = watching.stop.send(());
-    watching.task.await.unwrap().unwrap();
-}
+use support::cluster::{open_ledger, Cluster, Watching};
+use support::Rng;
+use watcher::{Readiness, SharedLedger};
 
 /// The uids of the objects the ledger must hold alive: Sandboxes, claims, and pods and
 /// PVCs controlled by a Sandbox or already tracked (a retained PVC loses its owner).
@@ -176,44 +132,31 @@ async fn converge(sim: &Simulator, ledger: &SharedLedger, readiness: &Readiness,
 }
 
 async fn run_seed(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let sim = Simulator::new(SimConfig {
+    let mut rng = Rng::new(seed);
+    let cluster = Cluster::start(SimConfig {
         compaction_window: 40,
         ..SimConfig::default()
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (_sim_stop, sim_stopped) = oneshot::channel::<()>();
-    let server = sim.clone();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async move {
-                let _ = sim_stopped.await;
-            })
-            .await
-    });
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig(&url)).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    })
+    .await;
+    let (sim, client, url) = (
+        cluster.sim.clone(),
+        cluster.client.clone(),
+        cluster.url.clone(),
+    );
     let dir = tempfile::tempdir().unwrap();
-    let ledger: SharedLedger = Arc::new(RwLock::new(
-        Ledger::open(
-            dir.path(),
-            LedgerConfig {
-                snapshot_every: 25,
-                allow_corrupt: false,
-            },
-        )
-        .unwrap(),
-    ));
+    let ledger = open_ledger(
+        dir.path(),
+        LedgerConfig {
+            snapshot_every: 25,
+            allow_corrupt: false,
+        },
+    );
 
     let namespaces = ["alpha", "beta"];
     for ns in namespaces {
         sim.create_pool(ns, "pool", 2, "tmpl", true).unwrap();
     }
-    let mut watching = Some(start_watcher(&client, &ledger));
+    let mut watching = Some(Watching::start(&client, &ledger));
     let mut claims: Vec<(String, String)> = Vec::new();
     let mut next_claim = 0u32;
     let mut log = Vec::new();
@@ -266,9 +209,9 @@ async fn run_seed(seed: u64) {
             12 => {
                 // The watcher goes down; what happens meanwhile is only seen at the relist.
                 if let Some(w) = watching.take() {
-                    stop_watcher(w).await;
+                    w.stop().await;
                 } else {
-                    watching = Some(start_watcher(&client, &ledger));
+                    watching = Some(Watching::start(&client, &ledger));
                 }
             }
             _ => {}
@@ -277,10 +220,10 @@ async fn run_seed(seed: u64) {
     }
     let watching = match watching {
         Some(w) => w,
-        None => start_watcher(&client, &ledger),
+        None => Watching::start(&client, &ledger),
     };
     converge(&sim, &ledger, &watching.readiness, &url).await;
-    stop_watcher(watching).await;
+    watching.stop().await;
 
     let ledger = ledger.read().unwrap();
     let report = ledger.verify().unwrap();

@@ -5,95 +5,16 @@
 //! watcher that was down during deletes) must leave watch gaps, missing-on-resync entries
 //! and a chain that verifies.
 
-use std::future::Future;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+mod support;
 
-use ledger::{CheckRequest, Decision, Ledger, LedgerConfig, Verdict};
+use ledger::{CheckRequest, Decision, LedgerConfig, Verdict};
 use schemas::{Change, ChangeKind, Reason};
-use sim::{Propagation, SimConfig, Simulator};
-use tokio::sync::oneshot;
-use watcher::{Readiness, SharedLedger, WatchOptions};
-
-struct Cluster {
-    sim: Simulator,
-    client: kube::Client,
-    _stop: oneshot::Sender<()>,
-}
+use sim::{Propagation, SimConfig};
+use support::cluster::{eventually, open_ledger, Cluster, Watching};
+use watcher::{Readiness, SharedLedger};
 
 async fn cluster() -> Cluster {
-    let sim = Simulator::new(SimConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = sim.clone();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig(&url)).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
-    Cluster {
-        sim,
-        client,
-        _stop: stop,
-    }
-}
-
-struct Watching {
-    readiness: Readiness,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), watcher::WatcherError>>,
-}
-
-fn start_watcher(cluster: &Cluster, ledger: &SharedLedger) -> Watching {
-    let readiness = Readiness::new(Duration::from_secs(30));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(watcher::run(
-        cluster.client.clone(),
-        ledger.clone(),
-        readiness.clone(),
-        WatchOptions::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Watching {
-        readiness,
-        stop,
-        task,
-    }
-}
-
-async fn stop_watcher(watching: Watching) {
-    let _ = watching.stop.send(());
-    watching.task.await.unwrap().unwrap();
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn eventually_async<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    for _ in 0..400 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
+    Cluster::start(SimConfig::default()).await
 }
 
 fn check(ledger: &SharedLedger, readiness: &Readiness, pod: &serde_json::Value) -> Decision {
@@ -105,12 +26,6 @@ fn check(ledger: &SharedLedger, readiness: &Readiness, pod: &serde_json::Value) 
         ..CheckRequest::default()
     };
     ledger.read().unwrap().check(&request, readiness.is_ready())
-}
-
-fn open_ledger(dir: &std::path::Path) -> SharedLedger {
-    Arc::new(RwLock::new(
-        Ledger::open(dir, LedgerConfig::default()).unwrap(),
-    ))
 }
 
 fn changes(ledger: &SharedLedger) -> Vec<Change> {
@@ -136,8 +51,8 @@ fn warm_pod(cluster: &Cluster, claim: &serde_json::Value) -> serde_json::Value {
 async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path());
-    let watching = start_watcher(&cluster, &ledger);
+    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let watching = Watching::start(&cluster.client, &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
 
     cluster
@@ -182,7 +97,7 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     })
     .await;
 
-    stop_watcher(watching).await;
+    watching.stop().await;
     let report = ledger.read().unwrap().verify().unwrap();
     assert!(report.ok(), "{:?}", report.failure);
 }
@@ -191,8 +106,8 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
 async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path());
-    let watching = start_watcher(&cluster, &ledger);
+    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let watching = Watching::start(&cluster.client, &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
     cluster
         .sim
@@ -229,14 +144,14 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     .await;
 
     // The watcher is down while the claim is deleted (everything it owned goes too).
-    stop_watcher(watching).await;
+    watching.stop().await;
     cluster
         .sim
         .delete_claim("default", "c1", Propagation::Background)
         .unwrap();
     let seq_before = ledger.read().unwrap().head().seq;
 
-    let watching = start_watcher(&cluster, &ledger);
+    let watching = Watching::start(&cluster.client, &ledger);
     eventually("the restarted watchers to sync", || {
         watching.readiness.is_ready()
     })
@@ -267,10 +182,9 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
         .any(|c| matches!(c, Change::WatchGap(g) if g.reason == "restart")));
 
     // Nothing the simulator says is alive is missing from the ledger, and vice versa.
-    eventually_async("the projection to equal the simulator's truth", || {
-        let ledger = ledger.clone();
-        let sim = cluster.sim.clone();
-        async move {
+    eventually("the projection to equal the simulator's truth", || {
+        let sim = &cluster.sim;
+        {
             let ledger = ledger.read().unwrap();
             let mut live: Vec<String> = ledger
                 .projection()
@@ -305,7 +219,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     })
     .await;
 
-    stop_watcher(watching).await;
+    watching.stop().await;
     let report = ledger.read().unwrap().verify().unwrap();
     assert!(report.ok(), "{:?}", report.failure);
 }

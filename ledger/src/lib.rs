@@ -350,7 +350,9 @@ impl Ledger {
                             hash,
                             projection: self.projection.clone(),
                         };
-                        let bytes = rmp_serde::to_vec_named(&snapshot)
+                        // Positional encoding: snapshots are an internal cache, and field
+                        // names would double their size.
+                        let bytes = rmp_serde::to_vec(&snapshot)
                             .map_err(|e| schemas::SchemaError::Encode(e.to_string()))?;
                         batch.insert(&keys::seq_key(keys::SNAPSHOT, seq), bytes);
                     }
@@ -669,9 +671,10 @@ fn latest_snapshot(tree: &sled::Tree, max_seq: u64) -> Result<Option<Snapshot>, 
     let range = keys::seq_key(keys::SNAPSHOT, 1)..=keys::seq_key(keys::SNAPSHOT, max_seq);
     for item in tree.range(range).rev() {
         let (key, value) = item?;
-        let Ok(snapshot) = rmp_serde::from_slice::<Snapshot>(&value) else {
+        let Ok(mut snapshot) = rmp_serde::from_slice::<Snapshot>(&value) else {
             continue;
         };
+        snapshot.projection.rebuild_derived();
         if Some(snapshot.seq) != keys::seq_of(&key) || snapshot.projection.seq() != snapshot.seq {
             continue;
         }

@@ -200,7 +200,9 @@ pub struct Projection {
     /// Every seq that recorded a uid, in order.
     history: HashMap<String, Vec<u64>>,
     /// The answer for every pod with an active binding, kept current by `apply` so an
-    /// allowed check is a lookup, not a walk of the owner chain.
+    /// allowed check is a lookup, not a walk of the owner chain. Derived, so snapshots
+    /// leave it out and [`Projection::rebuild_derived`] recomputes it.
+    #[serde(skip)]
     active: HashMap<String, ActiveView>,
     children: HashMap<String, BTreeSet<String>>,
     bindings: HashMap<String, Vec<BindingRecord>>,
@@ -505,6 +507,15 @@ impl Projection {
                 self.record_violation(failure, out);
             }
             (None, Err(failure)) => self.record_violation(failure, out),
+        }
+    }
+
+    /// Recomputes what snapshots leave out (the cached answers of bound pods).
+    pub(crate) fn rebuild_derived(&mut self) {
+        let mut pods: Vec<String> = self.bindings.keys().cloned().collect();
+        pods.sort();
+        for pod in pods {
+            self.refresh_active_view(&pod);
         }
     }
 

@@ -71,6 +71,18 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// A report before any entry after the trusted `(start_seq, start_hash)` is checked.
+    fn starting(start_seq: u64, start_hash: Hash, head_seq: u64) -> VerifyReport {
+        VerifyReport {
+            from_seq: start_seq + 1,
+            verified_seq: start_seq,
+            verified_hash: start_hash,
+            entries: 0,
+            head_seq,
+            failure: None,
+        }
+    }
+
     /// Whether the walk found nothing wrong.
     pub fn ok(&self) -> bool {
         self.failure.is_none()
@@ -86,14 +98,7 @@ pub(crate) fn walk(
     start_hash: Hash,
     head: (u64, Hash),
 ) -> Result<VerifyReport, LedgerError> {
-    let mut report = VerifyReport {
-        from_seq: start_seq + 1,
-        verified_seq: start_seq,
-        verified_hash: start_hash,
-        entries: 0,
-        head_seq: head.0,
-        failure: None,
-    };
+    let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
     let fail = |report: &mut VerifyReport, seq: u64, kind: FailureKind, detail: String| {
         report.failure = Some(VerifyFailure { seq, kind, detail });
     };
@@ -246,7 +251,7 @@ fn snapshot_differs(
     let Some(bytes) = tree.get(keys::seq_key(keys::SNAPSHOT, seq))? else {
         return Ok(None);
     };
-    let snapshot: Snapshot = match rmp_serde::from_slice(&bytes) {
+    let mut snapshot: Snapshot = match rmp_serde::from_slice(&bytes) {
         Ok(snapshot) => snapshot,
         Err(e) => {
             return Ok(Some(format!(
@@ -260,6 +265,7 @@ fn snapshot_differs(
             snapshot.seq, snapshot.hash
         )));
     }
+    snapshot.projection.rebuild_derived();
     if &snapshot.projection != replayed {
         return Ok(Some(format!(
             "the snapshot at seq {seq} differs from the state replay derives"
@@ -279,14 +285,7 @@ pub(crate) fn walk_chain(
     start_hash: Hash,
     head: (u64, Hash),
 ) -> Result<VerifyReport, LedgerError> {
-    let mut report = VerifyReport {
-        from_seq: start_seq + 1,
-        verified_seq: start_seq,
-        verified_hash: start_hash,
-        entries: 0,
-        head_seq: head.0,
-        failure: None,
-    };
+    let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
     let trailing = tree
         .range(
             keys::seq_key(keys::ENTRY, head.0.saturating_add(1))

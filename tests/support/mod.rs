@@ -6,6 +6,8 @@
 //! Each test crate uses only part of this module.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};

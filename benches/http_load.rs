@@ -36,6 +36,19 @@ impl Freshness for AlwaysReady {
     }
 }
 
+/// The process's resident set (Linux), in MiB; 0 where /proc is absent.
+fn resident_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -107,9 +120,10 @@ fn main() {
     let started = Instant::now();
     let ledger = filled_ledger(dir.path(), bindings);
     eprintln!(
-        "ledger: {bindings} live bindings, {} entries, built in {:.1}s",
+        "ledger: {bindings} live bindings, {} entries, built in {:.1}s, resident {} MiB",
         ledger.head().seq,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        resident_mib()
     );
     let ledger = Arc::new(RwLock::new(ledger));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -336,3 +336,56 @@ fn serve_watches_a_separate_simulator_process_through_kubeconfig() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+#[test]
+fn checks_answer_not_ready_once_the_watches_fail_past_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut sim = Running::start(
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig-out",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &[],
+    );
+    sim.line_with("listening on");
+    let db = dir.path().join("ledger");
+    let serve = Running::start(
+        &[
+            "serve",
+            "--db",
+            db.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--unready-after",
+            "1",
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let api = address_of(&serve.line_with("listening on"));
+    let request = r#"{"namespace":"default","pod_name":"p","pod_uid":"00000000-0000-4000-8000-000000000001"}"#;
+    eventually("readiness", || {
+        http(&api, "GET", "/readyz", None, None).0 == 200
+    });
+    let (status, body) = http(&api, "POST", "/v1/identity/check", None, Some(request));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("UNKNOWN_POD"), "{body}");
+
+    // The API server goes away: every watch fails and keeps failing.
+    let _ = sim.child.kill();
+    let _ = sim.child.wait();
+    eventually("not ready after the grace period", || {
+        let (status, body) = http(&api, "POST", "/v1/identity/check", None, Some(request));
+        status == 503 && body.contains("LEDGER_NOT_READY")
+    });
+    assert_eq!(http(&api, "GET", "/readyz", None, None).0, 503);
+    assert_eq!(
+        http(&api, "GET", "/healthz", None, None).0,
+        200,
+        "alive all the same"
+    );
+}

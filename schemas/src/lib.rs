@@ -6,10 +6,16 @@
 //! * [`resources`]: typed agent-sandbox and core resources, as far as the ledger reads them.
 //! * [`normalize`]: Kubernetes object JSON to an [`observed::ObjectChange`].
 //! * [`reason`]: the decision vocabulary (reason codes, transitions).
+//! * [`merkle`]: the RFC 6962 / RFC 9162 Merkle tree over the entries: hashes, compact
+//!   ranges, inclusion and consistency proofs and their verification.
+//! * [`checkpoint`]: C2SP `tlog-checkpoint` bodies in C2SP signed notes (Ed25519): keys,
+//!   signing and verification.
 //!
 //! The byte layout is documented in `docs/FORMAT.md` at the workspace root.
 
+pub mod checkpoint;
 pub mod entry;
+pub mod merkle;
 pub mod normalize;
 pub mod observed;
 pub mod reason;

@@ -156,6 +156,13 @@ enum Command {
         /// Serve only v1alpha1 (agent-sandbox v0.4.x) instead of v1beta1 + v1alpha1.
         #[arg(long)]
         v1alpha1_only: bool,
+        /// Drive the simulator through this scenario file's cluster steps (see
+        /// docs/SCENARIOS.md); its `simulator:` settings configure the simulator.
+        #[arg(long, conflicts_with_all = ["no_controllers", "v1alpha1_only"])]
+        scenario: Option<PathBuf>,
+        /// Stop once the scenario's steps are done instead of serving until Ctrl-C.
+        #[arg(long, requires = "scenario")]
+        exit_after_scenario: bool,
     },
     /// Watch a cluster into the ledger and serve the HTTP API (the service's main job).
     /// The cluster comes from KUBECONFIG, ~/.kube/config or the in-cluster config.
@@ -361,18 +368,49 @@ fn run(command: Command) -> Result<(), Failure> {
             kubeconfig_out,
             no_controllers,
             v1alpha1_only,
+            scenario,
+            exit_after_scenario,
         } => {
             drop(out);
-            let config = sim::SimConfig {
-                controllers: !no_controllers,
-                served: if v1alpha1_only {
-                    sim::Served::V1alpha1Only
-                } else {
-                    sim::Served::Both
+            // A scenario file is validated before anything runs (exit 2 when invalid, as
+            // `scenario run`), and its `simulator:` settings replace the flags.
+            let scenario = scenario
+                .map(|path| {
+                    scenario::load(&path).map(|scenario| service::SimScenario {
+                        path,
+                        scenario,
+                        exit_after: exit_after_scenario,
+                    })
+                })
+                .transpose()
+                .map_err(Failure::Input)?;
+            let config = match &scenario {
+                Some(file) => file.scenario.sim_config(),
+                None => sim::SimConfig {
+                    controllers: !no_controllers,
+                    served: if v1alpha1_only {
+                        sim::Served::V1alpha1Only
+                    } else {
+                        sim::Served::Both
+                    },
+                    ..sim::SimConfig::default()
                 },
-                ..sim::SimConfig::default()
             };
-            run_async(|_, shutdown| service::run_sim(listen, kubeconfig_out, config, shutdown))?;
+            let mut carried_out = true;
+            run_async(|stop, shutdown| {
+                let carried_out = &mut carried_out;
+                async move {
+                    *carried_out =
+                        service::run_sim(listen, kubeconfig_out, config, scenario, stop, shutdown)
+                            .await?;
+                    Ok(())
+                }
+            })?;
+            if !carried_out {
+                return Err(Failure::Check(
+                    "a scenario step could not be carried out".into(),
+                ));
+            }
         }
         Command::Serve {
             db,

@@ -10,6 +10,11 @@
 //! is reported and the file goes on; a step that cannot be carried out (the simulator
 //! refuses an object, a watcher that will not stop) ends that file. Either way the next
 //! file runs.
+//!
+//! The same files drive `claim-ledger sim --scenario` ([`drive`]): the steps that act on
+//! the cluster run against the simulator being served, through the same step executor
+//! ([`Cluster`]; a [`Run`] adds the watcher and the ledger around it), and the steps that
+//! need the watcher or the ledger are skipped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -78,10 +83,10 @@ fn default_namespace() -> String {
     "default".into()
 }
 
-/// One scenario file.
+/// One scenario file, loaded and validated by [`load`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Scenario {
+pub struct Scenario {
     /// What the scenario shows (printed in the report).
     name: String,
     /// Longer prose; not used by the runner.
@@ -106,6 +111,41 @@ struct Scenario {
     /// The line of each step in the file, when it could be found.
     #[serde(skip)]
     lines: Vec<Option<usize>>,
+}
+
+impl Scenario {
+    fn served(&self) -> Served {
+        match self.simulator.served {
+            ServedSetting::Both => Served::Both,
+            ServedSetting::V1alpha1 => Served::V1alpha1Only,
+        }
+    }
+
+    /// The simulator the file's `simulator:` settings describe.
+    pub fn sim_config(&self) -> SimConfig {
+        let mut config = SimConfig {
+            controllers: self.simulator.controllers,
+            served: self.served(),
+            ..SimConfig::default()
+        };
+        if let Some(window) = self.simulator.compaction_window {
+            config.compaction_window = window;
+        }
+        config
+    }
+
+    /// `controllers on, serving v1beta1 + v1alpha1`, for the report's first line.
+    fn describe_cluster(&self) -> String {
+        format!(
+            "controllers {}, serving {}",
+            if self.simulator.controllers {
+                "on"
+            } else {
+                "off"
+            },
+            self.served().versions().join(" + ")
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -951,6 +991,19 @@ impl Step {
         )
     }
 
+    /// Whether the step needs the watcher or the ledger: `sim --scenario` skips these, the
+    /// cluster carries out every other step.
+    fn needs_ledger(&self) -> bool {
+        matches!(
+            self.action,
+            Action::StopWatcher
+                | Action::StartWatcher
+                | Action::Wait(Wait::Synced(_) | Wait::Ready(_))
+                | Action::Expect(_)
+                | Action::Assert(_)
+        )
+    }
+
     /// Whether a failure of this step is an expectation that failed (the file goes on)
     /// rather than a step that could not be carried out (the file stops).
     fn is_check(&self) -> bool {
@@ -962,7 +1015,9 @@ impl Step {
 // Loading and validation.
 // ---------------------------------------------------------------------------------------
 
-fn load(path: &Path) -> Result<Scenario, String> {
+/// Reads and validates one scenario file; the error names the file and, where it can, the
+/// step and its line. `scenario run` and `sim --scenario` load files alike.
+pub fn load(path: &Path) -> Result<Scenario, String> {
     let name = path.display();
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read the file: {e}"))?;
@@ -1256,36 +1311,163 @@ struct WatchTotals {
     watch_errors: u64,
 }
 
-struct Run<'a> {
+/// The cluster side of a run: the simulator being driven, the scenario and the variables
+/// captured so far. It carries out every step that acts on the cluster alone (objects,
+/// controller actions, faults, captures, sleeps): for `scenario run` inside a [`Run`],
+/// which adds the watcher and the ledger, and for `claim-ledger sim --scenario` by itself
+/// against the simulator being served.
+struct Cluster<'a> {
     scenario: &'a Scenario,
     sim: Simulator,
+    vars: HashMap<String, String>,
+}
+
+/// A `scenario run`: the cluster, plus the kube client, the watcher and the ledger that
+/// the expectations, assertions, syncs and watcher steps need.
+struct Run<'a> {
+    cluster: Cluster<'a>,
     served: Served,
     client: kube::Client,
     ledger: SharedLedger,
     watching: Option<Watching>,
     past: WatchTotals,
-    vars: HashMap<String, String>,
 }
 
 /// A step's result: what happened, or why it failed.
 type StepResult = Result<String, String>;
 
+/// What carries out a scenario's steps for [`run_steps`]: a [`Run`] (every step) or a
+/// [`Cluster`] alone (the steps that need the watcher or the ledger are skipped).
+trait Executor {
+    /// Carries out one step; `None` when this executor skips it.
+    async fn execute(&mut self, step: &Step) -> Option<StepResult>;
+}
+
+impl Executor for Run<'_> {
+    async fn execute(&mut self, step: &Step) -> Option<StepResult> {
+        Some(self.step(step).await)
+    }
+}
+
+impl Executor for Cluster<'_> {
+    async fn execute(&mut self, step: &Step) -> Option<StepResult> {
+        if step.needs_ledger() {
+            None
+        } else {
+            Some(self.step(step).await)
+        }
+    }
+}
+
+/// How a scenario's steps went.
+struct Tally {
+    /// The first step that failed, as labelled in the report.
+    first_failure: Option<String>,
+    /// Whether a step that could not be carried out stopped the steps after it.
+    stopped: bool,
+    /// Steps the executor skipped.
+    skipped: usize,
+    /// The width of the step labels, to align what is printed after the steps.
+    width: usize,
+}
+
+/// Runs every step in order, printing one line each (`ok`, `pass`, `skip` or `FAIL`, the
+/// step and its line, the step as written, what happened). A failed expectation or
+/// assertion is reported and the steps go on; a step that cannot be carried out stops them.
+async fn run_steps(scenario: &Scenario, executor: &mut impl Executor) -> Tally {
+    let total = scenario.steps.len();
+    let labels: Vec<String> = (0..total)
+        .map(|i| step_label(i, scenario.lines.get(i).copied().flatten()))
+        .collect();
+    let width = labels.iter().map(String::len).max().unwrap_or(0);
+    let mut tally = Tally {
+        first_failure: None,
+        stopped: false,
+        skipped: 0,
+        width,
+    };
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let label = format!("{:<width$}", labels[index]);
+        if let Some(note) = &step.note {
+            println!("   # {note}");
+        }
+        if matches!(step.action, Action::Note) {
+            continue;
+        }
+        let summary = summarize(step);
+        match executor.execute(step).await {
+            None => {
+                tally.skipped += 1;
+                println!(
+                    "   skip  {label}  {summary} -- needs the watcher and the ledger (`scenario run`)"
+                );
+            }
+            Some(Ok(detail)) => {
+                let mark = if step.is_check() { "pass" } else { "ok  " };
+                println!("   {mark}  {label}  {summary}{}", suffix(&detail));
+            }
+            Some(Err(message)) => {
+                println!("   FAIL  {label}  {summary}");
+                for line in message.lines() {
+                    println!("           {line}");
+                }
+                tally
+                    .first_failure
+                    .get_or_insert_with(|| labels[index].clone());
+                if !step.is_check() {
+                    println!(
+                        "   stopped: {} step(s) not run after a step that could not be carried out",
+                        total - index - 1
+                    );
+                    tally.stopped = true;
+                    break;
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// `claim-ledger sim --scenario`: runs the file's cluster steps against `sim` (the
+/// simulator being served, configured by [`Scenario::sim_config`]) and prints one line
+/// per step. Steps that need the watcher or the ledger (`expect`, `assert`,
+/// `wait: synced`/`ready`, `stop_watcher`, `start_watcher`) are skipped with a note, and
+/// so are the final checks. `true` when every step that ran was carried out.
+pub async fn drive(path: &Path, scenario: &Scenario, sim: Simulator) -> bool {
+    let file = path.display();
+    println!(
+        "== {file}: {} ({})",
+        scenario.name,
+        scenario.describe_cluster()
+    );
+    let mut cluster = Cluster {
+        scenario,
+        sim,
+        vars: HashMap::new(),
+    };
+    let tally = run_steps(scenario, &mut cluster).await;
+    match &tally.first_failure {
+        None => {
+            println!(
+                "== {file}: done ({} step(s) skipped: they need the watcher and the ledger)",
+                tally.skipped
+            );
+            true
+        }
+        Some(where_) => {
+            println!("== {file}: FAILED ({where_})");
+            false
+        }
+    }
+}
+
 /// Runs one file and prints its report; `None` when everything passed, else where it failed.
 async fn run_scenario(path: &Path, scenario: &Scenario) -> Option<String> {
     let file = path.display();
-    let served = match scenario.simulator.served {
-        ServedSetting::Both => Served::Both,
-        ServedSetting::V1alpha1 => Served::V1alpha1Only,
-    };
     println!(
-        "== {file}: {} (controllers {}, serving {})",
+        "== {file}: {} ({})",
         scenario.name,
-        if scenario.simulator.controllers {
-            "on"
-        } else {
-            "off"
-        },
-        served.versions().join(" + ")
+        scenario.describe_cluster()
     );
     let dir = match TempDir::new() {
         Ok(dir) => dir,
@@ -1295,7 +1477,7 @@ async fn run_scenario(path: &Path, scenario: &Scenario) -> Option<String> {
         }
     };
     let (stop_sim, sim_stopped) = oneshot::channel::<()>();
-    let setup = start_cluster(scenario, served, &dir.0, sim_stopped).await;
+    let setup = start_cluster(scenario, &dir.0, sim_stopped).await;
     let (mut run, server) = match setup {
         Ok(parts) => parts,
         Err(e) => {
@@ -1319,19 +1501,10 @@ async fn run_scenario(path: &Path, scenario: &Scenario) -> Option<String> {
 
 async fn start_cluster<'a>(
     scenario: &'a Scenario,
-    served: Served,
     dir: &Path,
     stopped: oneshot::Receiver<()>,
 ) -> Result<(Run<'a>, tokio::task::JoinHandle<std::io::Result<()>>), String> {
-    let mut config = SimConfig {
-        controllers: scenario.simulator.controllers,
-        served,
-        ..SimConfig::default()
-    };
-    if let Some(window) = scenario.simulator.compaction_window {
-        config.compaction_window = window;
-    }
-    let sim = Simulator::new(config);
+    let sim = Simulator::new(scenario.sim_config());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
@@ -1357,35 +1530,30 @@ async fn start_cluster<'a>(
     let ledger = Ledger::open(dir, LedgerConfig::default())
         .map_err(|e| format!("cannot open the ledger: {e}"))?;
     let run = Run {
-        scenario,
-        sim,
-        served,
+        cluster: Cluster {
+            scenario,
+            sim,
+            vars: HashMap::new(),
+        },
+        served: scenario.served(),
         client,
         ledger: Arc::new(RwLock::new(ledger)),
         watching: None,
         past: WatchTotals::default(),
-        vars: HashMap::new(),
     };
     Ok((run, server))
 }
 
 impl Run<'_> {
     fn timeout(&self, own: Option<Dur>) -> Duration {
-        own.or(self.scenario.timeout)
+        own.or(self.cluster.scenario.timeout)
             .map_or(DEFAULT_TIMEOUT, |d| d.0)
-    }
-
-    fn ns(&self, namespace: &Option<String>) -> Result<String, String> {
-        match namespace {
-            Some(ns) => self.subst(ns),
-            None => Ok(self.scenario.namespace.clone()),
-        }
     }
 
     /// Runs every step, then the final checks; `None` when all passed.
     async fn steps(&mut self) -> Option<String> {
-        let mut first_failure: Option<String> = None;
-        if self.scenario.watcher.start {
+        let scenario = self.cluster.scenario;
+        if scenario.watcher.start {
             self.start_watcher();
             let timeout = self.timeout(None);
             if let Err(e) = self.wait_synced(timeout).await {
@@ -1393,43 +1561,16 @@ impl Run<'_> {
                 return Some("setup".into());
             }
         }
-        let total = self.scenario.steps.len();
-        let labels: Vec<String> = (0..total)
-            .map(|i| step_label(i, self.scenario.lines.get(i).copied().flatten()))
-            .collect();
-        let width = labels.iter().map(String::len).max().unwrap_or(0);
-        for (index, step) in self.scenario.steps.iter().enumerate() {
-            let label = format!("{:<width$}", labels[index]);
-            if let Some(note) = &step.note {
-                println!("   # {note}");
-            }
-            if matches!(step.action, Action::Note) {
-                continue;
-            }
-            let summary = summarize(step);
-            let result = self.step(step).await;
-            match result {
-                Ok(detail) => {
-                    let mark = if step.is_check() { "pass" } else { "ok  " };
-                    println!("   {mark}  {label}  {summary}{}", suffix(&detail));
-                }
-                Err(message) => {
-                    println!("   FAIL  {label}  {summary}");
-                    for line in message.lines() {
-                        println!("           {line}");
-                    }
-                    first_failure.get_or_insert_with(|| labels[index].clone());
-                    if !step.is_check() {
-                        println!(
-                            "   stopped: {} step(s) not run after a step that could not be carried out",
-                            total - index - 1
-                        );
-                        return first_failure;
-                    }
-                }
-            }
+        let Tally {
+            mut first_failure,
+            stopped,
+            width,
+            ..
+        } = run_steps(scenario, self).await;
+        if stopped {
+            return first_failure;
         }
-        if self.scenario.final_checks {
+        if scenario.final_checks {
             for (name, result) in self.final_checks().await {
                 match result {
                     Ok(detail) => {
@@ -1464,6 +1605,41 @@ impl Run<'_> {
         results
     }
 
+    /// Carries out any step: those that need the watcher or the ledger here, the others
+    /// on the cluster.
+    async fn step(&mut self, step: &Step) -> StepResult {
+        match &step.action {
+            Action::StopWatcher => {
+                let watching = self.watching.take().ok_or("the watcher is not running")?;
+                let head = self.stop_watcher(watching).await?;
+                Ok(format!("ledger head seq {head}"))
+            }
+            Action::StartWatcher => {
+                if self.watching.is_some() {
+                    return Err("the watcher is already running".into());
+                }
+                self.start_watcher();
+                Ok(String::new())
+            }
+            Action::Wait(Wait::Ready(timeout)) => self.wait_ready(*timeout).await,
+            Action::Wait(Wait::Synced(timeout)) => self.wait_synced(self.timeout(*timeout)).await,
+            Action::Expect(expect) => self.expect(expect).await,
+            Action::Assert(assert) => self.assert(assert).await,
+            _ => self.cluster.step(step).await,
+        }
+    }
+}
+
+impl Cluster<'_> {
+    fn ns(&self, namespace: &Option<String>) -> Result<String, String> {
+        match namespace {
+            Some(ns) => self.subst(ns),
+            None => Ok(self.scenario.namespace.clone()),
+        }
+    }
+
+    /// Carries out a step that acts on the cluster alone (every step but those
+    /// [`Step::needs_ledger`] names, which are refused here).
     async fn step(&mut self, step: &Step) -> StepResult {
         let (detail, written) = match &step.action {
             Action::Note => return Ok(String::new()),
@@ -1619,22 +1795,21 @@ impl Run<'_> {
                 self.sim.deliver_stale_event(object.kind.0, &ns, &name);
                 (String::new(), None)
             }
-            Action::StopWatcher => {
-                let watching = self.watching.take().ok_or("the watcher is not running")?;
-                let head = self.stop_watcher(watching).await?;
-                (format!("ledger head seq {head}"), None)
-            }
-            Action::StartWatcher => {
-                if self.watching.is_some() {
-                    return Err("the watcher is already running".into());
-                }
-                self.start_watcher();
+            Action::Wait(Wait::Sleep(pause)) => {
+                tokio::time::sleep(pause.0).await;
                 (String::new(), None)
             }
-            Action::Wait(wait) => (self.wait(wait).await?, None),
-            Action::Expect(expect) => (self.expect(expect).await?, None),
             Action::Capture(capture) => (self.capture(capture)?, None),
-            Action::Assert(assert) => (self.assert(assert).await?, None),
+            Action::StopWatcher
+            | Action::StartWatcher
+            | Action::Wait(Wait::Synced(_) | Wait::Ready(_))
+            | Action::Expect(_)
+            | Action::Assert(_) => {
+                return Err(format!(
+                    "`{}` needs the watcher and the ledger (it runs under `scenario run`)",
+                    step.kind()
+                ))
+            }
         };
         if let (Some(var), Some(written)) = (&step.capture, &written) {
             let uid = uid_of(written).to_string();
@@ -1856,11 +2031,13 @@ impl Run<'_> {
             name_of(&object)
         ))
     }
+}
 
+impl Run<'_> {
     // ----- the watcher -----
 
     fn start_watcher(&mut self) {
-        let settings = &self.scenario.watcher;
+        let settings = &self.cluster.scenario.watcher;
         let unready_after = settings
             .unready_after
             .map_or(Duration::from_secs(30), |d| d.0);
@@ -1932,31 +2109,23 @@ impl Run<'_> {
 
     // ----- sync -----
 
-    async fn wait(&self, wait: &Wait) -> StepResult {
-        match wait {
-            Wait::Sleep(d) => {
-                tokio::time::sleep(d.0).await;
-                Ok(String::new())
-            }
-            Wait::Ready(timeout) => {
-                if self.watching.is_none() {
-                    return Err("the watcher is stopped: it cannot become ready".into());
-                }
-                let deadline = Instant::now() + self.timeout(*timeout);
-                while !self.ready() {
-                    if Instant::now() >= deadline {
-                        return Err(format!(
-                            "the watcher was not ready within {}: {}",
-                            Dur(self.timeout(*timeout)),
-                            self.stream_report()
-                        ));
-                    }
-                    tokio::time::sleep(POLL).await;
-                }
-                Ok(String::new())
-            }
-            Wait::Synced(timeout) => self.wait_synced(self.timeout(*timeout)).await,
+    async fn wait_ready(&self, timeout: Option<Dur>) -> StepResult {
+        if self.watching.is_none() {
+            return Err("the watcher is stopped: it cannot become ready".into());
         }
+        let timeout = self.timeout(timeout);
+        let deadline = Instant::now() + timeout;
+        while !self.ready() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the watcher was not ready within {}: {}",
+                    Dur(timeout),
+                    self.stream_report()
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(String::new())
     }
 
     fn stream_report(&self) -> String {
@@ -2038,7 +2207,7 @@ impl Run<'_> {
     /// the pods and PVCs controlled by a Sandbox (or already recorded), normalized from
     /// what the watcher is served (the preferred version; pods as metadata only).
     fn truth(&self, ledger: &Ledger) -> BTreeMap<String, ObjectChange> {
-        let namespaces = &self.scenario.watcher.namespaces;
+        let namespaces = &self.cluster.scenario.watcher.namespaces;
         let mut truth = BTreeMap::new();
         for resource in [
             Resource::Sandbox,
@@ -2046,7 +2215,7 @@ impl Run<'_> {
             Resource::Pod,
             Resource::PersistentVolumeClaim,
         ] {
-            for mut object in self.sim.list(resource, None) {
+            for mut object in self.cluster.sim.list(resource, None) {
                 let ns = object
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
@@ -2132,19 +2301,20 @@ impl Run<'_> {
     // ----- expectations -----
 
     fn request(&self, expect: &Expect) -> Result<CheckRequest, String> {
-        let namespace = self.ns(&expect.namespace)?;
+        let namespace = self.cluster.ns(&expect.namespace)?;
         let pod_name = match (&expect.pod, &expect.pod_of_claim) {
-            (Some(pod), _) => self.subst(pod)?,
+            (Some(pod), _) => self.cluster.subst(pod)?,
             (None, Some(claim)) => {
-                let claim = self.subst(claim)?;
-                let sandbox = self.sandbox_of_claim(&namespace, &claim)?;
-                self.pod_name_of(&namespace, &sandbox)
+                let claim = self.cluster.subst(claim)?;
+                let sandbox = self.cluster.sandbox_of_claim(&namespace, &claim)?;
+                self.cluster.pod_name_of(&namespace, &sandbox)
             }
             (None, None) => return Err("name the pod".into()),
         };
         let pod_uid = match &expect.pod_uid {
-            Some(uid) => self.subst(uid)?,
+            Some(uid) => self.cluster.subst(uid)?,
             None => self
+                .cluster
                 .sim
                 .get(Resource::Pod, &namespace, &pod_name)
                 .map(|p| uid_of(&p).to_string())
@@ -2154,7 +2324,8 @@ impl Run<'_> {
                     )
                 })?,
         };
-        let opt = |field: &Option<String>| field.as_deref().map(|s| self.subst(s)).transpose();
+        let opt =
+            |field: &Option<String>| field.as_deref().map(|s| self.cluster.subst(s)).transpose();
         let min_seq = match expect.min_seq {
             None => None,
             Some(SeqRef::Absolute(n)) => Some(n),
@@ -2227,13 +2398,17 @@ impl Run<'_> {
             }
             Assert::Object(object) => {
                 let resolved = (
-                    self.ns(&object.namespace)?,
-                    self.subst(&object.name)?,
-                    object.uid.as_deref().map(|u| self.subst(u)).transpose()?,
+                    self.cluster.ns(&object.namespace)?,
+                    self.cluster.subst(&object.name)?,
+                    object
+                        .uid
+                        .as_deref()
+                        .map(|u| self.cluster.subst(u))
+                        .transpose()?,
                     object
                         .controller
                         .as_deref()
-                        .map(|c| self.subst(c))
+                        .map(|c| self.cluster.subst(c))
                         .transpose()?,
                 );
                 self.poll(object.timeout, || self.object(object, &resolved))
@@ -2300,7 +2475,8 @@ impl Run<'_> {
     }
 
     fn resolve_log_filter(&self, log: &LogHas) -> Result<LogFilter, String> {
-        let opt = |field: &Option<String>| field.as_deref().map(|s| self.subst(s)).transpose();
+        let opt =
+            |field: &Option<String>| field.as_deref().map(|s| self.cluster.subst(s)).transpose();
         Ok(LogFilter {
             namespace: opt(&log.namespace)?,
             name: opt(&log.name)?,

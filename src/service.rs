@@ -81,13 +81,26 @@ pub fn stop_on_signal(sender: watch::Sender<bool>) {
     });
 }
 
-/// `claim-ledger sim`: the cluster simulator alone.
+/// A scenario file that drives the served simulator (`sim --scenario`).
+pub struct SimScenario {
+    /// The file, for the report.
+    pub path: PathBuf,
+    /// The file, loaded and validated.
+    pub scenario: crate::scenario::Scenario,
+    /// Stop serving once the steps are done instead of at Ctrl-C.
+    pub exit_after: bool,
+}
+
+/// `claim-ledger sim`: the cluster simulator alone, optionally driven through a scenario
+/// file's cluster steps. `Ok(false)` when a scenario step could not be carried out.
 pub async fn run_sim(
     listen: SocketAddr,
     kubeconfig_out: Option<PathBuf>,
     config: SimConfig,
+    scenario: Option<SimScenario>,
+    stop: watch::Sender<bool>,
     shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -100,6 +113,11 @@ pub async fn run_sim(
         std::fs::write(path, sim.kubeconfig(&url))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    let server = tokio::spawn({
+        let sim = sim.clone();
+        let shutdown = shutdown.clone();
+        async move { sim.serve(listener, shutdown.wait()).await }
+    });
     println!("cluster simulator listening on {url}");
     if let Some(path) = &kubeconfig_out {
         println!(
@@ -107,9 +125,36 @@ pub async fn run_sim(
             path.display()
         );
     }
-    sim.serve(listener, shutdown.wait())
+    let mut carried_out = true;
+    if let Some(file) = scenario {
+        let steps = crate::scenario::drive(&file.path, &file.scenario, sim);
+        let finished = tokio::select! {
+            ok = steps => Some(ok),
+            _ = shutdown.clone().wait() => None,
+        };
+        match finished {
+            None => println!("interrupted before the scenario's last step"),
+            Some(ok) => {
+                carried_out = ok;
+                let ended = if ok {
+                    "scenario finished"
+                } else {
+                    "scenario stopped at a step that could not be carried out"
+                };
+                if file.exit_after {
+                    println!("{ended}; stopping");
+                    let _ = stop.send(true);
+                } else {
+                    println!("{ended}; serving until Ctrl-C");
+                }
+            }
+        }
+    }
+    server
         .await
-        .map_err(|e| format!("simulator: {e}"))
+        .map_err(|e| format!("simulator: {e}"))?
+        .map_err(|e| format!("simulator: {e}"))?;
+    Ok(carried_out)
 }
 
 /// What `serve` and `demo` share: the HTTP API's configuration.

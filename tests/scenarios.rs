@@ -4,11 +4,18 @@
 //! Deliberately broken scenarios, written to a temporary directory, exit 1 with a report
 //! naming the failing step (and the files after them still run); invalid files exit 2 with
 //! the file name, the line and what is wrong, before anything runs.
+//!
+//! `claim-ledger sim --scenario` drives a served simulator through a file's cluster steps
+//! (skipping those that need the watcher or the ledger): its report, its exit codes, and
+//! the objects it leaves for `kubectl` and raw HTTP clients while it keeps serving.
 
 use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 fn scenario_run(files: &[PathBuf]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_claim-ledger"))
@@ -281,4 +288,393 @@ fn invalid_files_exit_2_with_the_file_the_line_and_the_problem() {
     let output = scenario_run(&[PathBuf::from("/nonexistent/scenario.yaml")]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("/nonexistent/scenario.yaml: cannot read"));
+}
+
+// ---------------------------------------------------------------------------------------
+// `claim-ledger sim --scenario`
+// ---------------------------------------------------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_claim-ledger");
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// A `claim-ledger sim` process whose stdout lines arrive on a channel; killed when dropped.
+struct Sim {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Sim {
+    fn start(args: &[&str]) -> Sim {
+        let mut child = Command::new(BIN)
+            .arg("sim")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run claim-ledger sim");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Sim {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle` and returns it.
+    fn line_with(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with {needle:?} ({e}); so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit and returns its code with every stdout line.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "sim did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader thread ends at end of file, closing the channel.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        (status.code(), self.seen.join("\n"))
+    }
+
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET on a fresh connection (HTTP/1.0, so the body ends at the close): (status, body).
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to the simulator");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_string();
+    (status, body)
+}
+
+/// The `host:port` of the `cluster simulator listening on http://...` line.
+fn address_of(line: &str) -> String {
+    line.rsplit("http://").next().unwrap().trim().to_string()
+}
+
+#[test]
+fn sim_scenario_runs_the_cluster_steps_skips_the_ledger_steps_and_exits_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/warm_bind.yaml");
+    let sim = Sim::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--scenario",
+        file.to_str().unwrap(),
+        "--exit-after-scenario",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    let (code, stdout) = sim.finish();
+    assert_eq!(code, Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let listening = lines[0];
+    assert!(
+        listening.starts_with("cluster simulator listening on http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("kubeconfig written to"), "{stdout}");
+    let written = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        written.contains(&format!("http://{}", address_of(listening))),
+        "{written}"
+    );
+    assert!(
+        lines[2].contains("warm_bind.yaml: warm bind, then replenish")
+            && lines[2].contains("(controllers on, serving v1beta1 + v1alpha1)"),
+        "{stdout}"
+    );
+    let step = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in\n{stdout}"))
+            .to_string()
+    };
+    // Cluster steps run (captures and `${var}` included); expectations and assertions are
+    // skipped with a note; notes are printed.
+    assert!(step("   ok    step 1 (line 8) ").contains("create_pool python-pool replicas=1"));
+    assert!(step("   ok    step 2 (line 9) ").contains("warm = python-pool-"));
+    assert!(step("   ok    step 3 (line 10) ").contains("warm_pod = "));
+    assert!(step("   skip  step 5 (line 12) ")
+        .contains("expect deny NOT_CLAIMED -- needs the watcher and the ledger"));
+    assert!(step("   ok    step 7 (line 15) ").contains("claim_warm session-1 from pool"));
+    assert!(step("   skip  step 12 (line 26) ").contains("assert object Sandbox"));
+    assert!(step("   ok    step 14 (line 30) ").contains("fresh = python-pool-"));
+    assert!(
+        stdout.contains("   # the claim adopted the warm Sandbox"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let ran = lines.iter().filter(|l| l.starts_with("   ok  ")).count();
+    let skipped = lines.iter().filter(|l| l.starts_with("   skip  ")).count();
+    assert_eq!((ran, skipped), (5, 8), "{stdout}");
+    assert!(
+        stdout.contains("warm_bind.yaml: done (8 step(s) skipped"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"scenario finished; stopping"),
+        "{stdout}"
+    );
+}
+
+const DRIVEN: &str = "\
+name: a simulator driven by a scenario
+namespace: team-s
+steps:
+  - claim_cold: {name: alpha, sandbox_id: sbx-a}
+    capture: alpha
+  - claim_cold: {name: beta}
+  - capture: {as: alpha_sandbox, kind: SandboxClaim, name: alpha, field: status.sandbox.name}
+  - patch:
+      kind: SandboxClaim
+      name: alpha
+      merge: {metadata: {labels: {claim-uid-copy: \"${alpha}\", sandbox: \"${alpha_sandbox}\"}}}
+  - expect: {pod: alpha, decision: allow}
+  - note: a short pause, then beta goes
+    wait: {sleep: 50ms}
+  - delete_claim: {name: beta}
+  - wait: synced
+  - drop_watches
+";
+
+#[test]
+fn sim_scenario_keeps_serving_what_the_steps_made_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("driven.yaml");
+    std::fs::write(&file, DRIVEN).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut sim = Sim::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--scenario",
+        file.to_str().unwrap(),
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    let address = address_of(&sim.line_with("cluster simulator listening on"));
+    sim.line_with("scenario finished; serving until Ctrl-C");
+    let report = sim.seen.join("\n");
+    for (prefix, needle) in [
+        (
+            "   ok    step 1 (line 4) ",
+            "claim_cold alpha sandbox_id=sbx-a",
+        ),
+        ("   ok    step 4 (line 8) ", "patch SandboxClaim alpha"),
+        ("   skip  step 5 (line 12) ", "expect allow"),
+        ("   ok    step 6 (line 13) ", "wait sleep 50ms"),
+        (
+            "   ok    step 7 (line 15) ",
+            "delete_claim beta (Background)",
+        ),
+        ("   skip  step 8 (line 16) ", "wait synced"),
+        ("   ok    step 9 (line 17) ", "drop_watches"),
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(prefix) && l.contains(needle)),
+            "no {prefix:?} line with {needle:?} in\n{report}"
+        );
+    }
+    assert!(
+        report.contains("   # a short pause, then beta goes"),
+        "{report}"
+    );
+    let alpha_uid = report
+        .lines()
+        .find(|l| l.starts_with("   ok    step 1 "))
+        .and_then(|l| l.split("alpha = ").nth(1))
+        .expect("the captured uid")
+        .to_string();
+
+    // The served simulator holds what the steps made, for any client.
+    let (status, body) = http_get(
+        &address,
+        "/apis/extensions.agents.x-k8s.io/v1beta1/sandboxclaims",
+    );
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let claims = list["items"].as_array().unwrap();
+    assert_eq!(claims.len(), 1, "beta was deleted: {body}");
+    let alpha = &claims[0];
+    assert_eq!(alpha["metadata"]["name"], "alpha");
+    assert_eq!(alpha["metadata"]["namespace"], "team-s");
+    assert_eq!(alpha["metadata"]["uid"], alpha_uid.as_str());
+    // `${var}` substitution reached the patch.
+    assert_eq!(
+        alpha["metadata"]["labels"]["claim-uid-copy"],
+        alpha_uid.as_str()
+    );
+    assert_eq!(alpha["metadata"]["labels"]["sandbox"], "alpha");
+    let (status, _) = http_get(&address, "/api/v1/namespaces/team-s/pods/alpha");
+    assert_eq!(status, 200);
+    let (status, _) = http_get(&address, "/api/v1/namespaces/team-s/pods/beta");
+    assert_eq!(status, 404);
+
+    if Path::new(KUBECTL).exists() {
+        let output = Command::new(KUBECTL)
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(["get", "sandboxclaims", "-A"])
+            .output()
+            .unwrap();
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("team-s") && l.contains("alpha")),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("beta"), "{stdout}");
+    } else {
+        println!("skipped the kubectl check: {KUBECTL} is absent");
+    }
+
+    sim.interrupt();
+    let (code, _) = sim.finish();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sim_scenario_validates_like_scenario_run_and_uses_the_files_simulator_settings() {
+    let (_dir, files) = write(&[
+        (
+            "invalid.yaml",
+            "name: x\nsteps:\n  - claim_cold: {name: c1}\n  - claim_hot: {name: c2}\n",
+        ),
+        (
+            "stops.yaml",
+            "name: a claim on a pool that does not exist\nsteps:\n  - claim_cold: {name: c1}\n  - claim_warm: {name: c2, pool: missing}\n  - claim_cold: {name: c3}\n",
+        ),
+        (
+            "v1alpha1.yaml",
+            "name: hand-driven v0.4.x\nsimulator: {controllers: false, served: v1alpha1}\nsteps:\n  - apply:\n      apiVersion: agents.x-k8s.io/v1alpha1\n      kind: Sandbox\n      metadata: {name: hand}\n      spec: {podTemplate: {spec: {containers: [{name: c, image: busybox}]}}}\n  - assert: chain_verifies\n",
+        ),
+    ]);
+    let sim = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["sim", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run claim-ledger sim")
+    };
+    let path = |i: usize| files[i].to_str().unwrap();
+
+    // An invalid file: exit 2 with exactly `scenario run`'s error, nothing served.
+    let output = sim(&["--scenario", path(0), "--exit-after-scenario"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stdout).is_empty(), "{}", text(&output.stdout));
+    let expected = scenario_run(&files[..1]);
+    assert_eq!(expected.status.code(), Some(2));
+    assert_eq!(text(&output.stderr), text(&expected.stderr));
+    assert!(text(&output.stderr).contains("unknown step kind `claim_hot`"));
+
+    // The file configures the simulator: the flags that would too are refused beside it.
+    for flag in ["--no-controllers", "--v1alpha1-only"] {
+        let output = sim(&["--scenario", path(2), flag]);
+        assert_eq!(output.status.code(), Some(2), "{flag}");
+        assert!(
+            text(&output.stderr).contains("cannot be used with"),
+            "{flag}"
+        );
+    }
+    let output = sim(&["--exit-after-scenario"]);
+    assert_eq!(output.status.code(), Some(2));
+
+    let output = sim(&["--scenario", path(2), "--exit-after-scenario"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("hand-driven v0.4.x (controllers off, serving v1alpha1)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("   ok    step 1 (line 4)  apply Sandbox hand -- Sandbox default/hand uid "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("   skip  step 2 (line 9)  assert chain_verifies"),
+        "{stdout}"
+    );
+
+    // A step that cannot be carried out stops the steps: exit 1.
+    let output = sim(&["--scenario", path(1), "--exit-after-scenario"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("   ok    step 1 (line 3)  claim_cold c1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("   FAIL  step 2 (line 4)  claim_warm c2 from pool missing"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stopped: 1 step(s) not run"), "{stdout}");
+    assert!(!stdout.contains("claim_cold c3"), "{stdout}");
+    assert!(
+        stdout.contains("scenario stopped at a step that could not be carried out; stopping"),
+        "{stdout}"
+    );
+    assert!(text(&output.stderr).contains("a scenario step could not be carried out"));
 }

@@ -2,7 +2,8 @@
 //!
 //! The parent test re-executes this test binary as a child process (selected with
 //! `--exact` and the environment variable [`CHILD_ENV`]) that opens a `Ledger` on a shared
-//! directory and appends realistic watch-event changes forever, in batches of 1 to 64,
+//! directory and appends realistic watch-event changes forever, in batches of 1 to 64
+//! (and now and then 600 to 1200, written in pipelined chunks),
 //! alternating `Ledger::append` + `Ledger::flush` with `watcher::ingest`, and prints
 //! `ack <seq>` after each flush returns. The parent kills the child with SIGKILL at a random
 //! point (sometimes before it has acknowledged anything, mostly in the middle of the
@@ -76,7 +77,12 @@ fn crash_child_appends_until_killed() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut batch = 0u64;
     while Instant::now() < deadline {
-        let size = rng.range(1, 64) as usize;
+        // Now and then a batch large enough to be written in pipelined chunks.
+        let size = if rng.chance(1, 8) {
+            rng.range(600, 1200)
+        } else {
+            rng.range(1, 64)
+        } as usize;
         let events = cluster.events(size);
         let acked = if batch % 2 == 0 {
             let changes: Vec<_> = events.iter().filter_map(normalize_event).collect();

@@ -304,11 +304,72 @@ impl Ledger {
         if self.corruption.is_some() || self.config.allow_corrupt {
             return Err(LedgerError::ReadOnly);
         }
+        let changes: Vec<Change> = changes.into_iter().collect();
+        let start = self.head;
+        let tree = self.tree.clone();
+        let result = std::thread::scope(|scope| {
+            // A large append is written in chunks by a second thread while this one derives
+            // the next chunk: each chunk is one atomic sled batch carrying its own head
+            // record, so whatever reaches the disk is a verified prefix of the log.
+            let mut writer = None;
+            let mut chunk_size = usize::MAX;
+            if changes.len() > 2 * PIPELINE_CHUNK {
+                let (sender, receiver) = std::sync::mpsc::sync_channel::<sled::Batch>(2);
+                let tree = &tree;
+                let handle = scope.spawn(move || -> Result<(), sled::Error> {
+                    for batch in receiver {
+                        tree.apply_batch(batch)?;
+                    }
+                    Ok(())
+                });
+                writer = Some((sender, handle));
+                chunk_size = PIPELINE_CHUNK;
+            }
+            let outcome = self.derive_and_write(changes, now, chunk_size, |batch| match &writer {
+                Some((sender, _)) => sender.send(batch).map_err(|_| {
+                    LedgerError::Poisoned("the ledger's writer thread stopped".into())
+                }),
+                None => tree.apply_batch(batch).map_err(LedgerError::from),
+            });
+            let written = match writer {
+                Some((sender, handle)) => {
+                    drop(sender);
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| {
+                            Err(sled::Error::ReportableBug(
+                                "the ledger's writer thread panicked".into(),
+                            ))
+                        })
+                        .map_err(LedgerError::from)
+                }
+                None => Ok(()),
+            };
+            outcome.and_then(|outcomes| written.map(|()| outcomes))
+        });
+        if let Err(e) = &result {
+            if self.head.seq != start.seq || self.projection.seq() != start.seq {
+                // The projection already holds changes the disk may not: refuse to go on
+                // with a state the disk does not have.
+                self.poisoned = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Classifies and derives each change, encodes and hashes its entry, and hands the
+    /// sled batches (at most `chunk_size` entries each, each with the head record) to `write`.
+    fn derive_and_write(
+        &mut self,
+        changes: Vec<Change>,
+        now: DateTime<Utc>,
+        chunk_size: usize,
+        mut write: impl FnMut(sled::Batch) -> Result<(), LedgerError>,
+    ) -> Result<Vec<AppendOutcome>, LedgerError> {
         let mut batch = sled::Batch::default();
-        let mut outcomes = Vec::new();
-        let mut head = self.head;
-        let mut stats = self.stats;
-        // (uid, resourceVersion, removal, seq) appended in this batch, not yet in sled.
+        let mut in_chunk = 0usize;
+        let mut outcomes = Vec::with_capacity(changes.len());
+        // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet in sled.
         let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
         for mut change in changes {
             let classified = match &mut change {
@@ -318,6 +379,7 @@ impl Ledger {
             let outcome = match classified {
                 Some(outcome) => outcome,
                 None => {
+                    let head = self.head;
                     let seq = head.seq + 1;
                     let observed_at = head.observed_at.map_or(now, |last| last.max(now));
                     let transitions = self.projection.apply_change(seq, observed_at, &change);
@@ -356,11 +418,17 @@ impl Ledger {
                             .map_err(|e| schemas::SchemaError::Encode(e.to_string()))?;
                         batch.insert(&keys::seq_key(keys::SNAPSHOT, seq), bytes);
                     }
-                    head = Head {
+                    self.head = Head {
                         seq,
                         hash,
                         observed_at: Some(observed_at),
                     };
+                    in_chunk += 1;
+                    if in_chunk >= chunk_size {
+                        batch.insert(keys::HEAD, &head_record(&self.head)[..]);
+                        write(std::mem::take(&mut batch))?;
+                        in_chunk = 0;
+                    }
                     AppendOutcome::Appended {
                         seq,
                         transitions: count,
@@ -368,27 +436,17 @@ impl Ledger {
                 }
             };
             match &outcome {
-                AppendOutcome::Appended { .. } => stats.appended += 1,
-                AppendOutcome::Duplicate { .. } => stats.duplicates += 1,
-                AppendOutcome::Stale { .. } => stats.stale += 1,
-                AppendOutcome::Ignored { .. } => stats.ignored += 1,
+                AppendOutcome::Appended { .. } => self.stats.appended += 1,
+                AppendOutcome::Duplicate { .. } => self.stats.duplicates += 1,
+                AppendOutcome::Stale { .. } => self.stats.stale += 1,
+                AppendOutcome::Ignored { .. } => self.stats.ignored += 1,
             }
             outcomes.push(outcome);
         }
-        if head.seq != self.head.seq {
-            let mut value = Vec::with_capacity(40);
-            value.extend_from_slice(&head.seq.to_be_bytes());
-            value.extend_from_slice(&head.hash.0);
-            batch.insert(keys::HEAD, value);
-            if let Err(e) = self.tree.apply_batch(batch) {
-                // The projection already holds the changes: refuse to go on with a state
-                // the disk does not have.
-                self.poisoned = Some(e.to_string());
-                return Err(e.into());
-            }
+        if in_chunk > 0 {
+            batch.insert(keys::HEAD, &head_record(&self.head)[..]);
+            write(batch)?;
         }
-        self.head = head;
-        self.stats = stats;
         Ok(outcomes)
     }
 
@@ -650,6 +708,16 @@ fn compare_versions(
     Some((offered, offered_removal).cmp(&(recorded, recorded_gone)))
 }
 
+/// Entries per sled batch when a large append is written by the second thread.
+const PIPELINE_CHUNK: usize = 256;
+
+fn head_record(head: &Head) -> [u8; 40] {
+    let mut value = [0u8; 40];
+    value[..8].copy_from_slice(&head.seq.to_be_bytes());
+    value[8..].copy_from_slice(&head.hash.0);
+    value
+}
+
 fn read_head(tree: &sled::Tree) -> Result<(u64, Hash), LedgerError> {
     match tree.get(keys::HEAD)? {
         None => Ok((0, Hash::ZERO)),
@@ -886,5 +954,30 @@ mod tests {
             failure(ledger.verify_chain().unwrap()),
             Some((20, FailureKind::SeqGap))
         );
+    }
+
+    #[test]
+    fn a_large_append_is_written_in_chunks_that_each_leave_a_verified_prefix() {
+        let (dir, mut ledger) = ledger_of(0);
+        let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+        let outcomes = ledger.append((1..=2_000).map(pod), at).unwrap();
+        assert_eq!(outcomes.len(), 2_000);
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Appended { .. })));
+        assert_eq!(ledger.head().seq, 2_000);
+        // Every chunk carried the head of its last entry; the final one is the real head.
+        assert_eq!(
+            read_head(&ledger.tree).unwrap(),
+            (2_000, ledger.head().hash)
+        );
+        let report = ledger.verify().unwrap();
+        assert!(report.ok(), "{:?}", report.failure);
+        ledger.flush().unwrap();
+        let projection = ledger.projection().clone();
+        drop(ledger);
+        let reopened = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+        assert_eq!(reopened.head().seq, 2_000);
+        assert_eq!(reopened.projection(), &projection);
     }
 }

@@ -182,43 +182,17 @@ fn filled_ledger(entries: u64, config: LedgerConfig) -> LedgerFixture {
     fixture
 }
 
-/// What the ledger writes to sled for one entry: the entry value and its index keys.
-struct EntryWrites {
-    value: Vec<u8>,
-    uid_prefix: Vec<u8>,
-    name_prefix: Vec<u8>,
-}
-
-/// A sample of real stored entries (`hash ‖ entry bytes`, as `keys.rs` lays them out),
-/// with the index keys the ledger writes beside them.
-fn sample_writes() -> Vec<EntryWrites> {
+/// A sample of real stored entry values (`hash ‖ entry bytes`, as `keys.rs` lays them out):
+/// the only key the ledger writes per entry.
+fn sample_writes() -> Vec<Vec<u8>> {
     let fixture = filled_ledger(12 * 1024, LedgerConfig::default());
     fixture
         .stored()
         .into_iter()
         .map(|stored| {
-            let change = stored.entry.object_change().expect("object entries");
             let mut value = stored.hash.0.to_vec();
             value.extend_from_slice(&stored.bytes);
-            let mut uid_prefix = vec![b'U'];
-            uid_prefix.extend_from_slice(change.uid.as_bytes());
-            uid_prefix.push(0);
-            let kind = match change.kind {
-                schemas::ObjectKind::Sandbox => b's',
-                schemas::ObjectKind::SandboxClaim => b'c',
-                schemas::ObjectKind::Pod => b'p',
-                schemas::ObjectKind::PersistentVolumeClaim => b'v',
-            };
-            let mut name_prefix = vec![b'N', kind];
-            name_prefix.extend_from_slice(change.namespace.as_bytes());
-            name_prefix.push(0);
-            name_prefix.extend_from_slice(change.name.as_bytes());
-            name_prefix.push(0);
-            EntryWrites {
-                value,
-                uid_prefix,
-                name_prefix,
-            }
+            value
         })
         .collect()
 }
@@ -252,28 +226,20 @@ impl RawSled {
         }
     }
 
-    /// `n` values in one batch then a flush; with `indexes`, also the ledger's two index
-    /// keys per entry and the head record, i.e. exactly the ledger's sled writes.
-    fn durable_batch(&mut self, sample: &[EntryWrites], n: usize, indexes: bool) -> Duration {
+    /// `n` values in one batch then a flush; with `head`, also the head record, i.e.
+    /// exactly the ledger's sled writes.
+    fn durable_batch(&mut self, sample: &[Vec<u8>], n: usize, head: bool) -> Duration {
         let start = Instant::now();
         let mut batch = sled::Batch::default();
         for _ in 0..n {
-            let writes = &sample[self.cursor % sample.len()];
+            let value = &sample[self.cursor % sample.len()];
             self.cursor += 1;
             self.next += 1;
             let mut key = [b'E'; 9];
             key[1..].copy_from_slice(&self.next.to_be_bytes());
-            batch.insert(&key, &writes.value[..]);
-            if indexes {
-                let mut uid_key = writes.uid_prefix.clone();
-                uid_key.extend_from_slice(&self.next.to_be_bytes());
-                batch.insert(uid_key, &[]);
-                let mut name_key = writes.name_prefix.clone();
-                name_key.extend_from_slice(&self.next.to_be_bytes());
-                batch.insert(name_key, &[]);
-            }
+            batch.insert(&key, &value[..]);
         }
-        if indexes {
+        if head {
             let mut head = self.next.to_be_bytes().to_vec();
             head.extend_from_slice(&[7u8; 32]);
             batch.insert(b"H", head);
@@ -303,8 +269,7 @@ fn fast_group<'a>(
 
 fn bench_append(c: &mut Criterion) {
     let sample = sample_writes();
-    let mean_value =
-        sample.iter().map(|w| w.value.len()).sum::<usize>() as f64 / sample.len() as f64;
+    let mean_value = sample.iter().map(|w| w.len()).sum::<usize>() as f64 / sample.len() as f64;
     eprintln!(
         "stored entry values: {} sampled, mean {mean_value:.0} bytes (32-byte hash included)",
         sample.len()

@@ -651,6 +651,10 @@ fn cli_refuses_a_tampered_ledger_and_allow_corrupt_inspects_it() {
     assert_eq!(code, 0, "pristine: {stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["failure"], Value::Null);
+    let (code, stdout, stderr) = cli(&["verify", "--db", db, "--chain-only"]);
+    assert_eq!(code, 0, "pristine, chain only: {stderr}");
+    let chain: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(chain["verified_hash"], report["verified_hash"]);
 
     tamper(&dir, |tree| {
         let mut value = raw_entry(tree, K);
@@ -665,6 +669,12 @@ fn cli_refuses_a_tampered_ledger_and_allow_corrupt_inspects_it() {
         "stderr names the seq: {stderr}"
     );
     assert!(stderr.contains("HashMismatch"), "{stderr}");
+
+    let (code, stdout, stderr) = cli(&["verify", "--db", db, "--allow-corrupt", "--chain-only"]);
+    assert_eq!(code, 1, "chain only: {stderr}");
+    let chain: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(chain["failure"]["seq"], K);
+    assert_eq!(chain["failure"]["kind"], "hash_mismatch");
 
     let (code, stdout, stderr) = cli(&["verify", "--db", db, "--allow-corrupt"]);
     assert_eq!(code, 1, "{stderr}");

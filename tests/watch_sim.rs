@@ -223,3 +223,110 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     let report = ledger.read().unwrap().verify().unwrap();
     assert!(report.ok(), "{:?}", report.failure);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchers_requests_are_those_a_real_api_server_accepts() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let watching = Watching::start(&cluster.client, &ledger);
+    eventually("the watchers to sync", || watching.readiness.is_ready()).await;
+    cluster
+        .sim
+        .create_pool("default", "pool", 1, "tmpl", true)
+        .unwrap();
+    eventually("the pool's pod in the ledger", || {
+        ledger.read().unwrap().head().seq >= 3
+    })
+    .await;
+    watching.stop().await;
+
+    let requests = cluster.sim.requests();
+    for path in [
+        "/apis/agents.x-k8s.io/v1beta1/sandboxes",
+        "/apis/extensions.agents.x-k8s.io/v1beta1/sandboxclaims",
+        "/api/v1/pods",
+        "/api/v1/persistentvolumeclaims",
+    ] {
+        let of_path: Vec<_> = requests.iter().filter(|r| r.path == path).collect();
+        let list = of_path
+            .iter()
+            .find(|r| r.query_param("watch").is_none())
+            .unwrap_or_else(|| panic!("no LIST of {path}: {requests:?}"));
+        assert_eq!(list.method, "GET");
+        assert!(list.query_param("limit").is_some(), "{list:?}");
+        let watch = of_path
+            .iter()
+            .find(|r| matches!(r.query_param("watch").as_deref(), Some("true" | "1")))
+            .unwrap_or_else(|| panic!("no WATCH of {path}: {requests:?}"));
+        assert!(watch.query_param("resourceVersion").is_some(), "{watch:?}");
+        assert_eq!(
+            watch.query_param("allowWatchBookmarks").as_deref(),
+            Some("true"),
+            "{watch:?}"
+        );
+        assert!(watch.query_param("timeoutSeconds").is_some(), "{watch:?}");
+        if path == "/api/v1/pods" {
+            // Pods are watched as metadata only.
+            assert!(
+                list.accept.contains("as=PartialObjectMetadataList"),
+                "{list:?}"
+            );
+            assert!(
+                watch.accept.contains("as=PartialObjectMetadata"),
+                "{watch:?}"
+            );
+        }
+    }
+    // Discovery asked for the agent-sandbox groups before anything was watched.
+    assert!(requests
+        .iter()
+        .any(|r| r.path == "/apis" || r.path.starts_with("/apis/agents.x-k8s.io")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_restrict_what_is_watched_and_recorded() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let options = watcher::WatchOptions {
+        namespaces: vec!["alpha".into()],
+        ..watcher::WatchOptions::default()
+    };
+    let watching = Watching::start_with(&cluster.client, &ledger, options);
+    eventually("the watchers to sync", || watching.readiness.is_ready()).await;
+    for ns in ["alpha", "beta"] {
+        cluster
+            .sim
+            .create_pool(ns, "pool", 1, "tmpl", true)
+            .unwrap();
+        cluster
+            .sim
+            .claim_warm(ns, "c", "pool", Some("sbx"))
+            .unwrap();
+    }
+    eventually("alpha's objects in the ledger", || {
+        let ledger = ledger.read().unwrap();
+        ledger
+            .projection()
+            .live_objects()
+            .iter()
+            .filter(|r| r.current.namespace == "alpha")
+            .count()
+            >= 4
+    })
+    .await;
+    watching.stop().await;
+    let ledger = ledger.read().unwrap();
+    assert!(ledger
+        .projection()
+        .live_objects()
+        .iter()
+        .all(|r| r.current.namespace == "alpha"));
+    assert!(cluster
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.query_param("watch").is_some())
+        .all(|r| r.path.contains("/namespaces/alpha/")));
+}

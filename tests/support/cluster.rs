@@ -60,13 +60,22 @@ pub struct Watching {
 impl Watching {
     /// Starts the watcher over every namespace.
     pub fn start(client: &kube::Client, ledger: &SharedLedger) -> Watching {
-        let readiness = Readiness::new(Duration::from_secs(30));
+        Watching::start_with(client, ledger, WatchOptions::default())
+    }
+
+    /// Starts the watcher with these options.
+    pub fn start_with(
+        client: &kube::Client,
+        ledger: &SharedLedger,
+        options: WatchOptions,
+    ) -> Watching {
+        let readiness = Readiness::new(options.unready_after);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(watcher::run(
             client.clone(),
             ledger.clone(),
             readiness.clone(),
-            WatchOptions::default(),
+            options,
             async move {
                 let _ = stopped.await;
             },

@@ -463,16 +463,10 @@ impl Ledger {
     /// Makes everything appended so far durable and returns the durable head seq.
     pub fn flush(&mut self) -> Result<u64, LedgerError> {
         let target = self.head.seq;
+        self.snapshots.wait()?;
         self.db.flush()?;
         self.durable_seq = target;
         Ok(target)
-    }
-
-    /// Returns once every snapshot taken so far is written (with the first write error).
-    /// `flush` does not wait for snapshots: they are a cache, and a large one would hold up
-    /// every writer behind it; dropping the ledger waits for them.
-    pub fn wait_for_snapshots(&self) -> Result<(), LedgerError> {
-        self.snapshots.wait()
     }
 
     /// Decides whether a change is a duplicate, stale, ignored (`Some`) or to be
@@ -831,7 +825,6 @@ mod tests {
         let mut ledger = Ledger::open(dir.path(), config).unwrap();
         ledger.append((1..=6).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
-        ledger.wait_for_snapshots().unwrap();
         assert!(ledger.verify().unwrap().ok());
 
         let key = keys::seq_key(keys::SNAPSHOT, 4);
@@ -1011,7 +1004,6 @@ mod tests {
             let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
             ledger.append((1..=6).map(pod), at).unwrap();
             ledger.flush().unwrap();
-            ledger.wait_for_snapshots().unwrap();
             // As if the snapshot thread wrote S(8) and the process died before E(7), E(8).
             let snapshot: Snapshot = rmp_serde::from_slice(
                 &ledger
@@ -1039,7 +1031,6 @@ mod tests {
             .is_none());
         ledger.append((7..=10).map(pod), at).unwrap();
         ledger.flush().unwrap();
-        ledger.wait_for_snapshots().unwrap();
         let report = ledger.verify().unwrap();
         assert!(report.ok(), "{:?}", report.failure);
         let stored: Snapshot = rmp_serde::from_slice(

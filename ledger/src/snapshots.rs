@@ -4,8 +4,8 @@
 //! it with replay), so it need not land in the same batch as its entry. Encoding and writing
 //! one costs time proportional to every object the ledger has seen; doing it on a second
 //! thread keeps that cost off the append path, which only pays for a clone of the
-//! projection. [`SnapshotWriter::wait`] (`Ledger::wait_for_snapshots`) returns once every
-//! snapshot submitted before it is written; dropping the writer waits for all of them.
+//! projection. [`SnapshotWriter::wait`] (called by `Ledger::flush`) returns once every
+//! snapshot submitted before it is written.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;

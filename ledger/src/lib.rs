@@ -13,7 +13,6 @@
 
 mod keys;
 pub mod projection;
-mod snapshots;
 mod verify;
 
 use std::cmp::Ordering;
@@ -163,8 +162,6 @@ pub(crate) struct Snapshot {
 
 /// An open ledger.
 pub struct Ledger {
-    // First, so it is joined (and lets go of the database) before the rest is dropped.
-    snapshots: snapshots::SnapshotWriter,
     db: sled::Db,
     tree: sled::Tree,
     projection: Projection,
@@ -212,16 +209,6 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
-        if !config.allow_corrupt && malformed_head.is_none() {
-            // Snapshots are written by a background thread, so a crash can leave one for an
-            // entry that never reached the disk; it would clash with the entry that takes
-            // its seq next.
-            let beyond = keys::seq_key(keys::SNAPSHOT, head_seq.saturating_add(1))
-                ..=keys::seq_key(keys::SNAPSHOT, u64::MAX);
-            for key in tree.range(beyond).keys() {
-                tree.remove(key?)?;
-            }
-        }
         let (mut projection, start_seq, start_hash) = match latest_snapshot(&tree, head_seq)? {
             Some(snapshot) => (snapshot.projection, snapshot.seq, snapshot.hash),
             None => (Projection::default(), 0, Hash::ZERO),
@@ -252,7 +239,6 @@ impl Ledger {
             observed_at: projection.at(),
         };
         Ok(Ledger {
-            snapshots: snapshots::SnapshotWriter::start(tree.clone()),
             db,
             tree,
             projection,
@@ -426,7 +412,11 @@ impl Ledger {
                             hash,
                             projection: self.projection.clone(),
                         };
-                        self.snapshots.submit(&self.tree, snapshot)?;
+                        // Positional encoding: snapshots are an internal cache, and field
+                        // names would double their size.
+                        let bytes = rmp_serde::to_vec(&snapshot)
+                            .map_err(|e| schemas::SchemaError::Encode(e.to_string()))?;
+                        batch.insert(&keys::seq_key(keys::SNAPSHOT, seq), bytes);
                     }
                     self.head = Head {
                         seq,
@@ -463,7 +453,6 @@ impl Ledger {
     /// Makes everything appended so far durable and returns the durable head seq.
     pub fn flush(&mut self) -> Result<u64, LedgerError> {
         let target = self.head.seq;
-        self.snapshots.wait()?;
         self.db.flush()?;
         self.durable_seq = target;
         Ok(target)
@@ -990,57 +979,5 @@ mod tests {
         let reopened = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
         assert_eq!(reopened.head().seq, 2_000);
         assert_eq!(reopened.projection(), &projection);
-    }
-
-    #[test]
-    fn a_snapshot_beyond_the_head_left_by_a_crash_is_dropped_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            snapshot_every: 4,
-            allow_corrupt: false,
-        };
-        let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
-        {
-            let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
-            ledger.append((1..=6).map(pod), at).unwrap();
-            ledger.flush().unwrap();
-            // As if the snapshot thread wrote S(8) and the process died before E(7), E(8).
-            let snapshot: Snapshot = rmp_serde::from_slice(
-                &ledger
-                    .tree
-                    .get(keys::seq_key(keys::SNAPSHOT, 4))
-                    .unwrap()
-                    .unwrap(),
-            )
-            .unwrap();
-            let orphan = Snapshot { seq: 8, ..snapshot };
-            ledger
-                .tree
-                .insert(
-                    keys::seq_key(keys::SNAPSHOT, 8),
-                    rmp_serde::to_vec(&orphan).unwrap(),
-                )
-                .unwrap();
-            ledger.flush().unwrap();
-        }
-        let mut ledger = Ledger::open(dir.path(), config).unwrap();
-        assert!(ledger
-            .tree
-            .get(keys::seq_key(keys::SNAPSHOT, 8))
-            .unwrap()
-            .is_none());
-        ledger.append((7..=10).map(pod), at).unwrap();
-        ledger.flush().unwrap();
-        let report = ledger.verify().unwrap();
-        assert!(report.ok(), "{:?}", report.failure);
-        let stored: Snapshot = rmp_serde::from_slice(
-            &ledger
-                .tree
-                .get(keys::seq_key(keys::SNAPSHOT, 8))
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(stored.hash, ledger.entry(8).unwrap().unwrap().hash);
     }
 }

@@ -5,7 +5,7 @@
 //! entries applied in the same order give the same projection and the same transitions.
 //! That is what lets replay re-derive (and so verify) the transitions stored in entries.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -147,6 +147,10 @@ pub struct Decision {
     /// The ledger head seq the answer was computed at.
     pub seq: u64,
 }
+
+/// The projection's maps: ahash instead of SipHash. Keys are uids and names the ledger
+/// already validated; the maps are never iterated where order matters.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// A cached answer for a bound pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

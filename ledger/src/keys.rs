@@ -8,13 +8,19 @@
 //! | `H` | — | head seq (u64 BE) ‖ head hash (32 bytes) |
 //! | `S` | seq | snapshot of the projection after that seq |
 //! | `F` | — | store format version (u16 BE) |
+//! | `T` | leaf index (u64 BE) | the Merkle nodes appending that leaf completed, bottom-up (32 bytes each) |
+//! | `R` | — | the Merkle frontier after the head (32 bytes per set bit of the head seq) |
+//! | `C` | tree size (u64 BE) | a signed checkpoint of that size (C2SP signed-note text) |
 
 pub(crate) const ENTRY: u8 = b'E';
 pub(crate) const HEAD: &[u8] = b"H";
 pub(crate) const SNAPSHOT: u8 = b'S';
 pub(crate) const FORMAT: &[u8] = b"F";
 /// The store layout version written under [`FORMAT`].
-pub(crate) const STORE_FORMAT: u16 = 2;
+pub(crate) const STORE_FORMAT: u16 = 3;
+pub(crate) const TREE: u8 = b'T';
+pub(crate) const FRONTIER: &[u8] = b"R";
+pub(crate) const CHECKPOINT: u8 = b'C';
 
 pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];

@@ -10,15 +10,20 @@
 //! * [`Ledger::verify`] walks everything; [`Ledger::verify_from`] continues from a watermark.
 //! * [`Ledger::state_at_seq`], [`Ledger::seq_at_time`], [`Ledger::history_of_uid`] and
 //!   [`Ledger::history_of_name`] serve incident replay.
+//! * The same entries are the leaves of an RFC 6962 Merkle tree, written in the same
+//!   batches: [`Ledger::inclusion_proof`], [`Ledger::consistency_proof`] and signed
+//!   checkpoints ([`Ledger::sign_checkpoint`]) let outsiders check the log without us.
 
 mod keys;
 pub mod projection;
+mod tree;
 mod verify;
 
 use std::cmp::Ordering;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use schemas::merkle::{self, CompactRange};
 use schemas::{
     chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, FORMAT_VERSION,
 };
@@ -28,6 +33,7 @@ pub use projection::{
     BindingRecord, BindingView, CheckRequest, Decision, ObjectRecord, ObjectView, Projection,
     Verdict,
 };
+pub use tree::{hex, StoredCheckpoint};
 pub use verify::{FailureKind, VerifyFailure, VerifyReport};
 
 /// Everything that can go wrong in the ledger.
@@ -54,6 +60,12 @@ pub enum LedgerError {
     /// A seq or time outside the log was asked for.
     #[error("{0}")]
     OutOfRange(String),
+    /// A stored Merkle node is missing or unreadable, so a proof or root cannot be made.
+    #[error("Merkle tree: {0}")]
+    Tree(String),
+    /// A checkpoint could not be signed, or a stored one does not parse.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] schemas::checkpoint::CheckpointError),
 }
 
 /// Tunables of a ledger.
@@ -166,6 +178,7 @@ pub struct Ledger {
     tree: sled::Tree,
     projection: Projection,
     head: Head,
+    frontier: CompactRange,
     durable_seq: u64,
     config: LedgerConfig,
     stats: Stats,
@@ -213,15 +226,23 @@ impl Ledger {
             Some(snapshot) => (snapshot.projection, snapshot.seq, snapshot.hash),
             None => (Projection::default(), 0, Hash::ZERO),
         };
+        let mut frontier = start_frontier(&tree, start_seq);
         let mut report = verify::walk(
             &tree,
             &mut projection,
+            &mut frontier,
             start_seq,
             start_hash,
             (head_seq, head_hash),
         )?;
         if malformed_head.is_some() {
             report.failure = malformed_head;
+        }
+        if report.ok() {
+            // The service must never extend a log that contradicts what it once signed.
+            if let Some(latest) = tree::latest_checkpoint(&tree)? {
+                report.failure = tree::check_consistent(&tree, &frontier, &latest.checkpoint).err();
+            }
         }
         if let Some(failure) = report.failure.clone() {
             if !config.allow_corrupt {
@@ -231,6 +252,9 @@ impl Ledger {
                 // The walk applied the entry that then failed (a transition or snapshot
                 // mismatch): forensics must see the state up to the last verified entry.
                 projection = replay_to(&tree, report.verified_seq)?;
+            }
+            if frontier.size() != report.verified_seq {
+                frontier = start_frontier(&tree, report.verified_seq);
             }
         }
         let head = Head {
@@ -243,6 +267,7 @@ impl Ledger {
             tree,
             projection,
             head,
+            frontier,
             durable_seq: head.seq,
             config,
             stats: Stats::default(),
@@ -402,6 +427,11 @@ impl Ledger {
                     };
                     let bytes = entry.encode()?;
                     let hash = chain_hash(&head.hash, seq, &bytes);
+                    let nodes = self.frontier.append(merkle::leaf_hash(&bytes));
+                    batch.insert(
+                        &keys::seq_key(keys::TREE, seq - 1),
+                        tree::nodes_value(&nodes),
+                    );
                     let mut value = Vec::with_capacity(32 + bytes.len());
                     value.extend_from_slice(&hash.0);
                     value.extend_from_slice(&bytes);
@@ -426,6 +456,7 @@ impl Ledger {
                     in_chunk += 1;
                     if in_chunk >= chunk_size {
                         batch.insert(keys::HEAD, &head_record(&self.head)[..]);
+                        batch.insert(keys::FRONTIER, tree::frontier_value(&self.frontier));
                         write(std::mem::take(&mut batch))?;
                         in_chunk = 0;
                     }
@@ -445,6 +476,7 @@ impl Ledger {
         }
         if in_chunk > 0 {
             batch.insert(keys::HEAD, &head_record(&self.head)[..]);
+            batch.insert(keys::FRONTIER, tree::frontier_value(&self.frontier));
             write(batch)?;
         }
         Ok(outcomes)
@@ -641,15 +673,30 @@ impl Ledger {
     }
 
     /// Verifies the whole log from seq 1: chain, decoding, and replayed transitions.
+    /// Also checks the Merkle nodes stored for every entry, the frontier stored with the
+    /// head, and every signed checkpoint against the tree recomputed at its size.
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
         let (head_seq, head_hash) = read_head(&self.tree)?;
-        verify::walk(
+        let mut frontier = CompactRange::new();
+        let mut report = verify::walk(
             &self.tree,
             &mut Projection::default(),
+            &mut frontier,
             0,
             Hash::ZERO,
             (head_seq, head_hash),
-        )
+        )?;
+        if report.ok() {
+            for stored in self.checkpoints()? {
+                if let Err(failure) =
+                    tree::check_consistent(&self.tree, &frontier, &stored.checkpoint)
+                {
+                    report.failure = Some(failure);
+                    break;
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Verifies the chain alone, in parallel: every stored hash recomputed from the previous
@@ -685,9 +732,11 @@ impl Ledger {
             });
         }
         let mut projection = self.state_at_seq(seq.min(self.head.seq))?;
+        let mut frontier = start_frontier(&self.tree, seq);
         verify::walk(
             &self.tree,
             &mut projection,
+            &mut frontier,
             seq,
             hash,
             (head_seq, head_hash),
@@ -706,6 +755,12 @@ fn compare_versions(
     let offered: u64 = offered.parse().ok()?;
     let recorded: u64 = recorded.parse().ok()?;
     Some((offered, offered_removal).cmp(&(recorded, recorded_gone)))
+}
+
+/// The Merkle frontier after `seq` from stored nodes (empty if they are missing: the walk
+/// from it then reports the first entry whose stored nodes disagree).
+fn start_frontier(tree: &sled::Tree, seq: u64) -> CompactRange {
+    CompactRange::from_reader(&tree::StoredNodes(tree), seq).unwrap_or_default()
 }
 
 /// Entries per sled batch when a large append is written by the second thread.

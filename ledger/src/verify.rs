@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use schemas::merkle::{self, CompactRange};
 use schemas::{chain_hash, Entry, Hash};
 use serde::Serialize;
 
@@ -34,6 +35,13 @@ pub enum FailureKind {
     SnapshotMismatch,
     /// An entry is stored beyond the recorded head.
     TrailingEntry,
+    /// The Merkle nodes stored for this entry, or the frontier stored with the head, are
+    /// not what the entries' bytes hash to.
+    TreeMismatch,
+    /// A signed checkpoint names a tree this ledger does not extend: the ledger is shorter
+    /// than it (truncation, rollback) or has another root at its size (a fork). The seq is
+    /// the checkpoint's tree size.
+    CheckpointMismatch,
 }
 
 /// The first broken seq and why.
@@ -91,9 +99,12 @@ impl VerifyReport {
 
 /// Walks entries after `(start_seq, start_hash)` up to the head, replaying into
 /// `projection` (which must be the state at `start_seq`).
+/// `frontier` must be the Merkle frontier at `start_seq`; it is extended entry by entry
+/// and each entry's stored nodes, then the frontier stored with the head, are checked.
 pub(crate) fn walk(
     tree: &sled::Tree,
     projection: &mut Projection,
+    frontier: &mut CompactRange,
     start_seq: u64,
     start_hash: Hash,
     head: (u64, Hash),
@@ -102,6 +113,15 @@ pub(crate) fn walk(
     let fail = |report: &mut VerifyReport, seq: u64, kind: FailureKind, detail: String| {
         report.failure = Some(VerifyFailure { seq, kind, detail });
     };
+    if frontier.size() != start_seq {
+        fail(
+            &mut report,
+            start_seq + 1,
+            FailureKind::TreeMismatch,
+            format!("the stored Merkle nodes do not rebuild the tree of size {start_seq}"),
+        );
+        return Ok(report);
+    }
     let mut snapshot_seqs = BTreeSet::new();
     let snapshot_range =
         keys::seq_key(keys::SNAPSHOT, start_seq + 1)..=keys::seq_key(keys::SNAPSHOT, u64::MAX);
@@ -203,6 +223,20 @@ pub(crate) fn walk(
             );
             return Ok(report);
         }
+        let nodes = frontier.append(merkle::leaf_hash(bytes));
+        let stored_nodes = tree.get(keys::seq_key(keys::TREE, seq - 1))?;
+        if stored_nodes.as_deref() != Some(&crate::tree::nodes_value(&nodes)[..]) {
+            fail(
+                &mut report,
+                seq,
+                FailureKind::TreeMismatch,
+                format!(
+                    "the Merkle nodes stored for leaf {} are not those its bytes complete",
+                    seq - 1
+                ),
+            );
+            return Ok(report);
+        }
         if snapshot_seqs.contains(&seq) {
             if let Some(detail) = snapshot_differs(tree, seq, stored_hash, projection)? {
                 fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
@@ -236,6 +270,19 @@ pub(crate) fn walk(
                 head.1, head.0, last
             ),
         );
+    } else if head.0 > 0 {
+        let stored = tree.get(keys::FRONTIER)?;
+        let stored = stored
+            .as_deref()
+            .and_then(|value| crate::tree::parse_frontier(head.0, value));
+        if stored.as_ref() != Some(&*frontier) {
+            fail(
+                &mut report,
+                head.0,
+                FailureKind::TreeMismatch,
+                "the Merkle frontier stored with the head is not the tree of the entries".into(),
+            );
+        }
     }
     Ok(report)
 }

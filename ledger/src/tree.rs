@@ -1,0 +1,589 @@
+//! The RFC 6962 Merkle tree over the ledger's entries, stored beside them in sled.
+//!
+//! Leaf `i` is entry seq `i + 1`, and its leaf hash is `SHA-256(0x00 || stored entry
+//! bytes)`: the very bytes the blake3 chain covers, so the chain and the tree can never
+//! disagree about what was logged. Appending leaf `i` completes the perfect nodes
+//! `(0, i), (1, i / 2), …` (one more per trailing one bit of `i`); they are stored under one
+//! key per leaf, `T ‖ i`, as their concatenation bottom-up, so an entry costs one extra
+//! small key and node `(level, index)` is found at offset `32 * level` of the value of leaf
+//! `(index + 1) * 2^level - 1`. The frontier (compact range) after the head is stored under
+//! `R` in the same batch as the head record, so open needs no reads to resume appending.
+//!
+//! Signed checkpoints are kept under `C ‖ tree size` as the C2SP signed-note text.
+
+use schemas::checkpoint::{Checkpoint, SignedNote, SignerKey};
+use schemas::merkle::{self, CompactRange, Hash32, NodeReader, HASH_SIZE};
+
+use crate::verify::{FailureKind, VerifyFailure};
+use crate::{keys, Ledger, LedgerError};
+
+/// Reads stored perfect nodes for the proof generators.
+pub(crate) struct StoredNodes<'a>(pub(crate) &'a sled::Tree);
+
+/// Why a stored node could not be read.
+#[derive(Debug)]
+pub(crate) enum NodeReadError {
+    /// sled failed.
+    Storage(sled::Error),
+    /// The node is not stored, or its record is too short.
+    Missing,
+}
+
+impl NodeReader for StoredNodes<'_> {
+    type Error = NodeReadError;
+
+    fn node(&self, level: u32, index: u64) -> Result<Hash32, NodeReadError> {
+        // The last leaf under the node is the one whose append completed it.
+        let leaf = 1u64
+            .checked_shl(level)
+            .and_then(|width| index.checked_add(1)?.checked_mul(width))
+            .map(|end| end - 1)
+            .ok_or(NodeReadError::Missing)?;
+        let value = self
+            .0
+            .get(keys::seq_key(keys::TREE, leaf))
+            .map_err(NodeReadError::Storage)?
+            .ok_or(NodeReadError::Missing)?;
+        let start = level as usize * HASH_SIZE;
+        value
+            .get(start..start + HASH_SIZE)
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(NodeReadError::Missing)
+    }
+}
+
+impl std::fmt::Display for NodeReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeReadError::Storage(e) => write!(f, "storage error: {e}"),
+            NodeReadError::Missing => f.write_str("the node is not stored"),
+        }
+    }
+}
+
+/// The value stored under `T ‖ i`: the nodes appending leaf `i` completed, bottom-up.
+pub(crate) fn nodes_value(nodes: &[merkle::PerfectNode]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(nodes.len() * HASH_SIZE);
+    for (_, _, hash) in nodes {
+        value.extend_from_slice(hash);
+    }
+    value
+}
+
+/// The value stored under `R`: the frontier's hashes, largest subtree first (the size is
+/// the head seq).
+pub(crate) fn frontier_value(range: &CompactRange) -> Vec<u8> {
+    range.hashes().concat()
+}
+
+/// Parses the `R` value for a tree of `size` leaves.
+pub(crate) fn parse_frontier(size: u64, value: &[u8]) -> Option<CompactRange> {
+    if value.len() % HASH_SIZE != 0 {
+        return None;
+    }
+    let hashes = value
+        .chunks_exact(HASH_SIZE)
+        .map(|chunk| chunk.try_into().expect("32-byte chunks"))
+        .collect();
+    CompactRange::from_parts(size, hashes).ok()
+}
+
+/// Lowercase hex of a SHA-256 hash.
+pub fn hex(hash: &Hash32) -> String {
+    schemas::Hash(*hash).to_hex()
+}
+
+/// A signed checkpoint kept in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The parsed body: origin, tree size, root.
+    pub checkpoint: Checkpoint,
+    /// The whole signed note, exactly as signed (what `GET /v1/checkpoint` serves).
+    pub note: String,
+}
+
+impl StoredCheckpoint {
+    fn parse(note: String) -> Result<StoredCheckpoint, LedgerError> {
+        let parsed = SignedNote::parse(&note)?;
+        let checkpoint = Checkpoint::parse_body(&parsed.body)?;
+        Ok(StoredCheckpoint { checkpoint, note })
+    }
+}
+
+fn proof_error<E: std::fmt::Display>(error: merkle::ProofError<E>) -> LedgerError {
+    match error {
+        merkle::ProofError::IndexOutOfRange { .. } | merkle::ProofError::SizeOrder { .. } => {
+            LedgerError::OutOfRange(error.to_string())
+        }
+        merkle::ProofError::Node { .. } => LedgerError::Tree(error.to_string()),
+    }
+}
+
+impl Ledger {
+    /// The number of leaves in the Merkle tree: one per entry, so the head seq.
+    pub fn tree_size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// The root of the Merkle tree at the head.
+    pub fn tree_root(&self) -> Hash32 {
+        self.frontier.root()
+    }
+
+    /// The root of the tree of the first `size` entries (any past size), from stored nodes.
+    pub fn root_at(&self, size: u64) -> Result<Hash32, LedgerError> {
+        self.within_tree(size)?;
+        merkle::root_at(&StoredNodes(&self.tree), size).map_err(proof_error)
+    }
+
+    /// The inclusion proof of leaf `leaf_index` (entry seq `leaf_index + 1`) in the tree of
+    /// `tree_size` leaves, in `O(log n)` reads of stored nodes.
+    pub fn inclusion_proof(
+        &self,
+        leaf_index: u64,
+        tree_size: u64,
+    ) -> Result<Vec<Hash32>, LedgerError> {
+        self.within_tree(tree_size)?;
+        merkle::inclusion_proof(&StoredNodes(&self.tree), leaf_index, tree_size)
+            .map_err(proof_error)
+    }
+
+    /// The consistency proof that the tree of `from_size` leaves is a prefix of the tree of
+    /// `to_size` leaves.
+    pub fn consistency_proof(
+        &self,
+        from_size: u64,
+        to_size: u64,
+    ) -> Result<Vec<Hash32>, LedgerError> {
+        self.within_tree(to_size)?;
+        merkle::consistency_proof(&StoredNodes(&self.tree), from_size, to_size).map_err(proof_error)
+    }
+
+    fn within_tree(&self, size: u64) -> Result<(), LedgerError> {
+        if size > self.tree_size() {
+            return Err(LedgerError::OutOfRange(format!(
+                "tree size {size} is beyond the head ({})",
+                self.tree_size()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The newest signed checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        latest_checkpoint(&self.tree)
+    }
+
+    /// The smallest signed checkpoint whose tree holds at least `size` leaves.
+    pub fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        let range =
+            keys::seq_key(keys::CHECKPOINT, size)..=keys::seq_key(keys::CHECKPOINT, u64::MAX);
+        match self.tree.range(range).next() {
+            Some(item) => {
+                let note = String::from_utf8_lossy(&item?.1).into_owned();
+                Ok(Some(StoredCheckpoint::parse(note)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every signed checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+        let range = keys::seq_key(keys::CHECKPOINT, 0)..=keys::seq_key(keys::CHECKPOINT, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.tree.range(range) {
+            let note = String::from_utf8_lossy(&item?.1).into_owned();
+            out.push(StoredCheckpoint::parse(note)?);
+        }
+        Ok(out)
+    }
+
+    /// Signs a checkpoint of the durable head with `key` under `origin` and keeps it.
+    ///
+    /// Flushes first: a checkpoint only ever covers entries on disk. Returns the latest
+    /// checkpoint unchanged when it already covers the head, and refuses (fails closed) if
+    /// the head's tree is not an extension of the latest signed one, so the service can
+    /// never sign two inconsistent trees.
+    pub fn sign_checkpoint(
+        &mut self,
+        key: &SignerKey,
+        origin: &str,
+    ) -> Result<StoredCheckpoint, LedgerError> {
+        if self.corruption.is_some() || self.config.allow_corrupt {
+            return Err(LedgerError::ReadOnly);
+        }
+        self.flush()?;
+        let size = self.tree_size();
+        let latest = self.latest_checkpoint()?;
+        if let Some(latest) = &latest {
+            check_consistent(&self.tree, &self.frontier, &latest.checkpoint)
+                .map_err(LedgerError::Corrupt)?;
+            if latest.checkpoint.size == size && latest.checkpoint.origin == origin {
+                return Ok(latest.clone());
+            }
+        }
+        let checkpoint = Checkpoint {
+            origin: origin.to_string(),
+            size,
+            root: self.tree_root(),
+            extensions: Vec::new(),
+        };
+        let body = checkpoint.to_body()?;
+        let note = SignedNote::sign(&body, &[key])?.to_text();
+        self.tree
+            .insert(keys::seq_key(keys::CHECKPOINT, size), note.as_bytes())?;
+        self.db.flush()?;
+        Ok(StoredCheckpoint { checkpoint, note })
+    }
+
+    /// Whether this ledger holds the tree `checkpoint` describes as a prefix: `Err` names
+    /// a truncation (the ledger is shorter), or a rollback or fork (another root at that
+    /// size, or no consistency proof to the head).
+    pub fn check_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), VerifyFailure> {
+        check_consistent(&self.tree, &self.frontier, checkpoint)
+    }
+}
+
+/// The newest checkpoint stored in `tree`.
+pub(crate) fn latest_checkpoint(
+    tree: &sled::Tree,
+) -> Result<Option<StoredCheckpoint>, LedgerError> {
+    let range = keys::seq_key(keys::CHECKPOINT, 0)..=keys::seq_key(keys::CHECKPOINT, u64::MAX);
+    match tree.range(range).next_back() {
+        Some(item) => {
+            let note = String::from_utf8_lossy(&item?.1).into_owned();
+            Ok(Some(StoredCheckpoint::parse(note)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Proves, from stored nodes, that the tree `checkpoint` names is a prefix of the tree
+/// whose frontier is `head`: its root at that size and a consistency proof to the head.
+pub(crate) fn check_consistent(
+    tree: &sled::Tree,
+    head: &CompactRange,
+    checkpoint: &Checkpoint,
+) -> Result<(), VerifyFailure> {
+    let failure = |detail: String| VerifyFailure {
+        seq: checkpoint.size,
+        kind: FailureKind::CheckpointMismatch,
+        detail,
+    };
+    let size = checkpoint.size;
+    if size > head.size() {
+        return Err(failure(format!(
+            "the ledger holds {} entries but a checkpoint was signed at tree size {size}: it was truncated or rolled back",
+            head.size()
+        )));
+    }
+    let nodes = StoredNodes(tree);
+    let root = merkle::root_at(&nodes, size)
+        .map_err(|e| failure(format!("the tree of size {size} cannot be recomputed: {e}")))?;
+    if root != checkpoint.root {
+        return Err(failure(format!(
+            "the checkpoint at tree size {size} has root {} but the ledger's tree of that size has root {}: the log was rewritten (a fork)",
+            hex(&checkpoint.root),
+            hex(&root)
+        )));
+    }
+    if size > 0 {
+        let proof = merkle::consistency_proof(&nodes, size, head.size())
+            .map_err(|e| failure(format!("no consistency proof from size {size}: {e}")))?;
+        merkle::verify_consistency(size, head.size(), &checkpoint.root, &head.root(), &proof)
+            .map_err(|e| {
+                failure(format!(
+                    "the head is not consistent with the checkpoint at size {size}: {e}"
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LedgerConfig, StoredEntry};
+    use chrono::{TimeZone, Utc};
+    use schemas::{normalize, Hash, ObjectChange, WatchEventType};
+
+    fn pod(n: u64) -> ObjectChange {
+        let object = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("p{n}"), "namespace": "ns", "uid": format!("pod-{n}"),
+                         "resourceVersion": n.to_string(),
+                         "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+                                              "name": "s", "uid": "sb-1", "controller": true}]}});
+        normalize(WatchEventType::Added, &object).unwrap().unwrap()
+    }
+
+    fn config() -> LedgerConfig {
+        LedgerConfig {
+            snapshot_every: 16,
+            allow_corrupt: false,
+        }
+    }
+
+    fn key() -> SignerKey {
+        SignerKey::from_seed("test.example/ledger", [7; 32]).unwrap()
+    }
+
+    fn leaves(ledger: &Ledger) -> Vec<Vec<u8>> {
+        ledger
+            .entries(1, u64::MAX)
+            .map(|e| e.map(|StoredEntry { bytes, .. }| bytes).unwrap())
+            .collect()
+    }
+
+    fn append(ledger: &mut Ledger, range: std::ops::RangeInclusive<u64>) {
+        let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+        ledger.append(range.map(pod), at).unwrap();
+        ledger.flush().unwrap();
+    }
+
+    #[test]
+    fn the_tree_is_the_rfc6962_tree_of_the_stored_bytes_across_batches_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        assert_eq!(ledger.tree_root(), merkle::EMPTY_ROOT);
+        append(&mut ledger, 1..=1);
+        append(&mut ledger, 2..=37);
+        // More than two pipeline chunks: written by the second thread.
+        append(&mut ledger, 38..=700);
+        let bytes = leaves(&ledger);
+        assert_eq!(ledger.tree_size(), 700);
+        assert_eq!(ledger.tree_root(), merkle::root(&bytes));
+        for size in [1, 2, 3, 37, 64, 255, 256, 699, 700] {
+            assert_eq!(
+                ledger.root_at(size).unwrap(),
+                merkle::root(&bytes[..size as usize])
+            );
+        }
+        drop(ledger);
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        assert_eq!(ledger.tree_root(), merkle::root(&bytes));
+        append(&mut ledger, 701..=705);
+        let bytes = leaves(&ledger);
+        assert_eq!(ledger.tree_root(), merkle::root(&bytes));
+        assert!(ledger.verify().unwrap().ok());
+    }
+
+    #[test]
+    fn proofs_from_stored_nodes_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        append(&mut ledger, 1..=300);
+        let bytes = leaves(&ledger);
+        for (index, size) in [
+            (0, 1),
+            (0, 300),
+            (150, 300),
+            (299, 300),
+            (5, 6),
+            (63, 64),
+            (64, 65),
+        ] {
+            let proof = ledger.inclusion_proof(index, size).unwrap();
+            let root = ledger.root_at(size).unwrap();
+            let leaf = merkle::leaf_hash(&bytes[index as usize]);
+            merkle::verify_inclusion(&leaf, index, size, &proof, &root).unwrap();
+        }
+        for (from, to) in [
+            (1, 300),
+            (7, 8),
+            (64, 300),
+            (299, 300),
+            (300, 300),
+            (100, 200),
+        ] {
+            let proof = ledger.consistency_proof(from, to).unwrap();
+            let (old, new) = (ledger.root_at(from).unwrap(), ledger.root_at(to).unwrap());
+            merkle::verify_consistency(from, to, &old, &new, &proof).unwrap();
+        }
+        assert!(matches!(
+            ledger.inclusion_proof(300, 300),
+            Err(LedgerError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            ledger.consistency_proof(10, 301),
+            Err(LedgerError::OutOfRange(_))
+        ));
+    }
+
+    #[test]
+    fn checkpoints_are_kept_and_reused_until_the_head_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        append(&mut ledger, 1..=10);
+        let first = ledger
+            .sign_checkpoint(&key(), "test.example/ledger")
+            .unwrap();
+        assert_eq!(first.checkpoint.size, 10);
+        assert_eq!(first.checkpoint.root, ledger.tree_root());
+        schemas::checkpoint::open_note(&first.note, &[key().verifier()]).unwrap();
+        let again = ledger
+            .sign_checkpoint(&key(), "test.example/ledger")
+            .unwrap();
+        assert_eq!(again, first);
+        append(&mut ledger, 11..=20);
+        let second = ledger
+            .sign_checkpoint(&key(), "test.example/ledger")
+            .unwrap();
+        assert_eq!(second.checkpoint.size, 20);
+        assert_eq!(
+            ledger.checkpoints().unwrap(),
+            vec![first.clone(), second.clone()]
+        );
+        assert_eq!(ledger.checkpoint_covering(5).unwrap(), Some(first.clone()));
+        assert_eq!(
+            ledger.checkpoint_covering(11).unwrap(),
+            Some(second.clone())
+        );
+        assert_eq!(ledger.checkpoint_covering(21).unwrap(), None);
+        drop(ledger);
+        let ledger = Ledger::open(dir.path(), config()).unwrap();
+        assert_eq!(ledger.latest_checkpoint().unwrap(), Some(second));
+        assert!(ledger.check_checkpoint(&first.checkpoint).is_ok());
+        assert!(ledger.verify().unwrap().ok());
+    }
+
+    /// Rewrites the store as a forger with write access would: entries after `keep`
+    /// removed (and, with `replacement`, new ones appended in their place), every chain
+    /// hash, Merkle node, the frontier and the head recomputed.
+    fn rewrite_after(
+        dir: &std::path::Path,
+        keep: u64,
+        replacement: Option<std::ops::RangeInclusive<u64>>,
+    ) {
+        let db = sled::open(dir).unwrap();
+        let tree = db.open_tree("ledger").unwrap();
+        let (head, _) = crate::read_head(&tree).unwrap();
+        for seq in keep + 1..=head {
+            tree.remove(keys::seq_key(keys::ENTRY, seq)).unwrap();
+            tree.remove(keys::seq_key(keys::TREE, seq - 1)).unwrap();
+            tree.remove(keys::seq_key(keys::SNAPSHOT, seq)).unwrap();
+        }
+        let frontier = CompactRange::from_reader(&StoredNodes(&tree), keep).unwrap();
+        let hash = Hash::from_slice(&tree.get(keys::seq_key(keys::ENTRY, keep)).unwrap().unwrap())
+            .unwrap();
+        let seq_hash = crate::Head {
+            seq: keep,
+            hash,
+            observed_at: None,
+        };
+        tree.insert(keys::HEAD, &crate::head_record(&seq_hash)[..])
+            .unwrap();
+        tree.insert(keys::FRONTIER, frontier_value(&frontier))
+            .unwrap();
+        db.flush().unwrap();
+        drop((tree, db));
+        if let Some(range) = replacement {
+            let mut ledger = Ledger::open(dir, config()).unwrap();
+            let at = Utc.timestamp_opt(1_790_000_100, 0).unwrap();
+            ledger.append(range.map(|n| pod(n + 1000)), at).unwrap();
+            ledger.flush().unwrap();
+        }
+    }
+    #[test]
+    fn a_ledger_rolled_back_behind_its_checkpoint_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        append(&mut ledger, 1..=30);
+        ledger.sign_checkpoint(&key(), "o").unwrap();
+        drop(ledger);
+        // Only the entries are rolled back: the checkpoint the ledger signed remains.
+        rewrite_after(dir.path(), 25, None);
+        match Ledger::open(dir.path(), config()) {
+            Err(LedgerError::Corrupt(failure)) => {
+                assert_eq!(
+                    (failure.seq, failure.kind),
+                    (30, FailureKind::CheckpointMismatch)
+                );
+                assert!(failure.detail.contains("truncated"), "{}", failure.detail);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_forked_ledger_is_refused_at_open_and_by_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        append(&mut ledger, 1..=30);
+        ledger.sign_checkpoint(&key(), "o").unwrap();
+        drop(ledger);
+        // Rolling back is refused by open, so a forger who wants a different history of
+        // the same length must write it under the checkpoint's nose: rewrite the store.
+        let checkpoint = {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("ledger").unwrap();
+            let value = tree
+                .remove(keys::seq_key(keys::CHECKPOINT, 30))
+                .unwrap()
+                .unwrap();
+            db.flush().unwrap();
+            value
+        };
+        rewrite_after(dir.path(), 20, Some(21..=30));
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("ledger").unwrap();
+            tree.insert(keys::seq_key(keys::CHECKPOINT, 30), checkpoint)
+                .unwrap();
+            db.flush().unwrap();
+        }
+        match Ledger::open(dir.path(), config()) {
+            Err(LedgerError::Corrupt(failure)) => {
+                assert_eq!(
+                    (failure.seq, failure.kind),
+                    (30, FailureKind::CheckpointMismatch)
+                );
+                assert!(failure.detail.contains("fork"), "{}", failure.detail);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let forensic = LedgerConfig {
+            allow_corrupt: true,
+            ..config()
+        };
+        let ledger = Ledger::open(dir.path(), forensic).unwrap();
+        let failure = ledger.verify().unwrap().failure.unwrap();
+        assert_eq!(failure.kind, FailureKind::CheckpointMismatch);
+    }
+
+    #[test]
+    fn a_changed_merkle_node_or_frontier_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        append(&mut ledger, 1..=40);
+        let mut value = ledger
+            .tree
+            .get(keys::seq_key(keys::TREE, 4))
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        value[0] ^= 1;
+        ledger
+            .tree
+            .insert(keys::seq_key(keys::TREE, 4), value)
+            .unwrap();
+        let failure = ledger.verify().unwrap().failure.unwrap();
+        assert_eq!((failure.seq, failure.kind), (5, FailureKind::TreeMismatch));
+        drop(ledger);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        append(&mut ledger, 1..=40);
+        let mut value = ledger.tree.get(keys::FRONTIER).unwrap().unwrap().to_vec();
+        value[3] ^= 1;
+        ledger.tree.insert(keys::FRONTIER, value).unwrap();
+        ledger.flush().unwrap();
+        drop(ledger);
+        match Ledger::open(dir.path(), config()) {
+            Err(LedgerError::Corrupt(failure)) => {
+                assert_eq!((failure.seq, failure.kind), (40, FailureKind::TreeMismatch))
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}

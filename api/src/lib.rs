@@ -5,6 +5,8 @@
 //! what an answer looks like.
 //!
 //! * [`views`]: the JSON views shared with the CLI.
+//! * [`bundle`]: export bundles (entries, signed checkpoint, proofs) for offline audit.
+//! * [`formats`]: the other export formats, CSV rows and CloudEvents 1.0 lines.
 //! * [`Service`]: the HTTP API (axum): identity checks, bindings, history, state, entries,
 //!   export, head, health, readiness, metrics and the OpenAPI document. The binary builds
 //!   one with [`Service::new`] over the shared ledger and a [`Freshness`] of its watchers,
@@ -12,8 +14,10 @@
 //! * [`openapi`]: the OpenAPI 3.1 description of every route.
 
 mod auth;
+pub mod bundle;
 mod denials;
 mod extract;
+pub mod formats;
 mod metrics;
 pub mod openapi;
 mod routes;
@@ -25,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use schemas::Reason;
 
 pub use service::{
-    Auth, Clock, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters,
-    MAX_PENDING_DENIALS, RECORDED_DENIALS,
+    Auth, CheckpointSigning, Clock, FlushStats, Freshness, ServeOptions, Service, TlsFiles,
+    WatchCounters, MAX_PENDING_DENIALS, RECORDED_DENIALS,
 };
 pub use views::{EntryLine, ObjectLine, StateView};
 

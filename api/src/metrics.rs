@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     denial_records_failed: Counter,
     denial_flush_seconds: Histogram,
     unauthorized: Counter,
+    checkpoints_signed: Counter,
+    checkpoint_size: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Metrics {
@@ -93,6 +95,18 @@ impl Metrics {
             "Requests refused for a missing or invalid bearer token",
             unauthorized.clone(),
         );
+        let checkpoints_signed = Counter::default();
+        registry.register(
+            "checkpoints_signed",
+            "Calls that left a signed checkpoint of the head (a new one, or the latest when it already covered the head)",
+            checkpoints_signed.clone(),
+        );
+        let checkpoint_size = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "checkpoint_tree_size",
+            "Tree size of the latest checkpoint this process signed",
+            checkpoint_size.clone(),
+        );
         registry.register_collector(Box::new(Live {
             ledger,
             freshness,
@@ -107,7 +121,15 @@ impl Metrics {
             denial_records_failed,
             denial_flush_seconds,
             unauthorized,
+            checkpoints_signed,
+            checkpoint_size,
         }
+    }
+
+    pub(crate) fn checkpoint_signed(&self, size: u64) {
+        self.checkpoints_signed.inc();
+        self.checkpoint_size
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 
     /// Counts one answered check.

@@ -125,7 +125,10 @@ pub fn document() -> Value {
                 "operationId": "export",
                 "summary": "Entries as JSON lines, streamed",
                 "parameters": [
-                    query("format", "Only jsonl", json!({"type": "string", "enum": ["jsonl"], "default": "jsonl"})),
+                    query("format", "jsonl (EntryLine per line), csv (one row per entry, a header first) or cloudevents (CloudEvents 1.0 structured JSON, one event per line)", json!({"type": "string", "enum": ["jsonl", "csv", "cloudevents"], "default": "jsonl"})),
+                    query("bundle", "A tar export bundle (manifest.json, entries.jsonl, checkpoint, proofs.json) for claim-ledger verify-export; the range ends at the covering signed checkpoint by default", json!({"type": "boolean", "default": false})),
+                    query("previous_size", "With bundle: the tree size of the auditor's previous checkpoint, to include a consistency proof from it", json!({"type": "integer", "minimum": 1})),
+                    query("previous_root", "With bundle and previous_size: that checkpoint's root (64 hex digits)", json!({"type": "string", "pattern": "^[0-9a-fA-F]{64}$"})),
                     query("from_seq", "First seq (default 1)", json!({"type": "integer", "minimum": 0})),
                     query("to_seq", "Last seq (default the head at the start of the export)", json!({"type": "integer", "minimum": 0})),
                     query("since", "First entry observed at or after this time (instead of from_seq)", json!({"type": "string", "format": "date-time"})),
@@ -138,15 +141,54 @@ pub fn document() -> Value {
                             "x-claim-ledger-from-seq": {"schema": {"type": "integer"}},
                             "x-claim-ledger-to-seq": {"schema": {"type": "integer"}}
                         },
-                        "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/EntryLine"}}}
+                        "content": {
+                            "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/EntryLine"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/cloudevents-batch+json": {"schema": {"type": "object", "description": "One CloudEvent per line"}},
+                            "application/x-tar": {"schema": {"type": "string", "format": "binary"}}
+                        }
                     },
-                    "400": error_response("Invalid parameters, an unsupported format, or a range beyond the head")
+                    "400": error_response("Invalid parameters, an unsupported format, or a range beyond the head"),
+                    "404": error_response("bundle=true and no signed checkpoint covers the range (no_checkpoint)"),
+                    "409": error_response("bundle=true and the previous checkpoint is not a prefix of this ledger's tree (inconsistent_checkpoint)")
                 }))
             }},
             "/v1/head": {"get": {
                 "operationId": "head",
                 "summary": "The newest entry",
                 "responses": common_errors(json!({"200": json_response("The head", "Head")}))
+            }},
+            "/v1/checkpoint": {"get": {
+                "operationId": "checkpoint",
+                "summary": "The latest signed checkpoint: a C2SP tlog-checkpoint in a C2SP signed note (Ed25519)",
+                "responses": common_errors(json!({
+                    "200": {"description": "The signed note", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "404": error_response("No checkpoint signed yet (no_checkpoint)")
+                }))
+            }},
+            "/v1/proof/inclusion": {"get": {
+                "operationId": "inclusionProof",
+                "summary": "RFC 9162 inclusion proof of entry seq (leaf seq - 1) in the tree of tree_size leaves",
+                "parameters": [
+                    {"name": "seq", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}},
+                    query("tree_size", "The tree size (default the head)", json!({"type": "integer", "minimum": 1}))
+                ],
+                "responses": common_errors(json!({
+                    "200": json_response("The proof", "InclusionProof"),
+                    "400": error_response("seq missing, 0 or beyond the tree; tree_size beyond the head")
+                }))
+            }},
+            "/v1/proof/consistency": {"get": {
+                "operationId": "consistencyProof",
+                "summary": "RFC 9162 consistency proof that the tree of from_size leaves is a prefix of the tree of to_size",
+                "parameters": [
+                    {"name": "from_size", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}},
+                    query("to_size", "The larger tree size (default the head)", json!({"type": "integer", "minimum": 1}))
+                ],
+                "responses": common_errors(json!({
+                    "200": json_response("The proof", "ConsistencyProof"),
+                    "400": error_response("from_size missing, 0 or above to_size; to_size beyond the head")
+                }))
             }},
             "/healthz": {"get": {
                 "operationId": "healthz",
@@ -251,9 +293,10 @@ pub fn document() -> Value {
                 },
                 "EntryLine": {
                     "type": "object",
-                    "required": ["seq", "hash", "prev_hash", "entry", "bytes"],
+                    "required": ["seq", "leaf_index", "hash", "prev_hash", "entry", "bytes"],
                     "properties": {
                         "seq": {"type": "integer"},
+                        "leaf_index": {"type": "integer", "description": "The entry's Merkle leaf (seq - 1)"},
                         "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                         "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                         "entry": {"type": "object", "description": "The decoded entry (docs/FORMAT.md)"},
@@ -271,12 +314,37 @@ pub fn document() -> Value {
                 },
                 "Head": {
                     "type": "object",
-                    "required": ["seq", "hash", "observed_at", "durable_seq"],
+                    "required": ["seq", "hash", "observed_at", "durable_seq", "tree_size", "root"],
                     "properties": {
                         "seq": {"type": "integer"},
                         "hash": {"type": "string"},
                         "observed_at": {"type": ["string", "null"], "format": "date-time"},
-                        "durable_seq": {"type": "integer"}
+                        "durable_seq": {"type": "integer"},
+                        "tree_size": {"type": "integer", "description": "Merkle tree leaves: one per entry"},
+                        "root": {"type": "string", "description": "RFC 6962 root at tree_size (SHA-256, hex)"}
+                    }
+                },
+                "InclusionProof": {
+                    "type": "object",
+                    "required": ["seq", "leaf_index", "tree_size", "leaf_hash", "root", "hashes"],
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "leaf_index": {"type": "integer"},
+                        "tree_size": {"type": "integer"},
+                        "leaf_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "root": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "hashes": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+                    }
+                },
+                "ConsistencyProof": {
+                    "type": "object",
+                    "required": ["from_size", "to_size", "from_root", "to_root", "hashes"],
+                    "properties": {
+                        "from_size": {"type": "integer"},
+                        "to_size": {"type": "integer"},
+                        "from_root": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "to_root": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "hashes": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
                     }
                 },
                 "State": {

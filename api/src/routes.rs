@@ -18,6 +18,7 @@ use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use ledger::{CheckRequest, Ledger, StoredEntry, Verdict};
+use schemas::bundle::{hash32_to_hex, ConsistencyProof, InclusionProof};
 use schemas::{Hash, ObjectKind, Reason};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
@@ -25,6 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::bundle::EntryPages;
 use crate::extract::{self, JsonBody, QueryParams};
 use crate::views::{EntryLine, StateView};
 use crate::{ApiError, Service, RECORDED_DENIALS};
@@ -63,6 +65,19 @@ fn specs() -> Vec<Spec> {
         spec(Method::GET, "/v1/entries", true, get(entries)),
         spec(Method::GET, "/v1/export", true, get(export)),
         spec(Method::GET, "/v1/head", true, get(head)),
+        spec(Method::GET, "/v1/checkpoint", true, get(checkpoint)),
+        spec(
+            Method::GET,
+            "/v1/proof/inclusion",
+            true,
+            get(inclusion_proof),
+        ),
+        spec(
+            Method::GET,
+            "/v1/proof/consistency",
+            true,
+            get(consistency_proof),
+        ),
         spec(Method::GET, "/healthz", false, get(healthz)),
         spec(Method::GET, "/readyz", false, get(readyz)),
         spec(Method::GET, "/metrics", false, get(metrics)),
@@ -581,26 +596,90 @@ struct ExportQuery {
     to_seq: Option<u64>,
     since: Option<String>,
     until: Option<String>,
+    bundle: Option<bool>,
+    previous_size: Option<u64>,
+    previous_root: Option<String>,
 }
 
-/// `GET /v1/export`: entries as JSON lines, streamed a page per lock acquisition.
+/// The export line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+    CloudEvents,
+}
+
+impl ExportFormat {
+    fn parse(format: Option<&str>) -> Result<ExportFormat, ApiError> {
+        match format {
+            None | Some("jsonl") => Ok(ExportFormat::Jsonl),
+            Some("csv") => Ok(ExportFormat::Csv),
+            Some("cloudevents") => Ok(ExportFormat::CloudEvents),
+            Some(other) => Err(ApiError::query(format!(
+                "unsupported format {other:?}: jsonl, csv or cloudevents"
+            ))),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Jsonl => "application/x-ndjson",
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::CloudEvents => "application/cloudevents-batch+json",
+        }
+    }
+
+    /// Appends the lines of `stored` to `buffer`.
+    fn write(
+        self,
+        stored: &StoredEntry,
+        source: &str,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), ApiError> {
+        match self {
+            ExportFormat::Jsonl => serde_json::to_writer(&mut *buffer, &EntryLine::new(stored))?,
+            ExportFormat::CloudEvents => {
+                serde_json::to_writer(&mut *buffer, &crate::formats::cloud_event(stored, source))?
+            }
+            ExportFormat::Csv => {
+                let mut writer = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(&mut *buffer);
+                writer
+                    .serialize(crate::formats::CsvRow::new(stored))
+                    .map_err(|e| ApiError::Io(std::io::Error::other(e)))?;
+                writer.flush()?;
+                return Ok(());
+            }
+        }
+        buffer.push(b'\n');
+        Ok(())
+    }
+}
+
+/// `GET /v1/export`: entries as JSON lines, CSV rows or CloudEvents, streamed a page per
+/// lock acquisition; with `bundle=true`, a tar export bundle for offline verification.
 async fn export(
     State(service): State<Service>,
     QueryParams(query): QueryParams<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    match query.format.as_deref() {
-        None | Some("jsonl") => {}
-        Some(other) => {
-            return Err(ApiError::query(format!(
-                "unsupported format {other:?}: only jsonl"
-            )))
-        }
-    }
+    let format = ExportFormat::parse(query.format.as_deref())?;
     if query.from_seq.is_some() && query.since.is_some() {
         return Err(ApiError::query("give from_seq or since, not both"));
     }
     if query.to_seq.is_some() && query.until.is_some() {
         return Err(ApiError::query("give to_seq or until, not both"));
+    }
+    let bundle = query.bundle.unwrap_or(false);
+    if !bundle && (query.previous_size.is_some() || query.previous_root.is_some()) {
+        return Err(ApiError::query(
+            "previous_size and previous_root go with bundle=true",
+        ));
+    }
+    if bundle && query.format.is_some() {
+        return Err(ApiError::query(
+            "a bundle holds jsonl entries: leave format out with bundle=true",
+        ));
     }
     let since = query
         .since
@@ -629,9 +708,9 @@ async fn export(
                     "to_seq {seq} is beyond the head ({head})"
                 )))
             }
-            (Some(seq), _) => seq,
-            (None, Some(until)) => ledger.seq_at_time(until)?,
-            (None, None) => head,
+            (Some(seq), _) => Some(seq),
+            (None, Some(until)) => Some(ledger.seq_at_time(until)?),
+            (None, None) => None,
         };
         if let (Some(from), Some(to)) = (from_seq, to_seq) {
             if from > to {
@@ -643,20 +722,35 @@ async fn export(
         Ok((from, to))
     })
     .await?;
+    if bundle {
+        let previous = previous_checkpoint(query.previous_size, query.previous_root.as_deref())?;
+        return export_bundle(service, from, to, previous).await;
+    }
+    let to = match to {
+        Some(to) => to,
+        None => service.read()?.head().seq,
+    };
+    let source = service.origin().to_string();
 
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let producer = service.clone();
     tokio::spawn(async move {
+        if format == ExportFormat::Csv {
+            let header = format!("{}\n", crate::formats::CSV_COLUMNS.join(","));
+            if sender.send(Ok(Bytes::from(header))).await.is_err() {
+                return;
+            }
+        }
         let mut next = from;
         while next <= to {
+            let source = source.clone();
             let page = blocking(&producer, move |service| {
                 let ledger = service.read()?;
                 let mut buffer = Vec::with_capacity(256 * 1024);
                 let mut last = None;
                 for stored in ledger.entries(next, to).take(EXPORT_PAGE) {
                     let stored = stored?;
-                    serde_json::to_writer(&mut buffer, &EntryLine::new(&stored))?;
-                    buffer.push(b'\n');
+                    format.write(&stored, &source, &mut buffer)?;
                     last = Some(stored.entry.seq);
                 }
                 Ok((buffer, last))
@@ -678,13 +772,10 @@ async fn export(
             }
         }
     });
-    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    });
     Ok((
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (header::CONTENT_TYPE, format.content_type().to_string()),
             (
                 header::HeaderName::from_static("x-claim-ledger-from-seq"),
                 from.to_string(),
@@ -694,9 +785,254 @@ async fn export(
                 to.to_string(),
             ),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(channel_stream(receiver)),
     )
         .into_response())
+}
+
+fn channel_stream(
+    receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+/// The auditor's previous checkpoint, from `previous_size` and `previous_root` (64 hex).
+fn previous_checkpoint(
+    size: Option<u64>,
+    root: Option<&str>,
+) -> Result<Option<schemas::checkpoint::Checkpoint>, ApiError> {
+    match (size, root) {
+        (None, None) => Ok(None),
+        (Some(size), Some(root)) => {
+            let root = schemas::bundle::hash32_from_hex(root)
+                .ok_or_else(|| ApiError::query("previous_root must be 64 hex digits"))?;
+            // The origin is not sent: the bundle's own checkpoint carries it.
+            Ok(Some(schemas::checkpoint::Checkpoint {
+                origin: String::new(),
+                size,
+                root,
+                extensions: Vec::new(),
+            }))
+        }
+        _ => Err(ApiError::query(
+            "previous_size and previous_root go together",
+        )),
+    }
+}
+
+/// A tar export bundle, spooled to a temporary file (tar headers carry sizes) under one
+/// read lock per page of entries, then streamed.
+async fn export_bundle(
+    service: Service,
+    from: u64,
+    to: Option<u64>,
+    previous: Option<schemas::checkpoint::Checkpoint>,
+) -> Result<Response, ApiError> {
+    let (file, manifest) = blocking(&service, move |service| {
+        let plan = {
+            let ledger = service.read()?;
+            let mut previous = previous;
+            if let (Some(previous), Some(latest)) = (previous.as_mut(), ledger.latest_checkpoint()?)
+            {
+                previous.origin = latest.checkpoint.origin;
+            }
+            let request = crate::bundle::BundleRequest {
+                from_seq: Some(from),
+                to_seq: to,
+                previous,
+            };
+            crate::bundle::plan(&ledger, &request, (service.inner.clock)())?
+        };
+        let mut file = tempfile::tempfile()?;
+        let pages = |from: u64, to: u64| -> Result<Vec<StoredEntry>, ApiError> {
+            let ledger = service.read()?;
+            (&*ledger).page(from, to)
+        };
+        crate::bundle::write_tar(pages, &plan, std::io::BufWriter::new(&mut file))?;
+        use std::io::Seek;
+        file.rewind()?;
+        Ok((file, plan.manifest))
+    })
+    .await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = file;
+        loop {
+            let mut chunk = vec![0u8; 256 * 1024];
+            match file.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = sender.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"claim-ledger-{}-{}.tar\"",
+                    manifest.from_seq, manifest.to_seq
+                ),
+            ),
+            (
+                header::HeaderName::from_static("x-claim-ledger-from-seq"),
+                manifest.from_seq.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-claim-ledger-to-seq"),
+                manifest.to_seq.to_string(),
+            ),
+        ],
+        Body::from_stream(channel_stream(receiver)),
+    )
+        .into_response())
+}
+
+/// `GET /v1/checkpoint`: the latest signed checkpoint, as the C2SP signed note itself.
+async fn checkpoint(State(service): State<Service>) -> Result<Response, ApiError> {
+    let latest = blocking(&service, |service| {
+        Ok(service.read()?.latest_checkpoint()?)
+    })
+    .await?;
+    let Some(latest) = latest else {
+        return Err(ApiError::request(
+            StatusCode::NOT_FOUND,
+            "no_checkpoint",
+            "no checkpoint has been signed yet (serve --signing-key signs them)",
+        ));
+    };
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-claim-ledger-tree-size"),
+                latest.checkpoint.size.to_string(),
+            ),
+        ],
+        latest.note,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    seq: Option<u64>,
+    tree_size: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct InclusionAnswer {
+    seq: u64,
+    leaf_hash: String,
+    root: String,
+    #[serde(flatten)]
+    proof: InclusionProof,
+}
+
+/// `GET /v1/proof/inclusion?seq=&tree_size=`: the audit path of entry `seq` (leaf
+/// `seq - 1`) in the tree of `tree_size` leaves (default: the head).
+async fn inclusion_proof(
+    State(service): State<Service>,
+    QueryParams(query): QueryParams<InclusionQuery>,
+) -> Result<Response, ApiError> {
+    let seq = query
+        .seq
+        .ok_or_else(|| ApiError::query("seq is required"))?;
+    blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let size = tree_size_of(&ledger, query.tree_size)?;
+        if seq == 0 || seq > size {
+            return Err(ApiError::query(format!(
+                "seq {seq} is not in the tree of size {size} (seqs start at 1)"
+            )));
+        }
+        let stored = ledger
+            .entry(seq)?
+            .ok_or_else(|| ApiError::query(format!("entry {seq} is not stored")))?;
+        let hashes = ledger.inclusion_proof(seq - 1, size)?;
+        let answer = InclusionAnswer {
+            seq,
+            leaf_hash: hash32_to_hex(&schemas::merkle::leaf_hash(&stored.bytes)),
+            root: hash32_to_hex(&ledger.root_at(size)?),
+            proof: InclusionProof::new(seq - 1, size, hashes),
+        };
+        Ok(json_bytes(StatusCode::OK, serde_json::to_vec(&answer)?))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    from_size: Option<u64>,
+    to_size: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ConsistencyAnswer {
+    from_root: String,
+    to_root: String,
+    #[serde(flatten)]
+    proof: ConsistencyProof,
+}
+
+/// `GET /v1/proof/consistency?from_size=&to_size=`: the proof that the tree of
+/// `from_size` leaves is a prefix of the tree of `to_size` (default: the head).
+async fn consistency_proof(
+    State(service): State<Service>,
+    QueryParams(query): QueryParams<ConsistencyQuery>,
+) -> Result<Response, ApiError> {
+    let from = query
+        .from_size
+        .ok_or_else(|| ApiError::query("from_size is required"))?;
+    blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let to = tree_size_of(&ledger, query.to_size)?;
+        if from == 0 || from > to {
+            return Err(ApiError::query(format!(
+                "from_size must be between 1 and to_size ({to}), not {from}"
+            )));
+        }
+        let hashes = ledger.consistency_proof(from, to)?;
+        let answer = ConsistencyAnswer {
+            from_root: hash32_to_hex(&ledger.root_at(from)?),
+            to_root: hash32_to_hex(&ledger.root_at(to)?),
+            proof: ConsistencyProof::new(from, to, hashes),
+        };
+        Ok(json_bytes(StatusCode::OK, serde_json::to_vec(&answer)?))
+    })
+    .await
+}
+
+/// A requested tree size, checked against the head (default: the head's).
+fn tree_size_of(ledger: &Ledger, requested: Option<u64>) -> Result<u64, ApiError> {
+    let head = ledger.tree_size();
+    match requested {
+        Some(size) if size > head => Err(ApiError::query(format!(
+            "tree size {size} is beyond the head ({head})"
+        ))),
+        Some(size) => Ok(size),
+        None => Ok(head),
+    }
 }
 
 /// `GET /v1/head`: the newest entry.
@@ -708,6 +1044,8 @@ async fn head(State(service): State<Service>) -> Result<Response, ApiError> {
         "hash": head.hash,
         "observed_at": head.observed_at,
         "durable_seq": ledger.durable_seq(),
+        "tree_size": ledger.tree_size(),
+        "root": hash32_to_hex(&ledger.tree_root()),
     });
     Ok(Json(body).into_response())
 }

@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ledger::Ledger;
+use schemas::checkpoint::SignerKey;
 use schemas::Reason;
 use tokio::net::TcpListener;
 
@@ -107,6 +108,21 @@ pub struct ServeOptions {
     pub concurrency: usize,
     /// How often pending denial records of closed minutes are appended to the ledger.
     pub denial_flush: Duration,
+    /// Signed checkpoints, if the service has a signing key.
+    pub checkpoints: Option<CheckpointSigning>,
+}
+
+/// When and how the service signs checkpoints of its Merkle tree.
+#[derive(Debug, Clone)]
+pub struct CheckpointSigning {
+    /// The Ed25519 signed-note key.
+    pub key: SignerKey,
+    /// The checkpoint origin line (the log's identity; by convention the key name).
+    pub origin: String,
+    /// Sign once this many entries were appended since the last checkpoint...
+    pub every_entries: u64,
+    /// ...or once this long has passed with any new entry.
+    pub interval: Duration,
 }
 
 impl ServeOptions {
@@ -120,6 +136,7 @@ impl ServeOptions {
             request_timeout: Duration::from_secs(10),
             concurrency: 1024,
             denial_flush: Duration::from_secs(60),
+            checkpoints: None,
         }
     }
 }
@@ -246,6 +263,12 @@ impl Service {
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
         let flusher = tokio::spawn(self.clone().flush_loop());
+        let signer = self
+            .inner
+            .options
+            .checkpoints
+            .clone()
+            .map(|signing| tokio::spawn(self.clone().checkpoint_loop(signing)));
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -304,7 +327,79 @@ impl Service {
             tracing::warn!("connections still open after the grace period; closing them");
         }
         flusher.abort();
-        self.flush_denials().await.map(|_| ())
+        self.flush_denials().await?;
+        if let Some(signer) = signer {
+            signer.abort();
+            // The last entries get a checkpoint too, so a restart's successor can prove it
+            // extends everything this process appended.
+            self.sign_checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// The ledger's origin: the checkpoint origin when the service signs, else
+    /// `claim-ledger` (the CloudEvents `source` of exports).
+    pub fn origin(&self) -> &str {
+        self.inner
+            .options
+            .checkpoints
+            .as_ref()
+            .map_or("claim-ledger", |signing| signing.origin.as_str())
+    }
+
+    /// Signs a checkpoint of the durable head now (with the configured key), unless the
+    /// latest one already covers it; `None` without a signing key.
+    pub async fn sign_checkpoint(&self) -> Result<Option<ledger::StoredCheckpoint>, ApiError> {
+        let Some(signing) = self.inner.options.checkpoints.clone() else {
+            return Ok(None);
+        };
+        let service = self.clone();
+        let signed = tokio::task::spawn_blocking(move || {
+            let mut ledger = service.write()?;
+            ledger
+                .sign_checkpoint(&signing.key, &signing.origin)
+                .map_err(ApiError::from)
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the checkpoint task failed: {e}")))??;
+        self.inner.metrics.checkpoint_signed(signed.checkpoint.size);
+        Ok(Some(signed))
+    }
+
+    /// Signs a checkpoint at start when the head is past the latest one, then whenever
+    /// `every_entries` entries were appended or `interval` passed with new entries.
+    async fn checkpoint_loop(self, signing: CheckpointSigning) {
+        let poll = signing.interval.min(Duration::from_secs(1));
+        let mut interval = tokio::time::interval(poll);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut signed_size: Option<u64> = None;
+        let mut signed_at = tokio::time::Instant::now();
+        loop {
+            interval.tick().await;
+            let head = match self.read() {
+                Ok(ledger) => ledger.durable_seq(),
+                Err(_) => continue,
+            };
+            let due = match signed_size {
+                None => true,
+                Some(size) => {
+                    head > size
+                        && (head - size >= signing.every_entries
+                            || signed_at.elapsed() >= signing.interval)
+                }
+            };
+            if !due {
+                continue;
+            }
+            match self.sign_checkpoint().await {
+                Ok(Some(signed)) => {
+                    signed_size = Some(signed.checkpoint.size);
+                    signed_at = tokio::time::Instant::now();
+                }
+                Ok(None) => return,
+                Err(e) => tracing::error!(error = %e, "cannot sign a checkpoint"),
+            }
+        }
     }
 
     /// Appends every pending denial record (closed minutes and the current one) to the

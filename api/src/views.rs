@@ -17,6 +17,8 @@ use crate::ApiError;
 pub struct EntryLine<'a> {
     /// The entry's seq.
     pub seq: u64,
+    /// Its leaf in the Merkle tree (`seq - 1`), for inclusion proofs.
+    pub leaf_index: u64,
     /// Its chain hash.
     pub hash: Hash,
     /// The previous entry's hash.
@@ -32,6 +34,7 @@ impl<'a> EntryLine<'a> {
     pub fn new(stored: &'a StoredEntry) -> EntryLine<'a> {
         EntryLine {
             seq: stored.entry.seq,
+            leaf_index: stored.entry.seq.saturating_sub(1),
             hash: stored.hash,
             prev_hash: stored.entry.prev_hash,
             entry: &stored.entry,

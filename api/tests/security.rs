@@ -524,7 +524,7 @@ async fn bad_routes_methods_and_query_parameters_get_a_4xx_json_error() {
             "out_of_range",
         ),
         (
-            "/v1/export?format=csv".into(),
+            "/v1/export?format=xml".into(),
             StatusCode::BAD_REQUEST,
             "invalid_query",
         ),

@@ -33,7 +33,7 @@ pub use projection::{
     BindingRecord, BindingView, CheckRequest, Decision, ObjectRecord, ObjectView, Projection,
     Verdict,
 };
-pub use tree::{hex, StoredCheckpoint};
+pub use tree::StoredCheckpoint;
 pub use verify::{FailureKind, VerifyFailure, VerifyReport};
 
 /// Everything that can go wrong in the ledger.

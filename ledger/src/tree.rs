@@ -11,6 +11,7 @@
 //!
 //! Signed checkpoints are kept under `C ‖ tree size` as the C2SP signed-note text.
 
+use schemas::bundle::hash32_to_hex;
 use schemas::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use schemas::merkle::{self, CompactRange, Hash32, NodeReader, HASH_SIZE};
 
@@ -86,11 +87,6 @@ pub(crate) fn parse_frontier(size: u64, value: &[u8]) -> Option<CompactRange> {
         .map(|chunk| chunk.try_into().expect("32-byte chunks"))
         .collect();
     CompactRange::from_parts(size, hashes).ok()
-}
-
-/// Lowercase hex of a SHA-256 hash.
-pub fn hex(hash: &Hash32) -> String {
-    schemas::Hash(*hash).to_hex()
 }
 
 /// A signed checkpoint kept in the ledger.
@@ -283,8 +279,8 @@ pub(crate) fn check_consistent(
     if root != checkpoint.root {
         return Err(failure(format!(
             "the checkpoint at tree size {size} has root {} but the ledger's tree of that size has root {}: the log was rewritten (a fork)",
-            hex(&checkpoint.root),
-            hex(&root)
+            hash32_to_hex(&checkpoint.root),
+            hash32_to_hex(&root)
         )));
     }
     if size > 0 {

@@ -10,9 +10,12 @@
 //!   ranges, inclusion and consistency proofs and their verification.
 //! * [`checkpoint`]: C2SP `tlog-checkpoint` bodies in C2SP signed notes (Ed25519): keys,
 //!   signing and verification.
+//! * [`bundle`]: the compliance export bundle (manifest, entry lines, signed checkpoint,
+//!   proofs) and its offline verifier.
 //!
 //! The byte layout is documented in `docs/FORMAT.md` at the workspace root.
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 ok, 1 a verification or check failure, 2 a usage or input error.
 
+mod audit;
 mod scenario;
 mod service;
 
@@ -97,6 +98,38 @@ enum Command {
         /// enough to detect any altered, removed, reordered or added entry.
         #[arg(long, conflicts_with = "from_seq")]
         chain_only: bool,
+        /// Also fail unless the ledger holds the tree this signed checkpoint names: it was
+        /// not truncated, rolled back or forked since (a C2SP signed note, e.g. saved from
+        /// `GET /v1/checkpoint`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Verifier key file(s) the checkpoint must be signed by (one key per line).
+        #[arg(long, requires = "checkpoint")]
+        trusted_key: Vec<PathBuf>,
+    },
+    /// Write a new Ed25519 key pair for signing checkpoints: PREFIX.key (private, mode
+    /// 0600) and PREFIX.pub (the verifier key auditors trust).
+    Keygen {
+        /// The key name, and the default checkpoint origin (e.g. ledger.example.com/prod).
+        #[arg(long)]
+        name: String,
+        /// Where to write: PREFIX.key and PREFIX.pub.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an export bundle offline: the blake3 chain over the exported bytes, the
+    /// Merkle root against the signed checkpoint, and consistency with a previous one.
+    /// Exit 0 with a one-line summary, 1 naming the first offending entry.
+    VerifyExport {
+        /// The bundle: a directory or a tar archive.
+        bundle: PathBuf,
+        /// Verifier key file(s) to trust (one key per line; several for key rotation).
+        #[arg(long, required = true)]
+        trusted_key: Vec<PathBuf>,
+        /// The checkpoint of the auditor's previous export: the bundle must prove it is a
+        /// prefix of this one (no fork, no rollback).
+        #[arg(long)]
+        previous_checkpoint: Option<PathBuf>,
     },
     /// The projected state (objects and bindings), now or as of a seq or time.
     State {
@@ -177,6 +210,8 @@ enum Command {
         /// Answer not_ready once a watch has been failing this many seconds.
         #[arg(long, default_value_t = 30)]
         unready_after: u64,
+        #[command(flatten)]
+        signing: SigningFlags,
     },
     /// Simulator + watcher + ledger + API with a live scenario, until Ctrl-C.
     Demo {
@@ -206,9 +241,67 @@ enum Command {
         format: ExportFormat,
         #[arg(long, default_value_t = 1)]
         from_seq: u64,
+        /// The last seq (default the head; with --bundle, the covering checkpoint's size).
         #[arg(long)]
         to_seq: Option<u64>,
+        /// The CloudEvents `source` (default: the latest checkpoint's origin, else
+        /// `claim-ledger`).
+        #[arg(long)]
+        source: Option<String>,
+        /// Write an export bundle for `verify-export` instead: OUT.tar (a tar archive) or
+        /// a directory. Entries are jsonl; the range ends at a signed checkpoint.
+        #[arg(long, value_name = "OUT")]
+        bundle: Option<PathBuf>,
+        /// With --bundle: the auditor's previous checkpoint, to include a consistency
+        /// proof from it.
+        #[arg(long, requires = "bundle")]
+        previous_checkpoint: Option<PathBuf>,
+        /// With --bundle: sign a checkpoint of the head first with this key (offline
+        /// export of a ledger no `serve` signs).
+        #[arg(long, requires = "bundle")]
+        signing_key: Option<PathBuf>,
+        /// The origin of a checkpoint signed with --signing-key (default the key name).
+        #[arg(long, requires = "signing_key")]
+        origin: Option<String>,
     },
+}
+
+/// Checkpoint signing (`serve`).
+#[derive(Args)]
+struct SigningFlags {
+    /// Sign checkpoints of the Merkle tree with this key (from `keygen`) and keep them in
+    /// the ledger; served at /v1/checkpoint.
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// The checkpoint origin line (default the key name).
+    #[arg(long, requires = "signing_key")]
+    origin: Option<String>,
+    /// Sign once this many entries were appended since the last checkpoint.
+    #[arg(long, default_value_t = 1000, requires = "signing_key")]
+    checkpoint_every: u64,
+    /// ...or once this many seconds passed with new entries.
+    #[arg(long, default_value_t = 60, requires = "signing_key")]
+    checkpoint_interval: u64,
+}
+
+impl SigningFlags {
+    fn load(self) -> Result<Option<api::CheckpointSigning>, Failure> {
+        let Some(path) = self.signing_key else {
+            return Ok(None);
+        };
+        if self.checkpoint_every == 0 || self.checkpoint_interval == 0 {
+            return Err(Failure::Input(
+                "--checkpoint-every and --checkpoint-interval must be positive".into(),
+            ));
+        }
+        let key = audit::load_signer(&path).map_err(Failure::Input)?;
+        Ok(Some(api::CheckpointSigning {
+            origin: self.origin.unwrap_or_else(|| key.name().to_string()),
+            key,
+            every_entries: self.checkpoint_every,
+            interval: Duration::from_secs(self.checkpoint_interval),
+        }))
+    }
 }
 
 /// The HTTP API's flags (`serve`).
@@ -232,8 +325,9 @@ struct ApiFlags {
 }
 
 impl ApiFlags {
-    fn into_args(self) -> service::ApiArgs {
+    fn into_args(self, checkpoints: Option<api::CheckpointSigning>) -> service::ApiArgs {
         service::ApiArgs {
+            checkpoints,
             listen: self.listen,
             auth: match self.api_token_file {
                 Some(path) if !self.insecure_no_auth => api::Auth::Tokens(path),
@@ -257,10 +351,14 @@ enum ScenarioCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum ExportFormat {
-    /// One entry per line: seq, hash, prev_hash, entry, base64 bytes.
+    /// One entry per line: seq, leaf_index, hash, prev_hash, entry, base64 bytes.
     Jsonl,
+    /// One row per entry, a header first.
+    Csv,
+    /// CloudEvents 1.0 structured JSON, one event per line.
+    Cloudevents,
 }
 
 #[derive(Args)]
@@ -313,6 +411,27 @@ impl From<serde_json::Error> for Failure {
     fn from(e: serde_json::Error) -> Failure {
         Failure::Input(e.to_string())
     }
+}
+
+/// Reads a signed checkpoint file and, with trusted keys, checks its signature.
+fn checked_checkpoint(
+    path: &std::path::Path,
+    trusted: &[PathBuf],
+) -> Result<schemas::checkpoint::Checkpoint, Failure> {
+    let text = audit::read_text(path, "checkpoint").map_err(Failure::Input)?;
+    let note = schemas::checkpoint::SignedNote::parse(&text)
+        .map_err(|e| Failure::Input(format!("{}: not a signed note: {e}", path.display())))?;
+    if !trusted.is_empty() {
+        let keys = audit::load_trusted(trusted).map_err(Failure::Input)?;
+        note.verify(&keys).map_err(|e| {
+            Failure::Check(format!(
+                "{}: the checkpoint is not signed by a trusted key: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    schemas::checkpoint::Checkpoint::parse_body(&note.body)
+        .map_err(|e| Failure::Input(format!("{}: not a checkpoint: {e}", path.display())))
 }
 
 fn main() -> ExitCode {
@@ -418,15 +537,17 @@ fn run(command: Command) -> Result<(), Failure> {
             api,
             namespaces,
             unready_after,
+            signing,
         } => {
             drop(out);
+            let checkpoints = signing.load()?;
             let ledger = db.open()?;
             let options = watcher::WatchOptions {
                 namespaces,
                 unready_after: Duration::from_secs(unready_after),
                 ..watcher::WatchOptions::default()
             };
-            let api = api.into_args();
+            let api = api.into_args(checkpoints);
             run_async(|_, shutdown| service::run_serve(ledger, options, api, shutdown))?;
         }
         Command::Scenario {
@@ -496,8 +617,13 @@ fn run(command: Command) -> Result<(), Failure> {
             from_seq,
             from_hash,
             chain_only,
+            checkpoint,
+            trusted_key,
         } => {
             let ledger = db.open()?;
+            let signed = checkpoint
+                .map(|path| checked_checkpoint(&path, &trusted_key))
+                .transpose()?;
             let report = match (from_seq, from_hash) {
                 _ if chain_only => ledger.verify_chain()?,
                 (Some(seq), Some(hash)) => {
@@ -508,10 +634,44 @@ fn run(command: Command) -> Result<(), Failure> {
                 }
                 _ => ledger.verify()?,
             };
-            serde_json::to_writer(&mut out, &report)?;
+            let consistency = signed.map(|checkpoint| ledger.check_checkpoint(&checkpoint));
+            let mut json = serde_json::to_value(&report)?;
+            if let Some(result) = &consistency {
+                json["checkpoint"] = match result {
+                    Ok(()) => serde_json::json!({"consistent": true}),
+                    Err(failure) => serde_json::json!({"consistent": false, "failure": failure}),
+                };
+            }
+            serde_json::to_writer(&mut out, &json)?;
             writeln!(out)?;
             if let Some(failure) = report.failure {
                 return Err(Failure::Check(format!("verification failed at {failure}")));
+            }
+            if let Some(Err(failure)) = consistency {
+                return Err(Failure::Check(format!(
+                    "the ledger does not hold the checkpoint's tree: {failure}"
+                )));
+            }
+        }
+        Command::Keygen { name, out: prefix } => {
+            let report = audit::keygen(&name, &prefix).map_err(Failure::Input)?;
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Command::VerifyExport {
+            bundle,
+            trusted_key,
+            previous_checkpoint,
+        } => {
+            let trusted = audit::load_trusted(&trusted_key).map_err(Failure::Input)?;
+            let previous = previous_checkpoint
+                .map(|path| audit::read_text(&path, "previous checkpoint"))
+                .transpose()
+                .map_err(Failure::Input)?;
+            let files = audit::read_bundle(&bundle).map_err(Failure::Input)?;
+            match schemas::bundle::verify_bundle(&files.parts(), &trusted, previous.as_deref()) {
+                Ok(summary) => writeln!(out, "{}", summary.one_line())?,
+                Err(failure) => return Err(Failure::Check(format!("bundle rejected: {failure}"))),
             }
         }
         Command::State {
@@ -600,14 +760,92 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Export {
             db,
-            format: ExportFormat::Jsonl,
+            format,
             from_seq,
             to_seq,
+            source,
+            bundle: Some(bundle),
+            previous_checkpoint,
+            signing_key,
+            origin,
+        } => {
+            if format != ExportFormat::Jsonl || source.is_some() {
+                return Err(Failure::Input(
+                    "a bundle holds jsonl entries: --format and --source do not apply".into(),
+                ));
+            }
+            let mut ledger = db.open()?;
+            if let Some(path) = signing_key {
+                let key = audit::load_signer(&path).map_err(Failure::Input)?;
+                let origin = origin.unwrap_or_else(|| key.name().to_string());
+                ledger.sign_checkpoint(&key, &origin)?;
+            }
+            let previous = previous_checkpoint
+                .map(|path| {
+                    let text = audit::read_text(&path, "previous checkpoint")?;
+                    let note = schemas::checkpoint::SignedNote::parse(&text)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    schemas::checkpoint::Checkpoint::parse_body(&note.body)
+                        .map_err(|e| format!("{}: {e}", path.display()))
+                })
+                .transpose()
+                .map_err(Failure::Input)?;
+            let request = api::bundle::BundleRequest {
+                from_seq: Some(from_seq),
+                to_seq,
+                previous,
+            };
+            let plan = api::bundle::plan(&ledger, &request, Utc::now())?;
+            if bundle.extension().is_some_and(|e| e == "tar") {
+                let file = std::fs::File::create(&bundle).map_err(|e| {
+                    Failure::Input(format!("cannot create {}: {e}", bundle.display()))
+                })?;
+                let mut writer = io::BufWriter::new(file);
+                api::bundle::write_tar(&ledger, &plan, &mut writer)?;
+                writer
+                    .into_inner()
+                    .map_err(|e| Failure::Input(e.to_string()))?
+                    .sync_all()?;
+            } else {
+                api::bundle::write_dir(&ledger, &plan, &bundle)?;
+            }
+            serde_json::to_writer(&mut out, &plan.manifest)?;
+            writeln!(out)?;
+        }
+        Command::Export {
+            db,
+            format,
+            from_seq,
+            to_seq,
+            source,
+            ..
         } => {
             let ledger = db.open()?;
             let to = to_seq.unwrap_or(u64::MAX);
             let mut buffered = io::BufWriter::new(out);
-            export_jsonl(&ledger, from_seq, to, &mut buffered)?;
+            match format {
+                ExportFormat::Jsonl => {
+                    export_jsonl(&ledger, from_seq, to, &mut buffered)?;
+                }
+                ExportFormat::Csv => {
+                    api::formats::export_csv(&ledger, from_seq, to, &mut buffered)?;
+                }
+                ExportFormat::Cloudevents => {
+                    let source = match source {
+                        Some(source) => source,
+                        None => ledger
+                            .latest_checkpoint()?
+                            .map_or_else(|| "claim-ledger".to_string(), |c| c.checkpoint.origin),
+                    };
+                    api::formats::export_cloudevents(
+                        &ledger,
+                        from_seq,
+                        to,
+                        &source,
+                        &mut buffered,
+                    )?;
+                }
+            }
             buffered.flush()?;
         }
     }

@@ -165,6 +165,8 @@ pub struct ApiArgs {
     pub auth: Auth,
     /// TLS files, if any.
     pub tls: Option<TlsFiles>,
+    /// Checkpoint signing, if any.
+    pub checkpoints: Option<api::CheckpointSigning>,
 }
 
 /// The parts of a running service.
@@ -186,6 +188,7 @@ async fn start(
     let readiness = Readiness::new(options.unready_after);
     let mut serve_options = ServeOptions::new(api_args.auth);
     serve_options.tls = api_args.tls;
+    serve_options.checkpoints = api_args.checkpoints;
     let service = Service::new(
         Arc::clone(&ledger),
         Arc::new(WatchFreshness(readiness.clone())),
@@ -288,6 +291,20 @@ pub async fn run_demo(
 
     let token_path = args.dir.join("api-token");
     write_token(&token_path)?;
+    // The demo signs checkpoints with its own key, kept beside the ledger, so exports
+    // made from one run still verify against the same key in the next.
+    let key_prefix = args.dir.join("signing");
+    let key_path = key_prefix.with_extension("key");
+    if !key_path.exists() {
+        crate::audit::keygen("claim-ledger-demo", &key_prefix)?;
+    }
+    let key = crate::audit::load_signer(&key_path)?;
+    let checkpoints = api::CheckpointSigning {
+        origin: key.name().to_string(),
+        key,
+        every_entries: 20,
+        interval: Duration::from_secs(5),
+    };
     let running = start(
         client,
         ledger,
@@ -296,6 +313,7 @@ pub async fn run_demo(
             listen: args.listen,
             auth: Auth::Tokens(token_path.clone()),
             tls: None,
+            checkpoints: Some(checkpoints),
         },
         shutdown.clone(),
     )
@@ -374,6 +392,14 @@ fn print_banner(
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/v1/state");
     println!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" '{api}/v1/entries?after_seq=0&limit=5'"
+    );
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/v1/checkpoint");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" '{api}/v1/export?bundle=true' -o bundle.tar"
+    );
+    println!(
+        "  claim-ledger verify-export bundle.tar --trusted-key {}",
+        dir.join("signing.pub").display()
     );
     println!(
         "  kubectl --kubeconfig {} get sandboxes,sandboxclaims,pods -n demo",

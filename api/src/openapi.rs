@@ -128,7 +128,7 @@ pub fn document() -> Value {
                     query("format", "jsonl (EntryLine per line), csv (one row per entry, a header first) or cloudevents (CloudEvents 1.0 structured JSON, one event per line)", json!({"type": "string", "enum": ["jsonl", "csv", "cloudevents"], "default": "jsonl"})),
                     query("bundle", "A tar export bundle (manifest.json, entries.jsonl, checkpoint, proofs.json) for claim-ledger verify-export; the range ends at the covering signed checkpoint by default", json!({"type": "boolean", "default": false})),
                     query("previous_size", "With bundle: the tree size of the auditor's previous checkpoint, to include a consistency proof from it", json!({"type": "integer", "minimum": 1})),
-                    query("previous_root", "With bundle and previous_size: that checkpoint's root (64 hex digits)", json!({"type": "string", "pattern": "^[0-9a-fA-F]{64}$"})),
+                    query("previous_root", "With bundle and previous_size: that checkpoint's root, 64 hex digits or its base64 root line", json!({"type": "string"})),
                     query("from_seq", "First seq (default 1)", json!({"type": "integer", "minimum": 0})),
                     query("to_seq", "Last seq (default the head at the start of the export)", json!({"type": "integer", "minimum": 0})),
                     query("since", "First entry observed at or after this time (instead of from_seq)", json!({"type": "string", "format": "date-time"})),

@@ -806,8 +806,20 @@ fn previous_checkpoint(
     match (size, root) {
         (None, None) => Ok(None),
         (Some(size), Some(root)) => {
+            // Hex, or the base64 of the checkpoint's own third line.
             let root = schemas::bundle::hash32_from_hex(root)
-                .ok_or_else(|| ApiError::query("previous_root must be 64 hex digits"))?;
+                .or_else(|| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(root)
+                        .ok()
+                        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                })
+                .ok_or_else(|| {
+                    ApiError::query(
+                        "previous_root must be 64 hex digits or the base64 of 32 bytes (the checkpoint's root line)",
+                    )
+                })?;
             // The origin is not sent: the bundle's own checkpoint carries it.
             Ok(Some(schemas::checkpoint::Checkpoint {
                 origin: String::new(),

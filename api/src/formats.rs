@@ -30,11 +30,12 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ledger::{Ledger, StoredEntry};
 use schemas::{
-    Change, ChangeKind, CheckDenied, Entry, Hash, KindFields, ObjectChange, ObjectKind, Transition,
+    Change, ChangeKind, CheckDenied, Entry, KindFields, ObjectChange, ObjectKind, Transition,
     WatchGap,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::views::EntryLine;
 use crate::ApiError;
 
 /// The CSV header, in column order (the field names of [`CsvRow`]).
@@ -494,26 +495,8 @@ pub fn cloud_event_type(entry: &Entry) -> &'static str {
     }
 }
 
-/// The `data` of a [`CloudEvent`]: the entry as the jsonl export has it, plus its leaf
-/// index, so an auditor can re-hash `bytes` and place it in the Merkle tree.
-#[derive(Debug, Clone, Serialize)]
-pub struct CloudEventData<'a> {
-    /// The entry's seq.
-    pub seq: u64,
-    /// Its Merkle leaf index (`seq - 1`).
-    pub leaf_index: u64,
-    /// Its chain hash.
-    pub hash: Hash,
-    /// The previous entry's hash.
-    pub prev_hash: Hash,
-    /// The decoded entry.
-    pub entry: &'a Entry,
-    /// The exact stored bytes, standard base64.
-    pub bytes: String,
-}
-
 /// One entry as a CloudEvents 1.0 event in the structured JSON format.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct CloudEvent<'a> {
     /// Always [`CLOUDEVENTS_SPEC_VERSION`].
     pub specversion: &'static str,
@@ -535,7 +518,7 @@ pub struct CloudEvent<'a> {
     /// sort in ledger order as plain strings.
     pub sequence: String,
     /// The entry, its hashes and its stored bytes.
-    pub data: CloudEventData<'a>,
+    pub data: EntryLine<'a>,
 }
 
 /// The CloudEvent of a stored entry. `source` is written as given: check it once with
@@ -556,14 +539,7 @@ pub fn cloud_event<'a>(stored: &'a StoredEntry, source: &'a str) -> CloudEvent<'
         time: rfc3339(&entry.observed_at),
         datacontenttype: CLOUDEVENTS_DATA_CONTENT_TYPE,
         sequence: format!("{:020}", entry.seq),
-        data: CloudEventData {
-            seq: entry.seq,
-            leaf_index: leaf_index(entry),
-            hash: stored.hash,
-            prev_hash: entry.prev_hash,
-            entry,
-            bytes: base64_of(&stored.bytes),
-        },
+        data: EntryLine::new(stored),
     }
 }
 

@@ -845,7 +845,7 @@ mod tests {
     use chrono::TimeZone;
     use schemas::{normalize, WatchEventType};
 
-    fn pod(n: u64) -> ObjectChange {
+    pub(crate) fn pod(n: u64) -> ObjectChange {
         let object = serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("p{n}"), "namespace": "ns", "uid": format!("pod-{n}"),

@@ -299,19 +299,10 @@ pub(crate) fn check_consistent(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::pod;
     use crate::{LedgerConfig, StoredEntry};
     use chrono::{TimeZone, Utc};
-    use schemas::{normalize, Hash, ObjectChange, WatchEventType};
-
-    fn pod(n: u64) -> ObjectChange {
-        let object = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("p{n}"), "namespace": "ns", "uid": format!("pod-{n}"),
-                         "resourceVersion": n.to_string(),
-                         "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
-                                              "name": "s", "uid": "sb-1", "controller": true}]}});
-        normalize(WatchEventType::Added, &object).unwrap().unwrap()
-    }
+    use schemas::Hash;
 
     fn config() -> LedgerConfig {
         LedgerConfig {

@@ -348,7 +348,7 @@ impl Service {
     }
 
     /// Signs a checkpoint of the durable head now (with the configured key), unless the
-    /// latest one already covers it; `None` without a signing key.
+    /// latest one already covers it; `None` without a signing key or with an empty ledger.
     pub async fn sign_checkpoint(&self) -> Result<Option<ledger::StoredCheckpoint>, ApiError> {
         let Some(signing) = self.inner.options.checkpoints.clone() else {
             return Ok(None);
@@ -356,14 +356,20 @@ impl Service {
         let service = self.clone();
         let signed = tokio::task::spawn_blocking(move || {
             let mut ledger = service.write()?;
+            if ledger.tree_size() == 0 {
+                return Ok(None);
+            }
             ledger
                 .sign_checkpoint(&signing.key, &signing.origin)
+                .map(Some)
                 .map_err(ApiError::from)
         })
         .await
         .map_err(|e| ApiError::Unavailable(format!("the checkpoint task failed: {e}")))??;
-        self.inner.metrics.checkpoint_signed(signed.checkpoint.size);
-        Ok(Some(signed))
+        if let Some(signed) = &signed {
+            self.inner.metrics.checkpoint_signed(signed.checkpoint.size);
+        }
+        Ok(signed)
     }
 
     /// Signs a checkpoint at start when the head is past the latest one, then whenever
@@ -381,7 +387,7 @@ impl Service {
                 Err(_) => continue,
             };
             let due = match signed_size {
-                None => true,
+                None => head > 0,
                 Some(size) => {
                     head > size
                         && (head - size >= signing.every_entries
@@ -396,7 +402,7 @@ impl Service {
                     signed_size = Some(signed.checkpoint.size);
                     signed_at = tokio::time::Instant::now();
                 }
-                Ok(None) => return,
+                Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "cannot sign a checkpoint"),
             }
         }

@@ -196,7 +196,8 @@ impl Ledger {
 
     /// Signs a checkpoint of the durable head with `key` under `origin` and keeps it.
     ///
-    /// Flushes first: a checkpoint only ever covers entries on disk. Returns the latest
+    /// Flushes first: a checkpoint only ever covers entries on disk, and an empty ledger
+    /// is not signed (`OutOfRange`). Returns the latest
     /// checkpoint unchanged when it already covers the head, and refuses (fails closed) if
     /// the head's tree is not an extension of the latest signed one, so the service can
     /// never sign two inconsistent trees.
@@ -210,6 +211,12 @@ impl Ledger {
         }
         self.flush()?;
         let size = self.tree_size();
+        if size == 0 {
+            // Verifiers reject proofs from the empty tree: there is nothing to commit to.
+            return Err(LedgerError::OutOfRange(
+                "the ledger is empty: there is no tree to sign".into(),
+            ));
+        }
         let latest = self.latest_checkpoint()?;
         if let Some(latest) = &latest {
             check_consistent(&self.tree, &self.frontier, &latest.checkpoint)

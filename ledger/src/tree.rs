@@ -408,6 +408,10 @@ mod tests {
     fn checkpoints_are_kept_and_reused_until_the_head_moves() {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        assert!(matches!(
+            ledger.sign_checkpoint(&key(), "test.example/ledger"),
+            Err(LedgerError::OutOfRange(_))
+        ));
         append(&mut ledger, 1..=10);
         let first = ledger
             .sign_checkpoint(&key(), "test.example/ledger")

@@ -735,7 +735,7 @@ fn usage_errors_exit_2() {
         vec!["state"],
         vec!["frobnicate", "--db", &db],
         vec!["verify", "--db", &db, "--no-such-flag"],
-        vec!["export", "--db", &db, "--format", "csv"],
+        vec!["export", "--db", &db, "--format", "xml"],
         vec!["export", "--db", &db, "--from-seq", "minus-one"],
         vec!["history", "--db", &db],
         vec!["history", "--db", &db, "--kind", "Pod"],

@@ -14,11 +14,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use claim_ledger_schemas::bundle::{
+    verify_bundle, BundleEntryLine, BundleFailureKind, BundleParts, ConsistencyProof,
+    InclusionProof, Manifest, Proofs, BUNDLE_FORMAT, CHECKPOINT_FILE, ENTRIES_FILE, MANIFEST_FILE,
+    PROOFS_FILE,
+};
+use claim_ledger_schemas::checkpoint::{self, Checkpoint, SignedNote, SignerKey, VerifierKey};
+use claim_ledger_schemas::merkle::{self, CompactRange, Hash32, PerfectNode};
 use claim_ledger_schemas::observed::ConditionSummary;
 use claim_ledger_schemas::{
     chain_hash, BindingKind, Change, ChangeKind, Entry, Hash, KindFields, ObjectChange, ObjectKind,
     OwnerRef, Reason, SchemaError, Transition, ENTRY_DOMAIN_TAG, FORMAT_VERSION,
 };
+use sha2::{Digest, Sha256};
 
 const FORMAT_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
 const BLAKE3_VECTORS: &str = concat!(
@@ -156,6 +164,9 @@ fn hash_input(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The store layout version `ledger/src/keys.rs` writes under `F` (`STORE_FORMAT`).
+const STORE_FORMAT: u16 = 3;
+
 /// The sled records a ledger holding exactly the two example entries stores, following
 /// `ledger/src/keys.rs`, as `key-hex  value` lines (the `sled-records` block).
 fn sled_records(hash_2: &Hash) -> Vec<String> {
@@ -175,8 +186,17 @@ fn sled_records(hash_2: &Hash) -> Vec<String> {
             seq_key(b'E', 2),
             "example-2-hash || example-2-bytes".to_string(),
         ),
-        (b"F".to_vec(), hex(&2u16.to_be_bytes())),
+        (b"F".to_vec(), hex(&STORE_FORMAT.to_be_bytes())),
         (b"H".to_vec(), hex(&head)),
+        // The Merkle tree (section 8): appending leaf 0 completes it alone, appending
+        // leaf 1 completes it and the root of both; the frontier of 2 (0b10) leaves is
+        // that root.
+        (seq_key(b'T', 0), "merkle-leaf-0".to_string()),
+        (
+            seq_key(b'T', 1),
+            "merkle-leaf-1 || merkle-root-2".to_string(),
+        ),
+        (b"R".to_vec(), "merkle-root-2".to_string()),
     ];
     // sled iterates keys in byte order; the document lists them that way.
     records.sort();
@@ -480,6 +500,7 @@ fn expected_blocks() -> Vec<(String, String)> {
     for (label, bytes) in fragments() {
         out.push((label.to_string(), Annotator::annotate(&bytes)));
     }
+    out.extend(audit_blocks());
     out
 }
 
@@ -602,13 +623,7 @@ fn documented_blocks_read_exactly_as_generated() {
 #[ignore = "generator: run with --ignored --nocapture to print the documented blocks"]
 fn print_documented_blocks() {
     for (label, body) in expected_blocks() {
-        let lang = if label.ends_with("-entry") {
-            "json"
-        } else if label == "sled-records" {
-            "text"
-        } else {
-            "hex"
-        };
+        let lang = block_lang(&label);
         println!("```{lang} {label}\n{body}```\n");
     }
 }
@@ -756,10 +771,23 @@ fn the_reader_is_more_lenient_than_the_writer() {
 fn hashes_quoted_in_the_prose_are_the_documented_ones() {
     let doc = std::fs::read_to_string(FORMAT_MD).unwrap();
     let blocks = labelled_blocks(&doc);
-    let known = [
+    let mut known = vec![
         hash_block(&blocks, "example-1-hash").to_hex(),
         hash_block(&blocks, "example-2-hash").to_hex(),
+        hash_block(&blocks, "example-3-hash").to_hex(),
+        hex(&merkle::EMPTY_ROOT),
     ];
+    for label in [
+        "merkle-leaf-0",
+        "merkle-leaf-1",
+        "merkle-leaf-2",
+        "merkle-root-2",
+        "merkle-root-3",
+        "test-key-seed",
+        "test-public-key",
+    ] {
+        known.push(hex(&hex_block(&blocks, label)));
+    }
     let mut in_labelled_block = false;
     let mut quoted = 0;
     for line in doc.lines() {
@@ -778,7 +806,7 @@ fn hashes_quoted_in_the_prose_are_the_documented_ones() {
             if word.len() == 64 {
                 assert!(
                     known.iter().any(|k| k == word),
-                    "FORMAT.md quotes {word}, which is neither documented hash: {line}"
+                    "FORMAT.md quotes {word}, which is no documented hash: {line}"
                 );
                 quoted += 1;
             }
@@ -906,5 +934,604 @@ fn chain_hash_is_blake3_of_the_concatenation() {
             let expected = blake3::hash(&hash_input(&prev, seq, &body));
             assert_eq!(chain_hash(&prev, seq, &body).0, *expected.as_bytes());
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The Merkle tree, the signed checkpoint and the export bundle of the worked example
+// (FORMAT.md sections 8 to 11), recomputed with `schemas::merkle`, `schemas::checkpoint`
+// and `schemas::bundle`.
+// ---------------------------------------------------------------------------------------
+
+/// The name of the published test key (and the origin of the example checkpoint).
+const TEST_KEY_NAME: &str = "claim-ledger.example/test";
+/// The published seed of the test key: 32 bytes of 0x01. A test key, never to sign
+/// anything real.
+const TEST_SEED: [u8; 32] = [0x01; 32];
+/// `created_at` of the example bundle's manifest.
+const BUNDLE_CREATED_AT: &str = "2026-11-28T12:05:00Z";
+
+/// Example 3: seq 3, the same pod deleted, chained to example 2.
+fn example_3(prev_hash: Hash) -> Entry {
+    Entry {
+        format_version: FORMAT_VERSION,
+        seq: 3,
+        observed_at: "2026-11-28T12:00:02Z".parse().unwrap(),
+        prev_hash,
+        change: Change::Object(pod_change(
+            "14",
+            ChangeKind::Deleted,
+            Some("sbx-7"),
+            Some("Running"),
+        )),
+        transitions: vec![],
+    }
+}
+
+/// Stored perfect nodes by `(level, index)`, as `merkle`'s `NodeReader` reads them.
+type NodeMap = BTreeMap<(u32, u64), Hash32>;
+
+/// The three-entry log of the worked example: entries, stored bytes, chain hashes.
+struct ExampleLog {
+    entries: Vec<Entry>,
+    bytes: Vec<Vec<u8>>,
+    hashes: Vec<Hash>,
+}
+
+fn example_log() -> ExampleLog {
+    let one = example_1();
+    let bytes_1 = one.encode().unwrap();
+    let hash_1 = chain_hash(&Hash::ZERO, 1, &bytes_1);
+    let two = example_2(hash_1);
+    let bytes_2 = two.encode().unwrap();
+    let hash_2 = chain_hash(&hash_1, 2, &bytes_2);
+    let three = example_3(hash_2);
+    let bytes_3 = three.encode().unwrap();
+    let hash_3 = chain_hash(&hash_2, 3, &bytes_3);
+    ExampleLog {
+        entries: vec![one, two, three],
+        bytes: vec![bytes_1, bytes_2, bytes_3],
+        hashes: vec![hash_1, hash_2, hash_3],
+    }
+}
+
+impl ExampleLog {
+    fn leaves(&self) -> Vec<Hash32> {
+        self.bytes.iter().map(|b| merkle::leaf_hash(b)).collect()
+    }
+
+    /// Every perfect node the ledger stores (`T` records), as `merkle` computes them.
+    fn nodes(&self) -> (NodeMap, Vec<Vec<PerfectNode>>) {
+        let mut range = CompactRange::new();
+        let mut all = BTreeMap::new();
+        let mut per_leaf = Vec::new();
+        for leaf in self.leaves() {
+            let nodes = range.append(leaf);
+            for (level, index, hash) in &nodes {
+                all.insert((*level, *index), *hash);
+            }
+            per_leaf.push(nodes);
+        }
+        (all, per_leaf)
+    }
+
+    fn frontier(&self, size: usize) -> CompactRange {
+        let mut range = CompactRange::new();
+        for leaf in &self.leaves()[..size] {
+            range.append(*leaf);
+        }
+        range
+    }
+
+    fn inclusion(&self, leaf_index: u64) -> InclusionProof {
+        let (nodes, _) = self.nodes();
+        InclusionProof::new(
+            leaf_index,
+            3,
+            merkle::inclusion_proof(&nodes, leaf_index, 3).unwrap(),
+        )
+    }
+
+    fn consistency(&self, from: u64, to: u64) -> ConsistencyProof {
+        let (nodes, _) = self.nodes();
+        ConsistencyProof::new(
+            from,
+            to,
+            merkle::consistency_proof(&nodes, from, to).unwrap(),
+        )
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            origin: TEST_KEY_NAME.into(),
+            size: 3,
+            root: merkle::root(&self.bytes),
+            extensions: vec![],
+        }
+    }
+
+    /// One `entries.jsonl` line, exactly as `api::bundle` writes it (`views::EntryLine`:
+    /// the entry serialized in declaration order, not a re-sorted JSON value).
+    fn entry_line(&self, i: usize) -> String {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            seq: u64,
+            leaf_index: u64,
+            hash: Hash,
+            prev_hash: Hash,
+            entry: &'a Entry,
+            bytes: String,
+        }
+        use base64::Engine as _;
+        let entry = &self.entries[i];
+        serde_json::to_string(&Line {
+            seq: entry.seq,
+            leaf_index: entry.seq - 1,
+            hash: self.hashes[i],
+            prev_hash: entry.prev_hash,
+            entry,
+            bytes: base64::engine::general_purpose::STANDARD.encode(&self.bytes[i]),
+        })
+        .unwrap()
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest::new(TEST_KEY_NAME, 1, 3, 3, BUNDLE_CREATED_AT.parse().unwrap())
+    }
+
+    fn proofs(&self) -> Proofs {
+        Proofs {
+            tree_size: 3,
+            first: self.inclusion(0),
+            last: self.inclusion(2),
+            consistency: None,
+        }
+    }
+}
+
+fn test_key() -> SignerKey {
+    SignerKey::from_seed(TEST_KEY_NAME, TEST_SEED).unwrap()
+}
+
+/// A JSON file as `api::bundle` writes it: pretty-printed, then a newline.
+fn pretty(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap() + "\n"
+}
+
+fn hash_line(hash: &Hash32, comment: &str) -> String {
+    format!("{}  ; {comment}\n", hex(hash))
+}
+
+/// The blocks of sections 8 to 11, as they should read in FORMAT.md.
+fn audit_blocks() -> Vec<(String, String)> {
+    let log = example_log();
+    let leaves = log.leaves();
+    let root_2 = merkle::root(&log.bytes[..2]);
+    let root_3 = merkle::root(&log.bytes);
+    let key = test_key();
+    let public = key.verifier().public_key();
+    let checkpoint = log.checkpoint();
+    let body = checkpoint.to_body().unwrap();
+    let note = SignedNote::sign(&body, &[&key]).unwrap();
+    let signature = &note.signatures[0].signature;
+    let mut key_id_input = TEST_KEY_NAME.as_bytes().to_vec();
+    key_id_input.extend_from_slice(&[0x0a, 0x01]);
+    key_id_input.extend_from_slice(&public);
+    let c_key = [b"C".as_slice(), &3u64.to_be_bytes()].concat();
+    let t_key = [b"T".as_slice(), &2u64.to_be_bytes()].concat();
+    let summary = verify_bundle(
+        &BundleParts {
+            manifest: &pretty(&log.manifest()),
+            entries: &(0..3).map(|i| log.entry_line(i) + "\n").collect::<String>(),
+            checkpoint: &note.to_text(),
+            proofs: &pretty(&log.proofs()),
+        },
+        &[key.verifier()],
+        None,
+    )
+    .unwrap();
+    vec![
+        (
+            "example-3-entry".into(),
+            serde_json::to_string_pretty(&log.entries[2]).unwrap() + "\n",
+        ),
+        ("example-3-bytes".into(), wrapped_hex(&log.bytes[2])),
+        ("example-3-hash".into(), format!("{}\n", log.hashes[2])),
+        (
+            "merkle-leaf-0-input".into(),
+            format!("00  ; leaf prefix (1 byte)\n{}", wrapped_hex(&log.bytes[0])),
+        ),
+        (
+            "merkle-empty-root".into(),
+            format!("{}\n", hex(&merkle::EMPTY_ROOT)),
+        ),
+        ("merkle-leaf-0".into(), format!("{}\n", hex(&leaves[0]))),
+        ("merkle-leaf-1".into(), format!("{}\n", hex(&leaves[1]))),
+        ("merkle-leaf-2".into(), format!("{}\n", hex(&leaves[2]))),
+        ("merkle-root-1".into(), format!("{}\n", hex(&leaves[0]))),
+        (
+            "merkle-root-2-input".into(),
+            format!(
+                "01  ; node prefix (1 byte)\n{}{}",
+                hash_line(&leaves[0], "left: merkle-leaf-0"),
+                hash_line(&leaves[1], "right: merkle-leaf-1")
+            ),
+        ),
+        ("merkle-root-2".into(), format!("{}\n", hex(&root_2))),
+        (
+            "merkle-root-3-input".into(),
+            format!(
+                "01  ; node prefix (1 byte)\n{}{}",
+                hash_line(&root_2, "left: merkle-root-2 (leaves 0..2)"),
+                hash_line(&leaves[2], "right: merkle-leaf-2 (leaf 2)")
+            ),
+        ),
+        ("merkle-root-3".into(), format!("{}\n", hex(&root_3))),
+        ("inclusion-proof-seq-1".into(), pretty(&log.inclusion(0))),
+        ("inclusion-proof-seq-3".into(), pretty(&log.inclusion(2))),
+        (
+            "consistency-proof-2-3".into(),
+            pretty(&log.consistency(2, 3)),
+        ),
+        (
+            "tree-records-3".into(),
+            format!(
+                "{}  merkle-leaf-2\n52  merkle-root-2 || merkle-leaf-2\n",
+                hex(&t_key)
+            ),
+        ),
+        ("test-key-seed".into(), format!("{}\n", hex(&TEST_SEED))),
+        ("test-public-key".into(), format!("{}\n", hex(&public))),
+        (
+            "test-key-id-input".into(),
+            format!(
+                "{}  ; key name {TEST_KEY_NAME:?} ({} bytes)\n\
+                 0a  ; newline\n\
+                 01  ; signature type: Ed25519\n\
+                 {}  ; public key (32 bytes)\n",
+                hex(TEST_KEY_NAME.as_bytes()),
+                TEST_KEY_NAME.len(),
+                hex(&public)
+            ),
+        ),
+        ("test-key-id".into(), format!("{:08x}\n", key.key_id())),
+        ("test-verifier-key".into(), format!("{}\n", key.verifier())),
+        ("test-signer-key".into(), format!("{}\n", key.to_text())),
+        ("checkpoint-body".into(), body.clone()),
+        ("checkpoint-body-hex".into(), wrapped_hex(body.as_bytes())),
+        ("checkpoint-signature".into(), wrapped_hex(signature)),
+        ("checkpoint-note".into(), note.to_text()),
+        (
+            "checkpoint-record".into(),
+            format!("{}  checkpoint-note\n", hex(&c_key)),
+        ),
+        ("bundle-manifest".into(), pretty(&log.manifest())),
+        (
+            "bundle-entries".into(),
+            (0..3).map(|i| log.entry_line(i) + "\n").collect(),
+        ),
+        ("bundle-proofs".into(), pretty(&log.proofs())),
+        ("bundle-verified".into(), summary.one_line() + "\n"),
+    ]
+}
+
+/// The language tag of a printed block.
+fn block_lang(label: &str) -> &'static str {
+    if label.ends_with("-entry")
+        || label.starts_with("inclusion-proof")
+        || label.starts_with("consistency-proof")
+        || label == "bundle-manifest"
+        || label == "bundle-proofs"
+    {
+        "json"
+    } else if label == "bundle-entries" {
+        "jsonl"
+    } else if label.ends_with("-records")
+        || label.ends_with("-records-3")
+        || label.ends_with("-record")
+        || label == "test-verifier-key"
+        || label == "test-signer-key"
+        || label == "checkpoint-body"
+        || label == "checkpoint-note"
+        || label == "bundle-verified"
+    {
+        "text"
+    } else {
+        "hex"
+    }
+}
+
+fn doc_hash32(blocks: &BTreeMap<String, String>, label: &str) -> Hash32 {
+    hex_block(blocks, label)
+        .try_into()
+        .unwrap_or_else(|_| panic!("block {label} is not 32 bytes"))
+}
+
+#[test]
+fn example_3_is_chained_to_example_2() {
+    let blocks = doc_blocks();
+    let hash_2 = hash_block(&blocks, "example-2-hash");
+    let entry = example_3(hash_2);
+    let bytes = entry.encode().unwrap();
+    assert_hex_block(&blocks, "example-3-bytes", &bytes);
+    let hash = chain_hash(&hash_2, 3, &bytes);
+    assert_eq!(hash_block(&blocks, "example-3-hash"), hash);
+    assert_eq!(
+        Entry::decode(&hex_block(&blocks, "example-3-bytes")).unwrap(),
+        entry
+    );
+    let documented: Entry = serde_json::from_str(block(&blocks, "example-3-entry")).unwrap();
+    assert_eq!(documented, entry);
+}
+
+#[test]
+fn documented_merkle_hashes_are_rfc6962_over_the_entry_bytes() {
+    let blocks = doc_blocks();
+    let entries: Vec<Vec<u8>> = (1..=3)
+        .map(|n| hex_block(&blocks, &format!("example-{n}-bytes")))
+        .collect();
+    // Leaf hash: SHA-256(0x00 || the stored entry bytes), without the stored chain hash.
+    for (i, bytes) in entries.iter().enumerate() {
+        let documented = doc_hash32(&blocks, &format!("merkle-leaf-{i}"));
+        assert_eq!(documented, merkle::leaf_hash(bytes), "leaf {i}");
+        let mut input = vec![0x00];
+        input.extend_from_slice(bytes);
+        assert_eq!(documented, <Hash32>::from(Sha256::digest(&input)));
+    }
+    let leaf_0_input = hex_block(&blocks, "merkle-leaf-0-input");
+    assert_eq!(leaf_0_input[0], 0x00);
+    assert_eq!(&leaf_0_input[1..], entries[0].as_slice());
+    assert_eq!(
+        <Hash32>::from(Sha256::digest(&leaf_0_input)),
+        doc_hash32(&blocks, "merkle-leaf-0")
+    );
+    // Roots of the first 1, 2 and 3 entries, and the documented node inputs.
+    for size in 1..=3 {
+        assert_eq!(
+            doc_hash32(&blocks, &format!("merkle-root-{size}")),
+            merkle::root(&entries[..size]),
+            "root of size {size}"
+        );
+    }
+    for (input, root) in [
+        ("merkle-root-2-input", "merkle-root-2"),
+        ("merkle-root-3-input", "merkle-root-3"),
+    ] {
+        let input = hex_block(&blocks, input);
+        assert_eq!(input.len(), 65);
+        assert_eq!(input[0], 0x01);
+        assert_eq!(
+            <Hash32>::from(Sha256::digest(&input)),
+            doc_hash32(&blocks, root)
+        );
+        let (left, right) = input[1..].split_at(32);
+        assert_eq!(
+            merkle::node_hash(&left.try_into().unwrap(), &right.try_into().unwrap()),
+            doc_hash32(&blocks, root)
+        );
+    }
+    assert_eq!(
+        <Hash32>::from(Sha256::digest([])),
+        merkle::EMPTY_ROOT,
+        "the empty root"
+    );
+    assert!(block(&blocks, "merkle-empty-root").contains(&hex(&merkle::EMPTY_ROOT)));
+}
+
+#[test]
+fn documented_proofs_verify_against_the_documented_roots() {
+    let blocks = doc_blocks();
+    let log = example_log();
+    let root_3 = doc_hash32(&blocks, "merkle-root-3");
+    for (label, leaf_index) in [
+        ("inclusion-proof-seq-1", 0u64),
+        ("inclusion-proof-seq-3", 2),
+    ] {
+        let proof: InclusionProof = serde_json::from_str(block(&blocks, label)).unwrap();
+        assert_eq!(proof, log.inclusion(leaf_index), "{label}");
+        let leaf = doc_hash32(&blocks, &format!("merkle-leaf-{leaf_index}"));
+        proof.verify(&leaf, &root_3).unwrap();
+        // Any other leaf fails.
+        let other = doc_hash32(&blocks, "merkle-leaf-1");
+        assert!(proof.verify(&other, &root_3).is_err());
+    }
+    let proof: ConsistencyProof =
+        serde_json::from_str(block(&blocks, "consistency-proof-2-3")).unwrap();
+    assert_eq!(proof, log.consistency(2, 3));
+    proof
+        .verify(&doc_hash32(&blocks, "merkle-root-2"), &root_3)
+        .unwrap();
+    assert!(proof
+        .verify(&doc_hash32(&blocks, "merkle-leaf-0"), &root_3)
+        .is_err());
+}
+
+#[test]
+fn documented_tree_records_are_what_the_ledger_stores() {
+    // The `T` value of leaf i is the concatenation of what `CompactRange::append` returned
+    // for it; `R` is the frontier after the head, largest subtree first.
+    let blocks = doc_blocks();
+    let log = example_log();
+    let (_, per_leaf) = log.nodes();
+    let leaf = |i: usize| doc_hash32(&blocks, &format!("merkle-leaf-{i}"));
+    let root_2 = doc_hash32(&blocks, "merkle-root-2");
+    let value = |nodes: &[PerfectNode]| -> Vec<Hash32> { nodes.iter().map(|n| n.2).collect() };
+    assert_eq!(value(&per_leaf[0]), vec![leaf(0)]);
+    assert_eq!(value(&per_leaf[1]), vec![leaf(1), root_2]);
+    assert_eq!(value(&per_leaf[2]), vec![leaf(2)]);
+    assert_eq!(log.frontier(2).hashes(), &[root_2]);
+    assert_eq!(log.frontier(3).hashes(), &[root_2, leaf(2)]);
+    assert_eq!(log.frontier(3).root(), doc_hash32(&blocks, "merkle-root-3"));
+}
+
+#[test]
+fn documented_test_key_is_the_published_seed() {
+    let blocks = doc_blocks();
+    let key = test_key();
+    assert_eq!(hex_block(&blocks, "test-key-seed"), TEST_SEED);
+    let public: [u8; 32] = hex_block(&blocks, "test-public-key").try_into().unwrap();
+    assert_eq!(public, key.verifier().public_key());
+    // Key ID: the first 4 bytes of SHA-256(name || 0x0A || 0x01 || public key).
+    let input = hex_block(&blocks, "test-key-id-input");
+    assert_eq!(
+        input,
+        [TEST_KEY_NAME.as_bytes(), b"\n\x01", &public].concat()
+    );
+    let id = hex_block(&blocks, "test-key-id");
+    assert_eq!(id, Sha256::digest(&input)[..4]);
+    assert_eq!(
+        u32::from_be_bytes(id.clone().try_into().unwrap()),
+        checkpoint::key_id(TEST_KEY_NAME, &public)
+    );
+    // The key texts parse back to this key.
+    let verifier = VerifierKey::parse(block(&blocks, "test-verifier-key").trim_end()).unwrap();
+    assert_eq!(verifier, key.verifier());
+    let signer = SignerKey::parse(block(&blocks, "test-signer-key").trim_end()).unwrap();
+    assert_eq!(signer.to_text(), key.to_text());
+}
+
+#[test]
+fn documented_checkpoint_is_signed_by_the_test_key() {
+    let blocks = doc_blocks();
+    let key = test_key();
+    let body = block(&blocks, "checkpoint-body");
+    assert_eq!(hex_block(&blocks, "checkpoint-body-hex"), body.as_bytes());
+    let parsed = Checkpoint::parse_body(body).unwrap();
+    assert_eq!(parsed, example_log().checkpoint());
+    assert_eq!(parsed.root, doc_hash32(&blocks, "merkle-root-3"));
+    // Ed25519 is deterministic: the documented signature is the one the key makes.
+    let signature = hex_block(&blocks, "checkpoint-signature");
+    let note = SignedNote::sign(body, &[&key]).unwrap();
+    assert_eq!(note.signatures[0].signature, signature);
+    assert!(key.verifier().verify(body.as_bytes(), &signature));
+    // The note is body, blank line, `— <name> <base64(key ID || signature)>`.
+    let text = block(&blocks, "checkpoint-note");
+    assert_eq!(text, note.to_text());
+    let line = format!(
+        "\u{2014} {TEST_KEY_NAME} {}\n",
+        base64_of(&[hex_block(&blocks, "test-key-id"), signature].concat())
+    );
+    assert_eq!(text, format!("{body}\n{line}"));
+    let (checkpoint, signed_by) = checkpoint::verify_note(
+        text,
+        &[VerifierKey::parse(block(&blocks, "test-verifier-key").trim_end()).unwrap()],
+    )
+    .unwrap();
+    assert_eq!(checkpoint, parsed);
+    assert_eq!(signed_by, vec![TEST_KEY_NAME.to_string()]);
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn documented_bundle_verifies() {
+    let blocks = doc_blocks();
+    let log = example_log();
+    let manifest: Manifest = serde_json::from_str(block(&blocks, "bundle-manifest")).unwrap();
+    assert_eq!(manifest, log.manifest());
+    let proofs: Proofs = serde_json::from_str(block(&blocks, "bundle-proofs")).unwrap();
+    assert_eq!(proofs, log.proofs());
+    let entries = block(&blocks, "bundle-entries");
+    for (i, line) in entries.lines().enumerate() {
+        let parsed: BundleEntryLine = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            parsed.decode_bytes().unwrap(),
+            hex_block(&blocks, &format!("example-{}-bytes", i + 1))
+        );
+    }
+    let trusted = [VerifierKey::parse(block(&blocks, "test-verifier-key").trim_end()).unwrap()];
+    let parts = BundleParts {
+        manifest: block(&blocks, "bundle-manifest"),
+        entries,
+        checkpoint: block(&blocks, "checkpoint-note"),
+        proofs: block(&blocks, "bundle-proofs"),
+    };
+    let summary = verify_bundle(&parts, &trusted, None).unwrap();
+    assert_eq!(summary.one_line() + "\n", block(&blocks, "bundle-verified"));
+    assert_eq!(summary.root, hex(&doc_hash32(&blocks, "merkle-root-3")));
+    assert_eq!(
+        summary.last_hash,
+        hash_block(&blocks, "example-3-hash").to_hex()
+    );
+    // Dropping the middle line is named: entry 2 is missing.
+    let cut: String = entries
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let failure = verify_bundle(
+        &BundleParts {
+            entries: &cut,
+            ..parts
+        },
+        &trusted,
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        (failure.kind, failure.seq),
+        (BundleFailureKind::SeqGap, Some(2))
+    );
+}
+
+/// Every failure kind of `verify-export`, by an exhaustive match: a new kind does not
+/// compile here until FORMAT.md lists it.
+fn bundle_failure_kinds() -> Vec<BundleFailureKind> {
+    use BundleFailureKind as K;
+    let all = [
+        K::Malformed,
+        K::UntrustedCheckpoint,
+        K::BadSignature,
+        K::OriginMismatch,
+        K::SizeMismatch,
+        K::UndecodableEntry,
+        K::EntryAltered,
+        K::SeqGap,
+        K::OutOfOrder,
+        K::Truncated,
+        K::TrailingEntry,
+        K::ChainBroken,
+        K::NotIncluded,
+        K::RootMismatch,
+        K::Inconsistent,
+        K::PreviousUntrusted,
+    ];
+    for kind in all {
+        match kind {
+            K::Malformed
+            | K::UntrustedCheckpoint
+            | K::BadSignature
+            | K::OriginMismatch
+            | K::SizeMismatch
+            | K::UndecodableEntry
+            | K::EntryAltered
+            | K::SeqGap
+            | K::OutOfOrder
+            | K::Truncated
+            | K::TrailingEntry
+            | K::ChainBroken
+            | K::NotIncluded
+            | K::RootMismatch
+            | K::Inconsistent
+            | K::PreviousUntrusted => {}
+        }
+    }
+    all.to_vec()
+}
+
+#[test]
+fn every_bundle_failure_kind_is_documented() {
+    let doc = std::fs::read_to_string(FORMAT_MD).unwrap();
+    for kind in bundle_failure_kinds() {
+        let cell = format!("| `{}` |", kind.as_str());
+        assert!(doc.contains(&cell), "FORMAT.md does not list {cell}");
+    }
+    assert!(doc.contains(&format!("`{BUNDLE_FORMAT}`")));
+    for file in [MANIFEST_FILE, ENTRIES_FILE, CHECKPOINT_FILE, PROOFS_FILE] {
+        assert!(doc.contains(&format!("`{file}`")), "{file}");
     }
 }

@@ -103,7 +103,9 @@ enum Command {
         /// `GET /v1/checkpoint`).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Verifier key file(s) the checkpoint must be signed by (one key per line).
+        /// Verifier key file(s) (one key per line): the checkpoint must then be signed by
+        /// one of them. Without it only the checkpoint's body is compared (its signature is
+        /// not checked), and the report says so.
         #[arg(long, requires = "checkpoint")]
         trusted_key: Vec<PathBuf>,
     },
@@ -638,8 +640,15 @@ fn run(command: Command) -> Result<(), Failure> {
             let mut json = serde_json::to_value(&report)?;
             if let Some(result) = &consistency {
                 json["checkpoint"] = match result {
-                    Ok(()) => serde_json::json!({"consistent": true}),
-                    Err(failure) => serde_json::json!({"consistent": false, "failure": failure}),
+                    Ok(()) => serde_json::json!({
+                        "consistent": true,
+                        "signature_checked": !trusted_key.is_empty(),
+                    }),
+                    Err(failure) => serde_json::json!({
+                        "consistent": false,
+                        "signature_checked": !trusted_key.is_empty(),
+                        "failure": failure,
+                    }),
                 };
             }
             serde_json::to_writer(&mut out, &json)?;

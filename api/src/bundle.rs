@@ -82,7 +82,8 @@ pub fn plan(
     let consistency = match &request.previous {
         None => None,
         Some(previous) => {
-            if previous.origin != checkpoint.checkpoint.origin {
+            // An empty origin: the caller sent only a size and a root (HTTP).
+            if !previous.origin.is_empty() && previous.origin != checkpoint.checkpoint.origin {
                 return Err(conflict(format!(
                     "the previous checkpoint is of origin {:?}, this ledger's is {:?}",
                     previous.origin, checkpoint.checkpoint.origin

@@ -845,11 +845,6 @@ async fn export_bundle(
     let (file, manifest) = blocking(&service, move |service| {
         let plan = {
             let ledger = service.read()?;
-            let mut previous = previous;
-            if let (Some(previous), Some(latest)) = (previous.as_mut(), ledger.latest_checkpoint()?)
-            {
-                previous.origin = latest.checkpoint.origin;
-            }
             let request = crate::bundle::BundleRequest {
                 from_seq: Some(from),
                 to_seq: to,

@@ -222,7 +222,26 @@ impl Ledger {
             check_consistent(&self.tree, &self.frontier, &latest.checkpoint)
                 .map_err(LedgerError::Corrupt)?;
             if latest.checkpoint.size == size && latest.checkpoint.origin == origin {
-                return Ok(latest.clone());
+                let mut note = SignedNote::parse(&latest.note)?;
+                let signed_by_key = note
+                    .signatures
+                    .iter()
+                    .any(|s| s.name == key.name() && s.key_id == key.key_id());
+                if signed_by_key {
+                    return Ok(latest.clone());
+                }
+                // A rotated key cosigns the same tree: the note then verifies for auditors
+                // who trust either key.
+                note.signatures
+                    .extend(SignedNote::sign(&note.body, &[key])?.signatures);
+                let text = note.to_text();
+                self.tree
+                    .insert(keys::seq_key(keys::CHECKPOINT, size), text.as_bytes())?;
+                self.db.flush()?;
+                return Ok(StoredCheckpoint {
+                    checkpoint: latest.checkpoint.clone(),
+                    note: text,
+                });
             }
         }
         let checkpoint = Checkpoint {
@@ -423,6 +442,21 @@ mod tests {
             .sign_checkpoint(&key(), "test.example/ledger")
             .unwrap();
         assert_eq!(again, first);
+        // A rotated key cosigns the same tree instead of leaving the old key's note alone.
+        let rotated = SignerKey::from_seed("test.example/rotated", [8; 32]).unwrap();
+        let cosigned = ledger
+            .sign_checkpoint(&rotated, "test.example/ledger")
+            .unwrap();
+        assert_eq!(cosigned.checkpoint, first.checkpoint);
+        schemas::checkpoint::open_note(&cosigned.note, &[rotated.verifier()]).unwrap();
+        schemas::checkpoint::open_note(&cosigned.note, &[key().verifier()]).unwrap();
+        assert_eq!(
+            ledger
+                .sign_checkpoint(&rotated, "test.example/ledger")
+                .unwrap(),
+            cosigned
+        );
+        let first = cosigned;
         append(&mut ledger, 11..=20);
         let second = ledger
             .sign_checkpoint(&key(), "test.example/ledger")

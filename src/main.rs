@@ -58,6 +58,24 @@ struct DbArgs {
 }
 
 impl DbArgs {
+    /// Opens a ledger that must already exist: reading commands must not create an empty
+    /// one at a mistyped path and then report it verified.
+    fn open_existing(&self) -> Result<Ledger, Failure> {
+        let is_empty_dir = std::fs::read_dir(&self.db).map(|mut entries| entries.next().is_none());
+        match is_empty_dir {
+            Err(e) => Err(Failure::Input(format!(
+                "no ledger at {}: {e}",
+                self.db.display()
+            ))),
+            Ok(true) => Err(Failure::Input(format!(
+                "no ledger at {}: the directory is empty",
+                self.db.display()
+            ))),
+            Ok(false) => self.open(),
+        }
+    }
+
+    /// Opens the ledger, creating it if absent (`ingest`, `serve`).
     fn open(&self) -> Result<Ledger, Failure> {
         let config = LedgerConfig {
             snapshot_every: self.snapshot_every,
@@ -622,7 +640,7 @@ fn run(command: Command) -> Result<(), Failure> {
             checkpoint,
             trusted_key,
         } => {
-            let ledger = db.open()?;
+            let ledger = db.open_existing()?;
             let signed = checkpoint
                 .map(|path| checked_checkpoint(&path, &trusted_key))
                 .transpose()?;
@@ -689,7 +707,7 @@ fn run(command: Command) -> Result<(), Failure> {
             as_of,
             output,
         } => {
-            let ledger = db.open()?;
+            let ledger = db.open_existing()?;
             let seq = match (as_of_seq, as_of) {
                 (Some(seq), _) => seq,
                 (None, Some(time)) => ledger.seq_at_time(time)?,
@@ -706,7 +724,7 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::History { db, target, output } => {
-            let ledger = db.open()?;
+            let ledger = db.open_existing()?;
             let entries = match (&target.kind, &target.namespace, &target.name) {
                 (Some(kind), Some(namespace), Some(name)) => {
                     let kind = ObjectKind::parse(kind)
@@ -747,7 +765,7 @@ fn run(command: Command) -> Result<(), Failure> {
             claim_uid,
             allow_direct,
         } => {
-            let ledger = db.open()?;
+            let ledger = db.open_existing()?;
             let request = CheckRequest {
                 namespace,
                 pod_name,
@@ -783,7 +801,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     "a bundle holds jsonl entries: --format and --source do not apply".into(),
                 ));
             }
-            let mut ledger = db.open()?;
+            let mut ledger = db.open_existing()?;
             if let Some(path) = signing_key {
                 let key = audit::load_signer(&path).map_err(Failure::Input)?;
                 let origin = origin.unwrap_or_else(|| key.name().to_string());
@@ -829,7 +847,7 @@ fn run(command: Command) -> Result<(), Failure> {
             source,
             ..
         } => {
-            let ledger = db.open()?;
+            let ledger = db.open_existing()?;
             let to = to_seq.unwrap_or(u64::MAX);
             let mut buffered = io::BufWriter::new(out);
             match format {

@@ -239,6 +239,8 @@ fn bad_lines_are_reported_by_number_and_good_lines_still_appended() {
 #[test]
 fn verify_prints_a_json_report_and_exits_zero() {
     let scratch = Scratch::new();
+    // An empty ledger (created by ingesting nothing) verifies.
+    ok(&["ingest", "--db", &scratch.db()], Some(""));
     let empty = ok(&["verify", "--db", &scratch.db()], None).json();
     assert_eq!(empty["entries"], 0);
     assert_eq!(empty["failure"], Value::Null);
@@ -776,4 +778,50 @@ fn missing_input_file_exits_2() {
         result.stderr
     );
     assert_eq!(result.stdout, "");
+}
+
+#[test]
+fn reading_commands_refuse_a_missing_or_empty_ledger_and_create_nothing() {
+    let scratch = Scratch::new();
+    let missing = scratch.db();
+    let empty = scratch.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty = empty.to_str().unwrap().to_string();
+    for db in [&missing, &empty] {
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["verify", "--db", db],
+            vec!["verify", "--db", db, "--chain-only"],
+            vec!["state", "--db", db],
+            vec!["history", "--db", db, "--pod-uid", "p"],
+            vec![
+                "check",
+                "--db",
+                db,
+                "--namespace",
+                "n",
+                "--pod-name",
+                "p",
+                "--pod-uid",
+                "u",
+            ],
+            vec!["export", "--db", db],
+        ];
+        for args in cases {
+            let result = run(&args, None);
+            assert_eq!(result.code, 2, "claim-ledger {args:?}: {result:?}");
+            assert!(
+                result.stderr.contains("no ledger at"),
+                "{args:?}: {}",
+                result.stderr
+            );
+        }
+    }
+    assert!(
+        !std::path::Path::new(&missing).exists(),
+        "a reading command created a ledger"
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    // Ingest creates the ledger; then the reading commands work on it.
+    assert_eq!(run(&["ingest", "--db", &missing], Some("")).code, 0);
+    assert_eq!(run(&["verify", "--db", &missing], None).code, 0);
 }

@@ -146,3 +146,50 @@ fn every_lifecycle_fixture_gives_the_expected_decisions() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The `workspace_orphaned` transitions a fixture's events cause, as (pvc uid, sandbox uid).
+fn orphaned_workspaces(fixture: &str) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    let events: String = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("\"type\""))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    ingest(&mut ledger, &events, &mut clock());
+    let head = ledger.head().seq;
+    ledger
+        .entries(1, head)
+        .map(Result::unwrap)
+        .flat_map(|stored| stored.entry.transitions)
+        .filter_map(|transition| match transition {
+            schemas::Transition::WorkspaceOrphaned {
+                pvc_uid,
+                sandbox_uid,
+            } => Some((pvc_uid, sandbox_uid)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_bound_workspace_outliving_its_sandbox_or_its_claim_is_reported_once() {
+    // Retain expiry: the Sandbox is deleted, its PVC survives.
+    assert_eq!(orphaned_workspaces("retain_expiry.jsonl").len(), 1);
+    // Orphan propagation: the claim is deleted, the Sandbox survives ownerless with its PVC.
+    let orphaned = orphaned_workspaces("release_orphan.jsonl");
+    assert_eq!(orphaned.len(), 1, "{orphaned:?}");
+    // Background and foreground releases delete the PVC with its Sandbox: nothing outlives.
+    assert_eq!(orphaned_workspaces("release_background.jsonl"), []);
+    assert_eq!(orphaned_workspaces("release_foreground.jsonl"), []);
+    assert_eq!(orphaned_workspaces("warm_bind.jsonl"), []);
+    assert_eq!(orphaned_workspaces("cold_bind.jsonl"), []);
+    assert_eq!(orphaned_workspaces("pod_replacement.jsonl"), []);
+    // Case 1: Sandbox theta left ownerless by its claim's orphan delete, its PVC alive;
+    // case 2: a Retain claim's PVC that outlives its Sandbox. Case 3 is a background release.
+    assert_eq!(orphaned_workspaces("adversarial_reuse.jsonl").len(), 2);
+}

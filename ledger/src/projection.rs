@@ -403,7 +403,7 @@ impl Projection {
                     .controller
                     .iter()
                     .map(|c| c.uid.clone())
-                    .chain(previous_controller)
+                    .chain(previous_controller.clone())
                 {
                     self.collect_pods_of_sandbox(&sandbox, &mut pods);
                 }
@@ -415,7 +415,7 @@ impl Projection {
             self.reevaluate(pod, seq, at, &mut transitions);
             self.refresh_active_view(pod);
         }
-        self.detect_orphans(change, &mut transitions);
+        self.detect_orphans(change, previous_controller.as_deref(), &mut transitions);
         // An entry belongs to the history of every object its transitions name, so "every
         // binding pod uid X ever had" includes the claim update that bound it.
         for transition in &transitions {
@@ -648,15 +648,34 @@ impl Projection {
         }
     }
 
-    /// A workspace PVC that was part of a binding and outlives its sandbox is reported once.
-    fn detect_orphans(&mut self, change: &ObjectChange, out: &mut Vec<Transition>) {
+    /// A workspace PVC that was part of a binding and outlives its sandbox or its claim is
+    /// reported once, when an event shows it surviving: the PVC itself left ownerless or
+    /// naming a Sandbox that is gone (orphan propagation strips dependents'
+    /// ownerReferences before the owner goes, as Retain expiry does), or a bound Sandbox left
+    /// ownerless, its PVCs alive (a claim deleted with orphan propagation). A Sandbox's
+    /// removal alone proves nothing: background GC deletes the Sandbox before its PVC.
+    fn detect_orphans(
+        &mut self,
+        change: &ObjectChange,
+        previous_controller: Option<&str>,
+        out: &mut Vec<Transition>,
+    ) {
         let candidates: Vec<(String, String)> = match change.kind {
-            ObjectKind::Sandbox if change.change.is_removal() => self
-                .live_pvcs_of(&change.uid)
-                .into_iter()
-                .map(|pvc| (pvc.current.uid.clone(), change.uid.clone()))
-                .collect(),
-            ObjectKind::PersistentVolumeClaim if !change.change.is_removal() => {
+            ObjectKind::Sandbox
+                if !change.change.is_removal()
+                    && change.controller.is_none()
+                    && previous_controller.is_some()
+                    && self.bound_under.contains_key(&change.uid) =>
+            {
+                self.live_pvcs_of(&change.uid)
+                    .into_iter()
+                    .map(|pvc| (pvc.current.uid.clone(), change.uid.clone()))
+                    .collect()
+            }
+            // A terminating PVC is on its way out with its Sandbox, not outliving it.
+            ObjectKind::PersistentVolumeClaim
+                if !change.change.is_removal() && !change.is_terminating() =>
+            {
                 let sandbox_gone = match &change.controller {
                     Some(owner) => self.objects.get(&owner.uid).is_none_or(|s| s.gone),
                     None => true,

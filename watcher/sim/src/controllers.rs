@@ -1,7 +1,7 @@
 //! Emulation of the agent-sandbox controllers (DOMAIN.md §2-3), active when
 //! [`SimConfig::controllers`](crate::SimConfig::controllers) is true.
 //!
-//! Two controllers react to every change (they run synchronously at the end of each
+//! Three controllers react to every change (they run synchronously at the end of each
 //! Rust call or HTTP request, after the garbage collector):
 //!
 //! * **Warm pools**: each `SandboxWarmPool` keeps `spec.replicas` non-terminating Sandboxes it
@@ -19,17 +19,38 @@
 //!   is recreated with the same name and a new uid. Warm pods carry the pool label and
 //!   `cluster-autoscaler.kubernetes.io/safe-to-evict: "true"`.
 //!
-//! Claims are driven by explicit calls on [`Simulator`], which fail with
-//! [`SimError::ControllersDisabled`] when controllers are off:
-//! [`create_pool`](Simulator::create_pool), [`claim_warm`](Simulator::claim_warm),
-//! [`claim_cold`](Simulator::claim_cold), [`delete_claim`](Simulator::delete_claim),
-//! [`expire_claim`](Simulator::expire_claim), [`replace_pod`](Simulator::replace_pod) and
-//! [`expire_sandbox`](Simulator::expire_sandbox).
+//! * **Claims** (DOMAIN.md §3.2, §3.3, §3.5), for every SandboxClaim however it was written
+//!   (HTTP, `kubectl`, [`Simulator::create`]/[`Simulator::apply`]) that is not terminating:
+//!   - a claim whose `spec.lifecycle.shutdownTime` (both versions) is not after the
+//!     simulator's clock ([`Simulator::now`]) expires under its `shutdownPolicy`, exactly as
+//!     [`Simulator::expire_claim`]; an expired claim (Ready=False, reason `SandboxExpired`)
+//!     is left alone from then on, and is never bound;
+//!   - an unbound claim (no `status.sandbox.name`) is bound: it adopts the oldest warm
+//!     Sandbox of its pool (`spec.warmPoolRef.name` in v1beta1; `spec.warmpool` in
+//!     v1alpha1: a pool name, `default` = every pool whose template is
+//!     `spec.sandboxTemplateRef.name`, `none` = cold) with one merge patch (ownerReferences
+//!     replaced by the claim as controller, warm-pool label dropped, `claim-uid` set), then
+//!     gets `status.sandbox.name` and Ready=True, and the pool replenishes; with no warm
+//!     Sandbox it gets a Sandbox named after it, made from the template (the pool's, or
+//!     `spec.sandboxTemplateRef.name`; a missing template is the default agent template).
+//!     A Sandbox of that name it already controls is taken as it is.
+//!   - bound claims are not bound again; deleting a claim is garbage collection's business.
+//!
+//! The explicit calls on [`Simulator`] fail with [`SimError::ControllersDisabled`] when
+//! controllers are off: [`create_pool`](Simulator::create_pool),
+//! [`claim_warm`](Simulator::claim_warm), [`claim_cold`](Simulator::claim_cold),
+//! [`delete_claim`](Simulator::delete_claim), [`expire_claim`](Simulator::expire_claim),
+//! [`replace_pod`](Simulator::replace_pod) and [`expire_sandbox`](Simulator::expire_sandbox).
+//! `claim_warm` and `claim_cold` create the claim and bind it at once through the claim
+//! controller's own binding code (the reconciler skips a claim while it is being bound), so a
+//! claim is never bound twice and the event order is the same as before the reconciler
+//! existed. With controllers off nothing touches claims.
 
 use crate::resource::{Resource, Served};
 use crate::store::{DeleteOpts, State, StatusMode, PVC_PROTECTION_FINALIZER};
 use crate::util::{self, fnv32a};
 use crate::{Propagation, SimError, Simulator};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 /// Label on warm Sandboxes and pods: FNV-32a of the pool name.
@@ -48,6 +69,8 @@ pub const SANDBOX_ID_ANNOTATION: &str = "openshell.io/sandbox-id";
 pub const SAFE_TO_EVICT_ANNOTATION: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
 /// The node controller-created pods are scheduled on.
 pub const NODE_NAME: &str = "sim-node-1";
+/// The reason of an expired claim's `Ready=False` condition.
+pub const EXPIRED_REASON: &str = "SandboxExpired";
 
 fn default_pod_template(with_pvc: bool) -> Value {
     let mut container = json!({
@@ -92,15 +115,41 @@ fn controller_uid(object: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-fn condition(status: &str, reason: &str, message: &str) -> Value {
+fn condition(status: &str, reason: &str, message: &str, now: &str) -> Value {
     json!([{
         "type": "Ready",
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": util::now_rfc3339(),
+        "lastTransitionTime": now,
         "observedGeneration": 1,
     }])
+}
+
+/// Whether the claim names its Sandbox (`status.sandbox.name` non-empty).
+fn is_bound(claim: &Value) -> bool {
+    util::path_str(claim, "status.sandbox.name").is_some_and(|n| !n.is_empty())
+}
+
+/// Whether the claim's Ready condition says it expired (reason [`EXPIRED_REASON`]).
+fn has_expired(claim: &Value) -> bool {
+    claim
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("reason").and_then(Value::as_str) == Some(EXPIRED_REASON)
+            })
+        })
+}
+
+/// The claim's `spec.lifecycle.shutdownTime`, if it is set and parses as RFC 3339.
+fn shutdown_time(claim: &Value) -> Option<DateTime<Utc>> {
+    util::path_str(claim, "spec.lifecycle.shutdownTime")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn pod_name_of(sandbox: &Value) -> String {
@@ -143,7 +192,7 @@ impl State {
         spec
     }
 
-    /// Runs the pool and Sandbox controllers once; true if anything changed.
+    /// Runs the pool, Sandbox and claim controllers once; true if anything changed.
     pub(crate) fn reconcile(&mut self) -> bool {
         let mut changed = false;
         // Warm pools.
@@ -180,6 +229,8 @@ impl State {
         for sandbox in sandboxes {
             changed |= self.reconcile_sandbox(&sandbox);
         }
+        // Claims.
+        changed |= self.reconcile_claims();
         changed
     }
 
@@ -382,7 +433,7 @@ impl State {
             spec["terminationGracePeriodSeconds"] = 30.into();
         }
         let ip = format!("10.244.{}.{}", fastrand::u8(1..250), fastrand::u8(2..250));
-        let now = util::now_rfc3339();
+        let now = self.now_rfc3339();
         let mut meta = json!({
             "name": pod_name,
             "namespace": ns,
@@ -431,7 +482,7 @@ impl State {
     fn set_claim_ready(&mut self, ns: &str, claim: &str, sandbox: &str) -> Result<Value, SimError> {
         let patch = json!({"status": {
             "sandbox": {"name": sandbox},
-            "conditions": condition("True", "SandboxReady", "Sandbox is ready"),
+            "conditions": condition("True", "SandboxReady", "Sandbox is ready", &self.now_rfc3339()),
         }});
         self.merge_patch(
             Resource::SandboxClaim,
@@ -443,8 +494,143 @@ impl State {
         )
     }
 
+    /// Where claim `claim` gets its Sandbox from: the uids of the warm pools it may adopt
+    /// from (oldest warm Sandbox first) and the template a cold Sandbox is made of.
+    ///
+    /// * `spec.warmPoolRef.name` (v1beta1): that pool, if it exists, with its template; a
+    ///   missing pool (or `none`) means cold, from `spec.sandboxTemplateRef.name` if the
+    ///   object has one, else template `default`.
+    /// * `spec.sandboxTemplateRef.name` + `spec.warmpool` (v1alpha1, default `default`):
+    ///   `none` is cold; `default` is every pool in the namespace whose template is the
+    ///   claim's; any other value is that pool.
+    ///
+    /// A template that does not exist is the default agent pod template (as for
+    /// [`Simulator::claim_cold`]).
+    fn claim_source(&self, ns: &str, claim: &Value) -> (Vec<String>, String) {
+        let pool_by_name = |name: &str| {
+            self.get(Resource::SandboxWarmPool, ns, name)
+                .filter(|p| name != "none" && !util::is_terminating(p))
+        };
+        let pool_template =
+            |pool: &Value| util::path_str(pool, "spec.sandboxTemplateRef.name").map(str::to_string);
+        let claim_template = util::path_str(claim, "spec.sandboxTemplateRef.name");
+        if let Some(pool) = util::path_str(claim, "spec.warmPoolRef.name") {
+            return match pool_by_name(pool) {
+                Some(p) => (
+                    vec![util::uid_of(p).to_string()],
+                    claim_template
+                        .map(str::to_string)
+                        .or_else(|| pool_template(p))
+                        .unwrap_or_else(|| "default".to_string()),
+                ),
+                None => (Vec::new(), claim_template.unwrap_or("default").to_string()),
+            };
+        }
+        let template = claim_template.unwrap_or("default").to_string();
+        let pools = match util::path_str(claim, "spec.warmpool").unwrap_or("default") {
+            "none" => Vec::new(),
+            "default" => self
+                .iter(Resource::SandboxWarmPool, Some(ns))
+                .filter(|(_, p)| {
+                    !util::is_terminating(p) && pool_template(p).as_deref() == Some(&template)
+                })
+                .map(|(_, p)| util::uid_of(p).to_string())
+                .collect(),
+            pool => pool_by_name(pool)
+                .map(|p| vec![util::uid_of(p).to_string()])
+                .unwrap_or_default(),
+        };
+        (pools, template)
+    }
+
+    /// Binds the unbound claim `claim` as the agent-sandbox claim controller does: adopts
+    /// the oldest warm Sandbox of the pools [`State::claim_source`] names (DOMAIN.md §3.2),
+    /// or creates one from the template (§3.3). The one path behind
+    /// [`Simulator::claim_warm`], [`Simulator::claim_cold`] and the claim reconciler; while
+    /// it runs the reconciler leaves the claim alone. Returns the claim.
+    pub(crate) fn bind_claim(
+        &mut self,
+        ns: &str,
+        claim: &str,
+        sandbox_id: Option<&str>,
+    ) -> Result<Value, SimError> {
+        let claim_obj = self
+            .get(Resource::SandboxClaim, ns, claim)
+            .cloned()
+            .ok_or_else(|| SimError::not_found(Resource::SandboxClaim, claim))?;
+        let uid = util::uid_of(&claim_obj).to_string();
+        self.binding_claims.insert(uid.clone());
+        let result = self.bind_claim_now(ns, &claim_obj, sandbox_id);
+        self.binding_claims.remove(&uid);
+        result
+    }
+
+    fn bind_claim_now(
+        &mut self,
+        ns: &str,
+        claim_obj: &Value,
+        sandbox_id: Option<&str>,
+    ) -> Result<Value, SimError> {
+        let claim = util::name_of(claim_obj).to_string();
+        let (pools, template) = self.claim_source(ns, claim_obj);
+        let mut warm: Vec<Value> = self
+            .iter(Resource::Sandbox, Some(ns))
+            .filter(|(_, v)| {
+                !util::is_terminating(v)
+                    && controller_uid(v).is_some_and(|owner| pools.contains(&owner))
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        warm.sort_by(|a, b| {
+            (
+                util::meta_str(a, "creationTimestamp"),
+                crate::store::resource_version_of(a),
+            )
+                .cmp(&(
+                    util::meta_str(b, "creationTimestamp"),
+                    crate::store::resource_version_of(b),
+                ))
+        });
+        let Some(sandbox) = warm.into_iter().next() else {
+            return self.bind_cold(ns, claim_obj, &template, sandbox_id);
+        };
+        let sandbox_name = util::name_of(&sandbox).to_string();
+        let adopt = json!({"metadata": {
+            "ownerReferences": [owner_ref(claim_obj, Resource::SandboxClaim)],
+            "labels": {WARM_POOL_LABEL: null, CLAIM_UID_LABEL: util::uid_of(claim_obj)},
+        }});
+        self.merge_patch(
+            Resource::Sandbox,
+            ns,
+            &sandbox_name,
+            &adopt,
+            StatusMode::Keep,
+            None,
+        )?;
+        let claim_obj = self.set_claim_ready(ns, &claim, &sandbox_name)?;
+        let pod_name = pod_name_of(&sandbox);
+        if let Some(id) = sandbox_id {
+            self.sandbox_ids
+                .insert(util::uid_of(&sandbox).to_string(), id.to_string());
+        }
+        if self.get(Resource::Pod, ns, &pod_name).is_some() {
+            let mut labels = json!({WARM_POOL_LABEL: null});
+            if self.served() == Served::V1alpha1Only {
+                labels[CLAIM_UID_LABEL] = util::uid_of(&claim_obj).into();
+            }
+            let mut annotations = json!({SAFE_TO_EVICT_ANNOTATION: null});
+            if let Some(id) = sandbox_id {
+                annotations[SANDBOX_ID_ANNOTATION] = id.into();
+            }
+            let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
+            self.merge_patch(Resource::Pod, ns, &pod_name, &patch, StatusMode::Keep, None)?;
+        }
+        Ok(claim_obj)
+    }
+
     /// Cold path: a Sandbox named after the claim, owned by it; the Sandbox controller adds
-    /// PVC and pod; then the claim status.
+    /// PVC and pod; then the claim status. A Sandbox of that name the claim already controls
+    /// is taken as it is.
     fn bind_cold(
         &mut self,
         ns: &str,
@@ -453,26 +639,117 @@ impl State {
         sandbox_id: Option<&str>,
     ) -> Result<Value, SimError> {
         let claim_name = util::name_of(claim).to_string();
-        let spec = self.sandbox_spec(&self.template_spec(ns, template));
-        let sandbox = json!({
-            "apiVersion": Resource::Sandbox.preferred_api_version(self.served()),
-            "kind": "Sandbox",
-            "metadata": {
-                "name": claim_name,
-                "namespace": ns,
-                "labels": {CLAIM_UID_LABEL: util::uid_of(claim)},
-                "annotations": {POD_NAME_ANNOTATION: claim_name},
-                "ownerReferences": [owner_ref(claim, Resource::SandboxClaim)],
-            },
-            "spec": spec,
-        });
-        let sandbox = self.create(Resource::Sandbox, ns, sandbox, None, true)?;
-        if let Some(id) = sandbox_id {
-            self.sandbox_ids
-                .insert(util::uid_of(&sandbox).to_string(), id.to_string());
+        let claim_uid = util::uid_of(claim).to_string();
+        let own = self
+            .get(Resource::Sandbox, ns, &claim_name)
+            .is_some_and(|s| controller_uid(s).as_deref() == Some(claim_uid.as_str()));
+        if !own {
+            let spec = self.sandbox_spec(&self.template_spec(ns, template));
+            let sandbox = json!({
+                "apiVersion": Resource::Sandbox.preferred_api_version(self.served()),
+                "kind": "Sandbox",
+                "metadata": {
+                    "name": claim_name,
+                    "namespace": ns,
+                    "labels": {CLAIM_UID_LABEL: claim_uid},
+                    "annotations": {POD_NAME_ANNOTATION: claim_name},
+                    "ownerReferences": [owner_ref(claim, Resource::SandboxClaim)],
+                },
+                "spec": spec,
+            });
+            let sandbox = self.create(Resource::Sandbox, ns, sandbox, None, true)?;
+            if let Some(id) = sandbox_id {
+                self.sandbox_ids
+                    .insert(util::uid_of(&sandbox).to_string(), id.to_string());
+            }
+            self.settle_all();
         }
-        self.settle_all();
         self.set_claim_ready(ns, &claim_name, &claim_name)
+    }
+
+    /// Expires claim `claim` per its `spec.lifecycle.shutdownPolicy` (the one path behind
+    /// [`Simulator::expire_claim`] and the reconciler's `shutdownTime` handling).
+    fn expire_claim_now(&mut self, ns: &str, claim: &str) -> Result<(), SimError> {
+        let claim_obj = self
+            .get(Resource::SandboxClaim, ns, claim)
+            .cloned()
+            .ok_or_else(|| SimError::not_found(Resource::SandboxClaim, claim))?;
+        match util::path_str(&claim_obj, "spec.lifecycle.shutdownPolicy").unwrap_or("Retain") {
+            "Delete" => self.delete_now(Resource::SandboxClaim, ns, claim, Propagation::Background),
+            "DeleteForeground" => {
+                self.delete_now(Resource::SandboxClaim, ns, claim, Propagation::Foreground)
+            }
+            _ => {
+                let sandbox_name = util::path_str(&claim_obj, "status.sandbox.name")
+                    .unwrap_or(claim)
+                    .to_string();
+                let sandbox = self.get(Resource::Sandbox, ns, &sandbox_name).cloned();
+                if let Some(sandbox) = &sandbox {
+                    let pod = pod_name_of(sandbox);
+                    if self.get(Resource::Pod, ns, &pod).is_some() {
+                        self.delete_now(Resource::Pod, ns, &pod, Propagation::Background)?;
+                    }
+                }
+                let now = self.now_rfc3339();
+                let patch = json!({"status": {"conditions": condition("False", EXPIRED_REASON, "Sandbox has expired", &now)}});
+                self.merge_patch(
+                    Resource::SandboxClaim,
+                    ns,
+                    claim,
+                    &patch,
+                    StatusMode::Only,
+                    None,
+                )?;
+                if sandbox.is_some() {
+                    self.delete_now(Resource::Sandbox, ns, &sandbox_name, Propagation::Orphan)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The claim reconciler, one pass: every non-terminating SandboxClaim not being bound
+    /// right now that has not expired yet (no Ready condition with reason `SandboxExpired`)
+    /// expires if its `spec.lifecycle.shutdownTime` is not after the simulator's clock, and
+    /// is otherwise bound if it is unbound (no `status.sandbox.name`). True if anything
+    /// changed.
+    fn reconcile_claims(&mut self) -> bool {
+        let now = self.now();
+        let keys: Vec<(String, String)> = self
+            .iter(Resource::SandboxClaim, None)
+            .map(|(k, _)| (k.1.clone(), k.2.clone()))
+            .collect();
+        let mut changed = false;
+        for (ns, name) in keys {
+            let Some(claim) = self.get(Resource::SandboxClaim, &ns, &name) else {
+                continue;
+            };
+            if util::is_terminating(claim)
+                || self.binding_claims.contains(util::uid_of(claim))
+                || has_expired(claim)
+            {
+                continue;
+            }
+            if shutdown_time(claim).is_some_and(|t| t <= now) {
+                changed |= self.expire_claim_now(&ns, &name).is_ok();
+                continue;
+            }
+            if is_bound(claim) {
+                continue;
+            }
+            changed |= self.bind_claim(&ns, &name, None).is_ok();
+        }
+        changed
+    }
+
+    /// Whether a claim's `shutdownTime` has passed without the claim having expired yet.
+    pub(crate) fn claim_expiry_due(&self) -> bool {
+        let now = self.now();
+        self.iter(Resource::SandboxClaim, None).any(|(_, c)| {
+            !util::is_terminating(c)
+                && !has_expired(c)
+                && shutdown_time(c).is_some_and(|t| t <= now)
+        })
     }
 
     fn delete_now(
@@ -560,6 +837,9 @@ impl Simulator {
     /// then the pod loses its warm-pool label and safe-to-evict annotation and gets
     /// `openshell.io/sandbox-id` (if given; replacement pods keep it). The pool replenishes.
     /// With no warm Sandbox available it falls back to the cold path. Returns the claim.
+    ///
+    /// This is the claim reconciler's binding (see [`controllers`](crate::controllers)),
+    /// run at once on the new claim, so the reconciler finds it bound.
     pub fn claim_warm(
         &self,
         ns: &str,
@@ -572,65 +852,12 @@ impl Simulator {
                 .get(Resource::SandboxWarmPool, ns, pool)
                 .cloned()
                 .ok_or_else(|| SimError::not_found(Resource::SandboxWarmPool, pool))?;
-            let pool_uid = util::uid_of(&pool_obj).to_string();
             let template = util::path_str(&pool_obj, "spec.sandboxTemplateRef.name")
                 .unwrap_or("")
                 .to_string();
             let claim_obj = s.claim_object(ns, claim, Some(pool), &template);
-            let claim_obj = s.create(Resource::SandboxClaim, ns, claim_obj, None, true)?;
-            let mut warm: Vec<Value> = s
-                .iter(Resource::Sandbox, Some(ns))
-                .filter(|(_, v)| {
-                    !util::is_terminating(v)
-                        && controller_uid(v).as_deref() == Some(pool_uid.as_str())
-                })
-                .map(|(_, v)| v.clone())
-                .collect();
-            warm.sort_by(|a, b| {
-                (
-                    util::meta_str(a, "creationTimestamp"),
-                    crate::store::resource_version_of(a),
-                )
-                    .cmp(&(
-                        util::meta_str(b, "creationTimestamp"),
-                        crate::store::resource_version_of(b),
-                    ))
-            });
-            let Some(sandbox) = warm.into_iter().next() else {
-                return s.bind_cold(ns, &claim_obj, &template, sandbox_id);
-            };
-            let sandbox_name = util::name_of(&sandbox).to_string();
-            let adopt = json!({"metadata": {
-                "ownerReferences": [owner_ref(&claim_obj, Resource::SandboxClaim)],
-                "labels": {WARM_POOL_LABEL: null, CLAIM_UID_LABEL: util::uid_of(&claim_obj)},
-            }});
-            s.merge_patch(
-                Resource::Sandbox,
-                ns,
-                &sandbox_name,
-                &adopt,
-                StatusMode::Keep,
-                None,
-            )?;
-            let claim_obj = s.set_claim_ready(ns, claim, &sandbox_name)?;
-            let pod_name = pod_name_of(&sandbox);
-            if let Some(id) = sandbox_id {
-                s.sandbox_ids
-                    .insert(util::uid_of(&sandbox).to_string(), id.to_string());
-            }
-            if s.get(Resource::Pod, ns, &pod_name).is_some() {
-                let mut labels = json!({WARM_POOL_LABEL: null});
-                if s.served() == Served::V1alpha1Only {
-                    labels[CLAIM_UID_LABEL] = util::uid_of(&claim_obj).into();
-                }
-                let mut annotations = json!({SAFE_TO_EVICT_ANNOTATION: null});
-                if let Some(id) = sandbox_id {
-                    annotations[SANDBOX_ID_ANNOTATION] = id.into();
-                }
-                let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
-                s.merge_patch(Resource::Pod, ns, &pod_name, &patch, StatusMode::Keep, None)?;
-            }
-            Ok(claim_obj)
+            s.create(Resource::SandboxClaim, ns, claim_obj, None, true)?;
+            s.bind_claim(ns, claim, sandbox_id)
         })
     }
 
@@ -638,6 +865,9 @@ impl Simulator {
     /// after the claim, controlled by it, labelled with the claim uid; its PVC
     /// (`workspace-<claim>`) and pod (carrying `openshell.io/sandbox-id` if given); then the
     /// claim's `status.sandbox.name` and Ready=True. Returns the claim.
+    ///
+    /// The claim names no pool (`warmPoolRef: none` / `warmpool: none`) and template
+    /// `default`; it is bound by the same code as the reconciler's.
     pub fn claim_cold(
         &self,
         ns: &str,
@@ -646,8 +876,8 @@ impl Simulator {
     ) -> Result<Value, SimError> {
         self.controller_action(|s| {
             let claim_obj = s.claim_object(ns, claim, None, "default");
-            let claim_obj = s.create(Resource::SandboxClaim, ns, claim_obj, None, true)?;
-            s.bind_cold(ns, &claim_obj, "default", sandbox_id)
+            s.create(Resource::SandboxClaim, ns, claim_obj, None, true)?;
+            s.bind_claim(ns, claim, sandbox_id)
         })
     }
 
@@ -661,34 +891,10 @@ impl Simulator {
     /// `Delete` deletes the claim in the background, `DeleteForeground` in the foreground;
     /// `Retain` deletes the pod, sets the claim Ready=False (reason `SandboxExpired`, status
     /// name kept) and deletes the Sandbox with `propagationPolicy: Orphan`, so its PVC
-    /// survives ownerless.
+    /// survives ownerless. The reconciler does the same when the claim's
+    /// `spec.lifecycle.shutdownTime` passes ([`Simulator::advance_clock`]).
     pub fn expire_claim(&self, ns: &str, claim: &str) -> Result<(), SimError> {
-        self.controller_action(|s| {
-            let claim_obj = s
-                .get(Resource::SandboxClaim, ns, claim)
-                .cloned()
-                .ok_or_else(|| SimError::not_found(Resource::SandboxClaim, claim))?;
-            match util::path_str(&claim_obj, "spec.lifecycle.shutdownPolicy").unwrap_or("Retain") {
-                "Delete" => s.delete_now(Resource::SandboxClaim, ns, claim, Propagation::Background),
-                "DeleteForeground" => s.delete_now(Resource::SandboxClaim, ns, claim, Propagation::Foreground),
-                _ => {
-                    let sandbox_name = util::path_str(&claim_obj, "status.sandbox.name").unwrap_or(claim).to_string();
-                    let sandbox = s.get(Resource::Sandbox, ns, &sandbox_name).cloned();
-                    if let Some(sandbox) = &sandbox {
-                        let pod = pod_name_of(sandbox);
-                        if s.get(Resource::Pod, ns, &pod).is_some() {
-                            s.delete_now(Resource::Pod, ns, &pod, Propagation::Background)?;
-                        }
-                    }
-                    let patch = json!({"status": {"conditions": condition("False", "SandboxExpired", "Sandbox has expired")}});
-                    s.merge_patch(Resource::SandboxClaim, ns, claim, &patch, StatusMode::Only, None)?;
-                    if sandbox.is_some() {
-                        s.delete_now(Resource::Sandbox, ns, &sandbox_name, Propagation::Orphan)?;
-                    }
-                    Ok(())
-                }
-            }
-        })
+        self.controller_action(|s| s.expire_claim_now(ns, claim))
     }
 
     /// Deletes the Sandbox's pod; the Sandbox controller recreates it with the same name and

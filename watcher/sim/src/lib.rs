@@ -81,10 +81,16 @@
 //! * **agent-sandbox controllers** (when [`SimConfig::controllers`] is true; see
 //!   [`controllers`]): warm pools keep `spec.replicas` Sandboxes, every Sandbox gets its
 //!   PVCs (`<template>-<sandbox>`, bound to a fresh `pv-NNNN`) and its pod (same name), and a
-//!   missing pod is recreated with a new uid. Claims are driven by explicit calls
-//!   ([`Simulator::claim_warm`], [`Simulator::claim_cold`], [`Simulator::expire_claim`], ...).
-//!   Everything runs synchronously inside the call (or HTTP request) that triggered it, so the
-//!   event order is deterministic.
+//!   missing pod is recreated with a new uid. SandboxClaims however they are created (HTTP,
+//!   `kubectl create -f`, [`Simulator::create`]) are bound: a warm Sandbox of a matching pool
+//!   is adopted, else one is created from the template; a claim whose
+//!   `spec.lifecycle.shutdownTime` has passed expires under its `shutdownPolicy`. The explicit
+//!   calls ([`Simulator::claim_warm`], [`Simulator::claim_cold`], [`Simulator::expire_claim`],
+//!   ...) go through the same code. Everything runs synchronously inside the call (or HTTP
+//!   request) that triggered it, so the event order is deterministic; time is the
+//!   simulator's clock ([`Simulator::now`], moved by [`Simulator::advance_clock`]), and while
+//!   serving a background tick ([`CLOCK_TICK`]) expires claims whose time comes without a
+//!   request.
 //! * **Faults.** [`Simulator::drop_watches`], [`Simulator::expire_next_watch`],
 //!   [`Simulator::restart`], [`Simulator::duplicate_next_event`],
 //!   [`Simulator::deliver_stale_event`]; every request is recorded ([`Simulator::requests`]).
@@ -110,13 +116,18 @@ use store::{DeleteOpts, State, StatusMode};
 /// How the simulated cluster behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimConfig {
-    /// Emulate the agent-sandbox controllers (warm pools, Sandbox → PVC + pod). Default true.
+    /// Emulate the agent-sandbox controllers (warm pools, Sandbox → PVC + pod, claim binding
+    /// and expiry). Default true. When false, claims (like everything else) are left as
+    /// written.
     pub controllers: bool,
     /// How many resourceVersions of history watches can resume from. Default 1000.
     pub compaction_window: u64,
     /// Which agent-sandbox versions are served. Default [`Served::Both`].
     pub served: Served,
 }
+
+/// How often [`Simulator::serve`] checks for claims whose `shutdownTime` has passed.
+pub const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -252,6 +263,10 @@ impl Simulator {
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves; open watches end then.
+    ///
+    /// While serving with controllers on, a background tick ([`CLOCK_TICK`]) runs the
+    /// controllers whenever a claim's `spec.lifecycle.shutdownTime` has passed on the
+    /// simulator's clock, so claims expire as time goes by without any request.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
@@ -265,9 +280,54 @@ impl Simulator {
                 s.drop_gen += 1;
             });
         };
-        axum::serve(listener, http::router(self.clone()))
+        let ticker = {
+            let sim = self.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(CLOCK_TICK);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    sim.expire_due_claims();
+                }
+            })
+        };
+        let served = axum::serve(listener, http::router(self.clone()))
             .with_graceful_shutdown(on_shutdown)
-            .await
+            .await;
+        ticker.abort();
+        served
+    }
+
+    /// The simulator's clock: the wall clock plus every [`Simulator::advance_clock`] so far.
+    /// `creationTimestamp`, `deletionTimestamp`, condition times and claim expiry use it.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.lock().now()
+    }
+
+    /// Moves the simulator's clock forward by `by`, then runs the controllers: with
+    /// controllers on, every claim whose `spec.lifecycle.shutdownTime` is now past expires
+    /// (as [`Simulator::expire_claim`]) before this returns.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        self.with_state(|s| {
+            s.clock_offset = s.clock_offset.checked_add(&by).unwrap_or(s.clock_offset);
+            s.settle_all();
+        });
+    }
+
+    /// Runs the garbage collector and (when enabled) the controllers now, against the
+    /// current clock. Every call and request already does; this is for time passing alone
+    /// (what the background tick of [`Simulator::serve`] does when a claim is due).
+    pub fn reconcile(&self) {
+        self.with_state(State::settle_all);
+    }
+
+    /// Expires the claims whose `shutdownTime` has passed, if controllers are on and there
+    /// are any (without waking the watches otherwise).
+    fn expire_due_claims(&self) {
+        if self.read_state(|s| s.config.controllers && s.claim_expiry_due()) {
+            self.reconcile();
+        }
     }
 
     /// A kubeconfig (YAML) for `server` (e.g. `http://127.0.0.1:PORT`): one cluster, one

@@ -121,6 +121,11 @@ pub(crate) struct State {
     pub requests: Vec<RecordedRequest>,
     pub pv_counter: u64,
     pub sandbox_ids: HashMap<String, String>,
+    /// Uids of the claims a controller call is binding right now (the claim reconciler
+    /// leaves them alone).
+    pub binding_claims: HashSet<String>,
+    /// How far the simulator's clock is ahead of the wall clock.
+    pub clock_offset: chrono::Duration,
 }
 
 fn is_dns_subdomain(name: &str) -> bool {
@@ -246,7 +251,20 @@ impl State {
             requests: Vec::new(),
             pv_counter: 0,
             sandbox_ids: HashMap::new(),
+            binding_claims: HashSet::new(),
+            clock_offset: chrono::Duration::zero(),
         }
+    }
+
+    /// The simulator's clock: the wall clock plus [`State::clock_offset`]. Timestamps the
+    /// server writes and claim expiry (`spec.lifecycle.shutdownTime`) use it.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.clock_offset
+    }
+
+    /// [`State::now`] as RFC 3339 with second precision.
+    pub fn now_rfc3339(&self) -> String {
+        util::rfc3339(self.now())
     }
 
     // ----- history -----
@@ -506,7 +524,7 @@ impl State {
         meta.insert("name".into(), name.clone().into());
         meta.insert("namespace".into(), namespace.into());
         meta.insert("uid".into(), uid.clone().into());
-        meta.insert("creationTimestamp".into(), util::now_rfc3339().into());
+        meta.insert("creationTimestamp".into(), self.now_rfc3339().into());
         meta.insert("generation".into(), 1.into());
         for field in [
             "resourceVersion",
@@ -784,7 +802,7 @@ impl State {
             0
         };
         util::set_finalizers(&mut object, &fins);
-        let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        let when = self.now() + chrono::Duration::seconds(grace);
         let meta = meta_mut(&mut object);
         meta.insert("deletionTimestamp".into(), util::rfc3339(when).into());
         meta.insert("deletionGracePeriodSeconds".into(), grace.into());

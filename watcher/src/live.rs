@@ -297,6 +297,10 @@ where
         .boxed()
 }
 
+/// The first and the longest pause between discovery attempts.
+const DISCOVERY_RETRY_MIN: Duration = Duration::from_millis(200);
+const DISCOVERY_RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// Watches Sandboxes, SandboxClaims, Pods (metadata only) and PVCs until `shutdown`
 /// resolves, recording every identity-relevant change in the ledger.
 pub async fn run(
@@ -306,7 +310,33 @@ pub async fn run(
     options: WatchOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WatcherError> {
-    let discovered = discover(&client).await?;
+    let shutdown = shutdown.fuse();
+    futures::pin_mut!(shutdown);
+    // An API server that is down or not serving the CRDs yet when the service starts is
+    // retried: the checks answer not_ready meanwhile, instead of a replica that is alive
+    // but never ready.
+    let mut delay = DISCOVERY_RETRY_MIN;
+    let discovered = loop {
+        let attempt = discover(&client).fuse();
+        futures::pin_mut!(attempt);
+        let result = futures::select! {
+            _ = shutdown => return Ok(()),
+            result = attempt => result,
+        };
+        match result {
+            Ok(discovered) => break discovered,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "discovery failed; retrying");
+                let sleep = tokio::time::sleep(delay).fuse();
+                futures::pin_mut!(sleep);
+                futures::select! {
+                    _ = shutdown => return Ok(()),
+                    () = sleep => {}
+                }
+                delay = (delay * 2).min(DISCOVERY_RETRY_MAX);
+            }
+        }
+    };
     let namespaces: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
     } else {
@@ -376,8 +406,6 @@ pub async fn run(
         last_version: HashMap::new(),
     };
     let mut merged = stream::select_all(streams);
-    let shutdown = shutdown.fuse();
-    futures::pin_mut!(shutdown);
     loop {
         let first = futures::select! {
             _ = shutdown => break,

@@ -380,6 +380,7 @@ fn bench_append(c: &mut Criterion) {
                         prev_hash: prev,
                         change: schemas::Change::Object(change),
                         transitions,
+                        snapshot: None,
                     };
                     let bytes = entry.encode().expect("encode");
                     prev = chain_hash(&prev, seq, &bytes);

@@ -8,8 +8,10 @@
 //! entry and every append refused; and that `verify()` names the same seq. Open-refusal
 //! cases are built with `snapshot_every: 0`, since open only verifies the tail after the
 //! latest snapshot; one test shows that a full `verify()` still catches tampering before a
-//! snapshot. The CLI's `verify`, `state` and `--allow-corrupt` are checked on a tampered
-//! ledger too.
+//! snapshot. Snapshots themselves are anchored in the chain (the entry at a snapshot's seq
+//! commits to its bytes): a forged, swapped or re-committed snapshot is refused at open, a
+//! deleted one is harmless. The CLI's `verify`, `state`, `check` and `--allow-corrupt` are
+//! checked on tampered ledgers too.
 
 mod support;
 
@@ -19,6 +21,7 @@ use std::process::Command;
 use ledger::{
     CheckRequest, FailureKind, Ledger, LedgerConfig, LedgerError, Verdict, VerifyFailure,
 };
+use schemas::entry::snapshot_digest;
 use schemas::{chain_hash, Entry, Hash, Transition};
 use serde_json::{json, Value};
 use support::{normalize_event, open_ledger, open_sled, retry_locked, ticking_clock, Cluster};
@@ -780,18 +783,332 @@ fn forged_snapshot_is_detected() {
         tree.insert(key, value).unwrap();
     });
 
-    match open_ledger(&dir, STRICT) {
-        Err(LedgerError::Corrupt(_)) => {}
-        Err(other) => panic!("open failed, but not as Corrupt: {other}"),
-        Ok(ledger) => {
-            let forged_answer = ledger.check(&request(&forged_id), true);
-            let report = ledger.verify().unwrap();
-            assert!(
-                forged_answer.decision != Verdict::Allow || !report.ok(),
-                "the forged snapshot makes check allow sandbox id {forged_id} for pod {}, \
-                 and verify() reports {report:?}",
-                binding.pod.uid
-            );
+    // The entry at the snapshot's seq commits to other bytes: open refuses the ledger
+    // rather than answer from the forged projection; forensics opens it read-only at the
+    // last verified entry, from replay, never from the forged snapshot.
+    let failure = assert_tampered(&dir, latest, &[FailureKind::SnapshotMismatch], latest - 1);
+    assert!(failure.detail.contains("commits to"), "{failure}");
+    let truth = open_ledger(&truth_dir, STRICT).unwrap();
+    let expected = truth.state_at_seq(latest - 1).unwrap();
+    drop(truth);
+    let forensic = open_ledger(&dir, FORENSIC).unwrap();
+    assert_eq!(
+        forensic.projection(),
+        &expected,
+        "the forensic state is the replayed one"
+    );
+    assert_ne!(
+        forensic.check(&request(&forged_id), true).decision,
+        Verdict::Allow,
+        "the forensic ledger allows the forged sandbox id {forged_id}"
+    );
+    assert_eq!(forensic.state_at_seq(latest - 1).unwrap(), expected);
+    drop(forensic);
+
+    // The same through the binary: `check` refuses to answer from the ledger, and with
+    // --allow-corrupt it does not allow the forged identity.
+    let db = dir.to_str().unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            "--db",
+            db,
+            "--namespace",
+            &binding.pod.namespace,
+            "--pod-name",
+            &binding.pod.name,
+            "--pod-uid",
+            &binding.pod.uid,
+            "--sandbox-id",
+            &forged_id,
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let (code, _, stderr) = check(&[]);
+    assert_eq!(
+        code, 1,
+        "check on a ledger with a forged snapshot: {stderr}"
+    );
+    assert!(stderr.contains(&format!("seq {latest}")), "{stderr}");
+    assert!(stderr.contains("SnapshotMismatch"), "{stderr}");
+    let (code, stdout, stderr) = check(&["--allow-corrupt"]);
+    assert_eq!(
+        code, 1,
+        "the forensic check allows the forged identity: {stdout} {stderr}"
+    );
+    let decision: Value = serde_json::from_str(&stdout).unwrap();
+    assert_ne!(decision["decision"], "allow", "{decision}");
+}
+
+fn snapshot_key(seq: u64) -> Vec<u8> {
+    let mut key = vec![b'S'];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The seqs of the stored snapshots, oldest first.
+fn snapshot_seqs(tree: &sled::Tree) -> Vec<u64> {
+    tree.scan_prefix(b"S")
+        .map(|item| u64::from_be_bytes(item.unwrap().0[1..].try_into().unwrap()))
+        .collect()
+}
+
+/// A closed ledger with snapshots every 10 entries in `dir`, the same entries without
+/// snapshots in `truth`; returns the head and the latest snapshot seq.
+fn snapshotted(root: &Path) -> (PathBuf, PathBuf, u64, u64) {
+    let dir = root.join("snapshotted");
+    let truth = root.join("truth");
+    let head = build(&dir, 10);
+    assert_eq!(build(&truth, 0), head, "the build is deterministic");
+    let latest = tamper(&dir, |tree| *snapshot_seqs(tree).last().unwrap());
+    assert!(latest >= 40 && latest % 10 == 0 && latest <= head);
+    (dir, truth, head, latest)
+}
+
+/// Changes one letter of a uid inside the stored snapshot bytes (same length, so they stay
+/// well-formed MessagePack) and returns the forged bytes.
+fn forge_snapshot(tree: &sled::Tree, seq: u64) -> Vec<u8> {
+    let mut value = tree.get(snapshot_key(seq)).unwrap().unwrap().to_vec();
+    let entry = Entry::decode(&raw_entry(tree, seq)[32..]).unwrap();
+    let uid = match entry.object_change() {
+        Some(change) => change.uid.clone(),
+        None => panic!("entry {seq} is not an object change"),
+    };
+    let at = find(&value, uid.as_bytes()).expect("the snapshot records the object");
+    value[at + 1] ^= 0x01;
+    value
+}
+
+/// Makes the entry at `seq` commit to `digest`, keeping its stored hash (no rechaining).
+fn recommit(tree: &sled::Tree, seq: u64, digest: Hash) {
+    let value = raw_entry(tree, seq);
+    let mut entry = Entry::decode(&value[32..]).unwrap();
+    assert!(entry.snapshot.is_some(), "entry {seq} is at a snapshot seq");
+    entry.snapshot = Some(digest);
+    tree.insert(
+        entry_key(seq),
+        [&value[..32], &entry.encode().unwrap()].concat(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn snapshot_entries_commit_to_their_snapshots() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _, head, latest) = snapshotted(root.path());
+    tamper(&dir, |tree| {
+        for seq in 1..=head {
+            let entry = Entry::decode(&raw_entry(tree, seq)[32..]).unwrap();
+            let stored = tree.get(snapshot_key(seq)).unwrap();
+            assert_eq!(stored.is_some(), seq % 10 == 0, "seq {seq}");
+            assert_eq!(entry.snapshot, stored.as_deref().map(snapshot_digest));
         }
+    });
+    let ledger = open_ledger(&dir, STRICT).unwrap();
+    assert!(ledger.verify().unwrap().ok());
+    let exported = ledger.entry(latest).unwrap().unwrap();
+    assert!(exported.entry.snapshot.is_some());
+    assert_eq!(Entry::decode(&exported.bytes).unwrap(), exported.entry);
+}
+
+#[test]
+fn deleted_snapshots_are_harmless_at_open() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, truth_dir, head, latest) = snapshotted(root.path());
+    let truth = open_ledger(&truth_dir, STRICT).unwrap();
+    let expected = truth.projection().clone();
+    let earlier = truth.state_at_seq(latest - 3).unwrap();
+    drop(truth);
+
+    // The latest snapshot gone: open starts from the one before and replays the rest.
+    tamper(&dir, |tree| {
+        tree.remove(snapshot_key(latest)).unwrap().unwrap()
+    });
+    let ledger = open_ledger(&dir, STRICT).expect("a deleted snapshot is harmless");
+    assert!(ledger.corruption().is_none());
+    assert_eq!(ledger.head().seq, head);
+    assert_eq!(
+        ledger.projection(),
+        &expected,
+        "the projection is a full replay's"
+    );
+    assert_eq!(ledger.state_at_seq(latest - 3).unwrap(), earlier);
+    // The log committed to it, so the full walk still names it.
+    let failure = ledger
+        .verify()
+        .unwrap()
+        .failure
+        .expect("verify names the gone snapshot");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (latest, FailureKind::SnapshotMismatch)
+    );
+    drop(ledger);
+
+    // Every snapshot gone: open replays from seq 1.
+    tamper(&dir, |tree| {
+        for seq in snapshot_seqs(tree) {
+            tree.remove(snapshot_key(seq)).unwrap();
+        }
+    });
+    let ledger = open_ledger(&dir, STRICT).expect("no snapshot at all is harmless");
+    assert!(ledger.corruption().is_none());
+    assert_eq!(ledger.projection(), &expected);
+    assert_eq!(ledger.state_at_seq(latest - 3).unwrap(), earlier);
+}
+
+#[test]
+fn a_snapshot_moved_to_another_seq_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, truth_dir, _, latest) = snapshotted(root.path());
+
+    // An older snapshot (well-formed, once genuine) copied over the latest one.
+    tamper(&dir, |tree| {
+        let older = tree.get(snapshot_key(latest - 10)).unwrap().unwrap();
+        tree.insert(snapshot_key(latest), older).unwrap();
+    });
+    assert_tampered(&dir, latest, &[FailureKind::SnapshotMismatch], latest - 1);
+    let expected = open_ledger(&truth_dir, STRICT)
+        .unwrap()
+        .state_at_seq(latest - 1)
+        .unwrap();
+    assert_eq!(open_ledger(&dir, FORENSIC).unwrap().projection(), &expected);
+
+    // Two older snapshots swapped, the copy at the latest seq removed: the newest left is
+    // refused at open; verify names the first.
+    tamper(&dir, |tree| {
+        let a = tree.get(snapshot_key(latest - 20)).unwrap().unwrap();
+        let b = tree.get(snapshot_key(latest - 10)).unwrap().unwrap();
+        tree.insert(snapshot_key(latest - 20), b).unwrap();
+        tree.insert(snapshot_key(latest - 10), a).unwrap();
+        tree.remove(snapshot_key(latest)).unwrap();
+    });
+    match open_ledger(&dir, STRICT) {
+        Err(LedgerError::Corrupt(failure)) => assert_eq!(
+            (failure.seq, failure.kind),
+            (latest - 10, FailureKind::SnapshotMismatch)
+        ),
+        other => panic!("expected Corrupt, got {other:?}"),
     }
+    let ledger = open_ledger(&dir, FORENSIC).unwrap();
+    let failure = ledger.verify().unwrap().failure.unwrap();
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (latest - 20, FailureKind::SnapshotMismatch)
+    );
+}
+
+#[test]
+fn a_snapshot_at_a_seq_without_one_is_never_used() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, truth_dir, _, latest) = snapshotted(root.path());
+    let target = latest - 5;
+    // A genuine snapshot planted where the entry commits to none.
+    tamper(&dir, |tree| {
+        let genuine = tree.get(snapshot_key(latest - 10)).unwrap().unwrap();
+        tree.insert(snapshot_key(target), genuine).unwrap();
+    });
+    let truth = open_ledger(&truth_dir, STRICT).unwrap();
+    let expected = truth.state_at_seq(target + 2).unwrap();
+    drop(truth);
+    // Open starts from the latest (genuine) snapshot; replay passes over the planted one.
+    let ledger = open_ledger(&dir, STRICT).unwrap();
+    assert_eq!(ledger.state_at_seq(target + 2).unwrap(), expected);
+    let failure = ledger.verify().unwrap().failure.unwrap();
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (target, FailureKind::SnapshotMismatch)
+    );
+    drop(ledger);
+    // As the latest snapshot it is refused at open.
+    tamper(&dir, |tree| tree.remove(snapshot_key(latest)).unwrap());
+    match open_ledger(&dir, STRICT) {
+        Err(LedgerError::Corrupt(failure)) => assert_eq!(
+            (failure.seq, failure.kind),
+            (target, FailureKind::SnapshotMismatch)
+        ),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_snapshot_digest_edited_without_rechaining_breaks_the_chain() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _, _, latest) = snapshotted(root.path());
+    // A forged snapshot, and its entry made to commit to it, keeping the stored hash.
+    tamper(&dir, |tree| {
+        let forged = forge_snapshot(tree, latest);
+        recommit(tree, latest, snapshot_digest(&forged));
+        tree.insert(snapshot_key(latest), forged).unwrap();
+    });
+    assert_tampered(&dir, latest, &[FailureKind::HashMismatch], latest - 1);
+}
+
+#[test]
+fn a_snapshot_digest_edited_and_rechained_is_caught_by_the_tree() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, _, head, latest) = snapshotted(root.path());
+    // A forger who also rewrites the chain from there and the head record.
+    tamper(&dir, |tree| {
+        let forged = forge_snapshot(tree, latest);
+        recommit(tree, latest, snapshot_digest(&forged));
+        tree.insert(snapshot_key(latest), forged).unwrap();
+        rechain(tree, latest, head);
+    });
+    assert_tampered(&dir, latest, &[FailureKind::TreeMismatch], latest - 1);
+}
+
+/// Rewrites every `T` record and the `R` frontier from the stored entry bytes, as a
+/// forger who also rebuilds the Merkle tree would.
+fn rebuild_tree(tree: &sled::Tree, head: u64) {
+    let mut range = schemas::merkle::CompactRange::new();
+    for seq in 1..=head {
+        let value = raw_entry(tree, seq);
+        let nodes = range.append(schemas::merkle::leaf_hash(&value[32..]));
+        let mut key = vec![b'T'];
+        key.extend_from_slice(&(seq - 1).to_be_bytes());
+        let nodes: Vec<u8> = nodes.iter().flat_map(|(_, _, hash)| *hash).collect();
+        tree.insert(key, nodes).unwrap();
+    }
+    tree.insert(b"R", range.hashes().concat()).unwrap();
+}
+
+#[test]
+fn a_snapshot_forged_with_chain_and_tree_is_caught_by_a_signed_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("signed");
+    // One event per append, so the log ends exactly at a snapshot seq: no entry after the
+    // forged snapshot replays differently from it before the checkpoint check.
+    let head = build_until(&dir, 10, 1, |ledger| ledger.head().seq >= 40);
+    let latest = head;
+    assert_eq!(head, 40);
+    let key = schemas::checkpoint::SignerKey::from_seed("tamper.example", [7; 32]).unwrap();
+    let mut ledger = open_ledger(&dir, STRICT).unwrap();
+    let signed = ledger.sign_checkpoint(&key, "tamper.example").unwrap();
+    assert_eq!(signed.checkpoint.size, head);
+    drop(ledger);
+    tamper(&dir, |tree| {
+        let forged = forge_snapshot(tree, latest);
+        recommit(tree, latest, snapshot_digest(&forged));
+        tree.insert(snapshot_key(latest), forged).unwrap();
+        rechain(tree, latest, head);
+        rebuild_tree(tree, head);
+    });
+    match open_ledger(&dir, STRICT) {
+        Err(LedgerError::Corrupt(failure)) => assert_eq!(
+            (failure.seq, failure.kind),
+            (head, FailureKind::CheckpointMismatch),
+            "{failure}"
+        ),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The full walk replays past the forged snapshot before it gets to the checkpoint.
+    let ledger = open_ledger(&dir, FORENSIC).unwrap();
+    let failure = ledger.verify().unwrap().failure.unwrap();
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (latest, FailureKind::SnapshotMismatch),
+        "{failure}"
+    );
 }

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `E` | seq (u64 BE) | chain hash (32 bytes) ‖ entry bytes |
 //! | `H` | — | head seq (u64 BE) ‖ head hash (32 bytes) |
-//! | `S` | seq | snapshot of the projection after that seq |
+//! | `S` | seq | snapshot of the projection after that seq, `[seq, projection]`; the entry at that seq commits to these exact bytes (`Entry::snapshot`) |
 //! | `F` | — | store format version (u16 BE) |
 //! | `T` | leaf index (u64 BE) | the Merkle nodes appending that leaf completed, bottom-up (32 bytes each) |
 //! | `R` | — | the Merkle frontier after the head (32 bytes per set bit of the head seq) |
@@ -16,8 +16,10 @@ pub(crate) const ENTRY: u8 = b'E';
 pub(crate) const HEAD: &[u8] = b"H";
 pub(crate) const SNAPSHOT: u8 = b'S';
 pub(crate) const FORMAT: &[u8] = b"F";
-/// The store layout version written under [`FORMAT`].
-pub(crate) const STORE_FORMAT: u16 = 3;
+/// The store layout version written under [`FORMAT`]. 4: snapshots are `[seq, projection]`
+/// (no longer naming their entry's hash) and the entry at a snapshot seq commits to the
+/// snapshot's bytes; a format-3 store's snapshots would be refused as forged.
+pub(crate) const STORE_FORMAT: u16 = 4;
 pub(crate) const TREE: u8 = b'T';
 pub(crate) const FRONTIER: &[u8] = b"R";
 pub(crate) const CHECKPOINT: u8 = b'C';

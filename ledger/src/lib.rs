@@ -5,8 +5,10 @@
 //!   its transitions, and writes entries, indexes, head and any snapshot in one atomic
 //!   sled batch. [`Ledger::flush`] makes them durable (group commit): nothing appended is
 //!   acknowledged durable before a flush that covers it.
-//! * [`Ledger::open`] loads the latest snapshot and verifies the tail after it; a ledger
-//!   that fails is refused unless opened with `allow_corrupt` (read-only, for forensics).
+//! * [`Ledger::open`] loads the latest snapshot the chain commits to (the entry at its seq
+//!   carries the digest of its bytes, [`Entry::snapshot`]) and verifies the tail after it;
+//!   a ledger that fails, or whose latest snapshot is not the committed one, is refused
+//!   unless opened with `allow_corrupt` (read-only, for forensics).
 //! * [`Ledger::verify`] walks everything; [`Ledger::verify_from`] continues from a watermark.
 //! * [`Ledger::state_at_seq`], [`Ledger::seq_at_time`], [`Ledger::history_of_uid`] and
 //!   [`Ledger::history_of_name`] serve incident replay.
@@ -23,6 +25,7 @@ use std::cmp::Ordering;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use schemas::entry::snapshot_digest;
 use schemas::merkle::{self, CompactRange};
 use schemas::{
     chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, FORMAT_VERSION,
@@ -164,12 +167,26 @@ pub struct StoredEntry {
     pub entry: Entry,
 }
 
-/// The projection after `seq`, stored every `snapshot_every` entries.
-#[derive(Serialize, Deserialize)]
+/// The projection after `seq`, stored every `snapshot_every` entries. The entry at `seq`
+/// commits to its exact stored bytes ([`Entry::snapshot`]), so the snapshot cannot name
+/// that entry's chain hash (which covers the digest); the stored `E(seq)` record gives it.
+#[derive(Deserialize)]
 pub(crate) struct Snapshot {
     pub(crate) seq: u64,
-    pub(crate) hash: Hash,
     pub(crate) projection: Projection,
+}
+
+/// The snapshot record of the projection after `seq`: `rmp_serde::to_vec` (positional:
+/// snapshots are an internal cache, and field names would double their size) of
+/// `[seq, projection]`, the layout [`Snapshot`] reads.
+fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerError> {
+    #[derive(Serialize)]
+    struct SnapshotRef<'a> {
+        seq: u64,
+        projection: &'a Projection,
+    }
+    rmp_serde::to_vec(&SnapshotRef { seq, projection })
+        .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))
 }
 
 /// An open ledger.
@@ -222,11 +239,19 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
-        let (mut projection, start_seq, start_hash) = match latest_snapshot(&tree, head_seq)? {
-            Some(snapshot) => (snapshot.projection, snapshot.seq, snapshot.hash),
+        // A snapshot the chain does not commit to is refused (fail closed), or, for
+        // forensics, passed over: the walk from an older one then reports it.
+        let trust = match config.allow_corrupt {
+            false => SnapshotTrust::Refuse,
+            true => SnapshotTrust::Skip,
+        };
+        let (mut projection, start_seq, start_hash) = match latest_snapshot(&tree, head_seq, trust)?
+        {
+            Some((snapshot, hash)) => (snapshot.projection, snapshot.seq, hash),
             None => (Projection::default(), 0, Hash::ZERO),
         };
         let mut frontier = start_frontier(&tree, start_seq);
+        // A deleted snapshot is only a slower start: the tail walk tolerates it.
         let mut report = verify::walk(
             &tree,
             &mut projection,
@@ -234,6 +259,7 @@ impl Ledger {
             start_seq,
             start_hash,
             (head_seq, head_hash),
+            verify::MissingSnapshot::Tolerate,
         )?;
         if malformed_head.is_some() {
             report.failure = malformed_head;
@@ -417,6 +443,14 @@ impl Ledger {
                         ));
                     }
                     let count = transitions.len();
+                    // The snapshot of the projection after this entry is encoded first, so
+                    // the entry can commit to its exact bytes.
+                    let snapshot = match self.config.snapshot_every {
+                        every if every > 0 && seq % every == 0 => {
+                            Some(encode_snapshot(seq, &self.projection)?)
+                        }
+                        _ => None,
+                    };
                     let entry = Entry {
                         format_version: FORMAT_VERSION,
                         seq,
@@ -424,6 +458,7 @@ impl Ledger {
                         prev_hash: head.hash,
                         change,
                         transitions,
+                        snapshot: snapshot.as_deref().map(snapshot_digest),
                     };
                     let bytes = entry.encode()?;
                     let hash = chain_hash(&head.hash, seq, &bytes);
@@ -436,17 +471,8 @@ impl Ledger {
                     value.extend_from_slice(&hash.0);
                     value.extend_from_slice(&bytes);
                     batch.insert(&keys::seq_key(keys::ENTRY, seq), value);
-                    if self.config.snapshot_every > 0 && seq % self.config.snapshot_every == 0 {
-                        let snapshot = Snapshot {
-                            seq,
-                            hash,
-                            projection: self.projection.clone(),
-                        };
-                        // Positional encoding: snapshots are an internal cache, and field
-                        // names would double their size.
-                        let bytes = rmp_serde::to_vec(&snapshot)
-                            .map_err(|e| schemas::SchemaError::Encode(e.to_string()))?;
-                        batch.insert(&keys::seq_key(keys::SNAPSHOT, seq), bytes);
+                    if let Some(snapshot) = snapshot {
+                        batch.insert(&keys::seq_key(keys::SNAPSHOT, seq), snapshot);
                     }
                     self.head = Head {
                         seq,
@@ -685,6 +711,7 @@ impl Ledger {
             0,
             Hash::ZERO,
             (head_seq, head_hash),
+            verify::MissingSnapshot::Report,
         )?;
         if report.ok() {
             for stored in self.checkpoints()? {
@@ -740,6 +767,7 @@ impl Ledger {
             seq,
             hash,
             (head_seq, head_hash),
+            verify::MissingSnapshot::Report,
         )
     }
 }
@@ -788,31 +816,125 @@ fn read_head(tree: &sled::Tree) -> Result<(u64, Hash), LedgerError> {
     }
 }
 
-/// The newest snapshot at or before `max_seq` whose hash matches the stored entry; a
-/// snapshot that does not decode or match is skipped (the walk then starts earlier).
-fn latest_snapshot(tree: &sled::Tree, max_seq: u64) -> Result<Option<Snapshot>, LedgerError> {
+/// What [`latest_snapshot`] does with a snapshot its (intact) entry does not commit to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotTrust {
+    /// Refuse the ledger: `Corrupt` with `SnapshotMismatch` at the snapshot's seq (a strict
+    /// open: the store was edited behind the ledger's back).
+    Refuse,
+    /// Pass over it to an older snapshot (forensic opens, and replay on an open ledger).
+    Skip,
+}
+
+/// Whether the snapshot stored at `seq` may be used, judged against the chain.
+enum Anchor {
+    /// The entry at `seq` is intact and commits to exactly these snapshot bytes, which
+    /// decode; with the entry's stored chain hash.
+    Usable(Box<Snapshot>, Hash),
+    /// The entry at `seq` is missing or itself broken (it does not decode, or its bytes do
+    /// not hash to its stored chain hash or Merkle leaf): the snapshot cannot be judged,
+    /// and a walk from an older start reports the entry.
+    Unverifiable,
+    /// The entry is intact but commits to other bytes (or to none), or the committed bytes
+    /// do not decode to the projection at `seq`.
+    Tampered(VerifyFailure),
+}
+
+/// Judges the snapshot record `value` stored at `seq` against the entry at `seq`.
+fn anchor(tree: &sled::Tree, seq: u64, value: &[u8]) -> Result<Anchor, LedgerError> {
+    let Some(stored) = tree.get(keys::seq_key(keys::ENTRY, seq))? else {
+        return Ok(Anchor::Unverifiable);
+    };
+    let Ok(stored) = decode_stored(&stored) else {
+        return Ok(Anchor::Unverifiable);
+    };
+    let entry = &stored.entry;
+    if entry.seq != seq || chain_hash(&entry.prev_hash, seq, &stored.bytes) != stored.hash {
+        return Ok(Anchor::Unverifiable);
+    }
+    // The walk from this snapshot starts from the Merkle frontier of stored nodes; make
+    // sure they hold this very entry as leaf `seq - 1`.
+    let leaf = tree.get(keys::seq_key(keys::TREE, seq - 1))?;
+    if leaf.as_deref().and_then(|nodes| nodes.get(..32))
+        != Some(&merkle::leaf_hash(&stored.bytes)[..])
+    {
+        return Ok(Anchor::Unverifiable);
+    }
+    let tampered = |detail: String| {
+        Ok(Anchor::Tampered(VerifyFailure {
+            seq,
+            kind: FailureKind::SnapshotMismatch,
+            detail,
+        }))
+    };
+    let digest = snapshot_digest(value);
+    match entry.snapshot {
+        None => {
+            return tampered(format!(
+                "a snapshot is stored at seq {seq} but entry {seq} commits to none"
+            ))
+        }
+        Some(committed) if committed != digest => {
+            return tampered(format!(
+                "the snapshot stored at seq {seq} hashes to {digest} but entry {seq} commits to {committed}"
+            ))
+        }
+        Some(_) => {}
+    }
+    let mut snapshot = match rmp_serde::from_slice::<Snapshot>(value) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            return tampered(format!(
+            "the snapshot at seq {seq} is the one entry {seq} commits to but does not decode: {e}"
+        ))
+        }
+    };
+    snapshot.projection.rebuild_derived();
+    if snapshot.seq != seq || snapshot.projection.seq() != seq {
+        return tampered(format!(
+            "the snapshot at seq {seq} is the one entry {seq} commits to but names seq {} (projection seq {})",
+            snapshot.seq,
+            snapshot.projection.seq()
+        ));
+    }
+    Ok(Anchor::Usable(Box::new(snapshot), stored.hash))
+}
+
+/// The newest snapshot at or before `max_seq` that the chain commits to, with the stored
+/// chain hash of its entry: the entry at its seq decodes, hashes to its stored chain hash
+/// and Merkle leaf, and its `snapshot` digest is [`snapshot_digest`] of the stored
+/// snapshot bytes. A snapshot whose entry is broken is skipped (the walk from an older
+/// start reports the entry); one its intact entry does not commit to is refused or
+/// skipped as `trust` says. A deleted snapshot is simply not found: the older one, or
+/// replay from seq 1, is used.
+fn latest_snapshot(
+    tree: &sled::Tree,
+    max_seq: u64,
+    trust: SnapshotTrust,
+) -> Result<Option<(Snapshot, Hash)>, LedgerError> {
     let range = keys::seq_key(keys::SNAPSHOT, 1)..=keys::seq_key(keys::SNAPSHOT, max_seq);
     for item in tree.range(range).rev() {
         let (key, value) = item?;
-        let Ok(mut snapshot) = rmp_serde::from_slice::<Snapshot>(&value) else {
+        let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
             continue;
         };
-        snapshot.projection.rebuild_derived();
-        if Some(snapshot.seq) != keys::seq_of(&key) || snapshot.projection.seq() != snapshot.seq {
-            continue;
-        }
-        let stored = tree.get(keys::seq_key(keys::ENTRY, snapshot.seq))?;
-        if stored.as_deref().and_then(Hash::from_slice) == Some(snapshot.hash) {
-            return Ok(Some(snapshot));
+        match anchor(tree, seq, &value)? {
+            Anchor::Usable(snapshot, hash) => return Ok(Some((*snapshot, hash))),
+            Anchor::Unverifiable => {}
+            Anchor::Tampered(failure) => match trust {
+                SnapshotTrust::Refuse => return Err(LedgerError::Corrupt(failure)),
+                SnapshotTrust::Skip => {}
+            },
         }
     }
     Ok(None)
 }
 
-/// The projection after `seq`, from the nearest usable snapshot, replaying without checks.
+/// The projection after `seq`, from the nearest snapshot the chain commits to, replaying
+/// without checks.
 fn replay_to(tree: &sled::Tree, seq: u64) -> Result<Projection, LedgerError> {
-    let mut projection = match latest_snapshot(tree, seq)? {
-        Some(snapshot) => snapshot.projection,
+    let mut projection = match latest_snapshot(tree, seq, SnapshotTrust::Skip)? {
+        Some((snapshot, _)) => snapshot.projection,
         None => Projection::default(),
     };
     let from = keys::seq_key(keys::ENTRY, projection.seq() + 1);
@@ -842,6 +964,36 @@ fn decode_stored(value: &[u8]) -> Result<StoredEntry, LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `open` until it stops failing on sled's file lock (10 s at most): sled 0.34
+    /// releases the lock of a dropped database only when its last internal handle goes,
+    /// which on a loaded machine can be a moment after the drop.
+    pub(crate) fn retry_locked<T, E: std::fmt::Display>(
+        mut open: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open() {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `Ledger::open`, waiting out a lock still held by a just-dropped handle.
+    pub(crate) fn open_retrying(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        retry_locked(|| Ledger::open(path, config.clone()))
+    }
+
+    /// The raw sled database of a closed ledger, waiting out a lingering lock.
+    pub(crate) fn open_sled(path: &Path) -> sled::Db {
+        retry_locked(|| sled::open(path)).expect("open the raw sled database")
+    }
     use chrono::TimeZone;
     use schemas::{normalize, WatchEventType};
 
@@ -866,7 +1018,7 @@ mod tests {
             snapshot_every: 4,
             allow_corrupt: false,
         };
-        let mut ledger = Ledger::open(dir.path(), config).unwrap();
+        let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
         ledger.append((1..=6).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
         assert!(ledger.verify().unwrap().ok());
@@ -877,7 +1029,7 @@ mod tests {
         snapshot.projection.apply(4, at(0), &pod(99));
         ledger
             .tree
-            .insert(key, rmp_serde::to_vec_named(&snapshot).unwrap())
+            .insert(key, encode_snapshot(4, &snapshot.projection).unwrap())
             .unwrap();
 
         let failure = ledger.verify().unwrap().failure.unwrap();
@@ -885,12 +1037,66 @@ mod tests {
             (failure.seq, failure.kind),
             (4, FailureKind::SnapshotMismatch)
         );
+        // Replay on the open ledger passes over it; a strict reopen refuses it.
+        assert_eq!(
+            ledger.state_at_seq(5).unwrap(),
+            replay_from_scratch(&ledger, 5)
+        );
+        drop(ledger);
+        match open_retrying(dir.path(), config) {
+            Err(LedgerError::Corrupt(failure)) => assert_eq!(
+                (failure.seq, failure.kind),
+                (4, FailureKind::SnapshotMismatch)
+            ),
+            other => panic!("a forged snapshot was accepted at open: {other:?}"),
+        }
+    }
+
+    /// The projection after `seq` replayed from seq 1, using no snapshot.
+    fn replay_from_scratch(ledger: &Ledger, seq: u64) -> Projection {
+        let mut projection = Projection::default();
+        for stored in ledger.entries(1, seq) {
+            let entry = stored.unwrap().entry;
+            projection.apply_change(entry.seq, entry.observed_at, &entry.change);
+        }
+        projection
+    }
+
+    #[test]
+    fn snapshot_entries_commit_to_the_stored_snapshot_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            snapshot_every: 3,
+            allow_corrupt: false,
+        };
+        let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
+        ledger.append((1..=7).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        for seq in 1..=7 {
+            let entry = ledger.entry(seq).unwrap().unwrap().entry;
+            let stored = ledger.tree.get(keys::seq_key(keys::SNAPSHOT, seq)).unwrap();
+            assert_eq!(entry.snapshot.is_some(), seq % 3 == 0, "seq {seq}");
+            assert_eq!(entry.snapshot, stored.as_deref().map(snapshot_digest));
+        }
+        let (snapshot, hash) = latest_snapshot(&ledger.tree, 7, SnapshotTrust::Refuse)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (snapshot.seq, hash),
+            (6, ledger.entry(6).unwrap().unwrap().hash)
+        );
+        assert_eq!(snapshot.projection, replay_from_scratch(&ledger, 6));
+        assert!(ledger.verify().unwrap().ok());
+        let projection = ledger.projection().clone();
+        drop(ledger);
+        let reopened = open_retrying(dir.path(), config).unwrap();
+        assert_eq!(reopened.projection(), &projection);
     }
 
     #[test]
     fn duplicates_stale_and_unchanged_append_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+        let mut ledger = open_retrying(dir.path(), LedgerConfig::default()).unwrap();
         let mut newer = pod(1);
         newer.resource_version = "10".into();
         newer.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
@@ -932,7 +1138,7 @@ mod tests {
 
     fn ledger_of(n: u64) -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+        let mut ledger = open_retrying(dir.path(), LedgerConfig::default()).unwrap();
         let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
         ledger.append((1..=n).map(pod), at).unwrap();
         (dir, ledger)
@@ -1031,7 +1237,7 @@ mod tests {
         ledger.flush().unwrap();
         let projection = ledger.projection().clone();
         drop(ledger);
-        let reopened = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+        let reopened = open_retrying(dir.path(), LedgerConfig::default()).unwrap();
         assert_eq!(reopened.head().seq, 2_000);
         assert_eq!(reopened.projection(), &projection);
     }

@@ -325,7 +325,7 @@ pub(crate) fn check_consistent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::pod;
+    use crate::tests::{open_retrying, open_sled, pod};
     use crate::{LedgerConfig, StoredEntry};
     use chrono::{TimeZone, Utc};
     use schemas::Hash;
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn the_tree_is_the_rfc6962_tree_of_the_stored_bytes_across_batches_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         assert_eq!(ledger.tree_root(), merkle::EMPTY_ROOT);
         append(&mut ledger, 1..=1);
         append(&mut ledger, 2..=37);
@@ -373,7 +373,7 @@ mod tests {
             );
         }
         drop(ledger);
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         assert_eq!(ledger.tree_root(), merkle::root(&bytes));
         append(&mut ledger, 701..=705);
         let bytes = leaves(&ledger);
@@ -384,7 +384,7 @@ mod tests {
     #[test]
     fn proofs_from_stored_nodes_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=300);
         let bytes = leaves(&ledger);
         for (index, size) in [
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn checkpoints_are_kept_and_reused_until_the_head_moves() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         assert!(matches!(
             ledger.sign_checkpoint(&key(), "test.example/ledger"),
             Err(LedgerError::OutOfRange(_))
@@ -473,7 +473,7 @@ mod tests {
         );
         assert_eq!(ledger.checkpoint_covering(21).unwrap(), None);
         drop(ledger);
-        let ledger = Ledger::open(dir.path(), config()).unwrap();
+        let ledger = open_retrying(dir.path(), config()).unwrap();
         assert_eq!(ledger.latest_checkpoint().unwrap(), Some(second));
         assert!(ledger.check_checkpoint(&first.checkpoint).is_ok());
         assert!(ledger.verify().unwrap().ok());
@@ -487,7 +487,7 @@ mod tests {
         keep: u64,
         replacement: Option<std::ops::RangeInclusive<u64>>,
     ) {
-        let db = sled::open(dir).unwrap();
+        let db = open_sled(dir);
         let tree = db.open_tree("ledger").unwrap();
         let (head, _) = crate::read_head(&tree).unwrap();
         for seq in keep + 1..=head {
@@ -510,7 +510,7 @@ mod tests {
         db.flush().unwrap();
         drop((tree, db));
         if let Some(range) = replacement {
-            let mut ledger = Ledger::open(dir, config()).unwrap();
+            let mut ledger = open_retrying(dir, config()).unwrap();
             let at = Utc.timestamp_opt(1_790_000_100, 0).unwrap();
             ledger.append(range.map(|n| pod(n + 1000)), at).unwrap();
             ledger.flush().unwrap();
@@ -519,13 +519,13 @@ mod tests {
     #[test]
     fn a_ledger_rolled_back_behind_its_checkpoint_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=30);
         ledger.sign_checkpoint(&key(), "o").unwrap();
         drop(ledger);
         // Only the entries are rolled back: the checkpoint the ledger signed remains.
         rewrite_after(dir.path(), 25, None);
-        match Ledger::open(dir.path(), config()) {
+        match open_retrying(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {
                 assert_eq!(
                     (failure.seq, failure.kind),
@@ -540,14 +540,14 @@ mod tests {
     #[test]
     fn a_forked_ledger_is_refused_at_open_and_by_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=30);
         ledger.sign_checkpoint(&key(), "o").unwrap();
         drop(ledger);
         // Rolling back is refused by open, so a forger who wants a different history of
         // the same length must write it under the checkpoint's nose: rewrite the store.
         let checkpoint = {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_sled(dir.path());
             let tree = db.open_tree("ledger").unwrap();
             let value = tree
                 .remove(keys::seq_key(keys::CHECKPOINT, 30))
@@ -558,13 +558,13 @@ mod tests {
         };
         rewrite_after(dir.path(), 20, Some(21..=30));
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = open_sled(dir.path());
             let tree = db.open_tree("ledger").unwrap();
             tree.insert(keys::seq_key(keys::CHECKPOINT, 30), checkpoint)
                 .unwrap();
             db.flush().unwrap();
         }
-        match Ledger::open(dir.path(), config()) {
+        match open_retrying(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {
                 assert_eq!(
                     (failure.seq, failure.kind),
@@ -578,7 +578,7 @@ mod tests {
             allow_corrupt: true,
             ..config()
         };
-        let ledger = Ledger::open(dir.path(), forensic).unwrap();
+        let ledger = open_retrying(dir.path(), forensic).unwrap();
         let failure = ledger.verify().unwrap().failure.unwrap();
         assert_eq!(failure.kind, FailureKind::CheckpointMismatch);
     }
@@ -586,7 +586,7 @@ mod tests {
     #[test]
     fn a_changed_merkle_node_or_frontier_is_caught() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=40);
         let mut value = ledger
             .tree
@@ -604,14 +604,14 @@ mod tests {
         drop(ledger);
 
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        let mut ledger = open_retrying(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=40);
         let mut value = ledger.tree.get(keys::FRONTIER).unwrap().unwrap().to_vec();
         value[3] ^= 1;
         ledger.tree.insert(keys::FRONTIER, value).unwrap();
         ledger.flush().unwrap();
         drop(ledger);
-        match Ledger::open(dir.path(), config()) {
+        match open_retrying(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {
                 assert_eq!((failure.seq, failure.kind), (40, FailureKind::TreeMismatch))
             }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use schemas::entry::snapshot_digest;
 use schemas::merkle::{self, CompactRange};
 use schemas::{chain_hash, Entry, Hash};
 use serde::Serialize;
@@ -30,8 +31,10 @@ pub enum FailureKind {
     TransitionMismatch,
     /// The head record names the last entry's seq but another hash.
     HeadMismatch,
-    /// A stored snapshot of the projection differs from the state replay derives at its
-    /// seq (a forged or corrupted snapshot would otherwise be trusted at open).
+    /// A stored snapshot of the projection is not the one the entry at its seq commits to
+    /// (its digest differs, the entry commits to none, or, for `verify`, it is missing), or
+    /// it differs from the state replay derives at that seq. `open` refuses such a snapshot
+    /// rather than answer from it.
     SnapshotMismatch,
     /// An entry is stored beyond the recorded head.
     TrailingEntry,
@@ -97,10 +100,21 @@ impl VerifyReport {
     }
 }
 
+/// What a walk makes of an entry that commits to a snapshot no longer stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MissingSnapshot {
+    /// A failure (`SnapshotMismatch`): what the log committed to is gone (`verify`).
+    Report,
+    /// Harmless: a snapshot is a cache, and the walk derives the state anyway (`open`).
+    Tolerate,
+}
+
 /// Walks entries after `(start_seq, start_hash)` up to the head, replaying into
 /// `projection` (which must be the state at `start_seq`).
 /// `frontier` must be the Merkle frontier at `start_seq`; it is extended entry by entry
 /// and each entry's stored nodes, then the frontier stored with the head, are checked.
+/// Every snapshot passed must be the one its entry commits to and equal the replay;
+/// `missing` says whether a committed snapshot that is not stored fails.
 pub(crate) fn walk(
     tree: &sled::Tree,
     projection: &mut Projection,
@@ -108,6 +122,7 @@ pub(crate) fn walk(
     start_seq: u64,
     start_hash: Hash,
     head: (u64, Hash),
+    missing: MissingSnapshot,
 ) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
     let fail = |report: &mut VerifyReport, seq: u64, kind: FailureKind, detail: String| {
@@ -237,8 +252,9 @@ pub(crate) fn walk(
             );
             return Ok(report);
         }
-        if snapshot_seqs.contains(&seq) {
-            if let Some(detail) = snapshot_differs(tree, seq, stored_hash, projection)? {
+        if entry.snapshot.is_some() || snapshot_seqs.contains(&seq) {
+            if let Some(detail) = snapshot_differs(tree, seq, entry.snapshot, projection, missing)?
+            {
                 fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
                 return Ok(report);
             }
@@ -287,16 +303,41 @@ pub(crate) fn walk(
     Ok(report)
 }
 
-/// Compares the snapshot stored at `seq` with the replayed projection; `Some(why)` if it
-/// differs or does not decode.
+/// Checks the snapshot stored at `seq` against `committed`, the digest the entry at `seq`
+/// commits to, and against the replayed projection; `Some(why)` if it is not the committed
+/// one (or is missing, unless `missing` tolerates that), does not decode, or differs.
 fn snapshot_differs(
     tree: &sled::Tree,
     seq: u64,
-    hash: Hash,
+    committed: Option<Hash>,
     replayed: &Projection,
+    missing: MissingSnapshot,
 ) -> Result<Option<String>, LedgerError> {
-    let Some(bytes) = tree.get(keys::seq_key(keys::SNAPSHOT, seq))? else {
-        return Ok(None);
+    let stored = tree.get(keys::seq_key(keys::SNAPSHOT, seq))?;
+    let bytes = match (committed, stored) {
+        (None, None) => return Ok(None),
+        (Some(committed), None) => {
+            return Ok(match missing {
+                MissingSnapshot::Tolerate => None,
+                MissingSnapshot::Report => Some(format!(
+                    "entry {seq} commits to snapshot {committed}, but no snapshot is stored at seq {seq}"
+                )),
+            })
+        }
+        (None, Some(_)) => {
+            return Ok(Some(format!(
+                "a snapshot is stored at seq {seq} but entry {seq} commits to none"
+            )))
+        }
+        (Some(committed), Some(bytes)) => {
+            let digest = snapshot_digest(&bytes);
+            if digest != committed {
+                return Ok(Some(format!(
+                    "the snapshot stored at seq {seq} hashes to {digest} but entry {seq} commits to {committed}"
+                )));
+            }
+            bytes
+        }
     };
     let mut snapshot: Snapshot = match rmp_serde::from_slice(&bytes) {
         Ok(snapshot) => snapshot,
@@ -306,10 +347,10 @@ fn snapshot_differs(
             )))
         }
     };
-    if snapshot.seq != seq || snapshot.hash != hash {
+    if snapshot.seq != seq {
         return Ok(Some(format!(
-            "the snapshot at seq {seq} names seq {} hash {}",
-            snapshot.seq, snapshot.hash
+            "the snapshot at seq {seq} names seq {}",
+            snapshot.seq
         )));
     }
     snapshot.projection.rebuild_derived();

@@ -17,6 +17,11 @@ pub const FORMAT_VERSION: u16 = 1;
 /// any other blake3 digest.
 pub const ENTRY_DOMAIN_TAG: &[u8] = b"claim-ledger/entry/v1\0";
 
+/// The BLAKE3 `derive_key` context of [`snapshot_digest`]: the digest an entry's
+/// [`Entry::snapshot`] field holds can never equal any other claim-ledger digest (entry
+/// chain hashes are plain BLAKE3 over [`ENTRY_DOMAIN_TAG`]-prefixed input).
+pub const SNAPSHOT_CONTEXT: &str = "claim-ledger 2026-01 projection snapshot v1";
+
 /// A 32-byte blake3 digest. Hex in human-readable encodings (JSON), raw bytes in MessagePack.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Hash(pub [u8; 32]);
@@ -163,6 +168,13 @@ pub struct Entry {
     pub change: Change,
     /// What it caused, derived when appending and re-derived on replay.
     pub transitions: Vec<Transition>,
+    /// On an entry at a snapshot seq only: [`snapshot_digest`] of the exact stored bytes of
+    /// the snapshot of the projection *after* this entry, so the chain commits to the
+    /// snapshot and a snapshot edited in the store is refused at open. Absent (the key is
+    /// not written at all) on every other entry, which therefore encode as if the field did
+    /// not exist; a missing key decodes as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Hash>,
 }
 
 impl Entry {
@@ -203,6 +215,12 @@ pub fn chain_hash(prev_hash: &Hash, seq: u64, entry_bytes: &[u8]) -> Hash {
     Hash(*hasher.finalize().as_bytes())
 }
 
+/// The digest an entry at a snapshot seq commits to: BLAKE3 in `derive_key` mode with the
+/// context [`SNAPSHOT_CONTEXT`] over the exact stored snapshot bytes (32-byte output).
+pub fn snapshot_digest(snapshot_bytes: &[u8]) -> Hash {
+    Hash(blake3::derive_key(SNAPSHOT_CONTEXT, snapshot_bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +248,7 @@ mod tests {
                 },
             }),
             transitions: vec![],
+            snapshot: None,
         }
     }
 
@@ -240,6 +259,74 @@ mod tests {
         let back = Entry::decode(&bytes).unwrap();
         assert_eq!(back, entry);
         assert_eq!(back.encode().unwrap(), bytes);
+    }
+
+    #[test]
+    fn the_snapshot_field_is_written_only_when_present_and_round_trips() {
+        // Without a snapshot: exactly the six-pair envelope of before, no `snapshot` key.
+        let entry = sample();
+        let bytes = entry.encode().unwrap();
+        assert_eq!(bytes[0], 0x86, "a fixmap of 6 pairs");
+        assert!(!bytes.windows(8).any(|w| w == b"snapshot"));
+
+        // An entry written before the field existed (the six fields, no key) decodes.
+        #[derive(Serialize)]
+        struct Old<'a> {
+            format_version: u16,
+            seq: u64,
+            observed_at: DateTime<Utc>,
+            prev_hash: Hash,
+            change: &'a Change,
+            transitions: &'a [Transition],
+        }
+        let old = rmp_serde::to_vec_named(&Old {
+            format_version: entry.format_version,
+            seq: entry.seq,
+            observed_at: entry.observed_at,
+            prev_hash: entry.prev_hash,
+            change: &entry.change,
+            transitions: &entry.transitions,
+        })
+        .unwrap();
+        assert_eq!(old, bytes);
+        assert_eq!(Entry::decode(&old).unwrap(), entry);
+
+        // With a snapshot: a seventh pair, last, `"snapshot": bin 8 of 32 bytes`.
+        let digest = snapshot_digest(b"snapshot bytes");
+        let with = Entry {
+            snapshot: Some(digest),
+            ..sample()
+        };
+        let with_bytes = with.encode().unwrap();
+        assert_eq!(with_bytes[0], 0x87, "a fixmap of 7 pairs");
+        let mut tail = vec![0xa8];
+        tail.extend_from_slice(b"snapshot");
+        tail.extend_from_slice(&[0xc4, 0x20]);
+        tail.extend_from_slice(&digest.0);
+        assert!(with_bytes.ends_with(&tail));
+        assert_eq!(with_bytes[1..with_bytes.len() - tail.len()], bytes[1..]);
+        let back = Entry::decode(&with_bytes).unwrap();
+        assert_eq!(back, with);
+        assert_eq!(back.encode().unwrap(), with_bytes);
+
+        // The JSON form: hex when present, no key when absent.
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["snapshot"], serde_json::json!(digest.to_hex()));
+        assert_eq!(serde_json::from_value::<Entry>(json).unwrap(), with);
+        let json = serde_json::to_value(&entry).unwrap();
+        assert!(json.get("snapshot").is_none());
+        assert_eq!(serde_json::from_value::<Entry>(json).unwrap(), entry);
+    }
+
+    #[test]
+    fn the_snapshot_digest_is_domain_separated() {
+        let bytes = b"some snapshot";
+        let digest = snapshot_digest(bytes);
+        assert_ne!(digest.0, *blake3::hash(bytes).as_bytes());
+        assert_ne!(digest, snapshot_digest(b"some snapshoT"));
+        let mut hasher = blake3::Hasher::new_derive_key(SNAPSHOT_CONTEXT);
+        hasher.update(bytes);
+        assert_eq!(digest.0, *hasher.finalize().as_bytes());
     }
 
     #[test]

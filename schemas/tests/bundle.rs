@@ -106,6 +106,7 @@ fn chain_from(changes: Vec<Change>, genesis: Hash) -> Ledger {
             prev_hash: prev,
             change,
             transitions: vec![],
+            snapshot: None,
         };
         let bytes = entry.encode().unwrap();
         let hash = chain_hash(&prev, seq, &bytes);

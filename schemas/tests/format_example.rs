@@ -76,6 +76,7 @@ fn example_1() -> Entry {
         prev_hash: Hash::ZERO,
         change: Change::Object(pod_change("12", ChangeKind::Created, None, None)),
         transitions: vec![],
+        snapshot: None,
     }
 }
 
@@ -93,6 +94,7 @@ fn example_2(prev_hash: Hash) -> Entry {
             Some("Running"),
         )),
         transitions: vec![],
+        snapshot: None,
     }
 }
 
@@ -165,7 +167,7 @@ fn hash_input(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The store layout version `ledger/src/keys.rs` writes under `F` (`STORE_FORMAT`).
-const STORE_FORMAT: u16 = 3;
+const STORE_FORMAT: u16 = 4;
 
 /// The sled records a ledger holding exactly the two example entries stores, following
 /// `ledger/src/keys.rs`, as `key-hex  value` lines (the `sled-records` block).
@@ -496,6 +498,7 @@ fn expected_blocks() -> Vec<(String, String)> {
             "sled-records".into(),
             sled_records(&hash_2).join("\n") + "\n",
         ),
+        ("snapshot-pair".into(), snapshot_pair_block()),
     ];
     for (label, bytes) in fragments() {
         out.push((label.to_string(), Annotator::annotate(&bytes)));
@@ -577,6 +580,68 @@ fn documented_json_is_the_export_form_of_the_entries() {
         let decoded: Entry = serde_json::from_str(block(&blocks, label)).unwrap();
         assert_eq!(decoded, entry, "{label}");
     }
+}
+
+/// The illustrative snapshot digest of section 2.2: of empty snapshot bytes.
+fn example_snapshot_digest() -> Hash {
+    claim_ledger_schemas::entry::snapshot_digest(b"")
+}
+
+/// The pair an entry at a snapshot seq ends with (the `snapshot-pair` block), for
+/// [`example_snapshot_digest`].
+fn snapshot_pair() -> Vec<u8> {
+    let mut pair = vec![0xa8];
+    pair.extend_from_slice(b"snapshot");
+    pair.extend_from_slice(&[0xc4, 0x20]);
+    pair.extend_from_slice(&example_snapshot_digest().0);
+    pair
+}
+
+/// The `snapshot-pair` block: the pair, one part per line with a comment.
+fn snapshot_pair_block() -> String {
+    let digest = example_snapshot_digest().to_hex();
+    let mut out = String::new();
+    for (part, comment) in [
+        (hex(b"\xa8snapshot"), "key \"snapshot\" (fixstr 8)"),
+        ("c4 20".to_string(), "bin 8, 32 bytes"),
+        (digest, "digest of no bytes"),
+    ] {
+        let part = match part.strip_prefix("a8") {
+            Some(key) if part.len() == 18 => format!("a8 {key}"),
+            _ => part,
+        };
+        writeln!(out, "{part:<66} ; {comment}").unwrap();
+    }
+    out
+}
+
+#[test]
+fn the_documented_snapshot_field_is_a_seventh_pair_at_the_end() {
+    let blocks = doc_blocks();
+    let pair = snapshot_pair();
+    assert_hex_block(&blocks, "snapshot-pair", &pair);
+    // The same entry with the field: `fixmap` of 7 instead of 6, the six pairs unchanged,
+    // then the seventh; and it decodes back, while the six-pair bytes decode to `None`.
+    let plain = example_1().encode().unwrap();
+    let with = Entry {
+        snapshot: Some(example_snapshot_digest()),
+        ..example_1()
+    };
+    let bytes = with.encode().unwrap();
+    assert_eq!((plain[0], bytes[0]), (0x86, 0x87));
+    assert_eq!(bytes[1..], [&plain[1..], &pair[..]].concat()[..]);
+    assert_eq!(Entry::decode(&bytes).unwrap(), with);
+    assert_eq!(Entry::decode(&plain).unwrap().snapshot, None);
+    // derive_key mode with the documented context: what `b3sum --derive-key` computes.
+    assert!(
+        block(&blocks, "snapshot-context").contains(claim_ledger_schemas::entry::SNAPSHOT_CONTEXT)
+    );
+    assert_eq!(
+        example_snapshot_digest().0,
+        *blake3::Hasher::new_derive_key(claim_ledger_schemas::entry::SNAPSHOT_CONTEXT)
+            .finalize()
+            .as_bytes()
+    );
 }
 
 #[test]
@@ -965,6 +1030,7 @@ fn example_3(prev_hash: Hash) -> Entry {
             Some("Running"),
         )),
         transitions: vec![],
+        snapshot: None,
     }
 }
 

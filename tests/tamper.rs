@@ -1068,8 +1068,17 @@ fn rebuild_tree(tree: &sled::Tree, head: u64) {
         let nodes = range.append(schemas::merkle::leaf_hash(&value[32..]));
         let mut key = vec![b'T'];
         key.extend_from_slice(&(seq - 1).to_be_bytes());
-        let nodes: Vec<u8> = nodes.iter().flat_map(|(_, _, hash)| *hash).collect();
-        tree.insert(key, nodes).unwrap();
+        // Only nodes of level 3 and above are stored (docs/FORMAT.md, section 8.2).
+        let nodes: Vec<u8> = nodes
+            .iter()
+            .filter(|(level, _, _)| *level >= 3)
+            .flat_map(|(_, _, hash)| *hash)
+            .collect();
+        if nodes.is_empty() {
+            tree.remove(key).unwrap();
+        } else {
+            tree.insert(key, nodes).unwrap();
+        }
     }
     tree.insert(b"R", range.hashes().concat()).unwrap();
 }

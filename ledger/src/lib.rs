@@ -463,10 +463,9 @@ impl Ledger {
                     let bytes = entry.encode()?;
                     let hash = chain_hash(&head.hash, seq, &bytes);
                     let nodes = self.frontier.append(merkle::leaf_hash(&bytes));
-                    batch.insert(
-                        &keys::seq_key(keys::TREE, seq - 1),
-                        tree::nodes_value(&nodes),
-                    );
+                    if let Some(value) = tree::nodes_value(&nodes) {
+                        batch.insert(&keys::seq_key(keys::TREE, seq - 1), value);
+                    }
                     let mut value = Vec::with_capacity(32 + bytes.len());
                     value.extend_from_slice(&hash.0);
                     value.extend_from_slice(&bytes);
@@ -852,12 +851,10 @@ fn anchor(tree: &sled::Tree, seq: u64, value: &[u8]) -> Result<Anchor, LedgerErr
     if entry.seq != seq || chain_hash(&entry.prev_hash, seq, &stored.bytes) != stored.hash {
         return Ok(Anchor::Unverifiable);
     }
-    // The walk from this snapshot starts from the Merkle frontier of stored nodes; make
-    // sure they hold this very entry as leaf `seq - 1`.
-    let leaf = tree.get(keys::seq_key(keys::TREE, seq - 1))?;
-    if leaf.as_deref().and_then(|nodes| nodes.get(..32))
-        != Some(&merkle::leaf_hash(&stored.bytes)[..])
-    {
+    // The walk from this snapshot starts from the Merkle frontier of stored nodes: the
+    // lowest stored node over this entry, when its group of leaves is complete, must be
+    // the one the entries under it hash to (a rechained entry changes it).
+    if !tree::stored_group_matches(tree, seq - 1)? {
         return Ok(Anchor::Unverifiable);
     }
     let tampered = |detail: String| {

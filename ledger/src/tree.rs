@@ -3,11 +3,15 @@
 //! Leaf `i` is entry seq `i + 1`, and its leaf hash is `SHA-256(0x00 || stored entry
 //! bytes)`: the very bytes the blake3 chain covers, so the chain and the tree can never
 //! disagree about what was logged. Appending leaf `i` completes the perfect nodes
-//! `(0, i), (1, i / 2), …` (one more per trailing one bit of `i`); they are stored under one
-//! key per leaf, `T ‖ i`, as their concatenation bottom-up, so an entry costs one extra
-//! small key and node `(level, index)` is found at offset `32 * level` of the value of leaf
-//! `(index + 1) * 2^level - 1`. The frontier (compact range) after the head is stored under
-//! `R` in the same batch as the head record, so open needs no reads to resume appending.
+//! `(0, i), (1, i / 2), …` (one more per trailing one bit of `i`). Those of level
+//! [`STORED_LEVEL`] (3) and above are stored under one key per completing leaf, `T ‖ i`, as
+//! their concatenation bottom-up: node `(level, index)` is at offset
+//! `32 * (level - STORED_LEVEL)` of the value of leaf `(index + 1) * 2^level - 1`. The
+//! nodes below are recomputed from the entries they cover (at most 8) when a proof needs
+//! them. So only one entry in eight costs an extra sled key: a key costs about as much to
+//! write as a whole entry, and a key per entry halved the append rate. The frontier
+//! (compact range) after the head is stored under `R` in the same batch as the head
+//! record, so open needs no reads to resume appending.
 //!
 //! Signed checkpoints are kept under `C ‖ tree size` as the C2SP signed-note text.
 
@@ -30,24 +34,39 @@ pub(crate) enum NodeReadError {
     Missing,
 }
 
+/// The lowest level of Merkle nodes kept in `T` records; lower ones are recomputed from
+/// the (at most `2^STORED_LEVEL`) entries under them.
+pub(crate) const STORED_LEVEL: u32 = 3;
+
 impl NodeReader for StoredNodes<'_> {
     type Error = NodeReadError;
 
     fn node(&self, level: u32, index: u64) -> Result<Hash32, NodeReadError> {
+        let width = 1u64.checked_shl(level).ok_or(NodeReadError::Missing)?;
+        let start = index.checked_mul(width).ok_or(NodeReadError::Missing)?;
+        let end = start.checked_add(width).ok_or(NodeReadError::Missing)?;
+        if level < STORED_LEVEL {
+            let mut leaves = Vec::with_capacity(width as usize);
+            let range = keys::seq_key(keys::ENTRY, start + 1)..=keys::seq_key(keys::ENTRY, end);
+            for item in self.0.range(range) {
+                let (_, value) = item.map_err(NodeReadError::Storage)?;
+                let bytes = value.get(HASH_SIZE..).ok_or(NodeReadError::Missing)?;
+                leaves.push(merkle::leaf_hash(bytes));
+            }
+            if leaves.len() as u64 != width {
+                return Err(NodeReadError::Missing);
+            }
+            return Ok(merkle::root_from_leaf_hashes(&leaves));
+        }
         // The last leaf under the node is the one whose append completed it.
-        let leaf = 1u64
-            .checked_shl(level)
-            .and_then(|width| index.checked_add(1)?.checked_mul(width))
-            .map(|end| end - 1)
-            .ok_or(NodeReadError::Missing)?;
         let value = self
             .0
-            .get(keys::seq_key(keys::TREE, leaf))
+            .get(keys::seq_key(keys::TREE, end - 1))
             .map_err(NodeReadError::Storage)?
             .ok_or(NodeReadError::Missing)?;
-        let start = level as usize * HASH_SIZE;
+        let offset = (level - STORED_LEVEL) as usize * HASH_SIZE;
         value
-            .get(start..start + HASH_SIZE)
+            .get(offset..offset + HASH_SIZE)
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or(NodeReadError::Missing)
     }
@@ -62,13 +81,47 @@ impl std::fmt::Display for NodeReadError {
     }
 }
 
-/// The value stored under `T ‖ i`: the nodes appending leaf `i` completed, bottom-up.
-pub(crate) fn nodes_value(nodes: &[merkle::PerfectNode]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(nodes.len() * HASH_SIZE);
-    for (_, _, hash) in nodes {
-        value.extend_from_slice(hash);
-    }
-    value
+/// Whether the stored node of level [`STORED_LEVEL`] over leaf `leaf` equals the one its
+/// entries hash to. `true` when that group of leaves is not complete yet (nothing stored
+/// to compare with).
+pub(crate) fn stored_group_matches(tree: &sled::Tree, leaf: u64) -> Result<bool, LedgerError> {
+    let index = leaf >> STORED_LEVEL;
+    let last = ((index + 1) << STORED_LEVEL) - 1;
+    let Some(value) = tree.get(keys::seq_key(keys::TREE, last))? else {
+        // Either the group is incomplete or the record is gone; the walk judges the latter.
+        return Ok(true);
+    };
+    let nodes = StoredNodes(tree);
+    let computed = {
+        let width = 1u64 << STORED_LEVEL;
+        let range = keys::seq_key(keys::ENTRY, index * width + 1)
+            ..=keys::seq_key(keys::ENTRY, (index + 1) * width);
+        let mut leaves = Vec::with_capacity(width as usize);
+        for item in nodes.0.range(range) {
+            let (_, value) = item?;
+            match value.get(HASH_SIZE..) {
+                Some(bytes) => leaves.push(merkle::leaf_hash(bytes)),
+                None => return Ok(false),
+            }
+        }
+        if leaves.len() as u64 != width {
+            return Ok(false);
+        }
+        merkle::root_from_leaf_hashes(&leaves)
+    };
+    Ok(value.get(..HASH_SIZE) == Some(&computed[..]))
+}
+
+/// The value stored under `T ‖ i` for the nodes appending leaf `i` completed: those of
+/// level [`STORED_LEVEL`] and above, bottom-up; `None` when there are none (seven leaves in
+/// eight), and then no `T` record is written.
+pub(crate) fn nodes_value(nodes: &[merkle::PerfectNode]) -> Option<Vec<u8>> {
+    let stored: Vec<u8> = nodes
+        .iter()
+        .filter(|(level, _, _)| *level >= STORED_LEVEL)
+        .flat_map(|(_, _, hash)| hash.iter().copied())
+        .collect();
+    (!stored.is_empty()).then_some(stored)
 }
 
 /// The value stored under `R`: the frontier's hashes, largest subtree first (the size is
@@ -588,16 +641,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = open_retrying(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=40);
+        // Leaf 15 completes nodes of levels 0 to 4: levels 3 and 4 are stored.
+        assert_eq!(
+            ledger
+                .tree
+                .get(keys::seq_key(keys::TREE, 15))
+                .unwrap()
+                .map(|v| v.len()),
+            Some(64)
+        );
+        // Seven leaves in eight complete no stored level: no record at all.
+        assert_eq!(ledger.tree.get(keys::seq_key(keys::TREE, 4)).unwrap(), None);
         let mut value = ledger
             .tree
-            .get(keys::seq_key(keys::TREE, 4))
+            .get(keys::seq_key(keys::TREE, 15))
             .unwrap()
             .unwrap()
             .to_vec();
-        value[0] ^= 1;
+        value[40] ^= 1;
         ledger
             .tree
-            .insert(keys::seq_key(keys::TREE, 4), value)
+            .insert(keys::seq_key(keys::TREE, 15), value)
+            .unwrap();
+        let failure = ledger.verify().unwrap().failure.unwrap();
+        assert_eq!((failure.seq, failure.kind), (16, FailureKind::TreeMismatch));
+        ledger
+            .tree
+            .remove(keys::seq_key(keys::TREE, 15))
+            .unwrap()
+            .unwrap();
+        let failure = ledger.verify().unwrap().failure.unwrap();
+        assert_eq!((failure.seq, failure.kind), (16, FailureKind::TreeMismatch));
+        // A stray record where none belongs is caught too.
+        ledger
+            .tree
+            .insert(keys::seq_key(keys::TREE, 4), &[0u8; 32][..])
             .unwrap();
         let failure = ledger.verify().unwrap().failure.unwrap();
         assert_eq!((failure.seq, failure.kind), (5, FailureKind::TreeMismatch));

@@ -240,7 +240,7 @@ pub(crate) fn walk(
         }
         let nodes = frontier.append(merkle::leaf_hash(bytes));
         let stored_nodes = tree.get(keys::seq_key(keys::TREE, seq - 1))?;
-        if stored_nodes.as_deref() != Some(&crate::tree::nodes_value(&nodes)[..]) {
+        if stored_nodes.as_deref() != crate::tree::nodes_value(&nodes).as_deref() {
             fail(
                 &mut report,
                 seq,

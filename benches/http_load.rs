@@ -1,6 +1,7 @@
 //! HTTP load on `POST /v1/identity/check`: the real API service (`api::Service`, plain HTTP
 //! on 127.0.0.1) over a real sled ledger holding 100k live claim bindings, driven by a
-//! closed-loop load generator on keep-alive connections in the same process. Prints
+//! closed-loop load generator on keep-alive connections in the same process, every request
+//! carrying a bearer token checked against a token file, as in production. Prints
 //! throughput and latency percentiles (see `BENCHMARKS.md`).
 //!
 //! Run: `cargo bench --bench http_load` (`CLAIM_LEDGER_BENCH_BINDINGS`,
@@ -80,10 +81,87 @@ fn filled_ledger(dir: &std::path::Path, bindings: u64) -> Ledger {
     ledger
 }
 
+/// The bearer token the load generator presents (the service reads it from a file).
+const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
+
+/// A wrk script that posts checks of 4096 bound pods spread over the ledger, round robin,
+/// with the bearer token.
+fn wrk_script(bindings: u64) -> String {
+    let mut script = String::from("local bodies = {\n");
+    for i in 0..4096u64 {
+        let k = i.wrapping_mul(0x9e37_79b9) % bindings;
+        let body = format!(
+            r#"{{"namespace":"{}","pod_name":"{}","pod_uid":"{}","sandbox_id":"{}"}}"#,
+            namespace(k),
+            name(k),
+            pod_uid(k),
+            sandbox_id(k)
+        );
+        script.push_str(&format!("  {body:?},\n"));
+    }
+    script.push_str(&format!(
+        r#"}}
+local headers = {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {TOKEN}"}}
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/v1/identity/check", headers, bodies[i])
+end
+"#
+    ));
+    script
+}
+
+/// Runs `wrk` against the service and prints its summary; says so and returns when wrk is
+/// not installed (`apt-get install wrk`).
+fn run_wrk(
+    address: std::net::SocketAddr,
+    script: &std::path::Path,
+    connections: u64,
+    seconds: u64,
+) {
+    let output = std::process::Command::new("wrk")
+        .arg("-t2")
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(format!("http://{address}/v1/identity/check"))
+        .output();
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => {
+            eprintln!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
+            return;
+        }
+        Err(e) => {
+            eprintln!("wrk not run ({e}); install it (Debian: apt-get install wrk) for the out-of-process load");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    let non_2xx = field("Non-2xx or 3xx responses:");
+    println!(
+        "wrk (2 threads, {connections} connections, {seconds}s, another process): {} checks/s, p50 {}, p99 {}, non-2xx {}",
+        field("Requests/sec:"),
+        field("50%"),
+        field("99%"),
+        if non_2xx == "?" { "0".into() } else { non_2xx }
+    );
+}
+
 /// One check on a keep-alive connection; returns the status code.
 async fn check(stream: &mut TcpStream, buffer: &mut Vec<u8>, body: &str) -> u16 {
     let request = format!(
-        "POST /v1/identity/check HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/identity/check HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");
@@ -131,7 +209,14 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let service = Service::new(ledger, Arc::new(AlwaysReady), ServeOptions::new(Auth::Insecure)).expect("service");
+        let tokens = dir.path().join("api-tokens");
+        std::fs::write(&tokens, format!("{TOKEN}\n")).expect("token file");
+        let service = Service::new(
+            ledger,
+            Arc::new(AlwaysReady),
+            ServeOptions::new(Auth::Tokens(tokens)),
+        )
+        .expect("service");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -178,6 +263,14 @@ fn main() {
             let (mut l, f) = client.await.expect("client");
             latencies.append(&mut l);
             failures += f;
+        }
+        // The same service under a load generator in another process, when `wrk` (Debian's
+        // package) is installed: the in-process generator above shares the runtime with the
+        // server, wrk does not.
+        if !smoke {
+            let script = dir.path().join("checks.lua");
+            std::fs::write(&script, wrk_script(bindings)).expect("wrk script");
+            run_wrk(address, &script, connections, seconds);
         }
         let _ = stop.send(());
         let _ = server.await;

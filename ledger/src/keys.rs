@@ -8,7 +8,7 @@
 //! | `H` | — | head seq (u64 BE) ‖ head hash (32 bytes) |
 //! | `S` | seq | snapshot of the projection after that seq, `[seq, projection]`; the entry at that seq commits to these exact bytes (`Entry::snapshot`) |
 //! | `F` | — | store format version (u16 BE) |
-//! | `T` | leaf index (u64 BE) | the Merkle nodes appending that leaf completed, bottom-up (32 bytes each) |
+//! | `T` | leaf index (u64 BE) | the Merkle nodes of level 3 and above appending that leaf completed, bottom-up (32 bytes each); only for leaves that complete one (index mod 8 = 7) |
 //! | `R` | — | the Merkle frontier after the head (32 bytes per set bit of the head seq) |
 //! | `C` | tree size (u64 BE) | a signed checkpoint of that size (C2SP signed-note text) |
 

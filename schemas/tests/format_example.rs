@@ -169,6 +169,65 @@ fn hash_input(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> Vec<u8> {
 /// The store layout version `ledger/src/keys.rs` writes under `F` (`STORE_FORMAT`).
 const STORE_FORMAT: u16 = 4;
 
+/// The lowest level of Merkle nodes a `T` record holds (`STORED_LEVEL` in
+/// `ledger/src/tree.rs`); the nodes below are recomputed from the (at most 8) entries under
+/// them.
+const STORED_LEVEL: u32 = 3;
+
+/// The most entries the ledger reads to recompute the nodes below [`STORED_LEVEL`] for one
+/// past root or frontier, one inclusion proof and one consistency proof (FORMAT.md section
+/// 8.2), as `sparse_tree_records_follow_the_documented_layout` finds them over every tree
+/// of up to 140 leaves (what is read below level 3 depends only on positions within
+/// 8-leaf groups, so larger trees add no new case).
+const DOCUMENTED_MOST_ENTRIES_READ: [u64; 3] = [7, 14, 15];
+
+/// The `T` records a ledger of these leaves holds, by leaf index, as `tree::nodes_value`
+/// writes them: for each leaf whose append completed nodes of level [`STORED_LEVEL`] and
+/// above, those nodes bottom-up (what `CompactRange::append` returned, filtered). A leaf
+/// that completed none has no record.
+fn tree_records(per_leaf: &[Vec<PerfectNode>]) -> BTreeMap<u64, Vec<Hash32>> {
+    per_leaf
+        .iter()
+        .enumerate()
+        .filter_map(|(leaf, nodes)| {
+            let stored: Vec<Hash32> = nodes
+                .iter()
+                .filter(|(level, _, _)| *level >= STORED_LEVEL)
+                .map(|(_, _, hash)| *hash)
+                .collect();
+            (!stored.is_empty()).then_some((leaf as u64, stored))
+        })
+        .collect()
+}
+
+/// `key-hex  value` lines of the `T` records of the first `size` leaves of the example
+/// log, each value named by the blocks of section 11 that hold its hashes.
+fn tree_record_lines(size: usize) -> Vec<(Vec<u8>, String)> {
+    let log = example_log();
+    let (_, per_leaf) = log.nodes();
+    let leaves = log.leaves();
+    let names: Vec<(Hash32, String)> = leaves
+        .iter()
+        .enumerate()
+        .map(|(i, leaf)| (*leaf, format!("merkle-leaf-{i}")))
+        .chain([(merkle::root(&log.bytes[..2]), "merkle-root-2".to_string())])
+        .collect();
+    let name = |hash: &Hash32| {
+        names
+            .iter()
+            .find(|(known, _)| known == hash)
+            .map_or_else(|| hex(hash), |(_, name)| name.clone())
+    };
+    tree_records(&per_leaf[..size])
+        .into_iter()
+        .map(|(leaf, nodes)| {
+            let key = [b"T".as_slice(), &leaf.to_be_bytes()].concat();
+            let value: Vec<String> = nodes.iter().map(name).collect();
+            (key, value.join(" || "))
+        })
+        .collect()
+}
+
 /// The sled records a ledger holding exactly the two example entries stores, following
 /// `ledger/src/keys.rs`, as `key-hex  value` lines (the `sled-records` block).
 fn sled_records(hash_2: &Hash) -> Vec<String> {
@@ -190,16 +249,11 @@ fn sled_records(hash_2: &Hash) -> Vec<String> {
         ),
         (b"F".to_vec(), hex(&STORE_FORMAT.to_be_bytes())),
         (b"H".to_vec(), hex(&head)),
-        // The Merkle tree (section 8): appending leaf 0 completes it alone, appending
-        // leaf 1 completes it and the root of both; the frontier of 2 (0b10) leaves is
-        // that root.
-        (seq_key(b'T', 0), "merkle-leaf-0".to_string()),
-        (
-            seq_key(b'T', 1),
-            "merkle-leaf-1 || merkle-root-2".to_string(),
-        ),
+        // The Merkle tree (section 8): the frontier of 2 (0b10) leaves is their root.
         (b"R".to_vec(), "merkle-root-2".to_string()),
     ];
+    // Neither leaf completes a node of level 3 or above, so this adds no `T` record.
+    records.extend(tree_record_lines(2));
     // sled iterates keys in byte order; the document lists them that way.
     records.sort();
     records
@@ -1066,7 +1120,9 @@ impl ExampleLog {
         self.bytes.iter().map(|b| merkle::leaf_hash(b)).collect()
     }
 
-    /// Every perfect node the ledger stores (`T` records), as `merkle` computes them.
+    /// Every perfect node of the tree, as `merkle` computes them (the ledger stores those
+    /// of level 3 and above in `T` records and recomputes the others from its entries; its
+    /// proofs are the same), and what each append completed.
     fn nodes(&self) -> (NodeMap, Vec<Vec<PerfectNode>>) {
         let mut range = CompactRange::new();
         let mut all = BTreeMap::new();
@@ -1184,7 +1240,11 @@ fn audit_blocks() -> Vec<(String, String)> {
     key_id_input.extend_from_slice(&[0x0a, 0x01]);
     key_id_input.extend_from_slice(&public);
     let c_key = [b"C".as_slice(), &3u64.to_be_bytes()].concat();
-    let t_key = [b"T".as_slice(), &2u64.to_be_bytes()].concat();
+    // The three-entry ledger's tree records: its `T` records (none: no leaf of the three
+    // completes a node of level 3), then `R`, the frontier of 3 = 0b11 leaves.
+    let mut tree_records_3: Vec<(Vec<u8>, String)> = tree_record_lines(3);
+    tree_records_3.push((b"R".to_vec(), "merkle-root-2 || merkle-leaf-2".into()));
+    tree_records_3.sort();
     let summary = verify_bundle(
         &BundleParts {
             manifest: &pretty(&log.manifest()),
@@ -1241,10 +1301,10 @@ fn audit_blocks() -> Vec<(String, String)> {
         ),
         (
             "tree-records-3".into(),
-            format!(
-                "{}  merkle-leaf-2\n52  merkle-root-2 || merkle-leaf-2\n",
-                hex(&t_key)
-            ),
+            tree_records_3
+                .iter()
+                .map(|(key, value)| format!("{}  {value}\n", hex(key)))
+                .collect(),
         ),
         ("test-key-seed".into(), format!("{}\n", hex(&TEST_SEED))),
         ("test-public-key".into(), format!("{}\n", hex(&public))),
@@ -1414,20 +1474,181 @@ fn documented_proofs_verify_against_the_documented_roots() {
 
 #[test]
 fn documented_tree_records_are_what_the_ledger_stores() {
-    // The `T` value of leaf i is the concatenation of what `CompactRange::append` returned
-    // for it; `R` is the frontier after the head, largest subtree first.
-    let blocks = doc_blocks();
+    // A `T` record holds what `CompactRange::append` returned for its leaf, filtered to
+    // levels 3 and above; `R` is the frontier after the head, largest subtree first.
+    let doc = std::fs::read_to_string(FORMAT_MD).unwrap();
+    let blocks = labelled_blocks(&doc);
     let log = example_log();
     let (_, per_leaf) = log.nodes();
     let leaf = |i: usize| doc_hash32(&blocks, &format!("merkle-leaf-{i}"));
     let root_2 = doc_hash32(&blocks, "merkle-root-2");
     let value = |nodes: &[PerfectNode]| -> Vec<Hash32> { nodes.iter().map(|n| n.2).collect() };
+    // What each append completes: all of it below level 3, so none of it is stored.
     assert_eq!(value(&per_leaf[0]), vec![leaf(0)]);
     assert_eq!(value(&per_leaf[1]), vec![leaf(1), root_2]);
     assert_eq!(value(&per_leaf[2]), vec![leaf(2)]);
+    assert!(per_leaf.iter().flatten().all(|n| n.0 < STORED_LEVEL));
+    assert_eq!(tree_records(&per_leaf[..2]), BTreeMap::new());
+    assert_eq!(tree_records(&per_leaf), BTreeMap::new());
     assert_eq!(log.frontier(2).hashes(), &[root_2]);
     assert_eq!(log.frontier(3).hashes(), &[root_2, leaf(2)]);
     assert_eq!(log.frontier(3).root(), doc_hash32(&blocks, "merkle-root-3"));
+    // Neither the section 5 records nor those of 11.4 hold a `T` key (prefix `54`).
+    for label in ["sled-records", "tree-records-3"] {
+        assert!(
+            block(&blocks, label).lines().all(|l| !l.starts_with("54")),
+            "{label} lists a T record"
+        );
+    }
+    assert_eq!(
+        block(&blocks, "tree-records-3"),
+        "52  merkle-root-2 || merkle-leaf-2\n"
+    );
+    // The prose states the rule and what it means for the example.
+    let prose = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    for statement in [
+        "only nodes of level 3 and above are stored",
+        "only when appending it completes a node of level 3 or above, that is when `i mod 8 = 7`",
+        "node `(level, index)` with `level ≥ 3` is at byte offset `32 · (level − 3)` of the value of `T((index + 1) · 2^level − 1)`",
+        "For the two-entry ledger of section 5: no `T` record",
+        "The two-entry ledger of section 5 holds no `T` record, only `R`.",
+        "Appending entry 3 writes no `T` record either",
+        "The first `T` record is `T(7)`",
+    ] {
+        assert!(prose.contains(statement), "FORMAT.md no longer says: {statement}");
+    }
+}
+
+/// The ledger's node reader as FORMAT.md section 8.2 describes it: nodes of level 3 and
+/// above from `T` records at the documented offset, lower ones recomputed from the leaves
+/// (entries) under them. Counts the entries it reads.
+struct SparseNodes<'a> {
+    records: &'a BTreeMap<u64, Vec<Hash32>>,
+    leaves: &'a [Hash32],
+    entries_read: std::cell::Cell<u64>,
+}
+
+impl merkle::NodeReader for SparseNodes<'_> {
+    type Error = merkle::MissingNode;
+
+    fn node(&self, level: u32, index: u64) -> Result<Hash32, merkle::MissingNode> {
+        let missing = merkle::MissingNode { level, index };
+        let (start, end) = (index << level, (index + 1) << level);
+        if level < STORED_LEVEL {
+            let leaves = self
+                .leaves
+                .get(start as usize..end as usize)
+                .ok_or(missing)?;
+            self.entries_read
+                .set(self.entries_read.get() + leaves.len() as u64);
+            return Ok(merkle::root_from_leaf_hashes(leaves));
+        }
+        let record = self.records.get(&(end - 1)).ok_or(missing)?;
+        record
+            .get((level - STORED_LEVEL) as usize)
+            .copied()
+            .ok_or(missing)
+    }
+}
+
+/// The `T` layout of FORMAT.md section 8.2 over trees larger than the example: which leaves
+/// have a record, how long it is, where each node sits, and that proofs, past roots and
+/// frontiers read from it (recomputing the levels below 3) are those of the whole tree.
+#[test]
+fn sparse_tree_records_follow_the_documented_layout() {
+    const SIZE: u64 = 140;
+    let leaves: Vec<Hash32> = (0..SIZE)
+        .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+        .collect();
+    let mut range = CompactRange::new();
+    let mut all = NodeMap::new();
+    let mut per_leaf = Vec::new();
+    for leaf in &leaves {
+        let nodes = range.append(*leaf);
+        all.extend(nodes.iter().map(|(l, i, h)| ((*l, *i), *h)));
+        per_leaf.push(nodes);
+    }
+    let records = tree_records(&per_leaf);
+    for i in 0..SIZE {
+        match records.get(&i) {
+            None => assert_ne!(i % 8, 7, "leaf {i} has no record"),
+            Some(value) => {
+                assert_eq!(i % 8, 7, "leaf {i} has a record");
+                // Levels 3 ..= trailing ones of i.
+                assert_eq!(value.len() as u32, i.trailing_ones() - 2, "leaf {i}");
+            }
+        }
+    }
+    for (&(level, index), hash) in all.iter().filter(|((level, _), _)| *level >= 3) {
+        let last = ((index + 1) << level) - 1;
+        let value = records[&last].concat();
+        let offset = 32 * (level - 3) as usize;
+        assert_eq!(&value[offset..offset + 32], hash, "node ({level}, {index})");
+    }
+    // The records 11.4 lists: T(7) first, then T(15), T(23), T(31) of 1, 2, 1 and 3 nodes.
+    assert_eq!(records.keys().next(), Some(&7));
+    for (leaf, nodes) in [
+        (7u64, vec![(3, 0)]),
+        (15, vec![(3, 1), (4, 0)]),
+        (23, vec![(3, 2)]),
+    ]
+    .into_iter()
+    .chain([(31, vec![(3, 3), (4, 1), (5, 0)])])
+    {
+        let expected: Vec<Hash32> = nodes.iter().map(|node| all[node]).collect();
+        assert_eq!(records[&leaf], expected, "T({leaf})");
+    }
+    // The first record, T(7), is the level-3 node over leaves 0..8.
+    assert_eq!(
+        records[&7],
+        vec![merkle::root_from_leaf_hashes(&leaves[..8])]
+    );
+    // Every node the ledger records is in `all`, so a sparse read that matches the full
+    // map for every proof shows the stored layout and the recomputation are enough.
+    // The most entries one read recomputes nodes from: [root or frontier, inclusion
+    // proof, consistency proof].
+    let mut most = [0u64; 3];
+    for size in 1..=SIZE {
+        let sparse = SparseNodes {
+            records: &records,
+            leaves: &leaves[..size as usize],
+            entries_read: std::cell::Cell::new(0),
+        };
+        let mut check = |kind: usize, same: &dyn Fn(&SparseNodes) -> bool| {
+            sparse.entries_read.set(0);
+            assert!(same(&sparse), "size {size}");
+            most[kind] = most[kind].max(sparse.entries_read.get());
+        };
+        check(0, &|r| {
+            merkle::root_at(r, size).unwrap() == merkle::root_at(&all, size).unwrap()
+        });
+        check(0, &|r| {
+            CompactRange::from_reader(r, size).unwrap()
+                == CompactRange::from_reader(&all, size).unwrap()
+        });
+        for other in 0..size {
+            check(1, &|r| {
+                merkle::inclusion_proof(r, other, size).unwrap()
+                    == merkle::inclusion_proof(&all, other, size).unwrap()
+            });
+            check(2, &|r| {
+                merkle::consistency_proof(r, other + 1, size).unwrap()
+                    == merkle::consistency_proof(&all, other + 1, size).unwrap()
+            });
+        }
+    }
+    assert_eq!(most, DOCUMENTED_MOST_ENTRIES_READ);
+    let doc = std::fs::read_to_string(FORMAT_MD).unwrap();
+    let prose = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let [root, inclusion, consistency] = DOCUMENTED_MOST_ENTRIES_READ;
+    let statement = format!(
+        "or a frontier reads at most {root} entries, an inclusion proof at most {inclusion} \
+         and a consistency proof at most {consistency}"
+    );
+    assert!(
+        prose.contains(&statement),
+        "FORMAT.md no longer says: {statement}"
+    );
 }
 
 #[test]

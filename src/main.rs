@@ -100,6 +100,8 @@ enum Command {
         /// Changes per atomic, flushed batch.
         #[arg(long, default_value_t = 1024)]
         batch_size: usize,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
     },
     /// Verify the whole chain, every entry's encoding and every stored transition.
     Verify {
@@ -116,6 +118,8 @@ enum Command {
         /// enough to detect any altered, removed, reordered or added entry.
         #[arg(long, conflicts_with = "from_seq")]
         chain_only: bool,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
         /// Also fail unless the ledger holds the tree this signed checkpoint names: it was
         /// not truncated, rolled back or forked since (a C2SP signed note, e.g. saved from
         /// `GET /v1/checkpoint`).
@@ -194,6 +198,8 @@ enum Command {
         /// Accept a directly created Sandbox (no claim).
         #[arg(long)]
         allow_direct: bool,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
     },
     /// Run the cluster simulator alone (a Kubernetes API server for agent-sandbox objects).
     Sim {
@@ -604,6 +610,7 @@ fn run(command: Command) -> Result<(), Failure> {
             db,
             input,
             batch_size,
+            output,
         } => {
             let reader: Box<dyn BufRead> = if input == "-" {
                 Box::new(BufReader::new(io::stdin()))
@@ -623,8 +630,22 @@ fn run(command: Command) -> Result<(), Failure> {
             for error in &report.errors {
                 eprintln!("line {}: {}", error.line, error.message);
             }
-            serde_json::to_writer(&mut out, &report)?;
-            writeln!(out)?;
+            match output {
+                Output::Json => {
+                    serde_json::to_writer(&mut out, &report)?;
+                    writeln!(out)?;
+                }
+                Output::Table => writeln!(
+                    out,
+                    "appended {}, duplicate {}, stale {}, ignored {}, rejected lines {}; head seq {}",
+                    report.appended,
+                    report.duplicate,
+                    report.stale,
+                    report.ignored,
+                    report.errors.len(),
+                    report.head_seq
+                )?,
+            }
             if !report.errors.is_empty() {
                 return Err(Failure::Input(format!(
                     "{} line(s) rejected",
@@ -639,6 +660,7 @@ fn run(command: Command) -> Result<(), Failure> {
             chain_only,
             checkpoint,
             trusted_key,
+            output,
         } => {
             let ledger = db.open_existing()?;
             let signed = checkpoint
@@ -669,8 +691,28 @@ fn run(command: Command) -> Result<(), Failure> {
                     }),
                 };
             }
-            serde_json::to_writer(&mut out, &json)?;
-            writeln!(out)?;
+            match output {
+                Output::Json => {
+                    serde_json::to_writer(&mut out, &json)?;
+                    writeln!(out)?;
+                }
+                Output::Table => {
+                    api::views::write_verify_table(&report, &mut out)?;
+                    match &consistency {
+                        Some(Ok(())) => writeln!(
+                            out,
+                            "checkpoint: consistent (signature {})",
+                            if trusted_key.is_empty() {
+                                "not checked"
+                            } else {
+                                "checked"
+                            }
+                        )?,
+                        Some(Err(failure)) => writeln!(out, "checkpoint: INCONSISTENT: {failure}")?,
+                        None => {}
+                    }
+                }
+            }
             if let Some(failure) = report.failure {
                 return Err(Failure::Check(format!("verification failed at {failure}")));
             }
@@ -764,6 +806,7 @@ fn run(command: Command) -> Result<(), Failure> {
             sandbox_uid,
             claim_uid,
             allow_direct,
+            output,
         } => {
             let ledger = db.open_existing()?;
             let request = CheckRequest {
@@ -779,8 +822,13 @@ fn run(command: Command) -> Result<(), Failure> {
             };
             // Offline, the ledger is the whole truth: there is no watcher to be behind.
             let decision = ledger.check(&request, true);
-            serde_json::to_writer_pretty(&mut out, &decision)?;
-            writeln!(out)?;
+            match output {
+                Output::Json => {
+                    serde_json::to_writer_pretty(&mut out, &decision)?;
+                    writeln!(out)?;
+                }
+                Output::Table => api::views::write_decision_table(&decision, &mut out)?,
+            }
             if decision.decision != Verdict::Allow {
                 return Err(Failure::Check(String::new()));
             }

@@ -825,3 +825,71 @@ fn reading_commands_refuse_a_missing_or_empty_ledger_and_create_nothing() {
     assert_eq!(run(&["ingest", "--db", &missing], Some("")).code, 0);
     assert_eq!(run(&["verify", "--db", &missing], None).code, 0);
 }
+
+#[test]
+fn ingest_verify_and_check_print_tables_for_people() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    let file = scratch.file("events.jsonl", &event_lines(&fixture("warm_bind.jsonl")));
+    let ingest = ok(&["ingest", "--db", &db, &file, "--output", "table"], None);
+    assert!(ingest.stdout.starts_with("appended "), "{}", ingest.stdout);
+    let verify = ok(&["verify", "--db", &db, "--output", "table"], None);
+    assert!(verify.stdout.starts_with("OK "), "{}", verify.stdout);
+    let export = scratch.export();
+    let (seq, bound) = first_bind(&export);
+    let pod_uid = bound["pod_uid"].as_str().unwrap();
+    let pod = export
+        .iter()
+        .filter_map(|line| line["entry"]["change"]["object"].as_object())
+        .find(|object| object["uid"] == pod_uid)
+        .unwrap();
+    let (namespace, name) = (
+        pod["namespace"].as_str().unwrap(),
+        pod["name"].as_str().unwrap(),
+    );
+    let allow = ok(
+        &[
+            "check",
+            "--db",
+            &db,
+            "--namespace",
+            namespace,
+            "--pod-name",
+            name,
+            "--pod-uid",
+            pod_uid,
+            "--output",
+            "table",
+        ],
+        None,
+    );
+    assert!(allow.stdout.starts_with("ALLOW "), "{}", allow.stdout);
+    assert!(allow.stdout.contains("binding  claim"), "{}", allow.stdout);
+    assert!(
+        allow.stdout.contains(&format!("since    seq {seq} (")),
+        "{}",
+        allow.stdout
+    );
+    let deny = run(
+        &[
+            "check",
+            "--db",
+            &db,
+            "--namespace",
+            namespace,
+            "--pod-name",
+            name,
+            "--pod-uid",
+            "deadbeef-0000-4000-8000-000000000000",
+            "--output",
+            "table",
+        ],
+        None,
+    );
+    assert_eq!(deny.code, 1, "{deny:?}");
+    assert!(
+        deny.stdout.starts_with("DENY      POD_UID_MISMATCH"),
+        "{}",
+        deny.stdout
+    );
+}

@@ -248,3 +248,78 @@ pub fn write_entries_table<'a>(
     }
     Ok(())
 }
+
+/// A check's decision for people: the verdict and reason, then the binding it rests on.
+pub fn write_decision_table(
+    decision: &ledger::Decision,
+    out: &mut impl Write,
+) -> Result<(), ApiError> {
+    let verdict = match decision.decision {
+        ledger::Verdict::Allow => "ALLOW",
+        ledger::Verdict::Deny => "DENY",
+        ledger::Verdict::NotReady => "NOT READY",
+    };
+    let reason = decision.reason.map_or("-", |r| r.code());
+    writeln!(out, "{verdict:<9} {reason}  (ledger seq {})", decision.seq)?;
+    if let Some(detail) = &decision.detail {
+        writeln!(out, "  {detail}")?;
+    }
+    if let Some(binding) = &decision.binding {
+        let object = |o: &ledger::ObjectView| format!("{}/{} ({})", o.namespace, o.name, o.uid);
+        let kind = serde_json::to_value(binding.kind)?;
+        writeln!(out, "  binding  {}", kind.as_str().unwrap_or("?"))?;
+        writeln!(out, "  pod      {}", object(&binding.pod))?;
+        writeln!(out, "  sandbox  {}", object(&binding.sandbox))?;
+        if let Some(claim) = &binding.claim {
+            writeln!(out, "  claim    {}", object(claim))?;
+        }
+        for pvc in &binding.pvcs {
+            writeln!(out, "  pvc      {}", object(pvc))?;
+        }
+        if let Some(id) = &binding.sandbox_id {
+            writeln!(out, "  id       {id}")?;
+        }
+        writeln!(
+            out,
+            "  since    seq {} ({})",
+            binding.since_seq,
+            binding.since.to_rfc3339()
+        )?;
+    }
+    Ok(())
+}
+
+/// A verification report for people: what verified, or the first broken seq and why.
+pub fn write_verify_table(
+    report: &ledger::VerifyReport,
+    out: &mut impl Write,
+) -> Result<(), ApiError> {
+    match &report.failure {
+        None => writeln!(
+            out,
+            "OK      seqs {}..={} verified ({} entries); head seq {}, hash {}",
+            report.from_seq,
+            report.verified_seq,
+            report.entries,
+            report.head_seq,
+            report.verified_hash
+        )?,
+        Some(failure) => {
+            writeln!(
+                out,
+                "FAILED  at seq {}: {}",
+                failure.seq,
+                serde_json::to_value(failure.kind)?
+                    .as_str()
+                    .unwrap_or("unknown")
+            )?;
+            writeln!(out, "  {}", failure.detail)?;
+            writeln!(
+                out,
+                "  verified before it: seqs {}..={} ({} entries); head seq {}",
+                report.from_seq, report.verified_seq, report.entries, report.head_seq
+            )?;
+        }
+    }
+    Ok(())
+}

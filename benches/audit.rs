@@ -24,7 +24,6 @@
 //!
 //! Run: `cargo bench --bench audit`; then `bash benches/report.sh` prints the medians.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -35,8 +34,7 @@ use criterion::{criterion_main, Criterion, SamplingMode, Throughput};
 use ledger::{AppendOutcome, Ledger, LedgerConfig, StoredEntry};
 use schemas::checkpoint::{self, Checkpoint, SignedNote, SignerKey};
 use schemas::merkle;
-use schemas::{ObjectChange, WatchEventType};
-use serde_json::Value;
+use schemas::ObjectChange;
 use tempfile::TempDir;
 
 // The same allocator as the `claim-ledger` binary, so the numbers are the service's.
@@ -49,8 +47,6 @@ const DEFAULT_ENTRIES: u64 = 1_000_000;
 const BUILD_BATCH: usize = 4096;
 /// Entries per export and per bundle.
 const WINDOW: u64 = 100_000;
-/// Lifecycles released this many lifecycles after they bound (as in `benches/ledger.rs`).
-const RELEASE_LAG: u64 = 64;
 /// The checkpoint origin and key name.
 const ORIGIN: &str = "bench.example/claim-ledger";
 /// The CloudEvents `source`.
@@ -58,38 +54,6 @@ const SOURCE: &str = "/claim-ledger/bench";
 
 mod workload;
 use workload::*;
-
-/// An endless stream of changes: lifecycle k binds, and lifecycle k - RELEASE_LAG is
-/// released right after, so entries mix creations, updates, bindings and releases.
-struct ChangeStream {
-    lifecycles: Lifecycles,
-    next: u64,
-    pending: VecDeque<(WatchEventType, Value)>,
-}
-
-impl ChangeStream {
-    fn new() -> Self {
-        ChangeStream {
-            lifecycles: Lifecycles::new(),
-            next: 0,
-            pending: VecDeque::new(),
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Vec<ObjectChange> {
-        while self.pending.len() < n {
-            let mut events = Vec::new();
-            let k = self.next;
-            self.next += 1;
-            self.lifecycles.bind(k, &mut events);
-            if k >= RELEASE_LAG {
-                self.lifecycles.release(k - RELEASE_LAG, &mut events);
-            }
-            self.pending.extend(events);
-        }
-        normalized(self.pending.drain(..n).collect()).collect()
-    }
-}
 
 /// splitmix64: a different leaf or size every iteration, reproducibly.
 struct Rng(u64);

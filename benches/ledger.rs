@@ -19,7 +19,6 @@
 //!
 //! Run: `cargo bench --bench ledger`; then `bash benches/report.sh` prints the medians.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use chrono::Utc;
 use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use ledger::{AppendOutcome, CheckRequest, Ledger, LedgerConfig, Projection, StoredEntry, Verdict};
 use schemas::{chain_hash, Entry, Hash, ObjectChange, WatchEventType};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tempfile::TempDir;
 
 // The same allocator as the `claim-ledger` binary, so the numbers are the service's.
@@ -44,67 +43,9 @@ const VERIFY_ENTRIES: u64 = 100_000;
 /// An append fixture starts over (untimed) once it holds this many entries, so every
 /// append is measured on a ledger of 0..100k entries whatever the machine's speed.
 const RESET_AT: u64 = 100_000;
-/// Lifecycles released this many lifecycles after they bound, in the append stream.
-const RELEASE_LAG: u64 = 64;
 
 mod workload;
 use workload::*;
-
-/// An endless stream of changes: lifecycle k binds, and lifecycle k - RELEASE_LAG is
-/// released right after, so entries mix creations, updates, bindings and releases.
-struct ChangeStream {
-    lifecycles: Lifecycles,
-    next: u64,
-    pending: VecDeque<(WatchEventType, Value)>,
-}
-
-impl ChangeStream {
-    fn new() -> Self {
-        ChangeStream {
-            lifecycles: Lifecycles::new(),
-            next: 0,
-            pending: VecDeque::new(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let mut events = Vec::new();
-        let k = self.next;
-        self.next += 1;
-        self.lifecycles.bind(k, &mut events);
-        if k >= RELEASE_LAG {
-            self.lifecycles.release(k - RELEASE_LAG, &mut events);
-        }
-        self.pending.extend(events);
-    }
-
-    fn take_events(&mut self, n: usize) -> Vec<(WatchEventType, Value)> {
-        while self.pending.len() < n {
-            self.refill();
-        }
-        self.pending.drain(..n).collect()
-    }
-
-    fn take(&mut self, n: usize) -> Vec<ObjectChange> {
-        normalized(self.take_events(n)).collect()
-    }
-
-    /// The same events as watch-event JSON lines (what `claim-ledger ingest` reads).
-    fn take_jsonl(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (event, object) in self.take_events(n) {
-            let kind = match event {
-                WatchEventType::Added => "ADDED",
-                WatchEventType::Modified => "MODIFIED",
-                WatchEventType::Deleted => "DELETED",
-            };
-            serde_json::to_writer(&mut out, &json!({"type": kind, "object": object}))
-                .expect("JSON serializes");
-            out.push(b'\n');
-        }
-        out
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Fixtures.

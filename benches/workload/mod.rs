@@ -4,6 +4,8 @@
 // Each bench uses a subset of these.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
+
 use schemas::{normalize, ObjectChange, WatchEventType};
 use serde_json::{json, Value};
 
@@ -202,4 +204,67 @@ pub fn normalized(events: Vec<(WatchEventType, Value)>) -> impl Iterator<Item = 
             .expect("generated objects normalize")
             .expect("generated kinds are recorded")
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// The append stream both ledger benches use.
+// ---------------------------------------------------------------------------------------
+
+/// Lifecycles released this many lifecycles after they bound, in the append stream.
+pub const RELEASE_LAG: u64 = 64;
+
+/// An endless stream of changes: lifecycle k binds, and lifecycle k - RELEASE_LAG is
+/// released right after, so entries mix creations, updates, bindings and releases.
+pub struct ChangeStream {
+    lifecycles: Lifecycles,
+    next: u64,
+    pending: VecDeque<(WatchEventType, Value)>,
+}
+
+impl ChangeStream {
+    pub fn new() -> Self {
+        ChangeStream {
+            lifecycles: Lifecycles::new(),
+            next: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let mut events = Vec::new();
+        let k = self.next;
+        self.next += 1;
+        self.lifecycles.bind(k, &mut events);
+        if k >= RELEASE_LAG {
+            self.lifecycles.release(k - RELEASE_LAG, &mut events);
+        }
+        self.pending.extend(events);
+    }
+
+    pub fn take_events(&mut self, n: usize) -> Vec<(WatchEventType, Value)> {
+        while self.pending.len() < n {
+            self.refill();
+        }
+        self.pending.drain(..n).collect()
+    }
+
+    pub fn take(&mut self, n: usize) -> Vec<ObjectChange> {
+        normalized(self.take_events(n)).collect()
+    }
+
+    /// The same events as watch-event JSON lines (what `claim-ledger ingest` reads).
+    pub fn take_jsonl(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (event, object) in self.take_events(n) {
+            let kind = match event {
+                WatchEventType::Added => "ADDED",
+                WatchEventType::Modified => "MODIFIED",
+                WatchEventType::Deleted => "DELETED",
+            };
+            serde_json::to_writer(&mut out, &json!({"type": kind, "object": object}))
+                .expect("JSON serializes");
+            out.push(b'\n');
+        }
+        out
+    }
 }

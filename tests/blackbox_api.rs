@@ -17,20 +17,22 @@
 //! The watcher is asynchronous: every expectation polls with a generous bound (30 s), and
 //! no fixed sleep is ever an assertion. Children are killed on drop, panics included.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support/process.rs"]
+mod process;
+
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams,
     PropagationPolicy,
 };
+use process::{command, Child, BIN};
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_claim-ledger");
 
 /// How long any expectation may take to come true (the watcher is asynchronous).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -50,107 +52,25 @@ const OTHER_CLAIM: &str = "c1a1c1a1-0900-4000-8000-00000000000b";
 
 // ----- child processes -----
 
-/// A child whose stdout lines arrive on a channel; killed when dropped (also on panic).
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str], envs: &[(&str, &Path)]) -> Running {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("start claim-ledger");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// Waits for a stdout line containing `needle`, returning it.
-    fn line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no stdout line with {needle:?}: {e}"),
-            }
-        }
-    }
-
-    /// The `http://ADDR` address printed on the line containing `needle`.
-    fn address(&self, needle: &str) -> String {
-        let line = self.line_with(needle);
-        line.split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string()
-    }
-
-    /// SIGINT (Ctrl-C), then the exit status.
-    fn interrupt_and_wait(&mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -INT failed");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the child") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit after SIGINT"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim(kubeconfig: &Path, listen: &str) -> (Running, String) {
-    let sim = Running::start(
-        &[
+fn start_sim(kubeconfig: &Path, listen: &str) -> (Child, String) {
+    let mut sim = Child::start(
+        command(&[
             "sim",
             "--listen",
             listen,
             "--no-controllers",
             "--kubeconfig-out",
             kubeconfig.to_str().unwrap(),
-        ],
-        &[],
+        ])
+        .stdin(Stdio::null()),
     );
     let address = sim.address("listening on");
     (sim, address)
 }
 
-fn start_serve(db: &Path, tokens: &Path, kubeconfig: &Path) -> (Running, String) {
-    let serve = Running::start(
-        &[
+fn start_serve(db: &Path, tokens: &Path, kubeconfig: &Path) -> (Child, String) {
+    let mut serve = Child::start(
+        command(&[
             "serve",
             "--db",
             db.to_str().unwrap(),
@@ -158,8 +78,9 @@ fn start_serve(db: &Path, tokens: &Path, kubeconfig: &Path) -> (Running, String)
             "127.0.0.1:0",
             "--api-token-file",
             tokens.to_str().unwrap(),
-        ],
-        &[("KUBECONFIG", kubeconfig)],
+        ])
+        .stdin(Stdio::null())
+        .env("KUBECONFIG", kubeconfig),
     );
     let address = serve.address("listening on");
     (serve, address)
@@ -481,8 +402,8 @@ fn with(mut request: Value, extra: Value) -> Value {
 /// Fields drop in declaration order: serve, then the simulator it watches, then the
 /// directory they use.
 struct Stack {
-    serve: Option<Running>,
-    _sim: Running,
+    serve: Option<Child>,
+    _sim: Child,
     kube: Kube,
     api: String,
     dir: tempfile::TempDir,

@@ -3,78 +3,15 @@
 //! release pods through the simulator, the watcher and the ledger, answer over HTTP with
 //! the generated token, and leave a ledger that verifies.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support/process.rs"]
+mod process;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_claim-ledger");
-
-/// A child whose stdout lines arrive on a channel; killed when dropped.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// Waits for a stdout line containing `needle`, returning it.
-    fn line_with(&self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no line with {needle:?}: {e}"),
-            }
-        }
-    }
-
-    fn interrupt(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the process did not exit");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use process::{address_of, command, Child, BIN};
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
 fn http(
@@ -142,34 +79,21 @@ fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn address_of(line: &str) -> String {
-    line.split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn demo_binds_and_releases_pods_answers_over_http_and_leaves_a_verified_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo");
-    let mut demo = Running::start(
-        &[
-            "demo",
-            "--db",
-            db.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--rounds",
-            "4",
-            "--step-ms",
-            "300",
-        ],
-        &[],
-    );
+    let mut demo = Child::start(&mut command(&[
+        "demo",
+        "--db",
+        db.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--rounds",
+        "4",
+        "--step-ms",
+        "300",
+    ]));
     let api = address_of(&demo.line_with("API  "));
     let token = std::fs::read_to_string(db.join("api-token"))
         .unwrap()
@@ -254,29 +178,26 @@ fn demo_binds_and_releases_pods_answers_over_http_and_leaves_a_verified_ledger()
 fn serve_watches_a_separate_simulator_process_through_kubeconfig() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let sim = Running::start(
-        &[
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-controllers",
-            "--kubeconfig-out",
-            kubeconfig.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut sim = Child::start(&mut command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
     let sim_address = address_of(&sim.line_with("listening on"));
     let db = dir.path().join("ledger");
-    let mut serve = Running::start(
-        &[
+    let mut serve = Child::start(
+        command(&[
             "serve",
             "--db",
             db.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
             "--insecure-no-auth",
-        ],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        ])
+        .env("KUBECONFIG", kubeconfig.to_str().unwrap()),
     );
     let api = address_of(&serve.line_with("listening on"));
     eventually("readiness", || {
@@ -341,20 +262,17 @@ fn serve_watches_a_separate_simulator_process_through_kubeconfig() {
 fn checks_answer_not_ready_once_the_watches_fail_past_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut sim = Running::start(
-        &[
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig-out",
-            kubeconfig.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut sim = Child::start(&mut command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
     sim.line_with("listening on");
     let db = dir.path().join("ledger");
-    let serve = Running::start(
-        &[
+    let mut serve = Child::start(
+        command(&[
             "serve",
             "--db",
             db.to_str().unwrap(),
@@ -363,8 +281,8 @@ fn checks_answer_not_ready_once_the_watches_fail_past_the_grace_period() {
             "--insecure-no-auth",
             "--unready-after",
             "1",
-        ],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        ])
+        .env("KUBECONFIG", kubeconfig.to_str().unwrap()),
     );
     let api = address_of(&serve.line_with("listening on"));
     let request = r#"{"namespace":"default","pod_name":"p","pod_uid":"00000000-0000-4000-8000-000000000001"}"#;

@@ -10,53 +10,24 @@
 //! The binary is driven only by its arguments, exit codes, stdout and stderr; the
 //! `schemas` crate is used only to play a forger (re-encoding an entry) and to re-hash.
 
+#[path = "support/process.rs"]
+mod process;
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
+use process::Run;
 use serde_json::Value;
 use support::{base64_decode, event_lines};
 
-/// What a run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
-            .collect()
-    }
-}
-
+/// Runs the binary with `args` and no stdin.
 fn run(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_claim-ledger"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run claim-ledger");
-    Run {
-        code: output.status.code().expect("exited with a code"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
+    process::run(args, None)
 }
 
+/// Runs and requires exit 0.
 fn ok(args: &[&str]) -> Run {
-    let result = run(args);
-    assert_eq!(result.code, 0, "claim-ledger {args:?} failed: {result:?}");
-    result
+    process::ok(args, None)
 }
 
 /// Runs and requires exit `code`, and no panic.

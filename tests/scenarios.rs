@@ -9,13 +9,18 @@
 //! (skipping those that need the watcher or the ledger): its report, its exit codes, and
 //! the objects it leaves for `kubectl` and raw HTTP clients while it keeps serving.
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use process::{address_of, command, Child, BIN};
 
 fn scenario_run(files: &[PathBuf]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_claim-ledger"))
@@ -294,92 +299,11 @@ fn invalid_files_exit_2_with_the_file_the_line_and_the_problem() {
 // `claim-ledger sim --scenario`
 // ---------------------------------------------------------------------------------------
 
-const BIN: &str = env!("CARGO_BIN_EXE_claim-ledger");
 const KUBECTL: &str = "/usr/bin/kubectl";
 
-/// A `claim-ledger sim` process whose stdout lines arrive on a channel; killed when dropped.
-struct Sim {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Sim {
-    fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(BIN)
-            .arg("sim")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run claim-ledger sim");
-        let stdout = child.stdout.take().expect("stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Sim {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stdout line containing `needle` and returns it.
-    fn line_with(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!(
-                    "no line with {needle:?} ({e}); so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for the process to exit and returns its code with every stdout line.
-    fn finish(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "sim did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader thread ends at end of file, closing the channel.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
-            self.seen.push(line);
-        }
-        (status.code(), self.seen.join("\n"))
-    }
-
-    fn interrupt(&self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("kill -INT");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `claim-ledger sim` process (with `RUST_LOG=warn`); killed when dropped.
+fn start_sim(args: &[&str]) -> Child {
+    Child::start(command(&["sim"]).args(args).env("RUST_LOG", "warn"))
 }
 
 /// A GET on a fresh connection (HTTP/1.0, so the body ends at the close): (status, body).
@@ -402,17 +326,12 @@ fn http_get(address: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The `host:port` of the `cluster simulator listening on http://...` line.
-fn address_of(line: &str) -> String {
-    line.rsplit("http://").next().unwrap().trim().to_string()
-}
-
 #[test]
 fn sim_scenario_runs_the_cluster_steps_skips_the_ledger_steps_and_exits_after_them() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/warm_bind.yaml");
-    let sim = Sim::start(&[
+    let sim = start_sim(&[
         "--listen",
         "127.0.0.1:0",
         "--scenario",
@@ -502,7 +421,7 @@ fn sim_scenario_keeps_serving_what_the_steps_made_until_interrupted() {
     let file = dir.path().join("driven.yaml");
     std::fs::write(&file, DRIVEN).unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut sim = Sim::start(&[
+    let mut sim = start_sim(&[
         "--listen",
         "127.0.0.1:0",
         "--scenario",

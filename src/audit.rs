@@ -35,6 +35,14 @@ pub fn keygen(name: &str, prefix: &Path) -> Result<KeygenReport, String> {
     let key = SignerKey::from_seed(name, seed).map_err(|e| format!("key name {name:?}: {e}"))?;
     let signing_key_file = with_suffix(prefix, "key");
     let verifier_key_file = with_suffix(prefix, "pub");
+    for file in [&signing_key_file, &verifier_key_file] {
+        if file.exists() {
+            return Err(format!(
+                "cannot create {}: it exists, and keygen never overwrites a key",
+                file.display()
+            ));
+        }
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -46,8 +54,14 @@ pub fn keygen(name: &str, prefix: &Path) -> Result<KeygenReport, String> {
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", signing_key_file.display()))?;
     let verifier = key.verifier().to_string();
-    std::fs::write(&verifier_key_file, format!("{verifier}\n"))
-        .map_err(|e| format!("cannot write {}: {e}", verifier_key_file.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&verifier_key_file)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, format!("{verifier}\n").as_bytes())
+        })
+        .map_err(|e| format!("cannot create {}: {e}", verifier_key_file.display()))?;
     Ok(KeygenReport {
         name: name.to_string(),
         key_id: format!("{:08x}", key.key_id()),

@@ -154,6 +154,10 @@ enum Command {
         /// prefix of this one (no fork, no rollback).
         #[arg(long)]
         previous_checkpoint: Option<PathBuf>,
+        /// The log the bundle must be of (its checkpoint origin): trusted keys of several
+        /// logs then cannot vouch for a bundle of the wrong one.
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// The projected state (objects and bindings), now or as of a seq or time.
     State {
@@ -731,6 +735,7 @@ fn run(command: Command) -> Result<(), Failure> {
             bundle,
             trusted_key,
             previous_checkpoint,
+            origin,
         } => {
             let trusted = audit::load_trusted(&trusted_key).map_err(Failure::Input)?;
             let previous = previous_checkpoint
@@ -739,6 +744,13 @@ fn run(command: Command) -> Result<(), Failure> {
                 .map_err(Failure::Input)?;
             let files = audit::read_bundle(&bundle).map_err(Failure::Input)?;
             match schemas::bundle::verify_bundle(&files.parts(), &trusted, previous.as_deref()) {
+                Ok(summary) if origin.as_ref().is_some_and(|o| *o != summary.origin) => {
+                    return Err(Failure::Check(format!(
+                        "bundle rejected: origin_mismatch: the bundle is of origin {:?}, not {:?}",
+                        summary.origin,
+                        origin.unwrap_or_default()
+                    )))
+                }
                 Ok(summary) => writeln!(out, "{}", summary.one_line())?,
                 Err(failure) => return Err(Failure::Check(format!("bundle rejected: {failure}"))),
             }

@@ -319,6 +319,30 @@ fn bundles_as_tar_and_directory_verify_offline() {
             "proofs.json"
         ]
     );
+    // Pinned to its origin it verifies; pinned to another log's, it is refused.
+    let bundle = scratch.path("out.tar");
+    let pinned = run(&[
+        "verify-export",
+        &bundle,
+        "--trusted-key",
+        &public,
+        "--origin",
+        "audit.example/ledger",
+    ]);
+    assert_eq!(pinned.code, 0, "{pinned:?}");
+    let other = run(&[
+        "verify-export",
+        &bundle,
+        "--trusted-key",
+        &public,
+        "--origin",
+        "staging.example/ledger",
+    ]);
+    assert_eq!(other.code, 1, "{other:?}");
+    assert!(
+        other.stderr.contains("bundle rejected: origin_mismatch"),
+        "{other:?}"
+    );
     let summary = verified(&scratch.path("out.tar"), &[&public], None);
     assert!(
         summary.starts_with(&format!(

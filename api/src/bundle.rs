@@ -122,6 +122,16 @@ pub fn plan(
     })
 }
 
+/// An entry missing below a signed checkpoint: the store is damaged (a 500, not the
+/// caller's mistake).
+fn missing_entry(seq: u64) -> ApiError {
+    ApiError::Ledger(ledger::LedgerError::Corrupt(ledger::VerifyFailure {
+        seq,
+        kind: ledger::FailureKind::SeqGap,
+        detail: format!("entry {seq} is missing from the ledger below a signed checkpoint"),
+    }))
+}
+
 /// Entries read per call of an [`EntryPages`] source.
 pub const BUNDLE_PAGE: usize = 1000;
 
@@ -163,9 +173,7 @@ fn write_entries(
         }
         for stored in page {
             if stored.entry.seq != expected {
-                return Err(ApiError::Ledger(ledger::LedgerError::OutOfRange(format!(
-                    "entry {expected} is missing from the ledger"
-                ))));
+                return Err(missing_entry(expected));
             }
             serde_json::to_writer(&mut *out, &EntryLine::new(&stored))?;
             out.write_all(b"\n")?;
@@ -173,9 +181,7 @@ fn write_entries(
         }
     }
     if expected != plan.manifest.to_seq + 1 {
-        return Err(ApiError::Ledger(ledger::LedgerError::OutOfRange(format!(
-            "entry {expected} is missing from the ledger"
-        ))));
+        return Err(missing_entry(expected));
     }
     Ok(())
 }

@@ -274,13 +274,22 @@ impl Ledger {
         if let Some(latest) = &latest {
             check_consistent(&self.tree, &self.frontier, &latest.checkpoint)
                 .map_err(LedgerError::Corrupt)?;
-            if latest.checkpoint.size == size && latest.checkpoint.origin == origin {
+            if latest.checkpoint.origin != origin {
+                // The origin is the log's identity in every checkpoint auditors hold:
+                // signing under another one would start a second, unrelated log.
+                return Err(LedgerError::OutOfRange(format!(
+                    "this ledger's checkpoints are of origin {:?}; refusing to sign one of origin {origin:?}",
+                    latest.checkpoint.origin
+                )));
+            }
+            if latest.checkpoint.size == size {
                 let mut note = SignedNote::parse(&latest.note)?;
                 let signed_by_key = note
                     .signatures
                     .iter()
                     .any(|s| s.name == key.name() && s.key_id == key.key_id());
-                if signed_by_key {
+                // A note holds at most MAX_SIGNATURES lines: a note past it would not parse.
+                if signed_by_key || note.signatures.len() >= schemas::checkpoint::MAX_SIGNATURES {
                     return Ok(latest.clone());
                 }
                 // A rotated key cosigns the same tree: the note then verifies for auditors
@@ -313,8 +322,37 @@ impl Ledger {
 
     /// Whether this ledger holds the tree `checkpoint` describes as a prefix: `Err` names
     /// a truncation (the ledger is shorter), or a rollback or fork (another root at that
-    /// size, or no consistency proof to the head).
+    /// size, or no consistency proof to the head). The root at the checkpoint's size is
+    /// recomputed from the stored entries' bytes, not taken from the stored nodes, so a
+    /// store whose node records were forged along with its entries cannot pass.
     pub fn check_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), VerifyFailure> {
+        let size = checkpoint.size;
+        if size <= self.tree_size() {
+            let failure = |detail: String| VerifyFailure {
+                seq: size,
+                kind: FailureKind::CheckpointMismatch,
+                detail,
+            };
+            let mut range = CompactRange::new();
+            for stored in self.entries(1, size) {
+                let stored =
+                    stored.map_err(|e| failure(format!("cannot read the entries: {e}")))?;
+                range.append(merkle::leaf_hash(&stored.bytes));
+            }
+            if range.size() != size {
+                return Err(failure(format!(
+                    "entry {} is missing below the checkpoint's tree size {size}",
+                    range.size() + 1
+                )));
+            }
+            if range.root() != checkpoint.root {
+                return Err(failure(format!(
+                    "the checkpoint at tree size {size} has root {} but this ledger's entries hash to {}: the log was rewritten (a fork)",
+                    hash32_to_hex(&checkpoint.root),
+                    hash32_to_hex(&range.root())
+                )));
+            }
+        }
         check_consistent(&self.tree, &self.frontier, checkpoint)
     }
 }
@@ -525,6 +563,17 @@ mod tests {
             Some(second.clone())
         );
         assert_eq!(ledger.checkpoint_covering(21).unwrap(), None);
+        // The origin is the log's identity: another one is refused, now and later.
+        assert!(matches!(
+            ledger.sign_checkpoint(&key(), "another.example/ledger"),
+            Err(LedgerError::OutOfRange(_))
+        ));
+        append(&mut ledger, 21..=22);
+        assert!(matches!(
+            ledger.sign_checkpoint(&key(), "another.example/ledger"),
+            Err(LedgerError::OutOfRange(_))
+        ));
+        assert_eq!(ledger.latest_checkpoint().unwrap(), Some(second.clone()));
         drop(ledger);
         let ledger = open_retrying(dir.path(), config()).unwrap();
         assert_eq!(ledger.latest_checkpoint().unwrap(), Some(second));

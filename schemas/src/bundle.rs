@@ -532,7 +532,17 @@ impl fmt::Display for BundleFailure {
         if let Some(seq) = self.seq {
             write!(f, " at seq {seq}")?;
         }
-        write!(f, ": {}", self.detail)
+        // Details quote the bundle (field names, values): escape control characters so a
+        // hostile bundle cannot rewrite the auditor's terminal ("ok: …" over the refusal).
+        f.write_str(": ")?;
+        for c in self.detail.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -720,26 +730,88 @@ struct SeqOnly {
     seq: u64,
 }
 
-fn entry_lines(text: &str) -> Vec<&str> {
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    // Trailing blank lines (a final newline, an editor's extra one) are not entries.
-    while lines.last().is_some_and(|l| l.trim().is_empty()) {
-        lines.pop();
+/// The entry lines, lazily: memory stays flat whatever the file holds. Trailing blank lines
+/// (a final newline, an editor's extra one) are not entries.
+fn entry_lines(text: &str) -> std::str::SplitTerminator<'_, char> {
+    text.trim_end_matches(|c: char| c.is_ascii_whitespace())
+        .split_terminator('\n')
+}
+
+/// Refuses JSON in which an object repeats a key, at any depth: a JSON value keeps only the
+/// last of them, so a repeated key could show a reader (or another parser, which may keep
+/// the first) something the checked value does not say.
+fn reject_repeated_keys(text: &str) -> Result<(), String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Unique;
+
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
     }
-    lines
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Unique)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !keys.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "the key {key:?} appears twice in one object"
+                    )));
+                }
+                map.next_value_seed(Unique)?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    Unique
+        .deserialize(&mut deserializer)
+        .map_err(|e| e.to_string())
 }
 
 fn walk_entries(text: &str, manifest: &Manifest) -> Result<Walk, BundleFailure> {
-    let lines = entry_lines(text);
+    let mut lines = entry_lines(text);
+    let mut seen = 0u64;
     let whole_tree = manifest.from_seq == 1 && manifest.to_seq == manifest.tree_size;
     let mut all_leaves = whole_tree.then(Vec::new);
     let mut previous: Option<Hash> = None;
     let mut first: Option<(Hash32, Hash)> = None;
     let mut last: Option<(Hash32, Hash)> = None;
 
-    for (i, raw) in lines.iter().enumerate() {
-        let line_no = i + 1;
-        let index = u64::try_from(i).unwrap_or(u64::MAX);
+    while let Some(raw) = lines.next() {
+        let index = seen;
+        seen += 1;
+        let line_no = index.saturating_add(1);
         if index >= manifest.entries {
             // from_seq + entries - 1 = to_seq, so this is to_seq + 1 (if it exists).
             return Err(fail(
@@ -759,10 +831,11 @@ fn walk_entries(text: &str, manifest: &Manifest) -> Result<Walk, BundleFailure> 
         }
         let line: BundleEntryLine = serde_json::from_str(raw)
             .map_err(|e| fail(K::Malformed, Some(expected), at(e.to_string())))?;
+        reject_repeated_keys(raw).map_err(|e| fail(K::EntryAltered, Some(expected), at(e)))?;
 
         if line.seq != expected {
-            let later = lines[i + 1..]
-                .iter()
+            let later = lines
+                .clone()
                 .any(|l| serde_json::from_str::<SeqOnly>(l).is_ok_and(|s| s.seq == expected));
             let kind = if line.seq > expected && !later {
                 K::SeqGap
@@ -850,7 +923,6 @@ fn walk_entries(text: &str, manifest: &Manifest) -> Result<Walk, BundleFailure> 
         }
     }
 
-    let seen = u64::try_from(lines.len()).unwrap_or(u64::MAX);
     if seen < manifest.entries {
         // seen < entries, so this is at most to_seq.
         let missing = manifest.from_seq + seen;

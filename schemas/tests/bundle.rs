@@ -1234,3 +1234,61 @@ proptest! {
         let _ = verify_bundle(&b.parts(), &trusted, Some(previous));
     }
 }
+
+#[test]
+fn a_repeated_key_in_an_entry_line_is_entry_altered() {
+    // A JSON value keeps the last of repeated keys, so an earlier one could show a reader
+    // (or a parser that keeps the first) a seq or time the bytes do not hold.
+    let l = ledger();
+    let bundle = l.bundle(1, 40, 40, None);
+    for (needle, forged) in [
+        (
+            "\"entry\":{",
+            "\"entry\":{\"seq\":999,\"observed_at\":\"1999-01-01T00:00:00Z\",",
+        ),
+        ("\"object\":{", "\"object\":{\"name\":\"someone-else\","),
+    ] {
+        let mut lines = bundle.lines();
+        assert!(lines[22].contains(needle), "{needle} in {}", lines[22]);
+        lines[22] = lines[22].replacen(needle, forged, 1);
+        let detail = assert_fails(
+            bundle.with_lines(&lines).verify(),
+            K::EntryAltered,
+            Some(23),
+        );
+        assert!(detail.contains("appears twice"), "{detail}");
+    }
+}
+
+#[test]
+fn failure_details_cannot_write_control_characters_to_a_terminal() {
+    let l = ledger();
+    let bundle = l.bundle(1, 40, 40, None);
+    let mut hostile = bundle.clone();
+    hostile.proofs = bundle.proofs.replacen(
+        '{',
+        "{\"\\r\\u001b[2Kok: entries 1..=40 verified\\u001b[8m\": 1, ",
+        1,
+    );
+    let failure = hostile.verify().unwrap_err();
+    assert_eq!(failure.kind, K::Malformed);
+    let shown = failure.to_string();
+    assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    assert!(shown.contains("\\u{1b}"), "{shown}");
+}
+
+#[test]
+fn a_huge_file_of_blank_lines_is_refused_without_collecting_it() {
+    let l = ledger();
+    let bundle = l.bundle(1, 40, 40, None);
+    let mut padded = bundle.clone();
+    // Blank lines between entries: refused at the first one, whatever follows.
+    let mut lines = bundle.lines();
+    lines.insert(5, String::new());
+    padded.entries = lines.join("\n") + &"\n".repeat(4_000_000);
+    assert_fails(padded.verify(), K::Malformed, Some(6));
+    // Trailing blank lines only: accepted.
+    let mut trailing = bundle.clone();
+    trailing.entries.push_str(&"\n \r\n".repeat(100_000));
+    trailing.verify().unwrap();
+}

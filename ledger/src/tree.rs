@@ -42,23 +42,14 @@ impl NodeReader for StoredNodes<'_> {
     type Error = NodeReadError;
 
     fn node(&self, level: u32, index: u64) -> Result<Hash32, NodeReadError> {
-        let width = 1u64.checked_shl(level).ok_or(NodeReadError::Missing)?;
-        let start = index.checked_mul(width).ok_or(NodeReadError::Missing)?;
-        let end = start.checked_add(width).ok_or(NodeReadError::Missing)?;
         if level < STORED_LEVEL {
-            let mut leaves = Vec::with_capacity(width as usize);
-            let range = keys::seq_key(keys::ENTRY, start + 1)..=keys::seq_key(keys::ENTRY, end);
-            for item in self.0.range(range) {
-                let (_, value) = item.map_err(NodeReadError::Storage)?;
-                let bytes = value.get(HASH_SIZE..).ok_or(NodeReadError::Missing)?;
-                leaves.push(merkle::leaf_hash(bytes));
-            }
-            if leaves.len() as u64 != width {
-                return Err(NodeReadError::Missing);
-            }
-            return Ok(merkle::root_from_leaf_hashes(&leaves));
+            return self.node_from_entries(level, index);
         }
         // The last leaf under the node is the one whose append completed it.
+        let end = 1u64
+            .checked_shl(level)
+            .and_then(|width| index.checked_add(1)?.checked_mul(width))
+            .ok_or(NodeReadError::Missing)?;
         let value = self
             .0
             .get(keys::seq_key(keys::TREE, end - 1))
@@ -69,6 +60,27 @@ impl NodeReader for StoredNodes<'_> {
             .get(offset..offset + HASH_SIZE)
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or(NodeReadError::Missing)
+    }
+}
+
+impl StoredNodes<'_> {
+    /// Node `(level, index)` recomputed from the stored bytes of the `2^level` entries
+    /// under it, ignoring any stored record.
+    fn node_from_entries(&self, level: u32, index: u64) -> Result<Hash32, NodeReadError> {
+        let width = 1u64.checked_shl(level).ok_or(NodeReadError::Missing)?;
+        let start = index.checked_mul(width).ok_or(NodeReadError::Missing)?;
+        let end = start.checked_add(width).ok_or(NodeReadError::Missing)?;
+        let mut leaves = Vec::with_capacity(usize::try_from(width).unwrap_or(0));
+        let range = keys::seq_key(keys::ENTRY, start + 1)..=keys::seq_key(keys::ENTRY, end);
+        for item in self.0.range(range) {
+            let (_, value) = item.map_err(NodeReadError::Storage)?;
+            let bytes = value.get(HASH_SIZE..).ok_or(NodeReadError::Missing)?;
+            leaves.push(merkle::leaf_hash(bytes));
+        }
+        if leaves.len() as u64 != width {
+            return Err(NodeReadError::Missing);
+        }
+        Ok(merkle::root_from_leaf_hashes(&leaves))
     }
 }
 
@@ -91,23 +103,10 @@ pub(crate) fn stored_group_matches(tree: &sled::Tree, leaf: u64) -> Result<bool,
         // Either the group is incomplete or the record is gone; the walk judges the latter.
         return Ok(true);
     };
-    let nodes = StoredNodes(tree);
-    let computed = {
-        let width = 1u64 << STORED_LEVEL;
-        let range = keys::seq_key(keys::ENTRY, index * width + 1)
-            ..=keys::seq_key(keys::ENTRY, (index + 1) * width);
-        let mut leaves = Vec::with_capacity(width as usize);
-        for item in nodes.0.range(range) {
-            let (_, value) = item?;
-            match value.get(HASH_SIZE..) {
-                Some(bytes) => leaves.push(merkle::leaf_hash(bytes)),
-                None => return Ok(false),
-            }
-        }
-        if leaves.len() as u64 != width {
-            return Ok(false);
-        }
-        merkle::root_from_leaf_hashes(&leaves)
+    let computed = match StoredNodes(tree).node_from_entries(STORED_LEVEL, index) {
+        Ok(computed) => computed,
+        Err(NodeReadError::Storage(e)) => return Err(e.into()),
+        Err(NodeReadError::Missing) => return Ok(false),
     };
     Ok(value.get(..HASH_SIZE) == Some(&computed[..]))
 }

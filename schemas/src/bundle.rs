@@ -475,6 +475,27 @@ pub enum BundleFailureKind {
 }
 
 impl BundleFailureKind {
+    /// Every kind, in the order the verifier checks for them (for docs and tests; the
+    /// exhaustive match in [`as_str`](Self::as_str) names each variant once more).
+    pub const ALL: [BundleFailureKind; 16] = [
+        BundleFailureKind::Malformed,
+        BundleFailureKind::UntrustedCheckpoint,
+        BundleFailureKind::BadSignature,
+        BundleFailureKind::OriginMismatch,
+        BundleFailureKind::SizeMismatch,
+        BundleFailureKind::UndecodableEntry,
+        BundleFailureKind::EntryAltered,
+        BundleFailureKind::SeqGap,
+        BundleFailureKind::OutOfOrder,
+        BundleFailureKind::Truncated,
+        BundleFailureKind::TrailingEntry,
+        BundleFailureKind::ChainBroken,
+        BundleFailureKind::NotIncluded,
+        BundleFailureKind::RootMismatch,
+        BundleFailureKind::Inconsistent,
+        BundleFailureKind::PreviousUntrusted,
+    ];
+
     /// The snake_case name, as serialized.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -1104,24 +1125,7 @@ mod tests {
             json,
             serde_json::json!({"kind": "seq_gap", "seq": 7, "detail": "seq 7 is missing"})
         );
-        for kind in [
-            K::Malformed,
-            K::UntrustedCheckpoint,
-            K::BadSignature,
-            K::OriginMismatch,
-            K::SizeMismatch,
-            K::UndecodableEntry,
-            K::EntryAltered,
-            K::SeqGap,
-            K::OutOfOrder,
-            K::Truncated,
-            K::TrailingEntry,
-            K::ChainBroken,
-            K::NotIncluded,
-            K::RootMismatch,
-            K::Inconsistent,
-            K::PreviousUntrusted,
-        ] {
+        for kind in K::ALL {
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),
                 serde_json::Value::String(kind.as_str().into())

@@ -1769,24 +1769,7 @@ fn documented_bundle_verifies() {
 /// compile here until FORMAT.md lists it.
 fn bundle_failure_kinds() -> Vec<BundleFailureKind> {
     use BundleFailureKind as K;
-    let all = [
-        K::Malformed,
-        K::UntrustedCheckpoint,
-        K::BadSignature,
-        K::OriginMismatch,
-        K::SizeMismatch,
-        K::UndecodableEntry,
-        K::EntryAltered,
-        K::SeqGap,
-        K::OutOfOrder,
-        K::Truncated,
-        K::TrailingEntry,
-        K::ChainBroken,
-        K::NotIncluded,
-        K::RootMismatch,
-        K::Inconsistent,
-        K::PreviousUntrusted,
-    ];
+    let all = K::ALL;
     for kind in all {
         match kind {
             K::Malformed

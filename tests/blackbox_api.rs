@@ -20,7 +20,6 @@
 #[path = "support/process.rs"]
 mod process;
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -88,7 +87,7 @@ fn start_serve(db: &Path, tokens: &Path, kubeconfig: &Path) -> (Child, String) {
 
 // ----- a minimal HTTP/1.1 client -----
 
-/// One HTTP/1.1 request on a fresh connection: (status, body as JSON, or a JSON string).
+/// One request: (status, body as JSON, or a JSON string when it is not JSON).
 fn http(
     address: &str,
     method: &str,
@@ -96,54 +95,10 @@ fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut stream = TcpStream::connect(address).expect("connect to the API");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: {token}\r\n"));
-    }
-    let body = body.map(Value::to_string).unwrap_or_default();
-    if !body.is_empty() {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).to_string();
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let text = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
+    let body = body.map(Value::to_string);
+    let (status, text) = process::http(address, method, path, token, body.as_deref(), PATIENCE);
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
-}
-
-fn dechunk(mut text: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = text.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        text = rest.get(size + 2..).unwrap_or("");
-    }
-    out
 }
 
 fn bearer(token: &str) -> String {

@@ -1,13 +1,15 @@
 //! The `claim-ledger` binary as a child process of the black-box tests: run to completion
 //! ([`run`], [`ok`]: exit code, stdout and stderr), or started and left running ([`Child`]:
-//! stdout lines read as they come, killed when dropped, panics included).
+//! stdout lines read as they come, killed when dropped, panics included), and a minimal
+//! HTTP/1.1 client for its API ([`http`]).
 //!
 //! Included by each test file with `#[path = "support/process.rs"] mod process;`; each
 //! uses a part of it.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -195,4 +197,64 @@ pub fn address_of(line: &str) -> String {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string()
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body text, de-chunked).
+/// `authorization` is the whole header value (`Bearer …`, or anything a test presents);
+/// a `body` is sent as JSON.
+pub fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&str>,
+    timeout: Duration,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to the API");
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(value) = authorization {
+        request.push_str(&format!("Authorization: {value}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let text = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, text)
+}
+
+fn dechunk(mut text: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = text.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        text = rest.get(size + 2..).unwrap_or("");
+    }
+    out
 }

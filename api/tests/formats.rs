@@ -3,6 +3,8 @@
 //! free-text fields need CSV quoting. CloudEvents are validated against the CloudEvents
 //! JSON schema kept in `shared/vectors/`, and both formats are re-hashed.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -56,17 +58,7 @@ fn ledger_with_entries() -> (tempfile::TempDir, Ledger, Vec<StoredEntry>) {
     assert!(!files.is_empty(), "no fixtures in {}", fixtures.display());
     for (tick, file) in files.iter().enumerate() {
         let text = std::fs::read_to_string(file).unwrap();
-        let mut changes = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let value: Value = serde_json::from_str(line).unwrap();
-            let Some(kind) = value.get("type").and_then(Value::as_str) else {
-                continue;
-            };
-            let event = schemas::WatchEventType::parse(kind).unwrap();
-            if let Some(change) = schemas::normalize(event, &value["object"]).unwrap() {
-                changes.push(change);
-            }
-        }
+        let changes = common::watch_event_changes(&text);
         ledger
             .append(changes, at(tick as u32, 250_000_000))
             .unwrap();

@@ -197,17 +197,7 @@ impl Server {
     /// Appends the watch-event lines (`{"type", "object"}`; other lines skipped) to the
     /// ledger as the watcher would: one batch under the write lock, then a flush.
     pub fn ingest(&mut self, lines: &str) -> usize {
-        let mut changes = Vec::new();
-        for line in lines.lines().filter(|l| !l.trim().is_empty()) {
-            let value: Value = serde_json::from_str(line).unwrap();
-            let Some(kind) = value.get("type").and_then(Value::as_str) else {
-                continue;
-            };
-            let event = schemas::WatchEventType::parse(kind).unwrap();
-            if let Some(change) = schemas::normalize(event, &value["object"]).unwrap() {
-                changes.push(change);
-            }
-        }
+        let changes = watch_event_changes(lines);
         self.ingest_tick += 1;
         let mut ledger = self.ledger.write().unwrap();
         let outcomes = ledger.append(changes, at(self.ingest_tick)).unwrap();
@@ -295,4 +285,21 @@ pub fn fixtures() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The normalized changes of watch-event lines (`{"type", "object"}`); other lines (a
+/// fixture's comments and expectations) and objects the normalizer skips are left out.
+pub fn watch_event_changes(lines: &str) -> Vec<schemas::ObjectChange> {
+    let mut changes = Vec::new();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let value: Value = serde_json::from_str(line).unwrap();
+        let Some(kind) = value.get("type").and_then(Value::as_str) else {
+            continue;
+        };
+        let event = schemas::WatchEventType::parse(kind).unwrap();
+        if let Some(change) = schemas::normalize(event, &value["object"]).unwrap() {
+            changes.push(change);
+        }
+    }
+    changes
 }

@@ -344,11 +344,17 @@ impl<W: Write> CsvExport<W> {
     pub fn new(out: W) -> Result<CsvExport<W>, ApiError> {
         // Headers are written by hand: csv's automatic header would be missing from an
         // export of an empty range, and a reader should always find the columns.
-        let mut writer = csv::WriterBuilder::new()
+        let mut export = CsvExport::continuing(out);
+        export.writer.write_record(CSV_COLUMNS).map_err(csv_error)?;
+        Ok(export)
+    }
+
+    /// Continues an export whose header was already written (the next page of a stream).
+    pub fn continuing(out: W) -> CsvExport<W> {
+        let writer = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(out);
-        writer.write_record(CSV_COLUMNS).map_err(csv_error)?;
-        Ok(CsvExport { writer, rows: 0 })
+        CsvExport { writer, rows: 0 }
     }
 
     /// Writes one entry's row.

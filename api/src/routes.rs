@@ -629,31 +629,30 @@ impl ExportFormat {
         }
     }
 
-    /// Appends the lines of `stored` to `buffer`.
-    fn write(
-        self,
-        stored: &StoredEntry,
-        source: &str,
-        buffer: &mut Vec<u8>,
-    ) -> Result<(), ApiError> {
+    /// One page of the stream: the lines of `entries` (CSV rows without the header).
+    fn page(self, entries: &[StoredEntry], source: &str) -> Result<Vec<u8>, ApiError> {
+        let buffer = Vec::with_capacity(256 * 1024);
         match self {
-            ExportFormat::Jsonl => serde_json::to_writer(&mut *buffer, &EntryLine::new(stored))?,
-            ExportFormat::CloudEvents => {
-                serde_json::to_writer(&mut *buffer, &crate::formats::cloud_event(stored, source))?
+            ExportFormat::Jsonl => {
+                let mut buffer = buffer;
+                crate::views::write_jsonl(&mut buffer, entries)?;
+                Ok(buffer)
             }
             ExportFormat::Csv => {
-                let mut writer = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(&mut *buffer);
-                writer
-                    .serialize(crate::formats::CsvRow::new(stored))
-                    .map_err(|e| ApiError::Io(std::io::Error::other(e)))?;
-                writer.flush()?;
-                return Ok(());
+                let mut csv = crate::formats::CsvExport::continuing(buffer);
+                for stored in entries {
+                    csv.write(stored)?;
+                }
+                csv.finish()
+            }
+            ExportFormat::CloudEvents => {
+                let mut events = crate::formats::CloudEventsExport::new(buffer, source)?;
+                for stored in entries {
+                    events.write(stored)?;
+                }
+                events.finish()
             }
         }
-        buffer.push(b'\n');
-        Ok(())
     }
 }
 
@@ -731,13 +730,19 @@ async fn export(
         None => service.read()?.head().seq,
     };
     let source = service.origin().to_string();
+    if format == ExportFormat::CloudEvents {
+        crate::formats::check_source(&source)?;
+    }
 
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let producer = service.clone();
     tokio::spawn(async move {
         if format == ExportFormat::Csv {
-            let header = format!("{}\n", crate::formats::CSV_COLUMNS.join(","));
-            if sender.send(Ok(Bytes::from(header))).await.is_err() {
+            let header = crate::formats::CsvExport::new(Vec::new()).and_then(|h| h.finish());
+            let header = header
+                .map(Bytes::from)
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            if sender.send(header).await.is_err() {
                 return;
             }
         }
@@ -745,15 +750,13 @@ async fn export(
         while next <= to {
             let source = source.clone();
             let page = blocking(&producer, move |service| {
-                let ledger = service.read()?;
-                let mut buffer = Vec::with_capacity(256 * 1024);
-                let mut last = None;
-                for stored in ledger.entries(next, to).take(EXPORT_PAGE) {
-                    let stored = stored?;
-                    format.write(&stored, &source, &mut buffer)?;
-                    last = Some(stored.entry.seq);
-                }
-                Ok((buffer, last))
+                let entries = service
+                    .read()?
+                    .entries(next, to)
+                    .take(EXPORT_PAGE)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let last = entries.last().map(|stored| stored.entry.seq);
+                Ok((format.page(&entries, &source)?, last))
             })
             .await;
             match page {

@@ -290,6 +290,11 @@ fn assert_fails(result: Result<BundleSummary, BundleFailure>, kind: K, seq: Opti
     }
 }
 
+/// Whether two JSON texts hold the same value (the edit helpers re-serialize).
+fn same_json(a: &str, b: &str) -> bool {
+    serde_json::from_str::<Value>(a).ok() == serde_json::from_str::<Value>(b).ok()
+}
+
 /// An edit of one entry line's JSON.
 type LineEdit = dyn Fn(&mut Value);
 
@@ -1217,7 +1222,9 @@ proptest! {
             m["entries"] = entries.into();
             m["tree_size"] = tree_size.into();
         });
-        let _ = verify_bundle(&b.parts(), &trusted, Some(previous));
+        let result = verify_bundle(&b.parts(), &trusted, Some(previous));
+        // No panic, and a changed manifest never verifies.
+        prop_assert!(same_json(&b.manifest, &bundle.manifest) || result.is_err(), "{}", b.manifest);
         let b = bundle.edit_proofs(|p| {
             p["tree_size"] = proof_size.into();
             p["first"]["leaf_index"] = first_index.into();
@@ -1226,12 +1233,19 @@ proptest! {
             p["consistency"]["from_size"] = from_size.into();
             p["consistency"]["to_size"] = to_size.into();
         });
-        let _ = verify_bundle(&b.parts(), &trusted, Some(previous));
+        let result = verify_bundle(&b.parts(), &trusted, Some(previous));
+        prop_assert!(same_json(&b.proofs, &bundle.proofs) || result.is_err(), "{}", b.proofs);
         let b = bundle.edit_line(1, line as u64 + 1, |v| {
             v["seq"] = line_seq.into();
             v["leaf_index"] = leaf_index.into();
         });
-        let _ = verify_bundle(&b.parts(), &trusted, Some(previous));
+        let result = verify_bundle(&b.parts(), &trusted, Some(previous));
+        let unchanged = b
+            .lines()
+            .iter()
+            .zip(bundle.lines())
+            .all(|(edited, original)| same_json(edited, &original));
+        prop_assert!(unchanged || result.is_err());
     }
 }
 

@@ -46,7 +46,8 @@ enum Output {
 
 #[derive(Args)]
 struct DbArgs {
-    /// The ledger directory (created if absent).
+    /// The ledger directory. `ingest` and `serve` create it when absent or empty; every
+    /// other command refuses a path that is not a ledger.
     #[arg(long)]
     db: PathBuf,
     /// Open a ledger that fails verification, read-only, for forensics.
@@ -61,30 +62,22 @@ impl DbArgs {
     /// Opens a ledger that must already exist: reading commands must not create an empty
     /// one at a mistyped path and then report it verified.
     fn open_existing(&self) -> Result<Ledger, Failure> {
-        let is_empty_dir = std::fs::read_dir(&self.db).map(|mut entries| entries.next().is_none());
-        match is_empty_dir {
-            Err(e) => Err(Failure::Input(format!(
-                "no ledger at {}: {e}",
-                self.db.display()
-            ))),
-            Ok(true) => Err(Failure::Input(format!(
-                "no ledger at {}: the directory is empty",
-                self.db.display()
-            ))),
-            Ok(false) => self.open(),
-        }
+        self.open_with(false)
     }
 
-    /// Opens the ledger, creating it if absent (`ingest`, `serve`).
+    /// Opens the ledger, creating it if absent or empty (`ingest`, `serve`).
     fn open(&self) -> Result<Ledger, Failure> {
+        self.open_with(true)
+    }
+
+    fn open_with(&self, create: bool) -> Result<Ledger, Failure> {
         let config = LedgerConfig {
             snapshot_every: self.snapshot_every,
             allow_corrupt: self.allow_corrupt,
+            create,
+            ..LedgerConfig::default()
         };
-        Ledger::open(&self.db, config).map_err(|e| match e {
-            ledger::LedgerError::Corrupt(_) => Failure::Check(e.to_string()),
-            other => Failure::Input(other.to_string()),
-        })
+        Ledger::open(&self.db, config).map_err(Failure::from)
     }
 }
 
@@ -421,7 +414,10 @@ enum Failure {
 
 impl From<ledger::LedgerError> for Failure {
     fn from(e: ledger::LedgerError) -> Failure {
-        Failure::Input(e.to_string())
+        match e.is_integrity_failure() {
+            true => Failure::Check(e.to_string()),
+            false => Failure::Input(e.to_string()),
+        }
     }
 }
 

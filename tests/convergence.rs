@@ -232,6 +232,8 @@ fn oracle_bindings(sim: &Simulator) -> BTreeSet<BindingKey> {
         LedgerConfig {
             snapshot_every: 0,
             allow_corrupt: false,
+            create: true,
+            cache_bytes: None,
         },
     )
     .unwrap();
@@ -318,6 +320,8 @@ async fn run_seed(seed: u64) -> SeedReport {
         LedgerConfig {
             snapshot_every: 25,
             allow_corrupt: false,
+            create: true,
+            cache_bytes: None,
         },
     );
 

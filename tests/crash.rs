@@ -52,6 +52,8 @@ fn config() -> LedgerConfig {
     LedgerConfig {
         snapshot_every: SNAPSHOT_EVERY,
         allow_corrupt: false,
+        create: true,
+        cache_bytes: None,
     }
 }
 

@@ -42,6 +42,8 @@ fn run_fixture(path: &Path) -> usize {
     let config = LedgerConfig {
         snapshot_every: 5,
         allow_corrupt: false,
+        create: true,
+        cache_bytes: None,
     };
     let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
     let text = std::fs::read_to_string(path).unwrap();

@@ -1,4 +1,4 @@
-//! The adversarial cases of the design discussion (`shared/reference/`), each asked over
+//! The adversarial cases of the design discussion (`docs/DOMAIN.md` §8), each asked over
 //! HTTP with the exact decision and reason: the pod annotation not matching the expected
 //! sandbox id; a Sandbox owner uid mismatch; a claim owner uid mismatch or a missing
 //! owner; a claim status naming another Sandbox; a claim deleted and recreated under the

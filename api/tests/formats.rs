@@ -1,7 +1,7 @@
 //! The CSV and CloudEvents exports over a real sled ledger: the lifecycle fixtures of the
 //! workspace ingested as the watcher would, plus a watch gap and a denied check whose
 //! free-text fields need CSV quoting. CloudEvents are validated against the CloudEvents
-//! JSON schema kept in `shared/vectors/`, and both formats are re-hashed.
+//! JSON schema kept in `tests/data/vectors/cloudevents/`, and both formats are re-hashed.
 
 mod common;
 
@@ -34,8 +34,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn schema_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors/cloudevents/cloudevents.schema.json")
+    workspace_root().join("tests/data/vectors/cloudevents/cloudevents.schema.json")
 }
 
 fn at(second: u32, nanos: u32) -> DateTime<Utc> {
@@ -95,7 +94,7 @@ fn compiled_schema() -> (boon::Schemas, boon::SchemaIndex) {
     // The schema is the contract: a missing file must fail the test, never skip it.
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "the CloudEvents JSON schema must exist at {}: {e}",
+            "the CloudEvents JSON schema must exist at {} (it lives in the repository): {e}",
             path.display()
         )
     });

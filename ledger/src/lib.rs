@@ -1,9 +1,13 @@
-//! The claim-ledger log: a hash-chained, append-only sled store of observed changes,
-//! the projection that answers "is pod P bound to sandbox S?", verification and replay.
+//! The claim-ledger log: a hash-chained, append-only log of observed changes kept in a
+//! [`store::Store`] (sled by default), the projection that answers "is pod P bound to
+//! sandbox S?", verification and replay.
 //!
+//! * [`Ledger::open`] opens a ledger directory ([`dir`]: a manifest, the store, and a
+//!   high-water mark of the acknowledged head that catches a store rolled back or replaced
+//!   behind the ledger's back); [`Ledger::open_store`] opens any store.
 //! * [`Ledger::append`] classifies each change (new, duplicate, stale, unchanged), derives
 //!   its transitions, and writes entries, indexes, head and any snapshot in one atomic
-//!   sled batch. [`Ledger::flush`] makes them durable (group commit): nothing appended is
+//!   store batch. [`Ledger::flush`] makes them durable (group commit): nothing appended is
 //!   acknowledged durable before a flush that covers it.
 //! * [`Ledger::open`] loads the latest snapshot the chain commits to (the entry at its seq
 //!   carries the digest of its bytes, [`Entry::snapshot`]) and verifies the tail after it;
@@ -16,13 +20,15 @@
 //!   batches: [`Ledger::inclusion_proof`], [`Ledger::consistency_proof`] and signed
 //!   checkpoints ([`Ledger::sign_checkpoint`]) let outsiders check the log without us.
 
-mod keys;
+pub mod dir;
 pub mod projection;
+pub mod store;
 mod tree;
 mod verify;
 
 use std::cmp::Ordering;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use schemas::entry::snapshot_digest;
@@ -31,6 +37,9 @@ use schemas::{
     chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, FORMAT_VERSION,
 };
 use serde::{Deserialize, Serialize};
+
+use dir::{Acknowledged, HighWater, LedgerId};
+use store::{keys, Batch, Store, StoreError};
 
 pub use projection::{
     BindingRecord, BindingView, CheckRequest, Decision, ObjectRecord, ObjectView, Projection,
@@ -42,9 +51,17 @@ pub use verify::{FailureKind, VerifyFailure, VerifyReport};
 /// Everything that can go wrong in the ledger.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// sled failed (IO error, a lock held by another process, corrupted pages).
+    /// The store failed (IO error, a lock held by another process, damaged files).
     #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(#[from] StoreError),
+    /// The path is not a ledger (absent, a file, or a directory without a manifest).
+    #[error("no ledger at {}: {detail}", path.display())]
+    NotALedger {
+        /// The path given.
+        path: PathBuf,
+        /// What was found there, and where a ledger probably is.
+        detail: String,
+    },
     /// The ledger fails verification; the service must not run on it.
     #[error("the ledger fails verification at {0}; open it read-only with --allow-corrupt to inspect it")]
     Corrupt(VerifyFailure),
@@ -79,6 +96,11 @@ pub struct LedgerConfig {
     /// Open a ledger that fails verification, read-only, with the projection up to the
     /// last verified entry.
     pub allow_corrupt: bool,
+    /// Create a ledger when the directory is absent or empty ([`Ledger::open`]); reading
+    /// commands set this to `false` so that a mistyped path is an error, not a new ledger.
+    pub create: bool,
+    /// The storage engine's page cache in bytes (its default when `None`).
+    pub cache_bytes: Option<u64>,
 }
 
 impl Default for LedgerConfig {
@@ -86,6 +108,20 @@ impl Default for LedgerConfig {
         LedgerConfig {
             snapshot_every: 100_000,
             allow_corrupt: false,
+            create: true,
+            cache_bytes: None,
+        }
+    }
+}
+
+impl LedgerError {
+    /// Whether this error says the ledger's data is wrong (it fails verification, or the
+    /// store's files are damaged), as opposed to a usage or environment problem.
+    pub fn is_integrity_failure(&self) -> bool {
+        match self {
+            LedgerError::Corrupt(_) => true,
+            LedgerError::Storage(e) => e.is_damage(),
+            _ => false,
         }
     }
 }
@@ -191,8 +227,10 @@ fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerE
 
 /// An open ledger.
 pub struct Ledger {
-    db: sled::Db,
-    tree: sled::Tree,
+    store: Arc<dyn Store>,
+    high_water: Option<Arc<dyn HighWater>>,
+    /// The mark last saved in `high_water`.
+    acknowledged: Acknowledged,
     projection: Projection,
     head: Head,
     frontier: CompactRange,
@@ -212,31 +250,170 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger in `path` and verifies the tail after the latest
-    /// snapshot. Fails closed: a ledger whose tail does not verify is refused unless
-    /// `config.allow_corrupt` is set.
+    /// Opens the ledger directory `path` ([`dir`]), creating it when absent or empty if
+    /// `config.create` is set, and verifies the tail after the latest snapshot. Fails
+    /// closed: a ledger whose tail does not verify, whose store is damaged, or whose store
+    /// holds less than the acknowledged high-water mark (rolled back) is refused unless
+    /// `config.allow_corrupt` is set. A path that is not a ledger is refused
+    /// ([`LedgerError::NotALedger`]) and nothing is written there.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
-        let db = sled::Config::new().path(path).open()?;
-        let tree = db.open_tree("ledger")?;
-        match tree.get(keys::FORMAT)? {
+        let manifest = match dir::inspect(path)? {
+            dir::Found::Ledger(manifest) => manifest,
+            dir::Found::Vacant if config.create && !config.allow_corrupt => {
+                return Ledger::create(path, config)
+            }
+            dir::Found::Vacant => {
+                return Err(LedgerError::NotALedger {
+                    path: path.to_path_buf(),
+                    detail: match path.exists() {
+                        true => "the directory is empty".into(),
+                        false => "no such directory".into(),
+                    },
+                })
+            }
+        };
+        let id = manifest.id().ok_or_else(|| LedgerError::NotALedger {
+            path: path.to_path_buf(),
+            detail: "its manifest has no valid ledger id".into(),
+        })?;
+        let writable = !config.allow_corrupt;
+        let high_water = dir::HighWaterFile::open(&path.join(dir::HIGH_WATER), id, writable)
+            .map_err(LedgerError::Storage)?;
+        let store = match store::SledStore::open(&path.join(dir::SLED_DIR), config.cache_bytes) {
+            Ok(store) => store,
+            Err(e) if e.is_damage() => {
+                return Err(LedgerError::Corrupt(VerifyFailure {
+                    seq: 0,
+                    kind: FailureKind::StoreDamaged,
+                    detail: format!("{e}; nothing could be read"),
+                }))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ledger::open_store(
+            Arc::new(store),
+            Some(Arc::new(high_water)),
+            Some(id),
+            config,
+        )
+    }
+
+    /// Creates a new ledger in `path` (absent, empty, or holding the remains of an
+    /// interrupted creation): the store with its format and id records, the high-water
+    /// mark, and last the manifest.
+    fn create(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        dir::prepare(path)?;
+        let id = dir::new_id()?;
+        let store = store::SledStore::open(&path.join(dir::SLED_DIR), config.cache_bytes)?;
+        let mut batch = Batch::default();
+        batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
+        batch.insert(keys::LEDGER_ID, id);
+        store.commit(batch)?;
+        store.flush()?;
+        let high_water = dir::HighWaterFile::create(&path.join(dir::HIGH_WATER), id)?;
+        dir::write_manifest(
+            path,
+            &dir::Manifest {
+                claim_ledger: "ledger".into(),
+                layout: 1,
+                ledger_id: dir::id_hex(&id),
+                store: store.kind().into(),
+                created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        )?;
+        Ledger::open_store(
+            Arc::new(store),
+            Some(Arc::new(high_water)),
+            Some(id),
+            config,
+        )
+    }
+
+    /// Opens the ledger kept in `store` and verifies the tail after the latest snapshot.
+    /// `high_water`, when given, is the acknowledged head kept outside the store: a store
+    /// holding less is refused as rolled back. `expected_id`, when given, must be the
+    /// ledger id the store records. An empty store is initialised (unless opened with
+    /// `allow_corrupt`).
+    pub fn open_store(
+        store: Arc<dyn Store>,
+        high_water: Option<Arc<dyn HighWater>>,
+        expected_id: Option<LedgerId>,
+        config: LedgerConfig,
+    ) -> Result<Ledger, LedgerError> {
+        let integrity = |e: StoreError| match e.is_damage() {
+            true => LedgerError::Corrupt(VerifyFailure {
+                seq: 0,
+                kind: FailureKind::StoreDamaged,
+                detail: e.to_string(),
+            }),
+            false => LedgerError::Storage(e),
+        };
+        // A store is damaged or foreign before any entry is looked at: these failures are
+        // reported whatever the mode (there is no verified prefix to salvage from them).
+        let mut failure: Option<VerifyFailure> = None;
+        match store.get(keys::FORMAT).map_err(integrity)? {
             Some(version) => {
                 let version =
-                    u16::from_be_bytes(version.as_ref().try_into().unwrap_or([0xff, 0xff]));
+                    u16::from_be_bytes(version.as_slice().try_into().unwrap_or([0xff, 0xff]));
                 if version != keys::STORE_FORMAT {
                     return Err(LedgerError::StoreFormat(version));
                 }
             }
-            None if !config.allow_corrupt => {
-                tree.insert(keys::FORMAT, &keys::STORE_FORMAT.to_be_bytes())?;
+            None if !config.allow_corrupt && expected_id.is_none() => {
+                let mut batch = Batch::default();
+                batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
+                store.commit(batch)?;
             }
             None => {}
         }
-        let (head_seq, head_hash, malformed_head) = match read_head(&tree) {
+        let acknowledged = match &high_water {
+            Some(mark) => mark.load().map_err(integrity)?.unwrap_or(Acknowledged {
+                seq: 0,
+                hash: Hash::ZERO,
+            }),
+            None => Acknowledged {
+                seq: 0,
+                hash: Hash::ZERO,
+            },
+        };
+        if let Some(expected) = expected_id {
+            let stored = store.get(keys::LEDGER_ID).map_err(integrity)?;
+            if stored.as_deref() != Some(&expected[..]) {
+                let emptied = store.scan(&[0u8], &[0xffu8; 9], false).next().is_none();
+                failure = Some(match (stored, emptied && acknowledged.seq > 0) {
+                    (_, true) => rolled_back(acknowledged, 0, "the store is empty"),
+                    (None, false) => VerifyFailure {
+                        seq: 0,
+                        kind: FailureKind::ForeignStore,
+                        detail: format!(
+                            "the store records no ledger id; this ledger is {}: the store was emptied or replaced",
+                            dir::id_hex(&expected)
+                        ),
+                    },
+                    (Some(found), false) => VerifyFailure {
+                        seq: 0,
+                        kind: FailureKind::ForeignStore,
+                        detail: format!(
+                            "the store belongs to ledger {} but this ledger is {}",
+                            found.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                            dir::id_hex(&expected)
+                        ),
+                    },
+                });
+            }
+        }
+        if let Some(failure) = failure {
+            if !config.allow_corrupt || failure.kind != FailureKind::ForeignStore {
+                return Err(LedgerError::Corrupt(failure));
+            }
+        }
+        let (head_seq, head_hash, early_failure) = match read_head(store.as_ref()) {
             Ok((seq, hash)) => (seq, hash, None),
             // For forensics, walk as far as the entries verify and report the head itself.
             Err(LedgerError::Corrupt(failure)) if config.allow_corrupt => {
                 (u64::MAX, Hash::ZERO, Some(failure))
             }
+            Err(LedgerError::Storage(e)) => return Err(integrity(e)),
             Err(e) => return Err(e),
         };
         // A snapshot the chain does not commit to is refused (fail closed), or, for
@@ -245,15 +422,19 @@ impl Ledger {
             false => SnapshotTrust::Refuse,
             true => SnapshotTrust::Skip,
         };
-        let (mut projection, start_seq, start_hash) = match latest_snapshot(&tree, head_seq, trust)?
-        {
+        let tree = store.as_ref();
+        let (mut projection, start_seq, start_hash) = match latest_snapshot(tree, head_seq, trust)
+            .map_err(|e| match e {
+            LedgerError::Storage(e) => integrity(e),
+            other => other,
+        })? {
             Some((snapshot, hash)) => (snapshot.projection, snapshot.seq, hash),
             None => (Projection::default(), 0, Hash::ZERO),
         };
-        let mut frontier = start_frontier(&tree, start_seq);
+        let mut frontier = start_frontier(tree, start_seq);
         // A deleted snapshot is only a slower start: the tail walk tolerates it.
         let mut report = verify::walk(
-            &tree,
+            tree,
             &mut projection,
             &mut frontier,
             start_seq,
@@ -261,13 +442,41 @@ impl Ledger {
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
         )?;
-        if malformed_head.is_some() {
-            report.failure = malformed_head;
+        if early_failure.is_some() {
+            report.failure = early_failure;
+        }
+        if report.ok() && report.verified_seq < acknowledged.seq {
+            // A consistent store that ends before what was acknowledged: a truncation or
+            // rollback (sled drops everything after damage to its log) or an older copy.
+            report.failure = Some(rolled_back(
+                acknowledged,
+                report.verified_seq,
+                "the store ends before the acknowledged head",
+            ));
+        } else if report.ok() && acknowledged.seq > 0 {
+            // The store is at least as long as the mark: the entry there must be the one
+            // that was acknowledged (not a store replaced by another history).
+            let found = read_entry(tree, acknowledged.seq)
+                .ok()
+                .flatten()
+                .map(|stored| stored.hash);
+            if found != Some(acknowledged.hash) {
+                report.failure = Some(VerifyFailure {
+                    seq: acknowledged.seq,
+                    kind: FailureKind::RolledBack,
+                    detail: format!(
+                        "entry {} was acknowledged with hash {} but the store holds {}: the store was replaced by another history",
+                        acknowledged.seq,
+                        acknowledged.hash,
+                        found.map_or("no such entry".to_string(), |h| h.to_string())
+                    ),
+                });
+            }
         }
         if report.ok() {
             // The service must never extend a log that contradicts what it once signed.
-            if let Some(latest) = tree::latest_checkpoint(&tree)? {
-                report.failure = tree::check_consistent(&tree, &frontier, &latest.checkpoint).err();
+            if let Some(latest) = tree::latest_checkpoint(tree)? {
+                report.failure = tree::check_consistent(tree, &frontier, &latest.checkpoint).err();
             }
         }
         if let Some(failure) = report.failure.clone() {
@@ -277,10 +486,10 @@ impl Ledger {
             if projection.seq() != report.verified_seq {
                 // The walk applied the entry that then failed (a transition or snapshot
                 // mismatch): forensics must see the state up to the last verified entry.
-                projection = replay_to(&tree, report.verified_seq)?;
+                projection = replay_to(tree, report.verified_seq)?;
             }
             if frontier.size() != report.verified_seq {
-                frontier = start_frontier(&tree, report.verified_seq);
+                frontier = start_frontier(tree, report.verified_seq);
             }
         }
         let head = Head {
@@ -289,8 +498,9 @@ impl Ledger {
             observed_at: projection.at(),
         };
         Ok(Ledger {
-            db,
-            tree,
+            store,
+            high_water,
+            acknowledged,
             projection,
             head,
             frontier,
@@ -357,19 +567,19 @@ impl Ledger {
         }
         let changes: Vec<Change> = changes.into_iter().collect();
         let start = self.head;
-        let tree = self.tree.clone();
+        let store = Arc::clone(&self.store);
         let result = std::thread::scope(|scope| {
             // A large append is written in chunks by a second thread while this one derives
-            // the next chunk: each chunk is one atomic sled batch carrying its own head
-            // record, so whatever reaches the disk is a verified prefix of the log.
+            // the next chunk: each chunk is one atomic batch carrying its own head record,
+            // so whatever reaches the disk is a verified prefix of the log.
             let mut writer = None;
             let mut chunk_size = usize::MAX;
             if changes.len() > 2 * PIPELINE_CHUNK {
-                let (sender, receiver) = std::sync::mpsc::sync_channel::<sled::Batch>(2);
-                let tree = &tree;
-                let handle = scope.spawn(move || -> Result<(), sled::Error> {
+                let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(2);
+                let store = &store;
+                let handle = scope.spawn(move || -> Result<(), StoreError> {
                     for batch in receiver {
-                        tree.apply_batch(batch)?;
+                        store.commit(batch)?;
                     }
                     Ok(())
                 });
@@ -380,7 +590,7 @@ impl Ledger {
                 Some((sender, _)) => sender.send(batch).map_err(|_| {
                     LedgerError::Poisoned("the ledger's writer thread stopped".into())
                 }),
-                None => tree.apply_batch(batch).map_err(LedgerError::from),
+                None => store.commit(batch).map_err(LedgerError::from),
             });
             let written = match writer {
                 Some((sender, handle)) => {
@@ -388,7 +598,7 @@ impl Ledger {
                     handle
                         .join()
                         .unwrap_or_else(|_| {
-                            Err(sled::Error::ReportableBug(
+                            Err(StoreError::Damaged(
                                 "the ledger's writer thread panicked".into(),
                             ))
                         })
@@ -409,18 +619,18 @@ impl Ledger {
     }
 
     /// Classifies and derives each change, encodes and hashes its entry, and hands the
-    /// sled batches (at most `chunk_size` entries each, each with the head record) to `write`.
+    /// store batches (at most `chunk_size` entries each, each with the head record) to `write`.
     fn derive_and_write(
         &mut self,
         changes: Vec<Change>,
         now: DateTime<Utc>,
         chunk_size: usize,
-        mut write: impl FnMut(sled::Batch) -> Result<(), LedgerError>,
+        mut write: impl FnMut(Batch) -> Result<(), LedgerError>,
     ) -> Result<Vec<AppendOutcome>, LedgerError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut in_chunk = 0usize;
         let mut outcomes = Vec::with_capacity(changes.len());
-        // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet in sled.
+        // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
         let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
         for mut change in changes {
             let classified = match &mut change {
@@ -464,14 +674,14 @@ impl Ledger {
                     let hash = chain_hash(&head.hash, seq, &bytes);
                     let nodes = self.frontier.append(merkle::leaf_hash(&bytes));
                     if let Some(value) = tree::nodes_value(&nodes) {
-                        batch.insert(&keys::seq_key(keys::TREE, seq - 1), value);
+                        batch.insert(keys::seq_key(keys::TREE, seq - 1), value);
                     }
                     let mut value = Vec::with_capacity(32 + bytes.len());
                     value.extend_from_slice(&hash.0);
                     value.extend_from_slice(&bytes);
-                    batch.insert(&keys::seq_key(keys::ENTRY, seq), value);
+                    batch.insert(keys::seq_key(keys::ENTRY, seq), value);
                     if let Some(snapshot) = snapshot {
-                        batch.insert(&keys::seq_key(keys::SNAPSHOT, seq), snapshot);
+                        batch.insert(keys::seq_key(keys::SNAPSHOT, seq), snapshot);
                     }
                     self.head = Head {
                         seq,
@@ -480,7 +690,7 @@ impl Ledger {
                     };
                     in_chunk += 1;
                     if in_chunk >= chunk_size {
-                        batch.insert(keys::HEAD, &head_record(&self.head)[..]);
+                        batch.insert(keys::HEAD, head_record(&self.head));
                         batch.insert(keys::FRONTIER, tree::frontier_value(&self.frontier));
                         write(std::mem::take(&mut batch))?;
                         in_chunk = 0;
@@ -500,19 +710,43 @@ impl Ledger {
             outcomes.push(outcome);
         }
         if in_chunk > 0 {
-            batch.insert(keys::HEAD, &head_record(&self.head)[..]);
+            batch.insert(keys::HEAD, head_record(&self.head));
             batch.insert(keys::FRONTIER, tree::frontier_value(&self.frontier));
             write(batch)?;
         }
         Ok(outcomes)
     }
 
-    /// Makes everything appended so far durable and returns the durable head seq.
+    /// Makes everything appended so far durable, records the durable head as the
+    /// acknowledged high-water mark, and returns the durable head seq. A failed flush
+    /// leaves what is durable unknown: the ledger then refuses further writes.
     pub fn flush(&mut self) -> Result<u64, LedgerError> {
-        let target = self.head.seq;
-        self.db.flush()?;
-        self.durable_seq = target;
-        Ok(target)
+        if let Some(reason) = &self.poisoned {
+            return Err(LedgerError::Poisoned(reason.clone()));
+        }
+        let target = self.head;
+        let result = self
+            .store
+            .flush()
+            .map_err(LedgerError::from)
+            .and_then(|()| match &self.high_water {
+                Some(mark) if target.seq != self.acknowledged.seq => {
+                    let acknowledged = Acknowledged {
+                        seq: target.seq,
+                        hash: target.hash,
+                    };
+                    mark.save(acknowledged)?;
+                    self.acknowledged = acknowledged;
+                    Ok(())
+                }
+                _ => Ok(()),
+            });
+        if let Err(e) = &result {
+            self.poisoned = Some(e.to_string());
+        }
+        result?;
+        self.durable_seq = target.seq;
+        Ok(target.seq)
     }
 
     /// Decides whether a change is a duplicate, stale, ignored (`Some`) or to be
@@ -613,10 +847,7 @@ impl Ledger {
 
     /// The stored entry at `seq`.
     pub fn entry(&self, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
-        match self.tree.get(keys::seq_key(keys::ENTRY, seq))? {
-            Some(value) => Ok(Some(decode_stored(&value)?)),
-            None => Ok(None),
-        }
+        read_entry(self.store.as_ref(), seq)
     }
 
     /// Stored entries with `from <= seq <= to`, in order.
@@ -626,10 +857,14 @@ impl Ledger {
         to: u64,
     ) -> impl Iterator<Item = Result<StoredEntry, LedgerError>> + '_ {
         let from = from.max(1);
-        // An inverted range is an empty one, not a panic in sled.
-        let to = to.min(self.head.seq).max(from - 1);
-        let range = keys::seq_key(keys::ENTRY, from)..keys::seq_key(keys::ENTRY, to + 1);
-        self.tree.range(range).map(|item| decode_stored(&item?.1))
+        let to = to.min(self.head.seq);
+        self.store
+            .scan(
+                &keys::seq_key(keys::ENTRY, from),
+                &keys::seq_key(keys::ENTRY, to),
+                false,
+            )
+            .map(|item| decode_stored(&item?.1))
     }
 
     /// Every entry that recorded this uid, in order.
@@ -677,7 +912,7 @@ impl Ledger {
         if seq == self.head.seq {
             return Ok(self.projection.clone());
         }
-        replay_to(&self.tree, seq)
+        replay_to(self.store.as_ref(), seq)
     }
 
     /// The last seq observed at or before `time` (0 if none), by binary search.
@@ -701,10 +936,10 @@ impl Ledger {
     /// Also checks the Merkle nodes stored for every entry, the frontier stored with the
     /// head, and every signed checkpoint against the tree recomputed at its size.
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let (head_seq, head_hash) = read_head(&self.tree)?;
+        let (head_seq, head_hash) = read_head(self.store.as_ref())?;
         let mut frontier = CompactRange::new();
         let mut report = verify::walk(
-            &self.tree,
+            self.store.as_ref(),
             &mut Projection::default(),
             &mut frontier,
             0,
@@ -715,7 +950,7 @@ impl Ledger {
         if report.ok() {
             for stored in self.checkpoints()? {
                 if let Err(failure) =
-                    tree::check_consistent(&self.tree, &frontier, &stored.checkpoint)
+                    tree::check_consistent(self.store.as_ref(), &frontier, &stored.checkpoint)
                 {
                     report.failure = Some(failure);
                     break;
@@ -729,14 +964,14 @@ impl Ledger {
     /// one, no gaps, the head. Much faster than [`Ledger::verify`], which also decodes every
     /// entry and re-derives its transitions; both name the first broken seq.
     pub fn verify_chain(&self) -> Result<VerifyReport, LedgerError> {
-        let (head_seq, head_hash) = read_head(&self.tree)?;
-        verify::walk_chain(&self.tree, 0, Hash::ZERO, (head_seq, head_hash))
+        let (head_seq, head_hash) = read_head(self.store.as_ref())?;
+        verify::walk_chain(self.store.as_ref(), 0, Hash::ZERO, (head_seq, head_hash))
     }
 
     /// Verifies the entries after a watermark `(seq, hash)` from an earlier report. The
     /// watermark's hash must match the stored one; replay starts from the nearest snapshot.
     pub fn verify_from(&self, seq: u64, hash: Hash) -> Result<VerifyReport, LedgerError> {
-        let (head_seq, head_hash) = read_head(&self.tree)?;
+        let (head_seq, head_hash) = read_head(self.store.as_ref())?;
         let stored = self
             .entry(seq)?
             .map(|e| e.hash)
@@ -758,9 +993,9 @@ impl Ledger {
             });
         }
         let mut projection = self.state_at_seq(seq.min(self.head.seq))?;
-        let mut frontier = start_frontier(&self.tree, seq);
+        let mut frontier = start_frontier(self.store.as_ref(), seq);
         verify::walk(
-            &self.tree,
+            self.store.as_ref(),
             &mut projection,
             &mut frontier,
             seq,
@@ -786,11 +1021,11 @@ fn compare_versions(
 
 /// The Merkle frontier after `seq` from stored nodes (empty if they are missing: the walk
 /// from it then reports the first entry whose stored nodes disagree).
-fn start_frontier(tree: &sled::Tree, seq: u64) -> CompactRange {
+fn start_frontier(tree: &dyn Store, seq: u64) -> CompactRange {
     CompactRange::from_reader(&tree::StoredNodes(tree), seq).unwrap_or_default()
 }
 
-/// Entries per sled batch when a large append is written by the second thread.
+/// Entries per store batch when a large append is written by the second thread.
 const PIPELINE_CHUNK: usize = 256;
 
 fn head_record(head: &Head) -> [u8; 40] {
@@ -800,7 +1035,7 @@ fn head_record(head: &Head) -> [u8; 40] {
     value
 }
 
-fn read_head(tree: &sled::Tree) -> Result<(u64, Hash), LedgerError> {
+fn read_head(tree: &dyn Store) -> Result<(u64, Hash), LedgerError> {
     match tree.get(keys::HEAD)? {
         None => Ok((0, Hash::ZERO)),
         Some(value) if value.len() == 40 => {
@@ -840,8 +1075,8 @@ enum Anchor {
 }
 
 /// Judges the snapshot record `value` stored at `seq` against the entry at `seq`.
-fn anchor(tree: &sled::Tree, seq: u64, value: &[u8]) -> Result<Anchor, LedgerError> {
-    let Some(stored) = tree.get(keys::seq_key(keys::ENTRY, seq))? else {
+fn anchor(tree: &dyn Store, seq: u64, value: &[u8]) -> Result<Anchor, LedgerError> {
+    let Some(stored) = tree.get(&keys::seq_key(keys::ENTRY, seq))? else {
         return Ok(Anchor::Unverifiable);
     };
     let Ok(stored) = decode_stored(&stored) else {
@@ -905,12 +1140,16 @@ fn anchor(tree: &sled::Tree, seq: u64, value: &[u8]) -> Result<Anchor, LedgerErr
 /// skipped as `trust` says. A deleted snapshot is simply not found: the older one, or
 /// replay from seq 1, is used.
 fn latest_snapshot(
-    tree: &sled::Tree,
+    tree: &dyn Store,
     max_seq: u64,
     trust: SnapshotTrust,
 ) -> Result<Option<(Snapshot, Hash)>, LedgerError> {
-    let range = keys::seq_key(keys::SNAPSHOT, 1)..=keys::seq_key(keys::SNAPSHOT, max_seq);
-    for item in tree.range(range).rev() {
+    let records = tree.scan(
+        &keys::seq_key(keys::SNAPSHOT, 1),
+        &keys::seq_key(keys::SNAPSHOT, max_seq),
+        true,
+    );
+    for item in records {
         let (key, value) = item?;
         let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
             continue;
@@ -929,7 +1168,7 @@ fn latest_snapshot(
 
 /// The projection after `seq`, from the nearest snapshot the chain commits to, replaying
 /// without checks.
-fn replay_to(tree: &sled::Tree, seq: u64) -> Result<Projection, LedgerError> {
+fn replay_to(tree: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
     let mut projection = match latest_snapshot(tree, seq, SnapshotTrust::Skip)? {
         Some((snapshot, _)) => snapshot.projection,
         None => Projection::default(),
@@ -937,7 +1176,7 @@ fn replay_to(tree: &sled::Tree, seq: u64) -> Result<Projection, LedgerError> {
     let from = keys::seq_key(keys::ENTRY, projection.seq() + 1);
     let to = keys::seq_key(keys::ENTRY, seq);
     if projection.seq() < seq {
-        for item in tree.range(from..=to) {
+        for item in tree.scan(&from, &to, false) {
             let stored = decode_stored(&item?.1)?;
             projection.apply_change(
                 stored.entry.seq,
@@ -947,6 +1186,26 @@ fn replay_to(tree: &sled::Tree, seq: u64) -> Result<Projection, LedgerError> {
         }
     }
     Ok(projection)
+}
+
+/// A failure naming a store holding less than, or other than, the acknowledged head.
+fn rolled_back(acknowledged: Acknowledged, found: u64, why: &str) -> VerifyFailure {
+    VerifyFailure {
+        seq: acknowledged.seq,
+        kind: FailureKind::RolledBack,
+        detail: format!(
+            "{why}: entry {} (hash {}) was acknowledged durable but the store's head is seq {found}: the store was rolled back, truncated or replaced",
+            acknowledged.seq, acknowledged.hash
+        ),
+    }
+}
+
+/// The stored entry at `seq` in `tree`.
+fn read_entry(tree: &dyn Store, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+    match tree.get(&keys::seq_key(keys::ENTRY, seq))? {
+        Some(value) => Ok(Some(decode_stored(&value)?)),
+        None => Ok(None),
+    }
 }
 
 fn decode_stored(value: &[u8]) -> Result<StoredEntry, LedgerError> {
@@ -962,34 +1221,28 @@ fn decode_stored(value: &[u8]) -> Result<StoredEntry, LedgerError> {
 mod tests {
     use super::*;
 
-    /// Runs `open` until it stops failing on sled's file lock (10 s at most): sled 0.34
-    /// releases the lock of a dropped database only when its last internal handle goes,
-    /// which on a loaded machine can be a moment after the drop.
-    pub(crate) fn retry_locked<T, E: std::fmt::Display>(
-        mut open: impl FnMut() -> Result<T, E>,
-    ) -> Result<T, E> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match open() {
-                Err(e)
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// `Ledger::open`, waiting out a lock still held by a just-dropped handle.
+    /// `Ledger::open` (kept as a name for the many tests that call it: the sled backend
+    /// now waits out the lock a just-dropped handle leaves).
     pub(crate) fn open_retrying(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
-        retry_locked(|| Ledger::open(path, config.clone()))
+        Ledger::open(path, config)
     }
 
-    /// The raw sled database of a closed ledger, waiting out a lingering lock.
-    pub(crate) fn open_sled(path: &Path) -> sled::Db {
-        retry_locked(|| sled::open(path)).expect("open the raw sled database")
+    /// The raw store of a closed ledger directory, to change it behind the ledger's back.
+    pub(crate) fn raw_store(path: &Path) -> store::SledStore {
+        store::SledStore::open(&path.join(dir::SLED_DIR), None).expect("open the raw store")
+    }
+
+    /// Rewrites the high-water mark of a closed ledger to the entry at `seq` in its store,
+    /// as an attacker with write access to the whole directory could.
+    pub(crate) fn rewind_high_water(path: &Path, seq: u64) {
+        let hash = match seq {
+            0 => Hash::ZERO,
+            _ => read_entry(&raw_store(path), seq).unwrap().unwrap().hash,
+        };
+        let mark = dir::HighWaterFile::open_dir(path).unwrap();
+        // Both slots: the newer of the two wins on reading.
+        mark.save(Acknowledged { seq, hash }).unwrap();
+        mark.save(Acknowledged { seq, hash }).unwrap();
     }
     use chrono::TimeZone;
     use schemas::{normalize, WatchEventType};
@@ -1014,6 +1267,8 @@ mod tests {
         let config = LedgerConfig {
             snapshot_every: 4,
             allow_corrupt: false,
+            create: true,
+            cache_bytes: None,
         };
         let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
         ledger.append((1..=6).map(pod), at(0)).unwrap();
@@ -1022,11 +1277,11 @@ mod tests {
 
         let key = keys::seq_key(keys::SNAPSHOT, 4);
         let mut snapshot: Snapshot =
-            rmp_serde::from_slice(&ledger.tree.get(key).unwrap().unwrap()).unwrap();
+            rmp_serde::from_slice(&ledger.store.get(&key).unwrap().unwrap()).unwrap();
         snapshot.projection.apply(4, at(0), &pod(99));
         ledger
-            .tree
-            .insert(key, encode_snapshot(4, &snapshot.projection).unwrap())
+            .store
+            .insert(&key, &encode_snapshot(4, &snapshot.projection).unwrap())
             .unwrap();
 
         let failure = ledger.verify().unwrap().failure.unwrap();
@@ -1065,17 +1320,22 @@ mod tests {
         let config = LedgerConfig {
             snapshot_every: 3,
             allow_corrupt: false,
+            create: true,
+            cache_bytes: None,
         };
         let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
         ledger.append((1..=7).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
         for seq in 1..=7 {
             let entry = ledger.entry(seq).unwrap().unwrap().entry;
-            let stored = ledger.tree.get(keys::seq_key(keys::SNAPSHOT, seq)).unwrap();
+            let stored = ledger
+                .store
+                .get(&keys::seq_key(keys::SNAPSHOT, seq))
+                .unwrap();
             assert_eq!(entry.snapshot.is_some(), seq % 3 == 0, "seq {seq}");
             assert_eq!(entry.snapshot, stored.as_deref().map(snapshot_digest));
         }
-        let (snapshot, hash) = latest_snapshot(&ledger.tree, 7, SnapshotTrust::Refuse)
+        let (snapshot, hash) = latest_snapshot(ledger.store.as_ref(), 7, SnapshotTrust::Refuse)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -1154,23 +1414,26 @@ mod tests {
         assert_eq!(chain.verified_hash, ledger.head().hash);
 
         let mut value = ledger
-            .tree
-            .get(keys::seq_key(keys::ENTRY, 31))
+            .store
+            .get(&keys::seq_key(keys::ENTRY, 31))
             .unwrap()
             .unwrap()
             .to_vec();
         let last = value.len() - 1;
         value[last] ^= 1;
         ledger
-            .tree
-            .insert(keys::seq_key(keys::ENTRY, 31), value)
+            .store
+            .insert(&keys::seq_key(keys::ENTRY, 31), &value)
             .unwrap();
         assert_eq!(
             failure(ledger.verify_chain().unwrap()),
             Some((31, FailureKind::HashMismatch))
         );
 
-        ledger.tree.remove(keys::seq_key(keys::ENTRY, 12)).unwrap();
+        ledger
+            .store
+            .remove(&keys::seq_key(keys::ENTRY, 12))
+            .unwrap();
         assert_eq!(
             failure(ledger.verify_chain().unwrap()),
             Some((12, FailureKind::SeqGap))
@@ -1185,29 +1448,35 @@ mod tests {
     fn chain_verification_sees_a_cut_tail_a_trailing_entry_and_a_changed_head() {
         let (_dir, ledger) = ledger_of(20);
         let last = ledger
-            .tree
-            .get(keys::seq_key(keys::ENTRY, 20))
+            .store
+            .get(&keys::seq_key(keys::ENTRY, 20))
             .unwrap()
             .unwrap();
         ledger
-            .tree
-            .insert(keys::seq_key(keys::ENTRY, 21), last.clone())
+            .store
+            .insert(&keys::seq_key(keys::ENTRY, 21), &last)
             .unwrap();
         assert_eq!(
             failure(ledger.verify_chain().unwrap()),
             Some((21, FailureKind::TrailingEntry))
         );
-        ledger.tree.remove(keys::seq_key(keys::ENTRY, 21)).unwrap();
+        ledger
+            .store
+            .remove(&keys::seq_key(keys::ENTRY, 21))
+            .unwrap();
 
-        let mut head = ledger.tree.get(keys::HEAD).unwrap().unwrap().to_vec();
+        let mut head = ledger.store.get(keys::HEAD).unwrap().unwrap().to_vec();
         head[39] ^= 1;
-        ledger.tree.insert(keys::HEAD, head).unwrap();
+        ledger.store.insert(keys::HEAD, &head).unwrap();
         assert_eq!(
             failure(ledger.verify_chain().unwrap()),
             Some((20, FailureKind::HeadMismatch))
         );
 
-        ledger.tree.remove(keys::seq_key(keys::ENTRY, 20)).unwrap();
+        ledger
+            .store
+            .remove(&keys::seq_key(keys::ENTRY, 20))
+            .unwrap();
         assert_eq!(
             failure(ledger.verify_chain().unwrap()),
             Some((20, FailureKind::SeqGap))
@@ -1226,7 +1495,7 @@ mod tests {
         assert_eq!(ledger.head().seq, 2_000);
         // Every chunk carried the head of its last entry; the final one is the real head.
         assert_eq!(
-            read_head(&ledger.tree).unwrap(),
+            read_head(ledger.store.as_ref()).unwrap(),
             (2_000, ledger.head().hash)
         );
         let report = ledger.verify().unwrap();

@@ -1,4 +1,4 @@
-//! The RFC 6962 Merkle tree over the ledger's entries, stored beside them in sled.
+//! The RFC 6962 Merkle tree over the ledger's entries, stored beside them in the store.
 //!
 //! Leaf `i` is entry seq `i + 1`, and its leaf hash is `SHA-256(0x00 || stored entry
 //! bytes)`: the very bytes the blake3 chain covers, so the chain and the tree can never
@@ -8,7 +8,7 @@
 //! their concatenation bottom-up: node `(level, index)` is at offset
 //! `32 * (level - STORED_LEVEL)` of the value of leaf `(index + 1) * 2^level - 1`. The
 //! nodes below are recomputed from the entries they cover (at most 8) when a proof needs
-//! them. So only one entry in eight costs an extra sled key: a key costs about as much to
+//! them. So only one entry in eight costs an extra key: a key costs about as much to
 //! write as a whole entry, and a key per entry halved the append rate. The frontier
 //! (compact range) after the head is stored under `R` in the same batch as the head
 //! record, so open needs no reads to resume appending.
@@ -19,17 +19,18 @@ use schemas::bundle::hash32_to_hex;
 use schemas::checkpoint::{Checkpoint, SignedNote, SignerKey};
 use schemas::merkle::{self, CompactRange, Hash32, NodeReader, HASH_SIZE};
 
+use crate::store::{keys, Batch, Store, StoreError};
 use crate::verify::{FailureKind, VerifyFailure};
-use crate::{keys, Ledger, LedgerError};
+use crate::{Ledger, LedgerError};
 
 /// Reads stored perfect nodes for the proof generators.
-pub(crate) struct StoredNodes<'a>(pub(crate) &'a sled::Tree);
+pub(crate) struct StoredNodes<'a>(pub(crate) &'a dyn Store);
 
 /// Why a stored node could not be read.
 #[derive(Debug)]
 pub(crate) enum NodeReadError {
-    /// sled failed.
-    Storage(sled::Error),
+    /// The store failed.
+    Storage(StoreError),
     /// The node is not stored, or its record is too short.
     Missing,
 }
@@ -52,7 +53,7 @@ impl NodeReader for StoredNodes<'_> {
             .ok_or(NodeReadError::Missing)?;
         let value = self
             .0
-            .get(keys::seq_key(keys::TREE, end - 1))
+            .get(&keys::seq_key(keys::TREE, end - 1))
             .map_err(NodeReadError::Storage)?
             .ok_or(NodeReadError::Missing)?;
         let offset = (level - STORED_LEVEL) as usize * HASH_SIZE;
@@ -71,8 +72,12 @@ impl StoredNodes<'_> {
         let start = index.checked_mul(width).ok_or(NodeReadError::Missing)?;
         let end = start.checked_add(width).ok_or(NodeReadError::Missing)?;
         let mut leaves = Vec::with_capacity(usize::try_from(width).unwrap_or(0));
-        let range = keys::seq_key(keys::ENTRY, start + 1)..=keys::seq_key(keys::ENTRY, end);
-        for item in self.0.range(range) {
+        let records = self.0.scan(
+            &keys::seq_key(keys::ENTRY, start + 1),
+            &keys::seq_key(keys::ENTRY, end),
+            false,
+        );
+        for item in records {
             let (_, value) = item.map_err(NodeReadError::Storage)?;
             let bytes = value.get(HASH_SIZE..).ok_or(NodeReadError::Missing)?;
             leaves.push(merkle::leaf_hash(bytes));
@@ -96,10 +101,10 @@ impl std::fmt::Display for NodeReadError {
 /// Whether the stored node of level [`STORED_LEVEL`] over leaf `leaf` equals the one its
 /// entries hash to. `true` when that group of leaves is not complete yet (nothing stored
 /// to compare with).
-pub(crate) fn stored_group_matches(tree: &sled::Tree, leaf: u64) -> Result<bool, LedgerError> {
+pub(crate) fn stored_group_matches(tree: &dyn Store, leaf: u64) -> Result<bool, LedgerError> {
     let index = leaf >> STORED_LEVEL;
     let last = ((index + 1) << STORED_LEVEL) - 1;
-    let Some(value) = tree.get(keys::seq_key(keys::TREE, last))? else {
+    let Some(value) = tree.get(&keys::seq_key(keys::TREE, last))? else {
         // Either the group is incomplete or the record is gone; the walk judges the latter.
         return Ok(true);
     };
@@ -181,7 +186,7 @@ impl Ledger {
     /// The root of the tree of the first `size` entries (any past size), from stored nodes.
     pub fn root_at(&self, size: u64) -> Result<Hash32, LedgerError> {
         self.within_tree(size)?;
-        merkle::root_at(&StoredNodes(&self.tree), size).map_err(proof_error)
+        merkle::root_at(&StoredNodes(self.store.as_ref()), size).map_err(proof_error)
     }
 
     /// The inclusion proof of leaf `leaf_index` (entry seq `leaf_index + 1`) in the tree of
@@ -192,7 +197,7 @@ impl Ledger {
         tree_size: u64,
     ) -> Result<Vec<Hash32>, LedgerError> {
         self.within_tree(tree_size)?;
-        merkle::inclusion_proof(&StoredNodes(&self.tree), leaf_index, tree_size)
+        merkle::inclusion_proof(&StoredNodes(self.store.as_ref()), leaf_index, tree_size)
             .map_err(proof_error)
     }
 
@@ -204,7 +209,8 @@ impl Ledger {
         to_size: u64,
     ) -> Result<Vec<Hash32>, LedgerError> {
         self.within_tree(to_size)?;
-        merkle::consistency_proof(&StoredNodes(&self.tree), from_size, to_size).map_err(proof_error)
+        merkle::consistency_proof(&StoredNodes(self.store.as_ref()), from_size, to_size)
+            .map_err(proof_error)
     }
 
     fn within_tree(&self, size: u64) -> Result<(), LedgerError> {
@@ -219,14 +225,17 @@ impl Ledger {
 
     /// The newest signed checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        latest_checkpoint(&self.tree)
+        latest_checkpoint(self.store.as_ref())
     }
 
     /// The smallest signed checkpoint whose tree holds at least `size` leaves.
     pub fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        let range =
-            keys::seq_key(keys::CHECKPOINT, size)..=keys::seq_key(keys::CHECKPOINT, u64::MAX);
-        match self.tree.range(range).next() {
+        let mut records = self.store.scan(
+            &keys::seq_key(keys::CHECKPOINT, size),
+            &keys::seq_key(keys::CHECKPOINT, u64::MAX),
+            false,
+        );
+        match records.next() {
             Some(item) => {
                 let note = String::from_utf8_lossy(&item?.1).into_owned();
                 Ok(Some(StoredCheckpoint::parse(note)?))
@@ -237,9 +246,13 @@ impl Ledger {
 
     /// Every signed checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
-        let range = keys::seq_key(keys::CHECKPOINT, 0)..=keys::seq_key(keys::CHECKPOINT, u64::MAX);
+        let records = self.store.scan(
+            &keys::seq_key(keys::CHECKPOINT, 0),
+            &keys::seq_key(keys::CHECKPOINT, u64::MAX),
+            false,
+        );
         let mut out = Vec::new();
-        for item in self.tree.range(range) {
+        for item in records {
             let note = String::from_utf8_lossy(&item?.1).into_owned();
             out.push(StoredCheckpoint::parse(note)?);
         }
@@ -271,7 +284,7 @@ impl Ledger {
         }
         let latest = self.latest_checkpoint()?;
         if let Some(latest) = &latest {
-            check_consistent(&self.tree, &self.frontier, &latest.checkpoint)
+            check_consistent(self.store.as_ref(), &self.frontier, &latest.checkpoint)
                 .map_err(LedgerError::Corrupt)?;
             if latest.checkpoint.origin != origin {
                 // The origin is the log's identity in every checkpoint auditors hold:
@@ -296,9 +309,7 @@ impl Ledger {
                 note.signatures
                     .extend(SignedNote::sign(&note.body, &[key])?.signatures);
                 let text = note.to_text();
-                self.tree
-                    .insert(keys::seq_key(keys::CHECKPOINT, size), text.as_bytes())?;
-                self.db.flush()?;
+                self.keep_checkpoint(size, &text)?;
                 return Ok(StoredCheckpoint {
                     checkpoint: latest.checkpoint.clone(),
                     note: text,
@@ -313,10 +324,17 @@ impl Ledger {
         };
         let body = checkpoint.to_body()?;
         let note = SignedNote::sign(&body, &[key])?.to_text();
-        self.tree
-            .insert(keys::seq_key(keys::CHECKPOINT, size), note.as_bytes())?;
-        self.db.flush()?;
+        self.keep_checkpoint(size, &note)?;
         Ok(StoredCheckpoint { checkpoint, note })
+    }
+
+    /// Stores a signed checkpoint note of tree size `size`, durably.
+    fn keep_checkpoint(&mut self, size: u64, note: &str) -> Result<(), LedgerError> {
+        let mut batch = Batch::default();
+        batch.insert(keys::seq_key(keys::CHECKPOINT, size), note.as_bytes());
+        self.store.commit(batch)?;
+        self.flush()?;
+        Ok(())
     }
 
     /// Whether this ledger holds the tree `checkpoint` describes as a prefix: `Err` names
@@ -352,16 +370,18 @@ impl Ledger {
                 )));
             }
         }
-        check_consistent(&self.tree, &self.frontier, checkpoint)
+        check_consistent(self.store.as_ref(), &self.frontier, checkpoint)
     }
 }
 
 /// The newest checkpoint stored in `tree`.
-pub(crate) fn latest_checkpoint(
-    tree: &sled::Tree,
-) -> Result<Option<StoredCheckpoint>, LedgerError> {
-    let range = keys::seq_key(keys::CHECKPOINT, 0)..=keys::seq_key(keys::CHECKPOINT, u64::MAX);
-    match tree.range(range).next_back() {
+pub(crate) fn latest_checkpoint(tree: &dyn Store) -> Result<Option<StoredCheckpoint>, LedgerError> {
+    let mut records = tree.scan(
+        &keys::seq_key(keys::CHECKPOINT, 0),
+        &keys::seq_key(keys::CHECKPOINT, u64::MAX),
+        true,
+    );
+    match records.next() {
         Some(item) => {
             let note = String::from_utf8_lossy(&item?.1).into_owned();
             Ok(Some(StoredCheckpoint::parse(note)?))
@@ -373,7 +393,7 @@ pub(crate) fn latest_checkpoint(
 /// Proves, from stored nodes, that the tree `checkpoint` names is a prefix of the tree
 /// whose frontier is `head`: its root at that size and a consistency proof to the head.
 pub(crate) fn check_consistent(
-    tree: &sled::Tree,
+    tree: &dyn Store,
     head: &CompactRange,
     checkpoint: &Checkpoint,
 ) -> Result<(), VerifyFailure> {
@@ -415,7 +435,7 @@ pub(crate) fn check_consistent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{open_retrying, open_sled, pod};
+    use crate::tests::{open_retrying, pod, raw_store, rewind_high_water};
     use crate::{LedgerConfig, StoredEntry};
     use chrono::{TimeZone, Utc};
     use schemas::Hash;
@@ -424,6 +444,8 @@ mod tests {
         LedgerConfig {
             snapshot_every: 16,
             allow_corrupt: false,
+            create: true,
+            cache_bytes: None,
         }
     }
 
@@ -588,17 +610,21 @@ mod tests {
         keep: u64,
         replacement: Option<std::ops::RangeInclusive<u64>>,
     ) {
-        let db = open_sled(dir);
-        let tree = db.open_tree("ledger").unwrap();
+        let tree = raw_store(dir);
         let (head, _) = crate::read_head(&tree).unwrap();
         for seq in keep + 1..=head {
-            tree.remove(keys::seq_key(keys::ENTRY, seq)).unwrap();
-            tree.remove(keys::seq_key(keys::TREE, seq - 1)).unwrap();
-            tree.remove(keys::seq_key(keys::SNAPSHOT, seq)).unwrap();
+            tree.remove(&keys::seq_key(keys::ENTRY, seq)).unwrap();
+            tree.remove(&keys::seq_key(keys::TREE, seq - 1)).unwrap();
+            tree.remove(&keys::seq_key(keys::SNAPSHOT, seq)).unwrap();
         }
         let frontier = CompactRange::from_reader(&StoredNodes(&tree), keep).unwrap();
-        let hash = Hash::from_slice(&tree.get(keys::seq_key(keys::ENTRY, keep)).unwrap().unwrap())
-            .unwrap();
+        let hash = Hash::from_slice(
+            &tree
+                .get(&keys::seq_key(keys::ENTRY, keep))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
         let seq_hash = crate::Head {
             seq: keep,
             hash,
@@ -606,10 +632,12 @@ mod tests {
         };
         tree.insert(keys::HEAD, &crate::head_record(&seq_hash)[..])
             .unwrap();
-        tree.insert(keys::FRONTIER, frontier_value(&frontier))
+        tree.insert(keys::FRONTIER, &frontier_value(&frontier))
             .unwrap();
-        db.flush().unwrap();
-        drop((tree, db));
+        tree.flush().unwrap();
+        drop(tree);
+        // The forger rewrites the high-water mark too: only the checkpoint catches this.
+        rewind_high_water(dir, keep);
         if let Some(range) = replacement {
             let mut ledger = open_retrying(dir, config()).unwrap();
             let at = Utc.timestamp_opt(1_790_000_100, 0).unwrap();
@@ -648,22 +676,20 @@ mod tests {
         // Rolling back is refused by open, so a forger who wants a different history of
         // the same length must write it under the checkpoint's nose: rewrite the store.
         let checkpoint = {
-            let db = open_sled(dir.path());
-            let tree = db.open_tree("ledger").unwrap();
+            let tree = raw_store(dir.path());
             let value = tree
-                .remove(keys::seq_key(keys::CHECKPOINT, 30))
+                .remove(&keys::seq_key(keys::CHECKPOINT, 30))
                 .unwrap()
                 .unwrap();
-            db.flush().unwrap();
+            tree.flush().unwrap();
             value
         };
         rewrite_after(dir.path(), 20, Some(21..=30));
         {
-            let db = open_sled(dir.path());
-            let tree = db.open_tree("ledger").unwrap();
-            tree.insert(keys::seq_key(keys::CHECKPOINT, 30), checkpoint)
+            let tree = raw_store(dir.path());
+            tree.insert(&keys::seq_key(keys::CHECKPOINT, 30), &checkpoint)
                 .unwrap();
-            db.flush().unwrap();
+            tree.flush().unwrap();
         }
         match open_retrying(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {
@@ -677,6 +703,8 @@ mod tests {
         }
         let forensic = LedgerConfig {
             allow_corrupt: true,
+            create: true,
+            cache_bytes: None,
             ..config()
         };
         let ledger = open_retrying(dir.path(), forensic).unwrap();
@@ -692,38 +720,41 @@ mod tests {
         // Leaf 15 completes nodes of levels 0 to 4: levels 3 and 4 are stored.
         assert_eq!(
             ledger
-                .tree
-                .get(keys::seq_key(keys::TREE, 15))
+                .store
+                .get(&keys::seq_key(keys::TREE, 15))
                 .unwrap()
                 .map(|v| v.len()),
             Some(64)
         );
         // Seven leaves in eight complete no stored level: no record at all.
-        assert_eq!(ledger.tree.get(keys::seq_key(keys::TREE, 4)).unwrap(), None);
+        assert_eq!(
+            ledger.store.get(&keys::seq_key(keys::TREE, 4)).unwrap(),
+            None
+        );
         let mut value = ledger
-            .tree
-            .get(keys::seq_key(keys::TREE, 15))
+            .store
+            .get(&keys::seq_key(keys::TREE, 15))
             .unwrap()
             .unwrap()
             .to_vec();
         value[40] ^= 1;
         ledger
-            .tree
-            .insert(keys::seq_key(keys::TREE, 15), value)
+            .store
+            .insert(&keys::seq_key(keys::TREE, 15), &value)
             .unwrap();
         let failure = ledger.verify().unwrap().failure.unwrap();
         assert_eq!((failure.seq, failure.kind), (16, FailureKind::TreeMismatch));
         ledger
-            .tree
-            .remove(keys::seq_key(keys::TREE, 15))
+            .store
+            .remove(&keys::seq_key(keys::TREE, 15))
             .unwrap()
             .unwrap();
         let failure = ledger.verify().unwrap().failure.unwrap();
         assert_eq!((failure.seq, failure.kind), (16, FailureKind::TreeMismatch));
         // A stray record where none belongs is caught too.
         ledger
-            .tree
-            .insert(keys::seq_key(keys::TREE, 4), &[0u8; 32][..])
+            .store
+            .insert(&keys::seq_key(keys::TREE, 4), &[0u8; 32][..])
             .unwrap();
         let failure = ledger.verify().unwrap().failure.unwrap();
         assert_eq!((failure.seq, failure.kind), (5, FailureKind::TreeMismatch));
@@ -732,9 +763,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = open_retrying(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=40);
-        let mut value = ledger.tree.get(keys::FRONTIER).unwrap().unwrap().to_vec();
+        let mut value = ledger.store.get(keys::FRONTIER).unwrap().unwrap().to_vec();
         value[3] ^= 1;
-        ledger.tree.insert(keys::FRONTIER, value).unwrap();
+        ledger.store.insert(keys::FRONTIER, &value).unwrap();
         ledger.flush().unwrap();
         drop(ledger);
         match open_retrying(dir.path(), config()) {

@@ -9,8 +9,8 @@ use schemas::merkle::{self, CompactRange};
 use schemas::{chain_hash, Entry, Hash};
 use serde::Serialize;
 
-use crate::keys;
 use crate::projection::Projection;
+use crate::store::{keys, Store, StoreError};
 use crate::{LedgerError, Snapshot};
 
 /// What is wrong at the first broken seq.
@@ -45,6 +45,48 @@ pub enum FailureKind {
     /// than it (truncation, rollback) or has another root at its size (a fork). The seq is
     /// the checkpoint's tree size.
     CheckpointMismatch,
+    /// The store holds less than the head that was acknowledged durable (its high-water
+    /// mark, kept outside the store), or another entry at that seq: it was rolled back,
+    /// truncated or replaced. The seq is the acknowledged one.
+    RolledBack,
+    /// The store's files are damaged: the storage engine reported corruption or failed on
+    /// what it read, or the ledger directory's manifest or high-water mark is unreadable.
+    /// The seq is the first one that could not be read (0: nothing could be).
+    StoreDamaged,
+    /// The store belongs to another ledger (its ledger id is not the directory's), or
+    /// records none.
+    ForeignStore,
+}
+
+impl FailureKind {
+    /// The snake_case name used in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::HashMismatch => "hash_mismatch",
+            FailureKind::SeqGap => "seq_gap",
+            FailureKind::SeqMismatch => "seq_mismatch",
+            FailureKind::PrevHashMismatch => "prev_hash_mismatch",
+            FailureKind::Undecodable => "undecodable",
+            FailureKind::TransitionMismatch => "transition_mismatch",
+            FailureKind::HeadMismatch => "head_mismatch",
+            FailureKind::SnapshotMismatch => "snapshot_mismatch",
+            FailureKind::TrailingEntry => "trailing_entry",
+            FailureKind::TreeMismatch => "tree_mismatch",
+            FailureKind::CheckpointMismatch => "checkpoint_mismatch",
+            FailureKind::RolledBack => "rolled_back",
+            FailureKind::StoreDamaged => "store_damaged",
+            FailureKind::ForeignStore => "foreign_store",
+        }
+    }
+}
+
+/// A failure at `seq` for a store read that failed during a walk.
+fn unreadable(seq: u64, error: &StoreError) -> VerifyFailure {
+    VerifyFailure {
+        seq,
+        kind: FailureKind::StoreDamaged,
+        detail: format!("entry {seq} cannot be read: {error}"),
+    }
 }
 
 /// The first broken seq and why.
@@ -60,7 +102,7 @@ pub struct VerifyFailure {
 
 impl std::fmt::Display for VerifyFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seq {}: {:?}: {}", self.seq, self.kind, self.detail)
+        write!(f, "seq {}: {}: {}", self.seq, self.kind.name(), self.detail)
     }
 }
 
@@ -116,7 +158,7 @@ pub(crate) enum MissingSnapshot {
 /// Every snapshot passed must be the one its entry commits to and equal the replay;
 /// `missing` says whether a committed snapshot that is not stored fails.
 pub(crate) fn walk(
-    tree: &sled::Tree,
+    tree: &dyn Store,
     projection: &mut Projection,
     frontier: &mut CompactRange,
     start_seq: u64,
@@ -138,16 +180,31 @@ pub(crate) fn walk(
         return Ok(report);
     }
     let mut snapshot_seqs = BTreeSet::new();
-    let snapshot_range =
-        keys::seq_key(keys::SNAPSHOT, start_seq + 1)..=keys::seq_key(keys::SNAPSHOT, u64::MAX);
-    for item in tree.range(snapshot_range) {
-        snapshot_seqs.extend(keys::seq_of(&item?.0));
+    let snapshots = tree.scan(
+        &keys::seq_key(keys::SNAPSHOT, start_seq + 1),
+        &keys::seq_key(keys::SNAPSHOT, u64::MAX),
+        false,
+    );
+    for item in snapshots {
+        match item {
+            Ok((key, _)) => snapshot_seqs.extend(keys::seq_of(&key)),
+            Err(e) => {
+                report.failure = Some(unreadable(start_seq + 1, &e));
+                return Ok(report);
+            }
+        }
     }
     let from = keys::seq_key(keys::ENTRY, start_seq + 1);
     let to = keys::seq_key(keys::ENTRY, u64::MAX);
-    for item in tree.range(from..=to) {
-        let (key, value) = item?;
+    for item in tree.scan(&from, &to, false) {
         let expected = report.verified_seq + 1;
+        let (key, value) = match item {
+            Ok(record) => record,
+            Err(e) => {
+                report.failure = Some(unreadable(expected, &e));
+                return Ok(report);
+            }
+        };
         let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
             fail(
                 &mut report,
@@ -239,7 +296,13 @@ pub(crate) fn walk(
             return Ok(report);
         }
         let nodes = frontier.append(merkle::leaf_hash(bytes));
-        let stored_nodes = tree.get(keys::seq_key(keys::TREE, seq - 1))?;
+        let stored_nodes = match tree.get(&keys::seq_key(keys::TREE, seq - 1)) {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                report.failure = Some(unreadable(seq, &e));
+                return Ok(report);
+            }
+        };
         if stored_nodes.as_deref() != crate::tree::nodes_value(&nodes).as_deref() {
             fail(
                 &mut report,
@@ -253,8 +316,15 @@ pub(crate) fn walk(
             return Ok(report);
         }
         if entry.snapshot.is_some() || snapshot_seqs.contains(&seq) {
-            if let Some(detail) = snapshot_differs(tree, seq, entry.snapshot, projection, missing)?
-            {
+            let differs = match snapshot_differs(tree, seq, entry.snapshot, projection, missing) {
+                Ok(differs) => differs,
+                Err(LedgerError::Storage(e)) => {
+                    report.failure = Some(unreadable(seq, &e));
+                    return Ok(report);
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(detail) = differs {
                 fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
                 return Ok(report);
             }
@@ -287,7 +357,13 @@ pub(crate) fn walk(
             ),
         );
     } else if head.0 > 0 {
-        let stored = tree.get(keys::FRONTIER)?;
+        let stored = match tree.get(keys::FRONTIER) {
+            Ok(stored) => stored,
+            Err(e) => {
+                report.failure = Some(unreadable(head.0, &e));
+                return Ok(report);
+            }
+        };
         let stored = stored
             .as_deref()
             .and_then(|value| crate::tree::parse_frontier(head.0, value));
@@ -307,13 +383,13 @@ pub(crate) fn walk(
 /// commits to, and against the replayed projection; `Some(why)` if it is not the committed
 /// one (or is missing, unless `missing` tolerates that), does not decode, or differs.
 fn snapshot_differs(
-    tree: &sled::Tree,
+    tree: &dyn Store,
     seq: u64,
     committed: Option<Hash>,
     replayed: &Projection,
     missing: MissingSnapshot,
 ) -> Result<Option<String>, LedgerError> {
-    let stored = tree.get(keys::seq_key(keys::SNAPSHOT, seq))?;
+    let stored = tree.get(&keys::seq_key(keys::SNAPSHOT, seq))?;
     let bytes = match (committed, stored) {
         (None, None) => return Ok(None),
         (Some(committed), None) => {
@@ -368,20 +444,27 @@ fn snapshot_differs(
 /// chunks. No decoding, no replay: a tampered entry still breaks the chain at itself or at
 /// the next entry. Entries after `start_seq`, trusting `start_hash`.
 pub(crate) fn walk_chain(
-    tree: &sled::Tree,
+    tree: &dyn Store,
     start_seq: u64,
     start_hash: Hash,
     head: (u64, Hash),
 ) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
-    let trailing = tree
-        .range(
-            keys::seq_key(keys::ENTRY, head.0.saturating_add(1))
-                ..=keys::seq_key(keys::ENTRY, u64::MAX),
+    let trailing = match tree
+        .scan(
+            &keys::seq_key(keys::ENTRY, head.0.saturating_add(1)),
+            &keys::seq_key(keys::ENTRY, u64::MAX),
+            false,
         )
         .next()
-        .transpose()?
-        .and_then(|(key, _)| keys::seq_of(&key));
+        .transpose()
+    {
+        Ok(record) => record.and_then(|(key, _)| keys::seq_of(&key)),
+        Err(e) => {
+            report.failure = Some(unreadable(head.0.saturating_add(1), &e));
+            return Ok(report);
+        }
+    };
     let total = head.0.saturating_sub(start_seq);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -407,9 +490,9 @@ pub(crate) fn walk_chain(
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(LedgerError::OutOfRange(
+                    Err(LedgerError::Storage(StoreError::Damaged(
                         "a verification thread panicked".into(),
-                    ))
+                    )))
                 })
             })
             .collect()
@@ -452,7 +535,7 @@ struct ChunkResult {
 }
 
 fn check_chunk(
-    tree: &sled::Tree,
+    tree: &dyn Store,
     from: u64,
     to: u64,
     start_seq: u64,
@@ -466,11 +549,12 @@ fn check_chunk(
     let mut previous = if from == start_seq + 1 {
         start_hash
     } else {
-        match tree
-            .get(keys::seq_key(keys::ENTRY, from - 1))?
-            .as_deref()
-            .and_then(Hash::from_slice)
-        {
+        let before = match tree.get(&keys::seq_key(keys::ENTRY, from - 1)) {
+            Ok(before) => before,
+            // The chunk before reports the unreadable entry, which comes first.
+            Err(_) => return Ok(result),
+        };
+        match before.as_deref().and_then(Hash::from_slice) {
             Some(hash) => hash,
             // The chunk before reports the missing entry, which comes first.
             None => return Ok(result),
@@ -480,8 +564,18 @@ fn check_chunk(
     let fail = |seq: u64, kind: FailureKind, detail: String, result: &mut ChunkResult| {
         result.failure = Some(VerifyFailure { seq, kind, detail });
     };
-    for item in tree.range(keys::seq_key(keys::ENTRY, from)..=keys::seq_key(keys::ENTRY, to)) {
-        let (key, value) = item?;
+    for item in tree.scan(
+        &keys::seq_key(keys::ENTRY, from),
+        &keys::seq_key(keys::ENTRY, to),
+        false,
+    ) {
+        let (key, value) = match item {
+            Ok(record) => record,
+            Err(e) => {
+                result.failure = Some(unreadable(expected, &e));
+                return Ok(result);
+            }
+        };
         let seq = keys::seq_of(&key)
             .filter(|_| key.len() == 9)
             .unwrap_or(expected);

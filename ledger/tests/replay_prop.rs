@@ -329,6 +329,8 @@ impl Run {
         let config = LedgerConfig {
             snapshot_every,
             allow_corrupt: false,
+            create: true,
+            cache_bytes: None,
         };
         let ledger = open(dir.path(), &config);
         Run {

@@ -183,7 +183,10 @@ impl Entry {
         rmp_serde::to_vec_named(self).map_err(|e| SchemaError::Encode(e.to_string()))
     }
 
-    /// Decodes stored bytes, refusing unknown format versions.
+    /// Decodes stored bytes, refusing unknown format versions and any bytes that are not
+    /// exactly the canonical encoding of what they decode to: the hashed bytes must never
+    /// carry data the decoded entry does not show (trailing bytes, a hash as a string,
+    /// wider integers, positional structs, unknown keys).
     pub fn decode(bytes: &[u8]) -> Result<Entry, SchemaError> {
         let entry: Entry =
             rmp_serde::from_slice(bytes).map_err(|e| SchemaError::Undecodable(e.to_string()))?;
@@ -192,6 +195,19 @@ impl Entry {
                 found: entry.format_version,
                 supported: FORMAT_VERSION,
             });
+        }
+        let canonical = entry.encode()?;
+        if canonical != bytes {
+            let at = canonical
+                .iter()
+                .zip(bytes)
+                .position(|(a, b)| a != b)
+                .unwrap_or(canonical.len().min(bytes.len()));
+            return Err(SchemaError::Undecodable(format!(
+                "not the canonical encoding of the entry it decodes to ({} bytes stored, {} canonical, first difference at byte {at})",
+                bytes.len(),
+                canonical.len()
+            )));
         }
         Ok(entry)
     }
@@ -362,5 +378,48 @@ mod tests {
         assert_ne!(base, chain_hash(&Hash([1; 32]), 1, b"entry"));
         assert_ne!(base, chain_hash(&Hash::ZERO, 2, b"entry"));
         assert_ne!(base, chain_hash(&Hash::ZERO, 1, b"entrY"));
+    }
+
+    #[test]
+    fn only_the_canonical_encoding_decodes() {
+        let entry = sample();
+        let canonical = entry.encode().unwrap();
+        let refused = |bytes: &[u8], what: &str| {
+            assert!(
+                matches!(Entry::decode(bytes), Err(SchemaError::Undecodable(_))),
+                "{what} was accepted"
+            );
+        };
+
+        let mut trailing = canonical.clone();
+        trailing.extend_from_slice(b"\xa5hello");
+        refused(&trailing, "trailing bytes");
+
+        // prev_hash as a hex string instead of `bin 8` (rmp_serde reads both).
+        let bin = [b"\xa9prev_hash\xc4\x20".as_slice(), &[3u8; 32]].concat();
+        let at = canonical.windows(bin.len()).position(|w| w == bin).unwrap();
+        let hex: String = std::iter::repeat_n("03", 32).collect();
+        let as_string = [
+            &canonical[..at],
+            b"\xa9prev_hash\xd9\x40".as_slice(),
+            hex.as_bytes(),
+            &canonical[at + bin.len()..],
+        ]
+        .concat();
+        assert!(rmp_serde::from_slice::<Entry>(&as_string).is_ok());
+        refused(&as_string, "a hash as a string");
+
+        // seq 7 as uint 64.
+        let seq = b"\xa3seq\x07";
+        let at = canonical.windows(seq.len()).position(|w| w == seq).unwrap();
+        let wide = [
+            &canonical[..at],
+            b"\xa3seq\xcf\0\0\0\0\0\0\0\x07".as_slice(),
+            &canonical[at + seq.len()..],
+        ]
+        .concat();
+        refused(&wide, "a wide integer");
+        refused(&rmp_serde::to_vec(&entry).unwrap(), "positional structs");
+        assert_eq!(Entry::decode(&canonical).unwrap(), entry);
     }
 }

@@ -4,7 +4,7 @@
 //! Hand-written serde types rather than generated ones: they name only the fields the
 //! binding rule needs and ignore everything else, so a pod spec or an env var can never
 //! reach the ledger. A test (`tests/crd_fields.rs`) checks every path read here against
-//! the CRD schemas in `shared/crds/`.
+//! the CRD schemas in the repository's `tests/data/crds/` (see `docs/DOMAIN.md` §1).
 
 use std::collections::BTreeMap;
 

@@ -1,10 +1,10 @@
 //! Conformance of `claim_ledger_schemas::checkpoint` with C2SP signed-note and
 //! tlog-checkpoint.
 //!
-//! * `shared/vectors/c2sp/signed-note-example.json` (the spec's example): the verifier key
+//! * `tests/data/vectors/c2sp/signed-note-example.json` (the spec's example): the verifier key
 //!   parses (key ID `530d903a`) and formats back, the note verifies with it, and it stops
 //!   verifying when any byte of its text or of its signature is changed.
-//! * `shared/vectors/c2sp/checkpoint-examples.json`: the checkpoint and the cosigned
+//! * `tests/data/vectors/c2sp/checkpoint-examples.json`: the checkpoint and the cosigned
 //!   checkpoint parse to the documented origin, size and root and round-trip byte for byte
 //!   (they are parse-only: no public keys are published for them).
 //! * The signer/verifier key pair and signed note of the Go reference implementation's
@@ -25,13 +25,13 @@ use claim_ledger_schemas::checkpoint::{
 use claim_ledger_schemas::merkle::{leaf_hash, EMPTY_ROOT};
 use serde_json::Value;
 
-const C2SP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/c2sp");
+const C2SP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vectors/c2sp");
 
 fn vector(name: &str) -> Value {
     let path = Path::new(C2SP).join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read {} (CI clones shared/ beside the repo): {e}",
+            "cannot read {} (the vectors live in the repository, under tests/data/vectors/): {e}",
             path.display()
         )
     });

@@ -3,15 +3,15 @@
 //! `schemas/src/resources.rs` reads a handful of fields from `Sandbox` and `SandboxClaim`
 //! objects, listed per version in `SANDBOX_PATHS`, `CLAIM_V1ALPHA1_PATHS` and
 //! `CLAIM_V1BETA1_PATHS`. This test parses the CRDs of agent-sandbox v0.4.6
-//! (`shared/crds/`, serves `v1alpha1`) and v0.5.6 (`shared/crds/v0.5/`, serves `v1beta1`
-//! and `v1alpha1`), and checks that:
+//! (`tests/data/crds/`, serves `v1alpha1`) and v0.5.6 (`tests/data/crds/v0.5/`, serves
+//! `v1beta1` and `v1alpha1`), and checks that:
 //!
 //! * every served version is one the normalizer reads, and every path it reads exists in
 //!   that version's `openAPIV3Schema` with the JSON type the Rust type expects;
-//! * the claim's `shutdownPolicy` enum is the one `shared/docs/DOMAIN.md` names;
+//! * the claim's `shutdownPolicy` enum is the one `docs/DOMAIN.md` names;
 //! * every `spec` field of a served version is either read or listed here as deliberately
 //!   not read, so a new CRD field is noticed;
-//! * the upstream example objects in `shared/crds/examples/` normalize to the fields their
+//! * the upstream example objects in `tests/data/crds/examples/` normalize to the fields their
 //!   YAML states.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,21 +21,24 @@ use claim_ledger_schemas::resources::{CLAIM_V1ALPHA1_PATHS, CLAIM_V1BETA1_PATHS,
 use claim_ledger_schemas::{normalize, ChangeKind, KindFields, ObjectKind, WatchEventType};
 use serde_json::Value;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
+/// The repository's test data (the CRDs and examples are in `crds/`; see its SOURCE.md).
+const TEST_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data");
+/// The domain document, which names the `shutdownPolicy` values.
+const DOMAIN_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/DOMAIN.md");
 
-/// The agent-sandbox releases whose CRDs are checked: (release, directory under shared/).
+/// The agent-sandbox releases whose CRDs are checked: (release, directory under tests/data/).
 const RELEASES: [(&str, &str); 2] = [("v0.4.6", "crds"), ("v0.5.6", "crds/v0.5")];
 const SANDBOX_CRD: &str = "agents.x-k8s.io_sandboxes.yaml";
 const CLAIM_CRD: &str = "extensions.agents.x-k8s.io_sandboxclaims.yaml";
 
-fn shared(path: &str) -> PathBuf {
-    Path::new(SHARED).join(path)
+fn test_data(path: &str) -> PathBuf {
+    Path::new(TEST_DATA).join(path)
 }
 
 fn read_yaml(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
-            "cannot read {} (CI clones shared/ beside the repo): {e}",
+            "cannot read {} (the CRDs live in the repository, under tests/data/crds/): {e}",
             path.display()
         )
     });
@@ -61,7 +64,7 @@ fn served_versions() -> Vec<Served> {
     let mut out = Vec::new();
     for (release, dir) in RELEASES {
         for file in [SANDBOX_CRD, CLAIM_CRD] {
-            let crd = read_yaml(&shared(&format!("{dir}/{file}")));
+            let crd = read_yaml(&test_data(&format!("{dir}/{file}")));
             assert_eq!(crd["kind"], "CustomResourceDefinition", "{release} {file}");
             let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
             let versions = crd["spec"]["versions"].as_array().expect("spec.versions");
@@ -242,8 +245,8 @@ fn fields_read_inside_arrays_exist() {
 
 /// The shutdownPolicy names and default of DOMAIN.md §1, read from the document itself.
 fn domain_shutdown_policies() -> (BTreeSet<String>, String) {
-    let path = shared("docs/DOMAIN.md");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(DOMAIN_MD)
+        .unwrap_or_else(|e| panic!("cannot read {DOMAIN_MD}: {e}"));
     let marker = "`spec.lifecycle.shutdownPolicy` (";
     let start = text
         .find(marker)
@@ -426,7 +429,7 @@ fn expectations() -> BTreeMap<&'static str, Expected> {
 }
 
 fn examples() -> Vec<(String, Value)> {
-    let dir = shared("crds/examples");
+    let dir = test_data("crds/examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -566,7 +569,7 @@ fn examples_normalize_to_the_fields_their_yaml_states() {
     }
     assert!(
         expectations.is_empty(),
-        "examples missing from shared/crds/examples: {:?}",
+        "examples missing from tests/data/crds/examples: {:?}",
         expectations.keys().collect::<Vec<_>>()
     );
 }

@@ -1,9 +1,9 @@
 //! Conformance of `claim_ledger_schemas::merkle` with RFC 6962 / RFC 9162.
 //!
 //! * Every one of the 196 transparency-dev/merkle proof vectors in
-//!   `shared/vectors/transparency-dev-merkle/testdata/` gives its expected result (with the
-//!   two extra rejection rules `shared/vectors/SOURCE.md` names).
-//! * The leaf hashes and roots of `shared/vectors/rfc6962/reference-tree.json` match, and
+//!   `tests/data/vectors/transparency-dev-merkle/testdata/` gives its expected result (with the
+//!   two extra rejection rules `tests/data/vectors/SOURCE.md` names).
+//! * The leaf hashes and roots of `tests/data/vectors/rfc6962/reference-tree.json` match, and
 //!   the happy-path vectors' proofs over that tree are exactly the proofs we generate.
 //! * A property test compares `CompactRange` roots and the proofs generated through an
 //!   in-memory `NodeReader` (fed only from `append`'s perfect nodes) with a naive recursive
@@ -24,12 +24,12 @@ use claim_ledger_schemas::merkle::{
 use proptest::prelude::*;
 use serde_json::Value;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vectors");
 
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
-            "cannot read {} (CI clones shared/ beside the repo): {e}",
+            "cannot read {} (the vectors live in the repository, under tests/data/vectors/): {e}",
             path.display()
         )
     });
@@ -39,7 +39,7 @@ fn read_json(path: &Path) -> Value {
 fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
         panic!(
-            "cannot read {} (CI clones shared/ beside the repo): {e}",
+            "cannot read {} (the vectors live in the repository, under tests/data/vectors/): {e}",
             dir.display()
         )
     });

@@ -11,6 +11,8 @@ pub mod cluster;
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
+use ledger::dir::HighWater;
+use ledger::store::{Store, StoreError};
 use serde_json::{json, Value};
 
 /// splitmix64: tiny, deterministic, good enough to pick kill points and event orders.
@@ -165,9 +167,79 @@ pub fn open_ledger(
     retry_locked(|| ledger::Ledger::open(dir, config.clone()))
 }
 
-/// The raw sled database of a closed ledger, waiting out a lingering lock.
-pub fn open_sled(dir: &Path) -> sled::Db {
-    retry_locked(|| sled::open(dir)).expect("open the raw sled database")
+/// The raw store of a closed ledger directory, to change it behind the ledger's back as
+/// damage or an attacker would.
+pub fn open_raw(dir: &Path) -> RawStore {
+    RawStore(
+        ledger::store::SledStore::open(&dir.join(ledger::dir::SLED_DIR), None)
+            .expect("open the raw store"),
+    )
+}
+
+/// A ledger's store, read and written record by record (each write its own batch).
+pub struct RawStore(ledger::store::SledStore);
+
+#[allow(dead_code)]
+impl RawStore {
+    /// The record under `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key.as_ref())
+    }
+
+    /// Sets a record, returning what it held.
+    pub fn insert(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let previous = self.0.get(key.as_ref())?;
+        Store::insert(&self.0, key.as_ref(), value.as_ref())?;
+        Ok(previous)
+    }
+
+    /// Removes a record, returning what it held.
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::remove(&self.0, key.as_ref())
+    }
+
+    /// Every record whose key starts with `prefix`.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        let mut to = prefix.to_vec();
+        to.extend_from_slice(&[0xff; 16]);
+        self.0.scan(prefix, &to, false)
+    }
+
+    /// Makes the changes durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.0.flush()
+    }
+}
+
+/// Rewrites a closed ledger's high-water mark to the entry at `seq` of its store, as an
+/// attacker who can write the whole directory could (both slots).
+#[allow(dead_code)]
+pub fn rewind_high_water(dir: &Path, seq: u64) {
+    let hash = match seq {
+        0 => schemas::Hash::ZERO,
+        _ => {
+            let raw = open_raw(dir);
+            let value = raw
+                .get(ledger::store::keys::seq_key(
+                    ledger::store::keys::ENTRY,
+                    seq,
+                ))
+                .unwrap()
+                .expect("the entry at the new mark");
+            schemas::Hash::from_slice(&value).unwrap()
+        }
+    };
+    let mark = ledger::dir::HighWaterFile::open_dir(dir).expect("open the high-water mark");
+    let acknowledged = ledger::dir::Acknowledged { seq, hash };
+    mark.save(acknowledged).unwrap();
+    mark.save(acknowledged).unwrap();
 }
 
 /// One simulated sandbox lifecycle.

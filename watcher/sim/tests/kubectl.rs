@@ -37,18 +37,15 @@ impl Kubectl {
     }
 }
 
-fn hello_world_yaml(dir: &Path) -> PathBuf {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/crds/examples/sandbox-hello-world.yaml");
-    if shared.exists() {
-        return shared;
-    }
-    let path = dir.join("sandbox-hello-world.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: agents.x-k8s.io/v1alpha1\nkind: Sandbox\nmetadata:\n  name: hello-world\nspec:\n  podTemplate:\n    spec:\n      containers:\n      - name: my-container\n        image: busybox\n      restartPolicy: Never\n",
-    )
-    .unwrap();
+/// The upstream hello-world example, kept in the repository (tests/data/crds/SOURCE.md).
+fn hello_world_yaml() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/crds/examples/sandbox-hello-world.yaml");
+    assert!(
+        path.exists(),
+        "{} is missing (the example lives in the repository, under tests/data/crds/examples/)",
+        path.display()
+    );
     path
 }
 
@@ -68,7 +65,7 @@ async fn kubectl_get_create_patch_delete() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("No resources found"), "{stderr}");
 
-    let file = hello_world_yaml(dir.path());
+    let file = hello_world_yaml();
     let out = k
         .ok(&["create", "-f", file.to_str().unwrap(), "-n", "default"])
         .await;

@@ -1,0 +1,135 @@
+//! The storage boundary: everything the ledger keeps goes through [`Store`], a narrow
+//! ordered key-value interface (point and range reads, one atomic batch per commit, a
+//! durable flush). The key layout is [`keys`]; the ledger decides what to write, a backend
+//! only how. Backends:
+//!
+//! * [`SledStore`] (module `sled_store`): the embedded default, one sled tree.
+//! * [`MemoryStore`]: in memory, with an explicit model of durability (what a flush made
+//!   durable, and the batches after it that a crash may or may not keep), for tests.
+//! * [`FaultyStore`]: wraps another store and fails, crashes or tears at a chosen write,
+//!   so crash consistency is tested at every write point.
+//!
+//! A new backend is a new module implementing [`Store`]; nothing outside a backend's own
+//! module names its storage engine.
+
+mod faulty;
+pub mod keys;
+mod memory;
+mod sled_store;
+
+pub use faulty::{Fault, FaultyStore};
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// A key and its value, as stored.
+pub type Record = (Vec<u8>, Vec<u8>);
+
+/// Records of a range scan, in key order (or reverse), each read failing on its own.
+pub type Records<'a> = Box<dyn Iterator<Item = Result<Record, StoreError>> + 'a>;
+
+/// The ledger's view of a store.
+///
+/// Contract: a [`Store::commit`] is atomic (after a crash, a batch is either wholly there or
+/// wholly absent) and batches survive a crash in commit order (a crash keeps a prefix of
+/// them); everything committed before a successful [`Store::flush`] survives a crash.
+/// Reads see every committed batch.
+pub trait Store: Send + Sync {
+    /// The value stored under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records with `from <= key <= to`, ascending, or descending when `reverse`.
+    fn scan(&self, from: &[u8], to: &[u8], reverse: bool) -> Records<'_>;
+    /// Applies every write of `batch` atomically.
+    fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Makes every committed batch durable.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// A short name of the backend (`sled`, `memory`), for messages and the manifest.
+    fn kind(&self) -> &'static str;
+
+    /// Sets one record in a batch of its own (repair tools, tests).
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.insert(key, value);
+        self.commit(batch)
+    }
+
+    /// Removes one record in a batch of its own, returning what it held.
+    fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let previous = self.get(key)?;
+        let mut batch = Batch::default();
+        batch.remove(key);
+        self.commit(batch)?;
+        Ok(previous)
+    }
+}
+
+/// Writes applied together by [`Store::commit`], in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), Some(value.into())));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), None));
+    }
+
+    /// How many writes it holds.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether it holds no write.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// The writes, in order: `None` removes the key.
+    pub fn writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.writes
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_deref()))
+    }
+
+    /// The writes, consumed.
+    pub fn into_writes(self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> {
+        self.writes.into_iter()
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The operating system refused or failed an operation (permissions, a full disk).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the store open.
+    #[error("the store at {0} is in use by another process")]
+    Locked(String),
+    /// The store's files are damaged: the engine reported corruption, or failed inside
+    /// (it panicked) on what it read.
+    #[error("the store's files are damaged: {0}")]
+    Damaged(String),
+    /// A failure injected by [`FaultyStore`].
+    #[error("injected fault: {0}")]
+    Injected(String),
+}
+
+impl StoreError {
+    /// Whether the failure says the stored data is damaged (as opposed to an environment
+    /// problem such as permissions or a lock).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Damaged(_))
+    }
+}

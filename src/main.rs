@@ -462,6 +462,7 @@ fn checked_checkpoint(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_storage_panics();
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
@@ -484,6 +485,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The ledger's sled backend turns a panic inside sled (some damage to its files makes it
+/// panic instead of failing) into a `store_damaged` error, which is reported; the default
+/// hook would also print the panic as if claim-ledger had crashed.
+fn quiet_storage_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_sled = info
+            .location()
+            .is_some_and(|location| location.file().contains("/sled-"));
+        if !in_sled {
+            default(info);
+        }
+    }));
 }
 
 /// Runs a long-running command on a multi-threaded runtime until Ctrl-C or SIGTERM.

@@ -231,6 +231,8 @@ pub struct Ledger {
     high_water: Option<Arc<dyn HighWater>>,
     /// The mark last saved in `high_water`.
     acknowledged: Acknowledged,
+    /// Why the store is not this ledger's (opened with `allow_corrupt` only).
+    foreign: Option<VerifyFailure>,
     projection: Projection,
     head: Head,
     frontier: CompactRange,
@@ -282,11 +284,18 @@ impl Ledger {
         let store = match store::SledStore::open(&path.join(dir::SLED_DIR), config.cache_bytes) {
             Ok(store) => store,
             Err(e) if e.is_damage() => {
+                let acknowledged = match high_water.load() {
+                    Ok(Some(mark)) => format!(
+                        "; entry {} (hash {}) was acknowledged durable",
+                        mark.seq, mark.hash
+                    ),
+                    _ => String::new(),
+                };
                 return Err(LedgerError::Corrupt(VerifyFailure {
                     seq: 0,
                     kind: FailureKind::StoreDamaged,
-                    detail: format!("{e}; nothing could be read"),
-                }))
+                    detail: format!("{e}; nothing could be read{acknowledged}"),
+                }));
             }
             Err(e) => return Err(e.into()),
         };
@@ -402,11 +411,12 @@ impl Ledger {
                 });
             }
         }
-        if let Some(failure) = failure {
+        if let Some(failure) = &failure {
             if !config.allow_corrupt || failure.kind != FailureKind::ForeignStore {
-                return Err(LedgerError::Corrupt(failure));
+                return Err(LedgerError::Corrupt(failure.clone()));
             }
         }
+        let foreign = failure;
         let (head_seq, head_hash, early_failure) = match read_head(store.as_ref()) {
             Ok((seq, hash)) => (seq, hash, None),
             // For forensics, walk as far as the entries verify and report the head itself.
@@ -445,33 +455,11 @@ impl Ledger {
         if early_failure.is_some() {
             report.failure = early_failure;
         }
-        if report.ok() && report.verified_seq < acknowledged.seq {
-            // A consistent store that ends before what was acknowledged: a truncation or
-            // rollback (sled drops everything after damage to its log) or an older copy.
-            report.failure = Some(rolled_back(
-                acknowledged,
-                report.verified_seq,
-                "the store ends before the acknowledged head",
-            ));
-        } else if report.ok() && acknowledged.seq > 0 {
-            // The store is at least as long as the mark: the entry there must be the one
-            // that was acknowledged (not a store replaced by another history).
-            let found = read_entry(tree, acknowledged.seq)
-                .ok()
-                .flatten()
-                .map(|stored| stored.hash);
-            if found != Some(acknowledged.hash) {
-                report.failure = Some(VerifyFailure {
-                    seq: acknowledged.seq,
-                    kind: FailureKind::RolledBack,
-                    detail: format!(
-                        "entry {} was acknowledged with hash {} but the store holds {}: the store was replaced by another history",
-                        acknowledged.seq,
-                        acknowledged.hash,
-                        found.map_or("no such entry".to_string(), |h| h.to_string())
-                    ),
-                });
-            }
+        if report.ok() {
+            report.failure = foreign.clone();
+        }
+        if report.ok() {
+            report.failure = acknowledged_failure(tree, acknowledged, report.verified_seq);
         }
         if report.ok() {
             // The service must never extend a log that contradicts what it once signed.
@@ -501,6 +489,7 @@ impl Ledger {
             store,
             high_water,
             acknowledged,
+            foreign,
             projection,
             head,
             frontier,
@@ -947,6 +936,7 @@ impl Ledger {
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
         )?;
+        self.check_store_identity(&mut report);
         if report.ok() {
             for stored in self.checkpoints()? {
                 if let Err(failure) =
@@ -965,7 +955,20 @@ impl Ledger {
     /// entry and re-derives its transitions; both name the first broken seq.
     pub fn verify_chain(&self) -> Result<VerifyReport, LedgerError> {
         let (head_seq, head_hash) = read_head(self.store.as_ref())?;
-        verify::walk_chain(self.store.as_ref(), 0, Hash::ZERO, (head_seq, head_hash))
+        let mut report =
+            verify::walk_chain(self.store.as_ref(), 0, Hash::ZERO, (head_seq, head_hash))?;
+        self.check_store_identity(&mut report);
+        Ok(report)
+    }
+
+    /// Adds to a report whose walk passed what the walk cannot see: a store that is not
+    /// this ledger's, or that holds less than (or other than) the acknowledged head.
+    fn check_store_identity(&self, report: &mut VerifyReport) {
+        if report.ok() {
+            report.failure = self.foreign.clone().or_else(|| {
+                acknowledged_failure(self.store.as_ref(), self.acknowledged, report.verified_seq)
+            });
+        }
     }
 
     /// Verifies the entries after a watermark `(seq, hash)` from an earlier report. The
@@ -994,7 +997,7 @@ impl Ledger {
         }
         let mut projection = self.state_at_seq(seq.min(self.head.seq))?;
         let mut frontier = start_frontier(self.store.as_ref(), seq);
-        verify::walk(
+        let mut report = verify::walk(
             self.store.as_ref(),
             &mut projection,
             &mut frontier,
@@ -1002,7 +1005,9 @@ impl Ledger {
             hash,
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
-        )
+        )?;
+        self.check_store_identity(&mut report);
+        Ok(report)
     }
 }
 
@@ -1186,6 +1191,41 @@ fn replay_to(tree: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
         }
     }
     Ok(projection)
+}
+
+/// Whether a store whose entries verified up to `verified_seq` holds the acknowledged head:
+/// `Some` failure when it ends before it (a truncation or rollback: sled drops everything
+/// after damage to its log, or an older copy was put back) or holds another entry at its
+/// seq (a store replaced by another history).
+fn acknowledged_failure(
+    tree: &dyn Store,
+    acknowledged: Acknowledged,
+    verified_seq: u64,
+) -> Option<VerifyFailure> {
+    if verified_seq < acknowledged.seq {
+        return Some(rolled_back(
+            acknowledged,
+            verified_seq,
+            "the store ends before the acknowledged head",
+        ));
+    }
+    if acknowledged.seq == 0 {
+        return None;
+    }
+    let found = read_entry(tree, acknowledged.seq)
+        .ok()
+        .flatten()
+        .map(|stored| stored.hash);
+    (found != Some(acknowledged.hash)).then(|| VerifyFailure {
+        seq: acknowledged.seq,
+        kind: FailureKind::RolledBack,
+        detail: format!(
+            "entry {} was acknowledged with hash {} but the store holds {}: the store was replaced by another history",
+            acknowledged.seq,
+            acknowledged.hash,
+            found.map_or("no such entry".to_string(), |h| h.to_string())
+        ),
+    })
 }
 
 /// A failure naming a store holding less than, or other than, the acknowledged head.

@@ -471,8 +471,15 @@ fn a_changed_byte_that_still_decodes_is_entry_altered() {
 fn bytes_that_no_longer_decode_are_undecodable() {
     let l = ledger();
     let bundle = l.bundle(11, 30, 40, None);
-    let cases: [fn(&mut Vec<u8>); 4] = [
+    let cases: [fn(&mut Vec<u8>); 6] = [
         |b| b[0] = 0xc1, // never used in MessagePack
+        // Decodes (rmp_serde ignores what follows the value) but is not canonical.
+        |b| b.extend_from_slice(b"\xa5extra"),
+        |b| {
+            // seq 18 as uint 64 instead of a positive fixint: same value, wider bytes.
+            let at = find(b, b"\xa3seq\x12") + 4;
+            b.splice(at..at + 1, *b"\xcf\0\0\0\0\0\0\0\x12");
+        },
         |b| b.truncate(b.len() / 2),
         |b| b.clear(),
         |b| {

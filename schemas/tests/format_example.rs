@@ -166,8 +166,8 @@ fn hash_input(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The store layout version `ledger/src/keys.rs` writes under `F` (`STORE_FORMAT`).
-const STORE_FORMAT: u16 = 4;
+/// The store layout version `ledger/src/store/keys.rs` writes under `F` (`STORE_FORMAT`).
+const STORE_FORMAT: u16 = 5;
 
 /// The lowest level of Merkle nodes a `T` record holds (`STORED_LEVEL` in
 /// `ledger/src/tree.rs`); the nodes below are recomputed from the (at most 8) entries under
@@ -228,8 +228,9 @@ fn tree_record_lines(size: usize) -> Vec<(Vec<u8>, String)> {
         .collect()
 }
 
-/// The sled records a ledger holding exactly the two example entries stores, following
-/// `ledger/src/keys.rs`, as `key-hex  value` lines (the `sled-records` block).
+/// The records a ledger holding exactly the two example entries stores, following
+/// `ledger/src/store/keys.rs`, as `key-hex  value` lines (the `sled-records` block). The
+/// ledger id is random per ledger: the block names it.
 fn sled_records(hash_2: &Hash) -> Vec<String> {
     let mut head = 2u64.to_be_bytes().to_vec();
     head.extend_from_slice(&hash_2.0);
@@ -249,6 +250,7 @@ fn sled_records(hash_2: &Hash) -> Vec<String> {
         ),
         (b"F".to_vec(), hex(&STORE_FORMAT.to_be_bytes())),
         (b"H".to_vec(), hex(&head)),
+        (b"I".to_vec(), "ledger-id (16 random bytes)".to_string()),
         // The Merkle tree (section 8): the frontier of 2 (0b10) leaves is their root.
         (b"R".to_vec(), "merkle-root-2".to_string()),
     ];

@@ -34,6 +34,32 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on standard error as text or as JSON objects (one per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "CLAIM_LEDGER_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    /// The least severe level logged (error, warn, info, debug, trace), or a full
+    /// `tracing` filter such as `warn,claim_ledger_watcher=debug`; `RUST_LOG` wins when set.
+    #[arg(
+        long,
+        global = true,
+        default_value = "warn,claim_ledger_watcher=info",
+        env = "CLAIM_LEDGER_LOG_LEVEL"
+    )]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with every field (kind, namespace, name, uid, seq, reason).
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -48,13 +74,13 @@ enum Output {
 struct DbArgs {
     /// The ledger directory. `ingest` and `serve` create it when absent or empty; every
     /// other command refuses a path that is not a ledger.
-    #[arg(long)]
+    #[arg(long, env = "CLAIM_LEDGER_DB")]
     db: PathBuf,
     /// Open a ledger that fails verification, read-only, for forensics.
     #[arg(long)]
     allow_corrupt: bool,
     /// Snapshot the projection every N entries.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, env = "CLAIM_LEDGER_SNAPSHOT_EVERY")]
     snapshot_every: u64,
 }
 
@@ -227,11 +253,16 @@ enum Command {
         db: DbArgs,
         #[command(flatten)]
         api: ApiFlags,
-        /// Watch only this namespace (repeatable); all namespaces by default.
-        #[arg(long = "namespace")]
+        /// Watch only this namespace (repeatable, or comma-separated); all namespaces by
+        /// default.
+        #[arg(
+            long = "namespace",
+            env = "CLAIM_LEDGER_NAMESPACES",
+            value_delimiter = ','
+        )]
         namespaces: Vec<String>,
         /// Answer not_ready once a watch has been failing this many seconds.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, env = "CLAIM_LEDGER_UNREADY_AFTER")]
         unready_after: u64,
         #[command(flatten)]
         signing: SigningFlags,
@@ -294,16 +325,26 @@ enum Command {
 struct SigningFlags {
     /// Sign checkpoints of the Merkle tree with this key (from `keygen`) and keep them in
     /// the ledger; served at /v1/checkpoint.
-    #[arg(long)]
+    #[arg(long, env = "CLAIM_LEDGER_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
     /// The checkpoint origin line (default the key name).
-    #[arg(long, requires = "signing_key")]
+    #[arg(long, requires = "signing_key", env = "CLAIM_LEDGER_ORIGIN")]
     origin: Option<String>,
     /// Sign once this many entries were appended since the last checkpoint.
-    #[arg(long, default_value_t = 1000, requires = "signing_key")]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        requires = "signing_key",
+        env = "CLAIM_LEDGER_CHECKPOINT_EVERY"
+    )]
     checkpoint_every: u64,
     /// ...or once this many seconds passed with new entries.
-    #[arg(long, default_value_t = 60, requires = "signing_key")]
+    #[arg(
+        long,
+        default_value_t = 60,
+        requires = "signing_key",
+        env = "CLAIM_LEDGER_CHECKPOINT_INTERVAL"
+    )]
     checkpoint_interval: u64,
 }
 
@@ -331,19 +372,27 @@ impl SigningFlags {
 #[derive(Args)]
 struct ApiFlags {
     /// Where the API listens.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CLAIM_LEDGER_LISTEN")]
     listen: SocketAddr,
     /// Bearer tokens, one per line; reloaded when the file changes.
-    #[arg(long, required_unless_present = "insecure_no_auth")]
+    #[arg(
+        long,
+        required_unless_present = "insecure_no_auth",
+        env = "CLAIM_LEDGER_API_TOKEN_FILE"
+    )]
     api_token_file: Option<PathBuf>,
     /// Serve /v1 without authentication (only for local experiments).
-    #[arg(long, conflicts_with = "api_token_file")]
+    #[arg(
+        long,
+        conflicts_with = "api_token_file",
+        env = "CLAIM_LEDGER_INSECURE_NO_AUTH"
+    )]
     insecure_no_auth: bool,
     /// TLS certificate chain (PEM); with --tls-key.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", env = "CLAIM_LEDGER_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// TLS private key (PEM); with --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", env = "CLAIM_LEDGER_TLS_KEY")]
     tls_key: Option<PathBuf>,
 }
 
@@ -463,15 +512,25 @@ fn checked_checkpoint(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_storage_panics();
-    tracing_subscriber::fmt()
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
+            Ok(filter) => filter,
+            Err(e) => {
+                eprintln!("claim-ledger: --log-level {:?}: {e}", cli.log_level);
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let logs = tracing_subscriber::fmt()
         .with_writer(io::stderr)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,claim_ledger_watcher=info")
-            }),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Check(message)) => {

@@ -578,19 +578,82 @@ impl Writer {
             .collect()
     }
 
+    /// Logs each recorded change (debug) and each binding transition it caused (info),
+    /// with the fields operators filter on: kind, namespace, name, uid, seq, reason.
+    fn log_recorded(&self, described: &[Option<Described>], outcomes: &[ledger::AppendOutcome]) {
+        let ledger = self.ledger.read().unwrap_or_else(PoisonError::into_inner);
+        for (described, outcome) in described.iter().zip(outcomes) {
+            let (
+                Some((kind, namespace, name, uid)),
+                ledger::AppendOutcome::Appended { seq, transitions },
+            ) = (described, outcome)
+            else {
+                continue;
+            };
+            tracing::debug!(seq, kind = ?kind, namespace, name, uid, "recorded");
+            if *transitions == 0 {
+                continue;
+            }
+            let Ok(Some(stored)) = ledger.entry(*seq) else {
+                continue;
+            };
+            for transition in &stored.entry.transitions {
+                let detail = serde_json::to_value(transition).unwrap_or_default();
+                let field = |key: &str| detail.get(key).and_then(|v| v.as_str()).unwrap_or("");
+                tracing::info!(
+                    seq,
+                    kind = ?kind,
+                    namespace,
+                    name,
+                    uid,
+                    transition = field("transition"),
+                    reason = field("reason"),
+                    pod_uid = field("pod_uid"),
+                    sandbox_uid = field("sandbox_uid"),
+                    claim_uid = field("claim_uid"),
+                    "binding transition"
+                );
+            }
+        }
+    }
+
     fn commit(&self, pending: &mut Vec<Change>) -> Result<(), WatcherError> {
         if pending.is_empty() {
             return Ok(());
         }
+        // Only what the log lines need, and only when someone reads them.
+        let described: Vec<Option<Described>> = match tracing::enabled!(tracing::Level::INFO) {
+            true => pending.iter().map(describe).collect(),
+            false => Vec::new(),
+        };
         let mut ledger = self.ledger.write().unwrap_or_else(PoisonError::into_inner);
-        ledger.append_changes(pending.drain(..), Utc::now())?;
+        let outcomes = ledger.append_changes(pending.drain(..), Utc::now())?;
         let started = Instant::now();
         ledger.flush()?;
         let micros = started.elapsed().as_micros() as u64;
         drop(ledger);
+        if !described.is_empty() {
+            self.log_recorded(&described, &outcomes);
+        }
         let mut inner = self.readiness.lock();
         inner.counters.flushes += 1;
         inner.counters.flush_micros += micros;
         Ok(())
+    }
+}
+
+/// The kind, namespace, name and uid of a recorded object change.
+type Described = (ObjectKind, String, String, String);
+
+/// What the log line of a recorded change names (watch gaps are logged where they happen).
+fn describe(change: &Change) -> Option<Described> {
+    match change {
+        Change::Object(object) => Some((
+            object.kind,
+            object.namespace.clone(),
+            object.name.clone(),
+            object.uid.clone(),
+        )),
+        Change::WatchGap(_) | Change::CheckDenied(_) => None,
     }
 }

@@ -82,6 +82,10 @@ struct DbArgs {
     /// Snapshot the projection every N entries.
     #[arg(long, default_value_t = 100_000, env = "CLAIM_LEDGER_SNAPSHOT_EVERY")]
     snapshot_every: u64,
+    /// The store's page cache in MiB (sled's default, 1024, when not given). Counted
+    /// apart from the projection's memory.
+    #[arg(long, env = "CLAIM_LEDGER_CACHE_MB")]
+    cache_mb: Option<u64>,
 }
 
 impl DbArgs {
@@ -101,6 +105,7 @@ impl DbArgs {
             snapshot_every: self.snapshot_every,
             allow_corrupt: self.allow_corrupt,
             create,
+            cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
             ..LedgerConfig::default()
         };
         Ledger::open(&self.db, config).map_err(Failure::from)

@@ -270,6 +270,14 @@ pub async fn run_demo(
     let ledger_dir = args.dir.join("ledger");
     let ledger =
         Ledger::open(&ledger_dir, ledger::LedgerConfig::default()).map_err(|e| e.to_string())?;
+    if ledger.head().seq > 0 {
+        println!(
+            "reusing the ledger of an earlier demo at {} (head seq {}); remove {} for a fresh one",
+            ledger_dir.display(),
+            ledger.head().seq,
+            args.dir.display()
+        );
+    }
 
     let sim = Simulator::new(SimConfig::default());
     let sim_listener = TcpListener::bind("127.0.0.1:0")
@@ -344,10 +352,43 @@ pub async fn run_demo(
     let _ = sim_task.await;
     println!("stopped; ledger head seq {seq} hash {hash}");
     println!(
-        "verify it: claim-ledger verify --db {}",
+        "verify it: {} verify --db {}",
+        command_name(),
         ledger_dir.display()
     );
     Ok(())
+}
+
+/// How to run this binary from a shell: `claim-ledger` when that name on `PATH` is this
+/// very program (after `cargo install --path .`), else the path of the running binary.
+fn command_name() -> String {
+    let Ok(this) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "claim-ledger".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            dir.join("claim-ledger")
+                .canonicalize()
+                .is_ok_and(|found| found == this)
+        })
+    });
+    match on_path {
+        true => "claim-ledger".into(),
+        false => this.display().to_string(),
+    }
+}
+
+/// A ready-to-paste identity check of pod `pod_name` (uid `pod_uid`) claiming `sandbox_id`.
+fn check_command(
+    api: &str,
+    namespace: &str,
+    pod_name: &str,
+    pod_uid: &str,
+    sandbox_id: &str,
+) -> String {
+    format!(
+        "curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' {api}/v1/identity/check -d '{{\"namespace\":\"{namespace}\",\"pod_name\":\"{pod_name}\",\"pod_uid\":\"{pod_uid}\",\"sandbox_id\":\"{sandbox_id}\"}}'"
+    )
 }
 
 async fn client_for(kubeconfig: &str) -> Result<kube::Client, String> {
@@ -398,14 +439,19 @@ fn print_banner(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" '{api}/v1/export?bundle=true' -o bundle.tar"
     );
     println!(
-        "  claim-ledger verify-export bundle.tar --trusted-key {}",
+        "  {} verify-export bundle.tar --trusted-key {}",
+        command_name(),
         dir.join("signing.pub").display()
     );
     println!(
         "  kubectl --kubeconfig {} get sandboxes,sandboxclaims,pods -n demo",
         kubeconfig.display()
     );
-    println!("The check for each pod the scenario binds is printed below as it happens.");
+    println!("A fresh check is printed below whenever a pod binds or is replaced, with the");
+    println!("answer it should get; each one goes stale at the step that replaces that pod.");
+    if command_name() != "claim-ledger" {
+        println!("(`cargo install --path .` puts `claim-ledger` on your PATH.)");
+    }
     println!("(files under {})", dir.display());
     println!();
 }
@@ -452,11 +498,17 @@ async fn scenario(
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let mut bound_uid = String::new();
         if let Some(pod) = sim.get(sim::Resource::Pod, namespace, &sandbox) {
-            let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
-            println!("[demo] claim {namespace}/{claim_name} bound warm sandbox {sandbox} (pod uid {uid})");
+            bound_uid = pod["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            println!("[demo] claim {namespace}/{claim_name} bound warm sandbox {sandbox} (pod uid {bound_uid})");
+            println!("       expect allow:");
             println!(
-                "       curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' {api}/v1/identity/check -d '{{\"namespace\":\"{namespace}\",\"pod_name\":\"{sandbox}\",\"pod_uid\":\"{uid}\",\"sandbox_id\":\"{sandbox_id}\"}}'"
+                "       {}",
+                check_command(&api, namespace, &sandbox, &bound_uid, &sandbox_id)
             );
         }
         if pause(shutdown.clone()).await {
@@ -465,10 +517,20 @@ async fn scenario(
         let replaced = sim
             .replace_pod(namespace, &sandbox)
             .map_err(|e| e.to_string())?;
+        let new_uid = replaced["metadata"]["uid"].as_str().unwrap_or_default();
+        println!("[demo] pod {namespace}/{sandbox} replaced: new uid {new_uid}");
+        println!("       expect allow (the new pod holds the binding):");
         println!(
-            "[demo] pod {namespace}/{sandbox} replaced: new uid {} (the old uid now answers BINDING_RELEASED)",
-            replaced["metadata"]["uid"].as_str().unwrap_or_default()
+            "       {}",
+            check_command(&api, namespace, &sandbox, new_uid, &sandbox_id)
         );
+        if !bound_uid.is_empty() {
+            println!("       expect deny, BINDING_RELEASED (the old uid, replayed):");
+            println!(
+                "       {}",
+                check_command(&api, namespace, &sandbox, &bound_uid, &sandbox_id)
+            );
+        }
         if round >= 1 {
             if pause(shutdown.clone()).await {
                 return Ok(false);
@@ -477,12 +539,12 @@ async fn scenario(
             if round % 2 == 1 {
                 sim.expire_claim(namespace, &previous)
                     .map_err(|e| e.to_string())?;
-                println!("[demo] claim {namespace}/{previous} expired (Retain): sandbox and pod deleted, workspace PVC kept");
+                println!("[demo] claim {namespace}/{previous} expired (Retain): sandbox and pod deleted, workspace PVC kept; its checks now deny");
             } else {
                 let policy = policies[(round as usize / 2) % policies.len()];
                 sim.delete_claim(namespace, &previous, policy)
                     .map_err(|e| e.to_string())?;
-                println!("[demo] claim {namespace}/{previous} deleted ({policy:?} propagation)");
+                println!("[demo] claim {namespace}/{previous} deleted ({policy:?} propagation); its checks now deny");
             }
         }
         round += 1;

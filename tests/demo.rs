@@ -268,3 +268,77 @@ fn checks_answer_not_ready_once_the_watches_fail_past_the_grace_period() {
         "alive all the same"
     );
 }
+
+/// The JSON body of a printed ready-to-paste check (`... -d '{...}'`).
+fn printed_request(line: &str) -> String {
+    let body = line.split(" -d '").nth(1).expect("a -d argument");
+    body.trim_end().trim_end_matches('\'').to_string()
+}
+
+/// Runs `demo` for two rounds in `db`, and every printed check gets the answer the demo
+/// says it should get.
+fn demo_printed_checks_hold(db: &std::path::Path, reused: bool) -> Vec<String> {
+    let mut demo = Child::start(&mut command(&[
+        "demo",
+        "--db",
+        db.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--rounds",
+        "2",
+        "--step-ms",
+        "1500",
+    ]));
+    if reused {
+        let line = demo.line_with("reusing the ledger of an earlier demo");
+        assert!(line.contains("head seq"), "{line}");
+    }
+    let api = address_of(&demo.line_with("API  "));
+    let token = std::fs::read_to_string(db.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut answered = Vec::new();
+    // Two rounds: bind (allow), replace (allow the new uid, deny the old one), each round.
+    for _ in 0..2 {
+        for expectation in ["expect allow:", "expect allow (the new pod", "expect deny"] {
+            demo.line_with(expectation);
+            let request = printed_request(&demo.line_with("/v1/identity/check"));
+            let wanted = match expectation {
+                "expect deny" => "BINDING_RELEASED",
+                _ => r#""decision":"allow""#,
+            };
+            eventually(&format!("{expectation} for {request}"), || {
+                let (status, body) = http(
+                    &api,
+                    "POST",
+                    "/v1/identity/check",
+                    Some(&token),
+                    Some(&request),
+                );
+                status == 200 && body.contains(wanted)
+            });
+            answered.push(format!("{expectation} {request}"));
+        }
+    }
+    demo.line_with("scenario finished");
+    assert!(demo.wait().success());
+    answered
+}
+
+#[test]
+fn every_printed_check_gets_its_printed_answer_and_a_second_demo_reuses_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo");
+    let first = demo_printed_checks_hold(&db, false);
+    // A second demo in the same directory: a fresh simulator over the old ledger. Its
+    // volumes are named after their PVCs' uids, so no workspace looks reused.
+    let second = demo_printed_checks_hold(&db, true);
+    assert_eq!((first.len(), second.len()), (6, 6));
+    assert_ne!(first, second, "the second run has new pods");
+    let verify = Command::new(BIN)
+        .args(["verify", "--db", db.join("ledger").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(verify.status.success());
+}

@@ -138,6 +138,29 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
         watching.readiness.counters().relists >= 4
     })
     .await;
+    // Streams are named `plural.group/version`, core ones `plural/version`.
+    let mut gap_streams: Vec<String> = changes(&ledger)
+        .iter()
+        .filter_map(|c| match c {
+            Change::WatchGap(g) if g.reason == "relist" => Some(g.resource.clone()),
+            _ => None,
+        })
+        .collect();
+    gap_streams.sort();
+    gap_streams.dedup();
+    for stream in &gap_streams {
+        assert!(
+            stream == "pods/v1"
+                || stream == "persistentvolumeclaims/v1"
+                || stream.starts_with("sandboxes.agents.x-k8s.io/")
+                || stream.starts_with("sandboxclaims.extensions.agents.x-k8s.io/"),
+            "{stream}"
+        );
+    }
+    assert!(
+        gap_streams.iter().any(|s| s == "persistentvolumeclaims/v1"),
+        "{gap_streams:?}"
+    );
     eventually("readiness after the relist", || {
         watching.readiness.is_ready()
     })

@@ -144,7 +144,7 @@ pub struct CheckDenied {
 /// A blind window of one watched resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchGap {
-    /// The resource, as `plural.group/version` (`pods/v1` for core).
+    /// The resource, as `plural.group/version` (`plural/version` for core: `pods/v1`).
     pub resource: String,
     /// The last resourceVersion the watcher saw before the relist, if any.
     pub last_resource_version: Option<String>,

@@ -363,10 +363,7 @@ pub async fn run(
             ));
             infos.push(StreamInfo {
                 kind,
-                resource: format!(
-                    "{}.{}/{}",
-                    resource.plural, resource.group, resource.version
-                ),
+                resource: stream_name(resource),
                 namespace: namespace.clone(),
             });
         }
@@ -655,5 +652,14 @@ fn describe(change: &Change) -> Option<Described> {
             object.uid.clone(),
         )),
         Change::WatchGap(_) | Change::CheckDenied(_) => None,
+    }
+}
+
+/// A stream's name as `watch_gap` entries and `/readyz` give it: `plural.group/version`,
+/// and `plural/version` for the core group (`pods/v1`, `persistentvolumeclaims/v1`).
+fn stream_name(resource: &ApiResource) -> String {
+    match resource.group.as_str() {
+        "" => format!("{}/{}", resource.plural, resource.version),
+        group => format!("{}.{group}/{}", resource.plural, resource.version),
     }
 }

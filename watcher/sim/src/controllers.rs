@@ -12,7 +12,7 @@
 //!   return to a pool.
 //! * **Sandboxes**: each non-terminating Sandbox (not scaled to `replicas: 0`) gets one PVC per
 //!   volume claim template, `<template name>-<sandbox>`, controlled by the Sandbox, with the
-//!   `kubernetes.io/pvc-protection` finalizer, `spec.volumeName` a fresh `pv-NNNN` and
+//!   `kubernetes.io/pvc-protection` finalizer, `spec.volumeName` `pvc-<its uid>` and
 //!   `status.phase: Bound` (an existing ownerless PVC of that name is adopted instead); then its
 //!   pod, named after the Sandbox (or its `agents.x-k8s.io/pod-name` annotation), controlled
 //!   by the Sandbox, scheduled on `sim-node-1`, `status.phase: Running`. A pod that disappears
@@ -302,7 +302,10 @@ impl State {
                         spec = json!({});
                     }
                     spec["volumeMode"] = "Filesystem".into();
-                    spec["volumeName"] = self.next_pv().into();
+                    // Named after the PVC, as dynamic provisioners name their PVs, so volume
+                    // names never repeat across simulator runs.
+                    let pvc_uid = util::new_uid();
+                    spec["volumeName"] = format!("pvc-{pvc_uid}").into();
                     let storage = util::path_str(&spec, "resources.requests.storage")
                         .unwrap_or("1Gi")
                         .to_string();
@@ -312,6 +315,7 @@ impl State {
                         "metadata": {
                             "name": pvc_name,
                             "namespace": ns,
+                            "uid": pvc_uid,
                             "labels": {SANDBOX_NAME_HASH_LABEL: fnv32a(&name)},
                             "annotations": {"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes"},
                             "finalizers": [PVC_PROTECTION_FINALIZER],

@@ -119,7 +119,6 @@ pub(crate) struct State {
     pub drop_gen: u64,
     pub shutdown: bool,
     pub requests: Vec<RecordedRequest>,
-    pub pv_counter: u64,
     pub sandbox_ids: HashMap<String, String>,
     /// Uids of the claims a controller call is binding right now (the claim reconciler
     /// leaves them alone).
@@ -249,7 +248,6 @@ impl State {
             drop_gen: 0,
             shutdown: false,
             requests: Vec::new(),
-            pv_counter: 0,
             sandbox_ids: HashMap::new(),
             binding_claims: HashSet::new(),
             clock_offset: chrono::Duration::zero(),
@@ -520,7 +518,12 @@ impl State {
                 name,
             });
         }
-        let uid = util::new_uid();
+        // The simulator's own controllers may choose the uid up front (the PVC binder
+        // names the PV after it, as real provisioners do); clients never can.
+        let uid = match meta.get("uid").and_then(Value::as_str) {
+            Some(chosen) if privileged && !chosen.is_empty() => chosen.to_string(),
+            _ => util::new_uid(),
+        };
         meta.insert("name".into(), name.clone().into());
         meta.insert("namespace".into(), namespace.into());
         meta.insert("uid".into(), uid.clone().into());
@@ -1144,12 +1147,6 @@ impl State {
                     .collect(),
             ),
         }
-    }
-
-    /// A new PV name for the PVC binder.
-    pub fn next_pv(&mut self) -> String {
-        self.pv_counter += 1;
-        format!("pv-{:04}", self.pv_counter)
     }
 }
 

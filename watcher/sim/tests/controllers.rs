@@ -76,10 +76,11 @@ fn warm_pool_fills_with_sandbox_pvc_and_pod() {
             s["metadata"]["uid"]
         );
         assert_eq!(pvc["status"]["phase"], "Bound");
-        assert!(pvc["spec"]["volumeName"]
-            .as_str()
-            .unwrap()
-            .starts_with("pv-"));
+        // Named after the PVC, as dynamic provisioners do: never reused across runs.
+        assert_eq!(
+            pvc["spec"]["volumeName"].as_str().unwrap(),
+            format!("pvc-{}", pvc["metadata"]["uid"].as_str().unwrap())
+        );
         let pod = sim.get(Resource::Pod, NS, &n).expect("pod");
         assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "Sandbox");
         assert_eq!(

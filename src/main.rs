@@ -540,15 +540,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Check(message)) => {
             if !message.is_empty() {
-                eprintln!("claim-ledger: {message}");
+                eprintln!("claim-ledger: {}", printable(&message));
             }
             ExitCode::from(1)
         }
         Err(Failure::Input(message)) => {
-            eprintln!("claim-ledger: {message}");
+            eprintln!("claim-ledger: {}", printable(&message));
             ExitCode::from(2)
         }
     }
+}
+
+/// `text` with every control character escaped (`\u{1b}`, `\n`, ...): messages quote
+/// untrusted input (bundle members, event lines, file names), which must not be able to
+/// move the cursor, clear the screen or print a line of its own on the operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// The ledger's sled backend turns a panic inside sled (some damage to its files makes it
@@ -708,7 +720,7 @@ fn run(command: Command) -> Result<(), Failure> {
             )
             .map_err(|e| Failure::Input(e.to_string()))?;
             for error in &report.errors {
-                eprintln!("line {}: {}", error.line, error.message);
+                eprintln!("line {}: {}", error.line, printable(&error.message));
             }
             match output {
                 Output::Json => {

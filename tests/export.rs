@@ -1019,3 +1019,58 @@ fn malformed_bundles_and_misuse_are_input_errors() {
     std::fs::write(Path::new(&copy).join("manifest.json"), "{").unwrap();
     rejected(&copy, &[&public], None, "malformed", None);
 }
+
+/// A tar header (512 bytes) named `name` whose size field holds `size_field` verbatim, with
+/// a correct checksum, so the archive reader gets as far as parsing the size.
+fn tar_header(name: &str, size_field: &[u8; 12]) -> Vec<u8> {
+    let mut header = vec![0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[124..136].copy_from_slice(size_field);
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    header
+}
+
+#[test]
+fn terminal_escapes_in_a_hostile_bundle_never_reach_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("hostile.tar");
+    // The size field clears the screen and writes a fake verdict if printed raw.
+    let mut tar = tar_header("manifest.json", b"\x1b[2J\rok: vv\n");
+    tar.extend_from_slice(&[0u8; 1024]);
+    std::fs::write(&bundle, &tar).unwrap();
+    let key = dir.path().join("k");
+    let keygen = process::run(
+        &[
+            "keygen",
+            "--name",
+            "t.example",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(keygen.code, 0, "{keygen:?}");
+    let result = process::run(
+        &[
+            "verify-export",
+            bundle.to_str().unwrap(),
+            "--trusted-key",
+            key.with_extension("pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(result.code, 2, "{result:?}");
+    assert!(
+        !result.stderr.contains('\x1b') && !result.stderr.contains('\r'),
+        "a raw escape reached stderr: {:?}",
+        result.stderr
+    );
+    assert_eq!(result.stderr.lines().count(), 1, "{:?}", result.stderr);
+    assert!(!result.stdout.contains("ok"), "{:?}", result.stdout);
+}

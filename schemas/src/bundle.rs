@@ -858,11 +858,9 @@ fn walk_entries(text: &str, manifest: &Manifest) -> Result<Walk, BundleFailure> 
             let later = lines
                 .clone()
                 .any(|l| serde_json::from_str::<SeqOnly>(l).is_ok_and(|s| s.seq == expected));
-            let kind = if line.seq > expected && !later {
-                K::SeqGap
-            } else {
-                K::OutOfOrder
-            };
+            // The expected seq nowhere later is a gap (a dropped line, or one replaced by a
+            // copy of another); otherwise the lines are reordered or repeated.
+            let kind = if later { K::OutOfOrder } else { K::SeqGap };
             let detail = if kind == K::SeqGap {
                 format!("seq {expected} is missing (found seq {})", line.seq)
             } else {
@@ -1028,7 +1026,10 @@ fn check_previous(
     current: &Checkpoint,
     consistency: Option<&ConsistencyProof>,
 ) -> Result<u64, BundleFailure> {
+    // Its form first (check 19), then its signature (check 20).
     let note = SignedNote::parse(text).map_err(|e| malformed(PREVIOUS_CHECKPOINT, e))?;
+    let previous =
+        Checkpoint::parse_body(&note.body).map_err(|e| malformed(PREVIOUS_CHECKPOINT, e))?;
     note.verify(trusted).map_err(|e| {
         fail(
             K::PreviousUntrusted,
@@ -1036,8 +1037,6 @@ fn check_previous(
             format!("{PREVIOUS_CHECKPOINT}: {e}"),
         )
     })?;
-    let previous =
-        Checkpoint::parse_body(&note.body).map_err(|e| malformed(PREVIOUS_CHECKPOINT, e))?;
     if previous.origin != current.origin {
         return Err(fail(
             K::PreviousUntrusted,
@@ -1064,18 +1063,19 @@ fn check_previous(
         }
         return Ok(0);
     }
-    let Some(proof) = consistency else {
-        // Equal sizes need no proof, only equal roots.
-        if old == new && previous.root == current.root {
+    if old == new {
+        // Equal sizes need equal roots and no proof: a proof the bundle carries from an
+        // older checkpoint is beside the point.
+        if previous.root == current.root {
             return Ok(old);
         }
         return Err(inconsistent(format!(
-            "{PROOFS_FILE} has no consistency proof from the previous size {old} to {new}{}",
-            if old == new {
-                ", and the roots of the same size differ: a fork"
-            } else {
-                ""
-            }
+            "{PREVIOUS_CHECKPOINT} and the bundle's checkpoint are both of size {old} with different roots: a fork"
+        )));
+    }
+    let Some(proof) = consistency else {
+        return Err(inconsistent(format!(
+            "{PROOFS_FILE} has no consistency proof from the previous size {old} to {new}"
         )));
     };
     if proof.from_size != old || proof.to_size != new {

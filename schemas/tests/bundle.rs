@@ -420,6 +420,13 @@ fn consistency_with_a_previous_checkpoint() {
     assert_eq!(summary.previous_size, Some(0));
     // A bundle made against a previous checkpoint still verifies on its own.
     l.bundle(11, 30, 40, Some(25)).verify().unwrap();
+    // The auditor's previous checkpoint is the bundle's own, and the bundle carries a
+    // proof from an older one: equal sizes need equal roots, whatever proof is there.
+    let summary = l
+        .bundle(11, 30, 40, Some(25))
+        .verify_with(&l.checkpoint(40, &[&signer()]))
+        .unwrap();
+    assert_eq!(summary.previous_size, Some(40));
 }
 
 #[test]
@@ -611,6 +618,34 @@ fn swapped_or_repeated_lines_are_out_of_order() {
     let mut lines = bundle.lines();
     lines.insert(4, lines[3].clone());
     assert_fails(bundle.with_lines(&lines).verify(), K::OutOfOrder, Some(15));
+}
+
+#[test]
+fn a_line_replaced_by_a_copy_of_another_is_a_seq_gap() {
+    let l = ledger();
+    let bundle = l.bundle(11, 30, 40, None);
+    // 15 replaced by a second 14: 15 is nowhere, so it is missing.
+    let mut lines = bundle.lines();
+    lines[4] = lines[3].clone();
+    let detail = assert_fails(bundle.with_lines(&lines).verify(), K::SeqGap, Some(15));
+    assert!(detail.contains("seq 15 is missing"), "{detail}");
+}
+
+#[test]
+fn a_key_repeated_inside_the_entry_json_is_entry_altered() {
+    let l = ledger();
+    let bundle = l.bundle(11, 30, 40, None);
+    let mut lines = bundle.lines();
+    // `"entry":{"format_version":1,...` gets a second, contradicting format_version.
+    let line = &lines[2];
+    let at = line.find("\"entry\":{").unwrap() + "\"entry\":{".len();
+    lines[2] = format!("{}\"seq\":999,{}", &line[..at], &line[at..]);
+    let detail = assert_fails(
+        bundle.with_lines(&lines).verify(),
+        K::EntryAltered,
+        Some(13),
+    );
+    assert!(detail.contains("appears twice"), "{detail}");
 }
 
 #[test]
@@ -962,6 +997,13 @@ fn a_missing_or_mismatched_consistency_proof_is_inconsistent() {
 fn an_untrusted_or_foreign_previous_checkpoint_is_refused() {
     let l = ledger();
     let bundle = l.bundle(11, 30, 40, Some(25));
+    // Its form is checked before its signature: an unsigned note with a broken body is
+    // malformed (check 19), not untrusted (check 20).
+    let broken_body = SignedNote::sign("not a checkpoint\n", &[&other_signer()])
+        .unwrap()
+        .to_text();
+    let detail = assert_fails(bundle.verify_with(&broken_body), K::Malformed, None);
+    assert!(detail.starts_with("previous checkpoint:"), "{detail}");
     assert_fails(
         bundle.verify_with(&l.checkpoint(25, &[&other_signer()])),
         K::PreviousUntrusted,

@@ -106,7 +106,6 @@ impl DbArgs {
             allow_corrupt: self.allow_corrupt,
             create,
             cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
-            ..LedgerConfig::default()
         };
         Ledger::open(&self.db, config).map_err(Failure::from)
     }

@@ -72,10 +72,15 @@ enum Output {
 
 #[derive(Args)]
 struct DbArgs {
-    /// The ledger directory. `ingest` and `serve` create it when absent or empty; every
-    /// other command refuses a path that is not a ledger.
+    /// The ledger: a directory (sled), or a `postgres://user@host:port/database` URL.
+    /// `ingest` and `serve` create it when absent or empty; every other command refuses a
+    /// location that holds no ledger.
     #[arg(long, env = "CLAIM_LEDGER_DB")]
     db: PathBuf,
+    /// With a PostgreSQL `--db`: read the password from this file when neither the URL,
+    /// `PGPASSWORD` nor `~/.pgpass` (or `PGPASSFILE`) gives one.
+    #[arg(long, env = "CLAIM_LEDGER_DB_PASSWORD_FILE")]
+    db_password_file: Option<PathBuf>,
     /// Open a ledger that fails verification, read-only, for forensics.
     #[arg(long)]
     allow_corrupt: bool,
@@ -106,6 +111,7 @@ impl DbArgs {
             allow_corrupt: self.allow_corrupt,
             create,
             cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+            password_file: self.db_password_file.clone(),
         };
         Ledger::open(&self.db, config).map_err(Failure::from)
     }
@@ -153,6 +159,20 @@ enum Command {
         /// not checked), and the report says so.
         #[arg(long, requires = "checkpoint")]
         trusted_key: Vec<PathBuf>,
+    },
+    /// Copy a ledger, record for record, into a new, empty one: a directory into a
+    /// PostgreSQL database or back. The source is verified first and the copy after; the
+    /// hashes, Merkle root and checkpoints are the same.
+    Migrate {
+        /// The ledger to copy: a directory or a `postgres://` URL.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to copy it: a new directory, or a PostgreSQL database holding no ledger.
+        #[arg(long)]
+        to: PathBuf,
+        /// The PostgreSQL password file for either side (see `--db-password-file`).
+        #[arg(long, env = "CLAIM_LEDGER_DB_PASSWORD_FILE")]
+        db_password_file: Option<PathBuf>,
     },
     /// Write a new Ed25519 key pair for signing checkpoints: PREFIX.key (private, mode
     /// 0600) and PREFIX.pub (the verifier key auditors trust).
@@ -812,6 +832,19 @@ fn run(command: Command) -> Result<(), Failure> {
                     "the ledger does not hold the checkpoint's tree: {failure}"
                 )));
             }
+        }
+        Command::Migrate {
+            from,
+            to,
+            db_password_file,
+        } => {
+            let config = LedgerConfig {
+                password_file: db_password_file,
+                ..LedgerConfig::default()
+            };
+            let report = ledger::migrate(&from, &to, config.clone(), config)?;
+            serde_json::to_writer(&mut out, &report)?;
+            writeln!(out)?;
         }
         Command::Keygen { name, out: prefix } => {
             let report = audit::keygen(&name, &prefix).map_err(Failure::Input)?;

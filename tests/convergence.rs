@@ -234,6 +234,7 @@ fn oracle_bindings(sim: &Simulator) -> BTreeSet<BindingKey> {
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
+            password_file: None,
         },
     )
     .unwrap();
@@ -322,6 +323,7 @@ async fn run_seed(seed: u64) -> SeedReport {
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
+            password_file: None,
         },
     );
 

@@ -54,6 +54,7 @@ fn config() -> LedgerConfig {
         allow_corrupt: false,
         create: true,
         cache_bytes: None,
+        password_file: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn run_fixture(path: &Path) -> usize {
         allow_corrupt: false,
         create: true,
         cache_bytes: None,
+        password_file: None,
     };
     let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
     let text = std::fs::read_to_string(path).unwrap();

@@ -39,12 +39,14 @@ const STRICT: LedgerConfig = LedgerConfig {
     allow_corrupt: false,
     create: true,
     cache_bytes: None,
+    password_file: None,
 };
 const FORENSIC: LedgerConfig = LedgerConfig {
     snapshot_every: 0,
     allow_corrupt: true,
     create: true,
     cache_bytes: None,
+    password_file: None,
 };
 
 /// Every kind a single changed byte inside an entry's bytes can sensibly produce.
@@ -76,6 +78,7 @@ fn build_until(
         allow_corrupt: false,
         create: true,
         cache_bytes: None,
+        password_file: None,
     };
     let mut ledger = open_ledger(dir, config).unwrap();
     let mut cluster = Cluster::new("tamper", 7);

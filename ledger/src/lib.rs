@@ -21,6 +21,7 @@
 //!   checkpoints ([`Ledger::sign_checkpoint`]) let outsiders check the log without us.
 
 pub mod dir;
+mod migrate;
 pub mod projection;
 pub mod store;
 mod tree;
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use dir::{Acknowledged, HighWater, LedgerId};
 use store::{keys, Batch, Store, StoreError};
 
+pub use migrate::{migrate, MigrateReport};
 pub use projection::{
     BindingRecord, BindingView, CheckRequest, Decision, ObjectRecord, ObjectView, Projection,
     Verdict,
@@ -54,6 +56,14 @@ pub enum LedgerError {
     /// The store failed (IO error, a lock held by another process, damaged files).
     #[error("storage error: {0}")]
     Storage(#[from] StoreError),
+    /// A migration's target already holds a ledger.
+    #[error("{} already holds a ledger ({entries} entries): migrate only into a new, empty one", path.display())]
+    TargetNotEmpty {
+        /// The target given.
+        path: PathBuf,
+        /// How many entries it holds.
+        entries: u64,
+    },
     /// The path is not a ledger (absent, a file, or a directory without a manifest).
     #[error("no ledger at {}: {detail}", path.display())]
     NotALedger {
@@ -101,6 +111,9 @@ pub struct LedgerConfig {
     pub create: bool,
     /// The storage engine's page cache in bytes (its default when `None`).
     pub cache_bytes: Option<u64>,
+    /// A file holding the PostgreSQL password, for a `postgres://` location whose URL,
+    /// `PGPASSWORD` and `.pgpass` give none.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for LedgerConfig {
@@ -110,6 +123,7 @@ impl Default for LedgerConfig {
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
+            password_file: None,
         }
     }
 }
@@ -258,7 +272,17 @@ impl Ledger {
     /// holds less than the acknowledged high-water mark (rolled back) is refused unless
     /// `config.allow_corrupt` is set. A path that is not a ledger is refused
     /// ([`LedgerError::NotALedger`]) and nothing is written there.
+    ///
+    /// A `postgres://` or `postgresql://` URL instead of a directory opens the ledger kept
+    /// in that database ([`store::postgres`]); a writer (`config.create`) takes the
+    /// database's writer lock.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        if let Some(url) = path
+            .to_str()
+            .filter(|p| store::postgres::is_postgres_url(p))
+        {
+            return Ledger::open_postgres(url, config);
+        }
         let manifest = match dir::inspect(path)? {
             dir::Found::Ledger(manifest) => manifest,
             dir::Found::Vacant if config.create && !config.allow_corrupt => {
@@ -305,6 +329,57 @@ impl Ledger {
             Some(id),
             config,
         )
+    }
+
+    /// Opens the ledger in the PostgreSQL database `url`: the store's own `I` record is its
+    /// identity (there is no directory, manifest or high-water mark: the database is the
+    /// durable authority).
+    fn open_postgres(url: &str, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let writer = config.create && !config.allow_corrupt;
+        let options = store::postgres::PostgresOptions {
+            create: writer,
+            writer,
+            password_file: config.password_file.clone(),
+        };
+        let not_a_ledger =
+            |store: Option<&store::PostgresStore>, detail: &str| LedgerError::NotALedger {
+                path: PathBuf::from(
+                    store.map_or_else(|| url.to_string(), |s| s.label().to_string()),
+                ),
+                detail: detail.to_string(),
+            };
+        let Some(store) = store::PostgresStore::open(url, &options)? else {
+            return Err(not_a_ledger(
+                None,
+                &format!("the database has no {} table", store::postgres::TABLE),
+            ));
+        };
+        let id = match store.get(keys::LEDGER_ID)? {
+            Some(id) => id.as_slice().try_into().ok(),
+            None if store.record_count()? == 0 => {
+                if !writer {
+                    return Err(not_a_ledger(Some(&store), "its ledger table is empty"));
+                }
+                let id = dir::new_id()?;
+                let mut batch = Batch::default();
+                batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
+                batch.insert(keys::LEDGER_ID, id);
+                store.commit(batch)?;
+                Some(id)
+            }
+            None => None,
+        };
+        let Some(id) = id else {
+            return Err(LedgerError::Corrupt(VerifyFailure {
+                seq: 0,
+                kind: FailureKind::ForeignStore,
+                detail: format!(
+                    "{} holds ledger records but no valid ledger id",
+                    store.label()
+                ),
+            }));
+        };
+        Ledger::open_store(Arc::new(store), None, Some(id), config)
     }
 
     /// Creates a new ledger in `path` (absent, empty, or holding the remains of an
@@ -1011,17 +1086,44 @@ impl Ledger {
     }
 }
 
-/// Orders (resourceVersion, removed) pairs: integers as integers; `None` when either
-/// version is not an integer (then arrival order decides).
+/// Orders (resourceVersion, removed) pairs as DOMAIN.md §6 says: when both versions are
+/// integers they compare as integers, of any size and sign (an optional `+` or `-`, then
+/// ASCII digits: `"-5"` is older than `"10"`, `"11"` older than 10^30, `"007"` equals
+/// `"7"`), and at the same version a removal comes after a live observation. `None` when
+/// either version is not an integer: then arrival order decides (the caller takes the
+/// offered change as the newer one unless that exact (uid, resourceVersion, removal) is
+/// already recorded).
 fn compare_versions(
     offered: &str,
     offered_removal: bool,
     recorded: &str,
     recorded_gone: bool,
 ) -> Option<Ordering> {
-    let offered: u64 = offered.parse().ok()?;
-    let recorded: u64 = recorded.parse().ok()?;
-    Some((offered, offered_removal).cmp(&(recorded, recorded_gone)))
+    /// `(negative, magnitude without leading zeros)`; `-0` is `0`.
+    fn integer(text: &str) -> Option<(bool, &str)> {
+        let (negative, digits) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let magnitude = digits.trim_start_matches('0');
+        Some((negative && !magnitude.is_empty(), magnitude))
+    }
+    fn magnitude_cmp(a: &str, b: &str) -> Ordering {
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+    let (offered_negative, offered) = integer(offered)?;
+    let (recorded_negative, recorded) = integer(recorded)?;
+    let by_value = match (offered_negative, recorded_negative) {
+        (false, false) => magnitude_cmp(offered, recorded),
+        (true, true) => magnitude_cmp(recorded, offered),
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+    };
+    Some(by_value.then(offered_removal.cmp(&recorded_gone)))
 }
 
 /// The Merkle frontier after `seq` from stored nodes (empty if they are missing: the walk
@@ -1309,6 +1411,7 @@ mod tests {
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
+            password_file: None,
         };
         let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
         ledger.append((1..=6).map(pod), at(0)).unwrap();
@@ -1362,6 +1465,7 @@ mod tests {
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
+            password_file: None,
         };
         let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
         ledger.append((1..=7).map(pod), at(0)).unwrap();

@@ -446,6 +446,7 @@ mod tests {
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
+            password_file: None,
         }
     }
 
@@ -705,6 +706,7 @@ mod tests {
             allow_corrupt: true,
             create: true,
             cache_bytes: None,
+            password_file: None,
             ..config()
         };
         let ledger = open_retrying(dir.path(), forensic).unwrap();

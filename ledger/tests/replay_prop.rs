@@ -331,6 +331,7 @@ impl Run {
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
+            password_file: None,
         };
         let ledger = open(dir.path(), &config);
         Run {

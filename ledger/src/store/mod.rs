@@ -4,6 +4,7 @@
 //! only how. Backends:
 //!
 //! * [`SledStore`] (module `sled_store`): the embedded default, one sled tree.
+//! * [`PostgresStore`]: one table in a PostgreSQL database, for more than one replica.
 //! * [`MemoryStore`]: in memory, with an explicit model of durability (what a flush made
 //!   durable, and the batches after it that a crash may or may not keep), for tests.
 //! * [`FaultyStore`]: wraps another store and fails, crashes or tears at a chosen write,
@@ -15,10 +16,12 @@
 mod faulty;
 pub mod keys;
 mod memory;
+pub mod postgres;
 mod sled_store;
 
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 /// A key and its value, as stored.

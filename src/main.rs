@@ -70,6 +70,15 @@ enum Output {
     Table,
 }
 
+/// Output of the commands whose default is a line of text for people.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum TextOutput {
+    /// A line for people.
+    Text,
+    /// One JSON object, for machines.
+    Json,
+}
+
 #[derive(Args)]
 struct DbArgs {
     /// The ledger: a directory (sled), or a `postgres://user@host:port/database` URL.
@@ -201,6 +210,10 @@ enum Command {
         /// logs then cannot vouch for a bundle of the wrong one.
         #[arg(long)]
         origin: Option<String>,
+        /// `text`: the one-line summary; `json`: the summary, or the failure, as one JSON
+        /// object (`{"ok": true, ...}` or `{"ok": false, "failure": {...}}`).
+        #[arg(long, value_enum, default_value_t = TextOutput::Text)]
+        output: TextOutput,
     },
     /// The projected state (objects and bindings), now or as of a seq or time.
     State {
@@ -228,18 +241,26 @@ enum Command {
     Check {
         #[command(flatten)]
         db: DbArgs,
+        /// The pod's namespace.
         #[arg(long)]
         namespace: String,
+        /// The pod's name.
         #[arg(long)]
         pod_name: String,
+        /// The pod's uid, as the pod presents it (its service-account token's pod uid).
         #[arg(long)]
         pod_uid: String,
+        /// The sandbox id the pod claims (its `openshell.io/sandbox-id`); must match the
+        /// one bound.
         #[arg(long)]
         sandbox_id: Option<String>,
+        /// The Sandbox the pod claims to belong to, by name.
         #[arg(long)]
         sandbox_name: Option<String>,
+        /// The Sandbox the pod claims to belong to, by uid.
         #[arg(long)]
         sandbox_uid: Option<String>,
+        /// The SandboxClaim the pod claims to be bound through, by uid.
         #[arg(long)]
         claim_uid: Option<String>,
         /// Accept a directly created Sandbox (no claim).
@@ -460,19 +481,25 @@ enum ExportFormat {
 #[derive(Args)]
 #[group(required = true, multiple = true)]
 struct HistoryTarget {
+    /// Every entry that recorded this pod uid or names it in a transition.
     #[arg(long, group = "uid")]
     pod_uid: Option<String>,
+    /// Every entry that recorded this SandboxClaim uid or names it in a transition.
     #[arg(long, group = "uid")]
     claim_uid: Option<String>,
+    /// Every entry that recorded this Sandbox uid or names it in a transition.
     #[arg(long, group = "uid")]
     sandbox_uid: Option<String>,
+    /// Every entry that recorded this PersistentVolumeClaim uid or names it.
     #[arg(long, group = "uid")]
     pvc_uid: Option<String>,
     /// Kind (Sandbox, SandboxClaim, Pod, PersistentVolumeClaim), with --namespace and --name.
     #[arg(long, requires_all = ["namespace", "name"], conflicts_with = "uid")]
     kind: Option<String>,
+    /// The object's namespace (with --kind): every uid it had under that name.
     #[arg(long, requires = "kind")]
     namespace: Option<String>,
+    /// The object's name (with --kind).
     #[arg(long, requires = "kind")]
     name: Option<String>,
 }
@@ -856,6 +883,7 @@ fn run(command: Command) -> Result<(), Failure> {
             trusted_key,
             previous_checkpoint,
             origin,
+            output,
         } => {
             let trusted = audit::load_trusted(&trusted_key).map_err(Failure::Input)?;
             let previous = previous_checkpoint
@@ -863,16 +891,35 @@ fn run(command: Command) -> Result<(), Failure> {
                 .transpose()
                 .map_err(Failure::Input)?;
             let files = audit::read_bundle(&bundle).map_err(Failure::Input)?;
-            match schemas::bundle::verify_bundle(&files.parts(), &trusted, previous.as_deref()) {
-                Ok(summary) if origin.as_ref().is_some_and(|o| *o != summary.origin) => {
-                    return Err(Failure::Check(format!(
-                        "bundle rejected: origin_mismatch: the bundle is of origin {:?}, not {:?}",
-                        summary.origin,
-                        origin.unwrap_or_default()
-                    )))
+            let verdict =
+                schemas::bundle::verify_bundle(&files.parts(), &trusted, previous.as_deref())
+                    .and_then(|summary| match &origin {
+                        Some(wanted) if *wanted != summary.origin => {
+                            Err(schemas::bundle::BundleFailure::new(
+                                schemas::bundle::BundleFailureKind::OriginMismatch,
+                                None,
+                                format!(
+                                    "the bundle is of origin {:?}, not {wanted:?}",
+                                    summary.origin
+                                ),
+                            ))
+                        }
+                        _ => Ok(summary),
+                    });
+            match (verdict, output) {
+                (Ok(summary), TextOutput::Text) => writeln!(out, "{}", summary.one_line())?,
+                (Ok(summary), TextOutput::Json) => {
+                    let mut json = serde_json::to_value(&summary)?;
+                    json["ok"] = true.into();
+                    writeln!(out, "{json}")?;
                 }
-                Ok(summary) => writeln!(out, "{}", summary.one_line())?,
-                Err(failure) => return Err(Failure::Check(format!("bundle rejected: {failure}"))),
+                (Err(failure), output) => {
+                    if output == TextOutput::Json {
+                        let json = serde_json::json!({"ok": false, "failure": failure});
+                        writeln!(out, "{json}")?;
+                    }
+                    return Err(Failure::Check(format!("bundle rejected: {failure}")));
+                }
             }
         }
         Command::State {

@@ -343,6 +343,28 @@ fn bundles_as_tar_and_directory_verify_offline() {
         other.stderr.contains("bundle rejected: origin_mismatch"),
         "{other:?}"
     );
+    // For machines: one JSON object either way.
+    let json = |origin: &str| {
+        let result = run(&[
+            "verify-export",
+            &bundle,
+            "--trusted-key",
+            &public,
+            "--origin",
+            origin,
+            "--output",
+            "json",
+        ]);
+        let value: Value = serde_json::from_str(&result.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {result:?}"));
+        (result.code, value)
+    };
+    let (code, accepted) = json("audit.example/ledger");
+    assert_eq!((code, &accepted["ok"]), (0, &Value::Bool(true)), "{accepted}");
+    assert_eq!(accepted["tree_size"].as_u64(), Some(head), "{accepted}");
+    let (code, refused) = json("staging.example/ledger");
+    assert_eq!((code, &refused["ok"]), (1, &Value::Bool(false)), "{refused}");
+    assert_eq!(refused["failure"]["kind"], "origin_mismatch", "{refused}");
     let summary = verified(&scratch.path("out.tar"), &[&public], None);
     assert!(
         summary.starts_with(&format!(

@@ -79,6 +79,47 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Reads a signing key file (`PRIVATE+KEY+…`, as `keygen` writes it).
+/// Who besides the owner may read or write a secret file, from its mode: `None` when
+/// nobody, else a phrase for the message ("its group", "others").
+pub fn secret_file_exposure(path: &Path) -> Result<Option<&'static str>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    Ok(match (mode & 0o007 != 0, mode & 0o070 != 0) {
+        (true, _) => Some("others"),
+        (false, true) => Some("its group"),
+        (false, false) => None,
+    })
+}
+
+/// Loads the checkpoint signing key for a service, refusing a key file anyone but its
+/// owner can read: others never, its group only with `allow_group` (a Kubernetes Secret
+/// mounted with `fsGroup` is group-readable), and then with a warning.
+pub fn load_service_signer(path: &Path, allow_group: bool) -> Result<SignerKey, String> {
+    match secret_file_exposure(path)? {
+        None => {}
+        Some("its group") if allow_group => tracing::warn!(
+            path = %path.display(),
+            "the signing key is readable by its group (allowed by --allow-group-readable-secrets)"
+        ),
+        Some(who) => {
+            return Err(format!(
+                "the signing key {} is readable by {who}: anyone who reads it can sign checkpoints of a forged log. `chmod 600` it{}",
+                path.display(),
+                if who == "its group" {
+                    ", or pass --allow-group-readable-secrets for a Secret mounted with fsGroup"
+                } else {
+                    ""
+                }
+            ))
+        }
+    }
+    load_signer(path)
+}
+
+/// Reads a signing key file.
 pub fn load_signer(path: &Path) -> Result<SignerKey, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the signing key {}: {e}", path.display()))?;

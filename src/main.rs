@@ -391,6 +391,11 @@ struct SigningFlags {
         env = "CLAIM_LEDGER_CHECKPOINT_INTERVAL"
     )]
     checkpoint_interval: u64,
+    /// Accept a signing key (and API token file) readable by its group, with a warning:
+    /// a Kubernetes Secret mounted with `fsGroup`. A file readable by others is always
+    /// refused (the key) or warned about (the tokens).
+    #[arg(long, env = "CLAIM_LEDGER_ALLOW_GROUP_READABLE_SECRETS")]
+    allow_group_readable_secrets: bool,
 }
 
 impl SigningFlags {
@@ -403,7 +408,8 @@ impl SigningFlags {
                 "--checkpoint-every and --checkpoint-interval must be positive".into(),
             ));
         }
-        let key = audit::load_signer(&path).map_err(Failure::Input)?;
+        let key = audit::load_service_signer(&path, self.allow_group_readable_secrets)
+            .map_err(Failure::Input)?;
         Ok(Some(api::CheckpointSigning {
             origin: self.origin.unwrap_or_else(|| key.name().to_string()),
             key,
@@ -704,6 +710,16 @@ fn run(command: Command) -> Result<(), Failure> {
             signing,
         } => {
             drop(out);
+            if let Some(tokens) = &api.api_token_file {
+                match audit::secret_file_exposure(tokens).map_err(Failure::Input)? {
+                    Some("its group") if signing.allow_group_readable_secrets => {}
+                    Some(who) => tracing::warn!(
+                        path = %tokens.display(),
+                        "the API token file is readable by {who}: anyone who reads it can ask for identity checks; chmod 600 it"
+                    ),
+                    None => {}
+                }
+            }
             let checkpoints = signing.load()?;
             let ledger = db.open()?;
             let options = watcher::WatchOptions {

@@ -122,3 +122,93 @@ fn a_bad_log_level_or_format_is_a_usage_error() {
     assert_eq!(result.code, 2, "{result:?}");
     assert!(result.stderr.contains("xml"), "{}", result.stderr);
 }
+
+#[test]
+fn a_signing_key_others_can_read_is_refused_and_a_shared_token_file_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    let keygen = run(
+        &[
+            "keygen",
+            "--name",
+            "ops.example",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(keygen.code, 0, "{keygen:?}");
+    let private = key.with_extension("key");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "t\n").unwrap();
+    let ledger = dir.path().join("ledger");
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--db",
+            ledger.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api-token-file",
+            tokens.to_str().unwrap(),
+            "--signing-key",
+            private.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for (mode, flag) in [(0o644, false), (0o640, false), (0o644, true)] {
+        chmod(&private, mode);
+        let mut args = serve(&[]);
+        if flag {
+            args.push("--allow-group-readable-secrets".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = run(&args, None);
+        assert_eq!(result.code, 2, "mode {mode:o}: {result:?}");
+        assert!(result.stderr.contains("chmod 600"), "{}", result.stderr);
+        assert!(!ledger.exists(), "nothing opened");
+    }
+    // Group-readable with the flag (a Secret mounted with fsGroup): it starts, and a
+    // token file others can read is warned about.
+    chmod(&private, 0o640);
+    chmod(&tokens, 0o644);
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user: {}\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let mut args = serve(&["--allow-group-readable-secrets"]);
+    args.extend(["--log-format".into(), "json".into()]);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CLAIM_LEDGER_LOG_LEVEL", "warn,kube_client=off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("API listening"), "{line}");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the API token file is readable by others"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the signing key is readable by its group"),
+        "{stderr}"
+    );
+}

@@ -121,6 +121,7 @@ impl DbArgs {
             create,
             cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
             password_file: self.db_password_file.clone(),
+            ..LedgerConfig::default()
         };
         Ledger::open(&self.db, config).map_err(Failure::from)
     }

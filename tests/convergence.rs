@@ -235,6 +235,8 @@ fn oracle_bindings(sim: &Simulator) -> BTreeSet<BindingKey> {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
         },
     )
     .unwrap();
@@ -324,6 +326,8 @@ async fn run_seed(seed: u64) -> SeedReport {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
         },
     );
 

@@ -55,6 +55,8 @@ fn config() -> LedgerConfig {
         create: true,
         cache_bytes: None,
         password_file: None,
+        replica: false,
+        lease: None,
     }
 }
 

@@ -45,6 +45,8 @@ fn run_fixture(path: &Path) -> usize {
         create: true,
         cache_bytes: None,
         password_file: None,
+        replica: false,
+        lease: None,
     };
     let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
     let text = std::fs::read_to_string(path).unwrap();

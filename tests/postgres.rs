@@ -420,3 +420,117 @@ fn a_database_without_a_ledger_is_refused_and_left_as_it_was() {
     );
     assert_eq!(tables.trim(), "0", "a reading command created the table");
 }
+
+/// A pod owned by a Sandbox, as the watcher would record it.
+fn pod(n: u64) -> schemas::ObjectChange {
+    let object = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p{n}"), "namespace": "ns", "uid": format!("pod-{n}"),
+                     "resourceVersion": n.to_string(),
+                     "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+                                          "name": "s", "uid": "sb-1", "controller": true}]}});
+    schemas::normalize(schemas::WatchEventType::Added, &object)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
+    use ledger::{Ledger, LedgerConfig, LedgerError};
+    let pg = Postgres::start();
+    pg.create_database("replicas");
+    let url = pg.url("replicas");
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, postgres::PASSWORD).unwrap();
+    let config = LedgerConfig {
+        replica: true,
+        password_file: Some(password),
+        lease: Some(std::time::Duration::from_secs(3)),
+        ..LedgerConfig::default()
+    };
+    let at = chrono::Utc::now();
+    let mut first = Ledger::open(Path::new(&url), config.clone()).unwrap();
+    let mut second = Ledger::open(Path::new(&url), config.clone()).unwrap();
+    assert!(first.is_writer() && !second.is_writer());
+    first.append((1..=50).map(pod), at).unwrap();
+    first.flush().unwrap();
+    assert_eq!(second.follow().unwrap(), 50);
+    assert_eq!(second.head(), first.head());
+    assert_eq!(second.projection(), first.projection());
+    assert_eq!(second.tree_root(), first.tree_root());
+    assert!(matches!(
+        second.append([pod(99)], at),
+        Err(LedgerError::Follower)
+    ));
+    assert!(!second.try_promote().unwrap(), "the lock is held");
+
+    // Someone writes the head behind the writer's back: its next commit is fenced off
+    // and writes nothing.
+    let head_before = pg.psql(
+        "replicas",
+        "SELECT encode(value, 'hex') FROM claim_ledger_records WHERE key = '\\x48'",
+    );
+    pg.psql(
+        "replicas",
+        "UPDATE claim_ledger_records SET value = set_byte(value, 39, get_byte(value, 39) # 1) WHERE key = '\\x48'",
+    );
+    let fenced = first.append((51..=55).map(pod), at);
+    assert!(
+        fenced
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("deposed")),
+        "{fenced:?}"
+    );
+    assert!(!first.is_writer());
+    assert_eq!(
+        pg.psql(
+            "replicas",
+            "SELECT count(*) FROM claim_ledger_records WHERE key = '\\x450000000000000033'"
+        )
+        .trim(),
+        "0",
+        "entry 51 was written by a fenced writer"
+    );
+    pg.psql(
+        "replicas",
+        &format!(
+            "UPDATE claim_ledger_records SET value = decode('{}', 'hex') WHERE key = '\\x48'",
+            head_before.trim()
+        ),
+    );
+
+    // The writer's session ends (a crash or a partition): its lock goes with it, a
+    // follower takes over and continues the same chain, and the old writer's next
+    // append fails instead of forking the log.
+    pg.psql(
+        "replicas",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !second.try_promote().unwrap() {
+        assert!(std::time::Instant::now() < deadline, "no takeover");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(second.is_writer());
+    second.append((60..=70).map(pod), at).unwrap();
+    second.flush().unwrap();
+    assert!(first.append((80..=81).map(pod), at).is_err());
+    drop((first, second));
+
+    let reader = Ledger::open(
+        Path::new(&url),
+        LedgerConfig {
+            create: false,
+            ..config
+        },
+    )
+    .unwrap();
+    let report = reader.verify().unwrap();
+    assert!(report.ok(), "{:?}", report.failure);
+    assert_eq!(
+        reader.head().seq,
+        61,
+        "50 from the first writer, 11 from its successor"
+    );
+}

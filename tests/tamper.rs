@@ -40,6 +40,8 @@ const STRICT: LedgerConfig = LedgerConfig {
     create: true,
     cache_bytes: None,
     password_file: None,
+    replica: false,
+    lease: None,
 };
 const FORENSIC: LedgerConfig = LedgerConfig {
     snapshot_every: 0,
@@ -47,6 +49,8 @@ const FORENSIC: LedgerConfig = LedgerConfig {
     create: true,
     cache_bytes: None,
     password_file: None,
+    replica: false,
+    lease: None,
 };
 
 /// Every kind a single changed byte inside an entry's bytes can sensibly produce.
@@ -79,6 +83,8 @@ fn build_until(
         create: true,
         cache_bytes: None,
         password_file: None,
+        replica: false,
+        lease: None,
     };
     let mut ledger = open_ledger(dir, config).unwrap();
     let mut cluster = Cluster::new("tamper", 7);

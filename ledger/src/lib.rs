@@ -75,6 +75,9 @@ pub enum LedgerError {
     /// The ledger fails verification; the service must not run on it.
     #[error("the ledger fails verification at {0}; open it read-only with --allow-corrupt to inspect it")]
     Corrupt(VerifyFailure),
+    /// A write was attempted on a replica that follows another writer.
+    #[error("this replica follows the writer of the shared log; it does not append")]
+    Follower,
     /// A write was attempted on a ledger opened with `allow_corrupt`.
     #[error("the ledger was opened read-only for forensics; it accepts no appends")]
     ReadOnly,
@@ -114,6 +117,13 @@ pub struct LedgerConfig {
     /// A file holding the PostgreSQL password, for a `postgres://` location whose URL,
     /// `PGPASSWORD` and `.pgpass` give none.
     pub password_file: Option<PathBuf>,
+    /// For a shared (PostgreSQL) ledger: open as one of several replicas, the writer when
+    /// the writer's lock is free and a follower ([`Ledger::follow`], [`Ledger::try_promote`])
+    /// when another replica holds it, instead of failing.
+    pub replica: bool,
+    /// For a shared ledger: the writer's lease (how long its session may go quiet before
+    /// another replica may take over); the store's default when `None`.
+    pub lease: Option<std::time::Duration>,
 }
 
 impl Default for LedgerConfig {
@@ -124,6 +134,8 @@ impl Default for LedgerConfig {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
         }
     }
 }
@@ -255,6 +267,8 @@ pub struct Ledger {
     stats: Stats,
     poisoned: Option<String>,
     corruption: Option<VerifyFailure>,
+    /// Whether this handle appends (see [`Ledger::is_writer`]).
+    writer: bool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -339,6 +353,8 @@ impl Ledger {
         let options = store::postgres::PostgresOptions {
             create: writer,
             writer,
+            follow_if_locked: config.replica,
+            lease: config.lease,
             password_file: config.password_file.clone(),
         };
         let not_a_ledger =
@@ -357,7 +373,7 @@ impl Ledger {
         let id = match store.get(keys::LEDGER_ID)? {
             Some(id) => id.as_slice().try_into().ok(),
             None if store.record_count()? == 0 => {
-                if !writer {
+                if !store.is_writer() {
                     return Err(not_a_ledger(Some(&store), "its ledger table is empty"));
                 }
                 let id = dir::new_id()?;
@@ -379,7 +395,10 @@ impl Ledger {
                 ),
             }));
         };
-        Ledger::open_store(Arc::new(store), None, Some(id), config)
+        let is_writer = store.is_writer();
+        let mut ledger = Ledger::open_store(Arc::new(store), None, Some(id), config)?;
+        ledger.writer = is_writer;
+        Ok(ledger)
     }
 
     /// Creates a new ledger in `path` (absent, empty, or holding the remains of an
@@ -522,10 +541,10 @@ impl Ledger {
             tree,
             &mut projection,
             &mut frontier,
-            start_seq,
-            start_hash,
+            (start_seq, start_hash),
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
+            verify::WalkEnd::Head,
         )?;
         if early_failure.is_some() {
             report.failure = early_failure;
@@ -573,7 +592,88 @@ impl Ledger {
             stats: Stats::default(),
             poisoned: None,
             corruption: report.failure,
+            writer: true,
         })
+    }
+
+    /// Whether this ledger appends: always for a store of its own; for a shared one, while
+    /// this replica holds the writer's lock.
+    pub fn is_writer(&self) -> bool {
+        self.writer && self.poisoned.is_none()
+    }
+
+    /// Applies what the writer appended to a shared store since this replica's head,
+    /// verifying every entry as `open` does (chain link and hash, canonical decoding,
+    /// replayed transitions, stored Merkle nodes). Returns how many entries it applied. A
+    /// log that does not verify, or that no longer extends what this replica applied (a
+    /// rollback or a fork), is refused and the replica stops following (fail closed).
+    pub fn follow(&mut self) -> Result<u64, LedgerError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(LedgerError::Poisoned(reason.clone()));
+        }
+        let (head_seq, head_hash) = read_head(self.store.as_ref())?;
+        let fail = |ledger: &mut Ledger, failure: VerifyFailure| {
+            ledger.poisoned = Some(failure.to_string());
+            Err(LedgerError::Corrupt(failure))
+        };
+        if head_seq < self.head.seq {
+            let failure = rolled_back(
+                Acknowledged {
+                    seq: self.head.seq,
+                    hash: self.head.hash,
+                },
+                head_seq,
+                "the shared log is shorter than what this replica applied",
+            );
+            return fail(self, failure);
+        }
+        if head_seq == self.head.seq {
+            if head_hash != self.head.hash {
+                let failure = VerifyFailure {
+                    seq: head_seq,
+                    kind: FailureKind::HeadMismatch,
+                    detail: format!(
+                        "the shared log's head {head_hash} is not the entry this replica applied at seq {head_seq} ({}): a fork",
+                        self.head.hash
+                    ),
+                };
+                return fail(self, failure);
+            }
+            return Ok(0);
+        }
+        let report = verify::walk(
+            self.store.as_ref(),
+            &mut self.projection,
+            &mut self.frontier,
+            (self.head.seq, self.head.hash),
+            (head_seq, head_hash),
+            verify::MissingSnapshot::Tolerate,
+            verify::WalkEnd::Following,
+        )?;
+        if let Some(failure) = report.failure {
+            return fail(self, failure);
+        }
+        self.head = Head {
+            seq: report.verified_seq,
+            hash: report.verified_hash,
+            observed_at: self.projection.at(),
+        };
+        self.durable_seq = self.head.seq;
+        Ok(report.entries)
+    }
+
+    /// Becomes the writer of a shared store if its writer's lock is free, after applying
+    /// everything the previous writer appended. Whether this ledger is now the writer.
+    pub fn try_promote(&mut self) -> Result<bool, LedgerError> {
+        if self.writer {
+            return Ok(self.is_writer());
+        }
+        if !self.store.try_become_writer()? {
+            return Ok(false);
+        }
+        self.follow()?;
+        self.writer = true;
+        Ok(true)
     }
 
     /// The newest entry (for a ledger opened with `allow_corrupt`, the last verified one).
@@ -628,6 +728,9 @@ impl Ledger {
         }
         if self.corruption.is_some() || self.config.allow_corrupt {
             return Err(LedgerError::ReadOnly);
+        }
+        if !self.writer {
+            return Err(LedgerError::Follower);
         }
         let changes: Vec<Change> = changes.into_iter().collect();
         let start = self.head;
@@ -1006,10 +1109,10 @@ impl Ledger {
             self.store.as_ref(),
             &mut Projection::default(),
             &mut frontier,
-            0,
-            Hash::ZERO,
+            (0, Hash::ZERO),
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
+            verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
         if report.ok() {
@@ -1076,10 +1179,10 @@ impl Ledger {
             self.store.as_ref(),
             &mut projection,
             &mut frontier,
-            seq,
-            hash,
+            (seq, hash),
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
+            verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
         Ok(report)
@@ -1412,6 +1515,8 @@ mod tests {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
         };
         let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
         ledger.append((1..=6).map(pod), at(0)).unwrap();
@@ -1466,6 +1571,8 @@ mod tests {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
         };
         let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
         ledger.append((1..=7).map(pod), at(0)).unwrap();

@@ -274,6 +274,9 @@ impl Ledger {
         if self.corruption.is_some() || self.config.allow_corrupt {
             return Err(LedgerError::ReadOnly);
         }
+        if !self.is_writer() {
+            return Err(LedgerError::Follower);
+        }
         self.flush()?;
         let size = self.tree_size();
         if size == 0 {
@@ -447,6 +450,8 @@ mod tests {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
         }
     }
 
@@ -707,6 +712,8 @@ mod tests {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
             ..config()
         };
         let ledger = open_retrying(dir.path(), forensic).unwrap();

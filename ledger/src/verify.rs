@@ -151,6 +151,18 @@ pub(crate) enum MissingSnapshot {
     Tolerate,
 }
 
+/// Where a walk ends, and what it expects there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WalkEnd {
+    /// At the head record: nothing may be stored beyond it (`trailing_entry`), and the
+    /// frontier stored with it must be the walk's.
+    Head,
+    /// At a head record read a moment ago, while a writer may be appending (a replica
+    /// following the log): entries beyond it and the frontier record belong to later
+    /// commits, so neither is judged.
+    Following,
+}
+
 /// Walks entries after `(start_seq, start_hash)` up to the head, replaying into
 /// `projection` (which must be the state at `start_seq`).
 /// `frontier` must be the Merkle frontier at `start_seq`; it is extended entry by entry
@@ -161,10 +173,10 @@ pub(crate) fn walk(
     tree: &dyn Store,
     projection: &mut Projection,
     frontier: &mut CompactRange,
-    start_seq: u64,
-    start_hash: Hash,
+    (start_seq, start_hash): (u64, Hash),
     head: (u64, Hash),
     missing: MissingSnapshot,
+    end: WalkEnd,
 ) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
     let fail = |report: &mut VerifyReport, seq: u64, kind: FailureKind, detail: String| {
@@ -195,7 +207,10 @@ pub(crate) fn walk(
         }
     }
     let from = keys::seq_key(keys::ENTRY, start_seq + 1);
-    let to = keys::seq_key(keys::ENTRY, u64::MAX);
+    let to = match end {
+        WalkEnd::Head => keys::seq_key(keys::ENTRY, u64::MAX),
+        WalkEnd::Following => keys::seq_key(keys::ENTRY, head.0),
+    };
     for item in tree.scan(&from, &to, false) {
         let expected = report.verified_seq + 1;
         let (key, value) = match item {
@@ -356,7 +371,7 @@ pub(crate) fn walk(
                 head.1, head.0, last
             ),
         );
-    } else if head.0 > 0 {
+    } else if head.0 > 0 && end == WalkEnd::Head {
         let stored = match tree.get(keys::FRONTIER) {
             Ok(stored) => stored,
             Err(e) => {

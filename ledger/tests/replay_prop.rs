@@ -332,6 +332,8 @@ impl Run {
             create: true,
             cache_bytes: None,
             password_file: None,
+            replica: false,
+            lease: None,
         };
         let ledger = open(dir.path(), &config);
         Run {

@@ -48,6 +48,13 @@ pub trait Store: Send + Sync {
     /// A short name of the backend (`sled`, `memory`), for messages and the manifest.
     fn kind(&self) -> &'static str;
 
+    /// Whether this handle may commit, acquiring the right when it can: the embedded
+    /// stores always may (their files are locked by the process); a shared database
+    /// only while this handle holds its single writer's lock.
+    fn try_become_writer(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// Sets one record in a batch of its own (repair tools, tests).
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut batch = Batch::default();
@@ -127,6 +134,13 @@ pub enum StoreError {
     /// A failure injected by [`FaultyStore`].
     #[error("injected fault: {0}")]
     Injected(String),
+    /// A commit by a handle that is not the store's writer (a replica following it).
+    #[error("{0} is written by another replica: this one only follows it")]
+    NotWriter(String),
+    /// The store's head moved under this writer: another writer appended since this one
+    /// last did, so this one was deposed and must not write again.
+    #[error("deposed: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {

@@ -7,9 +7,17 @@
 //! in the database (and `search_path`) the URL names. A commit is one transaction (an
 //! upsert of every record it sets and a delete of every record it removes, each one
 //! statement over arrays), durable when it returns under PostgreSQL's default
-//! `synchronous_commit`, so [`Store::flush`] has nothing left to do. A writer holds a
-//! session-level advisory lock for as long as it is open, so two writers can never
-//! append to the same log; readers take no lock.
+//! `synchronous_commit`, so [`Store::flush`] has nothing left to do.
+//!
+//! **One writer.** A writer holds a session-level advisory lock for as long as its
+//! session lives; other handles only read (a commit from them is refused). The lock is a
+//! lease: the writer's session runs with `idle_session_timeout` set to the lease and
+//! heartbeats well within it, so a writer that stops (a crash, a partition, a process
+//! paused for longer than the lease) loses its session and with it the lock, and another
+//! replica can take over. **Fencing:** every commit first locks the head record
+//! (`SELECT ... FOR UPDATE`) and requires it to be the one this writer last wrote (or read
+//! when it became the writer); otherwise the commit is refused as [`StoreError::Fenced`]
+//! and nothing of it is written, so a deposed writer can never fork the log.
 //!
 //! The client is `tokio-postgres`, driven by a thread of its own with a current-thread
 //! runtime: the [`Store`] interface is synchronous (the ledger calls it from plain threads
@@ -37,13 +45,22 @@ pub fn is_postgres_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
+/// How long a writer's session may go quiet before PostgreSQL ends it (and so frees the
+/// writer's lock for another replica), by default.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How to open the database.
 #[derive(Debug, Clone, Default)]
 pub struct PostgresOptions {
     /// Create the table when it is absent (a writer opening a new ledger).
     pub create: bool,
-    /// Take the writer's advisory lock (refused while another writer holds it).
+    /// Take the writer's advisory lock (refused while another writer holds it, unless
+    /// `follow_if_locked`).
     pub writer: bool,
+    /// When another writer holds the lock, open as a follower instead of failing.
+    pub follow_if_locked: bool,
+    /// The writer's lease ([`DEFAULT_LEASE`] when `None`).
+    pub lease: Option<std::time::Duration>,
     /// Read the password from this file (its first line) when the URL has none.
     pub password_file: Option<std::path::PathBuf>,
 }
@@ -59,6 +76,15 @@ enum Job {
     },
     Commit(Batch, mpsc::Sender<Result<(), StoreError>>),
     Count(mpsc::Sender<Result<i64, StoreError>>),
+    BecomeWriter(mpsc::Sender<Result<bool, StoreError>>),
+}
+
+/// The writer's side of the worker: whether it holds the lock, and the head record it
+/// last wrote or read (the fencing token every commit compares with).
+#[derive(Default)]
+struct WriterState {
+    holds_lock: bool,
+    last_head: Option<Vec<u8>>,
 }
 
 /// A ledger store in a PostgreSQL table.
@@ -67,6 +93,8 @@ pub struct PostgresStore {
     worker: Option<JoinHandle<()>>,
     /// The URL without its password, for messages.
     label: String,
+    /// Whether this handle holds the writer's lock.
+    writer: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -168,7 +196,7 @@ impl PostgresStore {
             config.password(password);
         }
         let (jobs, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let (ready, started) = mpsc::channel();
+        let (ready, started) = mpsc::channel::<Result<Option<bool>, StoreError>>();
         let options_for_worker = options.clone();
         let label_for_worker = label.clone();
         let worker = std::thread::Builder::new()
@@ -199,14 +227,18 @@ impl PostgresStore {
                 context: "starting the PostgreSQL client thread".into(),
                 source,
             })?;
-        let store = PostgresStore {
+        let mut store = PostgresStore {
             jobs: Some(jobs),
             worker: Some(worker),
             label,
+            writer: std::sync::atomic::AtomicBool::new(false),
         };
         match started.recv() {
-            Ok(Ok(true)) => Ok(Some(store)),
-            Ok(Ok(false)) => Ok(None),
+            Ok(Ok(Some(writer))) => {
+                *store.writer.get_mut() = writer;
+                Ok(Some(store))
+            }
+            Ok(Ok(None)) => Ok(None),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Io {
                 context: format!("connecting to {}", store.label),
@@ -218,6 +250,11 @@ impl PostgresStore {
     /// The database, without its password.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Whether this handle is the database's writer.
+    pub fn is_writer(&self) -> bool {
+        self.writer.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many records the table holds.
@@ -262,7 +299,7 @@ async fn serve_jobs(
     options: PostgresOptions,
     label: String,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
-    ready: mpsc::Sender<Result<bool, StoreError>>,
+    ready: mpsc::Sender<Result<Option<bool>, StoreError>>,
 ) {
     let connected = config.connect(NoTls).await;
     let (mut client, connection) = match connected {
@@ -273,19 +310,51 @@ async fn serve_jobs(
         }
     };
     let connection = tokio::spawn(connection);
+    let lease = options.lease.unwrap_or(DEFAULT_LEASE);
+    let mut writer = WriterState::default();
     match prepare(&client, &options, &label).await {
-        Ok(exists) => {
-            let _ = ready.send(Ok(exists));
-            if !exists {
-                return;
-            }
+        Ok(false) => {
+            let _ = ready.send(Ok(None));
+            return;
         }
+        Ok(true) => {}
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     }
-    while let Some(job) = jobs.recv().await {
+    if options.writer {
+        match become_writer(&client, &mut writer, lease).await {
+            Ok(true) => {}
+            Ok(false) if options.follow_if_locked => {}
+            Ok(false) => {
+                let _ = ready.send(Err(StoreError::Locked(format!(
+                    "{label} (another claim-ledger writer holds its advisory lock)"
+                ))));
+                return;
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok(Some(writer.holds_lock)));
+    // The heartbeat keeps a writer's session (and lock) alive within its lease.
+    let mut heartbeat = tokio::time::interval(lease / 3);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let job = tokio::select! {
+            job = jobs.recv() => job,
+            _ = heartbeat.tick() => {
+                if writer.holds_lock && client.simple_query("SELECT 1").await.is_err() {
+                    // The session is gone: so is the lock. Commits now fail.
+                    writer.holds_lock = false;
+                }
+                continue;
+            }
+        };
+        let Some(job) = job else { break };
         match job {
             Job::Get(key, reply) => {
                 let result = client
@@ -320,7 +389,14 @@ async fn serve_jobs(
                 let _ = reply.send(result);
             }
             Job::Commit(batch, reply) => {
-                let _ = reply.send(commit(&mut client, batch).await);
+                let result = match writer.holds_lock {
+                    true => commit(&mut client, &mut writer, batch).await,
+                    false => Err(StoreError::NotWriter(label.clone())),
+                };
+                let _ = reply.send(result);
+            }
+            Job::BecomeWriter(reply) => {
+                let _ = reply.send(become_writer(&client, &mut writer, lease).await);
             }
             Job::Count(reply) => {
                 let result = client
@@ -336,7 +412,44 @@ async fn serve_jobs(
     let _ = connection.await;
 }
 
-/// Checks (or creates) the table and takes the writer's lock; whether a ledger is there.
+/// Takes the writer's lock if it is free, with the session's lease, and reads the head it
+/// will fence its commits on.
+async fn become_writer(
+    client: &tokio_postgres::Client,
+    writer: &mut WriterState,
+    lease: std::time::Duration,
+) -> Result<bool, StoreError> {
+    if writer.holds_lock {
+        return Ok(true);
+    }
+    let locked = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+        .await
+        .map_err(|e| db_error("taking the writer's lock", e))?
+        .get::<_, bool>(0);
+    if !locked {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!(
+            "SET idle_session_timeout = {}",
+            lease.as_millis().max(1)
+        ))
+        .await
+        .map_err(|e| db_error("setting the writer's lease", e))?;
+    writer.last_head = client
+        .query_opt(
+            &format!("SELECT value FROM {TABLE} WHERE key = $1"),
+            &[&super::keys::HEAD],
+        )
+        .await
+        .map_err(|e| db_error("reading the head", e))?
+        .map(|row| row.get::<_, Vec<u8>>(0));
+    writer.holds_lock = true;
+    Ok(true)
+}
+
+/// Checks (or creates) the table; whether a ledger is there.
 async fn prepare(
     client: &tokio_postgres::Client,
     options: &PostgresOptions,
@@ -358,24 +471,16 @@ async fn prepare(
             .await
             .map_err(|e| db_error(&format!("creating {TABLE} in {label}"), e))?;
     }
-    if options.writer {
-        let locked = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-            .await
-            .map_err(|e| db_error("taking the writer's lock", e))?
-            .get::<_, bool>(0);
-        if !locked {
-            return Err(StoreError::Locked(format!(
-                "{label} (another claim-ledger writer holds its advisory lock)"
-            )));
-        }
-    }
     Ok(true)
 }
 
-/// One batch as one transaction: the last write of each key wins, as applying them in
-/// order would leave it.
-async fn commit(client: &mut tokio_postgres::Client, batch: Batch) -> Result<(), StoreError> {
+/// One batch as one transaction, fenced on the head: the last write of each key wins, as
+/// applying them in order would leave it.
+async fn commit(
+    client: &mut tokio_postgres::Client,
+    writer: &mut WriterState,
+    batch: Batch,
+) -> Result<(), StoreError> {
     let mut last: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
     for (key, value) in batch.into_writes() {
         last.insert(key, value);
@@ -390,10 +495,26 @@ async fn commit(client: &mut tokio_postgres::Client, batch: Batch) -> Result<(),
             None => removed.push(key),
         }
     }
+    let new_head = last_head_written(&keys, &values);
     let transaction = client
         .transaction()
         .await
         .map_err(|e| db_error("starting a transaction", e))?;
+    let stored_head = transaction
+        .query_opt(
+            &format!("SELECT value FROM {TABLE} WHERE key = $1 FOR UPDATE"),
+            &[&super::keys::HEAD],
+        )
+        .await
+        .map_err(|e| db_error("locking the head", e))?
+        .map(|row| row.get::<_, Vec<u8>>(0));
+    if stored_head != writer.last_head {
+        // Dropping the transaction rolls it back: nothing of this batch is written.
+        writer.holds_lock = false;
+        return Err(StoreError::Fenced(
+            "the log's head in the database is not the one this writer last wrote: another writer appended".into(),
+        ));
+    }
     if !keys.is_empty() {
         transaction
             .execute(
@@ -418,7 +539,18 @@ async fn commit(client: &mut tokio_postgres::Client, batch: Batch) -> Result<(),
     transaction
         .commit()
         .await
-        .map_err(|e| db_error("committing a transaction", e))
+        .map_err(|e| db_error("committing a transaction", e))?;
+    if let Some(head) = new_head {
+        writer.last_head = Some(head);
+    }
+    Ok(())
+}
+
+/// The head record a batch sets, if it sets one.
+fn last_head_written(keys: &[Vec<u8>], values: &[Vec<u8>]) -> Option<Vec<u8>> {
+    keys.iter()
+        .position(|key| key.as_slice() == super::keys::HEAD)
+        .map(|at| values[at].clone())
 }
 
 impl Store for PostgresStore {
@@ -450,6 +582,13 @@ impl Store for PostgresStore {
     fn flush(&self) -> Result<(), StoreError> {
         // Every commit was a committed transaction.
         Ok(())
+    }
+
+    fn try_become_writer(&self) -> Result<bool, StoreError> {
+        let writer = self.ask(Job::BecomeWriter)?;
+        self.writer
+            .store(writer, std::sync::atomic::Ordering::SeqCst);
+        Ok(writer)
     }
 
     fn kind(&self) -> &'static str {

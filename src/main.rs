@@ -114,16 +114,39 @@ impl DbArgs {
         self.open_with(true)
     }
 
-    fn open_with(&self, create: bool) -> Result<Ledger, Failure> {
+    /// Opens a shared (PostgreSQL) ledger as one of several `serve` replicas: the writer
+    /// when its lock is free, else a follower that takes over when it frees.
+    fn open_replica(&self, lease: Duration) -> Result<Ledger, Failure> {
+        let is_url = self
+            .db
+            .to_str()
+            .is_some_and(ledger::store::postgres::is_postgres_url);
+        if !is_url {
+            return Err(Failure::Input(
+                "--replica needs a shared ledger: a postgres:// --db (a directory has one writer, its process)".into(),
+            ));
+        }
         let config = LedgerConfig {
+            replica: true,
+            lease: Some(lease),
+            ..self.config(true)
+        };
+        Ledger::open(&self.db, config).map_err(Failure::from)
+    }
+
+    fn open_with(&self, create: bool) -> Result<Ledger, Failure> {
+        Ledger::open(&self.db, self.config(create)).map_err(Failure::from)
+    }
+
+    fn config(&self, create: bool) -> LedgerConfig {
+        LedgerConfig {
             snapshot_every: self.snapshot_every,
             allow_corrupt: self.allow_corrupt,
             create,
             cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
             password_file: self.db_password_file.clone(),
             ..LedgerConfig::default()
-        };
-        Ledger::open(&self.db, config).map_err(Failure::from)
+        }
     }
 }
 
@@ -307,9 +330,24 @@ enum Command {
             value_delimiter = ','
         )]
         namespaces: Vec<String>,
-        /// Answer not_ready once a watch has been failing this many seconds.
+        /// Answer not_ready once a watch has been failing this many seconds (a follower:
+        /// once it has not caught up with the writer's log for this long).
         #[arg(long, default_value_t = 30, env = "CLAIM_LEDGER_UNREADY_AFTER")]
         unready_after: u64,
+        /// Run as one of several replicas of a PostgreSQL `--db`: the writer while it
+        /// holds the database's writer lock, else a follower that answers checks from
+        /// the writer's entries and takes over when the writer goes.
+        #[arg(long, env = "CLAIM_LEDGER_REPLICA")]
+        replica: bool,
+        /// With --replica: seconds a writer's database session may go quiet (paused,
+        /// partitioned) before another replica may take over.
+        #[arg(
+            long,
+            default_value_t = 10,
+            env = "CLAIM_LEDGER_LEASE_SECONDS",
+            requires = "replica"
+        )]
+        lease_seconds: u64,
         #[command(flatten)]
         signing: SigningFlags,
     },
@@ -708,6 +746,8 @@ fn run(command: Command) -> Result<(), Failure> {
             api,
             namespaces,
             unready_after,
+            replica,
+            lease_seconds,
             signing,
         } => {
             drop(out);
@@ -722,7 +762,10 @@ fn run(command: Command) -> Result<(), Failure> {
                 }
             }
             let checkpoints = signing.load()?;
-            let ledger = db.open()?;
+            let ledger = match replica {
+                true => db.open_replica(Duration::from_secs(lease_seconds.max(1)))?,
+                false => db.open()?,
+            };
             let options = watcher::WatchOptions {
                 namespaces,
                 unready_after: Duration::from_secs(unready_after),

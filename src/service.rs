@@ -14,20 +14,72 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use watcher::{Readiness, SharedLedger, WatchOptions};
 
-/// The watchers' readiness, as the API asks for it.
-struct WatchFreshness(Readiness);
+/// The watchers' readiness, as the API asks for it; for a replica that follows the
+/// writer of a shared ledger, whether it has caught up with the log lately.
+struct WatchFreshness {
+    watch: Readiness,
+    replica: Option<Arc<std::sync::Mutex<ReplicaState>>>,
+}
+
+/// Where a replica of a shared ledger stands.
+#[derive(Debug, Clone, Copy)]
+enum ReplicaState {
+    /// Following the writer: when it last read the whole log, and how many entries that
+    /// round applied.
+    Following {
+        caught_up: Option<std::time::Instant>,
+        applied: u64,
+        unready_after: Duration,
+    },
+    /// The writer: its watchers decide readiness.
+    Writing,
+}
+
+impl WatchFreshness {
+    fn replica(&self) -> Option<ReplicaState> {
+        self.replica.as_ref().map(|state| {
+            *state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+    }
+}
 
 impl Freshness for WatchFreshness {
     fn ready(&self) -> bool {
-        self.0.is_ready()
+        match self.replica() {
+            Some(ReplicaState::Following {
+                caught_up,
+                unready_after,
+                ..
+            }) => caught_up.is_some_and(|at| at.elapsed() <= unready_after),
+            Some(ReplicaState::Writing) | None => self.watch.is_ready(),
+        }
     }
 
     fn report(&self) -> serde_json::Value {
-        serde_json::to_value(self.0.streams()).unwrap_or_default()
+        let streams = serde_json::to_value(self.watch.streams()).unwrap_or_default();
+        match self.replica() {
+            None => streams,
+            Some(ReplicaState::Writing) => {
+                serde_json::json!({"role": "writer", "streams": streams})
+            }
+            Some(ReplicaState::Following {
+                caught_up, applied, ..
+            }) => serde_json::json!({
+                "role": "follower",
+                "caught_up_ms_ago": caught_up.map(|at| at.elapsed().as_millis() as u64),
+                "last_applied": applied,
+                "reason": match caught_up {
+                    None => "not caught up with the writer's log yet",
+                    Some(_) => "following the writer of the shared log",
+                },
+            }),
+        }
     }
 
     fn counters(&self) -> WatchCounters {
-        let counters = self.0.counters();
+        let counters = self.watch.counters();
         WatchCounters {
             watch_errors: counters.watch_errors,
             relists: counters.relists,
@@ -37,7 +89,7 @@ impl Freshness for WatchFreshness {
     }
 
     fn flushes(&self) -> Option<FlushStats> {
-        let counters = self.0.counters();
+        let counters = self.watch.counters();
         Some(FlushStats {
             count: counters.flushes,
             seconds: counters.flush_micros as f64 / 1e6,
@@ -184,14 +236,25 @@ async fn start(
     api_args: ApiArgs,
     shutdown: Shutdown,
 ) -> Result<Running, String> {
+    let following = !ledger.is_writer();
     let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
     let readiness = Readiness::new(options.unready_after);
+    let replica = following.then(|| {
+        Arc::new(std::sync::Mutex::new(ReplicaState::Following {
+            caught_up: None,
+            applied: 0,
+            unready_after: options.unready_after,
+        }))
+    });
     let mut serve_options = ServeOptions::new(api_args.auth);
     serve_options.tls = api_args.tls;
     serve_options.checkpoints = api_args.checkpoints;
     let service = Service::new(
         Arc::clone(&ledger),
-        Arc::new(WatchFreshness(readiness.clone())),
+        Arc::new(WatchFreshness {
+            watch: readiness.clone(),
+            replica: replica.clone(),
+        }),
         serve_options,
     )
     .map_err(|e| e.to_string())?;
@@ -199,13 +262,18 @@ async fn start(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", api_args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let watcher = tokio::spawn(watcher::run(
-        client,
-        Arc::clone(&ledger),
-        readiness,
-        options,
-        shutdown.clone().wait(),
-    ));
+    let watcher = tokio::spawn({
+        let ledger = Arc::clone(&ledger);
+        let shutdown = shutdown.clone();
+        async move {
+            if let Some(replica) = replica {
+                if !follow_until_promoted(&ledger, &replica, shutdown.clone()).await? {
+                    return Ok(());
+                }
+            }
+            watcher::run(client, ledger, readiness, options, shutdown.wait()).await
+        }
+    });
     let api = tokio::spawn(service.serve(listener, shutdown.wait()));
     Ok(Running {
         ledger,
@@ -213,6 +281,66 @@ async fn start(
         watcher,
         address,
     })
+}
+
+/// How often a follower reads the shared log, and how often it tries for the writer's
+/// lock.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+const PROMOTE_EVERY: Duration = Duration::from_secs(1);
+
+/// A replica that is not the writer: applies the writer's entries as they are committed
+/// (answering checks from them) and takes over when the writer's lock frees. Returns
+/// whether it became the writer (`false` when shut down first). A log that does not
+/// verify stops it (and so the service): it never answers from a log it cannot trust.
+async fn follow_until_promoted(
+    ledger: &SharedLedger,
+    replica: &Arc<std::sync::Mutex<ReplicaState>>,
+    shutdown: Shutdown,
+) -> Result<bool, watcher::WatcherError> {
+    let mut last_try = std::time::Instant::now() - PROMOTE_EVERY;
+    loop {
+        let promote = last_try.elapsed() >= PROMOTE_EVERY;
+        if promote {
+            last_try = std::time::Instant::now();
+        }
+        let shared = Arc::clone(ledger);
+        let round = tokio::task::spawn_blocking(move || {
+            let mut ledger = shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let applied = ledger.follow()?;
+            let promoted = promote && ledger.try_promote()?;
+            Ok::<_, ledger::LedgerError>((applied, promoted))
+        })
+        .await
+        .map_err(|e| watcher::WatcherError::from(ledger::LedgerError::Poisoned(e.to_string())))?;
+        let (applied, promoted) = round?;
+        {
+            let mut state = replica
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &mut *state {
+                _ if promoted => *state = ReplicaState::Writing,
+                ReplicaState::Following {
+                    caught_up,
+                    applied: last,
+                    ..
+                } => {
+                    *caught_up = Some(std::time::Instant::now());
+                    *last = applied;
+                }
+                ReplicaState::Writing => {}
+            }
+        }
+        if promoted {
+            tracing::warn!("this replica is now the writer of the shared ledger");
+            return Ok(true);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+            _ = shutdown.clone().wait() => return Ok(false),
+        }
+    }
 }
 
 async fn finish(running: Running) -> Result<(u64, String), String> {

@@ -534,3 +534,153 @@ fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
         "50 from the first writer, 11 from its successor"
     );
 }
+
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn call(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    process::http(
+        address,
+        method,
+        path,
+        None,
+        body,
+        std::time::Duration::from_secs(10),
+    )
+}
+
+/// A `serve --replica` process on the shared database.
+fn replica(url: &str, kubeconfig: &Path) -> (process::Child, String) {
+    let mut command = process::command(&[
+        "serve",
+        "--db",
+        url,
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+        "--replica",
+        "--lease-seconds",
+        "2",
+    ]);
+    command
+        .env("PGPASSWORD", postgres::PASSWORD)
+        .env("KUBECONFIG", kubeconfig)
+        .env("CLAIM_LEDGER_LOG_LEVEL", "warn,kube_client=off");
+    let mut child = process::Child::start(&mut command);
+    let address = process::address_of(&child.line_with("API listening"));
+    (child, address)
+}
+
+#[test]
+fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_dies() {
+    let pg = Postgres::start();
+    pg.create_database("ha");
+    let url = pg.url("ha");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut sim = process::Child::start(&mut process::command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
+    let sim_address = process::address_of(&sim.line_with("listening on"));
+    let (mut first, first_api) = replica(&url, &kubeconfig);
+    eventually("the first replica, the writer, to be ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 200
+    });
+    let (mut second, second_api) = replica(&url, &kubeconfig);
+    eventually("the second replica, a follower, to be ready", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains("follower")
+    });
+
+    // A directly created Sandbox and its pod: both replicas allow it once recorded.
+    let sandbox = r#"{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","metadata":{"name":"direct","namespace":"default","labels":{"openshell.ai/sandbox-id":"sbx-d"}},"spec":{"podTemplate":{"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
+    let (status, created) = call(
+        &sim_address,
+        "POST",
+        "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
+        Some(sandbox),
+    );
+    assert_eq!(status, 201, "{created}");
+    let sandbox_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"direct","namespace":"default","annotations":{{"openshell.io/sandbox-id":"sbx-d"}},"ownerReferences":[{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","name":"direct","uid":"{sandbox_uid}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+    );
+    let (status, created) = call(
+        &sim_address,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some(&pod),
+    );
+    assert_eq!(status, 201, "{created}");
+    let pod_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = format!(
+        r#"{{"namespace":"default","pod_name":"direct","pod_uid":"{pod_uid}","require_claim":false}}"#
+    );
+    for api in [&first_api, &second_api] {
+        eventually("the direct binding on every replica", || {
+            call(api, "POST", "/v1/identity/check", Some(&request))
+                .1
+                .contains(r#""decision":"allow""#)
+        });
+    }
+    // Both replicas number entries alike: the head they report is the same.
+    let head =
+        |api: &str| serde_json::from_str::<Value>(&call(api, "GET", "/v1/head", None).1).unwrap();
+    eventually("the same head on both replicas", || {
+        head(&first_api)["seq"] == head(&second_api)["seq"]
+    });
+
+    // The writer dies. The follower takes over, relists the cluster (recording a
+    // watch_gap, as a restart does) and goes on recording: the pod's deletion.
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    eventually("the follower to become the writer", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains("writer")
+    });
+    let (status, _) = call(
+        &sim_address,
+        "DELETE",
+        "/api/v1/namespaces/default/pods/direct",
+        None,
+    );
+    assert!(status == 200 || status == 202, "{status}");
+    eventually("the deletion recorded by the new writer", || {
+        !call(&second_api, "POST", "/v1/identity/check", Some(&request))
+            .1
+            .contains(r#""decision":"allow""#)
+    });
+    second.interrupt_and_wait();
+    drop(sim);
+
+    // One log, no fork: it verifies, and holds the bind, the takeover's watch gap and
+    // the release.
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert_eq!(report["failure"], Value::Null, "{report}");
+    let lines = ok(&["export", "--db", &url], None).lines();
+    assert!(lines
+        .iter()
+        .any(|l| l["entry"]["change"]["watch_gap"]["reason"] == "restart"));
+    let history = ok(&["history", "--db", &url, "--pod-uid", &pod_uid], None).stdout;
+    assert!(history.contains(r#""transition":"bound""#), "{history}");
+    assert!(history.contains(r#""transition":"released""#), "{history}");
+}

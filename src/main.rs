@@ -772,7 +772,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 ..watcher::WatchOptions::default()
             };
             let api = api.into_args(checkpoints);
-            run_async(|_, shutdown| service::run_serve(ledger, options, api, shutdown))?;
+            run_async(|stop, shutdown| service::run_serve(ledger, options, api, stop, shutdown))?;
         }
         Command::Scenario {
             command: ScenarioCommand::Run { files },

@@ -271,7 +271,10 @@ async fn start(
                     return Ok(());
                 }
             }
-            watcher::run(client, ledger, readiness, options, shutdown.wait()).await
+            tokio::select! {
+                watched = watcher::run(client, Arc::clone(&ledger), readiness, options, shutdown.wait()) => watched,
+                deposed = until_deposed(&ledger) => deposed,
+            }
         }
     });
     let api = tokio::spawn(service.serve(listener, shutdown.wait()));
@@ -343,8 +346,34 @@ async fn follow_until_promoted(
     }
 }
 
-async fn finish(running: Running) -> Result<(u64, String), String> {
+/// Resolves (with the reason) once this replica is no longer the writer of its ledger: a
+/// shared ledger's writer whose database session (and lock) ended, or that was fenced
+/// off, must stop answering as if it still recorded the cluster.
+async fn until_deposed(ledger: &SharedLedger) -> Result<(), watcher::WatcherError> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let writing = ledger
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_writer();
+        if !writing {
+            tracing::error!(
+                "deposed: this replica no longer holds the ledger's writer lock; stopping"
+            );
+            return Err(watcher::WatcherError::from(ledger::LedgerError::Poisoned(
+                "deposed: this replica no longer holds the shared ledger's writer lock".into(),
+            )));
+        }
+    }
+}
+
+async fn finish(running: Running, stop: &watch::Sender<bool>) -> Result<(u64, String), String> {
     let watched = running.watcher.await.map_err(|e| e.to_string())?;
+    if watched.is_err() {
+        // Nothing records the cluster any more (a deposed writer, a failed write): the
+        // API must not go on answering from this ledger.
+        let _ = stop.send(true);
+    }
     let served = running.api.await.map_err(|e| e.to_string())?;
     let mut ledger = running
         .ledger
@@ -363,6 +392,7 @@ pub async fn run_serve(
     ledger: Ledger,
     options: WatchOptions,
     api_args: ApiArgs,
+    stop: watch::Sender<bool>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
     let client = kube::Client::try_default()
@@ -370,7 +400,7 @@ pub async fn run_serve(
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     let running = start(client, ledger, options, api_args, shutdown).await?;
     println!("claim-ledger API listening on http://{}", running.address);
-    let (seq, hash) = finish(running).await?;
+    let (seq, hash) = finish(running, &stop).await?;
     println!("stopped; ledger head seq {seq} hash {hash}");
     Ok(())
 }
@@ -476,7 +506,7 @@ pub async fn run_demo(
         println!("scenario finished; stopping");
         let _ = stop.send(true);
     }
-    let (seq, hash) = finish(running).await?;
+    let (seq, hash) = finish(running, &stop).await?;
     let _ = sim_task.await;
     println!("stopped; ledger head seq {seq} hash {hash}");
     println!(

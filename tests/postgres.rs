@@ -602,7 +602,7 @@ fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_d
     let (mut second, second_api) = replica(&url, &kubeconfig);
     eventually("the second replica, a follower, to be ready", || {
         let (status, body) = call(&second_api, "GET", "/readyz", None);
-        status == 200 && body.contains("follower")
+        status == 200 && body.contains(r#""role":"follower""#)
     });
 
     // A directly created Sandbox and its pod: both replicas allow it once recorded.
@@ -655,7 +655,7 @@ fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_d
     let _ = first.child.wait();
     eventually("the follower to become the writer", || {
         let (status, body) = call(&second_api, "GET", "/readyz", None);
-        status == 200 && body.contains("writer")
+        status == 200 && body.contains(r#""role":"writer""#)
     });
     let (status, _) = call(
         &sim_address,
@@ -683,4 +683,67 @@ fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_d
     let history = ok(&["history", "--db", &url, "--pod-uid", &pod_uid], None).stdout;
     assert!(history.contains(r#""transition":"bound""#), "{history}");
     assert!(history.contains(r#""transition":"released""#), "{history}");
+}
+
+#[test]
+fn a_paused_writer_loses_its_lease_and_on_resuming_steps_down_without_writing() {
+    let pg = Postgres::start();
+    pg.create_database("paused");
+    let url = pg.url("paused");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut sim = process::Child::start(&mut process::command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
+    sim.line_with("listening on");
+    let (mut first, first_api) = replica(&url, &kubeconfig);
+    eventually("the writer to be ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 200
+    });
+    let (mut second, second_api) = replica(&url, &kubeconfig);
+    eventually("the follower to be ready", || {
+        call(&second_api, "GET", "/readyz", None)
+            .1
+            .contains(r#""role":"follower""#)
+    });
+    let signal = |name: &str, child: &process::Child| {
+        let status = Command::new("kill")
+            .args([name, &child.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // Paused past its lease (2 s): its database session is ended, the follower takes over.
+    signal("-STOP", &first);
+    eventually("the follower to take over from the paused writer", || {
+        call(&second_api, "GET", "/readyz", None)
+            .1
+            .contains(r#""role":"writer""#)
+    });
+    let before = ok(&["verify", "--db", &url], None).json();
+    // Resumed, it finds its session gone and steps down: it exits with an error.
+    signal("-CONT", &first);
+    let status = first.wait();
+    assert!(!status.success(), "the deposed writer kept running");
+    second.interrupt_and_wait();
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert_eq!(report["failure"], Value::Null, "{report}");
+    // Whatever the new writer appended extends what was there: no fork.
+    let seq = before["verified_seq"].as_u64().unwrap();
+    assert!(report["verified_seq"].as_u64().unwrap() >= seq, "{report}");
+    if seq > 0 {
+        let seq = seq.to_string();
+        let line = ok(
+            &["export", "--db", &url, "--from-seq", &seq, "--to-seq", &seq],
+            None,
+        )
+        .lines();
+        assert_eq!(line[0]["hash"], before["verified_hash"]);
+    }
+    drop(sim);
 }

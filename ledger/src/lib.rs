@@ -373,7 +373,7 @@ impl Ledger {
         let id = match store.get(keys::LEDGER_ID)? {
             Some(id) => id.as_slice().try_into().ok(),
             None if store.record_count()? == 0 => {
-                if !store.is_writer() {
+                if !Store::is_writer(&store) {
                     return Err(not_a_ledger(Some(&store), "its ledger table is empty"));
                 }
                 let id = dir::new_id()?;
@@ -395,7 +395,7 @@ impl Ledger {
                 ),
             }));
         };
-        let is_writer = store.is_writer();
+        let is_writer = Store::is_writer(&store);
         let mut ledger = Ledger::open_store(Arc::new(store), None, Some(id), config)?;
         ledger.writer = is_writer;
         Ok(ledger)
@@ -599,7 +599,7 @@ impl Ledger {
     /// Whether this ledger appends: always for a store of its own; for a shared one, while
     /// this replica holds the writer's lock.
     pub fn is_writer(&self) -> bool {
-        self.writer && self.poisoned.is_none()
+        self.writer && self.poisoned.is_none() && self.store.is_writer()
     }
 
     /// Applies what the writer appended to a shared store since this replica's head,

@@ -55,6 +55,12 @@ pub trait Store: Send + Sync {
         Ok(true)
     }
 
+    /// Whether this handle still is the writer (a shared database's writer loses the
+    /// right when its session, and so its lock, ends, or when it is fenced off).
+    fn is_writer(&self) -> bool {
+        true
+    }
+
     /// Sets one record in a batch of its own (repair tools, tests).
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut batch = Batch::default();

@@ -24,7 +24,8 @@
 //! and from async tasks alike), and a blocking call into another runtime from inside a
 //! tokio task would panic.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use tokio_postgres::NoTls;
@@ -93,8 +94,9 @@ pub struct PostgresStore {
     worker: Option<JoinHandle<()>>,
     /// The URL without its password, for messages.
     label: String,
-    /// Whether this handle holds the writer's lock.
-    writer: std::sync::atomic::AtomicBool,
+    /// Whether this handle holds the writer's lock: set by the worker, which sees the
+    /// session end or a commit fenced off.
+    writer: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -199,6 +201,8 @@ impl PostgresStore {
         let (ready, started) = mpsc::channel::<Result<Option<bool>, StoreError>>();
         let options_for_worker = options.clone();
         let label_for_worker = label.clone();
+        let writer = Arc::new(AtomicBool::new(false));
+        let writer_for_worker = Arc::clone(&writer);
         let worker = std::thread::Builder::new()
             .name("claim-ledger-postgres".into())
             .spawn(move || {
@@ -219,6 +223,7 @@ impl PostgresStore {
                     config,
                     options_for_worker,
                     label_for_worker,
+                    writer_for_worker,
                     receiver,
                     ready,
                 ));
@@ -227,17 +232,14 @@ impl PostgresStore {
                 context: "starting the PostgreSQL client thread".into(),
                 source,
             })?;
-        let mut store = PostgresStore {
+        let store = PostgresStore {
             jobs: Some(jobs),
             worker: Some(worker),
             label,
-            writer: std::sync::atomic::AtomicBool::new(false),
+            writer,
         };
         match started.recv() {
-            Ok(Ok(Some(writer))) => {
-                *store.writer.get_mut() = writer;
-                Ok(Some(store))
-            }
+            Ok(Ok(Some(_))) => Ok(Some(store)),
             Ok(Ok(None)) => Ok(None),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Io {
@@ -250,11 +252,6 @@ impl PostgresStore {
     /// The database, without its password.
     pub fn label(&self) -> &str {
         &self.label
-    }
-
-    /// Whether this handle is the database's writer.
-    pub fn is_writer(&self) -> bool {
-        self.writer.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many records the table holds.
@@ -298,6 +295,7 @@ async fn serve_jobs(
     config: tokio_postgres::Config,
     options: PostgresOptions,
     label: String,
+    shared_writer: Arc<AtomicBool>,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
     ready: mpsc::Sender<Result<Option<bool>, StoreError>>,
 ) {
@@ -339,6 +337,7 @@ async fn serve_jobs(
             }
         }
     }
+    shared_writer.store(writer.holds_lock, Ordering::SeqCst);
     let _ = ready.send(Ok(Some(writer.holds_lock)));
     // The heartbeat keeps a writer's session (and lock) alive within its lease.
     let mut heartbeat = tokio::time::interval(lease / 3);
@@ -350,6 +349,7 @@ async fn serve_jobs(
                 if writer.holds_lock && client.simple_query("SELECT 1").await.is_err() {
                     // The session is gone: so is the lock. Commits now fail.
                     writer.holds_lock = false;
+                    shared_writer.store(false, Ordering::SeqCst);
                 }
                 continue;
             }
@@ -393,10 +393,13 @@ async fn serve_jobs(
                     true => commit(&mut client, &mut writer, batch).await,
                     false => Err(StoreError::NotWriter(label.clone())),
                 };
+                shared_writer.store(writer.holds_lock, Ordering::SeqCst);
                 let _ = reply.send(result);
             }
             Job::BecomeWriter(reply) => {
-                let _ = reply.send(become_writer(&client, &mut writer, lease).await);
+                let result = become_writer(&client, &mut writer, lease).await;
+                shared_writer.store(writer.holds_lock, Ordering::SeqCst);
+                let _ = reply.send(result);
             }
             Job::Count(reply) => {
                 let result = client
@@ -585,10 +588,11 @@ impl Store for PostgresStore {
     }
 
     fn try_become_writer(&self) -> Result<bool, StoreError> {
-        let writer = self.ask(Job::BecomeWriter)?;
-        self.writer
-            .store(writer, std::sync::atomic::Ordering::SeqCst);
-        Ok(writer)
+        self.ask(Job::BecomeWriter)
+    }
+
+    fn is_writer(&self) -> bool {
+        self.writer.load(Ordering::SeqCst)
     }
 
     fn kind(&self) -> &'static str {

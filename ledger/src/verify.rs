@@ -206,6 +206,26 @@ pub(crate) fn walk(
             }
         }
     }
+    // The Merkle node records of the range, read in one scan rather than one read per
+    // entry: a point read is a round trip to a database store.
+    let mut stored_tree = std::collections::HashMap::new();
+    let nodes = tree.scan(
+        &keys::seq_key(keys::TREE, start_seq),
+        &keys::seq_key(keys::TREE, head.0.saturating_sub(1).max(start_seq)),
+        false,
+    );
+    for item in nodes {
+        match item {
+            Ok((key, value)) if key.len() == 9 => {
+                stored_tree.extend(keys::seq_of(&key).map(|leaf| (leaf, value)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                report.failure = Some(unreadable(start_seq + 1, &e));
+                return Ok(report);
+            }
+        }
+    }
     let from = keys::seq_key(keys::ENTRY, start_seq + 1);
     let to = match end {
         WalkEnd::Head => keys::seq_key(keys::ENTRY, u64::MAX),
@@ -311,13 +331,7 @@ pub(crate) fn walk(
             return Ok(report);
         }
         let nodes = frontier.append(merkle::leaf_hash(bytes));
-        let stored_nodes = match tree.get(&keys::seq_key(keys::TREE, seq - 1)) {
-            Ok(nodes) => nodes,
-            Err(e) => {
-                report.failure = Some(unreadable(seq, &e));
-                return Ok(report);
-            }
-        };
+        let stored_nodes = stored_tree.remove(&(seq - 1));
         if stored_nodes.as_deref() != crate::tree::nodes_value(&nodes).as_deref() {
             fail(
                 &mut report,

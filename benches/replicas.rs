@@ -96,7 +96,11 @@ fn main() {
     .unwrap()
     .unwrap();
     let records: Vec<(Vec<u8>, Vec<u8>)> = source
-        .scan(&[b'E'], &[b'E', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], false)
+        .scan(
+            &ledger::store::keys::seq_key(ledger::store::keys::ENTRY, 0),
+            &ledger::store::keys::seq_key(ledger::store::keys::ENTRY, u64::MAX),
+            false,
+        )
         .map(Result::unwrap)
         .collect();
     drop(source);
@@ -219,7 +223,11 @@ fn main() {
     // failover: the writer's session ends; the follower polls for the lock.
     let died = Instant::now();
     drop(writer);
-    let mut successor = Arc::try_unwrap(follower).ok().unwrap().into_inner().unwrap();
+    let mut successor = Arc::try_unwrap(follower)
+        .ok()
+        .unwrap()
+        .into_inner()
+        .unwrap();
     while !successor.try_promote().unwrap() {
         std::thread::sleep(Duration::from_millis(100));
     }

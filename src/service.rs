@@ -236,14 +236,19 @@ async fn start(
     api_args: ApiArgs,
     shutdown: Shutdown,
 ) -> Result<Running, String> {
+    // A ledger in a shared database has replicas: say which role this one has.
+    let shared = ledger.store_kind() == "postgres";
     let following = !ledger.is_writer();
     let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
     let readiness = Readiness::new(options.unready_after);
-    let replica = following.then(|| {
-        Arc::new(std::sync::Mutex::new(ReplicaState::Following {
-            caught_up: None,
-            applied: 0,
-            unready_after: options.unready_after,
+    let replica = shared.then(|| {
+        Arc::new(std::sync::Mutex::new(match following {
+            true => ReplicaState::Following {
+                caught_up: None,
+                applied: 0,
+                unready_after: options.unready_after,
+            },
+            false => ReplicaState::Writing,
         }))
     });
     let mut serve_options = ServeOptions::new(api_args.auth);
@@ -266,7 +271,7 @@ async fn start(
         let ledger = Arc::clone(&ledger);
         let shutdown = shutdown.clone();
         async move {
-            if let Some(replica) = replica {
+            if let Some(replica) = replica.filter(|_| following) {
                 if !follow_until_promoted(&ledger, &replica, shutdown.clone()).await? {
                     return Ok(());
                 }

@@ -2,14 +2,22 @@
 //!
 //! * Every overlay under `deploy/overlays/` is rendered with `kubectl kustomize` (kubectl
 //!   is required: a missing kubectl fails these tests, it never skips them; `KUBECTL`
-//!   names another binary) and parsed with `serde_yaml_ng`. The pod must be hardened
+//!   names another binary) and parsed with `serde_yaml_ng`. Each runs one workload: the
+//!   sled overlays (`single-node`, `namespaced`) a single-replica StatefulSet with its
+//!   ledger on a volume claim template, `replicated` a Deployment of several
+//!   `serve --replica` pods on a PostgreSQL URL from a Secret, with no volume claim, a
+//!   PodDisruptionBudget, anti-affinity and a topology spread. The pod must be hardened
 //!   (non-root, read-only root file system, no privilege escalation, every capability
-//!   dropped, RuntimeDefault seccomp), probe `/healthz` and `/readyz`, mount its Secrets
-//!   owner-read-only with an fsGroup, pass only flags `serve --help` lists, and the
-//!   Service, NetworkPolicy and ServiceMonitor must point at the pod's port. No Role or
-//!   ClusterRole may hold a wildcard or any verb but get, list and watch.
+//!   dropped, RuntimeDefault seccomp), probe `/healthz` and `/readyz`, mount every Secret
+//!   file it is given (the database password included) owner-read-only with an fsGroup,
+//!   pass only flags `serve --help` lists, and the Service, NetworkPolicy and
+//!   ServiceMonitor must point at the pod's port. No Role or ClusterRole may hold a
+//!   wildcard or any verb but get, list and watch; the replicated ClusterRole's rules are
+//!   single-node's.
 //! * RBAC against behaviour: the real `claim-ledger serve`, started with the very
-//!   arguments of each overlay's StatefulSet (paths moved to a temporary directory),
+//!   arguments of each overlay's workload (paths moved to a temporary directory; for the
+//!   replicated overlay, two replicas on a real PostgreSQL server, the writer killed so
+//!   the follower takes over),
 //!   watches the cluster simulator (the library `claim-ledger sim` serves; used in-process
 //!   because the simulator's request records are only readable through its Rust API) until
 //!   it is ready, records objects, and relists after a simulated API server restart. Every
@@ -24,6 +32,8 @@
 //! * `deploy/Containerfile`: a locked build stage and a distroless non-root runtime stage
 //!   whose exec-form ENTRYPOINT runs `serve` with flags it has.
 
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/process.rs"]
 mod process;
 
@@ -77,7 +87,7 @@ fn overlays() -> Vec<String> {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    for expected in ["namespaced", "single-node"] {
+    for expected in ["namespaced", "replicated", "single-node"] {
         assert!(
             names.iter().any(|n| n == expected),
             "deploy/overlays/{expected} is missing: {names:?}"
@@ -150,12 +160,42 @@ impl Rendered {
         found[0]
     }
 
+    /// The one workload running `serve`: a StatefulSet (the sled form) or a Deployment
+    /// (the replicated form), never both.
+    fn workload(&self) -> &Value {
+        let found: Vec<&Value> = self
+            .objects
+            .iter()
+            .filter(|o| o["kind"] == "StatefulSet" || o["kind"] == "Deployment")
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: expected one StatefulSet or Deployment",
+            self.overlay
+        );
+        found[0]
+    }
+
+    /// Whether this is the replicated form (a Deployment of `serve --replica`).
+    fn replicated(&self) -> bool {
+        self.workload()["kind"] == "Deployment"
+    }
+
     fn statefulset(&self) -> &Value {
         self.one("StatefulSet")
     }
 
+    fn deployment(&self) -> &Value {
+        self.one("Deployment")
+    }
+
     fn pod_spec(&self) -> &Value {
-        &self.statefulset()["spec"]["template"]["spec"]
+        &self.workload()["spec"]["template"]["spec"]
+    }
+
+    fn pod_labels(&self) -> &Value {
+        &self.workload()["spec"]["template"]["metadata"]["labels"]
     }
 
     fn container(&self) -> &Value {
@@ -197,9 +237,66 @@ impl Rendered {
         self.flags().remove("namespace").unwrap_or_default()
     }
 
-    /// The namespace the StatefulSet (and its ServiceAccount) runs in.
+    /// The namespace the workload (and its ServiceAccount) runs in.
     fn namespace(&self) -> String {
-        text(&self.statefulset()["metadata"]["namespace"]).to_string()
+        text(&self.workload()["metadata"]["namespace"]).to_string()
+    }
+
+    /// The container's environment variables.
+    fn env(&self) -> Vec<&Value> {
+        self.container()["env"]
+            .as_array()
+            .map(|vars| vars.iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The Secret volume and item that hold the file `--<flag>` names, checked: mounted
+    /// read-only (never through `subPath`), mode 0400, and the file is one of the
+    /// volume's items. Returns the Secret's name and the item's key.
+    fn secret_file(&self, flag: &str) -> (String, String) {
+        let overlay = &self.overlay;
+        let file = self.flag(flag);
+        let (mount, volume) = self.mount_of(&file);
+        let volume = volume.unwrap_or_else(|| panic!("{overlay}: --{flag} on no volume"));
+        let secret = &volume["secret"];
+        assert!(
+            secret["secretName"].is_string(),
+            "{overlay}: --{flag} {file} comes from a Secret"
+        );
+        assert_eq!(
+            secret["defaultMode"], 0o400,
+            "{overlay}: --{flag}'s Secret has defaultMode 0400"
+        );
+        assert_eq!(
+            mount["readOnly"], true,
+            "{overlay}: --{flag} mount read-only"
+        );
+        assert!(
+            mount["subPath"].is_null(),
+            "{overlay}: a subPath mount never sees Secret updates"
+        );
+        let relative = Path::new(&file)
+            .strip_prefix(text(&mount["mountPath"]))
+            .expect("below its mount")
+            .to_string_lossy()
+            .into_owned();
+        let items = secret["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{overlay}: --{flag}'s Secret volume lists its items"));
+        let item = items
+            .iter()
+            .find(|item| item["path"] == relative.as_str())
+            .unwrap_or_else(|| {
+                panic!("{overlay}: --{flag} {file} is none of the Secret's items: {items:?}")
+            });
+        assert!(
+            item["mode"].is_null() || item["mode"] == 0o400,
+            "{overlay}: {item}"
+        );
+        (
+            text(&secret["secretName"]).to_string(),
+            text(&item["key"]).to_string(),
+        )
     }
 
     /// The mount whose path holds `file`, with its volume.
@@ -258,12 +355,10 @@ fn serve_flags() -> BTreeSet<String> {
 // ----- (a) the rendered manifests -----
 
 #[test]
-fn every_overlay_renders_a_hardened_single_replica_statefulset() {
+fn every_overlay_renders_a_hardened_pod() {
     let known = serve_flags();
     for overlay in overlays() {
         let r = render(&overlay);
-        let sts = r.statefulset();
-        assert_eq!(sts["spec"]["replicas"], 1, "{overlay}: one replica (sled)");
         let pod = r.pod_spec();
         let container = r.container();
 
@@ -283,25 +378,49 @@ fn every_overlay_renders_a_hardened_single_replica_statefulset() {
             !r.flags().contains_key("insecure-no-auth"),
             "{overlay}: no --insecure-no-auth"
         );
-
-        // The ledger on the volume claim template.
-        let db = r.flag("db");
-        assert_eq!(db, "/var/lib/claim-ledger/ledger", "{overlay}: --db");
-        let (mount, volume) = r.mount_of(&db);
-        assert!(
-            volume.is_none(),
-            "{overlay}: the ledger is not a pod volume"
+        // The Secrets are group-readable through the fsGroup (0440): without this flag
+        // serve refuses the signing key.
+        assert_eq!(
+            r.flag("allow-group-readable-secrets"),
+            "",
+            "{overlay}: --allow-group-readable-secrets"
         );
-        let templates = sts["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .expect("volumeClaimTemplates");
-        let claim = templates
-            .iter()
-            .find(|t| t["metadata"]["name"] == mount["name"])
-            .unwrap_or_else(|| panic!("{overlay}: {db} is not on a volumeClaimTemplate"));
-        assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
-        assert!(claim["spec"]["resources"]["requests"]["storage"].is_string());
-        assert_ne!(mount["readOnly"], true, "{overlay}: the ledger is writable");
+
+        // The arguments are the configuration: a variable only ever feeds an argument
+        // (`$(NAME)`), none configures serve (or the database client) behind them.
+        assert!(
+            container["envFrom"].is_null(),
+            "{overlay}: no envFrom: {}",
+            container["envFrom"]
+        );
+        let args = r.args();
+        for var in r.env() {
+            let name = text(&var["name"]);
+            assert!(
+                !name.starts_with("CLAIM_LEDGER_") && !name.starts_with("PG") && name != "RUST_LOG",
+                "{overlay}: the variable {name} configures serve outside its arguments"
+            );
+            assert!(
+                args.iter().any(|a| a.contains(&format!("$({name})"))),
+                "{overlay}: the variable {name} feeds no argument"
+            );
+        }
+
+        // Every namespaced object is in the service's namespace (an object without one
+        // would land in whatever namespace `kubectl apply` defaults to).
+        let home = r.namespace();
+        assert_eq!(home, "claim-ledger", "{overlay}: the workload's namespace");
+        for object in &r.objects {
+            let kind = text(&object["kind"]);
+            if matches!(kind, "Namespace" | "ClusterRole" | "ClusterRoleBinding") {
+                continue;
+            }
+            assert!(
+                object["metadata"]["namespace"].is_string(),
+                "{overlay}: {kind} {} has no namespace",
+                object["metadata"]["name"]
+            );
+        }
 
         // Non-root, hardened.
         let psc = &pod["securityContext"];
@@ -339,6 +458,12 @@ fn every_overlay_renders_a_hardened_single_replica_statefulset() {
         }
         assert_ne!(pod["hostNetwork"], true);
         assert_ne!(pod["hostPID"], true);
+        for volume in pod["volumes"].as_array().into_iter().flatten() {
+            assert!(
+                volume["hostPath"].is_null(),
+                "{overlay}: a hostPath volume: {volume}"
+            );
+        }
         // With a read-only root, /tmp (export bundles spool there) must be a volume.
         let (tmp, tmp_volume) = r.mount_of("/tmp/spool");
         assert_eq!(tmp["mountPath"], "/tmp", "{overlay}: /tmp is mounted");
@@ -369,33 +494,12 @@ fn every_overlay_renders_a_hardened_single_replica_statefulset() {
             psc["fsGroup"].as_u64().is_some(),
             "{overlay}: an fsGroup lets the non-root user read the Secrets"
         );
-        for flag in ["api-token-file", "signing-key"] {
-            let file = r.flag(flag);
-            let (mount, volume) = r.mount_of(&file);
-            let volume = volume.unwrap_or_else(|| panic!("{overlay}: --{flag} on no volume"));
-            let secret = &volume["secret"];
-            assert!(
-                secret["secretName"].is_string(),
-                "{overlay}: --{flag} {file} comes from a Secret"
-            );
-            assert_eq!(
-                secret["defaultMode"], 0o400,
-                "{overlay}: --{flag}'s Secret has defaultMode 0400"
-            );
-            for item in secret["items"].as_array().into_iter().flatten() {
-                assert!(
-                    item["mode"].is_null() || item["mode"] == 0o400,
-                    "{overlay}: {item}"
-                );
-            }
-            assert_eq!(
-                mount["readOnly"], true,
-                "{overlay}: --{flag} mount read-only"
-            );
-            assert!(
-                mount["subPath"].is_null(),
-                "{overlay}: a subPath mount never sees Secret updates"
-            );
+        let mut secret_flags = vec!["api-token-file", "signing-key"];
+        if r.flags().contains_key("db-password-file") {
+            secret_flags.push("db-password-file");
+        }
+        for flag in secret_flags {
+            r.secret_file(flag);
         }
         for volume in pod["volumes"].as_array().into_iter().flatten() {
             if volume["secret"].is_object() {
@@ -430,6 +534,226 @@ fn every_overlay_renders_a_hardened_single_replica_statefulset() {
     }
 }
 
+#[test]
+fn the_sled_overlays_run_one_replica_on_its_volume() {
+    let mut sled = 0;
+    for overlay in overlays() {
+        let r = render(&overlay);
+        if r.replicated() {
+            continue;
+        }
+        sled += 1;
+        let sts = r.statefulset();
+        assert_eq!(sts["spec"]["replicas"], 1, "{overlay}: one replica (sled)");
+        assert!(
+            !r.flags().contains_key("replica"),
+            "{overlay}: --replica needs a PostgreSQL ledger"
+        );
+
+        // The ledger on the volume claim template.
+        let db = r.flag("db");
+        assert_eq!(db, "/var/lib/claim-ledger/ledger", "{overlay}: --db");
+        let (mount, volume) = r.mount_of(&db);
+        assert!(
+            volume.is_none(),
+            "{overlay}: the ledger is not a pod volume"
+        );
+        let templates = sts["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .expect("volumeClaimTemplates");
+        let claim = templates
+            .iter()
+            .find(|t| t["metadata"]["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{overlay}: {db} is not on a volumeClaimTemplate"));
+        assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+        assert!(claim["spec"]["resources"]["requests"]["storage"].is_string());
+        assert_ne!(mount["readOnly"], true, "{overlay}: the ledger is writable");
+    }
+    assert!(
+        sled >= 2,
+        "the single-node and namespaced overlays are sled"
+    );
+}
+
+/// The Secret the replicated overlay takes the database from.
+const POSTGRES_SECRET: &str = "claim-ledger-postgres";
+
+/// The `$(NAME)` variable the replicated overlay's `--db` is, checked to come from the
+/// `url` key of the PostgreSQL Secret.
+fn db_url_variable(r: &Rendered) -> String {
+    let overlay = &r.overlay;
+    let db = r.flag("db");
+    let name = db
+        .strip_prefix("$(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| {
+            panic!("{overlay}: --db {db:?} is not a variable (the URL comes from a Secret)")
+        });
+    let vars: Vec<&Value> = r.env().into_iter().filter(|v| v["name"] == name).collect();
+    assert_eq!(vars.len(), 1, "{overlay}: one variable {name}");
+    let source = &vars[0]["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        source["name"], POSTGRES_SECRET,
+        "{overlay}: {name} from the Secret {POSTGRES_SECRET}"
+    );
+    assert_eq!(source["key"], "url", "{overlay}: {name} from its key url");
+    assert_ne!(
+        source["optional"], true,
+        "{overlay}: without the URL the container must not start"
+    );
+    name.to_string()
+}
+
+#[test]
+fn the_replicated_overlay_runs_replicas_on_postgres() {
+    let r = render("replicated");
+    let overlay = &r.overlay;
+    assert!(r.replicated(), "{overlay}: a Deployment");
+    assert!(
+        r.of_kind("StatefulSet").is_empty(),
+        "{overlay}: no StatefulSet"
+    );
+    let deployment = r.deployment();
+    let replicas = deployment["spec"]["replicas"]
+        .as_u64()
+        .expect("spec.replicas");
+    assert!(replicas >= 2, "{overlay}: {replicas} replica(s)");
+    assert_ne!(
+        deployment["spec"]["strategy"]["type"], "Recreate",
+        "{overlay}: a rollout must not stop every replica at once"
+    );
+
+    // serve --replica on the database of the Secret; every flag is checked against
+    // `serve --help` by every_overlay_renders_a_hardened_pod.
+    assert_eq!(r.flag("replica"), "", "{overlay}: --replica");
+    db_url_variable(&r);
+    if r.flags().contains_key("lease-seconds") {
+        let lease: u64 = r.flag("lease-seconds").parse().expect("--lease-seconds");
+        assert!(lease >= 1, "{overlay}: --lease-seconds {lease}");
+    }
+    let (secret, key) = r.secret_file("db-password-file");
+    assert_eq!(
+        (secret.as_str(), key.as_str()),
+        (POSTGRES_SECRET, "password"),
+        "{overlay}: --db-password-file is the Secret's password"
+    );
+
+    // No ledger volume: no claim, no claim template, nothing writable but /tmp.
+    assert!(
+        r.of_kind("PersistentVolumeClaim").is_empty(),
+        "{overlay}: no PersistentVolumeClaim"
+    );
+    assert!(
+        deployment["spec"]["volumeClaimTemplates"].is_null(),
+        "{overlay}: no volume claim template"
+    );
+    for volume in r.pod_spec()["volumes"].as_array().into_iter().flatten() {
+        assert!(
+            volume["secret"].is_object() || volume["emptyDir"].is_object(),
+            "{overlay}: only Secrets and the /tmp emptyDir: {volume}"
+        );
+    }
+    for mount in r.container()["volumeMounts"].as_array().expect("mounts") {
+        assert!(
+            mount["readOnly"] == true || mount["mountPath"] == "/tmp",
+            "{overlay}: only /tmp is writable: {mount}"
+        );
+    }
+
+    // A disruption budget over these pods that lets a drain proceed one pod at a time.
+    let labels = r.pod_labels();
+    let budget = r.one("PodDisruptionBudget");
+    assert!(
+        selects(&budget["spec"]["selector"]["matchLabels"], labels),
+        "{overlay}: the PodDisruptionBudget selects the pods"
+    );
+    assert_eq!(
+        budget["metadata"]["namespace"],
+        deployment["metadata"]["namespace"]
+    );
+    let spec = &budget["spec"];
+    let tolerable = match (
+        spec["maxUnavailable"].as_u64(),
+        spec["minAvailable"].as_u64(),
+    ) {
+        (Some(max), None) => max,
+        (None, Some(min)) => {
+            assert!(min >= 2, "{overlay}: minAvailable {min}");
+            replicas.saturating_sub(min)
+        }
+        _ => panic!("{overlay}: one of maxUnavailable and minAvailable, as a number: {spec}"),
+    };
+    assert!(
+        (1..replicas).contains(&tolerable),
+        "{overlay}: the budget allows {tolerable} of {replicas} replicas down"
+    );
+
+    // Replicas apart: anti-affinity across nodes, and a topology spread.
+    let anti = &r.pod_spec()["affinity"]["podAntiAffinity"];
+    let terms: Vec<&Value> = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|weighted| &weighted["podAffinityTerm"])
+        .chain(
+            anti["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    assert!(
+        terms
+            .iter()
+            .any(|term| term["topologyKey"] == "kubernetes.io/hostname"
+                && selects(&term["labelSelector"]["matchLabels"], labels)),
+        "{overlay}: pod anti-affinity across nodes: {anti}"
+    );
+    let spread = r.pod_spec()["topologySpreadConstraints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{overlay}: topologySpreadConstraints"));
+    assert!(!spread.is_empty(), "{overlay}: a topology spread");
+    for constraint in spread {
+        assert!(
+            selects(&constraint["labelSelector"]["matchLabels"], labels),
+            "{overlay}: {constraint}"
+        );
+        assert!(
+            constraint["maxSkew"].as_u64().is_some_and(|skew| skew >= 1),
+            "{overlay}: {constraint}"
+        );
+        assert!(constraint["topologyKey"].is_string(), "{overlay}");
+    }
+
+    // The replicas watch what the single-node pod watches: the same ClusterRole rules,
+    // bound to the same ServiceAccount (the behaviour test of single-node covers them;
+    // replicated_rbac_allows_exactly_what_serve_does runs these arguments too).
+    let single = render("single-node");
+    assert_eq!(
+        r.one("ClusterRole")["rules"],
+        single.one("ClusterRole")["rules"],
+        "{overlay}: the ClusterRole rules of single-node"
+    );
+    assert_eq!(
+        r.one("ClusterRoleBinding")["subjects"],
+        single.one("ClusterRoleBinding")["subjects"]
+    );
+    assert!(r.namespaces().is_empty(), "{overlay}: every namespace");
+
+    // No volume, so no volume alert; and no alert that a follower trips by being one.
+    let rules = r.one("PrometheusRule");
+    for group in rules["spec"]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let expr = text(&rule["expr"]);
+            assert!(
+                !expr.contains("kubelet_volume_stats") && !expr.contains("persistentvolumeclaim"),
+                "{overlay}: alert {} is about a volume there is not",
+                rule["alert"]
+            );
+        }
+    }
+}
+
 fn selects(selector: &Value, labels: &Value) -> bool {
     selector
         .as_object()
@@ -438,7 +762,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 
 fn check_service_and_monitoring(r: &Rendered, port: u16) {
     let overlay = &r.overlay;
-    let pod_labels = &r.statefulset()["spec"]["template"]["metadata"]["labels"];
+    let pod_labels = r.pod_labels();
     let port_name = &r.container()["ports"][0]["name"];
 
     let service = r.one("Service");
@@ -451,11 +775,13 @@ fn check_service_and_monitoring(r: &Rendered, port: u16) {
         service_port["targetPort"] == *port_name || service_port["targetPort"] == port,
         "{overlay}: the Service targets the API port"
     );
-    assert_eq!(
-        r.statefulset()["spec"]["serviceName"],
-        service["metadata"]["name"],
-        "{overlay}: serviceName"
-    );
+    if !r.replicated() {
+        assert_eq!(
+            r.statefulset()["spec"]["serviceName"],
+            service["metadata"]["name"],
+            "{overlay}: serviceName"
+        );
+    }
 
     let policy = r.one("NetworkPolicy");
     assert!(selects(
@@ -808,7 +1134,7 @@ struct Rule {
     items: Vec<Item>,
 }
 
-/// The rules bound to the StatefulSet's ServiceAccount, flattened to items.
+/// The rules bound to the workload's ServiceAccount, flattened to items.
 fn granted_rules(r: &Rendered) -> Vec<Rule> {
     let account = text(&r.pod_spec()["serviceAccountName"]).to_string();
     let home = r.namespace();
@@ -1249,6 +1575,296 @@ fn namespaced_rbac_allows_exactly_what_serve_does() {
         }
     }
     check_alert_metrics(&r, &runs[0].metrics);
+}
+
+/// A `serve` of the replicated overlay: the process and its API address.
+struct Replica {
+    process: Child,
+    api: String,
+}
+
+/// Whether a replica answers `/readyz` with 200 in `role`, else why not: every replica's
+/// report names its role, `"follower"` or `"writer"`.
+fn ready_as(api: &str, role: &str) -> Result<(), String> {
+    let (status, body) = get(api, "/readyz");
+    let readyz: Value = serde_json::from_str(&body).unwrap_or_default();
+    let actual = readyz["watchers"]["report"]["role"]
+        .as_str()
+        .unwrap_or("unknown");
+    if status == 200 && actual == role {
+        Ok(())
+    } else {
+        Err(format!("{status} as {actual}: {body}"))
+    }
+}
+
+/// What the two replicas did: every request they made, and a scrape of each.
+struct ObservedReplicas {
+    requests: Vec<RecordedRequest>,
+    writer_metrics: String,
+    follower_metrics: String,
+}
+
+/// Runs two replicas of the replicated overlay's Deployment, with its very arguments
+/// (the database URL variable expanded to a real PostgreSQL server's, the password file,
+/// token file and key moved to a temporary directory, the address this test's), against
+/// the simulator: the first becomes the writer, the second a follower that applies the
+/// writer's entries and answers checks; then the writer is killed and the follower takes
+/// over, discovering, listing and watching the cluster itself.
+fn observe_replicas(r: &Rendered) -> ObservedReplicas {
+    let url_variable = db_url_variable(r);
+    let pg = postgres::Postgres::start();
+    pg.create_database("ledger");
+    let url = pg.url("ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = Simulator::new(SimConfig {
+        served: Served::Both,
+        ..SimConfig::default()
+    });
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let sim_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn({
+        let sim = sim.clone();
+        async move {
+            sim.serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, sim.kubeconfig(&sim_url)).unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let key = dir.path().join("signing");
+    process::ok(
+        &[
+            "keygen",
+            "--name",
+            "deploy-test.example/ledger",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    // The Secret's password file as the kubelet would leave it for the owner: 0400.
+    let password = dir.path().join("password");
+    std::fs::write(&password, format!("{}\n", postgres::PASSWORD)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o400)).unwrap();
+    }
+
+    let mut args = vec!["serve".to_string()];
+    let mut seen = BTreeSet::new();
+    let args_in = r.args();
+    for (name, values) in parse_flags(&args_in[1..]) {
+        for value in values {
+            let value = match name.as_str() {
+                "listen" => "127.0.0.1:0".to_string(),
+                "db" => {
+                    assert_eq!(value, format!("$({url_variable})"));
+                    url.clone()
+                }
+                "db-password-file" => password.to_str().unwrap().to_string(),
+                "api-token-file" => tokens.to_str().unwrap().to_string(),
+                "signing-key" => key.with_extension("key").to_str().unwrap().to_string(),
+                _ => value,
+            };
+            seen.insert(name.clone());
+            args.push(if value.is_empty() {
+                format!("--{name}")
+            } else {
+                format!("--{name}={value}")
+            });
+        }
+    }
+    for needed in [
+        "listen",
+        "db",
+        "db-password-file",
+        "replica",
+        "api-token-file",
+        "signing-key",
+    ] {
+        assert!(seen.contains(needed), "{}: no --{needed}", r.overlay);
+    }
+    let start = || {
+        let full: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut serve_command = command(&full);
+        // The manifest's arguments are the whole configuration, and the password comes
+        // from the file: no CLAIM_LEDGER_* variable, PGPASSWORD or .pgpass of the test's
+        // environment may add to them.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CLAIM_LEDGER_") {
+                serve_command.env_remove(name);
+            }
+        }
+        let mut process = Child::start(
+            serve_command
+                .stdin(Stdio::null())
+                .env_remove("PGPASSWORD")
+                .env_remove("PGPASSFILE")
+                .env("HOME", "/nonexistent")
+                .env("KUBECONFIG", &kubeconfig)
+                // A follower fails to sign a checkpoint every second (only the writer
+                // appends): expected here, not worth the noise.
+                .env("RUST_LOG", "error,claim_ledger_api::service=off"),
+        );
+        let api = process.address("listening on");
+        Replica { process, api }
+    };
+
+    let mut writer = start();
+    poll("the first replica to be the ready writer", || {
+        ready_as(&writer.api, "writer")
+    });
+    let mut follower = start();
+    poll("the second replica to be a ready follower", || {
+        ready_as(&follower.api, "follower")
+    });
+
+    // Objects the writer records and the follower applies.
+    sim.create_pool("default", "pool", 1, "tmpl", true).unwrap();
+    sim.claim_warm("default", "claim", "pool", Some("sbx-deploy"))
+        .unwrap();
+    let head = |api: &str| {
+        let (status, body) = get(api, "/v1/head");
+        let head: Value = serde_json::from_str(&body).unwrap_or_default();
+        (status == 200)
+            .then(|| head["seq"].as_u64())
+            .flatten()
+            .ok_or(format!("{status} {body}"))
+    };
+    let recorded = poll("the pool and the claim in the writer's ledger", || {
+        head(&writer.api).and_then(|seq| {
+            if seq >= 5 {
+                Ok(seq)
+            } else {
+                Err(format!("seq {seq}"))
+            }
+        })
+    });
+    poll("the follower to apply the writer's entries", || {
+        head(&follower.api).and_then(|seq| {
+            if seq >= recorded {
+                Ok(())
+            } else {
+                Err(format!("seq {seq} < {recorded}"))
+            }
+        })
+    });
+    // A follower answers checks: a denied one, so the checks counter has a sample.
+    let check = r#"{"namespace":"default","pod_name":"nobody","pod_uid":"00000000-dead-4000-8000-000000000000"}"#;
+    for api in [&writer.api, &follower.api] {
+        let (status, body) = process::http(
+            api,
+            "POST",
+            "/v1/identity/check",
+            Some(&format!("Bearer {TOKEN}")),
+            Some(check),
+            PATIENCE,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""decision":"deny""#), "{body}");
+    }
+
+    // Only the writer signs: the replicated alert rules tell it from the followers by a
+    // signed tree size above 0.
+    let writer_metrics = poll("the writer to sign a checkpoint", || {
+        let (_, metrics) = get(&writer.api, "/metrics");
+        match metric(&metrics, "claim_ledger_checkpoint_tree_size") {
+            Some(size) if size > 0.0 => Ok(metrics),
+            other => Err(format!("checkpoint_tree_size {other:?}")),
+        }
+    });
+    let (status, follower_metrics) = get(&follower.api, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&follower_metrics, "claim_ledger_checkpoint_tree_size"),
+        Some(0.0),
+        "a follower signs nothing"
+    );
+    assert_eq!(
+        metric(&follower_metrics, "claim_ledger_ready"),
+        Some(1.0),
+        "{follower_metrics}"
+    );
+
+    // The writer dies; the follower takes over and watches the cluster itself.
+    let _ = writer.process.child.kill();
+    let _ = writer.process.child.wait();
+    let before = sim.requests().len();
+    poll("the follower to become the ready writer", || {
+        ready_as(&follower.api, "writer")
+    });
+    let takeover: BTreeSet<Access> = sim.requests()[before..].iter().map(access_of).collect();
+    assert!(
+        takeover.contains(&Access::NonResource {
+            verb: "get".into(),
+            path: "/apis".into()
+        }),
+        "the new writer discovers the API groups: {takeover:#?}"
+    );
+    for (group, resource) in [
+        ("agents.x-k8s.io", "sandboxes"),
+        ("extensions.agents.x-k8s.io", "sandboxclaims"),
+        ("", "pods"),
+        ("", "persistentvolumeclaims"),
+    ] {
+        assert!(
+            takeover.iter().any(
+                |a| matches!(a, Access::Resource { verb, group: g, resource: res, .. }
+                if verb == "list" && g == group && res == resource)
+            ),
+            "the new writer lists {resource}: {takeover:#?}"
+        );
+    }
+
+    let exit = follower.process.interrupt_and_wait();
+    assert!(exit.success(), "serve stopped with {exit:?}");
+    let requests = sim.requests();
+    let _ = stop.send(());
+    runtime.block_on(server).unwrap().unwrap();
+    drop(pg);
+    ObservedReplicas {
+        requests,
+        writer_metrics,
+        follower_metrics,
+    }
+}
+
+#[test]
+fn replicated_rbac_allows_exactly_what_serve_does() {
+    let r = render("replicated");
+    assert!(
+        r.namespaces().is_empty(),
+        "replicated watches every namespace"
+    );
+    let observed = observe_replicas(&r);
+    let accesses: Vec<Access> = observed
+        .requests
+        .iter()
+        .map(access_of)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    check_rbac_against(&r, &accesses, &[]);
+    for access in &accesses {
+        if let Access::Resource { namespace, .. } = access {
+            assert_eq!(namespace, &None, "{access:?}");
+        }
+    }
+    check_alert_metrics(&r, &observed.writer_metrics);
+    check_alert_metrics(&r, &observed.follower_metrics);
 }
 
 // ----- (c) the alerts' metric names -----

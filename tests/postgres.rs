@@ -597,7 +597,8 @@ fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_d
     let sim_address = process::address_of(&sim.line_with("listening on"));
     let (mut first, first_api) = replica(&url, &kubeconfig);
     eventually("the first replica, the writer, to be ready", || {
-        call(&first_api, "GET", "/readyz", None).0 == 200
+        let (status, body) = call(&first_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"writer""#)
     });
     let (mut second, second_api) = replica(&url, &kubeconfig);
     eventually("the second replica, a follower, to be ready", || {

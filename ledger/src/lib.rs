@@ -596,6 +596,11 @@ impl Ledger {
         })
     }
 
+    /// The kind of store the ledger is kept in (`sled`, `postgres`, `memory`).
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
     /// Whether this ledger appends: always for a store of its own; for a shared one, while
     /// this replica holds the writer's lock.
     pub fn is_writer(&self) -> bool {

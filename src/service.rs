@@ -24,12 +24,14 @@ struct WatchFreshness {
 /// Where a replica of a shared ledger stands.
 #[derive(Debug, Clone, Copy)]
 enum ReplicaState {
-    /// Following the writer: when it last read the whole log, and how many entries that
-    /// round applied.
+    /// Following the writer: when it last read the whole log, how many entries that
+    /// round applied, and the writer's last published status with when (by this
+    /// replica's clock) it last changed.
     Following {
         caught_up: Option<std::time::Instant>,
         applied: u64,
         unready_after: Duration,
+        writer: Option<(ledger::WriterStatus, std::time::Instant)>,
     },
     /// The writer: its watchers decide readiness.
     Writing,
@@ -48,11 +50,20 @@ impl WatchFreshness {
 impl Freshness for WatchFreshness {
     fn ready(&self) -> bool {
         match self.replica() {
+            // A follower answers only while it has read the whole log lately and a live
+            // writer records the cluster into it: without one, the log stops moving and
+            // its answers go stale.
             Some(ReplicaState::Following {
                 caught_up,
                 unready_after,
+                writer,
                 ..
-            }) => caught_up.is_some_and(|at| at.elapsed() <= unready_after),
+            }) => {
+                caught_up.is_some_and(|at| at.elapsed() <= unready_after)
+                    && writer.is_some_and(|(status, changed)| {
+                        status.ready && changed.elapsed() <= unready_after
+                    })
+            }
             Some(ReplicaState::Writing) | None => self.watch.is_ready(),
         }
     }
@@ -65,14 +76,22 @@ impl Freshness for WatchFreshness {
                 serde_json::json!({"role": "writer", "streams": streams})
             }
             Some(ReplicaState::Following {
-                caught_up, applied, ..
+                caught_up,
+                applied,
+                unready_after,
+                writer,
             }) => serde_json::json!({
                 "role": "follower",
                 "caught_up_ms_ago": caught_up.map(|at| at.elapsed().as_millis() as u64),
                 "last_applied": applied,
-                "reason": match caught_up {
-                    None => "not caught up with the writer's log yet",
-                    Some(_) => "following the writer of the shared log",
+                "writer_ready": writer.map(|(status, _)| status.ready),
+                "writer_seen_ms_ago": writer.map(|(_, at)| at.elapsed().as_millis() as u64),
+                "reason": match (caught_up, writer) {
+                    (None, _) => "not caught up with the writer's log yet",
+                    (_, None) => "no writer has published its status",
+                    (_, Some((_, at))) if at.elapsed() > unready_after => "no live writer: its status has not changed lately",
+                    (_, Some((status, _))) if !status.ready => "the writer's watchers are not ready",
+                    _ => "following the writer of the shared log",
                 },
             }),
         }
@@ -247,6 +266,7 @@ async fn start(
                 caught_up: None,
                 applied: 0,
                 unready_after: options.unready_after,
+                writer: None,
             },
             false => ReplicaState::Writing,
         }))
@@ -276,9 +296,11 @@ async fn start(
                     return Ok(());
                 }
             }
+            let publishing = publish_writer_status(&ledger, readiness.clone(), shared);
             tokio::select! {
                 watched = watcher::run(client, Arc::clone(&ledger), readiness, options, shutdown.wait()) => watched,
                 deposed = until_deposed(&ledger) => deposed,
+                never = publishing => match never {},
             }
         }
     });
@@ -317,12 +339,13 @@ async fn follow_until_promoted(
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let applied = ledger.follow()?;
+            let status = ledger.writer_status()?;
             let promoted = promote && ledger.try_promote()?;
-            Ok::<_, ledger::LedgerError>((applied, promoted))
+            Ok::<_, ledger::LedgerError>((applied, status, promoted))
         })
         .await
         .map_err(|e| watcher::WatcherError::from(ledger::LedgerError::Poisoned(e.to_string())))?;
-        let (applied, promoted) = round?;
+        let (applied, status, promoted) = round?;
         {
             let mut state = replica
                 .lock()
@@ -332,10 +355,17 @@ async fn follow_until_promoted(
                 ReplicaState::Following {
                     caught_up,
                     applied: last,
+                    writer,
                     ..
                 } => {
-                    *caught_up = Some(std::time::Instant::now());
+                    let now = std::time::Instant::now();
+                    *caught_up = Some(now);
                     *last = applied;
+                    if let Some(status) = status {
+                        if writer.is_none_or(|(seen, _)| seen != status) {
+                            *writer = Some((status, now));
+                        }
+                    }
                 }
                 ReplicaState::Writing => {}
             }
@@ -348,6 +378,37 @@ async fn follow_until_promoted(
             _ = tokio::time::sleep(FOLLOW_EVERY) => {}
             _ = shutdown.clone().wait() => return Ok(false),
         }
+    }
+}
+
+/// How often the writer of a shared ledger publishes its status for the followers.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// The writer of a shared ledger tells its followers, every second, that it lives and
+/// whether its watchers are ready (they answer only while it does). Never returns; a
+/// failed publish is logged (a deposed writer is stopped by [`until_deposed`]).
+async fn publish_writer_status(
+    ledger: &SharedLedger,
+    readiness: Readiness,
+    shared: bool,
+) -> std::convert::Infallible {
+    let mut beat = 0u64;
+    loop {
+        if shared {
+            beat += 1;
+            let (ledger, ready) = (Arc::clone(ledger), readiness.is_ready());
+            let published = tokio::task::spawn_blocking(move || {
+                ledger
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .publish_writer_status(beat, ready)
+            })
+            .await;
+            if let Ok(Err(e)) = published {
+                tracing::warn!(error = %e, "cannot publish the writer's status");
+            }
+        }
+        tokio::time::sleep(PUBLISH_EVERY).await;
     }
 }
 

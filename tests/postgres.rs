@@ -559,7 +559,11 @@ fn call(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, St
 
 /// A `serve --replica` process on the shared database.
 fn replica(url: &str, kubeconfig: &Path) -> (process::Child, String) {
-    let mut command = process::command(&[
+    replica_with(url, kubeconfig, &[])
+}
+
+fn replica_with(url: &str, kubeconfig: &Path, extra: &[&str]) -> (process::Child, String) {
+    let mut args = vec![
         "serve",
         "--db",
         url,
@@ -569,7 +573,9 @@ fn replica(url: &str, kubeconfig: &Path) -> (process::Child, String) {
         "--replica",
         "--lease-seconds",
         "2",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut command = process::command(&args);
     command
         .env("PGPASSWORD", postgres::PASSWORD)
         .env("KUBECONFIG", kubeconfig)
@@ -747,4 +753,46 @@ fn a_paused_writer_loses_its_lease_and_on_resuming_steps_down_without_writing() 
         assert_eq!(line[0]["hash"], before["verified_hash"]);
     }
     drop(sim);
+}
+
+#[test]
+fn followers_stop_answering_when_the_writer_cannot_record_the_cluster() {
+    let pg = Postgres::start();
+    pg.create_database("blind");
+    let url = pg.url("blind");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut sim = process::Child::start(&mut process::command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
+    sim.line_with("listening on");
+    let fast = ["--unready-after", "1"];
+    let (_first, first_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the writer to be ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 200
+    });
+    let (_second, second_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the follower to be ready", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"follower""#)
+    });
+    // The API server goes away: the writer's watches fail, it is no longer ready, and
+    // the follower, whose log has stopped moving, says so instead of answering from it.
+    let _ = sim.child.kill();
+    let _ = sim.child.wait();
+    eventually("the writer not ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 503
+    });
+    eventually("the follower not ready, naming the writer", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 503 && body.contains("the writer's watchers are not ready")
+    });
+    let request = r#"{"namespace":"default","pod_name":"p","pod_uid":"00000000-0000-4000-8000-000000000001","require_claim":false}"#;
+    let (_, body) = call(&second_api, "POST", "/v1/identity/check", Some(request));
+    assert!(body.contains("LEDGER_NOT_READY"), "{body}");
 }

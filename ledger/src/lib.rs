@@ -152,6 +152,16 @@ impl LedgerError {
     }
 }
 
+/// What the writer of a shared store publishes for its followers
+/// ([`Ledger::publish_writer_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterStatus {
+    /// Changes at every publish: a follower that sees it change knows the writer lives.
+    pub beat: u64,
+    /// Whether the writer's watchers are synced and healthy.
+    pub ready: bool,
+}
+
 /// The newest entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Head {
@@ -594,6 +604,31 @@ impl Ledger {
             corruption: report.failure,
             writer: true,
         })
+    }
+
+    /// Publishes, for the followers of a shared store, that this writer is alive and
+    /// whether its watchers are ready (a `W` record beside the log, not in it); `beat`
+    /// must change at every call, so followers can tell a live writer by their own clock.
+    /// Nothing is written when this ledger is not the writer.
+    pub fn publish_writer_status(&self, beat: u64, ready: bool) -> Result<(), LedgerError> {
+        if !self.is_writer() {
+            return Ok(());
+        }
+        let status = WriterStatus { beat, ready };
+        let value = serde_json::to_vec(&status)
+            .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))?;
+        let mut batch = Batch::default();
+        batch.insert(keys::WRITER, value);
+        self.store.commit(batch)?;
+        Ok(())
+    }
+
+    /// The writer's last published status, if any (a follower's view of the writer).
+    pub fn writer_status(&self) -> Result<Option<WriterStatus>, LedgerError> {
+        Ok(self
+            .store
+            .get(keys::WRITER)?
+            .and_then(|value| serde_json::from_slice(&value).ok()))
     }
 
     /// The kind of store the ledger is kept in (`sled`, `postgres`, `memory`).

@@ -67,8 +67,9 @@ pub fn migrate(
     let mut batch = Batch::default();
     for record in source.store.scan(&[0u8], &[0xffu8; 16], false) {
         let (key, value) = record?;
-        // The target keeps its own format and identity records.
-        if key == keys::FORMAT || key == keys::LEDGER_ID {
+        // The target keeps its own format and identity records; a shared store's writer
+        // status is not part of the ledger.
+        if key == keys::FORMAT || key == keys::LEDGER_ID || key == keys::WRITER {
             continue;
         }
         batch.insert(key, value);

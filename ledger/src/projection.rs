@@ -329,6 +329,19 @@ impl Projection {
             .get(&uid)
             .and_then(|r| r.current.controller.as_ref())
             .map(|c| c.uid.clone());
+        // The owners the object was a dependent of: its controller's uid, or every owner
+        // an ambiguous controller names (`OwnerRef::linked_uids`).
+        let previous_links = self
+            .objects
+            .get(&uid)
+            .and_then(|r| r.current.controller.as_ref())
+            .map(|c| c.linked_uids())
+            .unwrap_or_default();
+        let links = change
+            .controller
+            .as_ref()
+            .map(|c| c.linked_uids())
+            .unwrap_or_default();
 
         let record = self
             .objects
@@ -351,7 +364,7 @@ impl Projection {
         }
         self.history.entry(uid.clone()).or_default().push(seq);
 
-        if let Some(previous) = &previous_controller {
+        for previous in &previous_links {
             if let Some(set) = self.children.get_mut(previous) {
                 set.remove(&uid);
                 if set.is_empty() {
@@ -359,9 +372,9 @@ impl Projection {
                 }
             }
         }
-        if let Some(controller) = &change.controller {
+        for owner in &links {
             self.children
-                .entry(controller.uid.clone())
+                .entry(owner.clone())
                 .or_default()
                 .insert(uid.clone());
         }
@@ -399,13 +412,8 @@ impl Projection {
                 }
             }
             ObjectKind::PersistentVolumeClaim => {
-                for sandbox in change
-                    .controller
-                    .iter()
-                    .map(|c| c.uid.clone())
-                    .chain(previous_controller.clone())
-                {
-                    self.collect_pods_of_sandbox(&sandbox, &mut pods);
+                for sandbox in links.iter().chain(&previous_links) {
+                    self.collect_pods_of_sandbox(sandbox, &mut pods);
                 }
             }
         }
@@ -676,15 +684,20 @@ impl Projection {
             ObjectKind::PersistentVolumeClaim
                 if !change.change.is_removal() && !change.is_terminating() =>
             {
+                // An ambiguous controller (several references) outlives its Sandboxes only
+                // when every one it names is gone.
                 let sandbox_gone = match &change.controller {
-                    Some(owner) => self.objects.get(&owner.uid).is_none_or(|s| s.gone),
+                    Some(owner) => owner
+                        .linked_uids()
+                        .iter()
+                        .all(|uid| self.objects.get(uid).is_none_or(|s| s.gone)),
                     None => true,
                 };
                 let previous_owner = self
                     .objects
                     .get(&change.uid)
                     .and_then(|r| r.current.controller.as_ref())
-                    .map(|c| c.uid.clone())
+                    .and_then(|c| c.linked_uids().into_iter().next())
                     .unwrap_or_default();
                 if sandbox_gone {
                     vec![(change.uid.clone(), previous_owner)]
@@ -722,6 +735,7 @@ impl Projection {
         if pod.current.is_terminating() {
             return Err(fail(Reason::PodTerminating, "the pod is terminating"));
         }
+        untrusted_controller(pod)?;
         let owner = pod
             .current
             .controller
@@ -752,6 +766,7 @@ impl Projection {
                 "the pod's Sandbox is terminating",
             ));
         }
+        untrusted_controller(sandbox)?;
         let KindFields::Sandbox {
             claim_uid_label,
             sandbox_id_label,
@@ -777,6 +792,9 @@ impl Projection {
                         Reason::SandboxIdMismatch,
                         "the pod's sandbox-id annotation differs from its direct Sandbox's label",
                     ));
+                }
+                for pvc in self.live_pvcs_of(&sandbox.current.uid) {
+                    untrusted_controller(pvc)?;
                 }
                 for (kind, uid) in [
                     (ObjectKind::Sandbox, &sandbox.current.uid),
@@ -826,6 +844,7 @@ impl Projection {
                     ),
                 )
             })?;
+        untrusted_controller(claim)?;
         if claim_uid_label
             .as_ref()
             .is_some_and(|label| *label != controller.uid)
@@ -892,6 +911,7 @@ impl Projection {
             }
         }
         for pvc in self.live_pvcs_of(&sandbox.current.uid) {
+            untrusted_controller(pvc)?;
             let volume = volume_of(pvc);
             let first = self
                 .bound_under
@@ -1139,6 +1159,38 @@ struct Formed {
     pvcs: Vec<(String, Option<String>)>,
 }
 
+/// Refuses an object recorded with several controller references (the marker of
+/// `OwnerRef::ambiguous`): a real API server never stores one, so its owner chain cannot be
+/// trusted, whichever reference comes first. Not a gone link: a pod that was bound answers
+/// `OWNER_CHAIN_BROKEN` with this detail, not `BINDING_RELEASED`.
+fn untrusted_controller(record: &ObjectRecord) -> Result<(), Failure> {
+    let Some(count) = record
+        .current
+        .controller
+        .as_ref()
+        .and_then(|c| c.ambiguous_count())
+    else {
+        return Ok(());
+    };
+    let what = match record.current.kind {
+        ObjectKind::Pod => "pod",
+        ObjectKind::Sandbox => "Sandbox",
+        ObjectKind::SandboxClaim => "claim",
+        ObjectKind::PersistentVolumeClaim => "workspace PVC",
+    };
+    let count = match count {
+        0 => "several".to_string(),
+        n => n.to_string(),
+    };
+    Err(fail(
+        Reason::OwnerChainBroken,
+        format!(
+            "{what} {}/{} has {count} controller references",
+            record.current.namespace, record.current.name
+        ),
+    ))
+}
+
 fn pod_sandbox_id(pod: &ObjectRecord) -> Option<&str> {
     match &pod.current.fields {
         KindFields::Pod {
@@ -1192,5 +1244,407 @@ fn transition_uids(transition: &Transition) -> Vec<&str> {
             sandbox_uid,
         } => vec![pvc_uid, sandbox_uid],
         Transition::IdentityMutated { pod_uid, .. } => vec![pod_uid],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use schemas::{normalize, WatchEventType};
+    use serde_json::{json, Value};
+
+    const SB: &str = "agents.x-k8s.io/v1alpha1";
+    const EXT: &str = "extensions.agents.x-k8s.io/v1alpha1";
+
+    fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
+        json!({"apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
+               "controller": true})
+    }
+
+    fn meta(name: &str, uid: &str, rv: u64, owners: Vec<Value>) -> Value {
+        json!({"name": name, "namespace": "ns", "uid": uid, "resourceVersion": rv.to_string(),
+               "ownerReferences": owners})
+    }
+
+    fn claim(name: &str, uid: &str, rv: u64, sandbox: &str) -> Value {
+        json!({"apiVersion": EXT, "kind": "SandboxClaim", "metadata": meta(name, uid, rv, vec![]),
+               "spec": {"sandboxTemplateRef": {"name": "t"}},
+               "status": {"sandbox": {"name": sandbox}}})
+    }
+
+    fn sandbox(name: &str, uid: &str, rv: u64, owners: Vec<Value>) -> Value {
+        json!({"apiVersion": SB, "kind": "Sandbox", "metadata": meta(name, uid, rv, owners),
+               "spec": {"volumeClaimTemplates": [{"metadata": {"name": "ws"}}]}})
+    }
+
+    fn pod(name: &str, uid: &str, rv: u64, owners: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta(name, uid, rv, owners)})
+    }
+
+    fn pvc(name: &str, uid: &str, rv: u64, owners: Vec<Value>, volume: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": meta(name, uid, rv, owners), "spec": {"volumeName": volume}})
+    }
+
+    struct Run {
+        projection: Projection,
+        seq: u64,
+        transitions: Vec<Transition>,
+    }
+
+    impl Run {
+        fn new() -> Run {
+            Run {
+                projection: Projection::default(),
+                seq: 0,
+                transitions: Vec::new(),
+            }
+        }
+
+        fn apply(&mut self, object: Value) -> Vec<Transition> {
+            let change = normalize(WatchEventType::Modified, &object)
+                .unwrap()
+                .unwrap();
+            self.seq += 1;
+            let at = Utc
+                .timestamp_opt(1_800_000_000 + self.seq as i64, 0)
+                .unwrap();
+            let transitions = self.projection.apply(self.seq, at, &change);
+            self.transitions.extend(transitions.clone());
+            transitions
+        }
+
+        fn check(&self, name: &str, uid: &str) -> Decision {
+            let request = CheckRequest {
+                namespace: "ns".into(),
+                pod_name: name.into(),
+                pod_uid: uid.into(),
+                require_claim: true,
+                ..CheckRequest::default()
+            };
+            self.projection.check(&request, true)
+        }
+
+        fn expect(&self, name: &str, uid: &str, reason: Option<Reason>, detail: &str) {
+            let decision = self.check(name, uid);
+            assert_eq!(decision.reason, reason, "{decision:?}");
+            let text = decision.detail.unwrap_or_default();
+            assert!(text.contains(detail), "{text:?} should contain {detail:?}");
+        }
+
+        /// Claim c (claim-1) holding Sandbox sb (sb-1) with pod p (pod-1) and PVC ws-sb
+        /// (pvc-1, volume pv-1): bound.
+        fn bound() -> Run {
+            let mut run = Run::new();
+            run.apply(claim("c", "claim-1", 1, "sb"));
+            run.apply(sandbox(
+                "sb",
+                "sb-1",
+                2,
+                vec![owner(EXT, "SandboxClaim", "c", "claim-1")],
+            ));
+            run.apply(pvc(
+                "ws-sb",
+                "pvc-1",
+                3,
+                vec![owner(SB, "Sandbox", "sb", "sb-1")],
+                "pv-1",
+            ));
+            run.apply(pod(
+                "p",
+                "pod-1",
+                4,
+                vec![owner(SB, "Sandbox", "sb", "sb-1")],
+            ));
+            assert_eq!(run.check("p", "pod-1").decision, Verdict::Allow);
+            run
+        }
+
+        /// A second claim c2 (claim-2) holding Sandbox sb2 (sb-2) with pod p2 (pod-2): bound.
+        fn bind_second(&mut self) {
+            self.apply(claim("c2", "claim-2", 10, "sb2"));
+            self.apply(sandbox(
+                "sb2",
+                "sb-2",
+                11,
+                vec![owner(EXT, "SandboxClaim", "c2", "claim-2")],
+            ));
+            self.apply(pod(
+                "p2",
+                "pod-2",
+                12,
+                vec![owner(SB, "Sandbox", "sb2", "sb-2")],
+            ));
+            assert_eq!(self.check("p2", "pod-2").decision, Verdict::Allow);
+        }
+    }
+
+    fn released(transitions: &[Transition], pod: &str) -> Option<Reason> {
+        transitions.iter().find_map(|t| match t {
+            Transition::Released {
+                pod_uid, reason, ..
+            } if pod_uid == pod => Some(*reason),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_bound_pod_given_a_second_sandbox_controller_is_released_and_refused() {
+        let mut run = Run::bound();
+        run.bind_second();
+        // Its own Sandbox first: first-wins would keep the binding.
+        let transitions = run.apply(pod(
+            "p",
+            "pod-1",
+            20,
+            vec![
+                owner(SB, "Sandbox", "sb", "sb-1"),
+                owner(SB, "Sandbox", "sb2", "sb-2"),
+            ],
+        ));
+        assert_eq!(
+            released(&transitions, "pod-1"),
+            Some(Reason::OwnerChainBroken)
+        );
+        run.expect(
+            "p",
+            "pod-1",
+            Some(Reason::OwnerChainBroken),
+            "pod ns/p has 2 controller references",
+        );
+        // The other pod is untouched.
+        assert_eq!(run.check("p2", "pod-2").decision, Verdict::Allow);
+        // Back to one controller: bound again.
+        run.apply(pod(
+            "p",
+            "pod-1",
+            21,
+            vec![owner(SB, "Sandbox", "sb", "sb-1")],
+        ));
+        assert_eq!(run.check("p", "pod-1").decision, Verdict::Allow);
+    }
+
+    #[test]
+    fn a_pod_first_seen_with_two_controllers_is_refused_with_the_reason() {
+        let mut run = Run::bound();
+        run.apply(pod(
+            "q",
+            "pod-9",
+            30,
+            vec![
+                owner(SB, "Sandbox", "sb", "sb-1"),
+                owner(SB, "Sandbox", "other", "sb-x"),
+            ],
+        ));
+        run.expect(
+            "q",
+            "pod-9",
+            Some(Reason::OwnerChainBroken),
+            "pod ns/q has 2 controller references",
+        );
+        assert!(run.transitions.iter().all(|t| !matches!(
+            t,
+            Transition::Bound { pod_uid, .. } if pod_uid == "pod-9"
+        )));
+    }
+
+    #[test]
+    fn a_sandbox_controlled_by_a_claim_and_a_warm_pool_is_not_trusted() {
+        let mut run = Run::bound();
+        let transitions = run.apply(sandbox(
+            "sb",
+            "sb-1",
+            20,
+            vec![
+                owner(EXT, "SandboxClaim", "c", "claim-1"),
+                owner(EXT, "SandboxWarmPool", "pool", "pool-1"),
+            ],
+        ));
+        assert_eq!(
+            released(&transitions, "pod-1"),
+            Some(Reason::OwnerChainBroken)
+        );
+        run.expect(
+            "p",
+            "pod-1",
+            Some(Reason::OwnerChainBroken),
+            "Sandbox ns/sb has 2 controller references",
+        );
+        // Warm pool listed first: still refused, not NOT_CLAIMED or allowed.
+        run.apply(sandbox(
+            "sb",
+            "sb-1",
+            21,
+            vec![
+                owner(EXT, "SandboxWarmPool", "pool", "pool-1"),
+                owner(EXT, "SandboxClaim", "c", "claim-1"),
+            ],
+        ));
+        run.expect(
+            "p",
+            "pod-1",
+            Some(Reason::OwnerChainBroken),
+            "Sandbox ns/sb has 2",
+        );
+        // And a claim update still finds the Sandbox's pods (it stays the claim's dependent).
+        run.apply(sandbox(
+            "sb",
+            "sb-1",
+            22,
+            vec![owner(EXT, "SandboxClaim", "c", "claim-1")],
+        ));
+        assert_eq!(run.check("p", "pod-1").decision, Verdict::Allow);
+    }
+
+    #[test]
+    fn a_claim_with_two_controllers_is_not_trusted() {
+        let mut run = Run::bound();
+        let mut object = claim("c", "claim-1", 20, "sb");
+        object["metadata"]["ownerReferences"] = json!([
+            owner("v1", "ConfigMap", "a", "cm-1"),
+            owner("v1", "ConfigMap", "b", "cm-2")
+        ]);
+        let transitions = run.apply(object);
+        assert_eq!(
+            released(&transitions, "pod-1"),
+            Some(Reason::OwnerChainBroken)
+        );
+        run.expect(
+            "p",
+            "pod-1",
+            Some(Reason::OwnerChainBroken),
+            "claim ns/c has 2",
+        );
+    }
+
+    #[test]
+    fn a_workspace_claimed_by_two_sandboxes_refuses_the_pods_of_both_until_it_has_one() {
+        let mut run = Run::bound();
+        run.bind_second();
+        // pvc-1 (bound under claim-1) now also names sb-2 (claim-2) as controller: first-wins
+        // would put it under sb-1 only and let claim-2's pod through.
+        let transitions = run.apply(pvc(
+            "ws-sb",
+            "pvc-1",
+            20,
+            vec![
+                owner(SB, "Sandbox", "sb", "sb-1"),
+                owner(SB, "Sandbox", "sb2", "sb-2"),
+            ],
+            "pv-1",
+        ));
+        assert_eq!(
+            released(&transitions, "pod-1"),
+            Some(Reason::OwnerChainBroken)
+        );
+        assert_eq!(
+            released(&transitions, "pod-2"),
+            Some(Reason::OwnerChainBroken)
+        );
+        assert!(!transitions
+            .iter()
+            .any(|t| matches!(t, Transition::WorkspaceOrphaned { .. })));
+        for (name, uid) in [("p", "pod-1"), ("p2", "pod-2")] {
+            run.expect(
+                name,
+                uid,
+                Some(Reason::OwnerChainBroken),
+                "workspace PVC ns/ws-sb has 2 controller references",
+            );
+        }
+        // Back under sb-1 alone: sb-1's pod binds again, sb-2 no longer lists the PVC.
+        run.apply(pvc(
+            "ws-sb",
+            "pvc-1",
+            21,
+            vec![owner(SB, "Sandbox", "sb", "sb-1")],
+            "pv-1",
+        ));
+        assert_eq!(run.check("p", "pod-1").decision, Verdict::Allow);
+        assert_eq!(run.check("p2", "pod-2").decision, Verdict::Allow);
+        assert!(run.projection.live_pvcs_of("sb-2").is_empty());
+        // Moved to sb-2 alone: that is workspace reuse, as before.
+        run.apply(pvc(
+            "ws-sb",
+            "pvc-1",
+            22,
+            vec![owner(SB, "Sandbox", "sb2", "sb-2")],
+            "pv-1",
+        ));
+        run.expect("p2", "pod-2", Some(Reason::WorkspaceReused), "ws-sb");
+    }
+
+    #[test]
+    fn real_references_keep_their_old_behaviour() {
+        // One controller among several owners, and a Sandbox gone: the gone-link rules.
+        let mut run = Run::bound();
+        run.apply(pod(
+            "p",
+            "pod-1",
+            20,
+            vec![
+                json!({"apiVersion": SB, "kind": "Sandbox", "name": "x", "uid": "sb-x"}),
+                owner(SB, "Sandbox", "sb", "sb-1"),
+            ],
+        ));
+        assert_eq!(run.check("p", "pod-1").decision, Verdict::Allow);
+        run.apply(pod("p", "pod-1", 21, vec![]));
+        run.expect(
+            "p",
+            "pod-1",
+            Some(Reason::BindingReleased),
+            "no Sandbox controller",
+        );
+    }
+
+    mod versions {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+
+        use crate::compare_versions;
+
+        #[test]
+        fn integers_of_any_size_and_sign_compare_as_integers() {
+            let big = "1000000000000000000000000000000"; // 10^30, beyond u64
+            let cases = [
+                ("-5", "10", Some(Less)),
+                ("10", "-5", Some(Greater)),
+                ("-5", "-50", Some(Greater)),
+                ("-0", "0", Some(Equal)),
+                ("007", "7", Some(Equal)),
+                ("+8", "7", Some(Greater)),
+                (big, "10", Some(Greater)),
+                ("11", big, Some(Less)),
+                (big, big, Some(Equal)),
+                ("1000000000000000000000000000001", big, Some(Greater)),
+                (
+                    "18446744073709551616",
+                    "18446744073709551615",
+                    Some(Greater),
+                ),
+                ("abc", "10", None),
+                ("10", "1e3", None),
+                ("", "10", None),
+                ("-", "10", None),
+                ("+", "10", None),
+                (" 10", "10", None),
+                ("１０", "10", None),
+            ];
+            for (offered, recorded, expected) in cases {
+                assert_eq!(
+                    compare_versions(offered, false, recorded, false),
+                    expected,
+                    "{offered} vs {recorded}"
+                );
+            }
+        }
+
+        #[test]
+        fn at_the_same_version_a_removal_comes_after_a_live_observation() {
+            assert_eq!(compare_versions("7", true, "7", false), Some(Greater));
+            assert_eq!(compare_versions("7", false, "07", true), Some(Less));
+            assert_eq!(compare_versions("8", false, "7", true), Some(Greater));
+            assert_eq!(compare_versions("-8", true, "-7", false), Some(Less));
+        }
     }
 }

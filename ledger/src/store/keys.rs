@@ -12,6 +12,7 @@
 //! | `T` | leaf index (u64 BE) | the Merkle nodes of level 3 and above appending that leaf completed, bottom-up (32 bytes each); only for leaves that complete one (index mod 8 = 7) |
 //! | `R` | — | the Merkle frontier after the head (32 bytes per set bit of the head seq) |
 //! | `C` | tree size (u64 BE) | a signed checkpoint of that size (C2SP signed-note text) |
+//! | `W` | — | a shared store's writer status (JSON: a counter bumped at every publish, whether its watchers are ready); not part of the log |
 
 /// Prefix of entry records.
 pub const ENTRY: u8 = b'E';
@@ -35,6 +36,8 @@ pub const TREE: u8 = b'T';
 pub const FRONTIER: &[u8] = b"R";
 /// Prefix of signed checkpoint records.
 pub const CHECKPOINT: u8 = b'C';
+/// The writer's status record of a shared store (not part of the log).
+pub const WRITER: &[u8] = b"W";
 
 /// The key of a seq-keyed record: `prefix ‖ seq (u64 BE)`.
 pub fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {

@@ -345,7 +345,19 @@ async fn follow_until_promoted(
         })
         .await
         .map_err(|e| watcher::WatcherError::from(ledger::LedgerError::Poisoned(e.to_string())))?;
-        let (applied, status, promoted) = round?;
+        let (applied, status, promoted) = match round {
+            Ok(round) => round,
+            // The database is unreachable for now (a restart, a dropped connection): this
+            // replica stops being caught up, so it soon answers not_ready, and tries again.
+            Err(ledger::LedgerError::Storage(e)) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "cannot read the shared log; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(PROMOTE_EVERY) => continue,
+                    _ = shutdown.clone().wait() => return Ok(false),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         {
             let mut state = replica
                 .lock()

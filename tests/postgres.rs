@@ -796,3 +796,43 @@ fn followers_stop_answering_when_the_writer_cannot_record_the_cluster() {
     let (_, body) = call(&second_api, "POST", "/v1/identity/check", Some(request));
     assert!(body.contains("LEDGER_NOT_READY"), "{body}");
 }
+
+#[test]
+fn replicas_ride_out_a_database_restart() {
+    let pg = Postgres::start();
+    pg.create_database("restart");
+    let url = pg.url("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut sim = process::Child::start(&mut process::command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
+    sim.line_with("listening on");
+    let fast = ["--unready-after", "1"];
+    let (mut first, first_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the writer to be ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 200
+    });
+    let (mut second, second_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the follower to be ready", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"follower""#)
+    });
+    // Every session ends with the restart: the writer's lock with it. The writer is
+    // deposed and stops; the follower reconnects, takes over and is ready again.
+    pg.restart();
+    let status = first.wait();
+    assert!(!status.success(), "the writer outlived its session");
+    eventually("the follower to recover as the writer", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"writer""#)
+    });
+    second.interrupt_and_wait();
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert_eq!(report["failure"], Value::Null, "{report}");
+}

@@ -80,7 +80,8 @@ impl FailureKind {
     }
 }
 
-/// A failure at `seq` for a store read that failed during a walk.
+/// A failure at `seq` for a store read that failed during a walk. (A store that is only
+/// unreachable for now says nothing about the log: walks return that as an error.)
 fn unreadable(seq: u64, error: &StoreError) -> VerifyFailure {
     VerifyFailure {
         seq,
@@ -200,6 +201,8 @@ pub(crate) fn walk(
     for item in snapshots {
         match item {
             Ok((key, _)) => snapshot_seqs.extend(keys::seq_of(&key)),
+            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+
             Err(e) => {
                 report.failure = Some(unreadable(start_seq + 1, &e));
                 return Ok(report);
@@ -220,6 +223,8 @@ pub(crate) fn walk(
                 stored_tree.extend(keys::seq_of(&key).map(|leaf| (leaf, value)));
             }
             Ok(_) => {}
+            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+
             Err(e) => {
                 report.failure = Some(unreadable(start_seq + 1, &e));
                 return Ok(report);
@@ -235,6 +240,8 @@ pub(crate) fn walk(
         let expected = report.verified_seq + 1;
         let (key, value) = match item {
             Ok(record) => record,
+            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+
             Err(e) => {
                 report.failure = Some(unreadable(expected, &e));
                 return Ok(report);
@@ -388,6 +395,8 @@ pub(crate) fn walk(
     } else if head.0 > 0 && end == WalkEnd::Head {
         let stored = match tree.get(keys::FRONTIER) {
             Ok(stored) => stored,
+            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+
             Err(e) => {
                 report.failure = Some(unreadable(head.0, &e));
                 return Ok(report);
@@ -489,6 +498,8 @@ pub(crate) fn walk_chain(
         .transpose()
     {
         Ok(record) => record.and_then(|(key, _)| keys::seq_of(&key)),
+        Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+
         Err(e) => {
             report.failure = Some(unreadable(head.0.saturating_add(1), &e));
             return Ok(report);
@@ -600,6 +611,8 @@ fn check_chunk(
     ) {
         let (key, value) = match item {
             Ok(record) => record,
+            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+
             Err(e) => {
                 result.failure = Some(unreadable(expected, &e));
                 return Ok(result);

@@ -130,6 +130,16 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store cannot be reached for now (a database restarting, a dropped connection):
+    /// nothing is known to be wrong with what it holds, and a later attempt may succeed.
+    #[error("{context}: the database is unavailable: {source}")]
+    Unavailable {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another process holds the store open.
     #[error("the store at {0} is in use by another process")]
     Locked(String),
@@ -154,5 +164,10 @@ impl StoreError {
     /// problem such as permissions or a lock).
     pub fn is_damage(&self) -> bool {
         matches!(self, StoreError::Damaged(_))
+    }
+
+    /// Whether the store is only unreachable for now (worth trying again).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
     }
 }

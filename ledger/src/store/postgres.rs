@@ -80,6 +80,20 @@ enum Job {
     BecomeWriter(mpsc::Sender<Result<bool, StoreError>>),
 }
 
+impl Job {
+    /// Answers the job with `error`, whatever it asked.
+    fn fail(self, error: StoreError) {
+        // A caller that gave up waiting has nobody to tell.
+        let _ = match self {
+            Job::Get(_, reply) => reply.send(Err(error)).is_ok(),
+            Job::Page { reply, .. } => reply.send(Err(error)).is_ok(),
+            Job::Commit(_, reply) => reply.send(Err(error)).is_ok(),
+            Job::Count(reply) => reply.send(Err(error)).is_ok(),
+            Job::BecomeWriter(reply) => reply.send(Err(error)).is_ok(),
+        };
+    }
+}
+
 /// The writer's side of the worker: whether it holds the lock, and the head record it
 /// last wrote or read (the fencing token every commit compares with).
 #[derive(Default)]
@@ -108,9 +122,15 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 fn db_error(context: &str, error: tokio_postgres::Error) -> StoreError {
-    StoreError::Io {
-        context: context.to_string(),
-        source: std::io::Error::other(error.to_string()),
+    let source = std::io::Error::other(error.to_string());
+    let context = context.to_string();
+    // A closed connection, or none at all, says nothing about the data: try again later.
+    let unreachable = error.is_closed()
+        || std::error::Error::source(&error)
+            .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some());
+    match unreachable {
+        true => StoreError::Unavailable { context, source },
+        false => StoreError::Io { context, source },
     }
 }
 
@@ -307,7 +327,7 @@ async fn serve_jobs(
             return;
         }
     };
-    let connection = tokio::spawn(connection);
+    let mut connection = tokio::spawn(connection);
     let lease = options.lease.unwrap_or(DEFAULT_LEASE);
     let mut writer = WriterState::default();
     match prepare(&client, &options, &label).await {
@@ -355,6 +375,24 @@ async fn serve_jobs(
             }
         };
         let Some(job) = job else { break };
+        if client.is_closed() {
+            // The session ended (a database restart, a dropped connection): so did any
+            // writer's lock. Open a new session for this job; a writer that lost its lock
+            // stays deposed (it must be promoted again, after following the log).
+            writer.holds_lock = false;
+            shared_writer.store(false, Ordering::SeqCst);
+            match config.connect(NoTls).await {
+                Ok((new_client, new_connection)) => {
+                    client = new_client;
+                    connection = tokio::spawn(new_connection);
+                }
+                Err(e) => {
+                    let error = db_error(&format!("reconnecting to {label}"), e);
+                    job.fail(error);
+                    continue;
+                }
+            }
+        }
         match job {
             Job::Get(key, reply) => {
                 let result = client

@@ -178,27 +178,7 @@ fn from_parts(
         metadata.resource_version.as_deref(),
         MAX_FIELD_LEN,
     )?;
-    let controller = match metadata.controller() {
-        Some(reference) => {
-            let group = match reference.api_version.rsplit_once('/') {
-                Some((group, _)) => group.to_string(),
-                None => String::new(),
-            };
-            let uid = required(
-                kind_name,
-                "ownerReferences[].uid",
-                Some(&reference.uid),
-                MAX_UID_LEN,
-            )?;
-            Some(OwnerRef {
-                group,
-                kind: reference.kind.clone(),
-                name: reference.name.clone(),
-                uid,
-            })
-        }
-        None => None,
-    };
+    let controller = controller_of(kind_name, &metadata)?;
     Ok(ObjectChange {
         kind,
         api_version: api_version.to_string(),
@@ -211,6 +191,55 @@ fn from_parts(
         deletion_timestamp: metadata.deletion_timestamp.clone(),
         fields,
     })
+}
+
+/// The controller reference of an object: `None` when no owner reference says
+/// `controller: true`, that one when exactly one does, and when several do (which a real
+/// API server refuses to store, so only a forged event file or a compromised API server
+/// can show it) the marker of [`OwnerRef::ambiguous`], never the first of them: the binding
+/// rule then refuses the object with a reason instead of trusting whichever reference
+/// happens to come first. Every controller reference's uid is checked as a uid.
+fn controller_of(kind_name: &str, metadata: &ObjectMeta) -> Result<Option<OwnerRef>, SchemaError> {
+    let controllers: Vec<&resources::OwnerReference> = metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.controller == Some(true))
+        .collect();
+    let mut references = Vec::with_capacity(controllers.len());
+    for reference in &controllers {
+        let group = match reference.api_version.rsplit_once('/') {
+            Some((group, _)) => group.to_string(),
+            None => String::new(),
+        };
+        let uid = required(
+            kind_name,
+            "ownerReferences[].uid",
+            Some(&reference.uid),
+            MAX_UID_LEN,
+        )?;
+        references.push(OwnerRef {
+            group,
+            kind: reference.kind.clone(),
+            name: reference.name.clone(),
+            uid,
+        });
+    }
+    if references.len() <= 1 {
+        return Ok(references.pop());
+    }
+    let shown = references
+        .iter()
+        .find(|r| r.is_sandbox())
+        .unwrap_or(&references[0]);
+    let uids: Vec<&str> = references.iter().map(|r| r.uid.as_str()).collect();
+    Ok(Some(OwnerRef::ambiguous(
+        &shown.group,
+        &shown.kind,
+        references.len(),
+        &uids,
+    )))
 }
 
 fn require_agent_sandbox_version(kind: &str, version: &str) -> Result<(), SchemaError> {
@@ -330,6 +359,107 @@ mod tests {
             .unwrap();
         assert_eq!(a.controller, b.controller);
         assert!(a.controller.unwrap().is_sandbox());
+    }
+
+    fn owned_pod(owners: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p", "namespace": "ns", "uid": "pod-1", "resourceVersion": "9",
+                            "ownerReferences": owners}})
+    }
+
+    fn sandbox_ref(name: &str, uid: &str, controller: bool) -> Value {
+        json!({"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox", "name": name,
+               "uid": uid, "controller": controller})
+    }
+
+    #[test]
+    fn several_controller_references_are_recorded_as_ambiguous_never_as_the_first() {
+        let pod = owned_pod(json!([
+            sandbox_ref("mine", "sb-1", true),
+            sandbox_ref("theirs", "sb-2", true)
+        ]));
+        let change = normalize(WatchEventType::Added, &pod).unwrap().unwrap();
+        let controller = change.controller.unwrap();
+        assert!(controller.is_ambiguous());
+        assert_eq!(controller.ambiguous_count(), Some(2));
+        assert_eq!(controller.linked_uids(), ["sb-1", "sb-2"]);
+        assert_eq!(controller.uid, "");
+        assert_eq!(
+            controller.name,
+            r#"2 controller references ["sb-1","sb-2"]"#
+        );
+        // Still a Sandbox-kind reference, so a first-seen pod is recorded (then refused).
+        assert!(controller.is_sandbox());
+
+        // A Sandbox controlled by a claim and a warm pool: group and kind of the first.
+        let sandbox = json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "sb-1", "resourceVersion": "3",
+                "ownerReferences": [
+                    {"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+                     "name": "c", "uid": "claim-1", "controller": true},
+                    {"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+                     "name": "pool", "uid": "pool-1", "controller": true}]}});
+        let controller = normalize(WatchEventType::Modified, &sandbox)
+            .unwrap()
+            .unwrap()
+            .controller
+            .unwrap();
+        assert!(controller.is_ambiguous() && controller.is_claim());
+        assert_eq!(controller.linked_uids(), ["claim-1", "pool-1"]);
+
+        // A Sandbox reference among the controllers is the one shown, wherever it is.
+        let pod = owned_pod(json!([
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-1", "controller": true},
+            sandbox_ref("s", "sb-1", true)
+        ]));
+        let controller = normalize(WatchEventType::Added, &pod)
+            .unwrap()
+            .unwrap()
+            .controller
+            .unwrap();
+        assert!(controller.is_ambiguous() && controller.is_sandbox());
+    }
+
+    #[test]
+    fn one_controller_among_other_owners_is_that_controller() {
+        let pod = owned_pod(json!([
+            sandbox_ref("other", "sb-2", false),
+            sandbox_ref("mine", "sb-1", true)
+        ]));
+        let controller = normalize(WatchEventType::Added, &pod)
+            .unwrap()
+            .unwrap()
+            .controller
+            .unwrap();
+        assert!(!controller.is_ambiguous());
+        assert_eq!(controller.ambiguous_count(), None);
+        assert_eq!(controller.uid, "sb-1");
+        assert_eq!(controller.linked_uids(), ["sb-1"]);
+        let unowned = owned_pod(json!([sandbox_ref("other", "sb-2", false)]));
+        let change = normalize(WatchEventType::Added, &unowned).unwrap().unwrap();
+        assert!(change.controller.is_none());
+    }
+
+    #[test]
+    fn many_controllers_list_a_bounded_number_of_uids_and_every_uid_is_checked() {
+        let owners: Vec<Value> = (0..40)
+            .map(|i| sandbox_ref("s", &format!("sb-{i}"), true))
+            .collect();
+        let controller = normalize(WatchEventType::Added, &owned_pod(json!(owners)))
+            .unwrap()
+            .unwrap()
+            .controller
+            .unwrap();
+        assert_eq!(controller.ambiguous_count(), Some(40));
+        assert_eq!(controller.linked_uids().len(), AMBIGUOUS_UIDS_LISTED);
+        let bad = owned_pod(json!([
+            sandbox_ref("s", "sb-1", true),
+            sandbox_ref("t", "", true)
+        ]));
+        let err = normalize(WatchEventType::Added, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ownerReferences[].uid"), "{err}");
     }
 
     #[test]

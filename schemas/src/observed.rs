@@ -102,6 +102,13 @@ impl ChangeKind {
 }
 
 /// The controller owner reference, matched on group + kind + uid, never apiVersion.
+///
+/// An object may name at most one controller (the API server refuses a second
+/// `controller: true` reference), so one whose metadata names several is not trusted
+/// whichever reference comes first: the normalizer records it with the marker built by
+/// [`OwnerRef::ambiguous`] (an empty `uid`, which no real reference has: the normalizer
+/// refuses empty owner uids), and the binding rule refuses every chain through it with
+/// `OWNER_CHAIN_BROKEN`. The marker keeps the encoding of every other reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRef {
     /// API group, from the reference's apiVersion (empty for core).
@@ -129,7 +136,67 @@ impl OwnerRef {
     pub fn is_warm_pool(&self) -> bool {
         self.group == EXTENSIONS_GROUP && self.kind == "SandboxWarmPool"
     }
+
+    /// The marker recorded for an object whose metadata names `count` (two or more)
+    /// controller references: `group` and `kind` of the first of them that names a
+    /// Sandbox, else of the first (so a pod or PVC claiming a Sandbox among its controllers
+    /// is recorded, and then refused, rather than ignored); `uid` empty; `name` the count
+    /// and the JSON array of the owner uids, in order, at most [`AMBIGUOUS_UIDS_LISTED`]
+    /// of them, e.g. `2 controller references ["sb-1","sb-2"]`. `uids` are the uids of
+    /// the controller references, in order.
+    pub fn ambiguous(group: &str, kind: &str, count: usize, uids: &[&str]) -> OwnerRef {
+        let listed: Vec<&str> = uids.iter().copied().take(AMBIGUOUS_UIDS_LISTED).collect();
+        let listed = serde_json::to_string(&listed).unwrap_or_else(|_| "[]".into());
+        OwnerRef {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            name: format!("{count}{AMBIGUOUS_NAME_INFIX}{listed}"),
+            uid: String::new(),
+        }
+    }
+
+    /// Whether this is the marker of several controller references
+    /// ([`OwnerRef::ambiguous`]): the object must not be trusted.
+    pub fn is_ambiguous(&self) -> bool {
+        self.uid.is_empty()
+    }
+
+    /// How many controller references the marker stands for (`None` for a real
+    /// reference; `Some(0)` for a marker whose count cannot be read).
+    pub fn ambiguous_count(&self) -> Option<usize> {
+        if !self.is_ambiguous() {
+            return None;
+        }
+        let count = self
+            .name
+            .split_once(AMBIGUOUS_NAME_INFIX)
+            .and_then(|(count, _)| count.parse().ok())
+            .unwrap_or(0);
+        Some(count)
+    }
+
+    /// The owner uids this reference ties the object to: its uid, or for the marker every
+    /// uid it lists (so the object stays among the dependents of each owner it names, and
+    /// every binding through one of them is re-judged and refused).
+    pub fn linked_uids(&self) -> Vec<String> {
+        if !self.is_ambiguous() {
+            return vec![self.uid.clone()];
+        }
+        self.name
+            .split_once(AMBIGUOUS_NAME_INFIX)
+            .and_then(|(_, list)| serde_json::from_str::<Vec<String>>(list).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|uid| !uid.is_empty())
+            .collect()
+    }
 }
+
+/// At most this many owner uids are listed in the marker of an ambiguous controller.
+pub const AMBIGUOUS_UIDS_LISTED: usize = 16;
+
+/// Between the count and the uid list in the marker's `name`.
+const AMBIGUOUS_NAME_INFIX: &str = " controller references ";
 
 /// A condition reduced to what the ledger keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,8 @@ pub enum Reason {
     BindingReleased,
     /// The sandbox is warm (pool-owned) or ownerless: nobody claimed it.
     NotClaimed,
-    /// A controller reference names an object the ledger does not hold alive.
+    /// A controller reference names an object the ledger does not hold alive, or an object
+    /// of the chain names several controller references.
     OwnerChainBroken,
     /// The claim uid differs from the one expected (claim recreated under the same name).
     ClaimUidMismatch,

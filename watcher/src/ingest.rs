@@ -56,19 +56,28 @@ pub struct IngestReport {
 /// Reads watch-event lines from `input` and appends them. Every batch is flushed before
 /// the next is read, so an interrupted ingest loses at most the batch in flight and
 /// leaves the chain whole.
+///
+/// A line is never held in memory beyond [`MAX_LINE_BYTES`]: a longer one (with or without
+/// a newline at its end) is skipped up to its newline as it is read and reported as too
+/// long, and the lines after it are read as usual.
 pub fn ingest(
     ledger: &mut Ledger,
-    input: impl BufRead,
+    mut input: impl BufRead,
     options: IngestOptions,
     mut clock: impl FnMut() -> DateTime<Utc>,
 ) -> Result<IngestReport, WatcherError> {
     let mut report = IngestReport::default();
     let mut pending: Vec<ObjectChange> = Vec::new();
     let batch_size = options.batch_size.max(1);
-    for (index, line) in input.split(b'\n').enumerate() {
-        let line_number = index as u64 + 1;
-        let line = line?;
-        match parse_line(&line) {
+    let mut line = Vec::new();
+    let mut line_number = 0u64;
+    while let Some(read) = read_line(&mut input, &mut line, MAX_LINE_BYTES)? {
+        line_number += 1;
+        let parsed = match read {
+            LineRead::Whole => parse_line(&line),
+            LineRead::TooLong => Err(too_long()),
+        };
+        match parsed {
             Ok(Some(change)) => pending.push(change),
             Ok(None) => report.ignored += 1,
             Err(message) if message.is_empty() => {}
@@ -84,6 +93,70 @@ pub fn ingest(
     commit(ledger, &mut pending, &mut report, clock())?;
     report.head_seq = ledger.durable_seq();
     Ok(report)
+}
+
+/// How [`read_line`] read a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineRead {
+    /// The whole line (without its newline) is in the buffer.
+    Whole,
+    /// The line is longer than the limit: it was skipped up to its newline (or the end of
+    /// the input) and the buffer is empty.
+    TooLong,
+}
+
+/// Reads the next line of `input` into `line` (cleared first, without the newline),
+/// keeping at most `max` bytes: the rest of a longer line is consumed and dropped as it
+/// arrives, so memory stays bounded by `max` plus the reader's buffer however long the
+/// line is. `None` at the end of the input. Lines are split as `BufRead::split(b'\n')`
+/// splits them: a final line without a newline is a line, a final newline ends the input.
+fn read_line(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<LineRead>> {
+    line.clear();
+    let mut too_long = false;
+    let mut read_any = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(read_any.then_some(if too_long {
+                LineRead::TooLong
+            } else {
+                LineRead::Whole
+            }));
+        }
+        read_any = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let part = &available[..newline.unwrap_or(available.len())];
+        if !too_long {
+            if line.len() + part.len() > max {
+                too_long = true;
+                line.clear();
+                line.shrink_to(max);
+            } else {
+                line.extend_from_slice(part);
+            }
+        }
+        let used = part.len() + usize::from(newline.is_some());
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(Some(if too_long {
+                LineRead::TooLong
+            } else {
+                LineRead::Whole
+            }));
+        }
+    }
+}
+
+fn too_long() -> String {
+    format!("line is longer than {MAX_LINE_BYTES} bytes")
 }
 
 fn commit(
@@ -111,13 +184,16 @@ fn commit(
 /// blank line, `Err(message)` a rejected line.
 fn parse_line(line: &[u8]) -> Result<Option<ObjectChange>, String> {
     if line.len() > MAX_LINE_BYTES {
-        return Err(format!("line is longer than {MAX_LINE_BYTES} bytes"));
+        return Err(too_long());
     }
     let text = std::str::from_utf8(line).map_err(|_| "line is not UTF-8".to_string())?;
     if text.trim().is_empty() {
         return Err(String::new());
     }
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if value.is_object() {
+        reject_repeated_event_keys(text)?;
+    }
     let event_type = value
         .get("type")
         .and_then(Value::as_str)
@@ -135,6 +211,30 @@ fn parse_line(line: &[u8]) -> Result<Option<ObjectChange>, String> {
         .filter(|o| o.is_object())
         .ok_or("not a watch event: no \"object\"")?;
     normalize(event, object).map_err(|e| e.to_string())
+}
+
+/// Refuses an event whose envelope repeats `"type"` or `"object"`: a JSON value keeps the
+/// last of repeated keys, so `{"type":"ADDED","type":"DELETED",...}` would be read as a
+/// delete while another reader (or a person) sees an add. Serde's derive refuses a
+/// repeated field; the other keys are skipped unread.
+///
+/// This covers the envelope only. Repeated keys inside the object (a second `uid`, a
+/// second annotation) need the any-depth check of the bundle verifier
+/// (`schemas::bundle`'s `reject_repeated_keys`), which is private to that module; once it
+/// is public this function should call it instead.
+fn reject_repeated_event_keys(text: &str) -> Result<(), String> {
+    use serde::de::IgnoredAny;
+
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "type")]
+        _type: Option<IgnoredAny>,
+        #[serde(rename = "object")]
+        _object: Option<IgnoredAny>,
+    }
+    serde_json::from_str::<Envelope>(text)
+        .map(drop)
+        .map_err(|e| format!("refused: a repeated key ({e})"))
 }
 
 #[cfg(test)]
@@ -164,5 +264,94 @@ mod tests {
         assert!(parse_line(b"{\"type\":\"BOOKMARK\",\"object\":{}}")
             .unwrap()
             .is_none());
+    }
+
+    const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"ns","uid":"pod-1","resourceVersion":"1","ownerReferences":[{"apiVersion":"agents.x-k8s.io/v1alpha1","kind":"Sandbox","name":"s","uid":"sb-1","controller":true}]}}"#;
+
+    #[test]
+    fn a_repeated_type_or_object_key_is_refused() {
+        let added = format!(r#"{{"type":"ADDED","object":{POD}}}"#);
+        assert!(parse_line(added.as_bytes()).unwrap().is_some());
+        for line in [
+            format!(r#"{{"type":"ADDED","object":{POD},"type":"DELETED"}}"#),
+            format!(r#"{{"type":"ADDED","type":"ADDED","object":{POD}}}"#),
+            format!(r#"{{"type":"ADDED","object":{{}},"object":{POD}}}"#),
+            format!(r#"{{"type":null,"type":"DELETED","object":{POD}}}"#),
+        ] {
+            let message = parse_line(line.as_bytes()).unwrap_err();
+            assert!(message.contains("repeated key"), "{line}: {message}");
+        }
+        // Other keys are not the envelope's business; a non-object is still "no type".
+        let extra = format!(r#"{{"type":"ADDED","object":{POD},"x":1}}"#);
+        assert!(parse_line(extra.as_bytes()).unwrap().is_some());
+        let array = format!(r#"["ADDED",{POD}]"#);
+        assert!(parse_line(array.as_bytes())
+            .unwrap_err()
+            .contains("no \"type\""));
+    }
+
+    fn lines_of(input: &[u8], max: usize) -> Vec<(LineRead, Vec<u8>)> {
+        // A tiny reader buffer, so lines span many fill_buf calls.
+        let mut reader = std::io::BufReader::with_capacity(3, input);
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        while let Some(read) = read_line(&mut reader, &mut line, max).unwrap() {
+            out.push((read, line.clone()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_split_as_split_does_and_long_ones_are_skipped_to_their_newline() {
+        use LineRead::{TooLong, Whole};
+        for input in [
+            &b""[..],
+            b"\n",
+            b"a",
+            b"a\n",
+            b"a\nb",
+            b"a\n\nb\n",
+            b"abc\n\n\n",
+        ] {
+            let expected: Vec<(LineRead, Vec<u8>)> = input
+                .split(|b| *b == b'\n')
+                .map(|l| (Whole, l.to_vec()))
+                .collect();
+            // `split` yields a last empty piece after a final newline; BufRead::split does not.
+            let expected = match input.last() {
+                None => Vec::new(),
+                Some(b'\n') => expected[..expected.len() - 1].to_vec(),
+                Some(_) => expected,
+            };
+            assert_eq!(lines_of(input, 8), expected, "{input:?}");
+        }
+        assert_eq!(
+            lines_of(b"12345678\n123456789\nok\n0123456789abcdef", 8),
+            vec![
+                (Whole, b"12345678".to_vec()),
+                (TooLong, Vec::new()),
+                (Whole, b"ok".to_vec()),
+                (TooLong, Vec::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_never_grows_the_buffer_past_the_limit() {
+        let mut input = vec![b'x'; 1 << 20];
+        input.extend_from_slice(b"\nnext\n");
+        let mut reader = std::io::BufReader::with_capacity(4096, &input[..]);
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line(&mut reader, &mut line, 1000).unwrap(),
+            Some(LineRead::TooLong)
+        );
+        assert!(line.capacity() <= 1000 + 4096, "{}", line.capacity());
+        assert_eq!(
+            read_line(&mut reader, &mut line, 1000).unwrap(),
+            Some(LineRead::Whole)
+        );
+        assert_eq!(line, b"next");
+        assert_eq!(read_line(&mut reader, &mut line, 1000).unwrap(), None);
     }
 }

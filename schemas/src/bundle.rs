@@ -758,68 +758,6 @@ fn entry_lines(text: &str) -> std::str::SplitTerminator<'_, char> {
         .split_terminator('\n')
 }
 
-/// Refuses JSON in which an object repeats a key, at any depth: a JSON value keeps only the
-/// last of them, so a repeated key could show a reader (or another parser, which may keep
-/// the first) something the checked value does not say.
-fn reject_repeated_keys(text: &str) -> Result<(), String> {
-    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-
-    struct Unique;
-
-    impl<'de> DeserializeSeed<'de> for Unique {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-            deserializer.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Unique {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element_seed(Unique)?.is_some() {}
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut keys = std::collections::HashSet::new();
-            while let Some(key) = map.next_key::<String>()? {
-                if !keys.insert(key.clone()) {
-                    return Err(serde::de::Error::custom(format!(
-                        "the key {key:?} appears twice in one object"
-                    )));
-                }
-                map.next_value_seed(Unique)?;
-            }
-            Ok(())
-        }
-    }
-
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    Unique
-        .deserialize(&mut deserializer)
-        .map_err(|e| e.to_string())
-}
-
 fn walk_entries(text: &str, manifest: &Manifest) -> Result<Walk, BundleFailure> {
     let mut lines = entry_lines(text);
     let mut seen = 0u64;
@@ -852,7 +790,8 @@ fn walk_entries(text: &str, manifest: &Manifest) -> Result<Walk, BundleFailure> 
         }
         let line: BundleEntryLine = serde_json::from_str(raw)
             .map_err(|e| fail(K::Malformed, Some(expected), at(e.to_string())))?;
-        reject_repeated_keys(raw).map_err(|e| fail(K::EntryAltered, Some(expected), at(e)))?;
+        crate::json::reject_repeated_keys(raw)
+            .map_err(|e| fail(K::EntryAltered, Some(expected), at(e)))?;
 
         if line.seq != expected {
             let later = lines

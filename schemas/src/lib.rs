@@ -12,12 +12,14 @@
 //!   signing and verification.
 //! * [`bundle`]: the compliance export bundle (manifest, entry lines, signed checkpoint,
 //!   proofs) and its offline verifier.
+//! * [`json`]: strict JSON reading (no repeated keys) for untrusted input.
 //!
 //! The byte layout is documented in `docs/FORMAT.md` at the workspace root.
 
 pub mod bundle;
 pub mod checkpoint;
 pub mod entry;
+pub mod json;
 pub mod merkle;
 pub mod normalize;
 pub mod observed;

@@ -191,9 +191,11 @@ fn parse_line(line: &[u8]) -> Result<Option<ObjectChange>, String> {
         return Err(String::new());
     }
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    if value.is_object() {
-        reject_repeated_event_keys(text)?;
-    }
+    // A JSON value keeps the last of repeated keys: `{"type":"ADDED","type":"DELETED"}`
+    // would be read as a delete while another reader (or a person) sees an add, and a
+    // second `uid` inside the object likewise. Refused at any depth.
+    schemas::json::reject_repeated_keys(text)
+        .map_err(|e| format!("refused: a repeated key ({e})"))?;
     let event_type = value
         .get("type")
         .and_then(Value::as_str)
@@ -211,30 +213,6 @@ fn parse_line(line: &[u8]) -> Result<Option<ObjectChange>, String> {
         .filter(|o| o.is_object())
         .ok_or("not a watch event: no \"object\"")?;
     normalize(event, object).map_err(|e| e.to_string())
-}
-
-/// Refuses an event whose envelope repeats `"type"` or `"object"`: a JSON value keeps the
-/// last of repeated keys, so `{"type":"ADDED","type":"DELETED",...}` would be read as a
-/// delete while another reader (or a person) sees an add. Serde's derive refuses a
-/// repeated field; the other keys are skipped unread.
-///
-/// This covers the envelope only. Repeated keys inside the object (a second `uid`, a
-/// second annotation) need the any-depth check of the bundle verifier
-/// (`schemas::bundle`'s `reject_repeated_keys`), which is private to that module; once it
-/// is public this function should call it instead.
-fn reject_repeated_event_keys(text: &str) -> Result<(), String> {
-    use serde::de::IgnoredAny;
-
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(rename = "type")]
-        _type: Option<IgnoredAny>,
-        #[serde(rename = "object")]
-        _object: Option<IgnoredAny>,
-    }
-    serde_json::from_str::<Envelope>(text)
-        .map(drop)
-        .map_err(|e| format!("refused: a repeated key ({e})"))
 }
 
 #[cfg(test)]
@@ -266,10 +244,12 @@ mod tests {
             .is_none());
     }
 
+    const POD_LINE_WITH_TWO_UIDS: &str = r#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"ns","uid":"pod-1","uid":"pod-2","resourceVersion":"1"}}}"#;
+
     const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"ns","uid":"pod-1","resourceVersion":"1","ownerReferences":[{"apiVersion":"agents.x-k8s.io/v1alpha1","kind":"Sandbox","name":"s","uid":"sb-1","controller":true}]}}"#;
 
     #[test]
-    fn a_repeated_type_or_object_key_is_refused() {
+    fn a_repeated_key_is_refused_at_any_depth() {
         let added = format!(r#"{{"type":"ADDED","object":{POD}}}"#);
         assert!(parse_line(added.as_bytes()).unwrap().is_some());
         for line in [
@@ -277,11 +257,13 @@ mod tests {
             format!(r#"{{"type":"ADDED","type":"ADDED","object":{POD}}}"#),
             format!(r#"{{"type":"ADDED","object":{{}},"object":{POD}}}"#),
             format!(r#"{{"type":null,"type":"DELETED","object":{POD}}}"#),
+            // Inside the object: a second uid would be read as the last one.
+            POD_LINE_WITH_TWO_UIDS.to_string(),
         ] {
             let message = parse_line(line.as_bytes()).unwrap_err();
             assert!(message.contains("repeated key"), "{line}: {message}");
         }
-        // Other keys are not the envelope's business; a non-object is still "no type".
+        // Other keys are no problem; a non-object is still "no type".
         let extra = format!(r#"{{"type":"ADDED","object":{POD},"x":1}}"#);
         assert!(parse_line(extra.as_bytes()).unwrap().is_some());
         let array = format!(r#"["ADDED",{POD}]"#);

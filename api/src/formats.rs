@@ -90,6 +90,7 @@ pub fn record_name(change: &Change) -> &'static str {
         Change::Object(_) => "object",
         Change::WatchGap(_) => "watch_gap",
         Change::CheckDenied(_) => "check_denied",
+        Change::CheckDeniedOverflow(_) => "check_denied_overflow",
     }
 }
 
@@ -223,6 +224,25 @@ impl CsvRow {
                 row.uid.clone_from(&denied.pod_uid);
                 row.change = denied.reason.code().to_string();
                 row.detail = check_denied_detail(denied);
+            }
+            Change::CheckDeniedOverflow(overflow) => {
+                row.kind = ObjectKind::Pod.as_str().to_string();
+                row.uid.clone_from(&overflow.first_pod_uid);
+                row.change = overflow.reason.code().to_string();
+                let checks = if overflow.count == 1 {
+                    "check"
+                } else {
+                    "checks"
+                };
+                row.detail = format!(
+                    "{} {checks} denied {} in the minute from {} past the per-uid records (first uid {}, last uid {}, uid digest {})",
+                    overflow.count,
+                    overflow.reason.code(),
+                    rfc3339(&overflow.minute),
+                    overflow.first_pod_uid,
+                    overflow.last_pod_uid,
+                    overflow.uid_digest
+                );
             }
         }
         row
@@ -441,6 +461,7 @@ pub fn cloud_event_types() -> Vec<&'static str> {
     }
     types.push("dev.claimledger.watch.gap");
     types.push("dev.claimledger.check.denied");
+    types.push("dev.claimledger.check.denied_overflow");
     types
 }
 
@@ -498,6 +519,7 @@ pub fn cloud_event_type(entry: &Entry) -> &'static str {
         Change::Object(object) => object_event_type(object.kind, object.change),
         Change::WatchGap(_) => "dev.claimledger.watch.gap",
         Change::CheckDenied(_) => "dev.claimledger.check.denied",
+        Change::CheckDeniedOverflow(_) => "dev.claimledger.check.denied_overflow",
     }
 }
 
@@ -535,6 +557,7 @@ pub fn cloud_event<'a>(stored: &'a StoredEntry, source: &'a str) -> CloudEvent<'
         Change::Object(object) => object.uid.as_str(),
         Change::WatchGap(gap) => gap.resource.as_str(),
         Change::CheckDenied(denied) => denied.pod_uid.as_str(),
+        Change::CheckDeniedOverflow(overflow) => overflow.first_pod_uid.as_str(),
     };
     CloudEvent {
         specversion: CLOUDEVENTS_SPEC_VERSION,

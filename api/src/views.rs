@@ -233,6 +233,12 @@ pub fn write_entries_table<'a>(
                 format!("{}/{}", denied.namespace, denied.pod_name),
                 "-".into(),
             ),
+            Change::CheckDeniedOverflow(overflow) => (
+                format!("check_denied_overflow x{}", overflow.count),
+                overflow.reason.code().to_string(),
+                format!("{} .. {}", overflow.first_pod_uid, overflow.last_pod_uid),
+                "-".into(),
+            ),
         };
         writeln!(
             out,

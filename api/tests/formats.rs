@@ -16,8 +16,8 @@ use claim_ledger_api::formats::{
 };
 use ledger::{Ledger, LedgerConfig, StoredEntry};
 use schemas::{
-    chain_hash, BindingKind, Change, CheckDenied, Entry, Hash, ObjectKind, Reason, Transition,
-    WatchGap,
+    chain_hash, BindingKind, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, ObjectKind,
+    Reason, Transition, WatchGap,
 };
 use serde_json::Value;
 
@@ -77,6 +77,14 @@ fn ledger_with_entries() -> (tempfile::TempDir, Ledger, Vec<StoredEntry>) {
                     reason: Reason::BindingReleased,
                     minute: at(0, 0),
                     count: 3,
+                }),
+                Change::CheckDeniedOverflow(CheckDeniedOverflow {
+                    reason: Reason::PodUidMismatch,
+                    minute: at(0, 0),
+                    count: 4_096,
+                    first_pod_uid: "f0000000-0000-4000-8000-000000000001".into(),
+                    last_pod_uid: "f0000000-0000-4000-8000-000000000fff".into(),
+                    uid_digest: Hash([7; 32]),
                 }),
             ],
             at(59, 123),
@@ -421,6 +429,19 @@ fn csv_parses_back_to_one_row_per_entry() {
                 assert_eq!(row.name, AWKWARD_POD_NAME);
                 assert_eq!(row.change, "BINDING_RELEASED");
                 assert!(row.detail.starts_with("3 checks denied BINDING_RELEASED"));
+            }
+            Change::CheckDeniedOverflow(overflow) => {
+                assert_eq!(row.record, "check_denied_overflow");
+                assert_eq!(row.uid, overflow.first_pod_uid);
+                assert_eq!(row.change, "POD_UID_MISMATCH");
+                assert!(row
+                    .detail
+                    .starts_with("4096 checks denied POD_UID_MISMATCH"));
+                assert!(
+                    row.detail.contains(&overflow.last_pod_uid),
+                    "{}",
+                    row.detail
+                );
             }
         }
     }

@@ -842,7 +842,9 @@ impl Ledger {
         for mut change in changes {
             let classified = match &mut change {
                 Change::Object(object) => self.classify(object, &in_batch)?,
-                Change::WatchGap(_) | Change::CheckDenied(_) => None,
+                Change::WatchGap(_) | Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) => {
+                    None
+                }
             };
             let outcome = match classified {
                 Some(outcome) => outcome,

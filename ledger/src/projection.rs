@@ -317,6 +317,18 @@ impl Projection {
                 self.at = Some(at);
                 Vec::new()
             }
+            Change::CheckDeniedOverflow(overflow) => {
+                // An aggregate names its first and last uid: in their histories.
+                for uid in [&overflow.first_pod_uid, &overflow.last_pod_uid] {
+                    let history = self.history.entry(uid.clone()).or_default();
+                    if history.last() != Some(&seq) {
+                        history.push(seq);
+                    }
+                }
+                self.seq = seq;
+                self.at = Some(at);
+                Vec::new()
+            }
         }
     }
 

@@ -122,6 +122,30 @@ pub enum Change {
     /// Checks denied for one pod uid and reason within one minute, aggregated so a flood of
     /// replayed identities cannot grow the log without bound.
     CheckDenied(CheckDenied),
+    /// Checks denied for one reason within one minute past the per-uid records a replica
+    /// holds for that reason: every one counted, none named one by one, so a flood of
+    /// forged uids neither grows the log without bound nor goes unrecorded.
+    CheckDeniedOverflow(CheckDeniedOverflow),
+}
+
+/// Denied checks of one reason in one minute beyond the per-uid records of that reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckDeniedOverflow {
+    /// Why the checks were denied.
+    pub reason: crate::Reason,
+    /// The start of the minute (UTC) the denials fall in.
+    pub minute: DateTime<Utc>,
+    /// How many checks were aggregated.
+    pub count: u64,
+    /// The pod uid the first of them presented.
+    pub first_pod_uid: String,
+    /// The pod uid the last of them presented.
+    pub last_pod_uid: String,
+    /// The sum modulo 2^256 (each value read as a little-endian integer) of
+    /// `blake3::derive_key("claim-ledger 2026-01 check-denied overflow uid v1", pod uid)` over every
+    /// aggregated check (a uid denied twice adds twice): order-independent, so whoever
+    /// holds the denied uids from elsewhere (the gateway's log) can recompute it.
+    pub uid_digest: Hash,
 }
 
 /// Denied identity checks for one (pod uid, reason) in one minute.
@@ -216,7 +240,7 @@ impl Entry {
     pub fn object_change(&self) -> Option<&ObjectChange> {
         match &self.change {
             Change::Object(change) => Some(change),
-            Change::WatchGap(_) | Change::CheckDenied(_) => None,
+            Change::WatchGap(_) | Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) => None,
         }
     }
 }

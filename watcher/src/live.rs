@@ -651,7 +651,7 @@ fn describe(change: &Change) -> Option<Described> {
             object.name.clone(),
             object.uid.clone(),
         )),
-        Change::WatchGap(_) | Change::CheckDenied(_) => None,
+        Change::WatchGap(_) | Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) => None,
     }
 }
 

@@ -2665,7 +2665,7 @@ fn entry_matches(change: &Change, log: &LogHas, filter: &LogFilter) -> bool {
                         || gap.resource.starts_with(&format!("{}/", k.0.plural()))
                 })
         }
-        Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) => false,
+        Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) | Change::WatchScope(_) => false,
     }
 }
 

@@ -1468,14 +1468,16 @@ fn observe(r: &Rendered, served: Served) -> Observed {
             Err(format!("{status} {body}"))
         }
     });
-    // A denied check, so the checks counter has a sample to scrape.
-    let check = r#"{"namespace":"default","pod_name":"nobody","pod_uid":"00000000-dead-4000-8000-000000000000"}"#;
+    // A denied check in a watched namespace, so the checks counter has a sample to scrape.
+    let check = format!(
+        r#"{{"namespace":"{namespace}","pod_name":"nobody","pod_uid":"00000000-dead-4000-8000-000000000000"}}"#
+    );
     let (status, _) = process::http(
         &api,
         "POST",
         "/v1/identity/check",
         Some(&format!("Bearer {TOKEN}")),
-        Some(check),
+        Some(&check),
         PATIENCE,
     );
     assert_eq!(status, 200);

@@ -360,10 +360,18 @@ fn bundles_as_tar_and_directory_verify_offline() {
         (result.code, value)
     };
     let (code, accepted) = json("audit.example/ledger");
-    assert_eq!((code, &accepted["ok"]), (0, &Value::Bool(true)), "{accepted}");
+    assert_eq!(
+        (code, &accepted["ok"]),
+        (0, &Value::Bool(true)),
+        "{accepted}"
+    );
     assert_eq!(accepted["tree_size"].as_u64(), Some(head), "{accepted}");
     let (code, refused) = json("staging.example/ledger");
-    assert_eq!((code, &refused["ok"]), (1, &Value::Bool(false)), "{refused}");
+    assert_eq!(
+        (code, &refused["ok"]),
+        (1, &Value::Bool(false)),
+        "{refused}"
+    );
     assert_eq!(refused["failure"]["kind"], "origin_mismatch", "{refused}");
     let summary = verified(&scratch.path("out.tar"), &[&public], None);
     assert!(

@@ -724,6 +724,17 @@ fn a_flood_of_forged_uid_denials_does_not_push_a_real_replay_out_of_the_ledger()
         FLOOD as u64 + probes,
         "recorded {recorded}, dropped {dropped}"
     );
+    // Those past the share are in the log too, summed in overflow records: every forged
+    // denial is in the ledger.
+    let overflow: Vec<Value> = ok(&["export", "--db", db, "--format", "jsonl"], None)
+        .lines()
+        .into_iter()
+        .filter_map(|l| l["entry"]["change"].get("check_denied_overflow").cloned())
+        .collect();
+    assert!(!overflow.is_empty(), "no overflow record for the flood");
+    let aggregated: u64 = overflow.iter().map(|o| o["count"].as_u64().unwrap()).sum();
+    assert_eq!(aggregated, dropped, "{overflow:?}");
+    assert!(overflow.iter().all(|o| o["reason"] == "POD_UID_MISMATCH"));
     ok(&["verify", "--db", db], None);
 }
 
@@ -741,4 +752,143 @@ fn post_unauthenticated(address: &str, path: &str, body: &Value) -> (u16, Value)
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// `serve --insecure-no-auth` on `db` against the simulator of `kubeconfig`, watching
+/// `namespaces` (all when empty): the child and its API address.
+fn serve_watching(db: &str, kubeconfig: &std::path::Path, namespaces: &[&str]) -> (Child, String) {
+    let mut args = vec![
+        "serve",
+        "--db",
+        db,
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+    ];
+    for namespace in namespaces {
+        args.extend(["--namespace", namespace]);
+    }
+    let mut serve = Child::start(command(&args).env("KUBECONFIG", kubeconfig));
+    let api = process::address_of(&serve.line_with("listening on"));
+    poll("readiness", || {
+        match process::http(&api, "GET", "/readyz", None, None, Duration::from_secs(10)).0 {
+            200 => Ok(()),
+            status => Err(status.to_string()),
+        }
+    });
+    (serve, api)
+}
+
+#[test]
+fn a_namespace_no_longer_watched_is_not_answered_from_what_was_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut sim = Child::start(&mut command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
+    let sim_api = process::address_of(&sim.line_with("listening on"));
+    let db = dir.path().join("ledger");
+    let db = db.to_str().unwrap();
+    // A directly bound pod in tenant-b, recorded by a serve watching every namespace.
+    let (status, created) = post_unauthenticated(
+        &sim_api,
+        "/apis/agents.x-k8s.io/v1beta1/namespaces/tenant-b/sandboxes",
+        &json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                "metadata": {"name": "direct", "namespace": "tenant-b",
+                             "labels": {"openshell.ai/sandbox-id": "sbx-b"}},
+                "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let sandbox_uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let (status, created) = post_unauthenticated(
+        &sim_api,
+        "/api/v1/namespaces/tenant-b/pods",
+        &json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "direct", "namespace": "tenant-b",
+                             "annotations": {"openshell.io/sandbox-id": "sbx-b"},
+                             "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                                                  "name": "direct", "uid": sandbox_uid, "controller": true}]},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let pod_uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let request = json!({"namespace": "tenant-b", "pod_name": "direct", "pod_uid": pod_uid,
+                         "require_claim": false});
+    let (mut serve, api) = serve_watching(db, &kubeconfig, &[]);
+    poll("the binding", || {
+        let (_, decision) = post_unauthenticated(&api, "/v1/identity/check", &request);
+        match decision["decision"] == "allow" {
+            true => Ok(()),
+            false => Err(decision.to_string()),
+        }
+    });
+    serve.interrupt_and_wait();
+
+    // While nothing watches, the pod is deleted; then serve comes back watching tenant-a
+    // only: it never lists tenant-b again, so it must not answer for it.
+    let (status, _) = process::http(
+        &sim_api,
+        "DELETE",
+        "/api/v1/namespaces/tenant-b/pods/direct",
+        None,
+        None,
+        Duration::from_secs(10),
+    );
+    assert!(status == 200 || status == 202, "{status}");
+    let (mut serve, api) = serve_watching(db, &kubeconfig, &["tenant-a"]);
+    let (_, decision) = post_unauthenticated(&api, "/v1/identity/check", &request);
+    assert_eq!(decision["decision"], "not_ready", "{decision}");
+    assert_eq!(decision["reason"], "LEDGER_NOT_READY", "{decision}");
+    assert!(
+        decision["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("namespace tenant-b is not watched")),
+        "{decision}"
+    );
+    serve.interrupt_and_wait();
+    // The change of scope is an entry: what was watched before, what is watched now.
+    let scopes: Vec<Value> = ok(&["export", "--db", db], None)
+        .lines()
+        .into_iter()
+        .filter_map(|l| l["entry"]["change"].get("watch_scope").cloned())
+        .collect();
+    assert_eq!(
+        scopes,
+        [json!({"namespaces": ["tenant-a"], "previous": null})],
+        "{scopes:?}"
+    );
+    // Offline, the ledger answers the same.
+    let offline = run(
+        &[
+            "check",
+            "--db",
+            db,
+            "--namespace",
+            "tenant-b",
+            "--pod-name",
+            "direct",
+            "--pod-uid",
+            &pod_uid,
+            "--allow-direct",
+        ],
+        None,
+    );
+    assert_eq!(offline.code, 1, "{offline:?}");
+    assert!(offline.stdout.contains("not watched"), "{offline:?}");
+
+    // Watching every namespace again: the scope widens, and the deletion missed meanwhile
+    // is recorded by the resync, so the pod is answered again, as released.
+    let (mut serve, api) = serve_watching(db, &kubeconfig, &[]);
+    let (_, decision) = post_unauthenticated(&api, "/v1/identity/check", &request);
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert_ne!(decision["reason"], "LEDGER_NOT_READY", "{decision}");
+    serve.interrupt_and_wait();
+    let history = ok(&["history", "--db", db, "--pod-uid", &pod_uid], None).stdout;
+    assert!(history.contains("missing_on_resync"), "{history}");
+    ok(&["verify", "--db", db], None);
 }

@@ -154,14 +154,22 @@ fn read_tokens(path: &std::path::Path) -> std::io::Result<(Stamp, Vec<[u8; 32]>)
     Ok((stamp, digests))
 }
 
-/// The token in an `Authorization: Bearer <token>` header.
+/// The token in an `Authorization: Bearer <token>` header. Several `Authorization`
+/// headers are refused (400 `duplicate_header`) rather than one of them picked: a proxy
+/// and the service could otherwise each act on a different one.
 fn bearer(request: &Request) -> Result<&[u8], ApiError> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
-        })?;
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or_else(|| {
+        ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
+    })?;
+    let count = 1 + values.count();
+    if count > 1 {
+        return Err(ApiError::request(
+            axum::http::StatusCode::BAD_REQUEST,
+            "duplicate_header",
+            format!("the request has {count} Authorization headers; send exactly one"),
+        ));
+    }
     let value = value.as_bytes();
     let (scheme, token) = match value.iter().position(|b| *b == b' ') {
         Some(space) => (&value[..space], &value[space + 1..]),

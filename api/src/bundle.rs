@@ -49,7 +49,7 @@ fn conflict(detail: impl Into<String>) -> ApiError {
 /// Chooses the checkpoint and computes the proofs for `request` on `ledger`.
 ///
 /// Fails with a 4xx-style [`ApiError::Request`] when no signed checkpoint covers the range
-/// (`no_checkpoint`), the range is empty or beyond the checkpoint (`invalid_query`), or
+/// (`no_checkpoint`), the range is empty or beyond the checkpoint (404 `out_of_range`), or
 /// the previous checkpoint is not a prefix of this ledger's tree (`inconsistent_checkpoint`:
 /// a fork or a rollback the auditor must hear about).
 pub fn plan(
@@ -75,7 +75,7 @@ pub fn plan(
     let size = checkpoint.checkpoint.size;
     let to = request.to_seq.unwrap_or(size);
     if from == 0 || from > to || to > size {
-        return Err(ApiError::query(format!(
+        return Err(ApiError::out_of_range(format!(
             "the range {from}..={to} is not a non-empty range of seqs within the checkpoint's tree of size {size} (seqs start at 1)"
         )));
     }

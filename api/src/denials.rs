@@ -45,13 +45,8 @@ struct Pending {
 /// Denied checks of one reason in one minute that came past the reason's share of per-uid
 /// records: every one counted, none named one by one.
 ///
-/// Proposed as a new ledger record (the lead owns `schemas/src/entry.rs`): a variant
-/// `Change::CheckDeniedOverflow(CheckDeniedOverflow)`, key `check_denied_overflow`, a
-/// `fixmap` of 6 pairs in this order: `reason` (`str`, a reason code), `minute` (`str`,
-/// RFC 3339 as `observed_at`, the start of the minute), `count` (unsigned integer),
-/// `first_pod_uid` and `last_pod_uid` (`str`), `uid_digest` (`bin 8`, 32 bytes, a `Hash`).
-/// The projection would apply it like `check_denied` (moving only its seq and time), adding
-/// the seq to the history of its first and last uid.
+/// Recorded as a `check_denied_overflow` entry (`schemas::CheckDeniedOverflow`, FORMAT.md
+/// §2.3), in the histories of its first and last uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DeniedOverflow {
     /// Why the checks were denied.
@@ -199,32 +194,10 @@ impl Denials {
             .len()
     }
 
-    /// Removes and returns the records of minutes before `before` (all when `None`),
-    /// ordered by minute, pod uid and reason. The overflow aggregates of the same minutes
-    /// are removed too and, until the ledger has a record type for them, written to the
-    /// service log.
-    pub(crate) fn take(&self, before: Option<i64>) -> Vec<CheckDenied> {
-        let (records, overflow) = self.take_all(before);
-        for aggregate in overflow {
-            tracing::warn!(
-                reason = aggregate.reason.code(),
-                minute = %aggregate.minute.to_rfc3339(),
-                count = aggregate.count,
-                first_pod_uid = %aggregate.first_pod_uid,
-                last_pod_uid = %aggregate.last_pod_uid,
-                uid_digest = %hex(&aggregate.uid_digest),
-                "denied checks past the per-uid records of their reason (not in the ledger: \
-                 no record type for them yet)"
-            );
-        }
-        records
-    }
-
     /// Removes and returns the records and the overflow aggregates of minutes before
     /// `before` (all when `None`): the records ordered by minute, pod uid and reason, the
-    /// aggregates by minute and reason. (What `take` becomes once the ledger records
-    /// aggregates.)
-    pub(crate) fn take_all(&self, before: Option<i64>) -> (Vec<CheckDenied>, Vec<DeniedOverflow>) {
+    /// aggregates by minute and reason.
+    pub(crate) fn take(&self, before: Option<i64>) -> (Vec<CheckDenied>, Vec<DeniedOverflow>) {
         let closed = |minute: i64| before.is_none_or(|before| minute < before);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let keys: Vec<Key> = table
@@ -266,10 +239,6 @@ impl Denials {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,7 +263,7 @@ mod tests {
         assert!(denials.record("u3", "ns", "p", Reason::PodUidMismatch, at(2)));
         assert_eq!(denials.len(), 4);
 
-        let (closed, overflow) = denials.take_all(Some(minute_of(at(60))));
+        let (closed, overflow) = denials.take(Some(minute_of(at(60))));
         assert_eq!(closed.len(), 3);
         // Ordered by minute, pod uid, then reason in declaration order.
         assert_eq!(closed[0].reason, Reason::PodUidMismatch);
@@ -308,7 +277,7 @@ mod tests {
         assert_eq!(overflow[0].first_pod_uid, "u2");
         // Taking frees the shares: a new key of the open minute fits again.
         assert!(denials.record("u4", "ns", "p", Reason::BindingReleased, at(61)));
-        let rest = denials.take(None);
+        let (rest, _) = denials.take(None);
         assert_eq!(rest.len(), 2);
         assert_eq!(denials.len(), 0);
     }
@@ -339,7 +308,7 @@ mod tests {
         ));
         assert!(denials.len() <= crate::service::MAX_PENDING_DENIALS);
 
-        let (records, overflow) = denials.take_all(None);
+        let (records, overflow) = denials.take(None);
         assert!(records
             .iter()
             .any(|r| r.pod_uid == "real-old-uid" && r.reason == Reason::BindingReleased));
@@ -372,14 +341,14 @@ mod tests {
         assert!(!denials.record("c", "ns", "p", Reason::PodUidMismatch, at(61)));
         assert!(denials.record("d", "ns", "p", Reason::ClaimUidMismatch, at(61)));
         assert!(!denials.record("e", "ns", "p", Reason::ClaimUidMismatch, at(62)));
-        let (records, overflow) = denials.take_all(Some(minute_of(at(61))));
+        let (records, overflow) = denials.take(Some(minute_of(at(61))));
         assert_eq!(records.len(), 1);
         assert_eq!(overflow.len(), 1);
         assert_eq!(
             (overflow[0].first_pod_uid.as_str(), overflow[0].count),
             ("b", 1)
         );
-        let (records, overflow) = denials.take_all(None);
+        let (records, overflow) = denials.take(None);
         assert_eq!(records.len(), 1);
         let summary: Vec<(Reason, &str, u64)> = overflow
             .iter()

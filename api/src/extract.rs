@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
-/// Longest name or namespace (Kubernetes allows 253).
+/// Longest name or namespace, in characters (Kubernetes allows 253).
 pub(crate) const MAX_NAME_LEN: usize = 253;
-/// Longest uid (Kubernetes uids are 36-character UUIDs).
+/// Longest uid, in characters (Kubernetes uids are 36-character UUIDs).
 pub(crate) const MAX_UID_LEN: usize = 128;
 
 /// A JSON body parsed with serde (so `deny_unknown_fields` applies).
@@ -73,20 +73,69 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        utf8_query(parts.uri.query().unwrap_or_default())?;
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| QueryParams(q.0))
             .map_err(|r| ApiError::query(r.body_text()))
     }
 }
 
+/// Refuses a query string whose names or values are not UTF-8 once percent-decoded
+/// (the form decoding would otherwise replace the bytes with U+FFFD and go on).
+pub(crate) fn utf8_query(query: &str) -> Result<(), ApiError> {
+    for pair in query.split('&') {
+        for part in pair.splitn(2, '=') {
+            if std::str::from_utf8(&percent_decode(part.as_bytes())).is_err() {
+                let shown: String = part.chars().take(64).collect();
+                return Err(ApiError::query(format!(
+                    "the query string is not UTF-8 once percent-decoded: {shown:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte, and a `%`
+/// not followed by two hex digits stands for itself.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                input.get(i + 1).copied().and_then(hex),
+                input.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
 fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{field} is empty"));
     }
-    if value.len() > max {
+    // Characters, as JSON Schema's maxLength counts them (the OpenAPI document states
+    // these limits). Kubernetes names and uids are ASCII, where both counts agree.
+    let length = value.chars().count();
+    if length > max {
         return Err(format!(
-            "{field} is {} bytes long; at most {max} are allowed",
-            value.len()
+            "{field} is {length} characters long; at most {max} are allowed"
         ));
     }
     if value.chars().any(char::is_control) {
@@ -95,12 +144,12 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// A namespace or object name: 1 to 253 bytes, no control characters.
+/// A namespace or object name: 1 to 253 characters, no control characters.
 pub(crate) fn name(field: &str, value: &str) -> Result<(), String> {
     text(field, value, MAX_NAME_LEN)
 }
 
-/// A uid: 1 to 128 bytes, no control characters.
+/// A uid: 1 to 128 characters, no control characters.
 pub(crate) fn uid(field: &str, value: &str) -> Result<(), String> {
     text(field, value, MAX_UID_LEN)
 }
@@ -145,10 +194,24 @@ mod tests {
         assert!(uid("pod_uid", "").unwrap_err().contains("empty"));
         assert!(uid("pod_uid", &"a".repeat(129))
             .unwrap_err()
-            .contains("129 bytes"));
+            .contains("129 characters"));
+        // Characters, not bytes (as JSON Schema's maxLength).
+        assert!(uid("pod_uid", &"é".repeat(128)).is_ok());
+        assert!(uid("pod_uid", &"é".repeat(129)).is_err());
         assert!(uid("pod_uid", "a\u{0}b").unwrap_err().contains("control"));
         assert!(name("pod_name", &"a".repeat(253)).is_ok());
         assert!(name("pod_name", &"a".repeat(254)).is_err());
         assert!(name("pod_name", "a\nb").is_err());
+    }
+
+    #[test]
+    fn query_strings_must_decode_to_utf8() {
+        assert_eq!(percent_decode(b"a+b%20c%2"), b"a b c%2");
+        assert_eq!(percent_decode(b"%e2%82%ac%zz"), "€%zz".as_bytes());
+        assert!(utf8_query("").is_ok());
+        assert!(utf8_query("pod_uid=%e2%82%ac&limit=5&x").is_ok());
+        assert!(utf8_query("pod_uid=%ff%fe").is_err());
+        assert!(utf8_query("%c3=1").is_err());
+        assert!(utf8_query("a=%e2%82").is_err());
     }
 }

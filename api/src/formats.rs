@@ -91,6 +91,7 @@ pub fn record_name(change: &Change) -> &'static str {
         Change::WatchGap(_) => "watch_gap",
         Change::CheckDenied(_) => "check_denied",
         Change::CheckDeniedOverflow(_) => "check_denied_overflow",
+        Change::WatchScope(_) => "watch_scope",
     }
 }
 
@@ -224,6 +225,18 @@ impl CsvRow {
                 row.uid.clone_from(&denied.pod_uid);
                 row.change = denied.reason.code().to_string();
                 row.detail = check_denied_detail(denied);
+            }
+            Change::WatchScope(scope) => {
+                let show = |namespaces: &[String]| match namespaces.is_empty() {
+                    true => "all namespaces".to_string(),
+                    false => namespaces.join(" "),
+                };
+                row.change = "scope".into();
+                row.detail = format!(
+                    "watching {} (before: {})",
+                    show(&scope.namespaces),
+                    show(scope.previous.as_deref().unwrap_or_default())
+                );
             }
             Change::CheckDeniedOverflow(overflow) => {
                 row.kind = ObjectKind::Pod.as_str().to_string();
@@ -462,6 +475,7 @@ pub fn cloud_event_types() -> Vec<&'static str> {
     types.push("dev.claimledger.watch.gap");
     types.push("dev.claimledger.check.denied");
     types.push("dev.claimledger.check.denied_overflow");
+    types.push("dev.claimledger.watch.scope");
     types
 }
 
@@ -520,6 +534,7 @@ pub fn cloud_event_type(entry: &Entry) -> &'static str {
         Change::WatchGap(_) => "dev.claimledger.watch.gap",
         Change::CheckDenied(_) => "dev.claimledger.check.denied",
         Change::CheckDeniedOverflow(_) => "dev.claimledger.check.denied_overflow",
+        Change::WatchScope(_) => "dev.claimledger.watch.scope",
     }
 }
 
@@ -558,6 +573,7 @@ pub fn cloud_event<'a>(stored: &'a StoredEntry, source: &'a str) -> CloudEvent<'
         Change::WatchGap(gap) => gap.resource.as_str(),
         Change::CheckDenied(denied) => denied.pod_uid.as_str(),
         Change::CheckDeniedOverflow(overflow) => overflow.first_pod_uid.as_str(),
+        Change::WatchScope(_) => "watch_scope",
     };
     CloudEvent {
         specversion: CLOUDEVENTS_SPEC_VERSION,
@@ -719,7 +735,7 @@ mod tests {
     #[test]
     fn every_type_is_listed_once_and_prefixed() {
         let types = cloud_event_types();
-        assert_eq!(types.len(), 6 + 4 * 4 + 2);
+        assert_eq!(types.len(), 6 + 4 * 4 + 4);
         let unique: std::collections::BTreeSet<_> = types.iter().collect();
         assert_eq!(unique.len(), types.len());
         for t in &types {

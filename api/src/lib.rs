@@ -15,6 +15,7 @@
 
 mod auth;
 pub mod bundle;
+mod conn;
 mod denials;
 mod extract;
 pub mod formats;
@@ -28,6 +29,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use schemas::Reason;
 
+pub use conn::{MAX_HEADERS, MAX_HEAD_LEN, MAX_URI_LEN};
 pub use service::{
     Auth, CheckpointSigning, Clock, FlushStats, Freshness, ServeOptions, Service, TlsFiles,
     WatchCounters, MAX_PENDING_DENIALS, RECORDED_DENIALS,
@@ -102,10 +104,18 @@ impl ApiError {
         ApiError::request(StatusCode::BAD_REQUEST, "invalid_query", detail)
     }
 
+    /// A 404 `out_of_range`: a seq, size or range beyond what the ledger (or the covering
+    /// checkpoint) holds: a well-formed request for something that does not exist yet.
+    pub fn out_of_range(detail: impl Into<String>) -> ApiError {
+        ApiError::request(StatusCode::NOT_FOUND, "out_of_range", detail)
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Ledger(ledger::LedgerError::OutOfRange(_)) => StatusCode::BAD_REQUEST,
+            // A seq or size the ledger does not hold (yet): depends on the ledger, not on
+            // the request's shape.
+            ApiError::Ledger(ledger::LedgerError::OutOfRange(_)) => StatusCode::NOT_FOUND,
             ApiError::Request { status, .. } => *status,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotBound { .. } => StatusCode::NOT_FOUND,

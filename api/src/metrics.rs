@@ -1,7 +1,9 @@
 //! `/metrics`: Prometheus (OpenMetrics) text through the `prometheus-client` crate.
 //!
 //! Counted here: checks by decision and reason, check latency, denial records (appended,
-//! dropped, failed) and their flush latency, refused bearer tokens. Read at scrape time:
+//! dropped, failed) and their flush latency, refused bearer tokens, open HTTP connections,
+//! connections closed for idleness, accept errors and request heads refused before
+//! routing. Read at scrape time:
 //! the ledger's counters since open (appends, duplicates, stale, ignored), its head and
 //! durable seq, readiness, and the watchers' counters from [`crate::Freshness`].
 //!
@@ -41,6 +43,10 @@ pub(crate) struct Metrics {
     unauthorized: Counter,
     checkpoints_signed: Counter,
     checkpoint_size: prometheus_client::metrics::gauge::Gauge,
+    connections_open: prometheus_client::metrics::gauge::Gauge,
+    connections_timed_out: Counter,
+    accept_errors: Counter,
+    requests_refused: Counter,
 }
 
 impl Metrics {
@@ -107,6 +113,30 @@ impl Metrics {
             "Tree size of the latest checkpoint this process signed",
             checkpoint_size.clone(),
         );
+        let connections_open = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open",
+            connections_open.clone(),
+        );
+        let connections_timed_out = Counter::default();
+        registry.register(
+            "http_connections_timed_out",
+            "Connections closed for sending no complete request head within the header timeout",
+            connections_timed_out.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "http_accept_errors",
+            "Connections that could not be accepted (out of file descriptors, ...)",
+            accept_errors.clone(),
+        );
+        let requests_refused = Counter::default();
+        registry.register(
+            "http_requests_refused",
+            "HTTP/1 request heads refused before routing (malformed, URI too long, headers too large)",
+            requests_refused.clone(),
+        );
         registry.register_collector(Box::new(Live {
             ledger,
             freshness,
@@ -123,7 +153,31 @@ impl Metrics {
             unauthorized,
             checkpoints_signed,
             checkpoint_size,
+            connections_open,
+            connections_timed_out,
+            accept_errors,
+            requests_refused,
         }
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    pub(crate) fn connection_timed_out(&self) {
+        self.connections_timed_out.inc();
+    }
+
+    pub(crate) fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    pub(crate) fn request_refused(&self) {
+        self.requests_refused.inc();
     }
 
     pub(crate) fn checkpoint_signed(&self, size: u64) {

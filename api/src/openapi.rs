@@ -1,7 +1,32 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`. A test compares its paths and
-//! methods with the router's route table, both ways.
+//! methods with the router's route table, both ways; `scripts/schemathesis.sh` fuzzes the
+//! service against it with every schemathesis check.
+//!
+//! It states what the service enforces, so that a request valid under the document is
+//! accepted and one invalid under it is refused with a 4xx:
+//!
+//! * names and uids: 1 to 253 (128) characters, no control characters;
+//! * seqs and sizes: unsigned 64-bit integers (`maximum` 2^64 − 1);
+//! * parameters that exclude or require one another (history selectors, `as_of_seq` or
+//!   `as_of`, `from_seq` or `since`, the bundle's parameters): the query parameters of
+//!   those operations are one exploded object (`style: form`, `explode: true`, so on the
+//!   wire they are ordinary parameters) whose schema says so with `oneOf`, `not` and
+//!   `if`/`then`;
+//! * orderings between two parameters (`from_seq ≤ to_seq`, `seq ≤ tree_size`,
+//!   `from_size ≤ to_size`), which JSON Schema cannot express, are listed in the
+//!   operation's `x-claim-ledger-ordered` (pairs of parameter names: the first may not
+//!   exceed the second when both are given; refused with a 400) and in its description;
+//! * positions beyond what the ledger holds (a seq or size past the head, a range past the
+//!   covering checkpoint) depend on the ledger, not on the request's shape: `404
+//!   out_of_range`.
 
 use serde_json::{json, Value};
+
+/// The largest value of a `u64` parameter.
+const U64_MAX: u64 = u64::MAX;
+
+/// No control characters (Unicode `Cc`: what the service refuses in names and uids).
+const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -17,44 +42,176 @@ fn json_response(description: &str, schema: &str) -> Value {
     })
 }
 
-fn query(name: &str, description: &str, schema: Value) -> Value {
-    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+fn query(name: &str, required: bool, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": required, "description": description, "schema": schema})
 }
 
+/// Query parameters that constrain one another, as one exploded object: on the wire,
+/// ordinary `name=value` pairs.
+fn query_object(name: &str, required: bool, description: &str, schema: Value) -> Value {
+    json!({
+        "name": name,
+        "in": "query",
+        "required": required,
+        "style": "form",
+        "explode": true,
+        "description": description,
+        "schema": schema
+    })
+}
+
+/// Every `/v1` operation may answer these.
 fn common_errors(mut responses: Value) -> Value {
-    responses["401"] = error_response("No valid bearer token");
-    responses["408"] = error_response("The request took longer than the request timeout");
-    responses["503"] = error_response("Not ready, or unavailable");
+    let defaults = [
+        (
+            "401",
+            error_response("No valid bearer token (unauthorized)"),
+        ),
+        (
+            "400",
+            error_response("A malformed request (bad_request, invalid_query, duplicate_header)"),
+        ),
+        (
+            "408",
+            error_response("The request took longer than the request timeout (timeout)"),
+        ),
+        (
+            "503",
+            error_response("Not ready (not_ready), or unavailable (unavailable)"),
+        ),
+    ];
+    for (status, response) in defaults {
+        if responses.get(status).is_none() {
+            responses[status] = response;
+        }
+    }
     responses
 }
 
-fn paging() -> [Value; 2] {
-    [
-        query(
-            "after_seq",
-            "Return entries with a seq greater than this (the previous page's next_after_seq)",
-            json!({"type": "integer", "minimum": 0, "default": 0}),
-        ),
-        query(
-            "limit",
-            "Entries per page",
-            json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-        ),
-    ]
+fn u64_from(minimum: u64) -> Value {
+    json!({"type": "integer", "minimum": minimum, "maximum": U64_MAX})
+}
+
+/// A string of 1 to `max` characters without control characters.
+fn text(max: usize) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": NO_CONTROL})
+}
+
+/// The same, or null.
+fn optional_text(max: usize, description: &str) -> Value {
+    json!({"type": ["string", "null"], "minLength": 1, "maxLength": max, "pattern": NO_CONTROL, "description": description})
+}
+
+/// A regular expression matching `word` in any case (the service compares kinds
+/// ignoring ASCII case).
+fn any_case(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn date_time() -> Value {
+    json!({"type": "string", "format": "date-time"})
 }
 
 /// The whole document.
 pub fn document() -> Value {
-    let uid = json!({"type": "string", "minLength": 1, "maxLength": 128});
-    let name = json!({"type": "string", "minLength": 1, "maxLength": 253});
+    let uid = text(crate::extract::MAX_UID_LEN);
+    let name = text(crate::extract::MAX_NAME_LEN);
     let reasons: Vec<&str> = schemas::Reason::ALL.iter().map(|r| r.code()).collect();
-    let [after_seq, limit] = paging();
+    let kinds: Vec<&str> = schemas::ObjectKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    let kind_pattern = format!(
+        "^(?:{})$",
+        kinds
+            .iter()
+            .map(|k| any_case(k))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    let hash = json!({"type": "string", "pattern": "^[0-9a-f]{64}$"});
+    let after_seq = u64_from(0);
+    let limit = json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100});
+    let selector_uids = ["pod_uid", "claim_uid", "sandbox_uid", "pvc_uid"];
+    let name_selector = ["kind", "namespace", "name"];
+    // A uid selector alone, or kind, namespace and name together: exactly one.
+    let mut selectors: Vec<Value> = selector_uids
+        .iter()
+        .map(|uid| {
+            let others: serde_json::Map<String, Value> = name_selector
+                .iter()
+                .map(|n| ((*n).to_string(), json!(false)))
+                .collect();
+            json!({"required": [uid], "properties": others})
+        })
+        .collect();
+    let no_uid: serde_json::Map<String, Value> = selector_uids
+        .iter()
+        .map(|u| ((*u).to_string(), json!(false)))
+        .collect();
+    selectors.push(json!({"required": name_selector, "properties": no_uid}));
+    let history_query = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "pod_uid": uid,
+            "claim_uid": uid,
+            "sandbox_uid": uid,
+            "pvc_uid": uid,
+            "kind": {"type": "string", "pattern": kind_pattern, "description": format!("One of {} (any case)", kinds.join(", "))},
+            "namespace": name,
+            "name": name,
+            "after_seq": after_seq,
+            "limit": limit
+        },
+        "oneOf": selectors
+    });
+    let state_query = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "as_of_seq": u64_from(0),
+            "as_of": date_time()
+        },
+        "not": {"required": ["as_of_seq", "as_of"]}
+    });
+    let bundle_true = json!({"required": ["bundle"], "properties": {"bundle": {"const": true}}});
+    let export_query = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "format": {"type": "string", "enum": ["jsonl", "csv", "cloudevents"], "default": "jsonl", "description": "jsonl (one EntryLine per line), csv (a header, then one row per entry) or cloudevents (one CloudEvents 1.0 structured-mode event per line). Not with bundle=true"},
+            "bundle": {"type": "boolean", "default": false, "description": "A tar export bundle (manifest.json, entries.jsonl, checkpoint, proofs.json) for claim-ledger verify-export; the range ends at the covering signed checkpoint by default"},
+            "previous_size": {"type": "integer", "minimum": 1, "maximum": U64_MAX, "description": "With bundle=true and previous_root: the tree size of the auditor's previous checkpoint, to include a consistency proof from it"},
+            "previous_root": {"type": "string", "pattern": "^(?:[0-9A-Fa-f]{64}|[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)$", "description": "With bundle=true and previous_size: that checkpoint's root, 64 hex digits or its base64 root line"},
+            "from_seq": {"type": "integer", "minimum": 0, "maximum": U64_MAX, "description": "First seq (default 1); not with since; at most to_seq"},
+            "to_seq": {"type": "integer", "minimum": 0, "maximum": U64_MAX, "description": "Last seq (default the head at the start of the export, or the covering checkpoint's size for a bundle); not with until; 404 out_of_range past the head"},
+            "since": {"type": "string", "format": "date-time", "description": "First entry observed at or after this time (instead of from_seq)"},
+            "until": {"type": "string", "format": "date-time", "description": "Last entry observed at or before this time (instead of to_seq)"}
+        },
+        "allOf": [
+            {"not": {"required": ["from_seq", "since"]}},
+            {"not": {"required": ["to_seq", "until"]}},
+            {"if": {"required": ["previous_size"]}, "then": {"required": ["previous_root"]}},
+            {"if": {"required": ["previous_root"]}, "then": {"required": ["previous_size"]}},
+            {"if": {"anyOf": [{"required": ["previous_size"]}, {"required": ["previous_root"]}]}, "then": bundle_true},
+            {"if": bundle_true, "then": {"not": {"required": ["format"]}}}
+        ]
+    });
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "claim-ledger",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Is pod uid P bound to sandbox X? Fail-closed identity checks over a hash-chained ledger of agent-sandbox bindings, with incident replay and export."
+            "description": "Is pod uid P bound to sandbox X? Fail-closed identity checks over a hash-chained ledger of agent-sandbox bindings, with incident replay and export. Every error is {\"error\": code, \"detail\": text} with a 4xx or 5xx status, including the refusals of malformed HTTP/1 requests before routing (400 bad_request, 414 uri_too_long, 431 headers_too_large)."
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -64,11 +221,17 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CheckRequest"}}}},
                 "responses": common_errors(json!({
                     "200": json_response("Allow or deny", "CheckResponse"),
-                    "400": error_response("Malformed JSON"),
-                    "413": error_response("Body too large"),
-                    "415": error_response("Not JSON"),
-                    "422": error_response("Unknown or invalid fields"),
-                    "503": json_response("not_ready: the watchers are not synced (LEDGER_NOT_READY) or the caller's min_seq is ahead of this replica (LEDGER_BEHIND)", "CheckResponse")
+                    "400": error_response("Malformed JSON (malformed_json), or a malformed request"),
+                    "413": error_response("Body too large (body_too_large)"),
+                    "415": error_response("Not JSON (unsupported_media_type)"),
+                    "422": error_response("Unknown or invalid fields (invalid_request)"),
+                    "503": {
+                        "description": "not_ready: the watchers are not synced (LEDGER_NOT_READY) or the caller's min_seq is ahead of this replica (LEDGER_BEHIND), answered with the check-response shape; or the service is unavailable (Error)",
+                        "content": {"application/json": {"schema": {"anyOf": [
+                            {"$ref": "#/components/schemas/CheckResponse"},
+                            {"$ref": "#/components/schemas/Error"}
+                        ]}}}
+                    }
                 }))
             }},
             "/v1/bindings/{pod_uid}": {"get": {
@@ -77,79 +240,69 @@ pub fn document() -> Value {
                 "parameters": [{"name": "pod_uid", "in": "path", "required": true, "schema": uid}],
                 "responses": common_errors(json!({
                     "200": json_response("Bound", "BindingAnswer"),
-                    "400": error_response("Invalid uid"),
+                    "400": error_response("Invalid uid (invalid_query)"),
                     "404": error_response("Not bound: error is not_bound and reason the first failing check (BINDING_RELEASED, UNKNOWN_POD, ...)")
                 }))
             }},
             "/v1/history": {"get": {
                 "operationId": "history",
                 "summary": "Every entry that recorded one object, in order (for a pod uid, also the denied checks that presented it)",
-                "parameters": [
-                    query("pod_uid", "A pod uid", uid.clone()),
-                    query("claim_uid", "A SandboxClaim uid", uid.clone()),
-                    query("sandbox_uid", "A Sandbox uid", uid.clone()),
-                    query("pvc_uid", "A PersistentVolumeClaim uid", uid.clone()),
-                    query("kind", "With namespace and name: every uid that held that name", json!({"type": "string", "enum": ["Sandbox", "SandboxClaim", "Pod", "PersistentVolumeClaim"]})),
-                    query("namespace", "With kind and name", name.clone()),
-                    query("name", "With kind and namespace", name.clone()),
-                    after_seq.clone(),
-                    limit.clone()
-                ],
+                "description": "Name exactly one object: pod_uid, claim_uid, sandbox_uid or pvc_uid, or kind, namespace and name together. Paginated by after_seq and limit.",
+                "parameters": [query_object("selector", true, "The object (one uid, or kind with namespace and name) and the page", history_query)],
                 "responses": common_errors(json!({
                     "200": json_response("A page of entries", "EntriesPage"),
-                    "400": error_response("No selector, several, or an invalid one")
+                    "400": error_response("No selector, several, or an invalid one (invalid_query)")
                 }))
             }},
             "/v1/state": {"get": {
                 "operationId": "state",
                 "summary": "Live objects and active bindings, now or as of a seq or a time",
-                "parameters": [
-                    query("as_of_seq", "After applying this entry", json!({"type": "integer", "minimum": 0})),
-                    query("as_of", "At this time (RFC 3339): after the last entry observed at or before it", json!({"type": "string", "format": "date-time"}))
-                ],
+                "parameters": [query_object("point", false, "as_of_seq (after applying this entry) or as_of (RFC 3339: after the last entry observed at or before it), not both; neither: now", state_query)],
                 "responses": common_errors(json!({
                     "200": json_response("The state", "State"),
-                    "400": error_response("Both parameters, a bad time, or a seq beyond the head")
+                    "400": error_response("Both parameters or a bad time (invalid_query)"),
+                    "404": error_response("as_of_seq is beyond the head (out_of_range)")
                 }))
             }},
             "/v1/entries": {"get": {
                 "operationId": "entries",
                 "summary": "Raw entries with their hashes and exact bytes, for followers and exporters",
-                "parameters": [after_seq, limit],
+                "parameters": [
+                    query("after_seq", false, "Return entries with a seq greater than this (the previous page's next_after_seq)", json!({"type": "integer", "minimum": 0, "maximum": U64_MAX, "default": 0})),
+                    query("limit", false, "Entries per page", json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}))
+                ],
                 "responses": common_errors(json!({
                     "200": json_response("A page of entries", "EntriesPage"),
-                    "400": error_response("Invalid parameters")
+                    "400": error_response("Invalid parameters (invalid_query)")
                 }))
             }},
             "/v1/export": {"get": {
                 "operationId": "export",
-                "summary": "Entries as JSON lines, streamed",
-                "parameters": [
-                    query("format", "jsonl (EntryLine per line), csv (one row per entry, a header first) or cloudevents (CloudEvents 1.0 structured JSON, one event per line)", json!({"type": "string", "enum": ["jsonl", "csv", "cloudevents"], "default": "jsonl"})),
-                    query("bundle", "A tar export bundle (manifest.json, entries.jsonl, checkpoint, proofs.json) for claim-ledger verify-export; the range ends at the covering signed checkpoint by default", json!({"type": "boolean", "default": false})),
-                    query("previous_size", "With bundle: the tree size of the auditor's previous checkpoint, to include a consistency proof from it", json!({"type": "integer", "minimum": 1})),
-                    query("previous_root", "With bundle and previous_size: that checkpoint's root, 64 hex digits or its base64 root line", json!({"type": "string"})),
-                    query("from_seq", "First seq (default 1)", json!({"type": "integer", "minimum": 0})),
-                    query("to_seq", "Last seq (default the head at the start of the export)", json!({"type": "integer", "minimum": 0})),
-                    query("since", "First entry observed at or after this time (instead of from_seq)", json!({"type": "string", "format": "date-time"})),
-                    query("until", "Last entry observed at or before this time (instead of to_seq)", json!({"type": "string", "format": "date-time"}))
-                ],
+                "summary": "Entries as JSON lines, CSV or CloudEvents, streamed; or an export bundle",
+                "description": "from_seq may not exceed to_seq (400). A to_seq past the head, or a bundle range past its covering checkpoint, is 404 out_of_range.",
+                "x-claim-ledger-ordered": [["from_seq", "to_seq"]],
+                "parameters": [query_object("range", false, "The format or bundle, and the range (from_seq or since, to_seq or until)", export_query)],
                 "responses": common_errors(json!({
                     "200": {
-                        "description": "One EntryLine per line",
+                        "description": "format=jsonl or cloudevents: newline-delimited JSON (application/x-ndjson), one EntryLine or one CloudEvents structured-mode event per line (x-claim-ledger-line-schema); format=csv: CSV; bundle=true: a tar",
                         "headers": {
                             "x-claim-ledger-from-seq": {"schema": {"type": "integer"}},
                             "x-claim-ledger-to-seq": {"schema": {"type": "integer"}}
                         },
                         "content": {
-                            "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/EntryLine"}},
+                            "application/x-ndjson": {
+                                "schema": {"type": "string", "description": "One JSON object per line"},
+                                "x-claim-ledger-line-schema": {"oneOf": [
+                                    {"$ref": "#/components/schemas/EntryLine"},
+                                    {"$ref": "#/components/schemas/CloudEvent"}
+                                ]}
+                            },
                             "text/csv": {"schema": {"type": "string"}},
-                            "application/cloudevents-batch+json": {"schema": {"type": "object", "description": "One CloudEvent per line"}},
                             "application/x-tar": {"schema": {"type": "string", "format": "binary"}}
                         }
                     },
-                    "400": error_response("Invalid parameters, an unsupported format, or a range beyond the head"),
-                    "404": error_response("bundle=true and no signed checkpoint covers the range (no_checkpoint)"),
+                    "400": error_response("Invalid parameters, an unsupported format, parameters that exclude each other, or from_seq after to_seq (invalid_query)"),
+                    "404": error_response("to_seq past the head, or a bundle range past its covering checkpoint (out_of_range); bundle=true and no signed checkpoint covers the range (no_checkpoint)"),
                     "409": error_response("bundle=true and the previous checkpoint is not a prefix of this ledger's tree (inconsistent_checkpoint)")
                 }))
             }},
@@ -162,39 +315,49 @@ pub fn document() -> Value {
                 "operationId": "checkpoint",
                 "summary": "The latest signed checkpoint: a C2SP tlog-checkpoint in a C2SP signed note (Ed25519)",
                 "responses": common_errors(json!({
-                    "200": {"description": "The signed note", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "200": {
+                        "description": "The signed note",
+                        "headers": {"x-claim-ledger-tree-size": {"schema": {"type": "integer"}}},
+                        "content": {"text/plain": {"schema": {"type": "string"}}}
+                    },
                     "404": error_response("No checkpoint signed yet (no_checkpoint)")
                 }))
             }},
             "/v1/proof/inclusion": {"get": {
                 "operationId": "inclusionProof",
                 "summary": "RFC 9162 inclusion proof of entry seq (leaf seq - 1) in the tree of tree_size leaves",
+                "description": "seq may not exceed tree_size (400). A seq or tree_size past the head is 404 out_of_range.",
+                "x-claim-ledger-ordered": [["seq", "tree_size"]],
                 "parameters": [
-                    {"name": "seq", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}},
-                    query("tree_size", "The tree size (default the head)", json!({"type": "integer", "minimum": 1}))
+                    query("seq", true, "The entry (at most tree_size)", u64_from(1)),
+                    query("tree_size", false, "The tree size (default the head)", u64_from(1))
                 ],
                 "responses": common_errors(json!({
                     "200": json_response("The proof", "InclusionProof"),
-                    "400": error_response("seq missing, 0 or beyond the tree; tree_size beyond the head")
+                    "400": error_response("seq missing, 0, or after tree_size (invalid_query)"),
+                    "404": error_response("seq or tree_size past the head (out_of_range)")
                 }))
             }},
             "/v1/proof/consistency": {"get": {
                 "operationId": "consistencyProof",
                 "summary": "RFC 9162 consistency proof that the tree of from_size leaves is a prefix of the tree of to_size",
+                "description": "from_size may not exceed to_size (400). A size past the head is 404 out_of_range.",
+                "x-claim-ledger-ordered": [["from_size", "to_size"]],
                 "parameters": [
-                    {"name": "from_size", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}},
-                    query("to_size", "The larger tree size (default the head)", json!({"type": "integer", "minimum": 1}))
+                    query("from_size", true, "The smaller tree size (at most to_size)", u64_from(1)),
+                    query("to_size", false, "The larger tree size (default the head)", u64_from(1))
                 ],
                 "responses": common_errors(json!({
                     "200": json_response("The proof", "ConsistencyProof"),
-                    "400": error_response("from_size missing, 0 or above to_size; to_size beyond the head")
+                    "400": error_response("from_size missing, 0, or after to_size (invalid_query)"),
+                    "404": error_response("from_size or to_size past the head (out_of_range)")
                 }))
             }},
             "/healthz": {"get": {
                 "operationId": "healthz",
                 "summary": "The process answers",
                 "security": [],
-                "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"const": "ok"}}}}}}}
+                "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}}}}}
             }},
             "/readyz": {"get": {
                 "operationId": "readyz",
@@ -209,7 +372,10 @@ pub fn document() -> Value {
                 "operationId": "metrics",
                 "summary": "Prometheus metrics (OpenMetrics text)",
                 "security": [],
-                "responses": {"200": {"description": "Metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}
+                "responses": {
+                    "200": {"description": "Metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
+                    "503": error_response("The metrics cannot be encoded (unavailable)")
+                }
             }},
             "/openapi.json": {"get": {
                 "operationId": "openapi",
@@ -219,13 +385,13 @@ pub fn document() -> Value {
             }}
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token listed in the service's --api-token-file"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A token listed in the service's --api-token-file. Send exactly one Authorization header (several: 400 duplicate_header)."}},
             "schemas": {
                 "Error": {
                     "type": "object",
                     "required": ["error", "detail"],
                     "properties": {
-                        "error": {"type": "string", "description": "A stable code: malformed_json, invalid_request, invalid_query, body_too_large, unsupported_media_type, unauthorized, not_found, not_bound, method_not_allowed, timeout, out_of_range, not_ready, unavailable, ..."},
+                        "error": {"type": "string", "description": "A stable code: malformed_json, invalid_request, invalid_query, bad_request, duplicate_header, uri_too_long, headers_too_large, body_too_large, unsupported_media_type, unauthorized, not_found, not_bound, method_not_allowed, timeout, out_of_range, no_checkpoint, inconsistent_checkpoint, not_ready, unavailable, ..."},
                         "detail": {"type": "string"},
                         "reason": {"type": "string", "enum": reasons, "description": "not_bound only"}
                     }
@@ -239,18 +405,18 @@ pub fn document() -> Value {
                         "namespace": name,
                         "pod_name": name,
                         "pod_uid": uid,
-                        "sandbox_id": {"type": ["string", "null"], "maxLength": 253, "description": "The gateway sandbox id expected in the pod's openshell.io/sandbox-id"},
-                        "sandbox_name": {"type": ["string", "null"], "maxLength": 253},
-                        "sandbox_uid": {"type": ["string", "null"], "maxLength": 128},
-                        "claim_uid": {"type": ["string", "null"], "maxLength": 128},
+                        "sandbox_id": optional_text(crate::extract::MAX_NAME_LEN, "The gateway sandbox id expected in the pod's openshell.io/sandbox-id"),
+                        "sandbox_name": optional_text(crate::extract::MAX_NAME_LEN, "The Sandbox name expected"),
+                        "sandbox_uid": optional_text(crate::extract::MAX_UID_LEN, "The Sandbox uid expected"),
+                        "claim_uid": optional_text(crate::extract::MAX_UID_LEN, "The SandboxClaim uid expected"),
                         "require_claim": {"type": "boolean", "default": true, "description": "Refuse direct bindings"},
-                        "min_seq": {"type": ["integer", "null"], "minimum": 0, "description": "Answer LEDGER_BEHIND unless this replica holds this entry"}
+                        "min_seq": {"type": ["integer", "null"], "minimum": 0, "maximum": U64_MAX, "description": "Answer LEDGER_BEHIND (503) unless this replica holds this entry"}
                     }
                 },
                 "LedgerPosition": {
                     "type": "object",
                     "required": ["seq", "head_hash"],
-                    "properties": {"seq": {"type": "integer"}, "head_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+                    "properties": {"seq": {"type": "integer", "minimum": 0}, "head_hash": hash}
                 },
                 "CheckResponse": {
                     "type": "object",
@@ -278,7 +444,7 @@ pub fn document() -> Value {
                         "claim": {"oneOf": [{"$ref": "#/components/schemas/ObjectRef"}, {"type": "null"}]},
                         "pvcs": {"type": "array", "items": {"$ref": "#/components/schemas/ObjectRef"}},
                         "sandbox_id": {"type": ["string", "null"]},
-                        "since_seq": {"type": "integer"},
+                        "since_seq": {"type": "integer", "minimum": 1},
                         "since": {"type": "string", "format": "date-time"}
                     }
                 },
@@ -295,12 +461,28 @@ pub fn document() -> Value {
                     "type": "object",
                     "required": ["seq", "leaf_index", "hash", "prev_hash", "entry", "bytes"],
                     "properties": {
-                        "seq": {"type": "integer"},
-                        "leaf_index": {"type": "integer", "description": "The entry's Merkle leaf (seq - 1)"},
-                        "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                        "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "seq": {"type": "integer", "minimum": 1},
+                        "leaf_index": {"type": "integer", "minimum": 0, "description": "The entry's Merkle leaf (seq - 1)"},
+                        "hash": hash,
+                        "prev_hash": hash,
                         "entry": {"type": "object", "description": "The decoded entry (docs/FORMAT.md)"},
                         "bytes": {"type": "string", "contentEncoding": "base64", "description": "The exact stored bytes the hash covers"}
+                    }
+                },
+                "CloudEvent": {
+                    "type": "object",
+                    "description": "A CloudEvents 1.0 event in structured mode (what application/cloudevents+json carries); data is the EntryLine",
+                    "required": ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "sequence", "data"],
+                    "properties": {
+                        "specversion": {"const": "1.0"},
+                        "id": {"type": "string", "description": "The seq"},
+                        "source": {"type": "string", "description": "The checkpoint origin"},
+                        "type": {"type": "string", "pattern": "^dev\\.claimledger\\."},
+                        "subject": {"type": "string"},
+                        "time": {"type": "string", "format": "date-time"},
+                        "datacontenttype": {"const": "application/json"},
+                        "sequence": {"type": "string", "description": "The seq, zero-padded so that it sorts"},
+                        "data": {"$ref": "#/components/schemas/EntryLine"}
                     }
                 },
                 "EntriesPage": {
@@ -309,51 +491,66 @@ pub fn document() -> Value {
                     "properties": {
                         "entries": {"type": "array", "items": {"$ref": "#/components/schemas/EntryLine"}},
                         "next_after_seq": {"type": ["integer", "null"], "description": "after_seq of the next page; null on the last"},
-                        "head_seq": {"type": "integer"}
+                        "head_seq": {"type": "integer", "minimum": 0}
                     }
                 },
                 "Head": {
                     "type": "object",
                     "required": ["seq", "hash", "observed_at", "durable_seq", "tree_size", "root"],
                     "properties": {
-                        "seq": {"type": "integer"},
-                        "hash": {"type": "string"},
+                        "seq": {"type": "integer", "minimum": 0},
+                        "hash": hash,
                         "observed_at": {"type": ["string", "null"], "format": "date-time"},
-                        "durable_seq": {"type": "integer"},
-                        "tree_size": {"type": "integer", "description": "Merkle tree leaves: one per entry"},
-                        "root": {"type": "string", "description": "RFC 6962 root at tree_size (SHA-256, hex)"}
+                        "durable_seq": {"type": "integer", "minimum": 0},
+                        "tree_size": {"type": "integer", "minimum": 0, "description": "Merkle tree leaves: one per entry"},
+                        "root": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "RFC 6962 root at tree_size (SHA-256, hex)"}
                     }
                 },
                 "InclusionProof": {
                     "type": "object",
                     "required": ["seq", "leaf_index", "tree_size", "leaf_hash", "root", "hashes"],
                     "properties": {
-                        "seq": {"type": "integer"},
-                        "leaf_index": {"type": "integer"},
-                        "tree_size": {"type": "integer"},
-                        "leaf_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                        "root": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                        "hashes": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+                        "seq": {"type": "integer", "minimum": 1},
+                        "leaf_index": {"type": "integer", "minimum": 0},
+                        "tree_size": {"type": "integer", "minimum": 1},
+                        "leaf_hash": hash,
+                        "root": hash,
+                        "hashes": {"type": "array", "items": hash}
                     }
                 },
                 "ConsistencyProof": {
                     "type": "object",
                     "required": ["from_size", "to_size", "from_root", "to_root", "hashes"],
                     "properties": {
-                        "from_size": {"type": "integer"},
-                        "to_size": {"type": "integer"},
-                        "from_root": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                        "to_root": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                        "hashes": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+                        "from_size": {"type": "integer", "minimum": 1},
+                        "to_size": {"type": "integer", "minimum": 1},
+                        "from_root": hash,
+                        "to_root": hash,
+                        "hashes": {"type": "array", "items": hash}
+                    }
+                },
+                "ObjectLine": {
+                    "type": "object",
+                    "required": ["kind", "namespace", "name", "uid", "resource_version", "controller", "terminating", "fields", "last_seq"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": kinds},
+                        "namespace": {"type": "string"},
+                        "name": {"type": "string"},
+                        "uid": {"type": "string"},
+                        "resource_version": {"type": "string"},
+                        "controller": {"type": ["string", "null"], "description": "kind/uid of the controller"},
+                        "terminating": {"type": "boolean"},
+                        "fields": {"type": "object", "description": "Kind-specific identity fields"},
+                        "last_seq": {"type": "integer", "minimum": 1}
                     }
                 },
                 "State": {
                     "type": "object",
                     "required": ["seq", "at", "objects", "bindings"],
                     "properties": {
-                        "seq": {"type": "integer"},
+                        "seq": {"type": "integer", "minimum": 0},
                         "at": {"type": ["string", "null"], "format": "date-time"},
-                        "objects": {"type": "array", "items": {"type": "object"}},
+                        "objects": {"type": "array", "items": {"$ref": "#/components/schemas/ObjectLine"}},
                         "bindings": {"type": "array", "items": {"$ref": "#/components/schemas/Binding"}}
                     }
                 },

@@ -264,11 +264,80 @@ struct CheckResponse<'a> {
     ledger: Position,
 }
 
+/// The body of `POST /v1/identity/check`: [`CheckRequest`], read as the OpenAPI document
+/// describes it (`min_seq` is a JSON Schema integer, so `5.0` is 5).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckBody {
+    namespace: String,
+    pod_name: String,
+    pod_uid: String,
+    #[serde(default)]
+    sandbox_id: Option<String>,
+    #[serde(default)]
+    sandbox_name: Option<String>,
+    #[serde(default)]
+    sandbox_uid: Option<String>,
+    #[serde(default)]
+    claim_uid: Option<String>,
+    #[serde(default = "yes")]
+    require_claim: bool,
+    #[serde(default, deserialize_with = "integer")]
+    min_seq: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An optional unsigned 64-bit integer, written as JSON integers are: `7`, or a number
+/// with a zero fraction (`7.0`, `7e0`).
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    let expected = &"an integer from 0 to 18446744073709551615";
+    if let Some(n) = number.as_i64() {
+        return Err(D::Error::invalid_value(Unexpected::Signed(n), expected));
+    }
+    match number.as_f64() {
+        // 2^64 is the first f64 past u64::MAX.
+        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) =>
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(Some(f as u64))
+        }
+        Some(f) => Err(D::Error::invalid_value(Unexpected::Float(f), expected)),
+        None => Err(D::Error::custom(format!("invalid number {number}"))),
+    }
+}
+
+impl From<CheckBody> for CheckRequest {
+    fn from(body: CheckBody) -> CheckRequest {
+        CheckRequest {
+            namespace: body.namespace,
+            pod_name: body.pod_name,
+            pod_uid: body.pod_uid,
+            sandbox_id: body.sandbox_id,
+            sandbox_name: body.sandbox_name,
+            sandbox_uid: body.sandbox_uid,
+            claim_uid: body.claim_uid,
+            require_claim: body.require_claim,
+            min_seq: body.min_seq,
+        }
+    }
+}
+
 /// `POST /v1/identity/check`: the binding rule at the head; 200 allow or deny, 503 not ready.
 async fn check(
     State(service): State<Service>,
-    JsonBody(request): JsonBody<CheckRequest>,
+    JsonBody(body): JsonBody<CheckBody>,
 ) -> Result<Response, ApiError> {
+    let request = CheckRequest::from(body);
     extract::check_request(&request)?;
     let started = Instant::now();
     let (decision, position) = {
@@ -625,7 +694,9 @@ impl ExportFormat {
         match self {
             ExportFormat::Jsonl => "application/x-ndjson",
             ExportFormat::Csv => "text/csv; charset=utf-8",
-            ExportFormat::CloudEvents => "application/cloudevents-batch+json",
+            // One structured-mode event (`application/cloudevents+json`) per line: not a
+            // JSON array, so not `application/cloudevents-batch+json`.
+            ExportFormat::CloudEvents => "application/x-ndjson",
         }
     }
 
@@ -691,6 +762,13 @@ async fn export(
         .map(|t| parse_time("until", t))
         .transpose()?;
     let (from_seq, to_seq) = (query.from_seq, query.to_seq);
+    if let (Some(from), Some(to)) = (from_seq, to_seq) {
+        if from > to {
+            return Err(ApiError::query(format!(
+                "from_seq {from} is after to_seq {to}"
+            )));
+        }
+    }
     let (from, to) = blocking(&service, move |service| {
         let ledger = service.read()?;
         let head = ledger.head().seq;
@@ -703,7 +781,7 @@ async fn export(
         };
         let to = match (to_seq, until) {
             (Some(seq), _) if seq > head => {
-                return Err(ApiError::query(format!(
+                return Err(ApiError::out_of_range(format!(
                     "to_seq {seq} is beyond the head ({head})"
                 )))
             }
@@ -711,13 +789,6 @@ async fn export(
             (None, Some(until)) => Some(ledger.seq_at_time(until)?),
             (None, None) => None,
         };
-        if let (Some(from), Some(to)) = (from_seq, to_seq) {
-            if from > to {
-                return Err(ApiError::query(format!(
-                    "from_seq {from} is after to_seq {to}"
-                )));
-            }
-        }
         Ok((from, to))
     })
     .await?;
@@ -967,12 +1038,20 @@ async fn inclusion_proof(
     let seq = query
         .seq
         .ok_or_else(|| ApiError::query("seq is required"))?;
+    if seq == 0 {
+        return Err(ApiError::query("seq must be at least 1 (seqs start at 1)"));
+    }
+    if let Some(size) = query.tree_size.filter(|size| seq > *size) {
+        return Err(ApiError::query(format!(
+            "seq {seq} is not in the tree of size {size}"
+        )));
+    }
     blocking(&service, move |service| {
         let ledger = service.read()?;
         let size = tree_size_of(&ledger, query.tree_size)?;
-        if seq == 0 || seq > size {
-            return Err(ApiError::query(format!(
-                "seq {seq} is not in the tree of size {size} (seqs start at 1)"
+        if seq > size {
+            return Err(ApiError::out_of_range(format!(
+                "seq {seq} is beyond the head ({size})"
             )));
         }
         let stored = ledger
@@ -1014,12 +1093,20 @@ async fn consistency_proof(
     let from = query
         .from_size
         .ok_or_else(|| ApiError::query("from_size is required"))?;
+    if from == 0 {
+        return Err(ApiError::query("from_size must be at least 1"));
+    }
+    if let Some(to) = query.to_size.filter(|to| from > *to) {
+        return Err(ApiError::query(format!(
+            "from_size {from} is after to_size {to}"
+        )));
+    }
     blocking(&service, move |service| {
         let ledger = service.read()?;
         let to = tree_size_of(&ledger, query.to_size)?;
-        if from == 0 || from > to {
-            return Err(ApiError::query(format!(
-                "from_size must be between 1 and to_size ({to}), not {from}"
+        if from > to {
+            return Err(ApiError::out_of_range(format!(
+                "from_size {from} is beyond the head ({to})"
             )));
         }
         let hashes = ledger.consistency_proof(from, to)?;
@@ -1037,7 +1124,7 @@ async fn consistency_proof(
 fn tree_size_of(ledger: &Ledger, requested: Option<u64>) -> Result<u64, ApiError> {
     let head = ledger.tree_size();
     match requested {
-        Some(size) if size > head => Err(ApiError::query(format!(
+        Some(size) if size > head => Err(ApiError::out_of_range(format!(
             "tree size {size} is beyond the head ({head})"
         ))),
         Some(size) => Ok(size),

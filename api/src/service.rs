@@ -1,5 +1,6 @@
 //! The service: its options, the freshness interface the binary implements over the
-//! watchers, the shared state behind every handler, and the accept loop (plain or TLS).
+//! watchers, the shared state behind every handler, and the accept loop (plain or TLS;
+//! each connection is served by [`crate::conn`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -7,10 +8,6 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use ledger::Ledger;
 use schemas::checkpoint::SignerKey;
 use schemas::Reason;
@@ -101,9 +98,18 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// The largest request body accepted, in bytes (413 past it).
     pub body_limit: usize,
-    /// The longest a request may take to produce its response head (408 past it); also
-    /// the longest a client may take to send its request headers.
+    /// The longest a request may take to produce its response head (408 past it).
     pub request_timeout: Duration,
+    /// The longest a connection may go without a complete request head while no request
+    /// is in process: from the accept (the TLS handshake included) to its first request
+    /// head, and on a keep-alive connection from the end of the last response to the next
+    /// head. Past it the connection is closed. Default 10 s.
+    pub header_timeout: Duration,
+    /// At most this many connections are open at once; at the limit the service stops
+    /// accepting until one closes (new clients wait in the listen backlog). Lowered at
+    /// start to what the descriptor limit allows: the soft `RLIMIT_NOFILE` less an eighth
+    /// of it (at least 64) kept for the ledger, the watchers and files. Default 4,096.
+    pub max_connections: usize,
     /// At most this many requests are processed at once; the rest wait (within the timeout).
     pub concurrency: usize,
     /// How often pending denial records of closed minutes are appended to the ledger.
@@ -127,13 +133,16 @@ pub struct CheckpointSigning {
 
 impl ServeOptions {
     /// Options with this authentication and the defaults: no TLS, 64 KiB bodies, 10 s
-    /// timeout, 1,024 concurrent requests, denial records flushed every 60 s.
+    /// request timeout, 10 s header timeout, 4,096 connections, 1,024 concurrent requests,
+    /// denial records flushed every 60 s.
     pub fn new(auth: Auth) -> ServeOptions {
         ServeOptions {
             auth,
             tls: None,
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
             concurrency: 1024,
             denial_flush: Duration::from_secs(60),
             checkpoints: None,
@@ -197,9 +206,17 @@ impl Service {
                 "the concurrency limit must be at least 1".into(),
             ));
         }
-        if options.request_timeout.is_zero() || options.denial_flush.is_zero() {
+        if options.max_connections == 0 {
             return Err(ApiError::Config(
-                "the request timeout and the denial flush interval must be positive".into(),
+                "the connection limit must be at least 1".into(),
+            ));
+        }
+        if options.request_timeout.is_zero()
+            || options.header_timeout.is_zero()
+            || options.denial_flush.is_zero()
+        {
+            return Err(ApiError::Config(
+                "the request timeout, the header timeout and the denial flush interval must be positive".into(),
             ));
         }
         let tokens = match &options.auth {
@@ -243,25 +260,30 @@ impl Service {
     /// Serves on `listener` (the caller binds it) until `shutdown` resolves; then stops
     /// accepting, lets requests in flight finish (up to the request timeout plus 5 s), and
     /// appends the pending denial records to the ledger.
+    ///
+    /// At most [`ServeOptions::max_connections`] connections are open at once (lowered to
+    /// what the descriptor limit allows); connections without a request head for
+    /// [`ServeOptions::header_timeout`] are closed; accept errors are logged at most once a
+    /// second, with the count of the ones not logged.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ApiError> {
-        let router = self.router();
-        let tls = self
-            .inner
-            .tls
-            .as_ref()
-            .map(|config| tokio_rustls::TlsAcceptor::from(Arc::clone(config)));
         let timeout = self.inner.options.request_timeout;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeout);
-        builder.http2().timer(TokioTimer::new());
-        let graceful = GracefulShutdown::new();
+        let (limit, descriptors) =
+            crate::conn::connection_limit(self.inner.options.max_connections);
+        if limit < self.inner.options.max_connections {
+            tracing::info!(
+                limit,
+                configured = self.inner.options.max_connections,
+                descriptors,
+                "the connection limit is lowered to fit the descriptor limit"
+            );
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let connections = crate::conn::Connections::new(self.clone(), stopped);
         let flusher = tokio::spawn(self.clone().flush_loop());
         let signer = self
             .inner
@@ -269,58 +291,62 @@ impl Service {
             .checkpoints
             .clone()
             .map(|signing| tokio::spawn(self.clone().checkpoint_loop(signing)));
+        let mut accept_errors = crate::conn::LogLimiter::new(Duration::from_secs(1));
+        let mut at_limit = crate::conn::LogLimiter::new(Duration::from_secs(60));
         tokio::pin!(shutdown);
         loop {
+            // A slot first: at the limit, nothing is accepted until a connection closes.
+            let permit = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    if let Some(suppressed) = at_limit.admit(std::time::Instant::now()) {
+                        tracing::warn!(
+                            limit,
+                            times_since_last_logged = suppressed,
+                            "at the connection limit: not accepting until a connection closes"
+                        );
+                    }
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        permit = Arc::clone(&slots).acquire_owned() => {
+                            permit.expect("the connection semaphore is never closed")
+                        }
+                    }
+                }
+            };
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        if let Some(suppressed) = accept_errors.take_suppressed() {
+                            tracing::warn!(suppressed, "accepting again; accept errors not logged since the last one");
+                        }
+                        accepted
+                    }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        // Out of file descriptors and the like: back off instead of
+                        // spinning, and log once a second at most.
+                        self.inner.metrics.accept_error();
+                        if let Some(suppressed) = accept_errors.admit(std::time::Instant::now()) {
+                            tracing::warn!(error = %e, suppressed, "accept failed");
+                        }
+                        drop(permit);
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        }
                     }
                 },
             };
-            let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(router.clone());
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let result = match tls {
-                    None => {
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
-                    }
-                    Some(acceptor) => {
-                        let stream =
-                            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+            let accepted_at = tokio::time::Instant::now();
+            tokio::spawn(connections.clone().serve(stream, peer, accepted_at, permit));
         }
         drop(listener);
+        drop(connections);
+        let _ = stop.send(true);
         let grace = timeout + Duration::from_secs(5);
-        if tokio::time::timeout(grace, graceful.shutdown())
+        let all = u32::try_from(limit).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, slots.acquire_many(all))
             .await
             .is_err()
         {
@@ -442,16 +468,30 @@ impl Service {
     /// one batch, then flushes: the same write-then-flush under the write lock as the
     /// watcher, so readers never see records that are not durable.
     fn flush_denials_blocking(&self, before: Option<i64>) -> Result<usize, ApiError> {
-        let records = self.inner.denials.take(before);
-        if records.is_empty() {
+        let (records, overflow) = self.inner.denials.take(before);
+        if records.is_empty() && overflow.is_empty() {
             return Ok(0);
         }
-        let count = records.len();
+        let count = records.len() + overflow.len();
+        let changes: Vec<schemas::Change> = records
+            .into_iter()
+            .map(schemas::Change::CheckDenied)
+            .chain(overflow.into_iter().map(|aggregate| {
+                schemas::Change::CheckDeniedOverflow(schemas::CheckDeniedOverflow {
+                    reason: aggregate.reason,
+                    minute: aggregate.minute,
+                    count: aggregate.count,
+                    first_pod_uid: aggregate.first_pod_uid,
+                    last_pod_uid: aggregate.last_pod_uid,
+                    uid_digest: schemas::Hash(aggregate.uid_digest),
+                })
+            }))
+            .collect();
         let started = std::time::Instant::now();
         let result = (|| {
             let mut ledger = self.write()?;
             let now = (self.inner.clock)();
-            ledger.append_changes(records.into_iter().map(schemas::Change::CheckDenied), now)?;
+            ledger.append_changes(changes, now)?;
             ledger.flush()?;
             Ok::<_, ApiError>(())
         })();

@@ -233,6 +233,15 @@ pub fn write_entries_table<'a>(
                 format!("{}/{}", denied.namespace, denied.pod_name),
                 "-".into(),
             ),
+            Change::WatchScope(scope) => (
+                "watch_scope".into(),
+                "-".into(),
+                match scope.namespaces.is_empty() {
+                    true => "all namespaces".into(),
+                    false => scope.namespaces.join(","),
+                },
+                "-".into(),
+            ),
             Change::CheckDeniedOverflow(overflow) => (
                 format!("check_denied_overflow x{}", overflow.count),
                 overflow.reason.code().to_string(),

@@ -17,7 +17,7 @@ use claim_ledger_api::formats::{
 use ledger::{Ledger, LedgerConfig, StoredEntry};
 use schemas::{
     chain_hash, BindingKind, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, ObjectKind,
-    Reason, Transition, WatchGap,
+    Reason, Transition, WatchGap, WatchScope,
 };
 use serde_json::Value;
 
@@ -77,6 +77,10 @@ fn ledger_with_entries() -> (tempfile::TempDir, Ledger, Vec<StoredEntry>) {
                     reason: Reason::BindingReleased,
                     minute: at(0, 0),
                     count: 3,
+                }),
+                Change::WatchScope(WatchScope {
+                    namespaces: vec!["tenant-a".into()],
+                    previous: None,
                 }),
                 Change::CheckDeniedOverflow(CheckDeniedOverflow {
                     reason: Reason::PodUidMismatch,
@@ -429,6 +433,11 @@ fn csv_parses_back_to_one_row_per_entry() {
                 assert_eq!(row.name, AWKWARD_POD_NAME);
                 assert_eq!(row.change, "BINDING_RELEASED");
                 assert!(row.detail.starts_with("3 checks denied BINDING_RELEASED"));
+            }
+            Change::WatchScope(_) => {
+                assert_eq!(row.record, "watch_scope");
+                assert_eq!(row.change, "scope");
+                assert_eq!(row.detail, "watching tenant-a (before: all namespaces)");
             }
             Change::CheckDeniedOverflow(overflow) => {
                 assert_eq!(row.record, "check_denied_overflow");

@@ -343,12 +343,21 @@ async fn inclusion_proofs_verify_against_the_answer_the_checkpoint_and_the_ledge
     .unwrap();
 
     let beyond = head + 1;
+    // Past the head: a well-formed question about what the ledger does not hold yet.
+    for path in [
+        format!("/v1/proof/inclusion?seq={beyond}"),
+        format!("/v1/proof/inclusion?seq=1&tree_size={beyond}"),
+        format!("/v1/proof/inclusion?seq={beyond}&tree_size={beyond}"),
+    ] {
+        server
+            .error(&path, StatusCode::NOT_FOUND, "out_of_range")
+            .await;
+    }
     for path in [
         "/v1/proof/inclusion?seq=0".to_string(),
         "/v1/proof/inclusion?seq=0&tree_size=5".to_string(),
-        format!("/v1/proof/inclusion?seq={beyond}"),
         "/v1/proof/inclusion?seq=6&tree_size=5".to_string(),
-        format!("/v1/proof/inclusion?seq=1&tree_size={beyond}"),
+        format!("/v1/proof/inclusion?seq={}&tree_size={beyond}", beyond + 1),
         "/v1/proof/inclusion?tree_size=5".to_string(),
         "/v1/proof/inclusion".to_string(),
         "/v1/proof/inclusion?seq=1&leaf=1".to_string(),
@@ -427,11 +436,17 @@ async fn consistency_proofs_verify_between_any_two_sizes() {
 
     let beyond = head + 1;
     for path in [
+        format!("/v1/proof/consistency?from_size={beyond}"),
+        format!("/v1/proof/consistency?from_size=1&to_size={beyond}"),
+    ] {
+        server
+            .error(&path, StatusCode::NOT_FOUND, "out_of_range")
+            .await;
+    }
+    for path in [
         "/v1/proof/consistency?from_size=0".to_string(),
         "/v1/proof/consistency?from_size=0&to_size=0".to_string(),
         "/v1/proof/consistency?from_size=5&to_size=4".to_string(),
-        format!("/v1/proof/consistency?from_size={beyond}"),
-        format!("/v1/proof/consistency?from_size=1&to_size={beyond}"),
         "/v1/proof/consistency".to_string(),
         "/v1/proof/consistency?to_size=5".to_string(),
         "/v1/proof/consistency?from_size=1&size=2".to_string(),
@@ -564,11 +579,19 @@ async fn bundles_over_http_verify_offline_and_other_formats_stream() {
         format!("/v1/export?bundle=true&previous_size={first_size}&previous_root=abc"),
         format!("/v1/export?previous_size={first_size}&previous_root={root}"),
         "/v1/export?bundle=yes".to_string(),
-        format!("/v1/export?bundle=true&to_seq={}", head + 1),
         "/v1/export?bundle=true&from_seq=9&to_seq=3".to_string(),
     ] {
         server
             .error(&path, StatusCode::BAD_REQUEST, "invalid_query")
+            .await;
+    }
+    for path in [
+        format!("/v1/export?bundle=true&to_seq={}", head + 1),
+        format!("/v1/export?bundle=true&from_seq={}", head + 1),
+        "/v1/export?bundle=true&until=2000-01-01T00:00:00Z".to_string(),
+    ] {
+        server
+            .error(&path, StatusCode::NOT_FOUND, "out_of_range")
             .await;
     }
 
@@ -589,13 +612,12 @@ async fn bundles_over_http_verify_offline_and_other_formats_stream() {
         .collect();
     assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
 
-    // CloudEvents: one event per line, with the checkpoint origin as source.
+    // CloudEvents: one structured-mode event per line (newline-delimited JSON, not the
+    // JSON array of application/cloudevents-batch+json), with the checkpoint origin as
+    // source.
     let response = server.get_raw("/v1/export?format=cloudevents").await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/cloudevents-batch+json"
-    );
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let text = response.text().await.unwrap();
     let events: Vec<Value> = text
         .lines()

@@ -308,7 +308,7 @@ async fn malformed_check_requests_get_a_4xx_json_error() {
                 .into_bytes(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
-            "pod_name is 300 bytes long; at most 253",
+            "pod_name is 300 characters long; at most 253",
         ),
         (
             json!({"namespace": long(254), "pod_name": "p", "pod_uid": "u"})
@@ -316,7 +316,7 @@ async fn malformed_check_requests_get_a_4xx_json_error() {
                 .into_bytes(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
-            "namespace is 254 bytes",
+            "namespace is 254 characters",
         ),
         (
             json!({"namespace": "ns", "pod_name": "p", "pod_uid": long(129)})
@@ -324,7 +324,7 @@ async fn malformed_check_requests_get_a_4xx_json_error() {
                 .into_bytes(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
-            "pod_uid is 129 bytes long; at most 128",
+            "pod_uid is 129 characters long; at most 128",
         ),
         (
             json!({"namespace": "ns", "pod_name": "p", "pod_uid": ""})
@@ -356,7 +356,7 @@ async fn malformed_check_requests_get_a_4xx_json_error() {
                 .into_bytes(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
-            "claim_uid is 200 bytes",
+            "claim_uid is 200 characters",
         ),
         (
             json!({"namespace": "ns", "pod_name": "p", "pod_uid": "u", "sandbox_id": ""})
@@ -392,6 +392,21 @@ async fn malformed_check_requests_get_a_4xx_json_error() {
             answer["detail"].as_str().unwrap().contains(detail),
             "{what}: {answer}"
         );
+    }
+
+    // min_seq is a JSON Schema integer: 3.0 and 3e0 are 3; 2.5 is not an integer.
+    for (min_seq, status) in [
+        ("0.0", StatusCode::OK),
+        ("0e0", StatusCode::OK),
+        ("2.5", StatusCode::UNPROCESSABLE_ENTITY),
+        ("18446744073709551616", StatusCode::UNPROCESSABLE_ENTITY),
+        ("-0.5", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let body = format!(
+            r#"{{"namespace": "ns", "pod_name": "p", "pod_uid": "u", "min_seq": {min_seq}}}"#
+        );
+        let (got, answer) = post_raw(&server, body.into_bytes(), json_type).await;
+        assert_eq!(got, status, "{min_seq}: {answer}");
     }
 
     let valid = json!({"namespace": "ns", "pod_name": "p", "pod_uid": "u"}).to_string();
@@ -520,7 +535,7 @@ async fn bad_routes_methods_and_query_parameters_get_a_4xx_json_error() {
         ),
         (
             "/v1/state?as_of_seq=99".into(),
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "out_of_range",
         ),
         (
@@ -530,6 +545,11 @@ async fn bad_routes_methods_and_query_parameters_get_a_4xx_json_error() {
         ),
         (
             "/v1/export?to_seq=99".into(),
+            StatusCode::NOT_FOUND,
+            "out_of_range",
+        ),
+        (
+            "/v1/export?from_seq=5&to_seq=4".into(),
             StatusCode::BAD_REQUEST,
             "invalid_query",
         ),
@@ -558,12 +578,41 @@ async fn bad_routes_methods_and_query_parameters_get_a_4xx_json_error() {
             StatusCode::NOT_FOUND,
             "not_bound",
         ),
+        // Not UTF-8 once percent-decoded: refused, not decoded lossily to U+FFFD.
+        (
+            "/v1/history?pod_uid=%ff%fe".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/v1/history?%ff=a".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/v1/history?kind=Pod&namespace=ns&name=a%c3".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/v1/export?format=%ff".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/v1/bindings/%ff%fe".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
     ];
     for (path, status, code) in cases {
         let (got, body) = server.get(&path).await;
         assert_eq!(got, status, "{path}: {body}");
         assert_client_error(got, &body, code, &path);
     }
+    // UTF-8 that is not ASCII is fine.
+    let (status, body) = server.get("/v1/history?pod_uid=%e2%82%ac+x").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     for (method, path) in [
         (reqwest::Method::GET, "/v1/identity/check"),
         (reqwest::Method::DELETE, "/v1/head"),
@@ -626,5 +675,253 @@ async fn requests_beyond_the_concurrency_limit_wait_their_turn() {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["reason"], "UNKNOWN_POD");
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_authorization_headers_are_refused_not_picked_from() {
+    let server = Server::start().await;
+    let pairs = [
+        (format!("Bearer {TOKEN}"), format!("Bearer {OTHER_TOKEN}")),
+        (format!("Bearer {TOKEN}"), format!("Bearer {TOKEN}")),
+        (format!("Bearer {TOKEN}"), "Basic dXNlcjpwYXNz".to_string()),
+        ("Bearer wrong".to_string(), format!("Bearer {TOKEN}")),
+    ];
+    for (first, second) in pairs {
+        let response = server
+            .client
+            .get(server.url("/v1/head"))
+            .header("authorization", &first)
+            .header("authorization", &second)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{first} / {second}: {body}"
+        );
+        assert_client_error(status, &body, "duplicate_header", &first);
+        assert!(body["detail"].as_str().unwrap().contains("2 Authorization"));
+    }
+    // One is fine.
+    let (status, _) = server.get("/v1/head").await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
+/// What a refused request head must be answered with: one response, the status, the JSON
+/// error shape with this code, and `Connection: close`.
+fn assert_refused(answer: &str, status: u16, code: &str, what: &str) {
+    let answers = common::responses(answer);
+    assert_eq!(answers.len(), 1, "{what}: {answer:.300}");
+    let (got, headers, body) = &answers[0];
+    assert_eq!(*got, status, "{what}: {answer:.300}");
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{what}: {headers}"
+    );
+    assert!(headers.contains("connection: close"), "{what}: {headers}");
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+    assert_eq!(body["error"], code, "{what}: {body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_level_rejections_answer_the_json_error_shape() {
+    let server = Server::start().await;
+    let patience = Duration::from_secs(10);
+    let header_lines = |count: usize, size: usize| -> String {
+        (0..count)
+            .map(|i| format!("X-H{i}: {}\r\n", "b".repeat(size)))
+            .collect()
+    };
+    let cases: Vec<(Vec<u8>, u16, &str, &str)> = vec![
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "two Content-Length values",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "a Content-Length that is not a number",
+        ),
+        (
+            b"POST /v1/identity/check HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "Content-Length and Transfer-Encoding",
+        ),
+        (
+            b"POST /v1/identity/check HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "a Transfer-Encoding that is not chunked",
+        ),
+        (
+            b"POST /v1/identity/check HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "Transfer-Encoding in HTTP/1.0",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nBad Header: x\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "a header name with a space",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "a NUL in a header value",
+        ),
+        (
+            b"GET /he\x01lthz HTTP/1.1\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "a control character in the target",
+        ),
+        (
+            b"GET /healthz HTTP/3.0\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "an unknown version",
+        ),
+        (
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+            "a TLS client hello on the plain port",
+        ),
+        (
+            format!("GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(10_000)).into_bytes(),
+            414,
+            "uri_too_long",
+            "a 10 KB target",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            414,
+            "uri_too_long",
+            "a 70 KB target (past hyper's own limit)",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n", header_lines(1, 40_000)).into_bytes(),
+            431,
+            "headers_too_large",
+            "a 40 KB header",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n", header_lines(1000, 500)).into_bytes(),
+            431,
+            "headers_too_large",
+            "500 KB of headers (past hyper's own buffer)",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n", header_lines(150, 1)).into_bytes(),
+            431,
+            "headers_too_large",
+            "150 header fields",
+        ),
+    ];
+    for (bytes, status, code, what) in &cases {
+        // Half-closed after sending, and kept open: answered either way.
+        for keep_open in [false, true] {
+            let answer = server.raw(bytes, keep_open, patience).await;
+            assert_refused(&answer, *status, code, what);
+        }
+    }
+
+    // Pipelined: the requests before a refused head are answered, then the refusal.
+    let body = r#"{"namespace":"ns","pod_name":"p","pod_uid":"u"}"#;
+    let (first, second) = body.split_at(10);
+    let pipelined = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /v1/identity/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x};ext=1\r\n{first}\r\n{:X}\r\n{second}\r\n0\r\nX-Trailer: t\r\n\r\n\
+         POST /v1/identity/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: {}\r\n\r\n{body}\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        first.len(),
+        second.len(),
+        body.len(),
+    );
+    let answer = server.raw(pipelined.as_bytes(), true, patience).await;
+    let answers = common::responses(&answer);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 400], "{answer}");
+    assert!(answers[1].2.contains("UNKNOWN_POD"), "{answer}");
+    assert!(answers[2].2.contains("UNKNOWN_POD"), "{answer}");
+    let refusal: Value = serde_json::from_str(&answers[3].2).unwrap();
+    assert_eq!(refusal["error"], "bad_request");
+
+    // Valid keep-alive requests with bodies keep working on one connection.
+    let keep_alive = format!(
+        "POST /v1/identity/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = server.raw(keep_alive.as_bytes(), true, patience).await;
+    let statuses: Vec<u16> = common::responses(&answer).iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [200, 200], "{answer}");
+
+    // A request answered before its body is read (the body limit refuses it by its
+    // Content-Length): the answer says the connection closes, so no client sends its next
+    // request on it, and the client gets to send the body and read the answer.
+    let oversized = format!(
+        "POST /v1/identity/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n{}",
+        " ".repeat(200_000)
+    );
+    let answer = server.raw(oversized.as_bytes(), true, patience).await;
+    let answers = common::responses(&answer);
+    assert_eq!(answers.len(), 1, "{answer:.300}");
+    assert_eq!(answers[0].0, 413, "{answer:.300}");
+    assert!(answers[0].1.contains("connection: close"), "{answer:.300}");
+    assert!(answers[0].2.contains("body_too_large"), "{answer:.300}");
+
+    // HTTP/2 (prior knowledge) passes through the HTTP/1 checks untouched.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .get(server.url("/v1/head"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("claim_ledger_http_requests_refused_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused >= (cases.len() * 2 + 1) as f64, "{refused}");
     server.stop().await;
 }

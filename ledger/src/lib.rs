@@ -842,9 +842,10 @@ impl Ledger {
         for mut change in changes {
             let classified = match &mut change {
                 Change::Object(object) => self.classify(object, &in_batch)?,
-                Change::WatchGap(_) | Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) => {
-                    None
-                }
+                Change::WatchGap(_)
+                | Change::CheckDenied(_)
+                | Change::CheckDeniedOverflow(_)
+                | Change::WatchScope(_) => None,
             };
             let outcome = match classified {
                 Some(outcome) => outcome,

@@ -216,9 +216,19 @@ pub struct Projection {
     violations: BTreeSet<(String, String)>,
     seq: u64,
     at: Option<DateTime<Utc>>,
+    /// The namespaces the recording watcher watches (the last `watch_scope` entry); `None`
+    /// when no scope was recorded (all namespaces: event files, a watcher of all).
+    #[serde(default)]
+    watched: Option<Vec<String>>,
 }
 
 impl Projection {
+    /// The namespaces the ledger's watcher watches, as last recorded (`None` or empty:
+    /// all).
+    pub fn watched_namespaces(&self) -> Option<&[String]> {
+        self.watched.as_deref()
+    }
+
     /// The seq of the last entry applied (0 for none).
     pub fn seq(&self) -> u64 {
         self.seq
@@ -313,6 +323,12 @@ impl Projection {
                     .entry(denied.pod_uid.clone())
                     .or_default()
                     .push(seq);
+                self.seq = seq;
+                self.at = Some(at);
+                Vec::new()
+            }
+            Change::WatchScope(scope) => {
+                self.watched = Some(scope.namespaces.clone());
                 self.seq = seq;
                 self.at = Some(at);
                 Vec::new()
@@ -970,6 +986,20 @@ impl Projection {
         let deny = |reason: Reason, detail: String| self.denied(reason, detail);
         if !ready {
             return deny(Reason::LedgerNotReady, "the watchers are not synced".into());
+        }
+        // A namespace the watcher no longer watches is not seen any more: what the ledger
+        // recorded of it may be stale (a pod deleted since), so it is not answered from.
+        if let Some(watched) = self.watched.as_ref().filter(|w| !w.is_empty()) {
+            if !watched.contains(&request.namespace) {
+                return deny(
+                    Reason::LedgerNotReady,
+                    format!(
+                        "namespace {} is not watched by this ledger (it watches {})",
+                        request.namespace,
+                        watched.join(", ")
+                    ),
+                );
+            }
         }
         if let Some(min_seq) = request.min_seq.filter(|min| *min > self.seq) {
             return deny(

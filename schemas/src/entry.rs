@@ -126,6 +126,19 @@ pub enum Change {
     /// holds for that reason: every one counted, none named one by one, so a flood of
     /// forged uids neither grows the log without bound nor goes unrecorded.
     CheckDeniedOverflow(CheckDeniedOverflow),
+    /// The watcher's scope changed: the namespaces it watches from this entry on, and
+    /// those it watched before. Objects outside the scope are no longer seen, so checks of
+    /// them are not answered from what was recorded before.
+    WatchScope(WatchScope),
+}
+
+/// The namespaces a watcher watches (empty: all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchScope {
+    /// The namespaces watched from this entry on, sorted; empty for all.
+    pub namespaces: Vec<String>,
+    /// Those watched before, as recorded (`None` when no scope was recorded: all).
+    pub previous: Option<Vec<String>>,
 }
 
 /// Denied checks of one reason in one minute beyond the per-uid records of that reason.
@@ -240,7 +253,10 @@ impl Entry {
     pub fn object_change(&self) -> Option<&ObjectChange> {
         match &self.change {
             Change::Object(change) => Some(change),
-            Change::WatchGap(_) | Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) => None,
+            Change::WatchGap(_)
+            | Change::CheckDenied(_)
+            | Change::CheckDeniedOverflow(_)
+            | Change::WatchScope(_) => None,
         }
     }
 }

@@ -27,8 +27,8 @@ pub mod reason;
 pub mod resources;
 
 pub use entry::{
-    chain_hash, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, WatchGap, ENTRY_DOMAIN_TAG,
-    FORMAT_VERSION,
+    chain_hash, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, WatchGap, WatchScope,
+    ENTRY_DOMAIN_TAG, FORMAT_VERSION,
 };
 pub use normalize::{normalize, WatchEventType};
 pub use observed::{ChangeKind, KindFields, ObjectChange, ObjectKind, OwnerRef};

@@ -337,6 +337,7 @@ pub async fn run(
             }
         }
     };
+    record_scope(&ledger, &options.namespaces)?;
     let namespaces: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
     } else {
@@ -639,6 +640,42 @@ impl Writer {
     }
 }
 
+/// Records a change of the watched namespaces (what was watched before, what is now) as an
+/// entry, so that checks of namespaces no longer watched are not answered from stale
+/// records, and incident responders see when the scope changed. Nothing is recorded when
+/// the scope is the one last recorded (or all namespaces, never narrowed).
+fn record_scope(ledger: &SharedLedger, namespaces: &[String]) -> Result<(), WatcherError> {
+    let mut wanted: Vec<String> = namespaces.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    let mut ledger = ledger.write().unwrap_or_else(PoisonError::into_inner);
+    let previous = ledger
+        .projection()
+        .watched_namespaces()
+        .map(<[String]>::to_vec);
+    let unchanged = match &previous {
+        Some(previous) => *previous == wanted,
+        None => wanted.is_empty(),
+    };
+    if unchanged {
+        return Ok(());
+    }
+    tracing::warn!(
+        previous = ?previous,
+        now = ?wanted,
+        "the watched namespaces changed; checks outside them are answered not_ready"
+    );
+    ledger.append_changes(
+        [Change::WatchScope(schemas::WatchScope {
+            namespaces: wanted,
+            previous,
+        })],
+        Utc::now(),
+    )?;
+    ledger.flush()?;
+    Ok(())
+}
+
 /// The kind, namespace, name and uid of a recorded object change.
 type Described = (ObjectKind, String, String, String);
 
@@ -651,7 +688,10 @@ fn describe(change: &Change) -> Option<Described> {
             object.name.clone(),
             object.uid.clone(),
         )),
-        Change::WatchGap(_) | Change::CheckDenied(_) | Change::CheckDeniedOverflow(_) => None,
+        Change::WatchGap(_)
+        | Change::CheckDenied(_)
+        | Change::CheckDeniedOverflow(_)
+        | Change::WatchScope(_) => None,
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Setup {
     pub concurrency: usize,
     pub denial_flush: Duration,
     pub request_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
     pub ready: bool,
 }
 
@@ -72,6 +74,8 @@ impl Default for Setup {
             concurrency: 64,
             denial_flush: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
             ready: true,
         }
     }
@@ -131,6 +135,8 @@ impl Server {
         options.concurrency = setup.concurrency;
         options.denial_flush = setup.denial_flush;
         options.request_timeout = setup.request_timeout;
+        options.header_timeout = setup.header_timeout;
+        options.max_connections = setup.max_connections;
         let mut client = reqwest::Client::builder().no_proxy();
         let scheme = if setup.tls {
             let (cert, key) = self_signed(&dir);
@@ -245,6 +251,41 @@ impl Server {
         body
     }
 
+    /// The `host:port` the server listens on.
+    pub fn address(&self) -> String {
+        self.base
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .replace("localhost", "127.0.0.1")
+    }
+
+    /// Sends `bytes` on a new plain connection, half-closes it unless `keep_open`, and
+    /// reads until the server closes it (or `patience` passes): every response, as text.
+    /// (The service drops a request whose client half-closes before it is answered, as
+    /// hyper does: keep it open, with `Connection: close`, to read answers.)
+    pub async fn raw(&self, bytes: &[u8], keep_open: bool, patience: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.address())
+            .await
+            .unwrap();
+        let (mut reader, mut writer) = stream.split();
+        let send = async {
+            // The server may answer and close before everything is written.
+            let _ = writer.write_all(bytes).await;
+            if !keep_open {
+                let _ = writer.shutdown().await;
+            }
+        };
+        let receive = async {
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(patience, reader.read_to_end(&mut answer)).await;
+            answer
+        };
+        let ((), answer) = tokio::join!(send, receive);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self
             .client
@@ -258,6 +299,30 @@ impl Server {
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, body)
     }
+}
+
+/// The responses in a raw answer: (status, headers lowercased, body).
+pub fn responses(text: &str) -> Vec<(u16, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(end) = rest.find("\r\n\r\n") {
+        let head = &rest[..end];
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a response: {head:?}"));
+        let lower = head.to_ascii_lowercase();
+        let length: usize = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        let body_start = end + 4;
+        let body_end = (body_start + length).min(rest.len());
+        out.push((status, lower, rest[body_start..body_end].to_string()));
+        rest = &rest[body_end..];
+    }
+    out
 }
 
 /// The test clock: [`EPOCH`] plus `seconds`.

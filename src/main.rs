@@ -1047,7 +1047,6 @@ fn run(command: Command) -> Result<(), Failure> {
             allow_direct,
             output,
         } => {
-            let ledger = db.open_existing()?;
             let request = CheckRequest {
                 namespace,
                 pod_name,
@@ -1059,6 +1058,9 @@ fn run(command: Command) -> Result<(), Failure> {
                 require_claim: !allow_direct,
                 min_seq: None,
             };
+            // The same validation as the HTTP API's: a request no pod can make is refused.
+            request.validate().map_err(Failure::Input)?;
+            let ledger = db.open_existing()?;
             // Offline, the ledger is the whole truth: there is no watcher to be behind.
             let decision = ledger.check(&request, true);
             match output {

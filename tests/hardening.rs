@@ -892,3 +892,35 @@ fn a_namespace_no_longer_watched_is_not_answered_from_what_was_recorded() {
     assert!(history.contains("missing_on_resync"), "{history}");
     ok(&["verify", "--db", db], None);
 }
+
+#[test]
+fn the_cli_check_refuses_what_no_pod_can_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger");
+    let db = db.to_str().unwrap();
+    ok(&["ingest", "--db", db, "-"], Some(&bound_chain(1)));
+    let long_uid = "u".repeat(300);
+    for (namespace, name, uid, says) in [
+        ("default", "Bad_Name!", "u", "not a valid Kubernetes name"),
+        ("Bad_NS", "p", "u", "not a valid Kubernetes namespace"),
+        ("default", "p", "", "pod_uid is empty"),
+        ("default", "p", long_uid.as_str(), "at most 128"),
+    ] {
+        let result = run(
+            &[
+                "check",
+                "--db",
+                db,
+                "--namespace",
+                namespace,
+                "--pod-name",
+                name,
+                "--pod-uid",
+                uid,
+            ],
+            None,
+        );
+        assert_eq!(result.code, 2, "{result:?}");
+        assert!(result.stderr.contains(says), "{}", result.stderr);
+    }
+}

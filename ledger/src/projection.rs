@@ -89,6 +89,92 @@ fn default_true() -> bool {
     true
 }
 
+/// Longest name (a Kubernetes DNS-1123 subdomain) or sandbox id.
+pub const MAX_NAME_LEN: usize = 253;
+/// Longest namespace (a Kubernetes DNS-1123 label).
+pub const MAX_NAMESPACE_LEN: usize = 63;
+/// Longest uid (Kubernetes uids are 36-character UUIDs).
+pub const MAX_UID_LEN: usize = 128;
+
+/// Text of 1 to `max` characters (as JSON Schema's `maxLength` counts them), no control
+/// characters.
+fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    let length = value.chars().count();
+    if length > max {
+        return Err(format!(
+            "{field} is {length} characters long; at most {max} are allowed"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name (DNS-1123 subdomain: lowercase letters, digits, `-` and `.`,
+/// starting and ending with a letter or digit) or namespace (DNS-1123 label: no `.`, at
+/// most 63 characters), as the API server validates them: a name no object can have
+/// is refused rather than answered `UNKNOWN_POD`.
+fn kubernetes_name(field: &str, value: &str, label: bool) -> Result<(), String> {
+    let max = if label {
+        MAX_NAMESPACE_LEN
+    } else {
+        MAX_NAME_LEN
+    };
+    bounded_text(field, value, max)?;
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && !label);
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !value.chars().all(allowed) || !ends(value.chars().next()) || !ends(value.chars().last()) {
+        return Err(format!(
+            "{field} {value:?} is not a valid Kubernetes {}",
+            if label {
+                "namespace (lowercase letters, digits and '-', starting and ending with a letter or digit)"
+            } else {
+                "name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)"
+            }
+        ));
+    }
+    Ok(())
+}
+
+impl CheckRequest {
+    /// Checks every field as the HTTP API and the CLI both require: the namespace a
+    /// Kubernetes namespace, the pod and Sandbox names Kubernetes names, uids and the
+    /// sandbox id 1 to 128 (uids) or 253 (ids) characters without control characters.
+    /// `Err` lists every problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let mut push = |result: Result<(), String>| {
+            if let Err(problem) = result {
+                problems.push(problem);
+            }
+        };
+        push(kubernetes_name("namespace", &self.namespace, true));
+        push(kubernetes_name("pod_name", &self.pod_name, false));
+        push(bounded_text("pod_uid", &self.pod_uid, MAX_UID_LEN));
+        if let Some(value) = &self.sandbox_id {
+            push(bounded_text("sandbox_id", value, MAX_NAME_LEN));
+        }
+        if let Some(value) = &self.sandbox_name {
+            push(kubernetes_name("sandbox_name", value, false));
+        }
+        if let Some(value) = &self.sandbox_uid {
+            push(bounded_text("sandbox_uid", value, MAX_UID_LEN));
+        }
+        if let Some(value) = &self.claim_uid {
+            push(bounded_text("claim_uid", value, MAX_UID_LEN));
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(problems.join("; ")),
+        }
+    }
+}
+
 /// The three answers a check can give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -154,34 +154,10 @@ pub(crate) fn uid(field: &str, value: &str) -> Result<(), String> {
     text(field, value, MAX_UID_LEN)
 }
 
-/// The optional fields of a check request.
+/// Every field of a check request, by the one validation the CLI's `check` uses too
+/// ([`ledger::CheckRequest::validate`]).
 pub(crate) fn check_request(request: &ledger::CheckRequest) -> Result<(), ApiError> {
-    let mut problems = Vec::new();
-    let mut push = |result: Result<(), String>| {
-        if let Err(problem) = result {
-            problems.push(problem);
-        }
-    };
-    push(name("namespace", &request.namespace));
-    push(name("pod_name", &request.pod_name));
-    push(uid("pod_uid", &request.pod_uid));
-    if let Some(value) = &request.sandbox_id {
-        push(name("sandbox_id", value));
-    }
-    if let Some(value) = &request.sandbox_name {
-        push(name("sandbox_name", value));
-    }
-    if let Some(value) = &request.sandbox_uid {
-        push(uid("sandbox_uid", value));
-    }
-    if let Some(value) = &request.claim_uid {
-        push(uid("claim_uid", value));
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(problems.join("; ")))
-    }
+    request.validate().map_err(ApiError::invalid)
 }
 
 #[cfg(test)]

@@ -484,6 +484,14 @@ struct ApiFlags {
     /// TLS private key (PEM); with --tls-cert.
     #[arg(long, requires = "tls_cert", env = "CLAIM_LEDGER_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Close a connection that has not sent a complete request head within this many
+    /// seconds (default 10).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), env = "CLAIM_LEDGER_HEADER_TIMEOUT_SECONDS")]
+    header_timeout_seconds: Option<u64>,
+    /// Hold at most this many connections at once (default 4096, lowered to fit the
+    /// descriptor limit); more wait in the listen backlog.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), env = "CLAIM_LEDGER_MAX_CONNECTIONS")]
+    max_connections: Option<u64>,
 }
 
 impl ApiFlags {
@@ -499,6 +507,10 @@ impl ApiFlags {
                 .tls_cert
                 .zip(self.tls_key)
                 .map(|(cert, key)| api::TlsFiles { cert, key }),
+            header_timeout: self.header_timeout_seconds.map(Duration::from_secs),
+            max_connections: self
+                .max_connections
+                .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)),
         }
     }
 }

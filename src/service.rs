@@ -238,6 +238,12 @@ pub struct ApiArgs {
     pub tls: Option<TlsFiles>,
     /// Checkpoint signing, if any.
     pub checkpoints: Option<api::CheckpointSigning>,
+    /// How long a connection may take to send a complete request head (the API's
+    /// default when `None`).
+    pub header_timeout: Option<Duration>,
+    /// Most connections held at once (the API's default, fitted to the descriptor
+    /// limit, when `None`).
+    pub max_connections: Option<usize>,
 }
 
 /// The parts of a running service.
@@ -273,6 +279,12 @@ async fn start(
     });
     let mut serve_options = ServeOptions::new(api_args.auth);
     serve_options.tls = api_args.tls;
+    if let Some(timeout) = api_args.header_timeout {
+        serve_options.header_timeout = timeout;
+    }
+    if let Some(limit) = api_args.max_connections {
+        serve_options.max_connections = limit;
+    }
     serve_options.checkpoints = api_args.checkpoints;
     let service = Service::new(
         Arc::clone(&ledger),
@@ -558,6 +570,8 @@ pub async fn run_demo(
             auth: Auth::Tokens(token_path.clone()),
             tls: None,
             checkpoints: Some(checkpoints),
+            header_timeout: None,
+            max_connections: None,
         },
         shutdown.clone(),
     )

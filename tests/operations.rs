@@ -212,3 +212,56 @@ fn a_signing_key_others_can_read_is_refused_and_a_shared_token_file_warned_about
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_closes_a_connection_that_sends_nothing_within_its_header_timeout() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user: {}\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let ledger = dir.path().join("ledger");
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--db",
+            ledger.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--header-timeout-seconds",
+            "1",
+            "--max-connections",
+            "16",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CLAIM_LEDGER_LOG_LEVEL", "off");
+    let mut serve = Child::start(&mut command);
+    let address = address_of(&serve.line_with("API listening"));
+    let mut silent = std::net::TcpStream::connect(&address).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 64];
+    // The server closes it (end of stream, or a reset) well before the read times out.
+    let closed = matches!(silent.read(&mut buffer), Ok(0) | Err(_));
+    assert!(closed && started.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        http(
+            &address,
+            "GET",
+            "/healthz",
+            None,
+            None,
+            Duration::from_secs(5)
+        )
+        .0,
+        200
+    );
+    serve.interrupt_and_wait();
+}

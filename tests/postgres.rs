@@ -557,6 +557,21 @@ fn call(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, St
     )
 }
 
+/// The cluster simulator (no controllers) writing its kubeconfig to `kubeconfig`: the
+/// child and its address.
+fn simulator(kubeconfig: &Path) -> (process::Child, String) {
+    let mut sim = process::Child::start(&mut process::command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
+    let address = process::address_of(&sim.line_with("listening on"));
+    (sim, address)
+}
+
 /// A `serve --replica` process on the shared database.
 fn replica(url: &str, kubeconfig: &Path) -> (process::Child, String) {
     replica_with(url, kubeconfig, &[])
@@ -592,15 +607,7 @@ fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_d
     let url = pg.url("ha");
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut sim = process::Child::start(&mut process::command(&[
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-controllers",
-        "--kubeconfig-out",
-        kubeconfig.to_str().unwrap(),
-    ]));
-    let sim_address = process::address_of(&sim.line_with("listening on"));
+    let (sim, sim_address) = simulator(&kubeconfig);
     let (mut first, first_api) = replica(&url, &kubeconfig);
     eventually("the first replica, the writer, to be ready", || {
         let (status, body) = call(&first_api, "GET", "/readyz", None);
@@ -699,15 +706,7 @@ fn a_paused_writer_loses_its_lease_and_on_resuming_steps_down_without_writing() 
     let url = pg.url("paused");
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut sim = process::Child::start(&mut process::command(&[
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-controllers",
-        "--kubeconfig-out",
-        kubeconfig.to_str().unwrap(),
-    ]));
-    sim.line_with("listening on");
+    let (sim, _) = simulator(&kubeconfig);
     let (mut first, first_api) = replica(&url, &kubeconfig);
     eventually("the writer to be ready", || {
         call(&first_api, "GET", "/readyz", None).0 == 200
@@ -762,15 +761,7 @@ fn followers_stop_answering_when_the_writer_cannot_record_the_cluster() {
     let url = pg.url("blind");
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut sim = process::Child::start(&mut process::command(&[
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-controllers",
-        "--kubeconfig-out",
-        kubeconfig.to_str().unwrap(),
-    ]));
-    sim.line_with("listening on");
+    let (mut sim, _) = simulator(&kubeconfig);
     let fast = ["--unready-after", "1"];
     let (_first, first_api) = replica_with(&url, &kubeconfig, &fast);
     eventually("the writer to be ready", || {
@@ -804,15 +795,7 @@ fn replicas_ride_out_a_database_restart() {
     let url = pg.url("restart");
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut sim = process::Child::start(&mut process::command(&[
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-controllers",
-        "--kubeconfig-out",
-        kubeconfig.to_str().unwrap(),
-    ]));
-    sim.line_with("listening on");
+    let (_sim, _) = simulator(&kubeconfig);
     let fast = ["--unready-after", "1"];
     let (mut first, first_api) = replica_with(&url, &kubeconfig, &fast);
     eventually("the writer to be ready", || {

@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use crate::ApiError;
 
 /// Longest name or namespace, in characters (Kubernetes allows 253).
-pub(crate) const MAX_NAME_LEN: usize = 253;
+pub(crate) const MAX_NAME_LEN: usize = ledger::projection::MAX_NAME_LEN;
 /// Longest uid, in characters (Kubernetes uids are 36-character UUIDs).
-pub(crate) const MAX_UID_LEN: usize = 128;
+pub(crate) const MAX_UID_LEN: usize = ledger::projection::MAX_UID_LEN;
 
 /// A JSON body parsed with serde (so `deny_unknown_fields` applies).
 pub(crate) struct JsonBody<T>(pub(crate) T);
@@ -126,32 +126,14 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-fn text(field: &str, value: &str, max: usize) -> Result<(), String> {
-    if value.is_empty() {
-        return Err(format!("{field} is empty"));
-    }
-    // Characters, as JSON Schema's maxLength counts them (the OpenAPI document states
-    // these limits). Kubernetes names and uids are ASCII, where both counts agree.
-    let length = value.chars().count();
-    if length > max {
-        return Err(format!(
-            "{field} is {length} characters long; at most {max} are allowed"
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(format!("{field} contains control characters"));
-    }
-    Ok(())
-}
-
 /// A namespace or object name: 1 to 253 characters, no control characters.
 pub(crate) fn name(field: &str, value: &str) -> Result<(), String> {
-    text(field, value, MAX_NAME_LEN)
+    ledger::projection::bounded_text(field, value, MAX_NAME_LEN)
 }
 
 /// A uid: 1 to 128 characters, no control characters.
 pub(crate) fn uid(field: &str, value: &str) -> Result<(), String> {
-    text(field, value, MAX_UID_LEN)
+    ledger::projection::bounded_text(field, value, MAX_UID_LEN)
 }
 
 /// Every field of a check request, by the one validation the CLI's `check` uses too

@@ -96,9 +96,10 @@ pub const MAX_NAMESPACE_LEN: usize = 63;
 /// Longest uid (Kubernetes uids are 36-character UUIDs).
 pub const MAX_UID_LEN: usize = 128;
 
-/// Text of 1 to `max` characters (as JSON Schema's `maxLength` counts them), no control
-/// characters.
-fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+/// Text of 1 to `max` characters (as JSON Schema's `maxLength` counts them, which for the
+/// ASCII of Kubernetes names and uids is their bytes), no control characters: the rule
+/// for every name, uid and id a caller presents.
+pub fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{field} is empty"));
     }

@@ -382,7 +382,8 @@ impl Service {
         let service = self.clone();
         let signed = tokio::task::spawn_blocking(move || {
             let mut ledger = service.write()?;
-            if ledger.tree_size() == 0 {
+            // Only the writer of a shared ledger signs: a follower's tree is the writer's.
+            if ledger.tree_size() == 0 || !ledger.is_writer() {
                 return Ok(None);
             }
             ledger
@@ -409,8 +410,10 @@ impl Service {
         loop {
             interval.tick().await;
             let head = match self.read() {
-                Ok(ledger) => ledger.durable_seq(),
-                Err(_) => continue,
+                Ok(ledger) if ledger.is_writer() => ledger.durable_seq(),
+                // A follower of a shared ledger signs nothing; if it becomes the writer it
+                // signs from then on.
+                Ok(_) | Err(_) => continue,
             };
             let due = match signed_size {
                 None => head > 0,
@@ -473,6 +476,19 @@ impl Service {
             return Ok(0);
         }
         let count = records.len() + overflow.len();
+        if !self.read()?.is_writer() {
+            // Only the writer of a shared ledger appends: a follower's denials are counted
+            // in its metrics and logged here, not recorded.
+            let checks: u64 = records.iter().map(|r| r.count).sum::<u64>()
+                + overflow.iter().map(|o| o.count).sum::<u64>();
+            tracing::warn!(
+                records = count,
+                checks,
+                "denied checks answered by this follower are not recorded in the shared ledger (only the writer appends)"
+            );
+            self.inner.metrics.denial_flush_failed(count);
+            return Ok(0);
+        }
         let changes: Vec<schemas::Change> = records
             .into_iter()
             .map(schemas::Change::CheckDenied)

@@ -416,21 +416,23 @@ async fn publish_writer_status(
     readiness: Readiness,
     shared: bool,
 ) -> std::convert::Infallible {
+    if !shared {
+        // A ledger of its own has no followers to tell.
+        return std::future::pending().await;
+    }
     let mut beat = 0u64;
     loop {
-        if shared {
-            beat += 1;
-            let (ledger, ready) = (Arc::clone(ledger), readiness.is_ready());
-            let published = tokio::task::spawn_blocking(move || {
-                ledger
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .publish_writer_status(beat, ready)
-            })
-            .await;
-            if let Ok(Err(e)) = published {
-                tracing::warn!(error = %e, "cannot publish the writer's status");
-            }
+        beat += 1;
+        let (ledger, ready) = (Arc::clone(ledger), readiness.is_ready());
+        let published = tokio::task::spawn_blocking(move || {
+            ledger
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .publish_writer_status(beat, ready)
+        })
+        .await;
+        if let Ok(Err(e)) = published {
+            tracing::warn!(error = %e, "cannot publish the writer's status");
         }
         tokio::time::sleep(PUBLISH_EVERY).await;
     }

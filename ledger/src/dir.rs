@@ -279,6 +279,14 @@ pub struct Acknowledged {
     pub hash: Hash,
 }
 
+impl Acknowledged {
+    /// The mark of an empty log: nothing acknowledged.
+    pub const NOTHING: Acknowledged = Acknowledged {
+        seq: 0,
+        hash: Hash::ZERO,
+    };
+}
+
 /// Where the acknowledged high-water mark is kept, outside the store.
 pub trait HighWater: Send + Sync {
     /// The newest mark saved (`Ok(None)` only for a mark never written).
@@ -335,10 +343,7 @@ impl HighWaterFile {
             id,
             state: Mutex::new((Some(file), 0)),
         };
-        mark.save(Acknowledged {
-            seq: 0,
-            hash: Hash::ZERO,
-        })?;
+        mark.save(Acknowledged::NOTHING)?;
         if let Some(parent) = path.parent() {
             sync_dir(parent)?;
         }

@@ -461,9 +461,6 @@ impl Ledger {
             }),
             false => LedgerError::Storage(e),
         };
-        // A store is damaged or foreign before any entry is looked at: these failures are
-        // reported whatever the mode (there is no verified prefix to salvage from them).
-        let mut failure: Option<VerifyFailure> = None;
         match store.get(keys::FORMAT).map_err(integrity)? {
             Some(version) => {
                 let version =
@@ -480,20 +477,21 @@ impl Ledger {
             None => {}
         }
         let acknowledged = match &high_water {
-            Some(mark) => mark.load().map_err(integrity)?.unwrap_or(Acknowledged {
-                seq: 0,
-                hash: Hash::ZERO,
-            }),
-            None => Acknowledged {
-                seq: 0,
-                hash: Hash::ZERO,
-            },
+            Some(mark) => mark
+                .load()
+                .map_err(integrity)?
+                .unwrap_or(Acknowledged::NOTHING),
+            None => Acknowledged::NOTHING,
         };
+        // A store that is not this ledger's is judged before any entry is looked at: only
+        // a forensic open goes on from it (there is no verified prefix to salvage from an
+        // emptied one).
+        let mut foreign: Option<VerifyFailure> = None;
         if let Some(expected) = expected_id {
             let stored = store.get(keys::LEDGER_ID).map_err(integrity)?;
             if stored.as_deref() != Some(&expected[..]) {
                 let emptied = store.scan(&[0u8], &[0xffu8; 9], false).next().is_none();
-                failure = Some(match (stored, emptied && acknowledged.seq > 0) {
+                foreign = Some(match (stored, emptied && acknowledged.seq > 0) {
                     (_, true) => rolled_back(acknowledged, 0, "the store is empty"),
                     (None, false) => VerifyFailure {
                         seq: 0,
@@ -515,12 +513,11 @@ impl Ledger {
                 });
             }
         }
-        if let Some(failure) = &failure {
+        if let Some(failure) = &foreign {
             if !config.allow_corrupt || failure.kind != FailureKind::ForeignStore {
                 return Err(LedgerError::Corrupt(failure.clone()));
             }
         }
-        let foreign = failure;
         let (head_seq, head_hash, early_failure) = match read_head(store.as_ref()) {
             Ok((seq, hash)) => (seq, hash, None),
             // For forensics, walk as far as the entries verify and report the head itself.
@@ -1509,12 +1506,6 @@ fn decode_stored(value: &[u8]) -> Result<StoredEntry, LedgerError> {
 mod tests {
     use super::*;
 
-    /// `Ledger::open` (kept as a name for the many tests that call it: the sled backend
-    /// now waits out the lock a just-dropped handle leaves).
-    pub(crate) fn open_retrying(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
-        Ledger::open(path, config)
-    }
-
     /// The raw store of a closed ledger directory, to change it behind the ledger's back.
     pub(crate) fn raw_store(path: &Path) -> store::SledStore {
         store::SledStore::open(&path.join(dir::SLED_DIR), None).expect("open the raw store")
@@ -1561,7 +1552,7 @@ mod tests {
             replica: false,
             lease: None,
         };
-        let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
         ledger.append((1..=6).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
         assert!(ledger.verify().unwrap().ok());
@@ -1586,7 +1577,7 @@ mod tests {
             replay_from_scratch(&ledger, 5)
         );
         drop(ledger);
-        match open_retrying(dir.path(), config) {
+        match Ledger::open(dir.path(), config) {
             Err(LedgerError::Corrupt(failure)) => assert_eq!(
                 (failure.seq, failure.kind),
                 (4, FailureKind::SnapshotMismatch)
@@ -1617,7 +1608,7 @@ mod tests {
             replica: false,
             lease: None,
         };
-        let mut ledger = open_retrying(dir.path(), config.clone()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
         ledger.append((1..=7).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
         for seq in 1..=7 {
@@ -1640,14 +1631,14 @@ mod tests {
         assert!(ledger.verify().unwrap().ok());
         let projection = ledger.projection().clone();
         drop(ledger);
-        let reopened = open_retrying(dir.path(), config).unwrap();
+        let reopened = Ledger::open(dir.path(), config).unwrap();
         assert_eq!(reopened.projection(), &projection);
     }
 
     #[test]
     fn duplicates_stale_and_unchanged_append_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), LedgerConfig::default()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
         let mut newer = pod(1);
         newer.resource_version = "10".into();
         newer.deletion_timestamp = Some("2026-01-01T00:00:00Z".into());
@@ -1689,7 +1680,7 @@ mod tests {
 
     fn ledger_of(n: u64) -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), LedgerConfig::default()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
         let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
         ledger.append((1..=n).map(pod), at).unwrap();
         (dir, ledger)
@@ -1797,7 +1788,7 @@ mod tests {
         ledger.flush().unwrap();
         let projection = ledger.projection().clone();
         drop(ledger);
-        let reopened = open_retrying(dir.path(), LedgerConfig::default()).unwrap();
+        let reopened = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
         assert_eq!(reopened.head().seq, 2_000);
         assert_eq!(reopened.projection(), &projection);
     }

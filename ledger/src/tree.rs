@@ -438,7 +438,7 @@ pub(crate) fn check_consistent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{open_retrying, pod, raw_store, rewind_high_water};
+    use crate::tests::{pod, raw_store, rewind_high_water};
     use crate::{LedgerConfig, StoredEntry};
     use chrono::{TimeZone, Utc};
     use schemas::Hash;
@@ -475,7 +475,7 @@ mod tests {
     #[test]
     fn the_tree_is_the_rfc6962_tree_of_the_stored_bytes_across_batches_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         assert_eq!(ledger.tree_root(), merkle::EMPTY_ROOT);
         append(&mut ledger, 1..=1);
         append(&mut ledger, 2..=37);
@@ -491,7 +491,7 @@ mod tests {
             );
         }
         drop(ledger);
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         assert_eq!(ledger.tree_root(), merkle::root(&bytes));
         append(&mut ledger, 701..=705);
         let bytes = leaves(&ledger);
@@ -502,7 +502,7 @@ mod tests {
     #[test]
     fn proofs_from_stored_nodes_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=300);
         let bytes = leaves(&ledger);
         for (index, size) in [
@@ -544,7 +544,7 @@ mod tests {
     #[test]
     fn checkpoints_are_kept_and_reused_until_the_head_moves() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         assert!(matches!(
             ledger.sign_checkpoint(&key(), "test.example/ledger"),
             Err(LedgerError::OutOfRange(_))
@@ -602,7 +602,7 @@ mod tests {
         ));
         assert_eq!(ledger.latest_checkpoint().unwrap(), Some(second.clone()));
         drop(ledger);
-        let ledger = open_retrying(dir.path(), config()).unwrap();
+        let ledger = Ledger::open(dir.path(), config()).unwrap();
         assert_eq!(ledger.latest_checkpoint().unwrap(), Some(second));
         assert!(ledger.check_checkpoint(&first.checkpoint).is_ok());
         assert!(ledger.verify().unwrap().ok());
@@ -645,7 +645,7 @@ mod tests {
         // The forger rewrites the high-water mark too: only the checkpoint catches this.
         rewind_high_water(dir, keep);
         if let Some(range) = replacement {
-            let mut ledger = open_retrying(dir, config()).unwrap();
+            let mut ledger = Ledger::open(dir, config()).unwrap();
             let at = Utc.timestamp_opt(1_790_000_100, 0).unwrap();
             ledger.append(range.map(|n| pod(n + 1000)), at).unwrap();
             ledger.flush().unwrap();
@@ -654,13 +654,13 @@ mod tests {
     #[test]
     fn a_ledger_rolled_back_behind_its_checkpoint_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=30);
         ledger.sign_checkpoint(&key(), "o").unwrap();
         drop(ledger);
         // Only the entries are rolled back: the checkpoint the ledger signed remains.
         rewrite_after(dir.path(), 25, None);
-        match open_retrying(dir.path(), config()) {
+        match Ledger::open(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {
                 assert_eq!(
                     (failure.seq, failure.kind),
@@ -675,7 +675,7 @@ mod tests {
     #[test]
     fn a_forked_ledger_is_refused_at_open_and_by_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=30);
         ledger.sign_checkpoint(&key(), "o").unwrap();
         drop(ledger);
@@ -697,7 +697,7 @@ mod tests {
                 .unwrap();
             tree.flush().unwrap();
         }
-        match open_retrying(dir.path(), config()) {
+        match Ledger::open(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {
                 assert_eq!(
                     (failure.seq, failure.kind),
@@ -716,7 +716,7 @@ mod tests {
             lease: None,
             ..config()
         };
-        let ledger = open_retrying(dir.path(), forensic).unwrap();
+        let ledger = Ledger::open(dir.path(), forensic).unwrap();
         let failure = ledger.verify().unwrap().failure.unwrap();
         assert_eq!(failure.kind, FailureKind::CheckpointMismatch);
     }
@@ -724,7 +724,7 @@ mod tests {
     #[test]
     fn a_changed_merkle_node_or_frontier_is_caught() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=40);
         // Leaf 15 completes nodes of levels 0 to 4: levels 3 and 4 are stored.
         assert_eq!(
@@ -770,14 +770,14 @@ mod tests {
         drop(ledger);
 
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = open_retrying(dir.path(), config()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         append(&mut ledger, 1..=40);
         let mut value = ledger.store.get(keys::FRONTIER).unwrap().unwrap().to_vec();
         value[3] ^= 1;
         ledger.store.insert(keys::FRONTIER, &value).unwrap();
         ledger.flush().unwrap();
         drop(ledger);
-        match open_retrying(dir.path(), config()) {
+        match Ledger::open(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {
                 assert_eq!((failure.seq, failure.kind), (40, FailureKind::TreeMismatch))
             }

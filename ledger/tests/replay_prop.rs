@@ -1246,20 +1246,9 @@ fn check_bindings_consistent(
     Ok(())
 }
 
-/// Opens the ledger, retrying while sled's background threads of a just-dropped handle
-/// still hold the directory's file lock (sled releases it asynchronously after drop).
+/// Opens the ledger (the sled store waits out a lock a just-dropped handle still holds).
 fn open(path: &std::path::Path, config: &LedgerConfig) -> Ledger {
-    let mut attempts = 0;
-    loop {
-        match Ledger::open(path, config.clone()) {
-            Ok(ledger) => return ledger,
-            Err(e) if attempts < 200 && e.to_string().contains("could not acquire lock") => {
-                attempts += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("cannot open the ledger: {e}"),
-        }
-    }
+    Ledger::open(path, config.clone()).unwrap_or_else(|e| panic!("cannot open the ledger: {e}"))
 }
 
 fn run_case(snapshot_every: u64, ops: &[Op]) -> Result<Coverage, TestCaseError> {

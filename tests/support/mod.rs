@@ -134,37 +134,12 @@ pub fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
-/// Whether an error is sled's "could not acquire lock" on the database file.
-pub fn is_lock_error(error: &impl std::fmt::Display) -> bool {
-    error.to_string().contains("could not acquire lock")
-}
-
-/// Runs `open` until it stops failing on sled's file lock (10 s at most).
-///
-/// sled 0.34 releases its exclusive file lock only when the last internal handle of a
-/// dropped database goes away, which can be a little after the `Db` itself was dropped
-/// (background IO, epoch-deferred destruction). Reopening a directory in the same
-/// process, or from a process started right after a drop, can briefly see the old lock.
-pub fn retry_locked<T, E: std::fmt::Display>(
-    mut open: impl FnMut() -> Result<T, E>,
-) -> Result<T, E> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match open() {
-            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// `Ledger::open`, waiting out a lock still held by a just-dropped handle.
+/// `Ledger::open` (the sled store waits out a lock still held by a just-dropped handle).
 pub fn open_ledger(
     dir: &Path,
     config: ledger::LedgerConfig,
 ) -> Result<ledger::Ledger, ledger::LedgerError> {
-    retry_locked(|| ledger::Ledger::open(dir, config.clone()))
+    ledger::Ledger::open(dir, config)
 }
 
 /// The raw store of a closed ledger directory, to change it behind the ledger's back as

@@ -264,80 +264,11 @@ struct CheckResponse<'a> {
     ledger: Position,
 }
 
-/// The body of `POST /v1/identity/check`: [`CheckRequest`], read as the OpenAPI document
-/// describes it (`min_seq` is a JSON Schema integer, so `5.0` is 5).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckBody {
-    namespace: String,
-    pod_name: String,
-    pod_uid: String,
-    #[serde(default)]
-    sandbox_id: Option<String>,
-    #[serde(default)]
-    sandbox_name: Option<String>,
-    #[serde(default)]
-    sandbox_uid: Option<String>,
-    #[serde(default)]
-    claim_uid: Option<String>,
-    #[serde(default = "yes")]
-    require_claim: bool,
-    #[serde(default, deserialize_with = "integer")]
-    min_seq: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// An optional unsigned 64-bit integer, written as JSON integers are: `7`, or a number
-/// with a zero fraction (`7.0`, `7e0`).
-fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    use serde::de::{Error, Unexpected};
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    if let Some(n) = number.as_u64() {
-        return Ok(Some(n));
-    }
-    let expected = &"an integer from 0 to 18446744073709551615";
-    if let Some(n) = number.as_i64() {
-        return Err(D::Error::invalid_value(Unexpected::Signed(n), expected));
-    }
-    match number.as_f64() {
-        // 2^64 is the first f64 past u64::MAX.
-        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) =>
-        {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Ok(Some(f as u64))
-        }
-        Some(f) => Err(D::Error::invalid_value(Unexpected::Float(f), expected)),
-        None => Err(D::Error::custom(format!("invalid number {number}"))),
-    }
-}
-
-impl From<CheckBody> for CheckRequest {
-    fn from(body: CheckBody) -> CheckRequest {
-        CheckRequest {
-            namespace: body.namespace,
-            pod_name: body.pod_name,
-            pod_uid: body.pod_uid,
-            sandbox_id: body.sandbox_id,
-            sandbox_name: body.sandbox_name,
-            sandbox_uid: body.sandbox_uid,
-            claim_uid: body.claim_uid,
-            require_claim: body.require_claim,
-            min_seq: body.min_seq,
-        }
-    }
-}
-
 /// `POST /v1/identity/check`: the binding rule at the head; 200 allow or deny, 503 not ready.
 async fn check(
     State(service): State<Service>,
-    JsonBody(body): JsonBody<CheckBody>,
+    JsonBody(request): JsonBody<CheckRequest>,
 ) -> Result<Response, ApiError> {
-    let request = CheckRequest::from(body);
     extract::check_request(&request)?;
     let started = Instant::now();
     let (decision, position) = {

@@ -80,13 +80,42 @@ pub struct CheckRequest {
     /// Refuse direct bindings (default true).
     #[serde(default = "default_true")]
     pub require_claim: bool,
-    /// Answer `LEDGER_BEHIND` unless the ledger holds at least this entry.
-    #[serde(default)]
+    /// Answer `LEDGER_BEHIND` unless the ledger holds at least this entry. Read as JSON
+    /// Schema reads an integer (the OpenAPI document describes it so): `5.0` is 5.
+    #[serde(default, deserialize_with = "json_integer")]
     pub min_seq: Option<u64>,
 }
 
 fn default_true() -> bool {
     true
+}
+
+/// An optional unsigned 64-bit integer, written as JSON integers are: `7`, or a number
+/// with a zero fraction (`7.0`, `7e0`).
+fn json_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    let expected = &"an integer from 0 to 18446744073709551615";
+    if let Some(n) = number.as_i64() {
+        return Err(D::Error::invalid_value(Unexpected::Signed(n), expected));
+    }
+    match number.as_f64() {
+        // 2^64 is the first f64 past u64::MAX.
+        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) =>
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(Some(f as u64))
+        }
+        Some(f) => Err(D::Error::invalid_value(Unexpected::Float(f), expected)),
+        None => Err(D::Error::custom(format!("invalid number {number}"))),
+    }
 }
 
 /// Longest name (a Kubernetes DNS-1123 subdomain) or sandbox id.

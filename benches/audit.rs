@@ -466,7 +466,7 @@ fn bench_bundle(c: &mut Criterion, ledger: &Ledger, windows: &[(u64, u64)]) {
                 };
                 let plan = bundle::plan(ledger, &request, Utc::now()).expect("plan");
                 let entries = plan.manifest.to_seq - plan.manifest.from_seq + 1;
-                bundle::write_tar(ledger, &plan, std::io::sink()).expect("tar");
+                bundle::write_tar(&**ledger, &plan, std::io::sink()).expect("tar");
                 entries
             }))
         });

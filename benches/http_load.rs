@@ -10,7 +10,7 @@
 
 mod workload;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::{Auth, Freshness, ServeOptions, Service, WatchCounters};
@@ -203,7 +203,7 @@ fn main() {
         started.elapsed().as_secs_f64(),
         resident_mib()
     );
-    let ledger = Arc::new(RwLock::new(ledger));
+    let ledger = ledger::SharedLedger::new(ledger);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -334,6 +334,11 @@ enum Command {
         /// once it has not caught up with the writer's log for this long).
         #[arg(long, default_value_t = 30, env = "CLAIM_LEDGER_UNREADY_AFTER")]
         unready_after: u64,
+        /// Answer not_ready while observed changes have waited longer than this many
+        /// seconds to become durable (a writer that lags must not answer allow from
+        /// stale state).
+        #[arg(long, default_value_t = 5.0, env = "CLAIM_LEDGER_MAX_BACKLOG_SECONDS", value_parser = positive_seconds)]
+        max_backlog_seconds: f64,
         /// Run as one of several replicas of a PostgreSQL `--db`: the writer while it
         /// holds the database's writer lock, else a follower that answers checks from
         /// the writer's entries and takes over when the writer goes.
@@ -758,6 +763,7 @@ fn run(command: Command) -> Result<(), Failure> {
             api,
             namespaces,
             unready_after,
+            max_backlog_seconds,
             replica,
             lease_seconds,
             signing,
@@ -781,6 +787,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let options = watcher::WatchOptions {
                 namespaces,
                 unready_after: Duration::from_secs(unready_after),
+                max_backlog: Duration::from_secs_f64(max_backlog_seconds),
                 ..watcher::WatchOptions::default()
             };
             let api = api.into_args(checkpoints);
@@ -1129,13 +1136,13 @@ fn run(command: Command) -> Result<(), Failure> {
                     Failure::Input(format!("cannot create {}: {e}", bundle.display()))
                 })?;
                 let mut writer = io::BufWriter::new(file);
-                api::bundle::write_tar(&ledger, &plan, &mut writer)?;
+                api::bundle::write_tar(&*ledger, &plan, &mut writer)?;
                 writer
                     .into_inner()
                     .map_err(|e| Failure::Input(e.to_string()))?
                     .sync_all()?;
             } else {
-                api::bundle::write_dir(&ledger, &plan, &bundle)?;
+                api::bundle::write_dir(&*ledger, &plan, &bundle)?;
             }
             serde_json::to_writer(&mut out, &plan.manifest)?;
             writeln!(out)?;
@@ -1178,4 +1185,12 @@ fn run(command: Command) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A positive, finite number of seconds (a clap value parser).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => Ok(seconds),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::{CheckRequest, Decision, Ledger, LedgerConfig, Verdict};
@@ -1537,7 +1537,7 @@ async fn start_cluster<'a>(
         },
         served: scenario.served(),
         client,
-        ledger: Arc::new(RwLock::new(ledger)),
+        ledger: SharedLedger::new(ledger),
         watching: None,
         past: WatchTotals::default(),
     };
@@ -2050,7 +2050,7 @@ impl Run<'_> {
         };
         let task = tokio::spawn(watcher::run(
             self.client.clone(),
-            Arc::clone(&self.ledger),
+            self.ledger.clone(),
             readiness.clone(),
             options,
             async move {
@@ -2103,8 +2103,8 @@ impl Run<'_> {
         totals
     }
 
-    fn read_ledger(&self) -> std::sync::RwLockReadGuard<'_, Ledger> {
-        self.ledger.read().unwrap_or_else(PoisonError::into_inner)
+    fn read_ledger(&self) -> Arc<ledger::LedgerView> {
+        self.ledger.view()
     }
 
     // ----- sync -----
@@ -2206,7 +2206,7 @@ impl Run<'_> {
     /// The simulator's truth as the watcher would record it: every Sandbox and claim, and
     /// the pods and PVCs controlled by a Sandbox (or already recorded), normalized from
     /// what the watcher is served (the preferred version; pods as metadata only).
-    fn truth(&self, ledger: &Ledger) -> BTreeMap<String, ObjectChange> {
+    fn truth(&self, ledger: &ledger::LedgerView) -> BTreeMap<String, ObjectChange> {
         let namespaces = &self.cluster.scenario.watcher.namespaces;
         let mut truth = BTreeMap::new();
         for resource in [

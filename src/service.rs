@@ -4,10 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use api::{Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters};
+use api::{
+    Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters, WriterBacklog,
+};
 use ledger::Ledger;
 use sim::{Propagation, SimConfig, Simulator};
 use tokio::net::TcpListener;
@@ -70,10 +72,18 @@ impl Freshness for WatchFreshness {
 
     fn report(&self) -> serde_json::Value {
         let streams = serde_json::to_value(self.watch.streams()).unwrap_or_default();
+        let backlog = self.watch.backlog();
+        let lagging = backlog.age_seconds > backlog.limit_seconds;
+        let backlog = serde_json::json!({
+            "events": backlog.events,
+            "age_seconds": backlog.age_seconds,
+            "limit_seconds": backlog.limit_seconds,
+            "reason": lagging.then_some("observed changes have waited longer than the backlog bound to become durable: checks answer not_ready"),
+        });
         match self.replica() {
-            None => streams,
+            None => serde_json::json!({"role": "writer", "streams": streams, "backlog": backlog}),
             Some(ReplicaState::Writing) => {
-                serde_json::json!({"role": "writer", "streams": streams})
+                serde_json::json!({"role": "writer", "streams": streams, "backlog": backlog})
             }
             Some(ReplicaState::Following {
                 caught_up,
@@ -105,6 +115,15 @@ impl Freshness for WatchFreshness {
             resync_deletions: counters.resync_deletions,
             rejected_objects: counters.rejected_objects,
         }
+    }
+
+    fn backlog(&self) -> Option<WriterBacklog> {
+        let backlog = self.watch.backlog();
+        Some(WriterBacklog {
+            events: backlog.events as u64,
+            age_seconds: backlog.age_seconds,
+            limit_seconds: backlog.limit_seconds,
+        })
     }
 
     fn flushes(&self) -> Option<FlushStats> {
@@ -264,7 +283,7 @@ async fn start(
     // A ledger in a shared database has replicas: say which role this one has.
     let shared = ledger.store_kind() == "postgres";
     let following = !ledger.is_writer();
-    let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
+    let ledger = SharedLedger::new(ledger);
     let readiness = Readiness::new(options.unready_after);
     let replica = shared.then(|| {
         Arc::new(std::sync::Mutex::new(match following {
@@ -287,7 +306,7 @@ async fn start(
     }
     serve_options.checkpoints = api_args.checkpoints;
     let service = Service::new(
-        Arc::clone(&ledger),
+        ledger.clone(),
         Arc::new(WatchFreshness {
             watch: readiness.clone(),
             replica: replica.clone(),
@@ -300,7 +319,7 @@ async fn start(
         .map_err(|e| format!("cannot listen on {}: {e}", api_args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let watcher = tokio::spawn({
-        let ledger = Arc::clone(&ledger);
+        let ledger = ledger.clone();
         let shutdown = shutdown.clone();
         async move {
             if let Some(replica) = replica.filter(|_| following) {
@@ -310,7 +329,7 @@ async fn start(
             }
             let publishing = publish_writer_status(&ledger, readiness.clone(), shared);
             tokio::select! {
-                watched = watcher::run(client, Arc::clone(&ledger), readiness, options, shutdown.wait()) => watched,
+                watched = watcher::run(client, ledger.clone(), readiness, options, shutdown.wait()) => watched,
                 deposed = until_deposed(&ledger) => deposed,
                 never = publishing => match never {},
             }
@@ -345,15 +364,14 @@ async fn follow_until_promoted(
         if promote {
             last_try = std::time::Instant::now();
         }
-        let shared = Arc::clone(ledger);
+        let shared = ledger.clone();
         let round = tokio::task::spawn_blocking(move || {
-            let mut ledger = shared
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let applied = ledger.follow()?;
-            let status = ledger.writer_status()?;
-            let promoted = promote && ledger.try_promote()?;
-            Ok::<_, ledger::LedgerError>((applied, status, promoted))
+            shared.with_writer(|ledger| {
+                let applied = ledger.follow()?;
+                let status = ledger.writer_status()?;
+                let promoted = promote && ledger.try_promote()?;
+                Ok::<_, ledger::LedgerError>((applied, status, promoted))
+            })
         })
         .await
         .map_err(|e| watcher::WatcherError::from(ledger::LedgerError::Poisoned(e.to_string())))?;
@@ -423,14 +441,9 @@ async fn publish_writer_status(
     let mut beat = 0u64;
     loop {
         beat += 1;
-        let (ledger, ready) = (Arc::clone(ledger), readiness.is_ready());
-        let published = tokio::task::spawn_blocking(move || {
-            ledger
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .publish_writer_status(beat, ready)
-        })
-        .await;
+        let (ledger, ready) = (ledger.view(), readiness.is_ready());
+        let published =
+            tokio::task::spawn_blocking(move || ledger.publish_writer_status(beat, ready)).await;
         if let Ok(Err(e)) = published {
             tracing::warn!(error = %e, "cannot publish the writer's status");
         }
@@ -444,10 +457,7 @@ async fn publish_writer_status(
 async fn until_deposed(ledger: &SharedLedger) -> Result<(), watcher::WatcherError> {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let writing = ledger
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_writer();
+        let writing = ledger.view().is_writer();
         if !writing {
             tracing::error!(
                 "deposed: this replica no longer holds the ledger's writer lock; stopping"
@@ -467,14 +477,12 @@ async fn finish(running: Running, stop: &watch::Sender<bool>) -> Result<(u64, St
         let _ = stop.send(true);
     }
     let served = running.api.await.map_err(|e| e.to_string())?;
-    let mut ledger = running
+    let head = running
         .ledger
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    ledger.flush().map_err(|e| e.to_string())?;
+        .with_writer(|ledger| ledger.flush().map(|_| ledger.head()))
+        .map_err(|e| e.to_string())?;
     watched.map_err(|e| format!("watcher: {e}"))?;
     served.map_err(|e| format!("api: {e}"))?;
-    let head = ledger.head();
     Ok((head.seq, head.hash.to_hex()))
 }
 

@@ -28,7 +28,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use ledger::{Ledger, LedgerConfig};
+use ledger::LedgerConfig;
 use schemas::{Change, ChangeKind, ObjectChange, ObjectKind, WatchEventType};
 use serde_json::json;
 use sim::{Propagation, Resource, SimConfig, Simulator};
@@ -90,7 +90,7 @@ fn rv_number(rv: &str) -> Option<u64> {
 /// Everything in which the projection differs from the simulator's store: (uid, what).
 fn differences(sim: &Simulator, ledger: &SharedLedger) -> Vec<(String, String)> {
     let held = cluster_state(sim);
-    let ledger = ledger.read().unwrap();
+    let ledger = ledger.view();
     let projection = ledger.projection();
     let mut out = Vec::new();
     for (uid, o) in &held {
@@ -166,7 +166,7 @@ fn differences(sim: &Simulator, ledger: &SharedLedger) -> Vec<(String, String)> 
 }
 
 fn explain(sim: &Simulator, ledger: &SharedLedger, uid: &str) -> String {
-    let ledger = ledger.read().unwrap();
+    let ledger = ledger.view();
     let recorded: Vec<String> = ledger
         .history_of_uid(uid)
         .unwrap()
@@ -207,7 +207,7 @@ async fn converge(sim: &Simulator, ledger: &SharedLedger, readiness: &Readiness,
 
 type BindingKey = (String, String, Option<String>, String);
 
-fn binding_keys(ledger: &Ledger) -> BTreeSet<BindingKey> {
+fn binding_keys(ledger: &ledger::LedgerView) -> BTreeSet<BindingKey> {
     ledger
         .projection()
         .active_bindings()
@@ -264,7 +264,7 @@ struct Blind {
 async fn stop(watching: Watching, sim: &Simulator, ledger: &SharedLedger) -> Blind {
     watching.stop().await;
     let held = cluster_uids(sim);
-    let ledger = ledger.read().unwrap();
+    let ledger = ledger.view();
     let known = ledger
         .projection()
         .live_objects()
@@ -438,7 +438,7 @@ async fn run_seed(seed: u64) -> SeedReport {
     assert!(left.is_empty(), "seed {seed} ops {log:?}: {left:#?}");
 
     let oracle = oracle_bindings(&sim);
-    let ledger = ledger.read().unwrap();
+    let ledger = ledger.view();
     let bindings = binding_keys(&ledger);
     // Equality, not inclusion: the operations here never re-adopt a Sandbox under a
     // second claim nor change a pod's sandbox-id, so single use and identity history

@@ -25,11 +25,11 @@ fn check(ledger: &SharedLedger, readiness: &Readiness, pod: &serde_json::Value) 
         require_claim: true,
         ..CheckRequest::default()
     };
-    ledger.read().unwrap().check(&request, readiness.is_ready())
+    ledger.view().check(&request, readiness.is_ready())
 }
 
 fn changes(ledger: &SharedLedger) -> Vec<Change> {
-    let ledger = ledger.read().unwrap();
+    let ledger = ledger.view();
     let head = ledger.head().seq;
     ledger
         .entries(1, head)
@@ -98,7 +98,7 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     .await;
 
     watching.stop().await;
-    let report = ledger.read().unwrap().verify().unwrap();
+    let report = ledger.view().verify().unwrap();
     assert!(report.ok(), "{:?}", report.failure);
 }
 
@@ -172,7 +172,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
         .sim
         .delete_claim("default", "c1", Propagation::Background)
         .unwrap();
-    let seq_before = ledger.read().unwrap().head().seq;
+    let seq_before = ledger.view().head().seq;
 
     let watching = Watching::start(&cluster.client, &ledger);
     eventually("the restarted watchers to sync", || {
@@ -208,7 +208,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     eventually("the projection to equal the simulator's truth", || {
         let sim = &cluster.sim;
         {
-            let ledger = ledger.read().unwrap();
+            let ledger = ledger.view();
             let mut live: Vec<String> = ledger
                 .projection()
                 .live_objects()
@@ -243,7 +243,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     .await;
 
     watching.stop().await;
-    let report = ledger.read().unwrap().verify().unwrap();
+    let report = ledger.view().verify().unwrap();
     assert!(report.ok(), "{:?}", report.failure);
 }
 
@@ -259,7 +259,7 @@ async fn the_watchers_requests_are_those_a_real_api_server_accepts() {
         .create_pool("default", "pool", 1, "tmpl", true)
         .unwrap();
     eventually("the pool's pod in the ledger", || {
-        ledger.read().unwrap().head().seq >= 3
+        ledger.view().head().seq >= 3
     })
     .await;
     watching.stop().await;
@@ -329,7 +329,7 @@ async fn namespaces_restrict_what_is_watched_and_recorded() {
             .unwrap();
     }
     eventually("alpha's objects in the ledger", || {
-        let ledger = ledger.read().unwrap();
+        let ledger = ledger.view();
         ledger
             .projection()
             .live_objects()
@@ -340,7 +340,7 @@ async fn namespaces_restrict_what_is_watched_and_recorded() {
     })
     .await;
     watching.stop().await;
-    let ledger = ledger.read().unwrap();
+    let ledger = ledger.view();
     assert!(ledger
         .projection()
         .live_objects()

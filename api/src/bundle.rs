@@ -10,7 +10,7 @@ use std::path::Path;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use ledger::{Ledger, StoredCheckpoint, StoredEntry};
+use ledger::{LedgerView, StoredCheckpoint, StoredEntry};
 use schemas::bundle::{
     ConsistencyProof, InclusionProof, Manifest, Proofs, CHECKPOINT_FILE, ENTRIES_FILE,
     MANIFEST_FILE, PROOFS_FILE,
@@ -53,7 +53,7 @@ fn conflict(detail: impl Into<String>) -> ApiError {
 /// the previous checkpoint is not a prefix of this ledger's tree (`inconsistent_checkpoint`:
 /// a fork or a rollback the auditor must hear about).
 pub fn plan(
-    ledger: &Ledger,
+    ledger: &LedgerView,
     request: &BundleRequest,
     now: DateTime<Utc>,
 ) -> Result<BundlePlan, ApiError> {
@@ -144,7 +144,7 @@ pub trait EntryPages {
     fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, ApiError>;
 }
 
-impl EntryPages for &Ledger {
+impl EntryPages for &LedgerView {
     fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, ApiError> {
         Ok(self
             .entries(from, to)

@@ -28,7 +28,7 @@ use std::io::Write;
 
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger::{Ledger, StoredEntry};
+use ledger::{LedgerView, StoredEntry};
 use schemas::{
     Change, ChangeKind, CheckDenied, Entry, KindFields, ObjectChange, ObjectKind, Transition,
     WatchGap,
@@ -421,7 +421,7 @@ impl<W: Write> CsvExport<W> {
 /// Streams entries `from..=to` as CSV (header included), one read at a time; returns the
 /// number of rows.
 pub fn export_csv(
-    ledger: &Ledger,
+    ledger: &LedgerView,
     from: u64,
     to: u64,
     out: &mut impl Write,
@@ -683,7 +683,7 @@ impl<W: Write> CloudEventsExport<W> {
 /// Streams entries `from..=to` as CloudEvents lines, one read at a time; returns the
 /// number of events.
 pub fn export_cloudevents(
-    ledger: &Ledger,
+    ledger: &LedgerView,
     from: u64,
     to: u64,
     source: &str,

@@ -32,7 +32,7 @@ use schemas::Reason;
 pub use conn::{MAX_HEADERS, MAX_HEAD_LEN, MAX_URI_LEN};
 pub use service::{
     Auth, CheckpointSigning, Clock, FlushStats, Freshness, ServeOptions, Service, TlsFiles,
-    WatchCounters, MAX_PENDING_DENIALS, RECORDED_DENIALS,
+    WatchCounters, WriterBacklog, MAX_PENDING_DENIALS, RECORDED_DENIALS,
 };
 pub use views::{EntryLine, ObjectLine, StateView};
 

@@ -11,9 +11,9 @@
 //! it ([`crate::Freshness::flushes`]: total count and seconds); the flushes of denial
 //! records, which this crate performs, are measured here as a histogram.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use ledger::{Decision, Ledger};
+use ledger::{Decision, LedgerReader};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -51,7 +51,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(
-        ledger: Arc<RwLock<Ledger>>,
+        ledger: LedgerReader,
         freshness: Arc<dyn Freshness>,
         denials: Arc<Denials>,
     ) -> Metrics {
@@ -227,7 +227,7 @@ impl Metrics {
 
 /// Values read at scrape time.
 struct Live {
-    ledger: Arc<RwLock<Ledger>>,
+    ledger: LedgerReader,
     freshness: Arc<dyn Freshness>,
     denials: Arc<Denials>,
 }
@@ -260,17 +260,31 @@ fn gauge(
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (stats, head, durable, verified) = match self.ledger.read() {
-            Ok(ledger) => (
+        let (stats, head, durable, verified) = {
+            let ledger = self.ledger.view();
+            (
                 ledger.stats(),
                 ledger.head().seq,
                 ledger.durable_seq(),
                 ledger.corruption().is_none(),
-            ),
-            // A poisoned lock: report nothing rather than fail the scrape.
-            Err(_) => return Ok(()),
+            )
         };
         let watch = self.freshness.counters();
+        if let Some(backlog) = self.freshness.backlog() {
+            gauge(
+                &mut encoder,
+                "writer_backlog_events",
+                "Observed changes in the group commit under way (not yet durable)",
+                saturate(backlog.events),
+            )?;
+            let age = ConstGauge::new(backlog.age_seconds);
+            age.encode(encoder.encode_descriptor(
+                "writer_backlog",
+                "How long the oldest observed change not yet durable has waited; past --max-backlog-seconds checks answer not_ready",
+                Some(&Unit::Seconds),
+                age.metric_type(),
+            )?)?;
+        }
         let flushes = self.freshness.flushes();
         let ready = verified && self.freshness.ready();
         let e = &mut encoder;

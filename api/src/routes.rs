@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use ledger::{CheckRequest, Ledger, StoredEntry, Verdict};
+use ledger::{CheckRequest, LedgerView, StoredEntry, Verdict};
 use schemas::bundle::{hash32_to_hex, ConsistencyProof, InclusionProof};
 use schemas::{Hash, ObjectKind, Reason};
 use serde::{Deserialize, Serialize};
@@ -247,7 +247,7 @@ struct Position {
     head_hash: Hash,
 }
 
-fn position(ledger: &Ledger) -> Position {
+fn position(ledger: &LedgerView) -> Position {
     let head = ledger.head();
     Position {
         seq: head.seq,
@@ -1052,7 +1052,7 @@ async fn consistency_proof(
 }
 
 /// A requested tree size, checked against the head (default: the head's).
-fn tree_size_of(ledger: &Ledger, requested: Option<u64>) -> Result<u64, ApiError> {
+fn tree_size_of(ledger: &LedgerView, requested: Option<u64>) -> Result<u64, ApiError> {
     let head = ledger.tree_size();
     match requested {
         Some(size) if size > head => Err(ApiError::out_of_range(format!(

@@ -4,11 +4,11 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ledger::Ledger;
+use ledger::{LedgerView, SharedLedger};
 use schemas::checkpoint::SignerKey;
 use schemas::Reason;
 use tokio::net::TcpListener;
@@ -46,6 +46,24 @@ pub trait Freshness: Send + Sync + 'static {
     fn flushes(&self) -> Option<FlushStats> {
         None
     }
+    /// The writer's backlog (observed changes not yet durable), if the source tracks it:
+    /// exported as `claim_ledger_writer_backlog_events` and
+    /// `claim_ledger_writer_backlog_seconds`. A source whose backlog is past its bound
+    /// answers `false` from [`Freshness::ready`].
+    fn backlog(&self) -> Option<WriterBacklog> {
+        None
+    }
+}
+
+/// Observed changes waiting to become durable entries.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct WriterBacklog {
+    /// Changes in the group commit under way.
+    pub events: u64,
+    /// How long the oldest waiting change has waited, in seconds.
+    pub age_seconds: f64,
+    /// The bound past which checks answer `not_ready`, in seconds.
+    pub limit_seconds: f64,
 }
 
 /// The watcher's ledger flushes since start.
@@ -161,7 +179,7 @@ pub struct Service {
 
 /// What every handler shares.
 pub(crate) struct Inner {
-    pub(crate) ledger: Arc<RwLock<Ledger>>,
+    pub(crate) ledger: SharedLedger,
     pub(crate) freshness: Arc<dyn Freshness>,
     pub(crate) options: ServeOptions,
     pub(crate) tokens: Option<TokenStore>,
@@ -186,7 +204,7 @@ impl Service {
     /// and the watchers' freshness. Reads the token file and the TLS files now, so a
     /// misconfiguration fails at start.
     pub fn new(
-        ledger: Arc<RwLock<Ledger>>,
+        ledger: SharedLedger,
         freshness: Arc<dyn Freshness>,
         options: ServeOptions,
     ) -> Result<Service, ApiError> {
@@ -196,7 +214,7 @@ impl Service {
     /// Like [`Service::new`], reading the time from `clock` (denial records' minutes and
     /// their entries' `observed_at`).
     pub fn with_clock(
-        ledger: Arc<RwLock<Ledger>>,
+        ledger: SharedLedger,
         freshness: Arc<dyn Freshness>,
         options: ServeOptions,
         clock: Clock,
@@ -227,7 +245,7 @@ impl Service {
         let denials = Arc::new(Denials::new(MAX_PENDING_DENIALS));
         let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
         let metrics = Metrics::new(
-            Arc::clone(&ledger),
+            ledger.reader(),
             Arc::clone(&freshness),
             Arc::clone(&denials),
         );
@@ -381,15 +399,16 @@ impl Service {
         };
         let service = self.clone();
         let signed = tokio::task::spawn_blocking(move || {
-            let mut ledger = service.write()?;
-            // Only the writer of a shared ledger signs: a follower's tree is the writer's.
-            if ledger.tree_size() == 0 || !ledger.is_writer() {
-                return Ok(None);
-            }
-            ledger
-                .sign_checkpoint(&signing.key, &signing.origin)
-                .map(Some)
-                .map_err(ApiError::from)
+            service.inner.ledger.with_writer(|ledger| {
+                // Only the writer of a shared ledger signs: a follower's tree is the writer's.
+                if ledger.tree_size() == 0 || !ledger.is_writer() {
+                    return Ok(None);
+                }
+                ledger
+                    .sign_checkpoint(&signing.key, &signing.origin)
+                    .map(Some)
+                    .map_err(ApiError::from)
+            })
         })
         .await
         .map_err(|e| ApiError::Unavailable(format!("the checkpoint task failed: {e}")))??;
@@ -504,15 +523,9 @@ impl Service {
             }))
             .collect();
         let started = std::time::Instant::now();
-        let result = (|| {
-            let mut ledger = self.write()?;
-            let now = (self.inner.clock)();
-            ledger.append_changes(changes, now)?;
-            ledger.flush()?;
-            Ok::<_, ApiError>(())
-        })();
-        match result {
-            Ok(()) => {
+        let now = (self.inner.clock)();
+        match self.inner.ledger.commit(changes, now) {
+            Ok(_) => {
                 self.inner
                     .metrics
                     .denial_flushed(count, started.elapsed().as_secs_f64());
@@ -520,27 +533,19 @@ impl Service {
             }
             Err(e) => {
                 self.inner.metrics.denial_flush_failed(count);
-                Err(e)
+                Err(e.into())
             }
         }
     }
 
-    /// The ledger, for reading. Never held across an await.
-    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Ledger>, ApiError> {
-        self.inner.ledger.read().map_err(|_| {
-            ApiError::Unavailable("the ledger lock is poisoned: a writer failed; restart".into())
-        })
-    }
-
-    fn write(&self) -> Result<RwLockWriteGuard<'_, Ledger>, ApiError> {
-        self.inner.ledger.write().map_err(|_| {
-            ApiError::Unavailable("the ledger lock is poisoned: a writer failed; restart".into())
-        })
+    /// The ledger as of its last durable flush, for reading: never waits for the writer.
+    pub(crate) fn read(&self) -> Result<Arc<LedgerView>, ApiError> {
+        Ok(self.inner.ledger.view())
     }
 
     /// Freshness check 7 for this replica: the watchers are synced and the ledger was
     /// verified at open (not a forensic, read-only open of a corrupt ledger).
-    pub(crate) fn ready(&self, ledger: &Ledger) -> bool {
+    pub(crate) fn ready(&self, ledger: &LedgerView) -> bool {
         ledger.corruption().is_none() && self.inner.freshness.ready()
     }
 }

@@ -51,8 +51,7 @@ fn child() {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut options = ServeOptions::new(Auth::Insecure);
         options.header_timeout = HEADER_TIMEOUT;
-        let service =
-            Service::new(Arc::new(std::sync::RwLock::new(ledger)), freshness, options).unwrap();
+        let service = Service::new(ledger::SharedLedger::new(ledger), freshness, options).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("PORT {}", listener.local_addr().unwrap().port());
         std::io::stdout().flush().unwrap();

@@ -742,7 +742,7 @@ async fn denials_are_aggregated_per_minute_into_the_ledger() {
     assert_eq!(counts, [40, 3]);
     assert_eq!(server.head_seq(), head + 3);
     // The ledger with the denial records still verifies end to end.
-    let report = server.ledger.read().unwrap().verify().unwrap();
+    let report = server.ledger.view().verify().unwrap();
     assert!(report.ok(), "{:?}", report.failure);
     server.stop().await;
 }

@@ -13,7 +13,7 @@
 mod common;
 
 use std::io::Read;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use claim_ledger_api::{Auth, CheckpointSigning, ServeOptions, Service};
@@ -44,7 +44,7 @@ fn signing(every_entries: u64, interval: Duration) -> CheckpointSigning {
 struct Served {
     base: String,
     client: reqwest::Client,
-    ledger: Arc<RwLock<Ledger>>,
+    ledger: ledger::SharedLedger,
     service: Service,
     tick: i64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -60,7 +60,7 @@ impl Served {
         let token_file = dir.path().join("tokens");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
         let ledger = Ledger::open(&dir.path().join("db"), LedgerConfig::default()).unwrap();
-        let ledger = Arc::new(RwLock::new(ledger));
+        let ledger = ledger::SharedLedger::new(ledger);
         let freshness = Arc::new(TestFreshness::default());
         freshness
             .ready
@@ -70,8 +70,7 @@ impl Served {
             ..ServeOptions::new(Auth::Tokens(token_file))
         };
         let service =
-            Service::with_clock(Arc::clone(&ledger), freshness, options, Arc::new(|| at(0)))
-                .unwrap();
+            Service::with_clock(ledger.clone(), freshness, options, Arc::new(|| at(0))).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -125,10 +124,9 @@ impl Served {
             }
         }
         self.tick += 1;
-        let mut ledger = self.ledger.write().unwrap();
-        ledger.append(changes, at(self.tick)).unwrap();
-        ledger.flush().unwrap();
-        ledger.head().seq
+        let changes = changes.into_iter().map(schemas::Change::Object);
+        self.ledger.commit(changes, at(self.tick)).unwrap();
+        self.ledger.view().head().seq
     }
 
     /// Ingests the first `count` fixture files; returns the head seq.
@@ -141,7 +139,7 @@ impl Served {
     }
 
     fn leaf(&self, seq: u64) -> Hash32 {
-        let stored = self.ledger.read().unwrap().entry(seq).unwrap().unwrap();
+        let stored = self.ledger.view().entry(seq).unwrap().unwrap();
         merkle::leaf_hash(&stored.bytes)
     }
 
@@ -276,7 +274,7 @@ async fn the_checkpoint_is_404_until_signed_then_a_note_that_verifies() {
     );
     assert_eq!(
         checkpoint.root,
-        server.ledger.read().unwrap().tree_root(),
+        server.ledger.view().tree_root(),
         "the root of the whole ledger"
     );
     // Another key does not verify it.
@@ -317,7 +315,7 @@ async fn inclusion_proofs_verify_against_the_answer_the_checkpoint_and_the_ledge
             let leaf = server.leaf(seq);
             assert_eq!(hex_field(&body, "leaf_hash"), leaf, "{body}");
             let root = hex_field(&body, "root");
-            assert_eq!(root, server.ledger.read().unwrap().root_at(size).unwrap());
+            assert_eq!(root, server.ledger.view().root_at(size).unwrap());
             let proof = hashes(&body);
             merkle::verify_inclusion(&leaf, seq - 1, size, &proof, &root)
                 .unwrap_or_else(|e| panic!("seq {seq} in {size}: {e}"));
@@ -338,7 +336,7 @@ async fn inclusion_proofs_verify_against_the_answer_the_checkpoint_and_the_ledge
         2,
         head,
         &hashes(&body),
-        &server.ledger.read().unwrap().tree_root(),
+        &server.ledger.view().tree_root(),
     )
     .unwrap();
 
@@ -378,7 +376,7 @@ async fn consistency_proofs_verify_between_any_two_sizes() {
     let signed_size = server.ingest_fixtures(0, 2);
     let checkpoint = server.sign().await.checkpoint;
     let head = server.ingest_fixtures(2, 3);
-    let ledger_root = |size: u64| server.ledger.read().unwrap().root_at(size).unwrap();
+    let ledger_root = |size: u64| server.ledger.view().root_at(size).unwrap();
 
     for (from, to) in [
         (1, head),
@@ -423,7 +421,7 @@ async fn consistency_proofs_verify_between_any_two_sizes() {
     assert_eq!(body["to_size"], head);
     assert_eq!(
         hex_field(&body, "to_root"),
-        server.ledger.read().unwrap().tree_root()
+        server.ledger.view().tree_root()
     );
     merkle::verify_consistency(
         signed_size,
@@ -705,9 +703,9 @@ async fn the_checkpoint_loop_signs_by_itself() {
     let text = wait_for_checkpoint(&server, more).await;
     let (checkpoint, _) = schemas::checkpoint::verify_note(&text, &[key().verifier()]).unwrap();
     assert_eq!(checkpoint.origin, ORIGIN);
-    assert_eq!(checkpoint.root, server.ledger.read().unwrap().tree_root());
+    assert_eq!(checkpoint.root, server.ledger.view().tree_root());
     // Every checkpoint it signed extends the one before.
-    let signed = server.ledger.read().unwrap().checkpoints().unwrap();
+    let signed = server.ledger.view().checkpoints().unwrap();
     assert!(signed.len() >= 2, "{signed:?}");
     for pair in signed.windows(2) {
         let (old, new) = (&pair[0].checkpoint, &pair[1].checkpoint);
@@ -761,8 +759,8 @@ async fn the_checkpoint_loop_signs_after_every_entries_without_waiting_for_the_i
     while last == head {
         last = server.ingest(lines.next().unwrap());
     }
-    let ledger = Arc::clone(&server.ledger);
+    let ledger = server.ledger.clone();
     server.stop().await;
-    let latest = ledger.read().unwrap().latest_checkpoint().unwrap().unwrap();
+    let latest = ledger.view().latest_checkpoint().unwrap().unwrap();
     assert_eq!(latest.checkpoint.size, last);
 }

@@ -125,7 +125,7 @@ async fn v1_needs_a_listed_token_and_a_removed_token_stops_working() {
 async fn a_missing_or_empty_token_file_is_refused_at_start_and_insecure_needs_none() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger::Ledger::open(&dir.path().join("db"), Default::default()).unwrap();
-    let ledger = std::sync::Arc::new(std::sync::RwLock::new(ledger));
+    let ledger = ledger::SharedLedger::new(ledger);
     let freshness = std::sync::Arc::new(common::TestFreshness::default());
     for content in [None, Some("# no tokens\n\n")] {
         let path = dir.path().join("tokens");

@@ -23,6 +23,7 @@
 pub mod dir;
 mod migrate;
 pub mod projection;
+mod shared;
 pub mod store;
 mod tree;
 mod verify;
@@ -30,6 +31,8 @@ mod verify;
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use chrono::{DateTime, Utc};
 use schemas::entry::snapshot_digest;
@@ -47,6 +50,7 @@ pub use projection::{
     BindingRecord, BindingView, CheckRequest, Decision, ObjectRecord, ObjectView, Projection,
     Verdict,
 };
+pub use shared::{Committed, SharedLedger};
 pub use tree::StoredCheckpoint;
 pub use verify::{FailureKind, VerifyFailure, VerifyReport};
 
@@ -261,30 +265,83 @@ fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerE
         .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))
 }
 
-/// An open ledger.
-pub struct Ledger {
+/// What readers see of a ledger: the projection, head and Merkle frontier as of the last
+/// durable flush, and the store to read entries, proofs and checkpoints from. Immutable
+/// and cheap to clone (the projection's maps are persistent, shared with the writer's):
+/// the writer publishes a new one after every flush ([`LedgerReader`]), so an identity
+/// check, a history or an export never waits for an append, an fsync or a snapshot, and
+/// never sees an entry that is not durable.
+#[derive(Clone)]
+pub struct LedgerView {
     store: Arc<dyn Store>,
-    high_water: Option<Arc<dyn HighWater>>,
-    /// The mark last saved in `high_water`.
-    acknowledged: Acknowledged,
-    /// Why the store is not this ledger's (opened with `allow_corrupt` only).
-    foreign: Option<VerifyFailure>,
     projection: Projection,
     head: Head,
     frontier: CompactRange,
     durable_seq: u64,
-    config: LedgerConfig,
     stats: Stats,
-    poisoned: Option<String>,
+    /// The mark last saved in the high-water file.
+    acknowledged: Acknowledged,
+    /// Why the store is not this ledger's (opened with `allow_corrupt` only).
+    foreign: Option<VerifyFailure>,
     corruption: Option<VerifyFailure>,
-    /// Whether this handle appends (see [`Ledger::is_writer`]).
+    /// Whether the ledger this view was published by appends (see [`Ledger::is_writer`]).
     writer: bool,
+}
+
+impl std::fmt::Debug for LedgerView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerView")
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle on the latest [`LedgerView`] a [`Ledger`] published: cheap to clone, and
+/// [`LedgerReader::view`] never blocks (an atomic pointer load).
+#[derive(Clone)]
+pub struct LedgerReader {
+    published: Arc<ArcSwap<LedgerView>>,
+}
+
+impl LedgerReader {
+    /// The view as of the ledger's last durable flush.
+    pub fn view(&self) -> Arc<LedgerView> {
+        self.published.load_full()
+    }
+}
+
+impl std::fmt::Debug for LedgerReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerReader")
+            .field("head", &self.published.load().head)
+            .finish()
+    }
+}
+
+/// An open ledger: the writer's side. Its own working view runs ahead of what it has
+/// published by whatever it appended since the last flush; readers use
+/// [`Ledger::reader`].
+pub struct Ledger {
+    view: LedgerView,
+    high_water: Option<Arc<dyn HighWater>>,
+    config: LedgerConfig,
+    poisoned: Option<String>,
+    published: Arc<ArcSwap<LedgerView>>,
+}
+
+impl std::ops::Deref for Ledger {
+    type Target = LedgerView;
+
+    /// The writer's working view: everything appended, flushed or not.
+    fn deref(&self) -> &LedgerView {
+        &self.view
+    }
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
-            .field("head", &self.head)
+            .field("head", &self.view.head)
             .finish_non_exhaustive()
     }
 }
@@ -407,7 +464,8 @@ impl Ledger {
         };
         let is_writer = Store::is_writer(&store);
         let mut ledger = Ledger::open_store(Arc::new(store), None, Some(id), config)?;
-        ledger.writer = is_writer;
+        ledger.view.writer = is_writer;
+        ledger.publish();
         Ok(ledger)
     }
 
@@ -586,21 +644,149 @@ impl Ledger {
             hash: report.verified_hash,
             observed_at: projection.at(),
         };
-        Ok(Ledger {
+        let view = LedgerView {
             store,
-            high_water,
-            acknowledged,
-            foreign,
             projection,
             head,
             frontier,
             durable_seq: head.seq,
-            config,
             stats: Stats::default(),
-            poisoned: None,
+            acknowledged,
+            foreign,
             corruption: report.failure,
             writer: true,
+        };
+        let published = Arc::new(ArcSwap::from_pointee(view.clone()));
+        Ok(Ledger {
+            view,
+            high_water,
+            config,
+            poisoned: None,
+            published,
         })
+    }
+
+    /// A handle on the views this ledger publishes after every durable flush: what the
+    /// API, metrics and every other reader use while the writer goes on appending.
+    pub fn reader(&self) -> LedgerReader {
+        LedgerReader {
+            published: Arc::clone(&self.published),
+        }
+    }
+
+    /// Publishes the working view as the readers' view. Called only when the working view
+    /// is durable (after a flush, a follow, at open) or when the ledger stops appending
+    /// (poisoned: readers must see that it no longer writes).
+    fn publish(&self) {
+        let mut view = self.view.clone();
+        view.writer = self.view.writer && self.poisoned.is_none();
+        self.published.store(Arc::new(view));
+    }
+
+    /// Stops this ledger from writing, for `reason` (a writer that failed half-way).
+    pub(crate) fn poison(&mut self, reason: &str) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(reason.to_string());
+            self.publish();
+        }
+    }
+
+    /// Whether this ledger appends: always for a store of its own; for a shared one, while
+    /// this replica holds the writer's lock.
+    pub fn is_writer(&self) -> bool {
+        self.view.writer && self.poisoned.is_none() && self.view.store.is_writer()
+    }
+
+    /// Applies what the writer appended to a shared store since this replica's head,
+    /// verifying every entry as `open` does (chain link and hash, canonical decoding,
+    /// replayed transitions, stored Merkle nodes). Returns how many entries it applied. A
+    /// log that does not verify, or that no longer extends what this replica applied (a
+    /// rollback or a fork), is refused and the replica stops following (fail closed).
+    pub fn follow(&mut self) -> Result<u64, LedgerError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(LedgerError::Poisoned(reason.clone()));
+        }
+        let (head_seq, head_hash) = read_head(self.view.store.as_ref())?;
+        let fail = |ledger: &mut Ledger, failure: VerifyFailure| {
+            ledger.poisoned = Some(failure.to_string());
+            ledger.publish();
+            Err(LedgerError::Corrupt(failure))
+        };
+        if head_seq < self.view.head.seq {
+            let failure = rolled_back(
+                Acknowledged {
+                    seq: self.view.head.seq,
+                    hash: self.view.head.hash,
+                },
+                head_seq,
+                "the shared log is shorter than what this replica applied",
+            );
+            return fail(self, failure);
+        }
+        if head_seq == self.view.head.seq {
+            if head_hash != self.view.head.hash {
+                let failure = VerifyFailure {
+                    seq: head_seq,
+                    kind: FailureKind::HeadMismatch,
+                    detail: format!(
+                        "the shared log's head {head_hash} is not the entry this replica applied at seq {head_seq} ({}): a fork",
+                        self.view.head.hash
+                    ),
+                };
+                return fail(self, failure);
+            }
+            return Ok(0);
+        }
+        let report = verify::walk(
+            self.view.store.as_ref(),
+            &mut self.view.projection,
+            &mut self.view.frontier,
+            (self.view.head.seq, self.view.head.hash),
+            (head_seq, head_hash),
+            verify::MissingSnapshot::Tolerate,
+            verify::WalkEnd::Following,
+        )?;
+        if let Some(failure) = report.failure {
+            return fail(self, failure);
+        }
+        self.view.head = Head {
+            seq: report.verified_seq,
+            hash: report.verified_hash,
+            observed_at: self.view.projection.at(),
+        };
+        self.view.durable_seq = self.view.head.seq;
+        self.publish();
+        Ok(report.entries)
+    }
+
+    /// Becomes the writer of a shared store if its writer's lock is free, after applying
+    /// everything the previous writer appended. Whether this ledger is now the writer.
+    pub fn try_promote(&mut self) -> Result<bool, LedgerError> {
+        if self.view.writer {
+            return Ok(self.is_writer());
+        }
+        if !self.view.store.try_become_writer()? {
+            return Ok(false);
+        }
+        self.follow()?;
+        self.view.writer = true;
+        self.publish();
+        Ok(true)
+    }
+}
+
+impl LedgerView {
+    /// The writer's last published status, if any (a follower's view of the writer).
+    pub fn writer_status(&self) -> Result<Option<WriterStatus>, LedgerError> {
+        Ok(self
+            .store
+            .get(keys::WRITER)?
+            .and_then(|value| serde_json::from_slice(&value).ok()))
+    }
+
+    /// The kind of store the ledger is kept in (`sled`, `postgres`, `memory`).
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
     }
 
     /// Publishes, for the followers of a shared store, that this writer is alive and
@@ -620,97 +806,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// The writer's last published status, if any (a follower's view of the writer).
-    pub fn writer_status(&self) -> Result<Option<WriterStatus>, LedgerError> {
-        Ok(self
-            .store
-            .get(keys::WRITER)?
-            .and_then(|value| serde_json::from_slice(&value).ok()))
-    }
-
-    /// The kind of store the ledger is kept in (`sled`, `postgres`, `memory`).
-    pub fn store_kind(&self) -> &'static str {
-        self.store.kind()
-    }
-
-    /// Whether this ledger appends: always for a store of its own; for a shared one, while
-    /// this replica holds the writer's lock.
+    /// Whether the ledger that published this view appends (see [`Ledger::is_writer`]).
     pub fn is_writer(&self) -> bool {
-        self.writer && self.poisoned.is_none() && self.store.is_writer()
-    }
-
-    /// Applies what the writer appended to a shared store since this replica's head,
-    /// verifying every entry as `open` does (chain link and hash, canonical decoding,
-    /// replayed transitions, stored Merkle nodes). Returns how many entries it applied. A
-    /// log that does not verify, or that no longer extends what this replica applied (a
-    /// rollback or a fork), is refused and the replica stops following (fail closed).
-    pub fn follow(&mut self) -> Result<u64, LedgerError> {
-        if let Some(reason) = &self.poisoned {
-            return Err(LedgerError::Poisoned(reason.clone()));
-        }
-        let (head_seq, head_hash) = read_head(self.store.as_ref())?;
-        let fail = |ledger: &mut Ledger, failure: VerifyFailure| {
-            ledger.poisoned = Some(failure.to_string());
-            Err(LedgerError::Corrupt(failure))
-        };
-        if head_seq < self.head.seq {
-            let failure = rolled_back(
-                Acknowledged {
-                    seq: self.head.seq,
-                    hash: self.head.hash,
-                },
-                head_seq,
-                "the shared log is shorter than what this replica applied",
-            );
-            return fail(self, failure);
-        }
-        if head_seq == self.head.seq {
-            if head_hash != self.head.hash {
-                let failure = VerifyFailure {
-                    seq: head_seq,
-                    kind: FailureKind::HeadMismatch,
-                    detail: format!(
-                        "the shared log's head {head_hash} is not the entry this replica applied at seq {head_seq} ({}): a fork",
-                        self.head.hash
-                    ),
-                };
-                return fail(self, failure);
-            }
-            return Ok(0);
-        }
-        let report = verify::walk(
-            self.store.as_ref(),
-            &mut self.projection,
-            &mut self.frontier,
-            (self.head.seq, self.head.hash),
-            (head_seq, head_hash),
-            verify::MissingSnapshot::Tolerate,
-            verify::WalkEnd::Following,
-        )?;
-        if let Some(failure) = report.failure {
-            return fail(self, failure);
-        }
-        self.head = Head {
-            seq: report.verified_seq,
-            hash: report.verified_hash,
-            observed_at: self.projection.at(),
-        };
-        self.durable_seq = self.head.seq;
-        Ok(report.entries)
-    }
-
-    /// Becomes the writer of a shared store if its writer's lock is free, after applying
-    /// everything the previous writer appended. Whether this ledger is now the writer.
-    pub fn try_promote(&mut self) -> Result<bool, LedgerError> {
-        if self.writer {
-            return Ok(self.is_writer());
-        }
-        if !self.store.try_become_writer()? {
-            return Ok(false);
-        }
-        self.follow()?;
-        self.writer = true;
-        Ok(true)
+        self.writer && self.store.is_writer()
     }
 
     /// The newest entry (for a ledger opened with `allow_corrupt`, the last verified one).
@@ -742,7 +840,9 @@ impl Ledger {
     pub fn check(&self, request: &CheckRequest, ready: bool) -> Decision {
         self.projection.check(request, ready)
     }
+}
 
+impl Ledger {
     /// Offers changes, in order, and writes those that are new in one atomic batch.
     /// They are durable only after [`Ledger::flush`].
     pub fn append(
@@ -763,15 +863,15 @@ impl Ledger {
         if let Some(reason) = &self.poisoned {
             return Err(LedgerError::Poisoned(reason.clone()));
         }
-        if self.corruption.is_some() || self.config.allow_corrupt {
+        if self.view.corruption.is_some() || self.config.allow_corrupt {
             return Err(LedgerError::ReadOnly);
         }
-        if !self.writer {
+        if !self.view.writer {
             return Err(LedgerError::Follower);
         }
         let changes: Vec<Change> = changes.into_iter().collect();
-        let start = self.head;
-        let store = Arc::clone(&self.store);
+        let start = self.view.head;
+        let store = Arc::clone(&self.view.store);
         let result = std::thread::scope(|scope| {
             // A large append is written in chunks by a second thread while this one derives
             // the next chunk: each chunk is one atomic batch carrying its own head record,
@@ -813,10 +913,11 @@ impl Ledger {
             outcome.and_then(|outcomes| written.map(|()| outcomes))
         });
         if let Err(e) = &result {
-            if self.head.seq != start.seq || self.projection.seq() != start.seq {
+            if self.view.head.seq != start.seq || self.view.projection.seq() != start.seq {
                 // The projection already holds changes the disk may not: refuse to go on
                 // with a state the disk does not have.
                 self.poisoned = Some(e.to_string());
+                self.publish();
             }
         }
         result
@@ -847,10 +948,10 @@ impl Ledger {
             let outcome = match classified {
                 Some(outcome) => outcome,
                 None => {
-                    let head = self.head;
+                    let head = self.view.head;
                     let seq = head.seq + 1;
                     let observed_at = head.observed_at.map_or(now, |last| last.max(now));
-                    let transitions = self.projection.apply_change(seq, observed_at, &change);
+                    let transitions = self.view.projection.apply_change(seq, observed_at, &change);
                     if let Change::Object(object) = &change {
                         in_batch.push((
                             object.uid.clone(),
@@ -864,7 +965,7 @@ impl Ledger {
                     // the entry can commit to its exact bytes.
                     let snapshot = match self.config.snapshot_every {
                         every if every > 0 && seq % every == 0 => {
-                            Some(encode_snapshot(seq, &self.projection)?)
+                            Some(encode_snapshot(seq, &self.view.projection)?)
                         }
                         _ => None,
                     };
@@ -879,7 +980,7 @@ impl Ledger {
                     };
                     let bytes = entry.encode()?;
                     let hash = chain_hash(&head.hash, seq, &bytes);
-                    let nodes = self.frontier.append(merkle::leaf_hash(&bytes));
+                    let nodes = self.view.frontier.append(merkle::leaf_hash(&bytes));
                     if let Some(value) = tree::nodes_value(&nodes) {
                         batch.insert(keys::seq_key(keys::TREE, seq - 1), value);
                     }
@@ -890,15 +991,15 @@ impl Ledger {
                     if let Some(snapshot) = snapshot {
                         batch.insert(keys::seq_key(keys::SNAPSHOT, seq), snapshot);
                     }
-                    self.head = Head {
+                    self.view.head = Head {
                         seq,
                         hash,
                         observed_at: Some(observed_at),
                     };
                     in_chunk += 1;
                     if in_chunk >= chunk_size {
-                        batch.insert(keys::HEAD, head_record(&self.head));
-                        batch.insert(keys::FRONTIER, tree::frontier_value(&self.frontier));
+                        batch.insert(keys::HEAD, head_record(&self.view.head));
+                        batch.insert(keys::FRONTIER, tree::frontier_value(&self.view.frontier));
                         write(std::mem::take(&mut batch))?;
                         in_chunk = 0;
                     }
@@ -909,16 +1010,16 @@ impl Ledger {
                 }
             };
             match &outcome {
-                AppendOutcome::Appended { .. } => self.stats.appended += 1,
-                AppendOutcome::Duplicate { .. } => self.stats.duplicates += 1,
-                AppendOutcome::Stale { .. } => self.stats.stale += 1,
-                AppendOutcome::Ignored { .. } => self.stats.ignored += 1,
+                AppendOutcome::Appended { .. } => self.view.stats.appended += 1,
+                AppendOutcome::Duplicate { .. } => self.view.stats.duplicates += 1,
+                AppendOutcome::Stale { .. } => self.view.stats.stale += 1,
+                AppendOutcome::Ignored { .. } => self.view.stats.ignored += 1,
             }
             outcomes.push(outcome);
         }
         if in_chunk > 0 {
-            batch.insert(keys::HEAD, head_record(&self.head));
-            batch.insert(keys::FRONTIER, tree::frontier_value(&self.frontier));
+            batch.insert(keys::HEAD, head_record(&self.view.head));
+            batch.insert(keys::FRONTIER, tree::frontier_value(&self.view.frontier));
             write(batch)?;
         }
         Ok(outcomes)
@@ -931,28 +1032,30 @@ impl Ledger {
         if let Some(reason) = &self.poisoned {
             return Err(LedgerError::Poisoned(reason.clone()));
         }
-        let target = self.head;
+        let target = self.view.head;
         let result = self
             .store
             .flush()
             .map_err(LedgerError::from)
             .and_then(|()| match &self.high_water {
-                Some(mark) if target.seq != self.acknowledged.seq => {
+                Some(mark) if target.seq != self.view.acknowledged.seq => {
                     let acknowledged = Acknowledged {
                         seq: target.seq,
                         hash: target.hash,
                     };
                     mark.save(acknowledged)?;
-                    self.acknowledged = acknowledged;
+                    self.view.acknowledged = acknowledged;
                     Ok(())
                 }
                 _ => Ok(()),
             });
         if let Err(e) = &result {
             self.poisoned = Some(e.to_string());
+            self.publish();
         }
         result?;
-        self.durable_seq = target.seq;
+        self.view.durable_seq = target.seq;
+        self.publish();
         Ok(target.seq)
     }
 
@@ -964,7 +1067,7 @@ impl Ledger {
         in_batch: &[(String, String, bool, u64)],
     ) -> Result<Option<AppendOutcome>, LedgerError> {
         let removal = change.change.is_removal();
-        let Some(record) = self.projection.object(&change.uid) else {
+        let Some(record) = self.view.projection.object(&change.uid) else {
             let sandbox_owned = change.controller.as_ref().is_some_and(|c| c.is_sandbox());
             let needs_sandbox = matches!(
                 change.kind,
@@ -1051,9 +1154,15 @@ impl Ledger {
         }
         Ok(None)
     }
+}
 
-    /// The stored entry at `seq`.
+impl LedgerView {
+    /// The stored entry at `seq` (`None` past this view's head: the store may already
+    /// hold entries the writer has not flushed).
     pub fn entry(&self, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+        if seq > self.head.seq {
+            return Ok(None);
+        }
         read_entry(self.store.as_ref(), seq)
     }
 

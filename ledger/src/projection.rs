@@ -264,9 +264,16 @@ pub struct Decision {
     pub seq: u64,
 }
 
-/// The projection's maps: ahash instead of SipHash. Keys are uids and names the ledger
-/// already validated; the maps are never iterated where order matters.
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+/// The projection's maps: persistent (structurally shared) hash maps, so a copy of the
+/// whole projection costs `O(1)` and the writer can publish an immutable view after every
+/// flush while it goes on changing its own ([`crate::LedgerView`]); ahash instead of
+/// SipHash. Keys are uids and names the ledger already validated; the maps are never
+/// iterated where order matters.
+type HashMap<K, V> =
+    imbl::GenericHashMap<K, V, ahash::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// The projection's ordered sets, persistent for the same reason as [`HashMap`].
+type OrdSet<T> = imbl::OrdSet<T>;
 
 /// A cached answer for a bound pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,12 +331,12 @@ pub struct Projection {
     /// leave it out and [`Projection::rebuild_derived`] recomputes it.
     #[serde(skip)]
     active: HashMap<String, ActiveView>,
-    children: HashMap<String, BTreeSet<String>>,
+    children: HashMap<String, OrdSet<String>>,
     bindings: HashMap<String, Vec<BindingRecord>>,
     bound_under: HashMap<String, String>,
     volumes: HashMap<String, VolumeRecord>,
-    orphaned: BTreeSet<String>,
-    violations: BTreeSet<(String, String)>,
+    orphaned: OrdSet<String>,
+    violations: OrdSet<(String, String)>,
     seq: u64,
     at: Option<DateTime<Utc>>,
     /// The namespaces the recording watcher watches (the last `watch_scope` entry); `None`
@@ -795,7 +802,7 @@ impl Projection {
             } => (pvc_uid.clone(), new_claim_uid.clone()),
             _ => return,
         };
-        if self.violations.insert(key) {
+        if self.violations.insert(key).is_none() {
             out.push(*violation);
         }
     }
@@ -852,7 +859,9 @@ impl Projection {
             _ => Vec::new(),
         };
         for (pvc_uid, sandbox_uid) in candidates {
-            if self.bound_under.contains_key(&pvc_uid) && self.orphaned.insert(pvc_uid.clone()) {
+            if self.bound_under.contains_key(&pvc_uid)
+                && self.orphaned.insert(pvc_uid.clone()).is_none()
+            {
                 out.push(Transition::WorkspaceOrphaned {
                     pvc_uid,
                     sandbox_uid,

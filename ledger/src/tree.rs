@@ -21,7 +21,7 @@ use schemas::merkle::{self, CompactRange, Hash32, NodeReader, HASH_SIZE};
 
 use crate::store::{keys, Batch, Store, StoreError};
 use crate::verify::{FailureKind, VerifyFailure};
-use crate::{Ledger, LedgerError};
+use crate::{Ledger, LedgerError, LedgerView};
 
 /// Reads stored perfect nodes for the proof generators.
 pub(crate) struct StoredNodes<'a>(pub(crate) &'a dyn Store);
@@ -172,7 +172,7 @@ fn proof_error<E: std::fmt::Display>(error: merkle::ProofError<E>) -> LedgerErro
     }
 }
 
-impl Ledger {
+impl LedgerView {
     /// The number of leaves in the Merkle tree: one per entry, so the head seq.
     pub fn tree_size(&self) -> u64 {
         self.frontier.size()
@@ -259,6 +259,44 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Whether this ledger holds the tree `checkpoint` describes as a prefix: `Err` names
+    /// a truncation (the ledger is shorter), or a rollback or fork (another root at that
+    /// size, or no consistency proof to the head). The root at the checkpoint's size is
+    /// recomputed from the stored entries' bytes, not taken from the stored nodes, so a
+    /// store whose node records were forged along with its entries cannot pass.
+    pub fn check_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), VerifyFailure> {
+        let size = checkpoint.size;
+        if size <= self.tree_size() {
+            let failure = |detail: String| VerifyFailure {
+                seq: size,
+                kind: FailureKind::CheckpointMismatch,
+                detail,
+            };
+            let mut range = CompactRange::new();
+            for stored in self.entries(1, size) {
+                let stored =
+                    stored.map_err(|e| failure(format!("cannot read the entries: {e}")))?;
+                range.append(merkle::leaf_hash(&stored.bytes));
+            }
+            if range.size() != size {
+                return Err(failure(format!(
+                    "entry {} is missing below the checkpoint's tree size {size}",
+                    range.size() + 1
+                )));
+            }
+            if range.root() != checkpoint.root {
+                return Err(failure(format!(
+                    "the checkpoint at tree size {size} has root {} but this ledger's entries hash to {}: the log was rewritten (a fork)",
+                    hash32_to_hex(&checkpoint.root),
+                    hash32_to_hex(&range.root())
+                )));
+            }
+        }
+        check_consistent(self.store.as_ref(), &self.frontier, checkpoint)
+    }
+}
+
+impl Ledger {
     /// Signs a checkpoint of the durable head with `key` under `origin` and keeps it.
     ///
     /// Flushes first: a checkpoint only ever covers entries on disk, and an empty ledger
@@ -271,7 +309,7 @@ impl Ledger {
         key: &SignerKey,
         origin: &str,
     ) -> Result<StoredCheckpoint, LedgerError> {
-        if self.corruption.is_some() || self.config.allow_corrupt {
+        if self.view.corruption.is_some() || self.config.allow_corrupt {
             return Err(LedgerError::ReadOnly);
         }
         if !self.is_writer() {
@@ -287,8 +325,12 @@ impl Ledger {
         }
         let latest = self.latest_checkpoint()?;
         if let Some(latest) = &latest {
-            check_consistent(self.store.as_ref(), &self.frontier, &latest.checkpoint)
-                .map_err(LedgerError::Corrupt)?;
+            check_consistent(
+                self.view.store.as_ref(),
+                &self.view.frontier,
+                &latest.checkpoint,
+            )
+            .map_err(LedgerError::Corrupt)?;
             if latest.checkpoint.origin != origin {
                 // The origin is the log's identity in every checkpoint auditors hold:
                 // signing under another one would start a second, unrelated log.
@@ -335,45 +377,9 @@ impl Ledger {
     fn keep_checkpoint(&mut self, size: u64, note: &str) -> Result<(), LedgerError> {
         let mut batch = Batch::default();
         batch.insert(keys::seq_key(keys::CHECKPOINT, size), note.as_bytes());
-        self.store.commit(batch)?;
+        self.view.store.commit(batch)?;
         self.flush()?;
         Ok(())
-    }
-
-    /// Whether this ledger holds the tree `checkpoint` describes as a prefix: `Err` names
-    /// a truncation (the ledger is shorter), or a rollback or fork (another root at that
-    /// size, or no consistency proof to the head). The root at the checkpoint's size is
-    /// recomputed from the stored entries' bytes, not taken from the stored nodes, so a
-    /// store whose node records were forged along with its entries cannot pass.
-    pub fn check_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), VerifyFailure> {
-        let size = checkpoint.size;
-        if size <= self.tree_size() {
-            let failure = |detail: String| VerifyFailure {
-                seq: size,
-                kind: FailureKind::CheckpointMismatch,
-                detail,
-            };
-            let mut range = CompactRange::new();
-            for stored in self.entries(1, size) {
-                let stored =
-                    stored.map_err(|e| failure(format!("cannot read the entries: {e}")))?;
-                range.append(merkle::leaf_hash(&stored.bytes));
-            }
-            if range.size() != size {
-                return Err(failure(format!(
-                    "entry {} is missing below the checkpoint's tree size {size}",
-                    range.size() + 1
-                )));
-            }
-            if range.root() != checkpoint.root {
-                return Err(failure(format!(
-                    "the checkpoint at tree size {size} has root {} but this ledger's entries hash to {}: the log was rewritten (a fork)",
-                    hash32_to_hex(&checkpoint.root),
-                    hash32_to_hex(&range.root())
-                )));
-            }
-        }
-        check_consistent(self.store.as_ref(), &self.frontier, checkpoint)
     }
 }
 

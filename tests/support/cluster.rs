@@ -1,7 +1,6 @@
 //! The cluster simulator, a real kube client and the live watcher, started in-process for
 //! the tests that watch a (simulated) cluster.
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ledger::{Ledger, LedgerConfig};
@@ -96,7 +95,7 @@ impl Watching {
 
 /// A ledger in `dir`, shared the way `serve` shares it.
 pub fn open_ledger(dir: &std::path::Path, config: LedgerConfig) -> SharedLedger {
-    Arc::new(RwLock::new(Ledger::open(dir, config).unwrap()))
+    SharedLedger::new(Ledger::open(dir, config).unwrap())
 }
 
 /// Polls `condition` every 25 ms for up to 10 s.

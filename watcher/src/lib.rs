@@ -10,7 +10,7 @@ pub mod ingest;
 pub mod live;
 
 pub use ingest::{ingest, IngestOptions, IngestReport, LineError};
-pub use live::{run, Readiness, SharedLedger, WatchOptions};
+pub use live::{run, Backlog, Readiness, SharedLedger, WatchOptions, DEFAULT_MAX_BACKLOG};
 
 /// Everything that can go wrong feeding the ledger.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,7 +24,6 @@ use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{discovery, Client};
-use ledger::Ledger;
 use schemas::observed::{EXTENSIONS_GROUP, SANDBOX_GROUP};
 use schemas::{normalize, Change, ObjectKind, WatchEventType, WatchGap};
 use serde::de::DeserializeOwned;
@@ -32,12 +31,15 @@ use serde::Serialize;
 
 use crate::WatcherError;
 
-/// The ledger as shared between the watcher (writer) and the API (readers).
-pub type SharedLedger = Arc<RwLock<Ledger>>;
+pub use ledger::SharedLedger;
 
 /// How long after its last error a failing stream counts as recovered: longer than the
 /// watcher's longest backoff, so a stream still retrying keeps reporting errors within it.
 const RECOVERED_AFTER: Duration = Duration::from_secs(40);
+
+/// The default of [`WatchOptions::max_backlog`]: a few group commits' worth of slack on a
+/// slow disk, far less than the time a deleted pod takes to be replaced.
+pub const DEFAULT_MAX_BACKLOG: Duration = Duration::from_secs(5);
 
 /// What to watch and how.
 #[derive(Debug, Clone)]
@@ -48,6 +50,9 @@ pub struct WatchOptions {
     pub unready_after: Duration,
     /// Most events appended in one group commit.
     pub max_batch: usize,
+    /// Answer `not_ready` while observed events have waited longer than this to become
+    /// durable: a ledger that lags must not answer `allow` from stale state.
+    pub max_backlog: Duration,
 }
 
 impl Default for WatchOptions {
@@ -56,6 +61,7 @@ impl Default for WatchOptions {
             namespaces: Vec::new(),
             unready_after: Duration::from_secs(30),
             max_batch: 1024,
+            max_backlog: DEFAULT_MAX_BACKLOG,
         }
     }
 }
@@ -122,6 +128,21 @@ struct ReadinessInner {
     counters: WatchCounters,
     unready_after: Duration,
     started: bool,
+    /// Since when observed events have waited to become durable, and how many are in the
+    /// group commit under way (`None`: the writer has caught up).
+    backlog: Option<(Instant, usize)>,
+    max_backlog: Duration,
+}
+
+/// Observed events not yet durable, as `/readyz` and `/metrics` report them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Backlog {
+    /// Events in the group commit under way.
+    pub events: usize,
+    /// How long the oldest of them (or of those still queued behind it) has waited.
+    pub age_seconds: f64,
+    /// The bound past which checks answer `not_ready`.
+    pub limit_seconds: f64,
 }
 
 impl Readiness {
@@ -133,6 +154,8 @@ impl Readiness {
                 counters: WatchCounters::default(),
                 unready_after,
                 started: false,
+                backlog: None,
+                max_backlog: DEFAULT_MAX_BACKLOG,
             })),
         }
     }
@@ -141,12 +164,16 @@ impl Readiness {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether checks may answer: every stream synced, and none failing for longer than
-    /// the grace period.
+    /// Whether checks may answer: every stream synced, none failing for longer than the
+    /// grace period, and no observed event waiting longer than the backlog bound.
     pub fn is_ready(&self) -> bool {
         let inner = self.lock();
         let now = Instant::now();
+        let lagging = inner
+            .backlog
+            .is_some_and(|(since, _)| now.saturating_duration_since(since) > inner.max_backlog);
         inner.started
+            && !lagging
             && inner.streams.iter().all(|s| {
                 let recovering = s
                     .last_error_instant
@@ -156,6 +183,26 @@ impl Readiness {
                         .is_some_and(|t| now - t > inner.unready_after);
                 s.synced && !failing_too_long
             })
+    }
+
+    /// The writer's backlog now: events observed and not yet durable, and their age.
+    pub fn backlog(&self) -> Backlog {
+        let inner = self.lock();
+        let (events, age) = match inner.backlog {
+            Some((since, events)) => (events, Instant::now().saturating_duration_since(since)),
+            None => (0, Duration::ZERO),
+        };
+        Backlog {
+            events,
+            age_seconds: age.as_secs_f64(),
+            limit_seconds: inner.max_backlog.as_secs_f64(),
+        }
+    }
+
+    /// Records that `events` observed since `since` wait for a group commit (`None`: the
+    /// writer has caught up).
+    fn set_backlog(&self, backlog: Option<(Instant, usize)>) {
+        self.lock().backlog = backlog;
     }
 
     /// Every stream's status.
@@ -168,9 +215,10 @@ impl Readiness {
         self.lock().counters
     }
 
-    fn register(&self, streams: Vec<StreamStatus>) {
+    fn register(&self, streams: Vec<StreamStatus>, max_backlog: Duration) {
         let mut inner = self.lock();
         inner.streams = streams;
+        inner.max_backlog = max_backlog;
         inner.started = true;
     }
 
@@ -393,6 +441,7 @@ pub async fn run(
                 last_error_instant: None,
             })
             .collect(),
+        options.max_backlog,
     );
 
     let mut writer = Writer {
@@ -404,22 +453,43 @@ pub async fn run(
         last_version: HashMap::new(),
     };
     let mut merged = stream::select_all(streams);
+    let max_batch = options.max_batch.max(1);
+    // Since when the events still to commit have waited. Events that were not ready when
+    // a batch was collected arrived after that moment; those left behind by a full batch
+    // arrived before it, so they keep the older time.
+    let mut waiting_since: Option<Instant> = None;
     loop {
-        let first = futures::select! {
-            _ = shutdown => break,
-            next = merged.next().fuse() => match next {
-                Some(item) => item,
-                None => break,
-            },
+        if shutdown.as_mut().now_or_never().is_some() {
+            break;
+        }
+        let first = match merged.next().now_or_never() {
+            Some(Some(item)) => item,
+            Some(None) => break,
+            None => {
+                writer.readiness.set_backlog(None);
+                waiting_since = None;
+                futures::select! {
+                    _ = shutdown => break,
+                    next = merged.next().fuse() => match next {
+                        Some(item) => item,
+                        None => break,
+                    },
+                }
+            }
         };
+        let collected_at = Instant::now();
+        let since = waiting_since.unwrap_or(collected_at);
         let mut batch = vec![first];
-        while batch.len() < options.max_batch.max(1) {
+        while batch.len() < max_batch {
             match merged.next().now_or_never() {
                 Some(Some(item)) => batch.push(item),
                 _ => break,
             }
         }
+        let full = batch.len() >= max_batch;
+        writer.readiness.set_backlog(Some((since, batch.len())));
         tokio::task::block_in_place(|| writer.process(batch))?;
+        waiting_since = Some(if full { since } else { collected_at });
     }
     Ok(())
 }
@@ -534,7 +604,7 @@ impl Writer {
         let last = match self.last_version.get(&index) {
             Some(version) => Some(version.clone()),
             None => {
-                let ledger = self.ledger.read().unwrap_or_else(PoisonError::into_inner);
+                let ledger = self.ledger.view();
                 ledger
                     .projection()
                     .live_objects()
@@ -566,7 +636,7 @@ impl Writer {
 
     /// Objects of this stream alive in the ledger that the completed list lacks.
     fn missing_from(&self, index: usize, listed: &HashSet<String>) -> Vec<Change> {
-        let ledger = self.ledger.read().unwrap_or_else(PoisonError::into_inner);
+        let ledger = self.ledger.view();
         ledger
             .projection()
             .live_objects()
@@ -579,7 +649,7 @@ impl Writer {
     /// Logs each recorded change (debug) and each binding transition it caused (info),
     /// with the fields operators filter on: kind, namespace, name, uid, seq, reason.
     fn log_recorded(&self, described: &[Option<Described>], outcomes: &[ledger::AppendOutcome]) {
-        let ledger = self.ledger.read().unwrap_or_else(PoisonError::into_inner);
+        let ledger = self.ledger.view();
         for (described, outcome) in described.iter().zip(outcomes) {
             let (
                 Some((kind, namespace, name, uid)),
@@ -624,14 +694,10 @@ impl Writer {
             true => pending.iter().map(describe).collect(),
             false => Vec::new(),
         };
-        let mut ledger = self.ledger.write().unwrap_or_else(PoisonError::into_inner);
-        let outcomes = ledger.append_changes(pending.drain(..), Utc::now())?;
-        let started = Instant::now();
-        ledger.flush()?;
-        let micros = started.elapsed().as_micros() as u64;
-        drop(ledger);
+        let committed = self.ledger.commit(pending.drain(..), Utc::now())?;
+        let micros = committed.flush_time.as_micros() as u64;
         if !described.is_empty() {
-            self.log_recorded(&described, &outcomes);
+            self.log_recorded(&described, &committed.outcomes);
         }
         let mut inner = self.readiness.lock();
         inner.counters.flushes += 1;
@@ -648,8 +714,8 @@ fn record_scope(ledger: &SharedLedger, namespaces: &[String]) -> Result<(), Watc
     let mut wanted: Vec<String> = namespaces.to_vec();
     wanted.sort();
     wanted.dedup();
-    let mut ledger = ledger.write().unwrap_or_else(PoisonError::into_inner);
     let previous = ledger
+        .view()
         .projection()
         .watched_namespaces()
         .map(<[String]>::to_vec);
@@ -665,14 +731,13 @@ fn record_scope(ledger: &SharedLedger, namespaces: &[String]) -> Result<(), Watc
         now = ?wanted,
         "the watched namespaces changed; checks outside them are answered not_ready"
     );
-    ledger.append_changes(
+    ledger.commit(
         [Change::WatchScope(schemas::WatchScope {
             namespaces: wanted,
             previous,
         })],
         Utc::now(),
     )?;
-    ledger.flush()?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ pub mod k8s;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -88,7 +88,7 @@ pub const OTHER_TOKEN: &str = "second-token-fedcba9876543210";
 pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
-    pub ledger: Arc<RwLock<Ledger>>,
+    pub ledger: ledger::SharedLedger,
     pub freshness: Arc<TestFreshness>,
     pub service: Service,
     /// Seconds since [`EPOCH`] of the service's clock (denial minutes).
@@ -108,14 +108,14 @@ impl Server {
     pub async fn start_with(setup: Setup) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&dir.path().join("db"), LedgerConfig::default()).unwrap();
-        let ledger = Arc::new(RwLock::new(ledger));
+        let ledger = ledger::SharedLedger::new(ledger);
         Server::start_over(dir, ledger, setup).await
     }
 
     /// A server over an existing ledger (the directory is kept alive by the server).
     pub async fn start_over(
         dir: tempfile::TempDir,
-        ledger: Arc<RwLock<Ledger>>,
+        ledger: ledger::SharedLedger,
         setup: Setup,
     ) -> Server {
         let token_file = dir.path().join("tokens");
@@ -150,7 +150,7 @@ impl Server {
         let clock = Arc::new(AtomicI64::new(0));
         let seconds = Arc::clone(&clock);
         let service = Service::with_clock(
-            Arc::clone(&ledger),
+            ledger.clone(),
             freshness.clone(),
             options,
             Arc::new(move || at(seconds.load(Ordering::SeqCst))),
@@ -186,7 +186,7 @@ impl Server {
 
     /// Stops the server (which flushes pending denial records) and returns the directory
     /// and ledger, so another server can be started over them.
-    pub async fn stop(mut self) -> (tempfile::TempDir, Arc<RwLock<Ledger>>) {
+    pub async fn stop(mut self) -> (tempfile::TempDir, ledger::SharedLedger) {
         let _ = self.shutdown.take().unwrap().send(());
         self.handle.take().unwrap().await.unwrap().unwrap();
         (self.dir, self.ledger)
@@ -205,10 +205,9 @@ impl Server {
     pub fn ingest(&mut self, lines: &str) -> usize {
         let changes = watch_event_changes(lines);
         self.ingest_tick += 1;
-        let mut ledger = self.ledger.write().unwrap();
-        let outcomes = ledger.append(changes, at(self.ingest_tick)).unwrap();
-        ledger.flush().unwrap();
-        outcomes.len()
+        let changes = changes.into_iter().map(schemas::Change::Object);
+        let committed = self.ledger.commit(changes, at(self.ingest_tick)).unwrap();
+        committed.outcomes.len()
     }
 
     /// Ingests watch events given as JSON values.
@@ -218,7 +217,7 @@ impl Server {
     }
 
     pub fn head_seq(&self) -> u64 {
-        self.ledger.read().unwrap().head().seq
+        self.ledger.view().head().seq
     }
 
     pub async fn check(&self, request: &Value) -> (StatusCode, Value) {

@@ -514,3 +514,80 @@ pub fn write_verify_table(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::entry::CheckDenied;
+    use schemas::{ObjectChange, Reason};
+
+    fn stored(seq: u64, change: Change) -> StoredEntry {
+        let entry = Entry {
+            format_version: schemas::entry::FORMAT_VERSION,
+            seq,
+            observed_at: "2026-05-20T15:00:00.123456789Z".parse().unwrap(),
+            prev_hash: Hash::ZERO,
+            change,
+            transitions: vec![],
+            snapshot: None,
+        };
+        StoredEntry {
+            hash: Hash([seq as u8; 32]),
+            bytes: entry.encode().unwrap(),
+            entry,
+        }
+    }
+
+    #[test]
+    fn denied_checks_and_resyncs_read_as_their_json_says() {
+        let missing = stored(
+            7,
+            Change::Object(ObjectChange {
+                kind: ObjectKind::Pod,
+                api_version: "v1".into(),
+                namespace: "ns".into(),
+                name: "a-rather-long-pod-name-that-widens-the-column".into(),
+                uid: "pod-uid-1".into(),
+                resource_version: "12".into(),
+                change: ChangeKind::MissingOnResync,
+                controller: None,
+                deletion_timestamp: None,
+                fields: KindFields::Pod {
+                    sandbox_id_annotation: None,
+                    phase: None,
+                },
+            }),
+        );
+        let denied = stored(
+            1234,
+            Change::CheckDenied(CheckDenied {
+                pod_uid: "pod-uid-1".into(),
+                namespace: "ns".into(),
+                pod_name: "p".into(),
+                reason: Reason::BindingReleased,
+                minute: "2026-05-20T15:00:00Z".parse().unwrap(),
+                count: 3,
+            }),
+        );
+        let mut out = Vec::new();
+        write_entries_table(&mut out, [&missing, &denied]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].contains("missing_on_resync"), "{text}");
+        assert!(!text.contains("missingonresync"), "{text}");
+        let denied_row = lines[2];
+        assert!(denied_row.contains("check_denied"), "{text}");
+        // The reason is under REASON, the kind under KIND, the count with the transitions.
+        let reason_at = lines[0].find("REASON").unwrap();
+        assert!(denied_row[reason_at..].starts_with("BINDING_RELEASED"), "{text}");
+        let kind_at = lines[0].find("KIND").unwrap();
+        assert!(denied_row[kind_at..].starts_with("Pod "), "{text}");
+        assert!(denied_row.ends_with("count 3"), "{text}");
+        // Every row's uid starts under the UID title, however long the names and times.
+        let uid_at = lines[0].find("UID").unwrap();
+        for row in &lines[1..] {
+            assert!(row[uid_at..].starts_with("pod-uid-1"), "{text}");
+        }
+    }
+}

@@ -867,12 +867,28 @@ fn assert_aligned<'a>(table: &'a str, columns: &[(&str, bool)]) -> Vec<&'a str> 
         for (index, (start, end, right)) in positions.iter().enumerate() {
             let at = |i: usize| bytes.get(i).copied().unwrap_or(b' ');
             if *right {
-                assert_ne!(at(end - 1), b' ', "column {index} does not end under its title:\n{row}\n{table}");
-                assert_eq!(at(*end), b' ', "column {index} runs past its title:\n{row}\n{table}");
+                assert_ne!(
+                    at(end - 1),
+                    b' ',
+                    "column {index} does not end under its title:\n{row}\n{table}"
+                );
+                assert_eq!(
+                    at(*end),
+                    b' ',
+                    "column {index} runs past its title:\n{row}\n{table}"
+                );
             } else {
-                assert_ne!(at(*start), b' ', "column {index} does not start under its title:\n{row}\n{table}");
+                assert_ne!(
+                    at(*start),
+                    b' ',
+                    "column {index} does not start under its title:\n{row}\n{table}"
+                );
                 if *start >= 2 {
-                    assert_eq!(&bytes[start - 2..*start], b"  ", "no gap before column {index}:\n{row}\n{table}");
+                    assert_eq!(
+                        &bytes[start - 2..*start],
+                        b"  ",
+                        "no gap before column {index}:\n{row}\n{table}"
+                    );
                 }
             }
         }
@@ -912,8 +928,17 @@ fn history_table_has_uid_and_reason_columns_and_stays_aligned() {
     let db = scratch.db();
     let table = ok(
         &[
-            "history", "--db", &db, "--kind", "Pod", "--namespace", "agents", "--name",
-            "research-agent", "--output", "table",
+            "history",
+            "--db",
+            &db,
+            "--kind",
+            "Pod",
+            "--namespace",
+            "agents",
+            "--name",
+            "research-agent",
+            "--output",
+            "table",
         ],
         None,
     )
@@ -937,7 +962,10 @@ fn history_table_has_uid_and_reason_columns_and_stays_aligned() {
         "p0d00000-0003-4000-8000-000000000001",
         "p0d00000-0003-4000-8000-000000000002",
     ] {
-        assert!(rows.iter().any(|row| cell(header, row, "UID") == uid), "{uid}:\n{table}");
+        assert!(
+            rows.iter().any(|row| cell(header, row, "UID") == uid),
+            "{uid}:\n{table}"
+        );
     }
     let released: Vec<&&str> = rows
         .iter()
@@ -947,7 +975,13 @@ fn history_table_has_uid_and_reason_columns_and_stays_aligned() {
     for row in released {
         let reason = cell(header, row, "REASON");
         assert!(
-            ["POD_TERMINATING", "UNKNOWN_POD", "BINDING_RELEASED", "OWNER_CHAIN_BROKEN"].contains(&reason),
+            [
+                "POD_TERMINATING",
+                "UNKNOWN_POD",
+                "BINDING_RELEASED",
+                "OWNER_CHAIN_BROKEN"
+            ]
+            .contains(&reason),
             "a release without its reason: {row}\n{table}"
         );
     }
@@ -992,21 +1026,39 @@ fn state_table_has_controller_and_terminating_columns_and_stays_aligned() {
         .iter()
         .find(|row| cell(header, row, "NAME") == "python-pool-x7k2p" && row.starts_with("Sandbox "))
         .unwrap_or_else(|| panic!("{now}"));
-    assert!(cell(header, sandbox, "CONTROLLER").starts_with("SandboxClaim/"), "{now}");
+    assert!(
+        cell(header, sandbox, "CONTROLLER").starts_with("SandboxClaim/"),
+        "{now}"
+    );
     assert_aligned(&now, &bindings);
     // Before the claim adopted it, the same Sandbox was warm: the controller says so.
     let head = report["head_seq"].as_u64().unwrap();
     let warm = (1..head)
         .map(|seq| {
-            ok(&["state", "--db", &db, "--as-of-seq", &seq.to_string(), "--output", "table"], None)
-                .stdout
+            ok(
+                &[
+                    "state",
+                    "--db",
+                    &db,
+                    "--as-of-seq",
+                    &seq.to_string(),
+                    "--output",
+                    "table",
+                ],
+                None,
+            )
+            .stdout
         })
         .find(|table| table.contains("SandboxWarmPool/"))
         .unwrap_or_else(|| panic!("no state with a warm Sandbox"));
     let rows = assert_aligned(&warm, &objects);
     let header = warm.lines().find(|l| l.contains("CONTROLLER")).unwrap();
-    assert!(rows.iter().any(|row| cell(header, row, "CONTROLLER").starts_with("SandboxWarmPool/")));
-    assert!(rows.iter().all(|row| ["-", "yes"].contains(&cell(header, row, "TERMINATING"))));
+    assert!(rows
+        .iter()
+        .any(|row| cell(header, row, "CONTROLLER").starts_with("SandboxWarmPool/")));
+    assert!(rows
+        .iter()
+        .all(|row| ["-", "yes"].contains(&cell(header, row, "TERMINATING"))));
 }
 
 #[test]
@@ -1016,13 +1068,30 @@ fn history_as_a_timeline_reads_like_the_page() {
     let db = scratch.db();
     let uid = "p0d00000-0003-4000-8000-000000000001";
     let timeline = ok(
-        &["history", "--db", &db, "--pod-uid", uid, "--output", "timeline"],
+        &[
+            "history",
+            "--db",
+            &db,
+            "--pod-uid",
+            uid,
+            "--output",
+            "timeline",
+        ],
         None,
     )
     .stdout;
-    assert!(!timeline.contains('\u{1b}'), "no colours into a pipe:\n{timeline}");
-    assert!(timeline.starts_with(&format!("Pod agents/research-agent  uid {uid}")), "{timeline}");
-    assert!(timeline.contains("the name was later held by uid p0d00000-0003-4000-8000-000000000002"), "{timeline}");
+    assert!(
+        !timeline.contains('\u{1b}'),
+        "no colours into a pipe:\n{timeline}"
+    );
+    assert!(
+        timeline.starts_with(&format!("Pod agents/research-agent  uid {uid}")),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("the name was later held by uid p0d00000-0003-4000-8000-000000000002"),
+        "{timeline}"
+    );
     let rows = assert_aligned(
         &timeline,
         &[
@@ -1043,6 +1112,13 @@ fn history_as_a_timeline_reads_like_the_page() {
         .iter()
         .find(|row| cell(header, row, "EVENT") == "released")
         .unwrap();
-    assert_eq!(cell(header, released, "REASON"), "POD_TERMINATING", "{timeline}");
-    assert!(cell(header, released, "SUMMARY").contains("through claim agents/"), "{timeline}");
+    assert_eq!(
+        cell(header, released, "REASON"),
+        "POD_TERMINATING",
+        "{timeline}"
+    );
+    assert!(
+        cell(header, released, "SUMMARY").contains("through claim agents/"),
+        "{timeline}"
+    );
 }

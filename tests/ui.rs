@@ -31,10 +31,15 @@ fn find_chromium() -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|candidate| candidate.is_file())
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]
+    .iter()
+    .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+    .find(|candidate| candidate.is_file())
 }
 
 /// A headless Chromium with a fresh profile, and one page driven over the DevTools
@@ -269,7 +274,11 @@ fn get_raw(address: &str, path: &str) -> (String, String, String) {
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_ascii_lowercase(), body.to_string())
+    (
+        status.to_string(),
+        headers.to_ascii_lowercase(),
+        body.to_string(),
+    )
 }
 
 fn js_string(text: &str) -> String {
@@ -280,7 +289,9 @@ fn js_string(text: &str) -> String {
 fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
     let Some(chromium) = find_chromium() else {
         if std::env::var_os("CLAIM_LEDGER_SKIP_BROWSER").is_some() {
-            eprintln!("\n!!! SKIPPED the browser test of /ui/ (CLAIM_LEDGER_SKIP_BROWSER is set)\n");
+            eprintln!(
+                "\n!!! SKIPPED the browser test of /ui/ (CLAIM_LEDGER_SKIP_BROWSER is set)\n"
+            );
             return;
         }
         panic!(
@@ -310,7 +321,12 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
         .trim_end_matches(')')
         .to_string();
     let replaced = demo.line_with("replaced: new uid ");
-    let new_uid = replaced.split("new uid ").nth(1).unwrap().trim().to_string();
+    let new_uid = replaced
+        .split("new uid ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
     // The page's link, printed by demo whatever order it comes in.
     let link = match demo.seen.iter().find(|line| line.contains("/ui/#token=")) {
         Some(line) => line.clone(),
@@ -331,7 +347,10 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
         assert!(headers.contains(header), "no {header:?} in:\n{headers}");
     }
     assert!(!body.contains("<script>"), "no inline script");
-    assert!(!body.contains("http://") && !body.contains("https://"), "no external origin in the page");
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "no external origin in the page"
+    );
     assert!(get_raw(&api, "/ui/app.js").0.contains(" 200 "));
     assert!(get_raw(&api, "/ui").0.contains(" 308 "));
     let timeline_path = format!("/v1/timeline?pod_uid={pod_uid}");
@@ -343,13 +362,22 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
     let authorization = format!("Bearer {token}");
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (status, body) =
-            process::http(&api, "GET", &timeline_path, Some(&authorization), None, PATIENCE);
+        let (status, body) = process::http(
+            &api,
+            "GET",
+            &timeline_path,
+            Some(&authorization),
+            None,
+            PATIENCE,
+        );
         assert_eq!(status, 200, "{body}");
         if body.contains(r#""event":"released""#) && body.contains(r#""event":"deleted""#) {
             break;
         }
-        assert!(Instant::now() < deadline, "the release was never recorded: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the release was never recorded: {body}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let (status, body) = process::http(
@@ -412,11 +440,17 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
     // Released because the pod was replaced: first terminating, then gone.
     assert_eq!(released["reason"], "POD_TERMINATING", "{released:#}");
     assert!(
-        released["text"].as_str().unwrap().contains("POD_TERMINATING"),
+        released["text"]
+            .as_str()
+            .unwrap()
+            .contains("POD_TERMINATING"),
         "{released:#}"
     );
     assert!(
-        bound["text"].as_str().unwrap().contains("sandbox id sbx-0000"),
+        bound["text"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox id sbx-0000"),
         "{bound:#}"
     );
     for event in events {
@@ -433,11 +467,9 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
         .unwrap()
         .to_string();
     assert!(claim_href.starts_with("?claim_uid="), "{claim_href}");
-    assert!(bound["links"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|l| l["role"] == "sandbox" && l["href"].as_str().unwrap().starts_with("?sandbox_uid=")));
+    assert!(bound["links"].as_array().unwrap().iter().any(
+        |l| l["role"] == "sandbox" && l["href"].as_str().unwrap().starts_with("?sandbox_uid=")
+    ));
     // The replacement is one click away.
     assert_eq!(
         browser.eval("document.querySelector('a[data-role=\"successor\"]')?.getAttribute('href')"),
@@ -470,7 +502,10 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
     );
     let claim_text = browser.eval("document.getElementById('events').innerText");
     let claim_text = claim_text.as_str().unwrap();
-    assert!(claim_text.contains(&pod_uid) && claim_text.contains(&new_uid), "{claim_text}");
+    assert!(
+        claim_text.contains(&pod_uid) && claim_text.contains(&new_uid),
+        "{claim_text}"
+    );
 
     // The entry behind an event.
     let released_seq = released["seq"].as_u64().unwrap();
@@ -516,7 +551,8 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
     // Live: new entries appear without a reload (the demo goes on).
     browser.navigate(&format!("{origin}/ui/?view=live"));
     browser.wait_rendered("the live entries");
-    let first = browser.eval("Number(document.querySelector('#live-entries tr')?.dataset.seq || 0)");
+    let first =
+        browser.eval("Number(document.querySelector('#live-entries tr')?.dataset.seq || 0)");
     browser.eval("window.__not_reloaded = true; true");
     browser.wait_for(
         "a new entry to appear",
@@ -528,21 +564,39 @@ fn the_timeline_page_tells_a_replaced_pods_story_in_a_real_browser() {
     assert!(urls.iter().any(|u| u.contains("/v1/timeline")), "{urls:#?}");
     let foreign: Vec<&String> = urls
         .iter()
-        .filter(|u| !(u.starts_with(&format!("{origin}/")) || u.starts_with("data:") || u.starts_with("blob:") || u.starts_with("about:")))
+        .filter(|u| {
+            !(u.starts_with(&format!("{origin}/"))
+                || u.starts_with("data:")
+                || u.starts_with("blob:")
+                || u.starts_with("about:"))
+        })
         .collect();
-    assert!(foreign.is_empty(), "requests to another origin: {foreign:#?}");
+    assert!(
+        foreign.is_empty(),
+        "requests to another origin: {foreign:#?}"
+    );
 
     // A wrong token: an error, and no data.
-    browser.navigate(&format!("{origin}/ui/?pod_uid={pod_uid}#token=not-the-token"));
+    browser.navigate(&format!(
+        "{origin}/ui/?pod_uid={pod_uid}#token=not-the-token"
+    ));
     browser.wait_rendered("the refused page");
-    assert_eq!(browser.eval("document.getElementById('main').dataset.state"), json!("error"));
-    let error = browser.eval("document.getElementById('error').hidden ? '' : document.getElementById('error').innerText");
+    assert_eq!(
+        browser.eval("document.getElementById('main').dataset.state"),
+        json!("error")
+    );
+    let error = browser.eval(
+        "document.getElementById('error').hidden ? '' : document.getElementById('error').innerText",
+    );
     assert!(error.as_str().unwrap().contains("401"), "{error}");
     assert_eq!(
         browser.eval("document.querySelectorAll('li.event, section.subject, #integrity *').length"),
         json!(0)
     );
-    assert_eq!(browser.eval("document.getElementById('signin').hidden"), json!(false));
+    assert_eq!(
+        browser.eval("document.getElementById('signin').hidden"),
+        json!(false)
+    );
     drop(browser);
     drop(demo);
     eprintln!("browser test took {:?}", started.elapsed());

@@ -580,7 +580,10 @@ mod tests {
         assert!(denied_row.contains("check_denied"), "{text}");
         // The reason is under REASON, the kind under KIND, the count with the transitions.
         let reason_at = lines[0].find("REASON").unwrap();
-        assert!(denied_row[reason_at..].starts_with("BINDING_RELEASED"), "{text}");
+        assert!(
+            denied_row[reason_at..].starts_with("BINDING_RELEASED"),
+            "{text}"
+        );
         let kind_at = lines[0].find("KIND").unwrap();
         assert!(denied_row[kind_at..].starts_with("Pod "), "{text}");
         assert!(denied_row.ends_with("count 3"), "{text}");

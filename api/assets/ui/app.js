@@ -677,7 +677,9 @@
     }
     const parts = text.split("/");
     if (parts.length === 3 && parts.every((p) => p !== "")) {
-      location.href = query({ kind: parts[0], namespace: parts[1], name: parts[2] });
+      const aliases = { pvc: "PersistentVolumeClaim", claim: "SandboxClaim", sandboxclaim: "SandboxClaim", sandbox: "Sandbox", pod: "Pod" };
+      const kind = aliases[parts[0].toLowerCase()] || parts[0];
+      location.href = query({ kind, namespace: parts[1], name: parts[2] });
     } else if (/^\d+$/.test(text)) {
       location.href = query({ entry: text });
     } else {

@@ -70,6 +70,18 @@ enum Output {
     Table,
 }
 
+/// Output of `history`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum HistoryOutput {
+    /// One JSON object per entry, as `export` prints them.
+    Json,
+    /// One aligned row per entry: seq, time, change, kind, name, uid, reason, transitions.
+    Table,
+    /// The object's story, one aligned line per event (created, bound, released and why,
+    /// denied checks, watch gaps...), as the page at /ui/ shows it; coloured on a terminal.
+    Timeline,
+}
+
 /// Output of the commands whose default is a line of text for people.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum TextOutput {
@@ -258,8 +270,8 @@ enum Command {
         db: DbArgs,
         #[command(flatten)]
         target: HistoryTarget,
-        #[arg(long, value_enum, default_value_t = Output::Json)]
-        output: Output,
+        #[arg(long, value_enum, default_value_t = HistoryOutput::Json)]
+        output: HistoryOutput,
     },
     /// Is this pod bound? Prints the decision; exit 0 allow, 1 deny.
     Check {
@@ -601,6 +613,77 @@ impl From<serde_json::Error> for Failure {
     }
 }
 
+/// `listen`, with a free port picked now when it names port 0: the page's link is printed
+/// from here, before the service reports where it listens. Between this probe and the
+/// service's bind the port could be taken by someone else, and the demo would then stop
+/// with the bind error: acceptable for a demo, never the case for an explicit port.
+fn with_concrete_port(listen: SocketAddr) -> Result<SocketAddr, Failure> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    std::net::TcpListener::bind(listen)
+        .and_then(|probe| probe.local_addr())
+        .map_err(|e| Failure::Input(format!("cannot listen on {listen}: {e}")))
+}
+
+/// Prints the timeline page's signed-in link (`/ui/#token=...`) once the demo's API
+/// answers: the demo writes a fresh token before it starts listening, so the file read
+/// then holds the token the API accepts. The token is the demo's own, local one.
+fn print_page_link(listen: SocketAddr, token_file: PathBuf) {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], listen.port()))
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    };
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&host, Duration::from_millis(500)).is_ok() {
+                // Let the banner, printed as the API starts, come first.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Ok(token) = std::fs::read_to_string(&token_file) {
+                    println!(
+                        "  timeline page      http://{host}/ui/#token={}",
+                        token.trim()
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+}
+
+/// The timeline of `uids` from their whole history, with the watch gaps of their
+/// lifetime, as `GET /v1/timeline` builds it.
+fn timeline_of(
+    ledger: &Ledger,
+    uids: &[String],
+    entries: &[ledger::StoredEntry],
+) -> Result<api::ui::timeline::Timeline, Failure> {
+    use api::ui::timeline::{gap_window, watch_gaps, Timeline, TimelineParts};
+    let head_seq = ledger.head().seq;
+    let gap_scan = gap_window(ledger.projection(), uids, entries, true, head_seq);
+    let gaps = match gap_scan {
+        Some(scan) => watch_gaps(ledger.entries(scan.from_seq, scan.to_seq))?,
+        None => Vec::new(),
+    };
+    Ok(Timeline::build(TimelineParts {
+        projection: ledger.projection(),
+        uids,
+        baseline: &[],
+        entries,
+        gaps: &gaps,
+        head_seq,
+        next_after_seq: None,
+        gap_scan,
+    }))
+}
+
 /// Reads a signed checkpoint file and, with trusted keys, checks its signature.
 fn checked_checkpoint(
     path: &std::path::Path,
@@ -815,6 +898,8 @@ fn run(command: Command) -> Result<(), Failure> {
             step_ms,
         } => {
             drop(out);
+            let listen = with_concrete_port(listen)?;
+            print_page_link(listen, db.join("api-token"));
             let args = service::DemoArgs {
                 dir: db,
                 listen,
@@ -1025,11 +1110,12 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::History { db, target, output } => {
             let ledger = db.open_existing()?;
-            let entries = match (&target.kind, &target.namespace, &target.name) {
+            let (uids, entries) = match (&target.kind, &target.namespace, &target.name) {
                 (Some(kind), Some(namespace), Some(name)) => {
                     let kind = ObjectKind::parse(kind)
                         .ok_or_else(|| Failure::Input(format!("unknown kind {kind:?}")))?;
-                    ledger.history_of_name(kind, namespace, name)?
+                    let uids = ledger.projection().uids_of(kind, namespace, name).to_vec();
+                    (uids, ledger.history_of_name(kind, namespace, name)?)
                 }
                 _ => {
                     let uid = [
@@ -1044,14 +1130,19 @@ fn run(command: Command) -> Result<(), Failure> {
                     .ok_or_else(|| {
                         Failure::Input("name a uid, or --kind with --namespace and --name".into())
                     })?;
-                    ledger.history_of_uid(uid)?
+                    (vec![uid.clone()], ledger.history_of_uid(uid)?)
                 }
             };
             match output {
-                Output::Json => {
+                HistoryOutput::Json => {
                     write_jsonl(&mut out, &entries)?;
                 }
-                Output::Table => write_entries_table(&mut out, &entries)?,
+                HistoryOutput::Table => write_entries_table(&mut out, &entries)?,
+                HistoryOutput::Timeline => {
+                    let color = io::IsTerminal::is_terminal(&io::stdout())
+                        && std::env::var_os("NO_COLOR").is_none();
+                    timeline_of(&ledger, &uids, &entries)?.write_text(&mut out, color)?;
+                }
             }
         }
         Command::Check {

@@ -838,3 +838,287 @@ fn ingest_verify_and_check_print_tables_for_people() {
         deny.stdout
     );
 }
+
+/// Checks that every row of the table whose header line holds `columns` (title, whether
+/// right-aligned) puts each cell where its title is: left-aligned cells start under their
+/// title, right-aligned ones end under it, and two spaces separate the columns. Rows end
+/// at the first blank line. Returns the rows.
+fn assert_aligned<'a>(table: &'a str, columns: &[(&str, bool)]) -> Vec<&'a str> {
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines
+        .iter()
+        .position(|line| columns.iter().all(|(title, _)| line.contains(title)))
+        .unwrap_or_else(|| panic!("no header with {columns:?}:\n{table}"));
+    let positions: Vec<(usize, usize, bool)> = columns
+        .iter()
+        .map(|(title, right)| {
+            let start = title_at(lines[header], title);
+            (start, start + title.len(), *right)
+        })
+        .collect();
+    let rows: Vec<&str> = lines[header + 1..]
+        .iter()
+        .take_while(|line| !line.is_empty())
+        .copied()
+        .collect();
+    assert!(!rows.is_empty(), "no rows under the header:\n{table}");
+    for row in &rows {
+        let bytes = row.as_bytes();
+        for (index, (start, end, right)) in positions.iter().enumerate() {
+            let at = |i: usize| bytes.get(i).copied().unwrap_or(b' ');
+            if *right {
+                assert_ne!(
+                    at(end - 1),
+                    b' ',
+                    "column {index} does not end under its title:\n{row}\n{table}"
+                );
+                assert_eq!(
+                    at(*end),
+                    b' ',
+                    "column {index} runs past its title:\n{row}\n{table}"
+                );
+            } else {
+                assert_ne!(
+                    at(*start),
+                    b' ',
+                    "column {index} does not start under its title:\n{row}\n{table}"
+                );
+                if *start >= 2 {
+                    assert_eq!(
+                        &bytes[start - 2..*start],
+                        b"  ",
+                        "no gap before column {index}:\n{row}\n{table}"
+                    );
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Where the column titled `title` starts in `header` (a whole title: `NAME` is not the
+/// start of `NAMESPACE`, nor `UID` the end of `POD UID`).
+fn title_at(header: &str, title: &str) -> usize {
+    header
+        .match_indices(title)
+        .map(|(start, _)| start)
+        .find(|start| {
+            let before = header[..*start].ends_with("  ") || header[..*start].trim().is_empty();
+            let after = &header[start + title.len()..];
+            before && (after.is_empty() || after.starts_with("  "))
+        })
+        .unwrap_or_else(|| panic!("no column {title:?} in {header:?}"))
+}
+
+/// The cell of `row` in the column titled `title` of the table's header `header`.
+fn cell<'a>(header: &str, row: &'a str, title: &str) -> &'a str {
+    let start = title_at(header, title);
+    row.get(start..)
+        .unwrap_or("")
+        .split("  ")
+        .next()
+        .unwrap()
+        .trim()
+}
+
+#[test]
+fn history_table_has_uid_and_reason_columns_and_stays_aligned() {
+    let scratch = Scratch::new();
+    scratch.ingest_fixture("pod_replacement.jsonl");
+    let db = scratch.db();
+    let table = ok(
+        &[
+            "history",
+            "--db",
+            &db,
+            "--kind",
+            "Pod",
+            "--namespace",
+            "agents",
+            "--name",
+            "research-agent",
+            "--output",
+            "table",
+        ],
+        None,
+    )
+    .stdout;
+    let columns = [
+        ("SEQ", true),
+        ("OBSERVED", false),
+        ("CHANGE", false),
+        ("KIND", false),
+        ("NAME", false),
+        ("UID", false),
+        ("RV", false),
+        ("REASON", false),
+        ("TRANSITIONS", false),
+    ];
+    let rows = assert_aligned(&table, &columns);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("   SEQ"), "{table}");
+    // Two pods share the name: the uid column tells them apart.
+    for uid in [
+        "p0d00000-0003-4000-8000-000000000001",
+        "p0d00000-0003-4000-8000-000000000002",
+    ] {
+        assert!(
+            rows.iter().any(|row| cell(header, row, "UID") == uid),
+            "{uid}:\n{table}"
+        );
+    }
+    let released: Vec<&&str> = rows
+        .iter()
+        .filter(|row| cell(header, row, "TRANSITIONS").contains("released"))
+        .collect();
+    assert!(!released.is_empty(), "{table}");
+    for row in released {
+        let reason = cell(header, row, "REASON");
+        assert!(
+            [
+                "POD_TERMINATING",
+                "UNKNOWN_POD",
+                "BINDING_RELEASED",
+                "OWNER_CHAIN_BROKEN"
+            ]
+            .contains(&reason),
+            "a release without its reason: {row}\n{table}"
+        );
+    }
+    for row in &rows {
+        let change = cell(header, row, "CHANGE");
+        assert!(
+            ["created", "updated", "deleted", "missing_on_resync"].contains(&change),
+            "{change:?}: {row}"
+        );
+        assert_eq!(cell(header, row, "KIND"), "Pod", "{row}");
+    }
+}
+
+#[test]
+fn state_table_has_controller_and_terminating_columns_and_stays_aligned() {
+    let scratch = Scratch::new();
+    let report = scratch.ingest_fixture("warm_bind.jsonl");
+    let db = scratch.db();
+    let objects = [
+        ("KIND", false),
+        ("NAMESPACE", false),
+        ("NAME", false),
+        ("UID", false),
+        ("CONTROLLER", false),
+        ("TERMINATING", false),
+        ("SEQ", true),
+    ];
+    let bindings = [
+        ("BINDING", false),
+        ("NAMESPACE", false),
+        ("POD", false),
+        ("POD UID", false),
+        ("SANDBOX", false),
+        ("CLAIM", false),
+        ("SANDBOX ID", false),
+        ("SINCE", true),
+    ];
+    let now = ok(&["state", "--db", &db, "--output", "table"], None).stdout;
+    let rows = assert_aligned(&now, &objects);
+    let header = now.lines().find(|l| l.contains("CONTROLLER")).unwrap();
+    let sandbox = rows
+        .iter()
+        .find(|row| cell(header, row, "NAME") == "python-pool-x7k2p" && row.starts_with("Sandbox "))
+        .unwrap_or_else(|| panic!("{now}"));
+    assert!(
+        cell(header, sandbox, "CONTROLLER").starts_with("SandboxClaim/"),
+        "{now}"
+    );
+    assert_aligned(&now, &bindings);
+    // Before the claim adopted it, the same Sandbox was warm: the controller says so.
+    let head = report["head_seq"].as_u64().unwrap();
+    let warm = (1..head)
+        .map(|seq| {
+            ok(
+                &[
+                    "state",
+                    "--db",
+                    &db,
+                    "--as-of-seq",
+                    &seq.to_string(),
+                    "--output",
+                    "table",
+                ],
+                None,
+            )
+            .stdout
+        })
+        .find(|table| table.contains("SandboxWarmPool/"))
+        .unwrap_or_else(|| panic!("no state with a warm Sandbox"));
+    let rows = assert_aligned(&warm, &objects);
+    let header = warm.lines().find(|l| l.contains("CONTROLLER")).unwrap();
+    assert!(rows
+        .iter()
+        .any(|row| cell(header, row, "CONTROLLER").starts_with("SandboxWarmPool/")));
+    assert!(rows
+        .iter()
+        .all(|row| ["-", "yes"].contains(&cell(header, row, "TERMINATING"))));
+}
+
+#[test]
+fn history_as_a_timeline_reads_like_the_page() {
+    let scratch = Scratch::new();
+    scratch.ingest_fixture("pod_replacement.jsonl");
+    let db = scratch.db();
+    let uid = "p0d00000-0003-4000-8000-000000000001";
+    let timeline = ok(
+        &[
+            "history",
+            "--db",
+            &db,
+            "--pod-uid",
+            uid,
+            "--output",
+            "timeline",
+        ],
+        None,
+    )
+    .stdout;
+    assert!(
+        !timeline.contains('\u{1b}'),
+        "no colours into a pipe:\n{timeline}"
+    );
+    assert!(
+        timeline.starts_with(&format!("Pod agents/research-agent  uid {uid}")),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("the name was later held by uid p0d00000-0003-4000-8000-000000000002"),
+        "{timeline}"
+    );
+    let rows = assert_aligned(
+        &timeline,
+        &[
+            ("SEQ", true),
+            ("OBSERVED", false),
+            ("EVENT", false),
+            ("REASON", false),
+            ("HASH", false),
+            ("SUMMARY", false),
+        ],
+    );
+    let header = timeline.lines().find(|l| l.contains("SUMMARY")).unwrap();
+    let events: Vec<&str> = rows.iter().map(|row| cell(header, row, "EVENT")).collect();
+    for wanted in ["created", "bound", "terminating", "released", "deleted"] {
+        assert!(events.contains(&wanted), "no {wanted} event:\n{timeline}");
+    }
+    let released = rows
+        .iter()
+        .find(|row| cell(header, row, "EVENT") == "released")
+        .unwrap();
+    assert_eq!(
+        cell(header, released, "REASON"),
+        "POD_TERMINATING",
+        "{timeline}"
+    );
+    assert!(
+        cell(header, released, "SUMMARY").contains("through claim agents/"),
+        "{timeline}"
+    );
+}

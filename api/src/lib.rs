@@ -12,6 +12,8 @@
 //!   one with [`Service::new`] over the shared ledger and a [`Freshness`] of its watchers,
 //!   binds a listener and calls [`Service::serve`].
 //! * [`openapi`]: the OpenAPI 3.1 description of every route.
+//! * [`ui`]: the timeline page at `/ui/` (embedded assets) and the timeline of an object's
+//!   history, shared with the CLI.
 
 mod auth;
 pub mod bundle;
@@ -23,6 +25,7 @@ mod metrics;
 pub mod openapi;
 mod routes;
 mod service;
+pub mod ui;
 pub mod views;
 
 use axum::http::{header, HeaderValue, StatusCode};

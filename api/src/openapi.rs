@@ -120,6 +120,112 @@ fn date_time() -> Value {
     json!({"type": "string", "format": "date-time"})
 }
 
+/// The paths of the timeline: its two `/v1` routes and the page's public assets.
+fn timeline_paths(timeline_query: Value) -> Value {
+    json!({
+            "/v1/timeline": {"get": {
+                "operationId": "timeline",
+                "summary": "The history of one object read as events for people: created, bound, identity assigned, released and why, denied checks, watch gaps, deleted",
+                "description": "Name exactly one object: uid (any kind), pod_uid, claim_uid, sandbox_uid or pvc_uid, or kind, namespace and name together (every uid that name had). Each event names its entry (seq, hash) and the related objects. Watch gaps are searched in the subjects' lifetime, at most 20,000 entries per request (gap_scan says where). Paginated by after_seq and limit. What the page at /ui/ shows and `history --output timeline` prints.",
+                "parameters": [query_object("selector", true, "The object (exactly one selector), and the page", timeline_query)],
+                "responses": common_errors(json!({
+                    "200": json_response("The timeline", "Timeline"),
+                    "400": error_response("No selector, several, a uid of another kind than its field, or a bad parameter (invalid_query)")
+                }))
+            }},
+            "/v1/integrity": {"get": {
+                "operationId": "integrity",
+                "summary": "The ledger's integrity at a glance: head, latest signed checkpoint, verified at open",
+                "responses": common_errors(json!({
+                    "200": json_response("Integrity", "Integrity")
+                }))
+            }},
+            "/ui": {"get": {
+                "operationId": "uiRedirect",
+                "summary": "Redirects to /ui/ (the query kept)",
+                "security": [],
+                "responses": {"308": {"description": "To /ui/"}}
+            }},
+            "/ui/": {"get": {
+                "operationId": "ui",
+                "summary": "The timeline page (HTML; its data comes from /v1 with the user's bearer token)",
+                "description": "Deep links: ?pod_uid=, ?claim_uid=, ?sandbox_uid=, ?pvc_uid=, ?uid=, ?kind=&namespace=&name=, ?view=state&as_of_seq= or &as_of=, ?entry=SEQ. Sign in with /ui/#token=TOKEN (kept in sessionStorage, removed from the address bar).",
+                "security": [],
+                "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+            }},
+            "/ui/app.js": {"get": {
+                "operationId": "uiScript",
+                "summary": "The page's script",
+                "security": [],
+                "responses": {"200": {"description": "JavaScript", "content": {"text/javascript": {"schema": {"type": "string"}}}}}
+            }},
+            "/ui/app.css": {"get": {
+                "operationId": "uiStyle",
+                "summary": "The page's style sheet",
+                "security": [],
+                "responses": {"200": {"description": "CSS", "content": {"text/css": {"schema": {"type": "string"}}}}}
+            }}
+    })
+}
+
+/// The schemas of the timeline's answers.
+fn timeline_schemas(hash: &Value) -> Value {
+    json!({
+                "Link": {
+                    "type": "object",
+                    "required": ["role", "kind", "uid", "namespace", "name", "recorded"],
+                    "properties": {
+                        "role": {"type": "string", "enum": ["pod", "sandbox", "claim", "pvc", "controller"]},
+                        "kind": {"type": "string"},
+                        "uid": {"type": "string"},
+                        "namespace": {"type": ["string", "null"]},
+                        "name": {"type": ["string", "null"]},
+                        "recorded": {"type": "boolean", "description": "Whether the ledger recorded this uid (only those have a timeline)"}
+                    }
+                },
+                "TimelineEvent": {
+                    "type": "object",
+                    "required": ["seq", "hash", "at", "subject", "event", "summary", "reason", "count", "links"],
+                    "properties": {
+                        "seq": {"type": "integer", "minimum": 1},
+                        "hash": hash,
+                        "at": {"type": "string", "format": "date-time"},
+                        "subject": {"type": ["string", "null"], "description": "The uid of the subject it concerns; null for a watch gap"},
+                        "event": {"type": "string", "enum": ["created", "updated", "controller_changed", "terminating", "identity_assigned", "identity_changed", "deleted", "missing_on_resync", "bound", "released", "identity_mutated", "single_use_violation", "workspace_reused", "workspace_orphaned", "check_denied", "check_denied_overflow", "watch_gap"]},
+                        "summary": {"type": "string"},
+                        "reason": {"oneOf": [{"$ref": "#/components/schemas/Reason"}, {"type": "null"}]},
+                        "count": {"type": ["integer", "null"], "minimum": 1},
+                        "links": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}
+                    }
+                },
+                "Timeline": {
+                    "type": "object",
+                    "required": ["subjects", "events", "head_seq", "next_after_seq", "gap_scan"],
+                    "properties": {
+                        "subjects": {"type": "array", "items": {"type": "object", "required": ["kind", "namespace", "name", "uid", "first_seq", "last_seq", "gone", "terminating", "controller", "bindings", "same_name"]}},
+                        "events": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineEvent"}},
+                        "head_seq": {"type": "integer", "minimum": 0},
+                        "next_after_seq": {"type": ["integer", "null"]},
+                        "gap_scan": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["from_seq", "to_seq", "complete"]}]}
+                    }
+                },
+                "Integrity": {
+                    "type": "object",
+                    "required": ["head", "durable_seq", "tree_size", "root", "verified_at_open", "corruption", "checkpoint", "now"],
+                    "properties": {
+                        "head": {"type": "object", "required": ["seq", "hash", "observed_at"]},
+                        "durable_seq": {"type": "integer", "minimum": 0},
+                        "tree_size": {"type": "integer", "minimum": 0},
+                        "root": hash,
+                        "verified_at_open": {"type": "boolean"},
+                        "corruption": {"type": ["string", "null"]},
+                        "checkpoint": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["origin", "size", "root", "covers_entry_observed_at", "note"]}]},
+                        "now": {"type": "string", "format": "date-time"}
+                    }
+                }
+    })
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let uid = text(crate::extract::MAX_UID_LEN);
@@ -158,6 +264,17 @@ pub fn document() -> Value {
         .map(|u| ((*u).to_string(), json!(false)))
         .collect();
     selectors.push(json!({"required": name_selector, "properties": no_uid}));
+    // The timeline takes the history's selectors, or a uid of any kind alone.
+    let mut timeline_selectors: Vec<Value> = selectors
+        .iter()
+        .map(|s| json!({"allOf": [s, {"properties": {"uid": false}}]}))
+        .collect();
+    let only_uid: serde_json::Map<String, Value> = selector_uids
+        .iter()
+        .chain(name_selector.iter())
+        .map(|n| ((*n).to_string(), json!(false)))
+        .collect();
+    timeline_selectors.push(json!({"required": ["uid"], "properties": only_uid}));
     let history_query = json!({
         "type": "object",
         "additionalProperties": false,
@@ -173,6 +290,23 @@ pub fn document() -> Value {
             "limit": limit
         },
         "oneOf": selectors
+    });
+    let timeline_query = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "uid": uid,
+            "pod_uid": uid,
+            "claim_uid": uid,
+            "sandbox_uid": uid,
+            "pvc_uid": uid,
+            "kind": {"type": "string", "pattern": kind_pattern, "description": format!("One of {} (any case)", kinds.join(", "))},
+            "namespace": name,
+            "name": name,
+            "after_seq": after_seq,
+            "limit": limit
+        },
+        "oneOf": timeline_selectors
     });
     let state_query = json!({
         "type": "object",
@@ -206,7 +340,7 @@ pub fn document() -> Value {
             {"if": bundle_true, "then": {"not": {"required": ["format"]}}}
         ]
     });
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "claim-ledger",
@@ -565,5 +699,25 @@ pub fn document() -> Value {
                 }
             }
         }
-    })
+    });
+    let additions = [
+        ("paths", timeline_paths(timeline_query)),
+        ("components", json!({"schemas": timeline_schemas(&hash)})),
+    ];
+    for (section, added) in additions {
+        merge(&mut document[section], added);
+    }
+    document
+}
+
+/// Adds every key of `added` to `into`, recursively.
+fn merge(into: &mut Value, added: Value) {
+    match (into, added) {
+        (Value::Object(into), Value::Object(added)) => {
+            for (key, value) in added {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (slot, value) => *slot = value,
+    }
 }

@@ -65,6 +65,8 @@ fn specs() -> Vec<Spec> {
         spec(Method::GET, "/v1/entries", true, get(entries)),
         spec(Method::GET, "/v1/export", true, get(export)),
         spec(Method::GET, "/v1/head", true, get(head)),
+        spec(Method::GET, "/v1/timeline", true, get(timeline)),
+        spec(Method::GET, "/v1/integrity", true, get(integrity)),
         spec(Method::GET, "/v1/checkpoint", true, get(checkpoint)),
         spec(
             Method::GET,
@@ -82,6 +84,11 @@ fn specs() -> Vec<Spec> {
         spec(Method::GET, "/readyz", false, get(readyz)),
         spec(Method::GET, "/metrics", false, get(metrics)),
         spec(Method::GET, "/openapi.json", false, get(openapi)),
+        // The timeline page: public static assets; its data comes from /v1 with a token.
+        spec(Method::GET, "/ui", false, get(crate::ui::redirect)),
+        spec(Method::GET, "/ui/", false, get(crate::ui::index)),
+        spec(Method::GET, "/ui/app.js", false, get(crate::ui::script)),
+        spec(Method::GET, "/ui/app.css", false, get(crate::ui::style)),
     ]
 }
 
@@ -469,31 +476,7 @@ async fn history(
     let selector = selector(query)?;
     blocking(&service, move |service| {
         let ledger = service.read()?;
-        let projection = ledger.projection();
-        let seqs: Vec<u64> = match &selector {
-            Selector::Uid(field, kind, uid) => {
-                if let (Some(expected), Some(record)) = (kind, projection.object(uid)) {
-                    if record.current.kind != *expected {
-                        return Err(ApiError::query(format!(
-                            "{field} {uid} is a {}, not a {}",
-                            record.current.kind.as_str(),
-                            expected.as_str()
-                        )));
-                    }
-                }
-                projection.history_of(uid).to_vec()
-            }
-            Selector::Name(kind, namespace, name) => {
-                let mut seqs: Vec<u64> = projection
-                    .uids_of(*kind, namespace, name)
-                    .iter()
-                    .flat_map(|uid| projection.history_of(uid).iter().copied())
-                    .collect();
-                seqs.sort_unstable();
-                seqs.dedup();
-                seqs
-            }
-        };
+        let seqs = selected_seqs(ledger.projection(), &selector)?;
         let start = seqs.partition_point(|seq| *seq <= after);
         let mut stored = Vec::with_capacity(limit.min(seqs.len() - start));
         let mut more = false;
@@ -509,6 +492,192 @@ async fn history(
         let head = ledger.head().seq;
         drop(ledger);
         page_response(&stored, more, head)
+    })
+    .await
+}
+
+/// The uids a selector names: one, or every uid a name had. A uid of another kind than
+/// its field says is refused.
+fn selected_uids(
+    projection: &ledger::Projection,
+    selector: &Selector,
+) -> Result<Vec<String>, ApiError> {
+    match selector {
+        Selector::Uid(field, kind, uid) => {
+            if let (Some(expected), Some(record)) = (kind, projection.object(uid)) {
+                if record.current.kind != *expected {
+                    return Err(ApiError::query(format!(
+                        "{field} {uid} is a {}, not a {}",
+                        record.current.kind.as_str(),
+                        expected.as_str()
+                    )));
+                }
+            }
+            Ok(vec![uid.clone()])
+        }
+        Selector::Name(kind, namespace, name) => {
+            Ok(projection.uids_of(*kind, namespace, name).to_vec())
+        }
+    }
+}
+
+/// Every seq that recorded one of the selected uids or names it, in order.
+fn selected_seqs(
+    projection: &ledger::Projection,
+    selector: &Selector,
+) -> Result<Vec<u64>, ApiError> {
+    let mut seqs: Vec<u64> = selected_uids(projection, selector)?
+        .iter()
+        .flat_map(|uid| projection.history_of(uid).iter().copied())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    Ok(seqs)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineQuery {
+    uid: Option<String>,
+    pod_uid: Option<String>,
+    claim_uid: Option<String>,
+    sandbox_uid: Option<String>,
+    pvc_uid: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/timeline`: the history of one object (a uid of any kind with `uid`) read as
+/// events for people, with the watch gaps of its lifetime; what the page at `/ui/` shows.
+async fn timeline(
+    State(service): State<Service>,
+    QueryParams(query): QueryParams<TimelineQuery>,
+) -> Result<Response, ApiError> {
+    let after = query.after_seq.unwrap_or(0);
+    let limit = limit_of(query.limit)?;
+    let others = [
+        &query.pod_uid,
+        &query.claim_uid,
+        &query.sandbox_uid,
+        &query.pvc_uid,
+        &query.kind,
+        &query.namespace,
+        &query.name,
+    ];
+    let selector = match query.uid {
+        Some(_) if others.iter().any(|field| field.is_some()) => {
+            return Err(ApiError::query(
+                "name exactly one object: uid, pod_uid, claim_uid, sandbox_uid, pvc_uid, or kind with namespace and name",
+            ))
+        }
+        Some(uid) => {
+            extract::uid("uid", &uid).map_err(ApiError::query)?;
+            Selector::Uid("uid", None, uid)
+        }
+        None => selector(HistoryQuery {
+            pod_uid: query.pod_uid,
+            claim_uid: query.claim_uid,
+            sandbox_uid: query.sandbox_uid,
+            pvc_uid: query.pvc_uid,
+            kind: query.kind,
+            namespace: query.namespace,
+            name: query.name,
+            after_seq: None,
+            limit: None,
+        })?,
+    };
+    blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let projection = ledger.projection();
+        let uids = selected_uids(projection, &selector)?;
+        let seqs = selected_seqs(projection, &selector)?;
+        let start = seqs.partition_point(|seq| *seq <= after);
+        let page = &seqs[start..seqs.len().min(start.saturating_add(limit))];
+        let next_after_seq = (start + page.len() < seqs.len())
+            .then(|| page.last().copied())
+            .flatten();
+        let read = |seqs: &mut dyn Iterator<Item = u64>| -> Result<Vec<StoredEntry>, ApiError> {
+            Ok(seqs
+                .map(|seq| ledger.entry(seq))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect())
+        };
+        let entries = read(&mut page.iter().copied())?;
+        // Each subject's last entry before the page: what its first event changed from.
+        let baseline = read(&mut uids.iter().filter_map(|uid| {
+            let history = projection.history_of(uid);
+            history[..history.partition_point(|seq| *seq <= after)]
+                .last()
+                .copied()
+        }))?;
+        let head_seq = ledger.head().seq;
+        let gap_scan = crate::ui::timeline::gap_window(
+            projection,
+            &uids,
+            &entries,
+            next_after_seq.is_none(),
+            head_seq,
+        );
+        let gaps = match gap_scan {
+            Some(scan) => {
+                crate::ui::timeline::watch_gaps(ledger.entries(scan.from_seq, scan.to_seq))?
+            }
+            None => Vec::new(),
+        };
+        let timeline = crate::ui::timeline::Timeline::build(crate::ui::timeline::TimelineParts {
+            projection,
+            uids: &uids,
+            baseline: &baseline,
+            entries: &entries,
+            gaps: &gaps,
+            head_seq,
+            next_after_seq,
+            gap_scan,
+        });
+        Ok(json_bytes(StatusCode::OK, serde_json::to_vec(&timeline)?))
+    })
+    .await
+}
+
+/// `GET /v1/integrity`: the ledger's integrity at a glance: the head, the latest signed
+/// checkpoint (its size, origin and the time of the last entry it covers) and whether the
+/// ledger verified when it was opened.
+async fn integrity(State(service): State<Service>) -> Result<Response, ApiError> {
+    blocking(&service, |service| {
+        let ledger = service.read()?;
+        let head = ledger.head();
+        let latest = ledger.latest_checkpoint()?;
+        let covered_at = match &latest {
+            Some(latest) => ledger
+                .entry(latest.checkpoint.size)?
+                .map(|s| s.entry.observed_at),
+            None => None,
+        };
+        let checkpoint = latest.map(|latest| {
+            serde_json::json!({
+                "origin": latest.checkpoint.origin,
+                "size": latest.checkpoint.size,
+                "root": hash32_to_hex(&latest.checkpoint.root),
+                "covers_entry_observed_at": covered_at,
+                "note": latest.note,
+            })
+        });
+        let body = serde_json::json!({
+            "head": {"seq": head.seq, "hash": head.hash, "observed_at": head.observed_at},
+            "durable_seq": ledger.durable_seq(),
+            "tree_size": ledger.tree_size(),
+            "root": hash32_to_hex(&ledger.tree_root()),
+            "verified_at_open": ledger.corruption().is_none(),
+            "corruption": ledger.corruption().map(ToString::to_string),
+            "checkpoint": checkpoint,
+            "now": (service.inner.clock)(),
+        });
+        Ok(Json(body).into_response())
     })
     .await
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ledger::{BindingView, Ledger, ObjectRecord, Projection, StoredEntry};
-use schemas::{Change, Entry, Hash, KindFields, ObjectKind};
+use schemas::{Change, ChangeKind, Entry, Hash, KindFields, ObjectKind};
 use serde::Serialize;
 
 use crate::ApiError;
@@ -58,6 +58,9 @@ pub struct ObjectLine<'a> {
     pub resource_version: &'a str,
     /// Controller kind and uid, if any.
     pub controller: Option<String>,
+    /// Controller kind and name, if any, for people (the table); not in the JSON view.
+    #[serde(skip)]
+    pub controller_name: Option<String>,
     /// Whether it carries a deletionTimestamp.
     pub terminating: bool,
     /// Kind-specific identity fields.
@@ -79,6 +82,13 @@ impl<'a> ObjectLine<'a> {
                 .controller
                 .as_ref()
                 .map(|c| format!("{}/{}", c.kind, c.uid)),
+            controller_name: current
+                .controller
+                .as_ref()
+                .map(|c| match c.ambiguous_count() {
+                    Some(count) => format!("{count} {} controllers", c.kind),
+                    None => format!("{}/{}", c.kind, c.name),
+                }),
             terminating: current.is_terminating(),
             fields: &current.fields,
             last_seq: record.last_seq,
@@ -114,49 +124,168 @@ impl<'a> StateView<'a> {
         }
     }
 
-    /// A table for people.
+    /// A table for people: every live object with its controller (warm, claimed and
+    /// orphaned Sandboxes differ only there) and whether it is terminating, then every
+    /// active binding with its pod uid and sandbox id.
     pub fn write_table(&self, out: &mut impl Write) -> Result<(), ApiError> {
         writeln!(
             out,
             "state as of seq {} ({})",
             self.seq,
             self.at
-                .map(|t| t.to_rfc3339())
+                .map(crate::ui::timeline::time_text)
                 .unwrap_or_else(|| "empty".into())
         )?;
-        writeln!(
-            out,
-            "\n{:<22} {:<14} {:<32} {:<38} {:>6}",
-            "KIND", "NAMESPACE", "NAME", "UID", "SEQ"
-        )?;
+        writeln!(out)?;
+        let mut objects = TextTable::new(&[
+            "KIND",
+            "NAMESPACE",
+            "NAME",
+            "UID",
+            "CONTROLLER",
+            "TERMINATING",
+            "SEQ",
+        ])
+        .right_aligned(6);
         for o in &self.objects {
-            writeln!(
-                out,
-                "{:<22} {:<14} {:<32} {:<38} {:>6}",
-                o.kind.as_str(),
-                o.namespace,
-                o.name,
-                o.uid,
-                o.last_seq
-            )?;
+            objects.row(vec![
+                o.kind.as_str().to_string(),
+                o.namespace.to_string(),
+                o.name.to_string(),
+                o.uid.to_string(),
+                o.controller_name.clone().unwrap_or_else(|| "-".into()),
+                if o.terminating { "yes" } else { "-" }.to_string(),
+                o.last_seq.to_string(),
+            ]);
         }
-        writeln!(
-            out,
-            "\n{:<8} {:<14} {:<32} {:<32} {:<32} {:>6}",
-            "BINDING", "NAMESPACE", "POD", "SANDBOX", "CLAIM", "SINCE"
-        )?;
+        objects.write(out, &|_, _| None)?;
+        writeln!(out)?;
+        let mut bindings = TextTable::new(&[
+            "BINDING",
+            "NAMESPACE",
+            "POD",
+            "POD UID",
+            "SANDBOX",
+            "CLAIM",
+            "SANDBOX ID",
+            "SINCE",
+        ])
+        .right_aligned(7);
         for b in &self.bindings {
-            let claim = b.claim.as_ref().map(|c| c.name.as_str()).unwrap_or("-");
-            writeln!(
-                out,
-                "{:<8} {:<14} {:<32} {:<32} {:<32} {:>6}",
-                format!("{:?}", b.kind).to_lowercase(),
-                b.pod.namespace,
-                b.pod.name,
-                b.sandbox.name,
-                claim,
-                b.since_seq
-            )?;
+            bindings.row(vec![
+                binding_kind(b.kind).to_string(),
+                b.pod.namespace.clone(),
+                b.pod.name.clone(),
+                b.pod.uid.clone(),
+                b.sandbox.name.clone(),
+                b.claim
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |c| c.name.clone()),
+                b.sandbox_id.clone().unwrap_or_else(|| "-".into()),
+                b.since_seq.to_string(),
+            ]);
+        }
+        bindings.write(out, &|_, _| None)?;
+        Ok(())
+    }
+}
+
+fn binding_kind(kind: schemas::BindingKind) -> &'static str {
+    match kind {
+        schemas::BindingKind::Claim => "claim",
+        schemas::BindingKind::Direct => "direct",
+    }
+}
+
+/// `text` with every control character escaped (`\u{1b}`, `\n`, ...), so a value from
+/// the ledger can neither move a terminal's cursor nor break a table's line.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+/// Columns for people, each as wide as its widest cell: long timestamps, names and
+/// reasons never push a row out of line. The last column is not padded.
+#[derive(Debug, Clone)]
+pub struct TextTable {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    right: Vec<usize>,
+}
+
+impl TextTable {
+    /// A table with these column titles.
+    pub fn new(header: &[&str]) -> TextTable {
+        TextTable {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+            right: Vec::new(),
+        }
+    }
+
+    /// Aligns column `index` to the right (numbers).
+    pub fn right_aligned(mut self, index: usize) -> TextTable {
+        self.right.push(index);
+        self
+    }
+
+    /// Adds a row (its cells are made printable).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows
+            .push(cells.iter().map(|cell| printable(cell)).collect());
+    }
+
+    /// Writes the header and the rows; `paint(column, text)` may return an ANSI colour
+    /// for a cell, applied around its padded text so colours never shift a column.
+    pub fn write(
+        &self,
+        out: &mut impl Write,
+        paint: &dyn Fn(usize, &str) -> Option<&'static str>,
+    ) -> Result<(), ApiError> {
+        let columns = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        // A seq column at least 6 wide, as before: scripts that cut on it keep working.
+        if let Some(first) = widths.first_mut() {
+            if self.right.contains(&0) {
+                *first = (*first).max(6);
+            }
+        }
+        let line = |out: &mut dyn Write, cells: &[String], header: bool| -> std::io::Result<()> {
+            let mut text = String::new();
+            for (index, cell) in cells.iter().enumerate().take(columns) {
+                let last = index + 1 == columns;
+                let pad = widths[index].saturating_sub(cell.chars().count());
+                let padded = match (self.right.contains(&index), last) {
+                    (true, _) => format!("{}{cell}", " ".repeat(pad)),
+                    (false, true) => cell.clone(),
+                    (false, false) => format!("{cell}{}", " ".repeat(pad)),
+                };
+                match (header, paint(index, cell)) {
+                    (false, Some(colour)) => {
+                        text.push_str(colour);
+                        text.push_str(&padded);
+                        text.push_str("\x1b[0m");
+                    }
+                    _ => text.push_str(&padded),
+                }
+                if !last {
+                    text.push_str("  ");
+                }
+            }
+            writeln!(out, "{}", text.trim_end())
+        };
+        line(out, &self.header, true)?;
+        for row in &self.rows {
+            line(out, row, false)?;
         }
         Ok(())
     }
@@ -190,78 +319,125 @@ pub fn export_jsonl(
     Ok(count)
 }
 
-/// A table of entries for people.
+/// A table of entries for people: one row per entry with the uid it recorded (replaced
+/// pods share a name), the change as the JSON spells it, the reason of a release or a
+/// denied check, and its transitions.
 pub fn write_entries_table<'a>(
     out: &mut impl Write,
     entries: impl IntoIterator<Item = &'a StoredEntry>,
 ) -> Result<(), ApiError> {
-    writeln!(
-        out,
-        "{:>6} {:<32} {:<18} {:<22} {:<28} {:<8} TRANSITIONS",
-        "SEQ", "OBSERVED", "CHANGE", "KIND", "NAME", "RV"
-    )?;
+    let mut table = TextTable::new(&[
+        "SEQ",
+        "OBSERVED",
+        "CHANGE",
+        "KIND",
+        "NAME",
+        "UID",
+        "RV",
+        "REASON",
+        "TRANSITIONS",
+    ])
+    .right_aligned(0);
     for stored in entries {
         let entry = &stored.entry;
-        let transitions: Vec<String> = entry
+        let mut reasons: Vec<&str> = Vec::new();
+        let mut transitions: Vec<String> = entry
             .transitions
             .iter()
             .map(|t| {
+                if let schemas::Transition::Released { reason, .. } = t {
+                    reasons.push(reason.code());
+                }
                 serde_json::to_value(t)
                     .ok()
                     .and_then(|v| v["transition"].as_str().map(str::to_string))
                     .unwrap_or_default()
             })
             .collect();
-        let (change, kind, name, version) = match &entry.change {
+        let (change, kind, name, uid, version) = match &entry.change {
             Change::Object(change) => (
-                format!("{:?}", change.change).to_lowercase(),
+                change_name(change.change).to_string(),
                 change.kind.as_str().to_string(),
                 format!("{}/{}", change.namespace, change.name),
+                change.uid.clone(),
                 change.resource_version.clone(),
             ),
-            Change::WatchGap(gap) => (
-                format!("watch_gap ({})", gap.reason),
-                gap.resource.clone(),
-                "-".into(),
-                gap.last_resource_version
-                    .clone()
-                    .unwrap_or_else(|| "-".into()),
-            ),
-            Change::CheckDenied(denied) => (
-                format!("check_denied x{}", denied.count),
-                denied.reason.code().to_string(),
-                format!("{}/{}", denied.namespace, denied.pod_name),
-                "-".into(),
-            ),
+            Change::WatchGap(gap) => {
+                transitions.insert(0, format!("reason {}", gap.reason));
+                (
+                    "watch_gap".to_string(),
+                    "-".to_string(),
+                    gap.resource.clone(),
+                    "-".to_string(),
+                    gap.last_resource_version
+                        .clone()
+                        .unwrap_or_else(|| "-".into()),
+                )
+            }
+            Change::CheckDenied(denied) => {
+                reasons.push(denied.reason.code());
+                transitions.insert(0, format!("count {}", denied.count));
+                (
+                    "check_denied".to_string(),
+                    ObjectKind::Pod.as_str().to_string(),
+                    format!("{}/{}", denied.namespace, denied.pod_name),
+                    denied.pod_uid.clone(),
+                    "-".to_string(),
+                )
+            }
             Change::WatchScope(scope) => (
-                "watch_scope".into(),
-                "-".into(),
+                "watch_scope".to_string(),
+                "-".to_string(),
                 match scope.namespaces.is_empty() {
                     true => "all namespaces".into(),
                     false => scope.namespaces.join(","),
                 },
-                "-".into(),
+                "-".to_string(),
+                "-".to_string(),
             ),
-            Change::CheckDeniedOverflow(overflow) => (
-                format!("check_denied_overflow x{}", overflow.count),
-                overflow.reason.code().to_string(),
-                format!("{} .. {}", overflow.first_pod_uid, overflow.last_pod_uid),
-                "-".into(),
-            ),
+            Change::CheckDeniedOverflow(overflow) => {
+                reasons.push(overflow.reason.code());
+                transitions.insert(0, format!("count {}", overflow.count));
+                (
+                    "check_denied_overflow".to_string(),
+                    ObjectKind::Pod.as_str().to_string(),
+                    "-".to_string(),
+                    format!("{} .. {}", overflow.first_pod_uid, overflow.last_pod_uid),
+                    "-".to_string(),
+                )
+            }
         };
-        writeln!(
-            out,
-            "{:>6} {:<32} {:<18} {:<22} {:<28} {:<8} {}",
-            entry.seq,
-            entry.observed_at.to_rfc3339(),
+        table.row(vec![
+            entry.seq.to_string(),
+            crate::ui::timeline::time_text(entry.observed_at),
             change,
             kind,
             name,
+            uid,
             version,
-            transitions.join(",")
-        )?;
+            if reasons.is_empty() {
+                "-".to_string()
+            } else {
+                reasons.join(",")
+            },
+            if transitions.is_empty() {
+                "-".to_string()
+            } else {
+                transitions.join(",")
+            },
+        ]);
     }
-    Ok(())
+    table.write(out, &|_, _| None)
+}
+
+/// A change kind as the JSON spells it (`missing_on_resync`, not `missingonresync`).
+fn change_name(change: ChangeKind) -> &'static str {
+    match change {
+        ChangeKind::Created => "created",
+        ChangeKind::Updated => "updated",
+        ChangeKind::Deleted => "deleted",
+        ChangeKind::MissingOnResync => "missing_on_resync",
+    }
 }
 
 /// A check's decision for people: the verdict and reason, then the binding it rests on.
@@ -337,4 +513,84 @@ pub fn write_verify_table(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::entry::CheckDenied;
+    use schemas::{ObjectChange, Reason};
+
+    fn stored(seq: u64, change: Change) -> StoredEntry {
+        let entry = Entry {
+            format_version: schemas::entry::FORMAT_VERSION,
+            seq,
+            observed_at: "2026-05-20T15:00:00.123456789Z".parse().unwrap(),
+            prev_hash: Hash::ZERO,
+            change,
+            transitions: vec![],
+            snapshot: None,
+        };
+        StoredEntry {
+            hash: Hash([seq as u8; 32]),
+            bytes: entry.encode().unwrap(),
+            entry,
+        }
+    }
+
+    #[test]
+    fn denied_checks_and_resyncs_read_as_their_json_says() {
+        let missing = stored(
+            7,
+            Change::Object(ObjectChange {
+                kind: ObjectKind::Pod,
+                api_version: "v1".into(),
+                namespace: "ns".into(),
+                name: "a-rather-long-pod-name-that-widens-the-column".into(),
+                uid: "pod-uid-1".into(),
+                resource_version: "12".into(),
+                change: ChangeKind::MissingOnResync,
+                controller: None,
+                deletion_timestamp: None,
+                fields: KindFields::Pod {
+                    sandbox_id_annotation: None,
+                    phase: None,
+                },
+            }),
+        );
+        let denied = stored(
+            1234,
+            Change::CheckDenied(CheckDenied {
+                pod_uid: "pod-uid-1".into(),
+                namespace: "ns".into(),
+                pod_name: "p".into(),
+                reason: Reason::BindingReleased,
+                minute: "2026-05-20T15:00:00Z".parse().unwrap(),
+                count: 3,
+            }),
+        );
+        let mut out = Vec::new();
+        write_entries_table(&mut out, [&missing, &denied]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].contains("missing_on_resync"), "{text}");
+        assert!(!text.contains("missingonresync"), "{text}");
+        let denied_row = lines[2];
+        assert!(denied_row.contains("check_denied"), "{text}");
+        // The reason is under REASON, the kind under KIND, the count with the transitions.
+        let reason_at = lines[0].find("REASON").unwrap();
+        assert!(
+            denied_row[reason_at..].starts_with("BINDING_RELEASED"),
+            "{text}"
+        );
+        let kind_at = lines[0].find("KIND").unwrap();
+        assert!(denied_row[kind_at..].starts_with("Pod "), "{text}");
+        assert!(denied_row.ends_with("count 3"), "{text}");
+        // Every row's uid starts under the UID title, however long the names and times.
+        let uid_at = lines[0].find("UID").unwrap();
+        for row in &lines[1..] {
+            assert!(row[uid_at..].starts_with("pod-uid-1"), "{text}");
+        }
+    }
 }

@@ -613,51 +613,6 @@ impl From<serde_json::Error> for Failure {
     }
 }
 
-/// `listen`, with a free port picked now when it names port 0: the page's link is printed
-/// from here, before the service reports where it listens. Between this probe and the
-/// service's bind the port could be taken by someone else, and the demo would then stop
-/// with the bind error: acceptable for a demo, never the case for an explicit port.
-fn with_concrete_port(listen: SocketAddr) -> Result<SocketAddr, Failure> {
-    if listen.port() != 0 {
-        return Ok(listen);
-    }
-    std::net::TcpListener::bind(listen)
-        .and_then(|probe| probe.local_addr())
-        .map_err(|e| Failure::Input(format!("cannot listen on {listen}: {e}")))
-}
-
-/// Prints the timeline page's signed-in link (`/ui/#token=...`) once the demo's API
-/// answers: the demo writes a fresh token before it starts listening, so the file read
-/// then holds the token the API accepts. The token is the demo's own, local one.
-fn print_page_link(listen: SocketAddr, token_file: PathBuf) {
-    let host = match listen.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => {
-            SocketAddr::from(([127, 0, 0, 1], listen.port()))
-        }
-        ip if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
-        }
-        _ => listen,
-    };
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect_timeout(&host, Duration::from_millis(500)).is_ok() {
-                // Let the banner, printed as the API starts, come first.
-                std::thread::sleep(Duration::from_millis(300));
-                if let Ok(token) = std::fs::read_to_string(&token_file) {
-                    println!(
-                        "  timeline page      http://{host}/ui/#token={}",
-                        token.trim()
-                    );
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-}
-
 /// The timeline of `uids` from their whole history, with the watch gaps of their
 /// lifetime, as `GET /v1/timeline` builds it.
 fn timeline_of(
@@ -898,8 +853,6 @@ fn run(command: Command) -> Result<(), Failure> {
             step_ms,
         } => {
             drop(out);
-            let listen = with_concrete_port(listen)?;
-            print_page_link(listen, db.join("api-token"));
             let args = service::DemoArgs {
                 dir: db,
                 listen,

@@ -681,6 +681,11 @@ fn print_banner(
 ) {
     println!("claim-ledger demo — Ctrl-C to stop");
     println!("  API                {api}");
+    // The demo's own, local token: one link opens a signed-in page (the page moves the
+    // token to sessionStorage and removes it from the address bar).
+    if let Ok(secret) = std::fs::read_to_string(token) {
+        println!("  timeline page      {api}/ui/#token={}", secret.trim());
+    }
     println!("  cluster simulator  {sim_url}");
     println!("  kubeconfig         {}", kubeconfig.display());
     println!("  API token file     {}", token.display());

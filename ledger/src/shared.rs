@@ -97,3 +97,99 @@ impl SharedLedger {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::{Fault, FaultyStore, MemoryStore, Store};
+    use crate::tests::pod;
+    use crate::{CheckRequest, LedgerConfig};
+
+    fn at(second: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + second, 0).unwrap()
+    }
+
+    fn check_of(view: &LedgerView, n: u64) -> crate::Decision {
+        let request = CheckRequest {
+            namespace: "ns".into(),
+            pod_name: format!("p{n}"),
+            pod_uid: format!("pod-{n}"),
+            sandbox_id: None,
+            sandbox_name: None,
+            sandbox_uid: None,
+            claim_uid: None,
+            require_claim: false,
+            min_seq: None,
+        };
+        view.check(&request, true)
+    }
+
+    /// Write operations of this test: 0 the format record at open, 1 and 2 the first
+    /// commit's batch and flush, 3 the second commit's batch, 4 its flush (held).
+    const HELD_FLUSH: u64 = 4;
+
+    #[test]
+    fn a_check_completes_while_the_writer_is_blocked_mid_flush_and_sees_only_durable_entries() {
+        let faulty = Arc::new(FaultyStore::new(
+            Arc::new(MemoryStore::new()),
+            Some((HELD_FLUSH, Fault::Hold)),
+        ));
+        let store: Arc<dyn Store> = Arc::clone(&faulty) as Arc<dyn Store>;
+        let ledger = Ledger::open_store(store, None, None, LedgerConfig::default()).unwrap();
+        let shared = SharedLedger::new(ledger);
+        let first = shared
+            .commit([Change::Object(pod(1))], at(1))
+            .expect("first commit");
+        assert_eq!(faulty.writes(), HELD_FLUSH - 1, "the write numbering changed");
+        let before = check_of(&shared.view(), 2);
+
+        let writer = std::thread::spawn({
+            let shared = shared.clone();
+            move || shared.commit([Change::Object(pod(2))], at(2))
+        });
+        while !faulty.holding() {
+            std::thread::yield_now();
+        }
+        // The writer holds its lock inside the flush: a reader is not blocked, and sees
+        // the durable state only, although the store already holds the unflushed entry.
+        let view = shared.view();
+        assert_eq!(view.head().seq, first.durable_seq);
+        assert_eq!(view.durable_seq(), first.durable_seq);
+        assert!(view.entry(first.durable_seq + 1).unwrap().is_none());
+        assert!(view.projection().object("pod-2").is_none());
+        assert_eq!(check_of(&view, 2), before);
+        assert_eq!(view.history_of_uid("pod-2").unwrap().len(), 0);
+
+        faulty.release();
+        let second = writer.join().unwrap().expect("second commit");
+        assert_eq!(second.durable_seq, first.durable_seq + 1);
+        let view = shared.view();
+        assert_eq!(view.head().seq, second.durable_seq);
+        assert!(view.projection().object("pod-2").is_some());
+        assert_eq!(view.history_of_uid("pod-2").unwrap().len(), 1);
+        assert_ne!(check_of(&view, 2).seq, before.seq);
+    }
+
+    #[test]
+    fn a_writer_that_panicked_leaves_a_ledger_that_refuses_writes() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let ledger = Ledger::open_store(store, None, None, LedgerConfig::default()).unwrap();
+        let shared = SharedLedger::new(ledger);
+        shared.commit([Change::Object(pod(1))], at(1)).unwrap();
+        let panicked = std::thread::spawn({
+            let shared = shared.clone();
+            move || shared.with_writer(|_| panic!("a writer task fails half-way"))
+        })
+        .join();
+        assert!(panicked.is_err());
+        let refused = shared.commit([Change::Object(pod(2))], at(2));
+        assert!(matches!(refused, Err(LedgerError::Poisoned(_))), "{refused:?}");
+        // Readers still answer from the last durable view, which says it no longer writes.
+        assert_eq!(shared.view().head().seq, 1);
+        assert!(!shared.view().is_writer());
+    }
+}

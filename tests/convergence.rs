@@ -230,6 +230,7 @@ fn oracle_bindings(sim: &Simulator) -> BTreeSet<BindingKey> {
     let mut fresh = support::open_ledger(
         dir.path(),
         LedgerConfig {
+            background_snapshots: true,
             snapshot_every: 0,
             allow_corrupt: false,
             create: true,
@@ -321,6 +322,7 @@ async fn run_seed(seed: u64) -> SeedReport {
     let ledger = open_ledger(
         dir.path(),
         LedgerConfig {
+            background_snapshots: true,
             snapshot_every: 25,
             allow_corrupt: false,
             create: true,

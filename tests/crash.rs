@@ -50,6 +50,7 @@ const SNAPSHOT_EVERY: u64 = 200;
 
 fn config() -> LedgerConfig {
     LedgerConfig {
+        background_snapshots: false,
         snapshot_every: SNAPSHOT_EVERY,
         allow_corrupt: false,
         create: true,

@@ -41,12 +41,8 @@ fn run_fixture(path: &Path) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let config = LedgerConfig {
         snapshot_every: 5,
-        allow_corrupt: false,
-        create: true,
-        cache_bytes: None,
-        password_file: None,
-        replica: false,
-        lease: None,
+        background_snapshots: false,
+        ..LedgerConfig::default()
     };
     let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
     let text = std::fs::read_to_string(path).unwrap();

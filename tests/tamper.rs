@@ -34,6 +34,7 @@ const MIN_ENTRIES: u64 = 40;
 const K: u64 = 17;
 
 const STRICT: LedgerConfig = LedgerConfig {
+    background_snapshots: false,
     snapshot_every: 0,
     allow_corrupt: false,
     create: true,
@@ -43,6 +44,7 @@ const STRICT: LedgerConfig = LedgerConfig {
     lease: None,
 };
 const FORENSIC: LedgerConfig = LedgerConfig {
+    background_snapshots: false,
     snapshot_every: 0,
     allow_corrupt: true,
     create: true,
@@ -77,6 +79,7 @@ fn build_until(
     done: impl Fn(&Ledger) -> bool,
 ) -> u64 {
     let config = LedgerConfig {
+        background_snapshots: false,
         snapshot_every,
         allow_corrupt: false,
         create: true,

@@ -108,8 +108,14 @@ pub enum LedgerError {
 /// Tunables of a ledger.
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
-    /// Write a snapshot of the projection every this many entries (0: never).
+    /// Write a snapshot of the projection every this many entries (0: never). Snapshots
+    /// are written apart from appends, from the view published after a flush, and the
+    /// next append commits to them ([`Entry::snapshot`]).
     pub snapshot_every: u64,
+    /// Write snapshots on a thread of their own (the default), so that neither appends
+    /// nor readers wait for one; `false` writes them inline at the flush that makes them
+    /// due, in a deterministic order of store writes (crash tests).
+    pub background_snapshots: bool,
     /// Open a ledger that fails verification, read-only, with the projection up to the
     /// last verified entry.
     pub allow_corrupt: bool,
@@ -134,6 +140,7 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             snapshot_every: 100_000,
+            background_snapshots: true,
             allow_corrupt: false,
             create: true,
             cache_bytes: None,
@@ -265,6 +272,18 @@ fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerE
         .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))
 }
 
+/// Writes the snapshot of `view` (the projection after its head) in a store batch of its
+/// own, durably, and returns its digest for the entry that will commit to it.
+fn write_snapshot(view: &LedgerView) -> Result<Hash, LedgerError> {
+    let bytes = encode_snapshot(view.head.seq, &view.projection)?;
+    let digest = snapshot_digest(&bytes);
+    let mut batch = Batch::default();
+    batch.insert(keys::seq_key(keys::SNAPSHOT, view.head.seq), bytes);
+    view.store.commit(batch)?;
+    view.store.flush()?;
+    Ok(digest)
+}
+
 /// What readers see of a ledger: the projection, head and Merkle frontier as of the last
 /// durable flush, and the store to read entries, proofs and checkpoints from. Immutable
 /// and cheap to clone (the projection's maps are persistent, shared with the writer's):
@@ -327,6 +346,30 @@ pub struct Ledger {
     config: LedgerConfig,
     poisoned: Option<String>,
     published: Arc<ArcSwap<LedgerView>>,
+    snapshots: Snapshots,
+}
+
+/// Snapshots written off the append path: one at a time, from a published view; the
+/// next append commits to the last one written.
+#[derive(Default)]
+struct Snapshots {
+    /// The seq of the newest snapshot written or under way: the next one is due
+    /// `snapshot_every` entries after it.
+    last_seq: u64,
+    /// The snapshot written and not yet committed to: its seq and digest.
+    written: Arc<std::sync::Mutex<Option<(u64, Hash)>>>,
+    /// The task writing one, if any.
+    task: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // A snapshot under way finishes first, so that a dropped ledger leaves its store
+        // closed (and a reopen in this process finds it unlocked).
+        if let Some(task) = self.snapshots.task.take() {
+            let _ = task.join();
+        }
+    }
 }
 
 impl std::ops::Deref for Ledger {
@@ -523,7 +566,12 @@ impl Ledger {
             Some(version) => {
                 let version =
                     u16::from_be_bytes(version.as_slice().try_into().unwrap_or([0xff, 0xff]));
-                if version != keys::STORE_FORMAT {
+                let upgrade = config.create && !config.allow_corrupt && store.is_writer();
+                if version == keys::STORE_FORMAT_READABLE && upgrade {
+                    let mut batch = Batch::default();
+                    batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
+                    store.commit(batch)?;
+                } else if version != keys::STORE_FORMAT && version != keys::STORE_FORMAT_READABLE {
                     return Err(LedgerError::StoreFormat(version));
                 }
             }
@@ -592,14 +640,14 @@ impl Ledger {
             true => SnapshotTrust::Skip,
         };
         let tree = store.as_ref();
-        let (mut projection, start_seq, start_hash) = match latest_snapshot(tree, head_seq, trust)
-            .map_err(|e| match e {
-            LedgerError::Storage(e) => integrity(e),
-            other => other,
-        })? {
-            Some((snapshot, hash)) => (snapshot.projection, snapshot.seq, hash),
-            None => (Projection::default(), 0, Hash::ZERO),
-        };
+        let (mut projection, start_seq, start_hash) =
+            match latest_snapshot(tree, head_seq, head_seq, trust).map_err(|e| match e {
+                LedgerError::Storage(e) => integrity(e),
+                other => other,
+            })? {
+                Some((snapshot, hash)) => (snapshot.projection, snapshot.seq, hash),
+                None => (Projection::default(), 0, Hash::ZERO),
+            };
         let mut frontier = start_frontier(tree, start_seq);
         // A deleted snapshot is only a slower start: the tail walk tolerates it.
         let mut report = verify::walk(
@@ -663,6 +711,10 @@ impl Ledger {
             config,
             poisoned: None,
             published,
+            snapshots: Snapshots {
+                last_seq: start_seq,
+                ..Snapshots::default()
+            },
         })
     }
 
@@ -937,6 +989,8 @@ impl Ledger {
         let mut outcomes = Vec::with_capacity(changes.len());
         // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
         let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
+        // The first entry appended commits to the snapshot written since the last append.
+        let mut commitment = self.take_written_snapshot();
         for mut change in changes {
             let classified = match &mut change {
                 Change::Object(object) => self.classify(object, &in_batch)?,
@@ -961,14 +1015,13 @@ impl Ledger {
                         ));
                     }
                     let count = transitions.len();
-                    // The snapshot of the projection after this entry is encoded first, so
-                    // the entry can commit to its exact bytes.
-                    let snapshot = match self.config.snapshot_every {
-                        every if every > 0 && seq % every == 0 => {
-                            Some(encode_snapshot(seq, &self.view.projection)?)
-                        }
-                        _ => None,
-                    };
+                    let snapshot = commitment.take();
+                    if let Some((snapshot_seq, _)) = snapshot {
+                        batch.insert(
+                            keys::seq_key(keys::SNAPSHOT_COMMITMENT, snapshot_seq),
+                            seq.to_be_bytes(),
+                        );
+                    }
                     let entry = Entry {
                         format_version: FORMAT_VERSION,
                         seq,
@@ -976,7 +1029,7 @@ impl Ledger {
                         prev_hash: head.hash,
                         change,
                         transitions,
-                        snapshot: snapshot.as_deref().map(snapshot_digest),
+                        snapshot: snapshot.map(|(_, digest)| digest),
                     };
                     let bytes = entry.encode()?;
                     let hash = chain_hash(&head.hash, seq, &bytes);
@@ -988,9 +1041,6 @@ impl Ledger {
                     value.extend_from_slice(&hash.0);
                     value.extend_from_slice(&bytes);
                     batch.insert(keys::seq_key(keys::ENTRY, seq), value);
-                    if let Some(snapshot) = snapshot {
-                        batch.insert(keys::seq_key(keys::SNAPSHOT, seq), snapshot);
-                    }
                     self.view.head = Head {
                         seq,
                         hash,
@@ -1016,6 +1066,14 @@ impl Ledger {
                 AppendOutcome::Ignored { .. } => self.view.stats.ignored += 1,
             }
             outcomes.push(outcome);
+        }
+        if let Some(unused) = commitment {
+            // Nothing was appended: the next append commits to it.
+            *self
+                .snapshots
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(unused);
         }
         if in_chunk > 0 {
             batch.insert(keys::HEAD, head_record(&self.view.head));
@@ -1056,7 +1114,66 @@ impl Ledger {
         result?;
         self.view.durable_seq = target.seq;
         self.publish();
+        self.request_snapshot();
         Ok(target.seq)
+    }
+
+    /// Starts writing a snapshot of the view just published when one is due (every
+    /// `snapshot_every` entries, one at a time): on its own thread, or inline when
+    /// `background_snapshots` is off. The next append commits to it.
+    fn request_snapshot(&mut self) {
+        let every = self.config.snapshot_every;
+        let seq = self.view.durable_seq;
+        let running = self
+            .snapshots
+            .task
+            .as_ref()
+            .is_some_and(|t| !t.is_finished());
+        if every == 0
+            || running
+            || seq < self.snapshots.last_seq.saturating_add(every)
+            || !self.is_writer()
+            || self.view.corruption.is_some()
+            || self.config.allow_corrupt
+        {
+            return;
+        }
+        if let Some(task) = self.snapshots.task.take() {
+            let _ = task.join();
+        }
+        self.snapshots.last_seq = seq;
+        let view = self.published.load_full();
+        let written = Arc::clone(&self.snapshots.written);
+        let job = move || match write_snapshot(&view) {
+            Ok(digest) => {
+                *written
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((view.head.seq, digest));
+            }
+            // A snapshot is a cache: without it the next open replays a longer tail.
+            Err(e) => tracing::warn!(seq = view.head.seq, error = %e, "cannot write a snapshot"),
+        };
+        if !self.config.background_snapshots {
+            job();
+            return;
+        }
+        match std::thread::Builder::new()
+            .name("claim-ledger-snapshot".into())
+            .spawn(job)
+        {
+            Ok(task) => self.snapshots.task = Some(task),
+            Err(e) => tracing::warn!(error = %e, "cannot start the snapshot thread"),
+        }
+    }
+
+    /// The snapshot written and not yet committed to, taken for the next entry.
+    fn take_written_snapshot(&self) -> Option<(u64, Hash)> {
+        self.snapshots
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Decides whether a change is a duplicate, stale, ignored (`Some`) or to be
@@ -1421,36 +1538,74 @@ enum SnapshotTrust {
 
 /// Whether the snapshot stored at `seq` may be used, judged against the chain.
 enum Anchor {
-    /// The entry at `seq` is intact and commits to exactly these snapshot bytes, which
-    /// decode; with the entry's stored chain hash.
+    /// The entry that commits to it is intact and commits to exactly these snapshot
+    /// bytes, which decode to the projection after `seq`; with the stored chain hash of
+    /// the entry at `seq` (where the walk from the snapshot starts).
     Usable(Box<Snapshot>, Hash),
-    /// The entry at `seq` is missing or itself broken (it does not decode, or its bytes do
-    /// not hash to its stored chain hash or Merkle leaf): the snapshot cannot be judged,
-    /// and a walk from an older start reports the entry.
+    /// The entry at `seq` or the committing one is missing or itself broken (it does not
+    /// decode, or its bytes do not hash to its stored chain hash or Merkle leaf), or lies
+    /// past the head: the snapshot cannot be judged, and a walk from an older start
+    /// reports the entry.
     Unverifiable,
-    /// The entry is intact but commits to other bytes (or to none), or the committed bytes
-    /// do not decode to the projection at `seq`.
+    /// No entry commits to it: a snapshot written just before a crash (the commitment
+    /// rides on the next append), or one put there behind the ledger's back. Never used.
+    Uncommitted,
+    /// The committing entry is intact but commits to other bytes (or to none), or the
+    /// committed bytes do not decode to the projection at `seq`.
     Tampered(VerifyFailure),
 }
 
-/// Judges the snapshot record `value` stored at `seq` against the entry at `seq`.
-fn anchor(tree: &dyn Store, seq: u64, value: &[u8]) -> Result<Anchor, LedgerError> {
+/// The entry at `seq` if it is stored, decodes, and hashes to its stored chain hash.
+fn intact_entry(tree: &dyn Store, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
     let Some(stored) = tree.get(&keys::seq_key(keys::ENTRY, seq))? else {
-        return Ok(Anchor::Unverifiable);
+        return Ok(None);
     };
     let Ok(stored) = decode_stored(&stored) else {
-        return Ok(Anchor::Unverifiable);
+        return Ok(None);
     };
     let entry = &stored.entry;
-    if entry.seq != seq || chain_hash(&entry.prev_hash, seq, &stored.bytes) != stored.hash {
+    let intact =
+        entry.seq == seq && chain_hash(&entry.prev_hash, seq, &stored.bytes) == stored.hash;
+    Ok(intact.then_some(stored))
+}
+
+/// The seq of the entry that commits to the snapshot after `seq`: the one its `P` record
+/// names, or (a snapshot written inside its entry's batch, before `P` records existed) the
+/// entry at `seq` itself. `None` when the `P` record is malformed.
+fn committing_seq(tree: &dyn Store, seq: u64) -> Result<Option<u64>, LedgerError> {
+    Ok(
+        match tree.get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq))? {
+            None => Some(seq),
+            Some(value) => keys::seq_of(&value).filter(|_| value.len() == 8),
+        },
+    )
+}
+
+/// Judges the snapshot record `value` stored at `seq` against the entry that commits to
+/// it, which must be at or before `head_seq`.
+fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anchor, LedgerError> {
+    let Some(committing) = committing_seq(tree, seq)? else {
+        return Ok(Anchor::Unverifiable);
+    };
+    if committing < seq || committing > head_seq {
         return Ok(Anchor::Unverifiable);
     }
+    let Some(start) = intact_entry(tree, seq)? else {
+        return Ok(Anchor::Unverifiable);
+    };
     // The walk from this snapshot starts from the Merkle frontier of stored nodes: the
     // lowest stored node over this entry, when its group of leaves is complete, must be
     // the one the entries under it hash to (a rechained entry changes it).
     if !tree::stored_group_matches(tree, seq - 1)? {
         return Ok(Anchor::Unverifiable);
     }
+    let commits = match committing == seq {
+        true => start.entry.snapshot,
+        false => match intact_entry(tree, committing)? {
+            Some(entry) => entry.entry.snapshot,
+            None => return Ok(Anchor::Unverifiable),
+        },
+    };
     let tampered = |detail: String| {
         Ok(Anchor::Tampered(VerifyFailure {
             seq,
@@ -1459,15 +1614,16 @@ fn anchor(tree: &dyn Store, seq: u64, value: &[u8]) -> Result<Anchor, LedgerErro
         }))
     };
     let digest = snapshot_digest(value);
-    match entry.snapshot {
+    match commits {
+        None if committing == seq => return Ok(Anchor::Uncommitted),
         None => {
             return tampered(format!(
-                "a snapshot is stored at seq {seq} but entry {seq} commits to none"
+                "the snapshot stored at seq {seq} is named as committed to by entry {committing}, which commits to none"
             ))
         }
         Some(committed) if committed != digest => {
             return tampered(format!(
-                "the snapshot stored at seq {seq} hashes to {digest} but entry {seq} commits to {committed}"
+                "the snapshot stored at seq {seq} hashes to {digest} but entry {committing} commits to {committed}"
             ))
         }
         Some(_) => {}
@@ -1476,31 +1632,33 @@ fn anchor(tree: &dyn Store, seq: u64, value: &[u8]) -> Result<Anchor, LedgerErro
         Ok(snapshot) => snapshot,
         Err(e) => {
             return tampered(format!(
-            "the snapshot at seq {seq} is the one entry {seq} commits to but does not decode: {e}"
-        ))
+                "the snapshot at seq {seq} is the one entry {committing} commits to but does not decode: {e}"
+            ))
         }
     };
     snapshot.projection.rebuild_derived();
     if snapshot.seq != seq || snapshot.projection.seq() != seq {
         return tampered(format!(
-            "the snapshot at seq {seq} is the one entry {seq} commits to but names seq {} (projection seq {})",
+            "the snapshot at seq {seq} is the one entry {committing} commits to but names seq {} (projection seq {})",
             snapshot.seq,
             snapshot.projection.seq()
         ));
     }
-    Ok(Anchor::Usable(Box::new(snapshot), stored.hash))
+    Ok(Anchor::Usable(Box::new(snapshot), start.hash))
 }
 
-/// The newest snapshot at or before `max_seq` that the chain commits to, with the stored
-/// chain hash of its entry: the entry at its seq decodes, hashes to its stored chain hash
-/// and Merkle leaf, and its `snapshot` digest is [`snapshot_digest`] of the stored
-/// snapshot bytes. A snapshot whose entry is broken is skipped (the walk from an older
-/// start reports the entry); one its intact entry does not commit to is refused or
-/// skipped as `trust` says. A deleted snapshot is simply not found: the older one, or
-/// replay from seq 1, is used.
+/// The newest snapshot at or before `max_seq` that the chain (up to `head_seq`) commits
+/// to, with the stored chain hash of the entry at its seq: that entry and the committing
+/// one decode and hash to their stored chain hashes, the Merkle group over the snapshot's
+/// entry matches, and the committing entry's `snapshot` digest is [`snapshot_digest`] of
+/// the stored snapshot bytes. A snapshot whose entries are broken, or that no entry
+/// commits to, is skipped (the walk from an older start reports a broken entry); one the
+/// intact committing entry does not commit to is refused or skipped as `trust` says. A
+/// deleted snapshot is simply not found: the older one, or replay from seq 1, is used.
 fn latest_snapshot(
     tree: &dyn Store,
     max_seq: u64,
+    head_seq: u64,
     trust: SnapshotTrust,
 ) -> Result<Option<(Snapshot, Hash)>, LedgerError> {
     let records = tree.scan(
@@ -1513,9 +1671,9 @@ fn latest_snapshot(
         let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
             continue;
         };
-        match anchor(tree, seq, &value)? {
+        match anchor(tree, seq, &value, head_seq)? {
             Anchor::Usable(snapshot, hash) => return Ok(Some((*snapshot, hash))),
-            Anchor::Unverifiable => {}
+            Anchor::Unverifiable | Anchor::Uncommitted => {}
             Anchor::Tampered(failure) => match trust {
                 SnapshotTrust::Refuse => return Err(LedgerError::Corrupt(failure)),
                 SnapshotTrust::Skip => {}
@@ -1528,7 +1686,7 @@ fn latest_snapshot(
 /// The projection after `seq`, from the nearest snapshot the chain commits to, replaying
 /// without checks.
 fn replay_to(tree: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
-    let mut projection = match latest_snapshot(tree, seq, SnapshotTrust::Skip)? {
+    let mut projection = match latest_snapshot(tree, seq, u64::MAX, SnapshotTrust::Skip)? {
         Some((snapshot, _)) => snapshot.projection,
         None => Projection::default(),
     };
@@ -1653,6 +1811,7 @@ mod tests {
     fn a_forged_snapshot_is_caught_by_full_verification() {
         let dir = tempfile::tempdir().unwrap();
         let config = LedgerConfig {
+            background_snapshots: false,
             snapshot_every: 4,
             allow_corrupt: false,
             create: true,
@@ -1662,8 +1821,12 @@ mod tests {
             lease: None,
         };
         let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
-        ledger.append((1..=6).map(pod), at(0)).unwrap();
+        // The flush at seq 4 writes the snapshot; entry 5 commits to it.
+        ledger.append((1..=4).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
+        ledger.append((5..=6).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        assert!(ledger.entry(5).unwrap().unwrap().entry.snapshot.is_some());
         assert!(ledger.verify().unwrap().ok());
 
         let key = keys::seq_key(keys::SNAPSHOT, 4);
@@ -1706,32 +1869,49 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_entries_commit_to_the_stored_snapshot_bytes() {
+    fn snapshots_are_written_after_a_flush_and_committed_to_by_the_next_entry() {
         let dir = tempfile::tempdir().unwrap();
         let config = LedgerConfig {
+            background_snapshots: false,
             snapshot_every: 3,
-            allow_corrupt: false,
-            create: true,
-            cache_bytes: None,
-            password_file: None,
-            replica: false,
-            lease: None,
+            ..LedgerConfig::default()
         };
         let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
-        ledger.append((1..=7).map(pod), at(0)).unwrap();
-        ledger.flush().unwrap();
-        for seq in 1..=7 {
-            let entry = ledger.entry(seq).unwrap().unwrap().entry;
-            let stored = ledger
+        for n in 1..=9 {
+            ledger.append([pod(n)], at(0)).unwrap();
+            ledger.flush().unwrap();
+        }
+        let stored = |ledger: &Ledger, seq: u64| {
+            ledger
                 .store
                 .get(&keys::seq_key(keys::SNAPSHOT, seq))
+                .unwrap()
+        };
+        for seq in 1..=9 {
+            let entry = ledger.entry(seq).unwrap().unwrap().entry;
+            // The flushes at 3 and 6 wrote snapshots; entries 4 and 7 commit to them.
+            let committed = matches!(seq, 4 | 7).then(|| seq - 1);
+            assert_eq!(
+                entry.snapshot,
+                committed.map(|n| snapshot_digest(&stored(&ledger, n).unwrap())),
+                "seq {seq}"
+            );
+            let commitment = ledger
+                .store
+                .get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq))
                 .unwrap();
-            assert_eq!(entry.snapshot.is_some(), seq % 3 == 0, "seq {seq}");
-            assert_eq!(entry.snapshot, stored.as_deref().map(snapshot_digest));
+            assert_eq!(
+                commitment,
+                matches!(seq, 3 | 6).then(|| (seq + 1).to_be_bytes().to_vec()),
+                "seq {seq}"
+            );
         }
-        let (snapshot, hash) = latest_snapshot(ledger.store.as_ref(), 7, SnapshotTrust::Refuse)
-            .unwrap()
-            .unwrap();
+        // The flush at 9 wrote one that no entry commits to yet: it is not used.
+        assert!(stored(&ledger, 9).is_some());
+        let (snapshot, hash) =
+            latest_snapshot(ledger.store.as_ref(), 9, u64::MAX, SnapshotTrust::Refuse)
+                .unwrap()
+                .unwrap();
         assert_eq!(
             (snapshot.seq, hash),
             (6, ledger.entry(6).unwrap().unwrap().hash)
@@ -1740,8 +1920,24 @@ mod tests {
         assert!(ledger.verify().unwrap().ok());
         let projection = ledger.projection().clone();
         drop(ledger);
-        let reopened = Ledger::open(dir.path(), config).unwrap();
+        let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         assert_eq!(reopened.projection(), &projection);
+        // The next append commits to the snapshot the previous process left: the writer
+        // of a reopened ledger has none pending, so it is committed to by nobody and a
+        // later one is written when due.
+        reopened.append([pod(10)], at(0)).unwrap();
+        reopened.flush().unwrap();
+        assert!(reopened
+            .entry(10)
+            .unwrap()
+            .unwrap()
+            .entry
+            .snapshot
+            .is_none());
+        assert!(reopened.verify().unwrap().ok());
+        drop(reopened);
+        let last = Ledger::open(dir.path(), config).unwrap();
+        assert_eq!(last.projection(), &replay_from_scratch(&last, 10));
     }
 
     #[test]

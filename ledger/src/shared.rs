@@ -144,7 +144,11 @@ mod tests {
         let first = shared
             .commit([Change::Object(pod(1))], at(1))
             .expect("first commit");
-        assert_eq!(faulty.writes(), HELD_FLUSH - 1, "the write numbering changed");
+        assert_eq!(
+            faulty.writes(),
+            HELD_FLUSH - 1,
+            "the write numbering changed"
+        );
         let before = check_of(&shared.view(), 2);
 
         let writer = std::thread::spawn({
@@ -187,7 +191,10 @@ mod tests {
         .join();
         assert!(panicked.is_err());
         let refused = shared.commit([Change::Object(pod(2))], at(2));
-        assert!(matches!(refused, Err(LedgerError::Poisoned(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(LedgerError::Poisoned(_))),
+            "{refused:?}"
+        );
         // Readers still answer from the last durable view, which says it no longer writes.
         assert_eq!(shared.view().head().seq, 1);
         assert!(!shared.view().is_writer());

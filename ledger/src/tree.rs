@@ -451,6 +451,7 @@ mod tests {
 
     fn config() -> LedgerConfig {
         LedgerConfig {
+            background_snapshots: false,
             snapshot_every: 16,
             allow_corrupt: false,
             create: true,

@@ -209,6 +209,31 @@ pub(crate) fn walk(
             }
         }
     }
+    // Which entry commits to which snapshot (`P` records: one per snapshot, so few).
+    let mut commits_to = std::collections::HashMap::new();
+    let mut committed_by = std::collections::HashMap::new();
+    let commitments = tree.scan(
+        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, 0),
+        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, u64::MAX),
+        false,
+    );
+    for item in commitments {
+        match item {
+            Ok((key, value)) => {
+                let snapshot_seq = keys::seq_of(&key).filter(|_| key.len() == 9);
+                let entry_seq = keys::seq_of(&value).filter(|_| value.len() == 8);
+                if let (Some(snapshot_seq), Some(entry_seq)) = (snapshot_seq, entry_seq) {
+                    commits_to.insert(entry_seq, snapshot_seq);
+                    committed_by.insert(snapshot_seq, entry_seq);
+                }
+            }
+            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+            Err(e) => {
+                report.failure = Some(unreadable(start_seq + 1, &e));
+                return Ok(report);
+            }
+        }
+    }
     // The Merkle node records of the range, read in one scan rather than one read per
     // entry: a point read is a round trip to a database store.
     let mut stored_tree = std::collections::HashMap::new();
@@ -351,15 +376,24 @@ pub(crate) fn walk(
             );
             return Ok(report);
         }
-        if entry.snapshot.is_some() || snapshot_seqs.contains(&seq) {
-            let differs = match snapshot_differs(tree, seq, entry.snapshot, projection, missing) {
-                Ok(differs) => differs,
-                Err(LedgerError::Storage(e)) => {
-                    report.failure = Some(unreadable(seq, &e));
-                    return Ok(report);
-                }
-                Err(e) => return Err(e),
-            };
+        // A snapshot stored at this seq that an entry commits to must be the state replay
+        // derives here; a committed digest must be that of the snapshot it names.
+        let committed_here = committed_by.contains_key(&seq)
+            || (entry.snapshot.is_some() && !commits_to.contains_key(&seq));
+        let content = (snapshot_seqs.contains(&seq) && committed_here).then_some(seq);
+        let commitment = entry
+            .snapshot
+            .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
+        if content.is_some() || commitment.is_some() {
+            let differs =
+                match snapshot_differs(tree, seq, content, commitment, projection, missing) {
+                    Ok(differs) => differs,
+                    Err(LedgerError::Storage(e)) => {
+                        report.failure = Some(unreadable(seq, &e));
+                        return Ok(report);
+                    }
+                    Err(e) => return Err(e),
+                };
             if let Some(detail) = differs {
                 fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
                 return Ok(report);
@@ -417,60 +451,61 @@ pub(crate) fn walk(
     Ok(report)
 }
 
-/// Checks the snapshot stored at `seq` against `committed`, the digest the entry at `seq`
-/// commits to, and against the replayed projection; `Some(why)` if it is not the committed
-/// one (or is missing, unless `missing` tolerates that), does not decode, or differs.
+/// At entry `seq`: `content` (this seq, when a committed snapshot is stored here) must
+/// decode to `replayed`; `commitment` (the snapshot seq this entry commits to, and the
+/// digest it commits to) must be the digest of the snapshot stored there (a missing one
+/// fails unless `missing` tolerates it). `Some(why)` names the first difference.
 fn snapshot_differs(
     tree: &dyn Store,
     seq: u64,
-    committed: Option<Hash>,
+    content: Option<u64>,
+    commitment: Option<(u64, Hash)>,
     replayed: &Projection,
     missing: MissingSnapshot,
 ) -> Result<Option<String>, LedgerError> {
-    let stored = tree.get(&keys::seq_key(keys::SNAPSHOT, seq))?;
-    let bytes = match (committed, stored) {
-        (None, None) => return Ok(None),
-        (Some(committed), None) => {
-            return Ok(match missing {
-                MissingSnapshot::Tolerate => None,
-                MissingSnapshot::Report => Some(format!(
-                    "entry {seq} commits to snapshot {committed}, but no snapshot is stored at seq {seq}"
-                )),
-            })
-        }
-        (None, Some(_)) => {
-            return Ok(Some(format!(
-                "a snapshot is stored at seq {seq} but entry {seq} commits to none"
-            )))
-        }
-        (Some(committed), Some(bytes)) => {
-            let digest = snapshot_digest(&bytes);
-            if digest != committed {
-                return Ok(Some(format!(
-                    "the snapshot stored at seq {seq} hashes to {digest} but entry {seq} commits to {committed}"
-                )));
+    if let Some((snapshot_seq, committed)) = commitment {
+        match tree.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? {
+            None => {
+                if missing == MissingSnapshot::Report {
+                    return Ok(Some(format!(
+                        "entry {seq} commits to snapshot {committed} of seq {snapshot_seq}, but no snapshot is stored at seq {snapshot_seq}"
+                    )));
+                }
             }
-            bytes
+            Some(bytes) => {
+                let digest = snapshot_digest(&bytes);
+                if digest != committed {
+                    return Ok(Some(format!(
+                        "the snapshot stored at seq {snapshot_seq} hashes to {digest} but entry {seq} commits to {committed}"
+                    )));
+                }
+            }
         }
+    }
+    let Some(snapshot_seq) = content else {
+        return Ok(None);
+    };
+    let Some(bytes) = tree.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? else {
+        return Ok(None);
     };
     let mut snapshot: Snapshot = match rmp_serde::from_slice(&bytes) {
         Ok(snapshot) => snapshot,
         Err(e) => {
             return Ok(Some(format!(
-                "the snapshot at seq {seq} does not decode: {e}"
+                "the snapshot at seq {snapshot_seq} does not decode: {e}"
             )))
         }
     };
-    if snapshot.seq != seq {
+    if snapshot.seq != snapshot_seq {
         return Ok(Some(format!(
-            "the snapshot at seq {seq} names seq {}",
+            "the snapshot at seq {snapshot_seq} names seq {}",
             snapshot.seq
         )));
     }
     snapshot.projection.rebuild_derived();
     if &snapshot.projection != replayed {
         return Ok(Some(format!(
-            "the snapshot at seq {seq} differs from the state replay derives"
+            "the snapshot at seq {snapshot_seq} differs from the state replay derives"
         )));
     }
     Ok(None)

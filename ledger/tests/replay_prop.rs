@@ -327,6 +327,7 @@ impl Run {
     fn new(snapshot_every: u64) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let config = LedgerConfig {
+            background_snapshots: false,
             snapshot_every,
             allow_corrupt: false,
             create: true,

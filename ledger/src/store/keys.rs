@@ -1,12 +1,16 @@
 //! The key layout every store keeps. Everything is one ordered key space so that an append
-//! (entries, head, any snapshot) is one atomic [`super::Store::commit`]. History indexes
-//! (per uid, per name) live in the projection, so an entry costs one key.
+//! (entries, head, Merkle nodes, a snapshot commitment) is one atomic
+//! [`super::Store::commit`]. History indexes (per uid, per name) live in the projection, so
+//! an entry costs one key. Snapshots are written apart from appends, in batches of their
+//! own (a backend may keep them in a space of their own: sled does, so that the large
+//! values are not rewritten with the hot records every flush).
 //!
 //! | prefix | key rest | value |
 //! |---|---|---|
 //! | `E` | seq (u64 BE) | chain hash (32 bytes) ‖ entry bytes |
 //! | `H` | — | head seq (u64 BE) ‖ head hash (32 bytes) |
-//! | `S` | seq | snapshot of the projection after that seq, `[seq, projection]`; the entry at that seq commits to these exact bytes (`Entry::snapshot`) |
+//! | `S` | seq | snapshot of the projection after that seq, `[seq, projection]`; a later entry commits to these exact bytes (`Entry::snapshot`), named by the `P` record (in stores of format 5 written before it existed: the entry at that seq itself) |
+//! | `P` | seq | the seq (u64 BE) of the entry that commits to the snapshot after this seq; written in that entry's batch |
 //! | `F` | — | store format version (u16 BE) |
 //! | `I` | — | the ledger id (16 bytes), also in the directory's manifest and high-water mark |
 //! | `T` | leaf index (u64 BE) | the Merkle nodes of level 3 and above appending that leaf completed, bottom-up (32 bytes each); only for leaves that complete one (index mod 8 = 7) |
@@ -20,14 +24,21 @@ pub const ENTRY: u8 = b'E';
 pub const HEAD: &[u8] = b"H";
 /// Prefix of snapshot records.
 pub const SNAPSHOT: u8 = b'S';
+/// Prefix of snapshot commitment records: which entry commits to the snapshot at a seq.
+pub const SNAPSHOT_COMMITMENT: u8 = b'P';
 /// The store format record.
 pub const FORMAT: &[u8] = b"F";
 /// The store layout version written under [`FORMAT`]. 4: snapshots are `[seq, projection]`
 /// (no longer naming their entry's hash) and the entry at a snapshot seq commits to the
 /// snapshot's bytes; a format-3 store's snapshots would be refused as forged. 5: the store
 /// carries its ledger id (`I`) and lives in a ledger directory with a manifest and a
-/// high-water mark.
-pub const STORE_FORMAT: u16 = 5;
+/// high-water mark. 6: snapshots are written off the append path and committed by a later
+/// entry (`P` records); a format-5 store is read as it is (its snapshots are committed by
+/// the entry at their own seq) and marked 6 when a writer opens it, so that a binary that
+/// knows only format 5 cannot misread its later snapshots.
+pub const STORE_FORMAT: u16 = 6;
+/// The older format this build still opens (and a writer upgrades to [`STORE_FORMAT`]).
+pub const STORE_FORMAT_READABLE: u16 = 5;
 /// The ledger id record.
 pub const LEDGER_ID: &[u8] = b"I";
 /// Prefix of Merkle node records.

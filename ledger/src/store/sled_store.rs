@@ -1,5 +1,9 @@
-//! The sled backend: every record in one sled tree, so a commit is one atomic
-//! `apply_batch`.
+//! The sled backend: the log's records in one sled tree, so an append is one atomic
+//! `apply_batch`, and snapshots (`S` records) in a tree of their own. sled rewrites a leaf
+//! with the values it holds whenever one of its keys changes: a snapshot of hundreds of
+//! megabytes beside the head record would be rewritten by every flush. Reads and scans
+//! see one key space; snapshots a store of before this split kept in the log's tree are
+//! still read from there.
 //!
 //! sled 0.34 trusts its own files: some damage makes it panic on open or on a read
 //! ("tried to serialize Uninitialized"), other damage it reports as an error with debug
@@ -12,10 +16,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Batch, Record, Records, Store, StoreError};
+use super::{keys, Batch, Record, Records, Store, StoreError};
 
 /// The name of the sled tree holding the ledger's records.
 const TREE: &str = "ledger";
+/// The name of the sled tree holding the snapshots.
+const SNAPSHOT_TREE: &str = "snapshots";
+
+/// Whether `key` is a snapshot record's, kept in [`SNAPSHOT_TREE`].
+fn is_snapshot_key(key: &[u8]) -> bool {
+    key.first() == Some(&keys::SNAPSHOT)
+}
 
 /// How long [`SledStore::open`] waits for a lock left by a just-dropped handle.
 const LOCK_GRACE: Duration = Duration::from_secs(5);
@@ -25,6 +36,7 @@ pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
+    snapshots: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -52,14 +64,15 @@ impl SledStore {
 
     fn try_open(path: &Path, cache_bytes: Option<u64>) -> Result<SledStore, StoreError> {
         let context = || format!("opening the sled store at {}", path.display());
-        let (db, tree) = contain(&context, || {
+        let (db, tree, snapshots) = contain(&context, || {
             let mut config = sled::Config::new().path(path);
             if let Some(bytes) = cache_bytes {
                 config = config.cache_capacity(bytes);
             }
             let db = config.open()?;
             let tree = db.open_tree(TREE)?;
-            Ok((db, tree))
+            let snapshots = db.open_tree(SNAPSHOT_TREE)?;
+            Ok((db, tree, snapshots))
         })
         .map_err(|e| match e {
             StoreError::Io { source, .. } if is_lock_error(&source) => {
@@ -71,6 +84,7 @@ impl SledStore {
             path: path.to_path_buf(),
             db,
             tree,
+            snapshots,
         })
     }
 }
@@ -120,9 +134,29 @@ fn classify(context: String, error: sled::Error) -> StoreError {
     }
 }
 
+impl SledStore {
+    /// The records of `tree` with `from <= key <= to`.
+    fn range(&self, tree: &sled::Tree, from: &[u8], to: &[u8], reverse: bool) -> Records<'_> {
+        let context = || "scanning the sled store".to_string();
+        match contain(&context, || Ok(tree.range(from.to_vec()..=to.to_vec()))) {
+            Ok(iter) => Box::new(SledRecords {
+                iter,
+                reverse,
+                failed: false,
+            }),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+}
+
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         contain(&|| "reading the sled store".into(), || {
+            if is_snapshot_key(key) {
+                if let Some(value) = self.snapshots.get(key)? {
+                    return Ok(Some(value.to_vec()));
+                }
+            }
             Ok(self.tree.get(key)?.map(|value| value.to_vec()))
         })
     }
@@ -131,30 +165,56 @@ impl Store for SledStore {
         if from > to {
             return Box::new(std::iter::empty());
         }
-        let context = || "scanning the sled store".to_string();
-        let iter = match contain(&context, || {
-            Ok(self.tree.range(from.to_vec()..=to.to_vec()))
-        }) {
-            Ok(iter) => iter,
-            Err(e) => return Box::new(std::iter::once(Err(e))),
-        };
-        Box::new(SledRecords {
-            iter,
-            reverse,
-            failed: false,
-        })
+        let log = self.range(&self.tree, from, to, reverse);
+        // The snapshot tree holds only `S` keys: scan it only where the range reaches them.
+        let first = [keys::SNAPSHOT];
+        let past = [keys::SNAPSHOT + 1];
+        if to < &first[..] || from >= &past[..] {
+            return log;
+        }
+        let snapshots = self.range(&self.snapshots, from, to, reverse);
+        Box::new(Merged::new(log, snapshots, reverse))
     }
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut sled_batch = sled::Batch::default();
+        let (mut log, mut snapshots) = (sled::Batch::default(), sled::Batch::default());
+        let (mut log_writes, mut snapshot_writes) = (false, false);
         for (key, value) in batch.into_writes() {
-            match value {
-                Some(value) => sled_batch.insert(key, value),
-                None => sled_batch.remove(key),
+            if is_snapshot_key(&key) {
+                snapshot_writes = true;
+                // A copy in the log's tree (kept there before the split) goes either way.
+                log.remove(key.clone());
+                match value {
+                    Some(value) => snapshots.insert(key, value),
+                    None => snapshots.remove(key),
+                }
+            } else {
+                log_writes = true;
+                match value {
+                    Some(value) => log.insert(key, value),
+                    None => log.remove(key),
+                }
             }
         }
         contain(&|| "writing the sled store".into(), || {
-            self.tree.apply_batch(sled_batch)
+            if !snapshot_writes {
+                return match log_writes {
+                    true => self.tree.apply_batch(log),
+                    false => Ok(()),
+                };
+            }
+            use sled::transaction::{ConflictableTransactionError, TransactionError};
+            use sled::Transactional;
+            (&self.tree, &self.snapshots)
+                .transaction(|(tree, snapshot_tree)| {
+                    tree.apply_batch(&log)?;
+                    snapshot_tree.apply_batch(&snapshots)?;
+                    Ok::<(), ConflictableTransactionError<std::convert::Infallible>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Abort(never) => match never {},
+                    TransactionError::Storage(e) => e,
+                })
         })
     }
 
@@ -200,6 +260,52 @@ impl Iterator for SledRecords {
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Two ordered record streams as one (ascending, or descending when `reverse`); on a key
+/// in both, the second's record wins (a snapshot over a copy kept in the log's tree).
+struct Merged<'a> {
+    first: std::iter::Peekable<Records<'a>>,
+    second: std::iter::Peekable<Records<'a>>,
+    reverse: bool,
+}
+
+impl<'a> Merged<'a> {
+    fn new(first: Records<'a>, second: Records<'a>, reverse: bool) -> Merged<'a> {
+        Merged {
+            first: first.peekable(),
+            second: second.peekable(),
+            reverse,
+        }
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::cmp::Ordering;
+        let order = match (self.first.peek(), self.second.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            // An error ends the scan where it happened.
+            (Some(Err(_)), _) => Ordering::Less,
+            (_, Some(Err(_))) => Ordering::Greater,
+            (Some(Ok((a, _))), Some(Ok((b, _)))) => match self.reverse {
+                false => a.cmp(b),
+                true => b.cmp(a),
+            },
+        };
+        match order {
+            Ordering::Less => self.first.next(),
+            Ordering::Greater => self.second.next(),
+            Ordering::Equal => {
+                self.first.next();
+                self.second.next()
             }
         }
     }

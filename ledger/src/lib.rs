@@ -1581,6 +1581,23 @@ fn committing_seq(tree: &dyn Store, seq: u64) -> Result<Option<u64>, LedgerError
     )
 }
 
+/// Whether a `P` record names the entry at `seq` as the one committing to an older
+/// snapshot.
+fn commits_to_older(tree: &dyn Store, seq: u64) -> Result<bool, LedgerError> {
+    let records = tree.scan(
+        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, 0),
+        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq.saturating_sub(1)),
+        true,
+    );
+    for item in records {
+        let (key, value) = item?;
+        if key.len() == 9 && value.len() == 8 && keys::seq_of(&value) == Some(seq) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Judges the snapshot record `value` stored at `seq` against the entry that commits to
 /// it, which must be at or before `head_seq`.
 fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anchor, LedgerError> {
@@ -1597,6 +1614,11 @@ fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anc
     // lowest stored node over this entry, when its group of leaves is complete, must be
     // the one the entries under it hash to (a rechained entry changes it).
     if !tree::stored_group_matches(tree, seq - 1)? {
+        return Ok(Anchor::Unverifiable);
+    }
+    // The same for the committing entry, whose digest decides whether the snapshot is
+    // used: a forger who rewrote it and rechained from there changes its group's node.
+    if committing != seq && !tree::stored_group_matches(tree, committing - 1)? {
         return Ok(Anchor::Unverifiable);
     }
     let commits = match committing == seq {
@@ -1616,6 +1638,11 @@ fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anc
     let digest = snapshot_digest(value);
     match commits {
         None if committing == seq => return Ok(Anchor::Uncommitted),
+        // Entry `seq` commits to an older snapshot (a `P` record names it): this one was
+        // written at the flush that made that entry durable, and nothing commits to it yet.
+        Some(_) if committing == seq && commits_to_older(tree, seq)? => {
+            return Ok(Anchor::Uncommitted)
+        }
         None => {
             return tampered(format!(
                 "the snapshot stored at seq {seq} is named as committed to by entry {committing}, which commits to none"
@@ -1649,10 +1676,11 @@ fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anc
 
 /// The newest snapshot at or before `max_seq` that the chain (up to `head_seq`) commits
 /// to, with the stored chain hash of the entry at its seq: that entry and the committing
-/// one decode and hash to their stored chain hashes, the Merkle group over the snapshot's
-/// entry matches, and the committing entry's `snapshot` digest is [`snapshot_digest`] of
+/// one decode and hash to their stored chain hashes, the Merkle groups over both entries
+/// match, and the committing entry's `snapshot` digest is [`snapshot_digest`] of
 /// the stored snapshot bytes. A snapshot whose entries are broken, or that no entry
-/// commits to, is skipped (the walk from an older start reports a broken entry); one the
+/// commits to (including one stored at the seq of an entry that a `P` record names as
+/// committing to an older snapshot), is skipped (the walk from an older start reports a broken entry); one the
 /// intact committing entry does not commit to is refused or skipped as `trust` says. A
 /// deleted snapshot is simply not found: the older one, or replay from seq 1, is used.
 fn latest_snapshot(

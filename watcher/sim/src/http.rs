@@ -223,13 +223,11 @@ async fn handle(State(sim): State<Simulator>, request: Request) -> Response {
     let content_type = header_str(header::CONTENT_TYPE);
     let host = header_str(header::HOST);
     drop(parts);
-    sim.with_state(|s| {
-        s.requests.push(RecordedRequest {
-            method: method.to_string(),
-            path: path.clone(),
-            query: query_string.clone(),
-            accept: accept.clone(),
-        })
+    sim.record_request(RecordedRequest {
+        method: method.to_string(),
+        path: path.clone(),
+        query: query_string.clone(),
+        accept: accept.clone(),
     });
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

@@ -98,6 +98,7 @@
 pub mod controllers;
 mod error;
 mod http;
+mod index;
 pub mod resource;
 pub mod selector;
 mod store;
@@ -251,6 +252,11 @@ impl Simulator {
         drop(state);
         self.shared.signal.send_modify(|n| *n = n.wrapping_add(1));
         result
+    }
+
+    /// Records a request. The watches are not woken: nothing they send changed.
+    pub(crate) fn record_request(&self, request: RecordedRequest) {
+        self.lock().requests.push(request);
     }
 
     /// Runs `f` on the state without waking the watches.

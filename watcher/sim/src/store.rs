@@ -8,16 +8,16 @@
 //! operation is deterministic.
 
 use crate::error::SimError;
+use crate::index::Objects;
 use crate::resource::{group_of, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::util::{self, meta_mut};
 use crate::{Propagation, RecordedRequest, SimConfig};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-/// `(resource, namespace, name)`.
-pub(crate) type Key = (Resource, String, String);
+pub(crate) use crate::index::Key;
 
 /// The finalizer the API server adds for `propagationPolicy: Orphan`.
 pub const ORPHAN_FINALIZER: &str = "orphan";
@@ -107,7 +107,7 @@ pub(crate) enum WatchStart {
 /// The whole simulated cluster state.
 pub(crate) struct State {
     pub config: SimConfig,
-    pub objects: BTreeMap<Key, Value>,
+    pub objects: Objects,
     pub rv: u64,
     pub floor: u64,
     pub history: VecDeque<HistEvent>,
@@ -236,7 +236,7 @@ impl State {
     pub fn new(config: SimConfig) -> State {
         State {
             config,
-            objects: BTreeMap::new(),
+            objects: Objects::default(),
             rv: 1,
             floor: 0,
             history: VecDeque::new(),
@@ -401,16 +401,12 @@ impl State {
     }
 
     /// Objects of `resource` (in `namespace`, or all), in (namespace, name) order.
-    pub fn iter(
-        &self,
+    pub fn iter<'a>(
+        &'a self,
         resource: Resource,
-        namespace: Option<&str>,
-    ) -> impl Iterator<Item = (&Key, &Value)> {
-        let ns = namespace.map(str::to_string);
-        self.objects
-            .range((resource, String::new(), String::new())..)
-            .take_while(move |(k, _)| k.0 == resource)
-            .filter(move |(k, _)| ns.as_ref().is_none_or(|ns| &k.1 == ns))
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
+        self.objects.iter(resource, namespace, None)
     }
 
     /// Checks and fills `apiVersion`/`kind`.
@@ -818,24 +814,12 @@ impl State {
 
     // ----- built-in controllers -----
 
-    fn uid_index(&self) -> HashMap<String, Key> {
-        self.objects
-            .iter()
-            .map(|(k, v)| (util::uid_of(v).to_string(), k.clone()))
-            .collect()
-    }
-
     /// Keys of objects in `namespace` with an ownerReference to `uid`.
     pub fn dependents(&self, namespace: &str, uid: &str) -> Vec<Key> {
         self.objects
-            .iter()
-            .filter(|(k, v)| {
-                k.1 == namespace
-                    && util::owner_refs(v)
-                        .iter()
-                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-            })
-            .map(|(k, _)| k.clone())
+            .dependents_of(uid)
+            .filter(|k| k.1 == namespace)
+            .cloned()
             .collect()
     }
 
@@ -861,11 +845,13 @@ impl State {
 
     fn terminating_with(&self, finalizer: &str) -> Vec<Key> {
         self.objects
-            .iter()
-            .filter(|(_, v)| {
-                util::is_terminating(v) && util::finalizers(v).iter().any(|f| f == finalizer)
+            .terminating()
+            .filter(|k| {
+                self.objects
+                    .get(k)
+                    .is_some_and(|v| util::finalizers(v).iter().any(|f| f == finalizer))
             })
-            .map(|(k, _)| k.clone())
+            .cloned()
             .collect()
     }
 
@@ -929,34 +915,31 @@ impl State {
                 changed = true;
             }
         }
-        // C: dependents whose owners are gone.
-        let keys: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, v)| !util::owner_refs(v).is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut index = self.uid_index();
-        for key in keys {
+        // C: dependents whose owners are gone. Only objects written since their last check,
+        // or whose owner uid disappeared, can have a gone owner (the index's queue); taken in
+        // key order, and a key queued behind the cursor during the pass is seen in this pass,
+        // as a scan of every object with ownerReferences would.
+        let mut cursor: Option<Key> = None;
+        while let Some(key) = self.objects.next_gc_candidate(cursor.as_ref()) {
+            cursor = Some(key.clone());
             let Some(obj) = self.objects.get(&key).cloned() else {
                 continue;
             };
             let refs = util::owner_refs(&obj);
+            if refs.is_empty() {
+                continue;
+            }
             let absent: Vec<bool> = refs
                 .iter()
                 .map(|r| {
                     let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
-                    let alive = index.get(uid).is_some_and(|k| {
-                        self.objects.get(k).is_some_and(|o| util::uid_of(o) == uid)
-                    });
-                    !alive && self.known_uids.contains(uid)
+                    !self.objects.uid_alive(uid) && self.known_uids.contains(uid)
                 })
                 .collect();
             if absent.iter().all(|a| *a) {
                 if !util::is_terminating(&obj) {
                     self.gc_delete(&key, Propagation::Background);
                     changed = true;
-                    index = self.uid_index();
                 }
             } else if absent.iter().any(|a| *a) {
                 let kept = refs
@@ -973,9 +956,11 @@ impl State {
         }
         // D: the kubelet finishes graceful pod deletion.
         let pods: Vec<(Key, Value)> = self
-            .iter(Resource::Pod, None)
-            .filter(|(_, v)| util::is_terminating(v) && util::finalizers(v).is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .objects
+            .terminating()
+            .filter(|k| k.0 == Resource::Pod)
+            .filter_map(|k| self.objects.get(k).map(|v| (k.clone(), v.clone())))
+            .filter(|(_, v)| util::finalizers(v).is_empty())
             .collect();
         for (key, pod) in pods {
             self.finish_delete(&key, pod);
@@ -986,18 +971,7 @@ impl State {
             if key.0 != Resource::PersistentVolumeClaim {
                 continue;
             }
-            let used = self.iter(Resource::Pod, Some(&key.1)).any(|(_, pod)| {
-                pod.get("spec")
-                    .and_then(|s| s.get("volumes"))
-                    .and_then(Value::as_array)
-                    .is_some_and(|vols| {
-                        vols.iter().any(|v| {
-                            util::path_str(v, "persistentVolumeClaim.claimName")
-                                == Some(key.2.as_str())
-                        })
-                    })
-            });
-            if !used {
+            if !self.objects.pvc_in_use(&key.1, &key.2) {
                 self.remove_finalizer(&key, PVC_PROTECTION_FINALIZER);
                 changed = true;
             }
@@ -1060,12 +1034,12 @@ impl State {
         };
         let mut items = Vec::new();
         let mut next = None;
-        for (key, object) in self.iter(resource, namespace) {
-            if let Some((ns, name)) = &after {
-                if (&key.1, &key.2) <= (ns, name) {
-                    continue;
-                }
-            }
+        let after = after
+            .as_ref()
+            .map(|(ns, name)| (ns.as_str(), name.as_str()));
+        // The page starts at the continue position in the ordered store, not at the first
+        // object, so paging through n objects costs O(n), not O(n²/limit).
+        for (_, object) in self.objects.iter(resource, namespace, after) {
             if !labels.matches(object) || !fields.matches(object) {
                 continue;
             }
@@ -1119,10 +1093,9 @@ impl State {
                         self.floor
                     )));
                 }
-                self.history
-                    .iter()
-                    .find(|e| e.at_rv > x)
-                    .map_or(self.next_seq, |e| e.seq)
+                // The history is in resourceVersion order: binary search.
+                let first = self.history.partition_point(|e| e.at_rv <= x);
+                self.history.get(first).map_or(self.next_seq, |e| e.seq)
             }
             _ => self.next_seq,
         };
@@ -1139,13 +1112,11 @@ impl State {
         match self.history.front() {
             Some(front) if front.seq > cursor => None,
             None if cursor < self.next_seq => None,
-            _ => Some(
-                self.history
-                    .iter()
-                    .filter(|e| e.seq >= cursor)
-                    .cloned()
-                    .collect(),
-            ),
+            _ => {
+                // In seq order: binary search, then copy only what the watch has not seen.
+                let first = self.history.partition_point(|e| e.seq < cursor);
+                Some(self.history.range(first..).cloned().collect())
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// `(resource, namespace, name)`.
 pub(crate) type Key = (Resource, String, String);
@@ -122,10 +123,12 @@ fn take_after(set: &mut BTreeSet<Key>, after: Option<&Key>) -> Option<Key> {
     Some(next)
 }
 
-/// Every stored object by key, with its indexes and work queues.
+/// Every stored object by key, with its indexes and work queues. Objects are shared
+/// (`Arc`) with the watch history and with LIST pages, which take them under the lock
+/// without copying and render them after it is released.
 #[derive(Debug, Default)]
 pub(crate) struct Objects {
-    map: BTreeMap<Key, Value>,
+    map: BTreeMap<Key, Arc<Value>>,
     by_uid: HashMap<String, BTreeSet<Key>>,
     dependents: HashMap<String, BTreeSet<Key>>,
     terminating: BTreeSet<Key>,
@@ -144,7 +147,7 @@ pub(crate) struct Objects {
 impl Objects {
     /// The object under `key`.
     pub fn get(&self, key: &Key) -> Option<&Value> {
-        self.map.get(key)
+        self.map.get(key).map(|v| &**v)
     }
 
     /// Objects of `resource` (in `namespace`, or all) in key order, starting after
@@ -154,7 +157,7 @@ impl Objects {
         resource: Resource,
         namespace: Option<&'a str>,
         after: Option<(&str, &str)>,
-    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
+    ) -> impl Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a {
         let first = (resource, namespace.unwrap_or("").to_string(), String::new());
         // A continue position before the namespace asked for (a token from another list)
         // starts at the namespace, as skipping everything up to it would.
@@ -170,7 +173,7 @@ impl Objects {
     }
 
     /// Stores `object` under `key`; returns what was there.
-    pub fn insert(&mut self, key: Key, object: Value) -> Option<Value> {
+    pub fn insert(&mut self, key: Key, object: Arc<Value>) -> Option<Arc<Value>> {
         let new = Entries::of(&key, &object);
         let old = self.map.insert(key.clone(), object);
         let old_entries = old.as_ref().map(|o| Entries::of(&key, o));
@@ -197,7 +200,7 @@ impl Objects {
     }
 
     /// Removes the object under `key`; returns it.
-    pub fn remove(&mut self, key: &Key) -> Option<Value> {
+    pub fn remove(&mut self, key: &Key) -> Option<Arc<Value>> {
         let old = self.map.remove(key)?;
         let entries = Entries::of(key, &old);
         self.unindex(key, &entries);
@@ -530,7 +533,7 @@ mod tests {
             json!({}),
             json!({"spec": {"volumeClaimTemplates": [{"metadata": {"name": "workspace"}}]}}),
         );
-        objects.insert(sk.clone(), sandbox);
+        objects.insert(sk.clone(), Arc::new(sandbox));
         // A new Sandbox is queued for its controller; it expects its PVC and pod.
         assert_eq!(objects.next_sandbox_candidate(None), Some(sk.clone()));
         assert_eq!(objects.next_sandbox_candidate(None), None);
@@ -543,7 +546,7 @@ mod tests {
             owned.clone(),
             json!({"spec": {"volumes": [{"persistentVolumeClaim": {"claimName": "workspace-s"}}]}}),
         );
-        objects.insert(pk.clone(), pod.clone());
+        objects.insert(pk.clone(), Arc::new(pod.clone()));
         assert!(objects.uid_alive("u-p"));
         assert_eq!(objects.dependents_of("u-s").collect::<Vec<_>>(), [&pk]);
         assert!(objects.pvc_in_use("ns", "workspace-s"));
@@ -570,7 +573,7 @@ mod tests {
             json!({"ownerReferences": [{"uid": "u-1"}, {"uid": "u-2"}]}),
             json!({}),
         );
-        objects.insert(dk.clone(), dependent);
+        objects.insert(dk.clone(), Arc::new(dependent));
         assert_eq!(objects.next_gc_candidate(None), Some(dk.clone()));
         let (tk, template) = obj(
             Resource::SandboxTemplate,
@@ -580,7 +583,7 @@ mod tests {
             json!({}),
             json!({}),
         );
-        objects.insert(tk, template);
+        objects.insert(tk, Arc::new(template));
         assert_eq!(objects.next_gc_candidate(None), Some(dk));
         objects.check_indexes();
     }
@@ -612,7 +615,7 @@ mod tests {
             claim("later", bound, Some(now + chrono::Duration::hours(1))),
             claim("expired", expired, Some(now - chrono::Duration::hours(1))),
         ] {
-            objects.insert(k, v);
+            objects.insert(k, Arc::new(v));
         }
         let names = |keys: BTreeSet<Key>| keys.into_iter().map(|k| k.2).collect::<Vec<_>>();
         assert_eq!(names(objects.claims_to_reconcile(now)), ["due", "unbound"]);
@@ -638,11 +641,11 @@ mod tests {
                 json!({}),
                 json!({}),
             );
-            objects.insert(k, v);
+            objects.insert(k, Arc::new(v));
         }
         let (k, v) = obj(Resource::Sandbox, "b", "z", "s", json!({}), json!({}));
-        objects.insert(k, v);
-        let names = |it: Vec<(&Key, &Value)>| {
+        objects.insert(k, Arc::new(v));
+        let names = |it: Vec<(&Key, &Arc<Value>)>| {
             it.into_iter()
                 .map(|(k, _)| format!("{}/{}", k.1, k.2))
                 .collect::<Vec<_>>()

@@ -493,6 +493,46 @@ mod tests {
     }
 
     #[test]
+    fn preloaded_bindings_are_whole_and_leave_the_controllers_as_configured() {
+        let sim = Simulator::new(SimConfig {
+            controllers: false,
+            preload_bindings: 3,
+            ..SimConfig::default()
+        });
+        assert!(!sim.config().controllers);
+        for resource in [
+            Resource::SandboxClaim,
+            Resource::Sandbox,
+            Resource::Pod,
+            Resource::PersistentVolumeClaim,
+        ] {
+            assert_eq!(sim.list(resource, Some("default")).len(), 3, "{resource:?}");
+        }
+        let claim = sim
+            .get(Resource::SandboxClaim, "default", "preload-000001")
+            .unwrap();
+        assert_eq!(claim["status"]["sandbox"]["name"], "preload-000001");
+        let pod = sim.get(Resource::Pod, "default", "preload-000001").unwrap();
+        assert_eq!(
+            pod["metadata"]["annotations"][controllers::SANDBOX_ID_ANNOTATION],
+            "preload-000001"
+        );
+        assert_eq!(
+            sim.preload_bound_claims("default", 1),
+            Err(crate::SimError::ControllersDisabled)
+        );
+        // More on a cluster with controllers: the next free names.
+        let sim = Simulator::new(SimConfig {
+            preload_bindings: 2,
+            ..SimConfig::default()
+        });
+        let names = sim.preload_bound_claims("default", 2).unwrap();
+        assert_eq!(names, ["preload-000002", "preload-000003"]);
+        assert_eq!(sim.list(Resource::Pod, None).len(), 4);
+        sim.read_state(|s| s.objects.check_indexes());
+    }
+
+    #[test]
     fn indexes_and_queues_match_full_scans() {
         for seed in 0..6 {
             let config = SimConfig {

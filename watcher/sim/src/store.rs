@@ -91,6 +91,10 @@ pub(crate) enum DeleteOutcome {
     Terminating(Value),
 }
 
+/// One page of a LIST: the objects, the list's resourceVersion, the continue token if more
+/// follow.
+pub(crate) type Page = (Vec<Arc<Value>>, u64, Option<String>);
+
 /// How a watch starts.
 pub(crate) enum WatchStart {
     /// The requested resourceVersion is older than the compaction window.
@@ -1034,7 +1038,7 @@ impl State {
         fields: &FieldSelector,
         limit: Option<usize>,
         continue_token: Option<&str>,
-    ) -> Result<(Vec<Arc<Value>>, u64, Option<String>), SimError> {
+    ) -> Result<Page, SimError> {
         let (list_rv, after) = match continue_token.filter(|t| !t.is_empty()) {
             Some(token) => {
                 let bad = || SimError::BadRequest(format!("continue key is not valid: {token:?}"));

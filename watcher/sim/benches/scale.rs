@@ -450,7 +450,7 @@ fn bench_scale(c: &mut Criterion) {
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10));
+        .measurement_time(Duration::from_secs(15));
     let (n, restart) = clusters.last().expect("a cluster");
     group.throughput(Throughput::Elements(*n as u64));
     group.bench_function(format!("restart_4x{}k_paged500", n / 4000), |b| {

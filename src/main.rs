@@ -326,6 +326,10 @@ enum Command {
         /// Stop once the scenario's steps are done instead of serving until Ctrl-C.
         #[arg(long, requires = "scenario")]
         exit_after_scenario: bool,
+        /// Start with this many bound claims in namespace `default` (claim, Sandbox, PVC,
+        /// pod each), for load tests.
+        #[arg(long, default_value_t = 0)]
+        preload_bindings: usize,
     },
     /// Watch a cluster into the ledger and serve the HTTP API (the service's main job).
     /// The cluster comes from KUBECONFIG, ~/.kube/config or the in-cluster config.
@@ -754,6 +758,7 @@ fn run(command: Command) -> Result<(), Failure> {
             v1alpha1_only,
             scenario,
             exit_after_scenario,
+            preload_bindings,
         } => {
             drop(out);
             // A scenario file is validated before anything runs (exit 2 when invalid, as
@@ -768,7 +773,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 })
                 .transpose()
                 .map_err(Failure::Input)?;
-            let config = match &scenario {
+            let mut config = match &scenario {
                 Some(file) => file.scenario.sim_config(),
                 None => sim::SimConfig {
                     controllers: !no_controllers,
@@ -780,6 +785,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     ..sim::SimConfig::default()
                 },
             };
+            config.preload_bindings = preload_bindings;
             let mut carried_out = true;
             run_async(|stop, shutdown| {
                 let carried_out = &mut carried_out;

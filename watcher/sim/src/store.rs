@@ -8,16 +8,16 @@
 //! operation is deterministic.
 
 use crate::error::SimError;
+use crate::index::Objects;
 use crate::resource::{group_of, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::util::{self, meta_mut};
 use crate::{Propagation, RecordedRequest, SimConfig};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-/// `(resource, namespace, name)`.
-pub(crate) type Key = (Resource, String, String);
+pub(crate) use crate::index::Key;
 
 /// The finalizer the API server adds for `propagationPolicy: Orphan`.
 pub const ORPHAN_FINALIZER: &str = "orphan";
@@ -91,13 +91,17 @@ pub(crate) enum DeleteOutcome {
     Terminating(Value),
 }
 
+/// One page of a LIST: the objects, the list's resourceVersion, the continue token if more
+/// follow.
+pub(crate) type Page = (Vec<Arc<Value>>, u64, Option<String>);
+
 /// How a watch starts.
 pub(crate) enum WatchStart {
     /// The requested resourceVersion is older than the compaction window.
     Expired(String),
     /// Events to send first (synthetic ADDED), then the history from `cursor`.
     Start {
-        initial: Vec<Value>,
+        initial: Vec<Arc<Value>>,
         cursor: u64,
         rv: u64,
         drop_gen: u64,
@@ -107,13 +111,13 @@ pub(crate) enum WatchStart {
 /// The whole simulated cluster state.
 pub(crate) struct State {
     pub config: SimConfig,
-    pub objects: BTreeMap<Key, Value>,
+    pub objects: Objects,
     pub rv: u64,
     pub floor: u64,
     pub history: VecDeque<HistEvent>,
     pub next_seq: u64,
     pub known_uids: HashSet<String>,
-    pub previous: HashMap<String, Value>,
+    pub previous: HashMap<String, Arc<Value>>,
     pub expire_next_watch: bool,
     pub duplicate_next_event: bool,
     pub drop_gen: u64,
@@ -207,22 +211,38 @@ fn validate_shape(object: &Value) -> Result<(), SimError> {
     Ok(())
 }
 
-/// The object without `metadata` and `status`: what bumps `generation` when it changes.
-fn spec_part(object: &Value) -> Value {
-    let mut o = object.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    o
+/// Whether two maps are equal apart from the keys `skip`, compared in place (every write
+/// compares whole objects; copying them first was most of its cost).
+fn eq_except(a: &Map<String, Value>, b: &Map<String, Value>, skip: &[&str]) -> bool {
+    let kept = |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
-fn without_rv(object: &Value) -> Value {
-    let mut o = object.clone();
-    meta_mut(&mut o).remove("resourceVersion");
-    o
+/// Whether the objects differ outside `metadata` and `status`: what bumps `generation`.
+fn spec_changed(new: &Value, old: &Value) -> bool {
+    match (new.as_object(), old.as_object()) {
+        (Some(n), Some(o)) => !eq_except(n, o, &["metadata", "status", "apiVersion", "kind"]),
+        _ => new != old,
+    }
+}
+
+/// Whether the objects are equal apart from `metadata.resourceVersion` (a missing
+/// `metadata` counting as an empty one).
+fn same_but_rv(a: &Value, b: &Value) -> bool {
+    fn meta<'a>(v: &'a Value, none: &'a Map<String, Value>) -> &'a Map<String, Value> {
+        v.get("metadata").and_then(Value::as_object).unwrap_or(none)
+    }
+    let none = Map::new();
+    match (a.as_object(), b.as_object()) {
+        (Some(ma), Some(mb)) => {
+            eq_except(ma, mb, &["metadata"])
+                && eq_except(meta(a, &none), meta(b, &none), &["resourceVersion"])
+        }
+        _ => a == b,
+    }
 }
 
 fn rv_of(object: &Value) -> u64 {
@@ -236,7 +256,7 @@ impl State {
     pub fn new(config: SimConfig) -> State {
         State {
             config,
-            objects: BTreeMap::new(),
+            objects: Objects::default(),
             rv: 1,
             floor: 0,
             history: VecDeque::new(),
@@ -271,16 +291,16 @@ impl State {
         &mut self,
         resource: Resource,
         event_type: EventType,
-        object: &Value,
-        old: Option<&Value>,
+        object: Arc<Value>,
+        old: Option<Arc<Value>>,
     ) {
         let event = HistEvent {
             seq: self.next_seq,
             at_rv: self.rv,
             resource,
             event_type,
-            object: Arc::new(object.clone()),
-            old: old.map(|o| Arc::new(o.clone())),
+            object,
+            old,
         };
         self.next_seq += 1;
         self.history.push_back(event.clone());
@@ -310,7 +330,7 @@ impl State {
             at_rv: self.rv,
             resource,
             event_type: EventType::Modified,
-            object: Arc::new(old),
+            object: old,
             old: None,
         });
         self.next_seq += 1;
@@ -346,41 +366,47 @@ impl State {
         self.rv
     }
 
+    // The store, the history and `previous` share one copy of each object version; the
+    // caller gets its own copy of the new one.
+
     fn insert_new(&mut self, key: Key, mut object: Value) -> Value {
         let rv = self.next_rv();
         meta_mut(&mut object).insert("resourceVersion".into(), rv.to_string().into());
-        self.objects.insert(key.clone(), object.clone());
-        self.emit(key.0, EventType::Added, &object, None);
+        let shared = Arc::new(object);
+        self.objects.insert(key.clone(), shared.clone());
+        let object = (*shared).clone();
+        self.emit(key.0, EventType::Added, shared, None);
         object
     }
 
     fn write(&mut self, key: &Key, mut object: Value) -> Value {
         let rv = self.next_rv();
         meta_mut(&mut object).insert("resourceVersion".into(), rv.to_string().into());
-        let old = self.objects.insert(key.clone(), object.clone());
+        let shared = Arc::new(object);
+        let old = self.objects.insert(key.clone(), shared.clone());
         if let Some(old) = &old {
             self.previous
                 .insert(util::uid_of(old).to_string(), old.clone());
         }
-        self.emit(key.0, EventType::Modified, &object, old.as_ref());
+        let object = (*shared).clone();
+        self.emit(key.0, EventType::Modified, shared, old);
         object
     }
 
     fn finish_delete(&mut self, key: &Key, mut object: Value) -> Value {
         if let Some(old) = self.objects.remove(key) {
-            self.previous
-                .insert(util::uid_of(&old).to_string(), old.clone());
+            self.previous.insert(util::uid_of(&old).to_string(), old);
         }
         let rv = self.next_rv();
         meta_mut(&mut object).insert("resourceVersion".into(), rv.to_string().into());
-        self.emit(key.0, EventType::Deleted, &object, None);
+        self.emit(key.0, EventType::Deleted, Arc::new(object.clone()), None);
         object
     }
 
     /// Stores `new` over `old`: nothing when unchanged, a delete when a terminating object
     /// lost its last finalizer, a MODIFIED otherwise.
     fn commit(&mut self, key: &Key, old: &Value, new: Value) -> Value {
-        if without_rv(&new) == without_rv(old) {
+        if same_but_rv(&new, old) {
             return old.clone();
         }
         if util::is_terminating(&new) && util::finalizers(&new).is_empty() {
@@ -401,16 +427,14 @@ impl State {
     }
 
     /// Objects of `resource` (in `namespace`, or all), in (namespace, name) order.
-    pub fn iter(
-        &self,
+    pub fn iter<'a>(
+        &'a self,
         resource: Resource,
-        namespace: Option<&str>,
-    ) -> impl Iterator<Item = (&Key, &Value)> {
-        let ns = namespace.map(str::to_string);
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
         self.objects
-            .range((resource, String::new(), String::new())..)
-            .take_while(move |(k, _)| k.0 == resource)
-            .filter(move |(k, _)| ns.as_ref().is_none_or(|ns| &k.1 == ns))
+            .iter(resource, namespace, None)
+            .map(|(k, v)| (k, &**v))
     }
 
     /// Checks and fills `apiVersion`/`kind`.
@@ -698,7 +722,7 @@ impl State {
                 )));
             }
         }
-        if spec_part(&new) != spec_part(&old) {
+        if spec_changed(&new, &old) {
             let generation = old_meta
                 .get("generation")
                 .and_then(Value::as_i64)
@@ -818,24 +842,12 @@ impl State {
 
     // ----- built-in controllers -----
 
-    fn uid_index(&self) -> HashMap<String, Key> {
-        self.objects
-            .iter()
-            .map(|(k, v)| (util::uid_of(v).to_string(), k.clone()))
-            .collect()
-    }
-
     /// Keys of objects in `namespace` with an ownerReference to `uid`.
     pub fn dependents(&self, namespace: &str, uid: &str) -> Vec<Key> {
         self.objects
-            .iter()
-            .filter(|(k, v)| {
-                k.1 == namespace
-                    && util::owner_refs(v)
-                        .iter()
-                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-            })
-            .map(|(k, _)| k.clone())
+            .dependents_of(uid)
+            .filter(|k| k.1 == namespace)
+            .cloned()
             .collect()
     }
 
@@ -861,11 +873,13 @@ impl State {
 
     fn terminating_with(&self, finalizer: &str) -> Vec<Key> {
         self.objects
-            .iter()
-            .filter(|(_, v)| {
-                util::is_terminating(v) && util::finalizers(v).iter().any(|f| f == finalizer)
+            .terminating()
+            .filter(|k| {
+                self.objects
+                    .get(k)
+                    .is_some_and(|v| util::finalizers(v).iter().any(|f| f == finalizer))
             })
-            .map(|(k, _)| k.clone())
+            .cloned()
             .collect()
     }
 
@@ -929,34 +943,31 @@ impl State {
                 changed = true;
             }
         }
-        // C: dependents whose owners are gone.
-        let keys: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, v)| !util::owner_refs(v).is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut index = self.uid_index();
-        for key in keys {
+        // C: dependents whose owners are gone. Only objects written since their last check,
+        // or whose owner uid disappeared, can have a gone owner (the index's queue); taken in
+        // key order, and a key queued behind the cursor during the pass is seen in this pass,
+        // as a scan of every object with ownerReferences would.
+        let mut cursor: Option<Key> = None;
+        while let Some(key) = self.objects.next_gc_candidate(cursor.as_ref()) {
+            cursor = Some(key.clone());
             let Some(obj) = self.objects.get(&key).cloned() else {
                 continue;
             };
             let refs = util::owner_refs(&obj);
+            if refs.is_empty() {
+                continue;
+            }
             let absent: Vec<bool> = refs
                 .iter()
                 .map(|r| {
                     let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
-                    let alive = index.get(uid).is_some_and(|k| {
-                        self.objects.get(k).is_some_and(|o| util::uid_of(o) == uid)
-                    });
-                    !alive && self.known_uids.contains(uid)
+                    !self.objects.uid_alive(uid) && self.known_uids.contains(uid)
                 })
                 .collect();
             if absent.iter().all(|a| *a) {
                 if !util::is_terminating(&obj) {
                     self.gc_delete(&key, Propagation::Background);
                     changed = true;
-                    index = self.uid_index();
                 }
             } else if absent.iter().any(|a| *a) {
                 let kept = refs
@@ -973,9 +984,11 @@ impl State {
         }
         // D: the kubelet finishes graceful pod deletion.
         let pods: Vec<(Key, Value)> = self
-            .iter(Resource::Pod, None)
-            .filter(|(_, v)| util::is_terminating(v) && util::finalizers(v).is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .objects
+            .terminating()
+            .filter(|k| k.0 == Resource::Pod)
+            .filter_map(|k| self.objects.get(k).map(|v| (k.clone(), v.clone())))
+            .filter(|(_, v)| util::finalizers(v).is_empty())
             .collect();
         for (key, pod) in pods {
             self.finish_delete(&key, pod);
@@ -986,18 +999,7 @@ impl State {
             if key.0 != Resource::PersistentVolumeClaim {
                 continue;
             }
-            let used = self.iter(Resource::Pod, Some(&key.1)).any(|(_, pod)| {
-                pod.get("spec")
-                    .and_then(|s| s.get("volumes"))
-                    .and_then(Value::as_array)
-                    .is_some_and(|vols| {
-                        vols.iter().any(|v| {
-                            util::path_str(v, "persistentVolumeClaim.claimName")
-                                == Some(key.2.as_str())
-                        })
-                    })
-            });
-            if !used {
+            if !self.objects.pvc_in_use(&key.1, &key.2) {
                 self.remove_finalizer(&key, PVC_PROTECTION_FINALIZER);
                 changed = true;
             }
@@ -1036,7 +1038,7 @@ impl State {
         fields: &FieldSelector,
         limit: Option<usize>,
         continue_token: Option<&str>,
-    ) -> Result<(Vec<Value>, u64, Option<String>), SimError> {
+    ) -> Result<Page, SimError> {
         let (list_rv, after) = match continue_token.filter(|t| !t.is_empty()) {
             Some(token) => {
                 let bad = || SimError::BadRequest(format!("continue key is not valid: {token:?}"));
@@ -1058,14 +1060,14 @@ impl State {
             }
             None => (self.rv, None),
         };
-        let mut items = Vec::new();
+        let mut items: Vec<Arc<Value>> = Vec::new();
         let mut next = None;
-        for (key, object) in self.iter(resource, namespace) {
-            if let Some((ns, name)) = &after {
-                if (&key.1, &key.2) <= (ns, name) {
-                    continue;
-                }
-            }
+        let after = after
+            .as_ref()
+            .map(|(ns, name)| (ns.as_str(), name.as_str()));
+        // The page starts at the continue position in the ordered store, not at the first
+        // object, so paging through n objects costs O(n), not O(n²/limit).
+        for (_, object) in self.objects.iter(resource, namespace, after) {
             if !labels.matches(object) || !fields.matches(object) {
                 continue;
             }
@@ -1103,8 +1105,9 @@ impl State {
             })?),
         };
         let initial_wanted = send_initial_events || matches!(rv, None | Some(0));
-        let initial: Vec<Value> = if initial_wanted {
-            self.iter(resource, namespace)
+        let initial: Vec<Arc<Value>> = if initial_wanted {
+            self.objects
+                .iter(resource, namespace, None)
                 .filter(|(_, v)| labels.matches(v) && fields.matches(v))
                 .map(|(_, v)| v.clone())
                 .collect()
@@ -1119,10 +1122,9 @@ impl State {
                         self.floor
                     )));
                 }
-                self.history
-                    .iter()
-                    .find(|e| e.at_rv > x)
-                    .map_or(self.next_seq, |e| e.seq)
+                // The history is in resourceVersion order: binary search.
+                let first = self.history.partition_point(|e| e.at_rv <= x);
+                self.history.get(first).map_or(self.next_seq, |e| e.seq)
             }
             _ => self.next_seq,
         };
@@ -1139,13 +1141,11 @@ impl State {
         match self.history.front() {
             Some(front) if front.seq > cursor => None,
             None if cursor < self.next_seq => None,
-            _ => Some(
-                self.history
-                    .iter()
-                    .filter(|e| e.seq >= cursor)
-                    .cloned()
-                    .collect(),
-            ),
+            _ => {
+                // In seq order: binary search, then copy only what the watch has not seen.
+                let first = self.history.partition_point(|e| e.seq < cursor);
+                Some(self.history.range(first..).cloned().collect())
+            }
         }
     }
 }
@@ -1172,4 +1172,126 @@ pub(crate) fn partial_metadata(object: &Value) -> Value {
 /// `rv_of` for other modules.
 pub(crate) fn resource_version_of(object: &Value) -> u64 {
     rv_of(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selector::{FieldSelector, LabelSelector};
+
+    fn state(window: u64) -> State {
+        State::new(SimConfig {
+            controllers: false,
+            compaction_window: window,
+            ..SimConfig::default()
+        })
+    }
+
+    fn pod(s: &mut State, ns: &str, name: &str) {
+        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}});
+        s.create(Resource::Pod, ns, object, None, true).unwrap();
+    }
+
+    fn cursor(s: &mut State, rv: u64) -> Result<u64, String> {
+        let labels = LabelSelector::default();
+        let fields = FieldSelector::default();
+        match s.watch_start(
+            Resource::Pod,
+            None,
+            &labels,
+            &fields,
+            Some(&rv.to_string()),
+            false,
+        ) {
+            Ok(WatchStart::Start { cursor, .. }) => Ok(cursor),
+            Ok(WatchStart::Expired(message)) => Err(message),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn watch_positions_are_found_by_resource_version_and_expire_with_the_window() {
+        let mut s = state(8);
+        for i in 0..20 {
+            pod(&mut s, "a", &format!("p{i}"));
+        }
+        // Writes at rv 2..=21; the window keeps the last 8 resourceVersions.
+        assert_eq!(s.rv, 21);
+        assert_eq!(s.history.len(), 8);
+        for rv in s.floor..=s.rv {
+            // The first event strictly after `rv`, as a scan would find it.
+            let expected = s
+                .history
+                .iter()
+                .find(|e| e.at_rv > rv)
+                .map_or(s.next_seq, |e| e.seq);
+            assert_eq!(cursor(&mut s, rv), Ok(expected), "from {rv}");
+            let events = s.events_since(expected).expect("in the window");
+            assert!(events.iter().all(|e| e.at_rv > rv));
+            assert_eq!(events.len() as u64, s.rv - rv.max(s.history[0].at_rv - 1));
+        }
+        // Older than the window: 410 at the start, `None` for a stream that fell behind.
+        let before_window = s.floor - 1;
+        let too_old = cursor(&mut s, before_window).unwrap_err();
+        assert!(too_old.starts_with("too old resource version"), "{too_old}");
+        assert!(s.events_since(s.history[0].seq - 1).is_none());
+        assert_eq!(s.events_since(s.next_seq).map(|e| e.len()), Some(0));
+    }
+
+    #[test]
+    fn pages_resume_at_their_continue_position() {
+        let mut s = state(1000);
+        for ns in ["a", "b", "c"] {
+            for i in 0..7 {
+                pod(&mut s, ns, &format!("p{i}"));
+            }
+        }
+        let labels = LabelSelector::default();
+        let fields = FieldSelector::default();
+        for (namespace, total) in [(None, 21), (Some("b"), 7)] {
+            let all = s
+                .list_page(Resource::Pod, namespace, &labels, &fields, None, None)
+                .unwrap()
+                .0;
+            assert_eq!(all.len(), total);
+            let mut paged = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let (items, rv, next) = s
+                    .list_page(
+                        Resource::Pod,
+                        namespace,
+                        &labels,
+                        &fields,
+                        Some(4),
+                        token.as_deref(),
+                    )
+                    .unwrap();
+                assert_eq!(rv, s.rv);
+                assert!(items.len() <= 4);
+                paged.extend(items);
+                match next {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, all);
+        }
+        // A token older than the window is refused with 410.
+        let (_, _, token) = s
+            .list_page(Resource::Pod, None, &labels, &fields, Some(1), None)
+            .unwrap();
+        s.restart();
+        let err = s
+            .list_page(
+                Resource::Pod,
+                None,
+                &labels,
+                &fields,
+                Some(1),
+                token.as_deref(),
+            )
+            .unwrap_err();
+        assert_eq!(err.code(), 410);
+    }
 }

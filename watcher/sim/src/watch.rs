@@ -6,11 +6,12 @@
 //! or [`crate::Simulator::restart`] is called, or when the server shuts down; it sends a 410
 //! `ERROR` event and ends when its cursor falls out of the compaction window.
 
-use crate::http::{render_repr, Repr};
+use crate::http::{Rendered, Repr};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, HistEvent, WatchStart};
 use crate::{Resource, SimError, Simulator};
 use futures::Stream;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -32,8 +33,16 @@ pub(crate) struct WatchRequest {
     pub repr: Repr,
 }
 
-fn line(event_type: &str, object: Value) -> String {
-    let mut s = json!({"type": event_type, "object": object}).to_string();
+/// One watch event; fields in the order a `json!` map would write them.
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    object: &'a T,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+}
+
+fn line(event_type: &str, object: &impl Serialize) -> String {
+    let mut s = serde_json::to_string(&Line { object, event_type }).unwrap_or_default();
     s.push('\n');
     s
 }
@@ -41,7 +50,7 @@ fn line(event_type: &str, object: Value) -> String {
 fn expired_line(message: &str) -> String {
     line(
         "ERROR",
-        json!({
+        &json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -62,8 +71,13 @@ impl WatchRequest {
             && self.fields.matches(object)
     }
 
-    fn render(&self, object: &Value) -> Value {
-        render_repr(&self.repr, object, self.resource, &self.version)
+    fn render<'a>(&'a self, object: &'a Value) -> Rendered<'a> {
+        Rendered {
+            repr: self.repr,
+            object,
+            resource: self.resource,
+            version: &self.version,
+        }
     }
 
     fn event_line(&self, event: &HistEvent) -> Option<String> {
@@ -84,7 +98,7 @@ impl WatchRequest {
             other if now => other,
             _ => return None,
         };
-        Some(line(event_type.as_str(), self.render(&event.object)))
+        Some(line(event_type.as_str(), &self.render(&event.object)))
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> String {
@@ -104,7 +118,7 @@ impl WatchRequest {
         }
         line(
             "BOOKMARK",
-            json!({"kind": kind, "apiVersion": api_version, "metadata": metadata}),
+            &json!({"kind": kind, "apiVersion": api_version, "metadata": metadata}),
         )
     }
 }
@@ -141,7 +155,7 @@ pub(crate) fn watch_stream(
             WatchStart::Start { initial, cursor, rv, drop_gen } => (initial, cursor, rv, drop_gen),
         };
         for object in &initial {
-            yield Ok(line("ADDED", request.render(object)));
+            yield Ok(line("ADDED", &request.render(object)));
         }
         if request.send_initial_events {
             yield Ok(request.bookmark(last_rv, true));

@@ -22,7 +22,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[allow(dead_code)]
 mod workload;
 
 use std::path::Path;
@@ -139,7 +138,8 @@ fn raw_sled_single_appends(dir: &Path, window: Duration) -> f64 {
     let mut n = 0u64;
     while started.elapsed() < window {
         n += 1;
-        db.insert(n.to_be_bytes(), value.as_slice()).expect("insert");
+        db.insert(n.to_be_bytes(), value.as_slice())
+            .expect("insert");
         db.flush().expect("flush");
     }
     n as f64 / started.elapsed().as_secs_f64()
@@ -169,9 +169,8 @@ fn main() {
     drop(plain);
     let _ = std::fs::remove_dir_all(&plain_dir);
     let dir = root.path().join("ledger");
-    let shared = SharedLedger::new(
-        Ledger::open(&dir, config(snapshot_every, cache_mb)).expect("open"),
-    );
+    let shared =
+        SharedLedger::new(Ledger::open(&dir, config(snapshot_every, cache_mb)).expect("open"));
     let rate = fill(&shared, 0, bindings, 1024);
     let head = shared.view().head().seq;
     println!(

@@ -77,6 +77,8 @@ fn start_serve(db: &Path, tokens: &Path, kubeconfig: &Path) -> (Child, String) {
             "127.0.0.1:0",
             "--api-token-file",
             tokens.to_str().unwrap(),
+            "--max-backlog-seconds",
+            "7.5",
         ])
         .stdin(Stdio::null())
         .env("KUBECONFIG", kubeconfig),
@@ -444,6 +446,12 @@ fn wait_ready(api: &str) {
     poll("readiness", || {
         let (status, body) = http(api, "GET", "/readyz", None, None);
         if status == 200 && body["ready"] == true {
+            // The writer's backlog is reported, with the bound `serve` was given; a
+            // ready writer is within it.
+            let backlog = &body["watchers"]["report"]["backlog"];
+            assert_eq!(backlog["limit_seconds"], 7.5, "{body}");
+            assert!(backlog["age_seconds"].as_f64().unwrap() <= 7.5, "{body}");
+            assert!(backlog["reason"].is_null(), "{body}");
             Ok(())
         } else {
             Err(format!("{status} {body}"))

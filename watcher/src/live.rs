@@ -768,3 +768,50 @@ fn stream_name(resource: &ApiResource) -> String {
         group => format!("{}.{group}/{}", resource.plural, resource.version),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced(readiness: &Readiness, max_backlog: Duration) {
+        readiness.register(
+            vec![StreamStatus {
+                resource: "pods/v1".into(),
+                namespace: None,
+                state: StreamState::Watching,
+                synced: true,
+                failing_since: None,
+                last_error: None,
+                failing_since_instant: None,
+                last_error_instant: None,
+            }],
+            max_backlog,
+        );
+    }
+
+    #[test]
+    fn a_backlog_older_than_its_bound_makes_the_ledger_not_ready() {
+        let readiness = Readiness::new(Duration::from_secs(30));
+        synced(&readiness, Duration::from_secs(5));
+        assert!(readiness.is_ready());
+        assert_eq!(readiness.backlog().events, 0);
+
+        // Events waiting, but not for long: still ready.
+        readiness.set_backlog(Some((Instant::now(), 12)));
+        assert!(readiness.is_ready());
+        assert_eq!(readiness.backlog().events, 12);
+
+        // Events that have waited past the bound: checks must not answer from stale state.
+        let long_ago = Instant::now() - Duration::from_secs(6);
+        readiness.set_backlog(Some((long_ago, 3)));
+        assert!(!readiness.is_ready());
+        let backlog = readiness.backlog();
+        assert_eq!(backlog.events, 3);
+        assert!(backlog.age_seconds >= 6.0, "{backlog:?}");
+        assert_eq!(backlog.limit_seconds, 5.0);
+
+        // The writer caught up.
+        readiness.set_backlog(None);
+        assert!(readiness.is_ready());
+    }
+}

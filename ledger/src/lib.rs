@@ -112,9 +112,10 @@ pub struct LedgerConfig {
     /// are written apart from appends, from the view published after a flush, and the
     /// next append commits to them ([`Entry::snapshot`]).
     pub snapshot_every: u64,
-    /// Write snapshots on a thread of their own (the default), so that neither appends
-    /// nor readers wait for one; `false` writes them inline at the flush that makes them
-    /// due, in a deterministic order of store writes (crash tests).
+    /// Encode snapshots on a thread of their own (the default), so that neither appends
+    /// nor readers wait for the encoding (the writer only writes the bytes, at its next
+    /// flush); `false` encodes and writes them inline at the flush that makes them due,
+    /// in a deterministic order of store writes (crash tests).
     pub background_snapshots: bool,
     /// Open a ledger that fails verification, read-only, with the projection up to the
     /// last verified entry.
@@ -272,18 +273,6 @@ fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerE
         .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))
 }
 
-/// Writes the snapshot of `view` (the projection after its head) in a store batch of its
-/// own, durably, and returns its digest for the entry that will commit to it.
-fn write_snapshot(view: &LedgerView) -> Result<Hash, LedgerError> {
-    let bytes = encode_snapshot(view.head.seq, &view.projection)?;
-    let digest = snapshot_digest(&bytes);
-    let mut batch = Batch::default();
-    batch.insert(keys::seq_key(keys::SNAPSHOT, view.head.seq), bytes);
-    view.store.commit(batch)?;
-    view.store.flush()?;
-    Ok(digest)
-}
-
 /// What readers see of a ledger: the projection, head and Merkle frontier as of the last
 /// durable flush, and the store to read entries, proofs and checkpoints from. Immutable
 /// and cheap to clone (the projection's maps are persistent, shared with the writer's):
@@ -349,16 +338,20 @@ pub struct Ledger {
     snapshots: Snapshots,
 }
 
-/// Snapshots written off the append path: one at a time, from a published view; the
+/// Snapshots off the append path: encoded one at a time, from a published view, by a
+/// thread of their own; written by the writer at its next flush (sled is written by one
+/// thread: concurrent flushes from a second one left a later flush waiting forever); the
 /// next append commits to the last one written.
 #[derive(Default)]
 struct Snapshots {
     /// The seq of the newest snapshot written or under way: the next one is due
     /// `snapshot_every` entries after it.
     last_seq: u64,
-    /// The snapshot written and not yet committed to: its seq and digest.
-    written: Arc<std::sync::Mutex<Option<(u64, Hash)>>>,
-    /// The task writing one, if any.
+    /// A snapshot encoded and not yet written: its seq and bytes.
+    encoded: Arc<std::sync::Mutex<Option<(u64, Vec<u8>)>>>,
+    /// The snapshot written (durably) and not yet committed to: its seq and digest.
+    written: Option<(u64, Hash)>,
+    /// The task encoding one, if any.
     task: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -990,7 +983,7 @@ impl Ledger {
         // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
         let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
         // The first entry appended commits to the snapshot written since the last append.
-        let mut commitment = self.take_written_snapshot();
+        let mut commitment = self.snapshots.written.take();
         for mut change in changes {
             let classified = match &mut change {
                 Change::Object(object) => self.classify(object, &in_batch)?,
@@ -1069,11 +1062,7 @@ impl Ledger {
         }
         if let Some(unused) = commitment {
             // Nothing was appended: the next append commits to it.
-            *self
-                .snapshots
-                .written
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(unused);
+            self.snapshots.written = Some(unused);
         }
         if in_chunk > 0 {
             batch.insert(keys::HEAD, head_record(&self.view.head));
@@ -1114,6 +1103,9 @@ impl Ledger {
         result?;
         self.view.durable_seq = target.seq;
         self.publish();
+        if self.is_writer() {
+            self.write_encoded_snapshot();
+        }
         self.request_snapshot();
         Ok(target.seq)
     }
@@ -1143,19 +1135,20 @@ impl Ledger {
         }
         self.snapshots.last_seq = seq;
         let view = self.published.load_full();
-        let written = Arc::clone(&self.snapshots.written);
-        let job = move || match write_snapshot(&view) {
-            Ok(digest) => {
-                *written
+        let encoded = Arc::clone(&self.snapshots.encoded);
+        let job = move || match encode_snapshot(view.head.seq, &view.projection) {
+            Ok(bytes) => {
+                *encoded
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some((view.head.seq, digest));
+                    Some((view.head.seq, bytes));
             }
             // A snapshot is a cache: without it the next open replays a longer tail.
-            Err(e) => tracing::warn!(seq = view.head.seq, error = %e, "cannot write a snapshot"),
+            Err(e) => tracing::warn!(seq = view.head.seq, error = %e, "cannot encode a snapshot"),
         };
         if !self.config.background_snapshots {
             job();
+            self.write_encoded_snapshot();
             return;
         }
         match std::thread::Builder::new()
@@ -1167,13 +1160,31 @@ impl Ledger {
         }
     }
 
-    /// The snapshot written and not yet committed to, taken for the next entry.
-    fn take_written_snapshot(&self) -> Option<(u64, Hash)> {
-        self.snapshots
-            .written
+    /// Writes the snapshot the snapshot thread encoded, if one is ready, in a batch of its
+    /// own, durably, so that the next append can commit to it. A failure is logged: a
+    /// snapshot is a cache.
+    fn write_encoded_snapshot(&mut self) {
+        let ready = self
+            .snapshots
+            .encoded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+            .take();
+        let Some((seq, bytes)) = ready else {
+            return;
+        };
+        let digest = snapshot_digest(&bytes);
+        let mut batch = Batch::default();
+        batch.insert(keys::seq_key(keys::SNAPSHOT, seq), bytes);
+        match self
+            .view
+            .store
+            .commit(batch)
+            .and_then(|()| self.view.store.flush())
+        {
+            Ok(()) => self.snapshots.written = Some((seq, digest)),
+            Err(e) => tracing::warn!(seq, error = %e, "cannot write a snapshot"),
+        }
     }
 
     /// Decides whether a change is a duplicate, stale, ignored (`Some`) or to be

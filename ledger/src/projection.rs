@@ -321,7 +321,9 @@ struct Structural<'a> {
 /// The projected state of the log at some seq.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Projection {
-    objects: HashMap<String, ObjectRecord>,
+    /// Behind `Arc`: a persistent map copies a node's values when it first changes a node
+    /// shared with a published view, and copying a pointer is far cheaper than a record.
+    objects: HashMap<String, Arc<ObjectRecord>>,
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
     names: HashMap<(ObjectKind, String, String), Vec<String>>,
     /// Every seq that recorded a uid, in order.
@@ -364,7 +366,7 @@ impl Projection {
 
     /// The record of a uid, alive or gone.
     pub fn object(&self, uid: &str) -> Option<&ObjectRecord> {
-        self.objects.get(uid)
+        self.objects.get(uid).map(Arc::as_ref)
     }
 
     /// The uid last recorded under a (kind, namespace, name).
@@ -394,7 +396,12 @@ impl Projection {
 
     /// Objects that are alive, sorted by kind, namespace, name.
     pub fn live_objects(&self) -> Vec<&ObjectRecord> {
-        let mut live: Vec<_> = self.objects.values().filter(|r| !r.gone).collect();
+        let mut live: Vec<&ObjectRecord> = self
+            .objects
+            .values()
+            .map(Arc::as_ref)
+            .filter(|r| !r.gone)
+            .collect();
         live.sort_by(|a, b| {
             (
                 a.current.kind,
@@ -494,15 +501,15 @@ impl Projection {
             .map(|c| c.linked_uids())
             .unwrap_or_default();
 
-        let record = self
-            .objects
-            .entry(uid.clone())
-            .or_insert_with(|| ObjectRecord {
+        let record = self.objects.entry(uid.clone()).or_insert_with(|| {
+            Arc::new(ObjectRecord {
                 current: change.clone(),
                 gone,
                 first_seq: seq,
                 last_seq: seq,
-            });
+            })
+        });
+        let record = Arc::make_mut(record);
         record.current = change.clone();
         record.gone = gone;
         record.last_seq = seq;
@@ -613,7 +620,7 @@ impl Projection {
             .get(sandbox)
             .into_iter()
             .flatten()
-            .filter_map(|uid| self.objects.get(uid))
+            .filter_map(|uid| self.object(uid))
             .filter(|r| r.current.kind == ObjectKind::PersistentVolumeClaim && !r.gone)
             .collect()
     }
@@ -1303,7 +1310,7 @@ impl Projection {
             claim: record
                 .claim_uid
                 .as_ref()
-                .and_then(|c| self.objects.get(c))
+                .and_then(|c| self.object(c))
                 .map(view),
             pvcs: self
                 .live_pvcs_of(&record.sandbox_uid)

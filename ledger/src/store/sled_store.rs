@@ -182,11 +182,14 @@ impl Store for SledStore {
         for (key, value) in batch.into_writes() {
             if is_snapshot_key(&key) {
                 snapshot_writes = true;
-                // A copy in the log's tree (kept there before the split) goes either way.
-                log.remove(key.clone());
                 match value {
                     Some(value) => snapshots.insert(key, value),
-                    None => snapshots.remove(key),
+                    None => {
+                        // A copy in the log's tree (kept there before the split) goes too.
+                        log_writes = true;
+                        log.remove(key.clone());
+                        snapshots.remove(key);
+                    }
                 }
             } else {
                 log_writes = true;
@@ -196,25 +199,18 @@ impl Store for SledStore {
                 }
             }
         }
+        // Two batches, snapshots first: the ledger never puts a snapshot in an append
+        // (they are written on their own), so each batch is what one commit asked for.
+        // (sled's multi-tree transactions are not used: with a value of tens of megabytes
+        // one left a later flush waiting forever.)
         contain(&|| "writing the sled store".into(), || {
-            if !snapshot_writes {
-                return match log_writes {
-                    true => self.tree.apply_batch(log),
-                    false => Ok(()),
-                };
+            if snapshot_writes {
+                self.snapshots.apply_batch(snapshots)?;
             }
-            use sled::transaction::{ConflictableTransactionError, TransactionError};
-            use sled::Transactional;
-            (&self.tree, &self.snapshots)
-                .transaction(|(tree, snapshot_tree)| {
-                    tree.apply_batch(&log)?;
-                    snapshot_tree.apply_batch(&snapshots)?;
-                    Ok::<(), ConflictableTransactionError<std::convert::Infallible>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Abort(never) => match never {},
-                    TransactionError::Storage(e) => e,
-                })
+            if log_writes {
+                self.tree.apply_batch(log)?;
+            }
+            Ok(())
         })
     }
 

@@ -496,7 +496,10 @@ fn bench_bundle(c: &mut Criterion, ledger: &Ledger, windows: &[(u64, u64)]) {
 // ---------------------------------------------------------------------------------------
 
 fn bench_sled_scan(c: &mut Criterion, dir: &TempDir, windows: &[(u64, u64)]) {
-    let db = sled::Config::new().path(dir.path()).open().expect("sled");
+    let db = sled::Config::new()
+        .path(dir.path().join(ledger::dir::SLED_DIR))
+        .open()
+        .expect("sled");
     let tree = db.open_tree("ledger").expect("tree");
     let key = |seq: u64| {
         let mut key = [b'E'; 9];

@@ -18,7 +18,7 @@ use chrono::Utc;
 use ledger::{Ledger, LedgerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use workload::{name, namespace, normalized, pod_uid, sandbox_id, Lifecycles};
+use workload::{name, namespace, normalized, pod_uid, sandbox_id, setting, Lifecycles};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,22 +39,7 @@ impl Freshness for AlwaysReady {
 
 /// The process's resident set (Linux), in MiB; 0 where /proc is absent.
 fn resident_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
-}
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    workload::resident_bytes() / (1024 * 1024)
 }
 
 fn filled_ledger(dir: &std::path::Path, bindings: u64) -> Ledger {

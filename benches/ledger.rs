@@ -520,17 +520,6 @@ fn bench_verify(c: &mut Criterion) {
 // check
 // ---------------------------------------------------------------------------------------
 
-fn request(k: u64) -> CheckRequest {
-    CheckRequest {
-        namespace: namespace(k),
-        pod_name: name(k),
-        pod_uid: pod_uid(k),
-        sandbox_id: Some(sandbox_id(k)),
-        require_claim: true,
-        ..CheckRequest::default()
-    }
-}
-
 fn bench_check(c: &mut Criterion) {
     // 100k live claim bindings, then CHECK_RELEASED more that bind and are released.
     let started = Instant::now();
@@ -561,9 +550,9 @@ fn bench_check(c: &mut Criterion) {
     );
     assert_eq!(live, CHECK_BINDINGS);
 
-    let allowed: Vec<CheckRequest> = (0..CHECK_BINDINGS).map(request).collect();
+    let allowed: Vec<CheckRequest> = (0..CHECK_BINDINGS).map(check_request).collect();
     let released: Vec<CheckRequest> = (CHECK_BINDINGS..CHECK_BINDINGS + CHECK_RELEASED)
-        .map(request)
+        .map(check_request)
         .collect();
     for request in &allowed {
         assert_eq!(projection.check(request, true).decision, Verdict::Allow);
@@ -599,7 +588,7 @@ fn bench_check(c: &mut Criterion) {
     });
     let unknown = CheckRequest {
         pod_uid: uid("deadbeef", 1),
-        ..request(CHECK_BINDINGS * 10)
+        ..check_request(CHECK_BINDINGS * 10)
     };
     group.bench_function("deny_unknown_pod", |b| {
         b.iter(|| black_box(projection.check(&unknown, true)))

@@ -30,29 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ledger::{CheckRequest, Ledger, LedgerConfig, SharedLedger, Verdict};
+use ledger::{Ledger, LedgerConfig, SharedLedger, Verdict};
 use schemas::Change;
-use workload::{name, namespace, normalized, pod_uid, sandbox_id, Lifecycles};
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The process's resident set (Linux), in bytes; 0 where /proc is absent.
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
+use workload::{check_request, normalized, resident_bytes, setting, Lifecycles};
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -87,20 +67,6 @@ fn fill(shared: &SharedLedger, first: u64, bindings: u64, batch: usize) -> f64 {
     entries as f64 / started.elapsed().as_secs_f64()
 }
 
-fn request(k: u64) -> CheckRequest {
-    CheckRequest {
-        namespace: namespace(k),
-        pod_name: name(k),
-        pod_uid: pod_uid(k),
-        sandbox_id: Some(sandbox_id(k)),
-        sandbox_name: None,
-        sandbox_uid: None,
-        claim_uid: None,
-        require_claim: false,
-        min_seq: None,
-    }
-}
-
 /// Latency percentiles of `samples` (nanoseconds), as "p50 / p99 / max".
 fn percentiles(samples: &mut [u64]) -> String {
     samples.sort_unstable();
@@ -122,7 +88,7 @@ fn check_for(shared: &SharedLedger, bindings: u64, window: Duration) -> Vec<u64>
     while started.elapsed() < window {
         let k = i.wrapping_mul(0x9e37_79b9) % bindings;
         i += 1;
-        let request = request(k);
+        let request = check_request(k);
         let at = Instant::now();
         let decision = shared.view().check(&request, true);
         samples.push(at.elapsed().as_nanos() as u64);
@@ -221,7 +187,7 @@ fn main() {
     let before = resident_bytes();
     let started = Instant::now();
     let reopened = Ledger::open(&dir, config(snapshot_every / 4, cache_mb)).expect("reopen");
-    let decision = reopened.check(&request(bindings / 2), true);
+    let decision = reopened.check(&check_request(bindings / 2), true);
     let open_time = started.elapsed();
     assert_eq!(decision.decision, Verdict::Allow);
     let after = resident_bytes();

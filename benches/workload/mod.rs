@@ -268,3 +268,40 @@ impl ChangeStream {
         out
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// What every load tool reads and reports.
+// ---------------------------------------------------------------------------------------
+
+/// A check of lifecycle `k`'s pod, as a gateway would send it (claim required).
+pub fn check_request(k: u64) -> ledger::CheckRequest {
+    ledger::CheckRequest {
+        namespace: namespace(k),
+        pod_name: name(k),
+        pod_uid: pod_uid(k),
+        sandbox_id: Some(sandbox_id(k)),
+        require_claim: true,
+        ..ledger::CheckRequest::default()
+    }
+}
+
+/// A numeric setting from the environment, or `default`.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The process's resident set (Linux), in bytes; 0 where /proc is absent.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}

@@ -338,6 +338,9 @@ pub struct Ledger {
     snapshots: Snapshots,
 }
 
+/// A snapshot encoded by the snapshot thread for the writer to write: its seq and bytes.
+type EncodedSnapshot = Arc<std::sync::Mutex<Option<(u64, Vec<u8>)>>>;
+
 /// Snapshots off the append path: encoded one at a time, from a published view, by a
 /// thread of their own; written by the writer at its next flush (sled is written by one
 /// thread: concurrent flushes from a second one left a later flush waiting forever); the
@@ -348,7 +351,7 @@ struct Snapshots {
     /// `snapshot_every` entries after it.
     last_seq: u64,
     /// A snapshot encoded and not yet written: its seq and bytes.
-    encoded: Arc<std::sync::Mutex<Option<(u64, Vec<u8>)>>>,
+    encoded: EncodedSnapshot,
     /// The snapshot written (durably) and not yet committed to: its seq and digest.
     written: Option<(u64, Hash)>,
     /// The task encoding one, if any.

@@ -136,6 +136,17 @@ impl Browser {
 
     /// One DevTools command, on the page's session or the browser's; its result.
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call(session, method, params)
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// Like [`Browser::call`], with the protocol's error instead of a panic.
+    fn try_call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -166,9 +177,9 @@ impl Browser {
             let value: Value = serde_json::from_str(text.as_str()).unwrap();
             if value["id"] == id {
                 if let Some(error) = value.get("error") {
-                    panic!("{method} failed: {error}");
+                    return Err(error.clone());
                 }
-                return value["result"].clone();
+                return Ok(value["result"].clone());
             }
             if value.get("method").is_some() {
                 self.events.push(value);
@@ -198,12 +209,23 @@ impl Browser {
         self.send("Page.navigate", json!({"url": url}));
     }
 
-    /// Polls `expression` until it is true.
+    /// Polls `expression` until it is true. An evaluation the page could not run (it was
+    /// navigating: "Inspected target navigated or closed") counts as not yet.
     fn wait_for(&mut self, what: &str, expression: &str) {
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
-            if self.eval(expression) == json!(true) {
-                return;
+            let session = self.session.clone();
+            let evaluated = self.try_call(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            );
+            if let Ok(result) = evaluated {
+                if result.get("exceptionDetails").is_none()
+                    && result["result"]["value"] == json!(true)
+                {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(150));
         }

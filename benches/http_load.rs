@@ -43,10 +43,10 @@ fn resident_mib() -> u64 {
 }
 
 fn filled_ledger(dir: &std::path::Path, bindings: u64) -> Ledger {
-    // No snapshots while filling: at 100k bindings each is hundreds of MB (see
-    // BENCHMARKS.md), and this bench measures the HTTP path, not the setup.
+    // Snapshots every 200k entries: few while filling (at 100k bindings each is hundreds
+    // of MB), and due again while the writer of the second phase appends.
     let config = LedgerConfig {
-        snapshot_every: 0,
+        snapshot_every: 200_000,
         ..LedgerConfig::default()
     };
     let mut ledger = Ledger::open(dir, config).expect("open");
@@ -171,6 +171,80 @@ async fn check(stream: &mut TcpStream, buffer: &mut Vec<u8>, body: &str) -> u16 
     }
 }
 
+/// `connections` closed-loop clients checking random bound pods for `seconds`: every
+/// latency (µs) and how many answers were not `allow`.
+async fn load(
+    address: std::net::SocketAddr,
+    connections: u64,
+    bindings: u64,
+    seconds: u64,
+) -> (Vec<u64>, u64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut clients = Vec::new();
+    for c in 0..connections {
+        clients.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(address).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut buffer = Vec::new();
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (c + 1);
+            while Instant::now() < deadline {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let k = state % bindings;
+                let body = format!(
+                    r#"{{"namespace":"{}","pod_name":"{}","pod_uid":"{}","sandbox_id":"{}"}}"#,
+                    namespace(k),
+                    name(k),
+                    pod_uid(k),
+                    sandbox_id(k)
+                );
+                let sent = Instant::now();
+                if check(&mut stream, &mut buffer, &body).await != 200
+                    || !buffer.windows(17).any(|w| w == br#""decision":"allow"#)
+                {
+                    failures += 1;
+                }
+                latencies.push(sent.elapsed().as_micros() as u64);
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for client in clients {
+        let (mut l, f) = client.await.expect("client");
+        latencies.append(&mut l);
+        failures += f;
+    }
+    (latencies, failures)
+}
+
+/// Prints one phase's line and insists that every bound pod was allowed.
+fn report(
+    phase: &str,
+    bindings: u64,
+    connections: u64,
+    seconds: u64,
+    mut latencies: Vec<u64>,
+    failures: u64,
+) {
+    latencies.sort_unstable();
+    let percentile =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "http check, {phase}: {bindings} live bindings, {connections} connections, {seconds}s: {} requests, {:.0} checks/s, p50 {} µs, p99 {} µs, max {} µs, {failures} not allowed",
+        latencies.len(),
+        latencies.len() as f64 / seconds as f64,
+        percentile(0.50),
+        percentile(0.99),
+        latencies.last().copied().unwrap_or(0)
+    );
+    assert_eq!(failures, 0, "every bound pod must be allowed");
+}
+
 fn main() {
     let bindings = setting("CLAIM_LEDGER_BENCH_BINDINGS", 100_000);
     let connections = setting("CLAIM_LEDGER_BENCH_CONNECTIONS", 32);
@@ -189,6 +263,7 @@ fn main() {
         resident_mib()
     );
     let ledger = ledger::SharedLedger::new(ledger);
+    let writer_ledger = ledger.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -202,53 +277,57 @@ fn main() {
             ServeOptions::new(Auth::Tokens(tokens)),
         )
         .expect("service");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(service.serve(listener, async move {
             let _ = stopped.await;
         }));
 
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let mut clients = Vec::new();
-        for c in 0..connections {
-            clients.push(tokio::spawn(async move {
-                let mut stream = TcpStream::connect(address).await.expect("connect");
-                stream.set_nodelay(true).expect("nodelay");
-                let mut buffer = Vec::new();
-                let mut latencies = Vec::new();
-                let mut failures = 0u64;
-                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (c + 1);
-                while Instant::now() < deadline {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let k = state % bindings;
-                    let body = format!(
-                        r#"{{"namespace":"{}","pod_name":"{}","pod_uid":"{}","sandbox_id":"{}"}}"#,
-                        namespace(k),
-                        name(k),
-                        pod_uid(k),
-                        sandbox_id(k)
-                    );
-                    let sent = Instant::now();
-                    if check(&mut stream, &mut buffer, &body).await != 200
-                        || !buffer.windows(17).any(|w| w == br#""decision":"allow"#)
-                    {
-                        failures += 1;
+        let (latencies, failures) = load(address, connections, bindings, seconds).await;
+        report(
+            "no writer",
+            bindings,
+            connections,
+            seconds,
+            latencies,
+            failures,
+        );
+        // Again while a writer appends batches of 256 changes (fresh lifecycles) as fast as
+        // it can: the checks read the published view and must not wait for it.
+        let stop_writer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let (ledger, stop_writer) = (writer_ledger, Arc::clone(&stop_writer));
+            move || {
+                let mut lifecycles = Lifecycles::new();
+                let (mut k, mut written) = (10 * bindings, 0u64);
+                let started = Instant::now();
+                while !stop_writer.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut events = Vec::with_capacity(256);
+                    for _ in 0..32 {
+                        lifecycles.bind(k, &mut events);
+                        k += 1;
                     }
-                    latencies.push(sent.elapsed().as_micros() as u64);
+                    written += events.len() as u64;
+                    let changes = normalized(events).map(schemas::Change::Object);
+                    ledger.commit(changes, Utc::now()).expect("commit");
                 }
-                (latencies, failures)
-            }));
-        }
-        let mut latencies = Vec::new();
-        let mut failures = 0;
-        for client in clients {
-            let (mut l, f) = client.await.expect("client");
-            latencies.append(&mut l);
-            failures += f;
-        }
+                written as f64 / started.elapsed().as_secs_f64()
+            }
+        });
+        let (latencies, failures) = load(address, connections, bindings, seconds).await;
+        stop_writer.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rate = writer.join().expect("writer");
+        report(
+            &format!("while a writer appends {:.1}k entries/s", rate / 1e3),
+            bindings,
+            connections,
+            seconds,
+            latencies,
+            failures,
+        );
         // The same service under a load generator in another process, when `wrk` (Debian's
         // package) is installed: the in-process generator above shares the runtime with the
         // server, wrk does not.
@@ -259,16 +338,5 @@ fn main() {
         }
         let _ = stop.send(());
         let _ = server.await;
-        latencies.sort_unstable();
-        let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-        println!(
-            "http check: {bindings} live bindings, {connections} connections, {seconds}s: {} requests, {:.0} checks/s, p50 {} µs, p99 {} µs, max {} µs, {failures} not allowed",
-            latencies.len(),
-            latencies.len() as f64 / seconds as f64,
-            percentile(0.50),
-            percentile(0.99),
-            latencies.last().copied().unwrap_or(0)
-        );
-        assert_eq!(failures, 0, "every bound pod must be allowed");
     });
 }

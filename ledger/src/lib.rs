@@ -6,18 +6,25 @@
 //!   high-water mark of the acknowledged head that catches a store rolled back or replaced
 //!   behind the ledger's back); [`Ledger::open_store`] opens any store.
 //! * [`Ledger::append`] classifies each change (new, duplicate, stale, unchanged), derives
-//!   its transitions, and writes entries, indexes, head and any snapshot in one atomic
-//!   store batch. [`Ledger::flush`] makes them durable (group commit): nothing appended is
-//!   acknowledged durable before a flush that covers it.
-//! * [`Ledger::open`] loads the latest snapshot the chain commits to (the entry at its seq
-//!   carries the digest of its bytes, [`Entry::snapshot`]) and verifies the tail after it;
-//!   a ledger that fails, or whose latest snapshot is not the committed one, is refused
-//!   unless opened with `allow_corrupt` (read-only, for forensics).
-//! * [`Ledger::verify`] walks everything; [`Ledger::verify_from`] continues from a watermark.
-//! * [`Ledger::state_at_seq`], [`Ledger::seq_at_time`], [`Ledger::history_of_uid`] and
-//!   [`Ledger::history_of_name`] serve incident replay.
+//!   its transitions, and writes entries, Merkle nodes, head and any snapshot commitment in
+//!   one atomic store batch. [`Ledger::flush`] makes them durable (group commit): nothing
+//!   appended is acknowledged durable before a flush that covers it.
+//! * [`Ledger`] is the writer's side; after every durable flush it publishes an immutable
+//!   [`LedgerView`] that readers take without a lock ([`Ledger::reader`],
+//!   [`SharedLedger`], which is also the one append-and-flush path of a service).
+//! * Snapshots of the projection are encoded from a published view by a thread of their
+//!   own, written apart from appends, and committed to by the next entry
+//!   ([`Entry::snapshot`]). [`Ledger::open`] loads the latest committed one and verifies
+//!   the tail after it; a ledger that fails, or whose latest committed snapshot is not the
+//!   one its entry commits to, is refused unless opened with `allow_corrupt` (read-only,
+//!   for forensics).
+//! * [`LedgerView::verify`] walks everything; [`LedgerView::verify_from`] continues from a
+//!   watermark.
+//! * [`LedgerView::state_at_seq`], [`LedgerView::seq_at_time`],
+//!   [`LedgerView::history_of_uid`] and [`LedgerView::history_of_name`] serve incident
+//!   replay.
 //! * The same entries are the leaves of an RFC 6962 Merkle tree, written in the same
-//!   batches: [`Ledger::inclusion_proof`], [`Ledger::consistency_proof`] and signed
+//!   batches: [`LedgerView::inclusion_proof`], [`LedgerView::consistency_proof`] and signed
 //!   checkpoints ([`Ledger::sign_checkpoint`]) let outsiders check the log without us.
 
 pub mod dir;
@@ -165,7 +172,7 @@ impl LedgerError {
 }
 
 /// What the writer of a shared store publishes for its followers
-/// ([`Ledger::publish_writer_status`]).
+/// ([`LedgerView::publish_writer_status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriterStatus {
     /// Changes at every publish: a follower that sees it change knows the writer lives.
@@ -1409,7 +1416,7 @@ impl LedgerView {
     }
 
     /// Verifies the chain alone, in parallel: every stored hash recomputed from the previous
-    /// one, no gaps, the head. Much faster than [`Ledger::verify`], which also decodes every
+    /// one, no gaps, the head. Much faster than [`LedgerView::verify`], which also decodes every
     /// entry and re-derives its transitions; both name the first broken seq.
     pub fn verify_chain(&self) -> Result<VerifyReport, LedgerError> {
         let (head_seq, head_hash) = read_head(self.store.as_ref())?;

@@ -898,6 +898,24 @@ impl LedgerView {
 }
 
 impl Ledger {
+    /// Appends `changes` and flushes them, the one append-and-flush path (the watcher, the
+    /// API's denial records, `ingest`): when this returns `Ok`, every appended entry is
+    /// durable and published to readers.
+    pub fn commit(
+        &mut self,
+        changes: impl IntoIterator<Item = Change>,
+        now: DateTime<Utc>,
+    ) -> Result<Committed, LedgerError> {
+        let outcomes = self.append_changes(changes, now)?;
+        let started = std::time::Instant::now();
+        let durable_seq = self.flush()?;
+        Ok(Committed {
+            outcomes,
+            durable_seq,
+            flush_time: started.elapsed(),
+        })
+    }
+
     /// Offers changes, in order, and writes those that are new in one atomic batch.
     /// They are durable only after [`Ledger::flush`].
     pub fn append(

@@ -8,7 +8,7 @@
 //! an fsync, a snapshot or another reader, and never sees an entry that is not durable.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use schemas::Change;
@@ -61,23 +61,15 @@ impl SharedLedger {
         self.reader.clone()
     }
 
-    /// Appends `changes` and flushes them: when this returns `Ok`, every appended entry is
-    /// durable and published to readers. Takes the writer's lock, so it blocks (call it
-    /// from a blocking context in async code).
+    /// [`Ledger::commit`] under the writer's lock: when this returns `Ok`, every appended
+    /// entry is durable and published to readers. It blocks (call it from a blocking
+    /// context in async code).
     pub fn commit(
         &self,
         changes: impl IntoIterator<Item = Change>,
         now: DateTime<Utc>,
     ) -> Result<Committed, LedgerError> {
-        let mut ledger = self.lock();
-        let outcomes = ledger.append_changes(changes, now)?;
-        let started = Instant::now();
-        let durable_seq = ledger.flush()?;
-        Ok(Committed {
-            outcomes,
-            durable_seq,
-            flush_time: started.elapsed(),
-        })
+        self.lock().commit(changes, now)
     }
 
     /// Runs `work` with the writer's lock held (signing a checkpoint, following a shared

@@ -4,7 +4,7 @@ use std::io::BufRead;
 
 use chrono::{DateTime, Utc};
 use ledger::{AppendOutcome, Ledger};
-use schemas::{normalize, ObjectChange, WatchEventType};
+use schemas::{normalize, Change, ObjectChange, WatchEventType};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -168,7 +168,8 @@ fn commit(
     if pending.is_empty() {
         return Ok(());
     }
-    for outcome in ledger.append(pending.drain(..), now)? {
+    let committed = ledger.commit(pending.drain(..).map(Change::Object), now)?;
+    for outcome in committed.outcomes {
         match outcome {
             AppendOutcome::Appended { .. } => report.appended += 1,
             AppendOutcome::Duplicate { .. } => report.duplicate += 1,
@@ -176,7 +177,6 @@ fn commit(
             AppendOutcome::Ignored { .. } => report.ignored += 1,
         }
     }
-    ledger.flush()?;
     Ok(())
 }
 

@@ -99,6 +99,22 @@ pub struct StreamStatus {
     last_error_instant: Option<Instant>,
 }
 
+impl StreamStatus {
+    /// A stream registered and not yet listed.
+    fn listing(resource: String, namespace: Option<String>) -> StreamStatus {
+        StreamStatus {
+            resource,
+            namespace,
+            state: StreamState::Listing,
+            synced: false,
+            failing_since: None,
+            last_error: None,
+            failing_since_instant: None,
+            last_error_instant: None,
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct WatchCounters {
@@ -430,16 +446,7 @@ pub async fn run(
     readiness.register(
         infos
             .iter()
-            .map(|info| StreamStatus {
-                resource: info.resource.clone(),
-                namespace: info.namespace.clone(),
-                state: StreamState::Listing,
-                synced: false,
-                failing_since: None,
-                last_error: None,
-                failing_since_instant: None,
-                last_error_instant: None,
-            })
+            .map(|info| StreamStatus::listing(info.resource.clone(), info.namespace.clone()))
             .collect(),
         options.max_backlog,
     );
@@ -774,19 +781,12 @@ mod tests {
     use super::*;
 
     fn synced(readiness: &Readiness, max_backlog: Duration) {
-        readiness.register(
-            vec![StreamStatus {
-                resource: "pods/v1".into(),
-                namespace: None,
-                state: StreamState::Watching,
-                synced: true,
-                failing_since: None,
-                last_error: None,
-                failing_since_instant: None,
-                last_error_instant: None,
-            }],
-            max_backlog,
-        );
+        let stream = StreamStatus {
+            state: StreamState::Watching,
+            synced: true,
+            ..StreamStatus::listing("pods/v1".into(), None)
+        };
+        readiness.register(vec![stream], max_backlog);
     }
 
     #[test]

@@ -44,11 +44,11 @@ struct Cli {
     )]
     log_format: LogFormat,
     /// The least severe level logged (error, warn, info, debug, trace), or a full
-    /// `tracing` filter such as `warn,claim_ledger_watcher=debug`; `RUST_LOG` wins when set.
+    /// `tracing` filter such as `warn,watcher=debug`; `RUST_LOG` wins when set.
     #[arg(
         long,
         global = true,
-        default_value = "warn,claim_ledger_watcher=info",
+        default_value = "warn,watcher=info",
         env = "CLAIM_LEDGER_LOG_LEVEL"
     )]
     log_level: String,

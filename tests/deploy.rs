@@ -1719,7 +1719,7 @@ fn observe_replicas(r: &Rendered) -> ObservedReplicas {
                 .env("KUBECONFIG", &kubeconfig)
                 // A follower fails to sign a checkpoint every second (only the writer
                 // appends): expected here, not worth the noise.
-                .env("RUST_LOG", "error,claim_ledger_api::service=off"),
+                .env("RUST_LOG", "error,api::service=off"),
         );
         let api = process.address("listening on");
         Replica { process, api }

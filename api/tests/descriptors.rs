@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use claim_ledger_api::{Auth, ServeOptions, Service};
+use api::{Auth, ServeOptions, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHILD: &str = "CLAIM_LEDGER_DESCRIPTOR_TEST_CHILD";
@@ -33,7 +33,7 @@ fn child() {
     .expect("lower RLIMIT_NOFILE");
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter("claim_ledger_api=info")
+        .with_env_filter("api=info")
         .with_ansi(false)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()

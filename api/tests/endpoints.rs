@@ -561,7 +561,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     assert_eq!(response.status(), StatusCode::OK);
     let document: Value = response.json().await.unwrap();
     assert_eq!(document["openapi"], "3.1.0");
-    assert_eq!(document, claim_ledger_api::openapi::document());
+    assert_eq!(document, api::openapi::document());
 
     let documented: BTreeSet<(String, String)> = document["paths"]
         .as_object()
@@ -574,7 +574,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
                 .map(move |method| (method.clone(), path.clone()))
         })
         .collect();
-    let served: BTreeSet<(String, String)> = claim_ledger_api::Service::routes()
+    let served: BTreeSet<(String, String)> = api::Service::routes()
         .into_iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
-use claim_ledger_api::formats::{
+use api::formats::{
     cloud_event, cloud_event_type, cloud_event_types, export_cloudevents, export_csv,
     transition_name, CloudEventsExport, CsvExport, CsvRow, CSV_COLUMNS,
 };

@@ -16,7 +16,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use claim_ledger_api::{Auth, CheckpointSigning, ServeOptions, Service};
+use api::{Auth, CheckpointSigning, ServeOptions, Service};
 use common::{at, fixtures, TestFreshness, TOKEN};
 use ledger::{Ledger, LedgerConfig};
 use reqwest::StatusCode;
@@ -603,7 +603,7 @@ async fn bundles_over_http_verify_offline_and_other_formats_stream() {
     let csv = response.text().await.unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     let columns: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(columns, claim_ledger_api::formats::CSV_COLUMNS);
+    assert_eq!(columns, api::formats::CSV_COLUMNS);
     let seqs: Vec<u64> = reader
         .records()
         .map(|r| r.unwrap()[0].parse().unwrap())

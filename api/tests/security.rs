@@ -45,7 +45,7 @@ async fn status_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_needs_a_listed_token_and_a_removed_token_stops_working() {
     let server = Server::start().await;
-    let routes = claim_ledger_api::Service::routes();
+    let routes = api::Service::routes();
     for (method, path) in &routes {
         let open = !path.starts_with("/v1/");
         let (status, body, headers) = status_with(&server, method, path, None).await;
@@ -132,11 +132,11 @@ async fn a_missing_or_empty_token_file_is_refused_at_start_and_insecure_needs_no
         if let Some(content) = content {
             std::fs::write(&path, content).unwrap();
         }
-        let options = claim_ledger_api::ServeOptions::new(claim_ledger_api::Auth::Tokens(path));
+        let options = api::ServeOptions::new(api::Auth::Tokens(path));
         let error =
-            claim_ledger_api::Service::new(ledger.clone(), freshness.clone(), options).unwrap_err();
+            api::Service::new(ledger.clone(), freshness.clone(), options).unwrap_err();
         assert!(
-            matches!(error, claim_ledger_api::ApiError::Config(_)),
+            matches!(error, api::ApiError::Config(_)),
             "{error}"
         );
     }

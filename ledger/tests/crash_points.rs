@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use claim_ledger_core::dir::{HighWater, MemoryHighWater};
-use claim_ledger_core::store::{keys, Fault, FaultyStore, MemoryStore, Store};
-use claim_ledger_core::{Ledger, LedgerConfig, LedgerError};
+use ledger::dir::{HighWater, MemoryHighWater};
+use ledger::store::{keys, Fault, FaultyStore, MemoryStore, Store};
+use ledger::{Ledger, LedgerConfig, LedgerError};
 use schemas::checkpoint::SignerKey;
 use schemas::{normalize, Hash, ObjectChange, WatchEventType};
 

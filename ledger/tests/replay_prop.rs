@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use claim_ledger_core::{
+use ledger::{
     AppendOutcome, CheckRequest, Decision, Ledger, LedgerConfig, Projection, Verdict,
 };
 use proptest::prelude::*;

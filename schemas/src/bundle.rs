@@ -107,7 +107,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 /// Serde (de)serialization of a `Vec<Hash32>` as a list of 64-digit hex strings, for
-/// `#[serde(with = "claim_ledger_schemas::bundle::hex_hashes")]`. A wrong length or a
+/// `#[serde(with = "schemas::bundle::hex_hashes")]`. A wrong length or a
 /// non-hex character is a deserialization error.
 pub mod hex_hashes {
     use std::fmt;

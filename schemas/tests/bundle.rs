@@ -13,15 +13,15 @@ use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use claim_ledger_schemas::bundle::{
+use schemas::bundle::{
     hash32_to_hex, verify_bundle, BundleEntryLine, BundleFailure, BundleFailureKind as K,
     BundleParts, BundleSummary, ConsistencyProof, InclusionProof, Manifest, Proofs, BUNDLE_FORMAT,
 };
-use claim_ledger_schemas::checkpoint::{Checkpoint, SignedNote, SignerKey};
-use claim_ledger_schemas::merkle::{
+use schemas::checkpoint::{Checkpoint, SignedNote, SignerKey};
+use schemas::merkle::{
     consistency_proof, inclusion_proof, leaf_hash, root_at, CompactRange, Hash32,
 };
-use claim_ledger_schemas::{
+use schemas::{
     chain_hash, Change, ChangeKind, Entry, Hash, KindFields, ObjectChange, ObjectKind, OwnerRef,
     WatchGap, FORMAT_VERSION,
 };

@@ -1,4 +1,4 @@
-//! Conformance of `claim_ledger_schemas::checkpoint` with C2SP signed-note and
+//! Conformance of `schemas::checkpoint` with C2SP signed-note and
 //! tlog-checkpoint.
 //!
 //! * `tests/data/vectors/c2sp/signed-note-example.json` (the spec's example): the verifier key
@@ -18,11 +18,11 @@ use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use claim_ledger_schemas::checkpoint::{
+use schemas::checkpoint::{
     key_id, open_note, sign, verify_note, Checkpoint, CheckpointError, NoteSignature, SignedNote,
     SignerKey, VerifierKey,
 };
-use claim_ledger_schemas::merkle::{leaf_hash, EMPTY_ROOT};
+use schemas::merkle::{leaf_hash, EMPTY_ROOT};
 use serde_json::Value;
 
 const C2SP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vectors/c2sp");

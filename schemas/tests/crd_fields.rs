@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use claim_ledger_schemas::resources::{CLAIM_V1ALPHA1_PATHS, CLAIM_V1BETA1_PATHS, SANDBOX_PATHS};
-use claim_ledger_schemas::{normalize, ChangeKind, KindFields, ObjectKind, WatchEventType};
+use schemas::resources::{CLAIM_V1ALPHA1_PATHS, CLAIM_V1BETA1_PATHS, SANDBOX_PATHS};
+use schemas::{normalize, ChangeKind, KindFields, ObjectKind, WatchEventType};
 use serde_json::Value;
 
 /// The repository's test data (the CRDs and examples are in `crds/`; see its SOURCE.md).

@@ -4,7 +4,7 @@
 //! `docs/FORMAT.md` itself (fenced blocks whose info string is `<lang> <label>`, e.g.
 //! ```` ```hex example-1-bytes ````), so the document and the encoder cannot drift apart:
 //! change the format and this test names the block that no longer matches and prints the
-//! new value. `cargo test -p claim-ledger-schemas --test format_example -- --ignored
+//! new value. `cargo test -p schemas --test format_example -- --ignored
 //! --nocapture` prints every block as it should read.
 //!
 //! The chain hash is also checked against the official BLAKE3 test vectors in
@@ -14,15 +14,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use claim_ledger_schemas::bundle::{
+use schemas::bundle::{
     verify_bundle, BundleEntryLine, BundleFailureKind, BundleParts, ConsistencyProof,
     InclusionProof, Manifest, Proofs, BUNDLE_FORMAT, CHECKPOINT_FILE, ENTRIES_FILE, MANIFEST_FILE,
     PROOFS_FILE,
 };
-use claim_ledger_schemas::checkpoint::{self, Checkpoint, SignedNote, SignerKey, VerifierKey};
-use claim_ledger_schemas::merkle::{self, CompactRange, Hash32, PerfectNode};
-use claim_ledger_schemas::observed::ConditionSummary;
-use claim_ledger_schemas::{
+use schemas::checkpoint::{self, Checkpoint, SignedNote, SignerKey, VerifierKey};
+use schemas::merkle::{self, CompactRange, Hash32, PerfectNode};
+use schemas::observed::ConditionSummary;
+use schemas::{
     chain_hash, BindingKind, Change, ChangeKind, Entry, Hash, KindFields, ObjectChange, ObjectKind,
     OwnerRef, Reason, SchemaError, Transition, ENTRY_DOMAIN_TAG, FORMAT_VERSION,
 };
@@ -640,7 +640,7 @@ fn documented_json_is_the_export_form_of_the_entries() {
 
 /// The illustrative snapshot digest of section 2.2: of empty snapshot bytes.
 fn example_snapshot_digest() -> Hash {
-    claim_ledger_schemas::entry::snapshot_digest(b"")
+    schemas::entry::snapshot_digest(b"")
 }
 
 /// The pair an entry at a snapshot seq ends with (the `snapshot-pair` block), for
@@ -690,11 +690,11 @@ fn the_documented_snapshot_field_is_a_seventh_pair_at_the_end() {
     assert_eq!(Entry::decode(&plain).unwrap().snapshot, None);
     // derive_key mode with the documented context: what `b3sum --derive-key` computes.
     assert!(
-        block(&blocks, "snapshot-context").contains(claim_ledger_schemas::entry::SNAPSHOT_CONTEXT)
+        block(&blocks, "snapshot-context").contains(schemas::entry::SNAPSHOT_CONTEXT)
     );
     assert_eq!(
         example_snapshot_digest().0,
-        *blake3::Hasher::new_derive_key(claim_ledger_schemas::entry::SNAPSHOT_CONTEXT)
+        *blake3::Hasher::new_derive_key(schemas::entry::SNAPSHOT_CONTEXT)
             .finalize()
             .as_bytes()
     );

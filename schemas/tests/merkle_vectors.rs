@@ -1,4 +1,4 @@
-//! Conformance of `claim_ledger_schemas::merkle` with RFC 6962 / RFC 9162.
+//! Conformance of `schemas::merkle` with RFC 6962 / RFC 9162.
 //!
 //! * Every one of the 196 transparency-dev/merkle proof vectors in
 //!   `tests/data/vectors/transparency-dev-merkle/testdata/` gives its expected result (with the
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use claim_ledger_schemas::merkle::{
+use schemas::merkle::{
     consistency_proof, inclusion_proof, leaf_hash, node_hash, root, root_at, root_from_leaf_hashes,
     verify_consistency, verify_inclusion, CompactRange, Hash32, MissingNode, NodeReader,
     ProofError, VerifyError, EMPTY_ROOT,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use claim_ledger_api::{
+use api::{
     ApiError, Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters,
 };
 use ledger::{Ledger, LedgerConfig};

@@ -20,7 +20,7 @@
 //! * `watch/resume_recent/N`: a WATCH from a resourceVersion 64 events back, until those
 //!   64 events have arrived, in a cluster of N objects.
 //!
-//! Run: `cargo bench -p claim-ledger-sim --bench scale` (`CLAIM_LEDGER_BENCH_SIM_OBJECTS`
+//! Run: `cargo bench -p sim --bench scale` (`CLAIM_LEDGER_BENCH_SIM_OBJECTS`
 //! changes the largest size, default 100000; `CLAIM_LEDGER_BENCH_SIM_LOAD=0` skips the
 //! one-shot load timings).
 

@@ -1,4 +1,4 @@
-//! Runs a standalone simulator: `cargo run -p claim-ledger-sim --example standalone -- 127.0.0.1:8080 /tmp/kubeconfig`.
+//! Runs a standalone simulator: `cargo run -p sim --example standalone -- 127.0.0.1:8080 /tmp/kubeconfig`.
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

@@ -8,7 +8,8 @@
 //! * [`Ledger::append`] classifies each change (new, duplicate, stale, unchanged), derives
 //!   its transitions, and writes entries, Merkle nodes, head and any snapshot commitment in
 //!   one atomic store batch. [`Ledger::flush`] makes them durable (group commit): nothing
-//!   appended is acknowledged durable before a flush that covers it.
+//!   appended is acknowledged durable before a flush that covers it, and the high-water
+//!   mark follows, saved while the next flush syncs the store.
 //! * [`Ledger`] is the writer's side; after every durable flush it publishes an immutable
 //!   [`LedgerView`] that readers take without a lock ([`Ledger::reader`],
 //!   [`SharedLedger`], which is also the one append-and-flush path of a service).
@@ -381,6 +382,9 @@ impl std::fmt::Debug for LedgerReader {
 pub struct Ledger {
     view: LedgerView,
     high_water: Option<Arc<dyn HighWater>>,
+    /// The high-water mark of the last flush, being saved on a thread of its own while
+    /// the next flush syncs the store (see [`Ledger::flush`]).
+    mark_saving: Option<std::thread::JoinHandle<Result<Acknowledged, StoreError>>>,
     config: LedgerConfig,
     poisoned: Option<String>,
     published: Arc<ArcSwap<LedgerView>>,
@@ -410,10 +414,12 @@ struct Snapshots {
 impl Drop for Ledger {
     fn drop(&mut self) {
         // A snapshot under way finishes first, so that a dropped ledger leaves its store
-        // closed (and a reopen in this process finds it unlocked).
+        // closed (and a reopen in this process finds it unlocked); so does the last
+        // high-water mark, so that a ledger closed cleanly has its whole head acknowledged.
         if let Some(task) = self.snapshots.task.take() {
             let _ = task.join();
         }
+        let _ = self.finish_mark_save();
     }
 }
 
@@ -754,6 +760,7 @@ impl Ledger {
         Ok(Ledger {
             view,
             high_water,
+            mark_saving: None,
             config,
             poisoned: None,
             published,
@@ -1149,42 +1156,71 @@ impl Ledger {
         Ok(outcomes)
     }
 
-    /// Makes everything appended so far durable, records the durable head as the
-    /// acknowledged high-water mark, and returns the durable head seq. A failed flush
-    /// leaves what is durable unknown: the ledger then refuses further writes.
+    /// Makes everything appended so far durable and returns the durable head seq; records
+    /// the durable head as the acknowledged high-water mark. A failed flush leaves what is
+    /// durable unknown: the ledger then refuses further writes.
+    ///
+    /// The mark is saved on a thread of its own while the next flush syncs the store, so
+    /// a single-entry append waits for one fsync, not two in a row. It still never runs
+    /// ahead of the store (it is saved only once the store holds everything it names), it
+    /// trails the durable head by at most one flush (dropping the ledger waits for it),
+    /// and a failure to save it fails the next flush.
     pub fn flush(&mut self) -> Result<u64, LedgerError> {
         if let Some(reason) = &self.poisoned {
             return Err(LedgerError::Poisoned(reason.clone()));
         }
         let target = self.view.head;
-        let result = self
-            .store
-            .flush()
-            .map_err(LedgerError::from)
-            .and_then(|()| match &self.high_water {
-                Some(mark) if target.seq != self.view.acknowledged.seq => {
-                    let acknowledged = Acknowledged {
-                        seq: target.seq,
-                        hash: target.hash,
-                    };
-                    mark.save(acknowledged)?;
-                    self.view.acknowledged = acknowledged;
-                    Ok(())
-                }
-                _ => Ok(()),
-            });
+        let flushed = self.store.flush().map_err(LedgerError::from);
+        let result = self.finish_mark_save().and(flushed);
         if let Err(e) = &result {
             self.poisoned = Some(e.to_string());
             self.publish();
         }
         result?;
         self.view.durable_seq = target.seq;
+        self.start_mark_save(target);
         self.publish();
         if self.is_writer() {
             self.write_encoded_snapshot();
         }
         self.request_snapshot();
         Ok(target.seq)
+    }
+
+    /// Starts saving `durable` (just made durable in the store) as the high-water mark,
+    /// unless it is the mark already saved.
+    fn start_mark_save(&mut self, durable: Head) {
+        let Some(mark) = &self.high_water else {
+            return;
+        };
+        if durable.seq == self.view.acknowledged.seq {
+            return;
+        }
+        let mark = Arc::clone(mark);
+        let acknowledged = Acknowledged {
+            seq: durable.seq,
+            hash: durable.hash,
+        };
+        self.mark_saving = Some(std::thread::spawn(move || {
+            mark.save(acknowledged).map(|()| acknowledged)
+        }));
+    }
+
+    /// Waits for the high-water mark being saved, if any, and records it as acknowledged.
+    fn finish_mark_save(&mut self) -> Result<(), LedgerError> {
+        let Some(task) = self.mark_saving.take() else {
+            return Ok(());
+        };
+        match task.join() {
+            Ok(Ok(saved)) => {
+                self.view.acknowledged = saved;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(LedgerError::Poisoned(
+                "the thread saving the high-water mark panicked".into(),
+            )),
+        }
     }
 
     /// Starts writing a snapshot of the view just published when one is due (every
@@ -2079,6 +2115,69 @@ mod tests {
         let beyond = ledger.state_at_seq(9).unwrap_err();
         assert!(matches!(beyond, LedgerError::OutOfRange(_)), "{beyond}");
         assert!(!beyond.is_integrity_failure());
+    }
+
+    /// A high-water mark that refuses to save marks from seq `fail_from` on, and checks
+    /// that every mark it is given is already held by the store.
+    struct CheckedMark {
+        store: store::MemoryStore,
+        fail_from: u64,
+        saved: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl HighWater for CheckedMark {
+        fn load(&self) -> Result<Option<Acknowledged>, StoreError> {
+            Ok(None)
+        }
+
+        fn save(&self, mark: Acknowledged) -> Result<(), StoreError> {
+            let stored = read_entry(&self.store, mark.seq).unwrap().map(|e| e.hash);
+            assert_eq!(stored, Some(mark.hash), "a mark ran ahead of the store");
+            if mark.seq >= self.fail_from {
+                return Err(StoreError::Injected("the mark's disk is full".into()));
+            }
+            self.saved.lock().unwrap().push(mark.seq);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_high_water_mark_trails_the_store_and_its_failure_fails_the_next_flush() {
+        let store = store::MemoryStore::new();
+        let mark = Arc::new(CheckedMark {
+            store: store.clone(),
+            fail_from: 6,
+            saved: Default::default(),
+        });
+        let config = LedgerConfig {
+            snapshot_every: 0,
+            background_snapshots: false,
+            ..LedgerConfig::default()
+        };
+        let mut ledger = Ledger::open_store(
+            Arc::new(store.clone()),
+            Some(mark.clone() as Arc<dyn HighWater>),
+            None,
+            config,
+        )
+        .unwrap();
+        for n in 1..=5 {
+            ledger.append([pod(n)], at(0)).unwrap();
+            assert_eq!(ledger.flush().unwrap(), n);
+        }
+        // Saved alongside the next flush: every mark but the last is known saved.
+        assert_eq!(ledger.reader().view().acknowledged.seq, 4);
+        ledger.append([pod(6)], at(0)).unwrap();
+        ledger.flush().unwrap();
+        ledger.append([pod(7)], at(0)).unwrap();
+        let refused = ledger.flush().unwrap_err();
+        assert!(refused.to_string().contains("disk is full"), "{refused}");
+        assert!(matches!(
+            ledger.append([pod(8)], at(0)),
+            Err(LedgerError::Poisoned(_))
+        ));
+        drop(ledger);
+        assert_eq!(*mark.saved.lock().unwrap(), vec![1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -8,9 +8,14 @@
 
 pub mod ingest;
 pub mod live;
+mod readiness;
+mod stream;
 
 pub use ingest::{ingest, IngestOptions, IngestReport, LineError};
-pub use live::{run, Backlog, Readiness, SharedLedger, WatchOptions, DEFAULT_MAX_BACKLOG};
+pub use live::{run, SharedLedger, WatchOptions};
+pub use readiness::{
+    Backlog, Readiness, StreamCondition, StreamStatus, WatchCounters, DEFAULT_MAX_BACKLOG,
+};
 
 /// Everything that can go wrong feeding the ledger.
 #[derive(Debug, thiserror::Error)]

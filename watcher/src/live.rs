@@ -28,9 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::readiness::{Readiness, StreamStatus, DEFAULT_MAX_BACKLOG};
-use crate::stream::{
-    step, Moment, ObservedObject, Stream, StreamInput, StreamOutput, StreamState,
-};
+use crate::stream::{step, Moment, ObservedObject, Stream, StreamInput, StreamOutput, StreamState};
 use crate::WatcherError;
 
 pub use ledger::SharedLedger;
@@ -61,6 +59,9 @@ impl Default for WatchOptions {
 }
 
 /// An event of one stream, its object (if any) already read.
+// Objects are nearly every event; boxing them would cost an allocation per event to save
+// space on the rare list boundary or failure (the same trade as `schemas::Change`).
+#[allow(clippy::large_enum_variant)]
 enum Observed {
     Init,
     Object(ObservedObject),
@@ -522,4 +523,168 @@ fn stream_name(resource: &ApiResource) -> String {
         "" => format!("{}/{}", resource.plural, resource.version),
         group => format!("{}.{group}/{}", resource.plural, resource.version),
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamCondition;
+    use ledger::{Ledger, LedgerConfig};
+    use schemas::observed::POD_NAME_ANNOTATION;
+    use schemas::ChangeKind;
+    use serde_json::json;
+
+    /// A writer of one all-namespace Sandbox stream over a fresh ledger in `dir`.
+    fn writer(dir: &std::path::Path) -> Writer {
+        let ledger = SharedLedger::new(Ledger::open(dir, LedgerConfig::default()).unwrap());
+        let streams = vec![Stream {
+            kind: ObjectKind::Sandbox,
+            resource: "sandboxes.agents.x-k8s.io/v1beta1".into(),
+            namespace: None,
+        }];
+        let states = vec![StreamState::default()];
+        let readiness = Readiness::new(Duration::from_secs(30));
+        readiness.register(
+            vec![StreamStatus::of(&streams[0], &states[0])],
+            DEFAULT_MAX_BACKLOG,
+        );
+        Writer {
+            ledger,
+            readiness,
+            streams,
+            states,
+        }
+    }
+
+    /// A Sandbox event; `pod` changes an identity field, so versions differ in substance.
+    fn sandbox(
+        event: WatchEventType,
+        initial: bool,
+        uid: &str,
+        version: u64,
+        pod: &str,
+    ) -> Observed {
+        let object = json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid,
+                         "resourceVersion": version.to_string(),
+                         "annotations": {POD_NAME_ANNOTATION: pod}}});
+        Observed::Object(ObservedObject::new(
+            event,
+            initial,
+            Some(uid.into()),
+            Some(version.to_string()),
+            &object,
+        ))
+    }
+
+    fn batch(events: impl IntoIterator<Item = Observed>) -> Vec<(usize, Observed)> {
+        events.into_iter().map(|event| (0, event)).collect()
+    }
+
+    fn versions_of(writer: &Writer, uid: &str) -> Vec<(String, ChangeKind)> {
+        writer
+            .ledger
+            .view()
+            .history_of_uid(uid)
+            .unwrap()
+            .into_iter()
+            .filter_map(|stored| match stored.entry.change {
+                Change::Object(o) => Some((o.resource_version, o.change)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_writer_records_each_version_once_and_is_ready_only_after_the_list_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path());
+        use WatchEventType::{Added, Modified};
+
+        writer
+            .process(batch([
+                Observed::Init,
+                sandbox(Added, true, "sb-a", 1, "pod-a"),
+                sandbox(Added, true, "sb-b", 2, "pod-b"),
+            ]))
+            .unwrap();
+        assert!(!writer.readiness.is_ready(), "the list is not complete");
+        assert_eq!(
+            writer.ledger.view().head().seq,
+            2,
+            "no gap on a first start"
+        );
+
+        writer
+            .process(batch([
+                Observed::InitDone,
+                sandbox(Modified, false, "sb-a", 5, "pod-a2"),
+                // Delivered twice.
+                sandbox(Modified, false, "sb-a", 5, "pod-a2"),
+                // Older than what is recorded, and never recorded itself.
+                sandbox(Modified, false, "sb-a", 4, "pod-a1"),
+            ]))
+            .unwrap();
+        assert!(writer.readiness.is_ready());
+        assert_eq!(
+            versions_of(&writer, "sb-a"),
+            [
+                ("1".to_string(), ChangeKind::Created),
+                ("5".to_string(), ChangeKind::Updated)
+            ]
+        );
+        let stats = writer.ledger.view().stats();
+        assert_eq!((stats.duplicates, stats.stale), (1, 1), "{stats:?}");
+        assert_eq!(
+            writer.readiness.streams()[0].state,
+            StreamCondition::Watching
+        );
+
+        // The watch expires; the relist no longer finds sb-b.
+        writer
+            .process(batch([Observed::Error("410 Gone".into())]))
+            .unwrap();
+        let status = &writer.readiness.streams()[0];
+        assert_eq!(status.state, StreamCondition::Failing);
+        assert_eq!(status.last_error.as_deref(), Some("410 Gone"));
+        writer
+            .process(batch([
+                Observed::Init,
+                sandbox(Added, true, "sb-a", 5, "pod-a2"),
+                Observed::InitDone,
+            ]))
+            .unwrap();
+        assert_eq!(
+            versions_of(&writer, "sb-b"),
+            [
+                ("2".to_string(), ChangeKind::Created),
+                ("2".to_string(), ChangeKind::MissingOnResync)
+            ]
+        );
+        let gaps: Vec<WatchGapSeen> = writer
+            .ledger
+            .view()
+            .entries(1, u64::MAX)
+            .filter_map(|stored| match stored.unwrap().entry.change {
+                Change::WatchGap(gap) => Some((gap.reason, gap.last_resource_version)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gaps, [("relist".to_string(), Some("4".to_string()))]);
+        let counters = writer.readiness.counters();
+        assert_eq!(
+            (
+                counters.watch_errors,
+                counters.relists,
+                counters.resync_deletions
+            ),
+            (1, 1, 1)
+        );
+        assert!(counters.flushes >= 3, "{counters:?}");
+        assert!(writer.readiness.is_ready());
+        assert_eq!(writer.readiness.streams()[0].failing_since, None);
+    }
+
+    /// A gap's reason and last resourceVersion.
+    type WatchGapSeen = (String, Option<String>);
 }

@@ -156,6 +156,9 @@ impl ObservedObject {
 }
 
 /// What happened to a stream.
+// Objects are nearly every event; boxing them would cost an allocation per event to save
+// space on the rare list boundary or failure (the same trade as `schemas::Change`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum StreamInput<'a> {
     /// kube-runtime's `Init`: a list begins. `recorded`: the objects the ledger holds as
@@ -181,6 +184,9 @@ pub enum StreamInput<'a> {
 }
 
 /// What the writer must do after a step.
+// Objects are nearly every event; boxing them would cost an allocation per event to save
+// space on the rare list boundary or failure (the same trade as `schemas::Change`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamOutput {
     /// Append this change (an observed object, a watch gap, a missing-on-resync delete).
@@ -252,9 +258,7 @@ pub fn step(
                 .iter()
                 .filter(|object| stream.holds(object) && !listed.contains(&object.uid))
                 .map(|object| {
-                    StreamOutput::Append(Change::Object(
-                        (*object).clone().into_missing_on_resync(),
-                    ))
+                    StreamOutput::Append(Change::Object((*object).clone().into_missing_on_resync()))
                 })
                 .collect();
             let listed = StreamOutput::Listed {

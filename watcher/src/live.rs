@@ -2,7 +2,7 @@
 //! single writer that turns events into group-committed ledger appends.
 //!
 //! The writer sees every stream's `Init` / `InitApply` / `InitDone` and `Apply` / `Delete`
-//! events in arrival order, steps that stream's state machine ([`crate::stream::step`])
+//! events in arrival order, steps that stream's state machine (`stream::step`)
 //! and performs what it asks for: appends (observed objects, `watch_gap` entries before
 //! every list that follows a blind window, `missing_on_resync` deletes for objects the
 //! ledger holds but a list lacks), counters and log lines. A batch of events is appended
@@ -58,7 +58,8 @@ impl Default for WatchOptions {
     }
 }
 
-/// An event of one stream, its object (if any) already read.
+/// An event of one stream, its object (if any) already read: kube-runtime's `Init`,
+/// `InitApply` / `Apply` / `Delete`, `InitDone`, or an error it retries after.
 // Objects are nearly every event; boxing them would cost an allocation per event to save
 // space on the rare list boundary or failure (the same trade as `schemas::Change`).
 #[allow(clippy::large_enum_variant)]
@@ -116,6 +117,8 @@ async fn discover_kind(
         .ok_or_else(|| WatcherError::Discovery(format!("{group}/{version} serves no {kind}")))
 }
 
+/// The events of a kube-runtime watcher over `api` (with backoff on errors), each object
+/// read once, tagged with the stream's `index`.
 fn tagged<K>(
     api: Api<K>,
     api_version: String,

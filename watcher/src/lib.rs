@@ -3,7 +3,7 @@
 //! [`live::run`] watches a cluster through kube-runtime (the service's main job): each
 //! watch stream is a state machine with a pure step function (`stream`, unit-tested
 //! without a cluster), and [`Readiness`] (`readiness`) is read off the streams' states.
-//! [`ingest`] reads watch-event JSON lines (the shape `kubectl get --watch
+//! [`ingest()`] reads watch-event JSON lines (the shape `kubectl get --watch
 //! --output-watch-events -o json` prints), normalizes each object with the same code the
 //! live watcher uses, and appends in group-committed batches. A bad line is reported with
 //! its line number and skipped; it never reaches the ledger.

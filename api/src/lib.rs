@@ -180,3 +180,61 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::FormatError;
+
+    #[test]
+    fn format_errors_answer_with_the_status_and_code_of_their_category() {
+        let corrupt = ledger::LedgerError::Corrupt(ledger::VerifyFailure {
+            seq: 3,
+            kind: ledger::FailureKind::SeqGap,
+            detail: "entry 3 is missing".into(),
+        });
+        for (error, status, code) in [
+            (
+                FormatError::InvalidRequest("x".into()),
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+            ),
+            (
+                FormatError::InvalidSource("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+            ),
+            (
+                FormatError::OutOfRange("x".into()),
+                StatusCode::NOT_FOUND,
+                "out_of_range",
+            ),
+            (
+                FormatError::NoCheckpoint("x".into()),
+                StatusCode::NOT_FOUND,
+                "no_checkpoint",
+            ),
+            (
+                FormatError::InconsistentCheckpoint("x".into()),
+                StatusCode::CONFLICT,
+                "inconsistent_checkpoint",
+            ),
+            // A missing entry inside the ledger's range: the server's fault, not the caller's.
+            (
+                FormatError::Ledger(corrupt),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ledger_error",
+            ),
+            (
+                FormatError::Io(std::io::Error::other("disk")),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "io_error",
+            ),
+        ] {
+            let detail = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!((api.status(), api.code()), (status, code), "{detail}");
+            assert_eq!(api.to_string(), detail);
+        }
+    }
+}

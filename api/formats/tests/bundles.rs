@@ -163,9 +163,8 @@ impl From<FormatError> for SourceError {
 fn a_source_keeps_its_own_errors_and_receives_the_bundles() {
     let (_dir, ledger) = signed_ledger();
     let plan = plan(&ledger, &request(1, None), at(59)).unwrap();
-    let unavailable = |_: u64, _: u64| -> Result<Vec<StoredEntry>, SourceError> {
-        Err(SourceError::Unavailable)
-    };
+    let unavailable =
+        |_: u64, _: u64| -> Result<Vec<StoredEntry>, SourceError> { Err(SourceError::Unavailable) };
     assert!(matches!(
         write_tar(unavailable, &plan, std::io::sink()),
         Err(SourceError::Unavailable)

@@ -10,11 +10,11 @@
 //!   append (its flush is the same fsync), the pure `SignedNote::sign` of a checkpoint
 //!   body, and Ed25519 verification of the signed note (`SignedNote::verify`, and
 //!   `checkpoint::verify_note`, which parses the note and the body too).
-//! * `export/*`: `api::views::export_jsonl`, `api::formats::export_csv` and
-//!   `api::formats::export_cloudevents` of a 100k-entry window into `std::io::sink()`,
+//! * `export/*`: `formats::views::export_jsonl`, `formats::csv_export::export_csv` and
+//!   `formats::cloudevents::export_cloudevents` of a 100k-entry window into `std::io::sink()`,
 //!   beside reading and decoding the same entries (`Ledger::entries`), serde_json of the
 //!   decoded entries, and (once the ledger is closed) a raw sled scan of the same values.
-//! * `bundle/*`: `api::bundle::plan` + `api::bundle::write_tar` of 100k entries into a sink
+//! * `bundle/*`: `formats::bundle::plan` + `formats::bundle::write_tar` of 100k entries into a sink
 //!   (with and without a previous checkpoint to prove consistency from).
 //!
 //! The ledger is built once per run (untimed) in a temporary directory from the same
@@ -28,9 +28,9 @@ use std::hint::black_box;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use api::bundle::{self, BundleRequest};
 use chrono::Utc;
 use criterion::{criterion_main, Criterion, SamplingMode, Throughput};
+use formats::bundle::{self, BundleRequest};
 use ledger::{AppendOutcome, Ledger, LedgerConfig, StoredEntry};
 use schemas::checkpoint::{self, Checkpoint, SignedNote, SignerKey};
 use schemas::merkle;
@@ -348,17 +348,17 @@ fn bench_export(c: &mut Criterion, ledger: &Ledger, windows: &[(u64, u64)]) {
 
     group.bench_function(label("jsonl"), |b| {
         b.iter_custom(rotate(windows, |from, to| {
-            api::views::export_jsonl(ledger, from, to, &mut std::io::sink()).expect("jsonl")
+            formats::views::export_jsonl(ledger, from, to, &mut std::io::sink()).expect("jsonl")
         }))
     });
     group.bench_function(label("csv"), |b| {
         b.iter_custom(rotate(windows, |from, to| {
-            api::formats::export_csv(ledger, from, to, &mut std::io::sink()).expect("csv")
+            formats::csv_export::export_csv(ledger, from, to, &mut std::io::sink()).expect("csv")
         }))
     });
     group.bench_function(label("cloudevents"), |b| {
         b.iter_custom(rotate(windows, |from, to| {
-            api::formats::export_cloudevents(ledger, from, to, SOURCE, &mut std::io::sink())
+            formats::cloudevents::export_cloudevents(ledger, from, to, SOURCE, &mut std::io::sink())
                 .expect("cloudevents")
         }))
     });
@@ -392,13 +392,13 @@ fn bench_export(c: &mut Criterion, ledger: &Ledger, windows: &[(u64, u64)]) {
     // What the lines weigh.
     let (from, to) = windows[0];
     let mut counter = Counting(0);
-    api::views::export_jsonl(ledger, from, to, &mut counter).expect("jsonl");
+    formats::views::export_jsonl(ledger, from, to, &mut counter).expect("jsonl");
     let jsonl = counter.0;
     let mut counter = Counting(0);
-    api::formats::export_csv(ledger, from, to, &mut counter).expect("csv");
+    formats::csv_export::export_csv(ledger, from, to, &mut counter).expect("csv");
     let csv = counter.0;
     let mut counter = Counting(0);
-    api::formats::export_cloudevents(ledger, from, to, SOURCE, &mut counter).expect("ce");
+    formats::cloudevents::export_cloudevents(ledger, from, to, SOURCE, &mut counter).expect("ce");
     let cloudevents = counter.0;
     let per = |bytes: u64| bytes as f64 / (to - from + 1) as f64;
     eprintln!(
@@ -412,7 +412,8 @@ fn bench_export(c: &mut Criterion, ledger: &Ledger, windows: &[(u64, u64)]) {
     // few entries the checkpoint benchmarks appended).
     let entries = ledger.tree_size();
     let start = Instant::now();
-    let count = api::views::export_jsonl(ledger, 1, entries, &mut std::io::sink()).expect("jsonl");
+    let count =
+        formats::views::export_jsonl(ledger, 1, entries, &mut std::io::sink()).expect("jsonl");
     let elapsed = start.elapsed();
     eprintln!(
         "export_jsonl of all {count} entries once: {elapsed:.2?} ({:.0} entries/s)",

@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use api::views::{export_jsonl, write_entries_table, write_jsonl};
-use api::StateView;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use formats::views::{write_entries_table, write_jsonl};
+use formats::{ExportFormat, FormatError, Selection, SelectionFields, StateView};
 use ledger::{CheckRequest, Ledger, LedgerConfig, Verdict};
-use schemas::{Hash, ObjectKind};
+use schemas::Hash;
 
 // The ledger allocates many small strings per entry; glibc's malloc spent nearly half the
 // append path in allocation and consolidation (see BENCHMARKS.md), mimalloc a fraction.
@@ -396,7 +396,7 @@ enum Command {
     Export {
         #[command(flatten)]
         db: DbArgs,
-        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        #[arg(long, default_value_t = ExportFormat::Jsonl, value_parser = export_format_parser())]
         format: ExportFormat,
         #[arg(long, default_value_t = 1)]
         from_seq: u64,
@@ -546,14 +546,15 @@ enum ScenarioCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum ExportFormat {
-    /// One entry per line: seq, leaf_index, hash, prev_hash, entry, base64 bytes.
-    Jsonl,
-    /// One row per entry, a header first.
-    Csv,
-    /// CloudEvents 1.0 structured JSON, one event per line.
-    Cloudevents,
+/// `--format`: the names `formats::ExportFormat` parses, listed with their descriptions
+/// in the help.
+fn export_format_parser() -> impl clap::builder::TypedValueParser<Value = ExportFormat> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        ExportFormat::ALL
+            .map(|format| PossibleValue::new(format.name()).help(format.description())),
+    )
+    .try_map(|name| name.parse::<ExportFormat>())
 }
 
 #[derive(Args)]
@@ -599,9 +600,14 @@ impl From<ledger::LedgerError> for Failure {
     }
 }
 
-impl From<api::ApiError> for Failure {
-    fn from(e: api::ApiError) -> Failure {
-        Failure::Input(e.to_string())
+impl From<FormatError> for Failure {
+    /// A damaged ledger fails like a failed verification (exit 1); everything else is
+    /// the input's or the output's fault (exit 2).
+    fn from(e: FormatError) -> Failure {
+        match e {
+            FormatError::Ledger(e) => Failure::from(e),
+            e => Failure::Input(e.to_string()),
+        }
     }
 }
 
@@ -623,8 +629,8 @@ fn timeline_of(
     ledger: &Ledger,
     uids: &[String],
     entries: &[ledger::StoredEntry],
-) -> Result<api::ui::timeline::Timeline, Failure> {
-    use api::ui::timeline::{gap_window, watch_gaps, Timeline, TimelineParts};
+) -> Result<formats::timeline::Timeline, Failure> {
+    use formats::timeline::{gap_window, watch_gaps, Timeline, TimelineParts};
     let head_seq = ledger.head().seq;
     let gap_scan = gap_window(ledger.projection(), uids, entries, true, head_seq);
     let gaps = match gap_scan {
@@ -958,7 +964,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     writeln!(out)?;
                 }
                 Output::Table => {
-                    api::views::write_verify_table(&report, &mut out)?;
+                    formats::views::write_verify_table(&report, &mut out)?;
                     match &consistency {
                         Some(Ok(())) => writeln!(
                             out,
@@ -1069,29 +1075,16 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::History { db, target, output } => {
             let ledger = db.open_existing()?;
-            let (uids, entries) = match (&target.kind, &target.namespace, &target.name) {
-                (Some(kind), Some(namespace), Some(name)) => {
-                    let kind = ObjectKind::parse(kind)
-                        .ok_or_else(|| Failure::Input(format!("unknown kind {kind:?}")))?;
-                    let uids = ledger.projection().uids_of(kind, namespace, name).to_vec();
-                    (uids, ledger.history_of_name(kind, namespace, name)?)
-                }
-                _ => {
-                    let uid = [
-                        &target.pod_uid,
-                        &target.claim_uid,
-                        &target.sandbox_uid,
-                        &target.pvc_uid,
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .next()
-                    .ok_or_else(|| {
-                        Failure::Input("name a uid, or --kind with --namespace and --name".into())
-                    })?;
-                    (vec![uid.clone()], ledger.history_of_uid(uid)?)
-                }
-            };
+            let selection = Selection::from_fields(SelectionFields {
+                pod_uid: target.pod_uid,
+                claim_uid: target.claim_uid,
+                sandbox_uid: target.sandbox_uid,
+                pvc_uid: target.pvc_uid,
+                kind: target.kind,
+                namespace: target.namespace,
+                name: target.name,
+            })?;
+            let (uids, entries) = selection.history(&ledger)?;
             match output {
                 HistoryOutput::Json => {
                     write_jsonl(&mut out, &entries)?;
@@ -1137,7 +1130,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     serde_json::to_writer_pretty(&mut out, &decision)?;
                     writeln!(out)?;
                 }
-                Output::Table => api::views::write_decision_table(&decision, &mut out)?,
+                Output::Table => formats::views::write_decision_table(&decision, &mut out)?,
             }
             if decision.decision != Verdict::Allow {
                 return Err(Failure::Check(String::new()));
@@ -1175,24 +1168,24 @@ fn run(command: Command) -> Result<(), Failure> {
                 })
                 .transpose()
                 .map_err(Failure::Input)?;
-            let request = api::bundle::BundleRequest {
+            let request = formats::bundle::BundleRequest {
                 from_seq: Some(from_seq),
                 to_seq,
                 previous,
             };
-            let plan = api::bundle::plan(&ledger, &request, Utc::now())?;
+            let plan = formats::bundle::plan(&ledger, &request, Utc::now())?;
             if bundle.extension().is_some_and(|e| e == "tar") {
                 let file = std::fs::File::create(&bundle).map_err(|e| {
                     Failure::Input(format!("cannot create {}: {e}", bundle.display()))
                 })?;
                 let mut writer = io::BufWriter::new(file);
-                api::bundle::write_tar(&*ledger, &plan, &mut writer)?;
+                formats::bundle::write_tar(&*ledger, &plan, &mut writer)?;
                 writer
                     .into_inner()
                     .map_err(|e| Failure::Input(e.to_string()))?
                     .sync_all()?;
             } else {
-                api::bundle::write_dir(&*ledger, &plan, &bundle)?;
+                formats::bundle::write_dir(&*ledger, &plan, &bundle)?;
             }
             serde_json::to_writer(&mut out, &plan.manifest)?;
             writeln!(out)?;
@@ -1208,29 +1201,15 @@ fn run(command: Command) -> Result<(), Failure> {
             let ledger = db.open_existing()?;
             let to = to_seq.unwrap_or(u64::MAX);
             let mut buffered = io::BufWriter::new(out);
-            match format {
-                ExportFormat::Jsonl => {
-                    export_jsonl(&ledger, from_seq, to, &mut buffered)?;
-                }
-                ExportFormat::Csv => {
-                    api::formats::export_csv(&ledger, from_seq, to, &mut buffered)?;
-                }
-                ExportFormat::Cloudevents => {
-                    let source = match source {
-                        Some(source) => source,
-                        None => ledger
-                            .latest_checkpoint()?
-                            .map_or_else(|| "claim-ledger".to_string(), |c| c.checkpoint.origin),
-                    };
-                    api::formats::export_cloudevents(
-                        &ledger,
-                        from_seq,
-                        to,
-                        &source,
-                        &mut buffered,
-                    )?;
-                }
-            }
+            let source = match (format, source) {
+                (_, Some(source)) => source,
+                (ExportFormat::CloudEvents, None) => ledger
+                    .latest_checkpoint()?
+                    .map_or_else(|| "claim-ledger".to_string(), |c| c.checkpoint.origin),
+                // Only CloudEvents name a source.
+                (ExportFormat::Jsonl | ExportFormat::Csv, None) => String::new(),
+            };
+            format.export(&ledger, from_seq, to, &source, &mut buffered)?;
             buffered.flush()?;
         }
     }

@@ -126,11 +126,6 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A namespace or object name: 1 to 253 characters, no control characters.
-pub(crate) fn name(field: &str, value: &str) -> Result<(), String> {
-    ledger::projection::bounded_text(field, value, MAX_NAME_LEN)
-}
-
 /// A uid: 1 to 128 characters, no control characters.
 pub(crate) fn uid(field: &str, value: &str) -> Result<(), String> {
     ledger::projection::bounded_text(field, value, MAX_UID_LEN)
@@ -147,7 +142,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_uids_are_bounded() {
+    fn uids_are_bounded() {
         assert!(uid("pod_uid", "p0d00000-0001-4000-8000-000000000001").is_ok());
         assert!(uid("pod_uid", "").unwrap_err().contains("empty"));
         assert!(uid("pod_uid", &"a".repeat(129))
@@ -157,9 +152,6 @@ mod tests {
         assert!(uid("pod_uid", &"é".repeat(128)).is_ok());
         assert!(uid("pod_uid", &"é".repeat(129)).is_err());
         assert!(uid("pod_uid", "a\u{0}b").unwrap_err().contains("control"));
-        assert!(name("pod_name", &"a".repeat(253)).is_ok());
-        assert!(name("pod_name", &"a".repeat(254)).is_err());
-        assert!(name("pod_name", "a\nb").is_err());
     }
 
     #[test]

@@ -1,32 +1,26 @@
-//! HTTP out, and the JSON shapes it shares with the offline CLI.
+//! HTTP out: claim-ledger's API over axum. Every answer's shape (the JSON views, the
+//! export lines, bundles, timelines) comes from the `formats` crate, which the CLI uses
+//! too; this crate adds only what HTTP needs: routes, authentication, limits, metrics,
+//! the OpenAPI document, and the status code of every error ([`ApiError`]).
 //!
-//! Every answer the service gives — a decision, a state as of some point, a history, an
-//! export line — is built here, so the CLI and the HTTP API can never disagree about
-//! what an answer looks like.
-//!
-//! * [`views`]: the JSON views shared with the CLI.
-//! * [`bundle`]: export bundles (entries, signed checkpoint, proofs) for offline audit.
-//! * [`formats`]: the other export formats, CSV rows and CloudEvents 1.0 lines.
-//! * [`Service`]: the HTTP API (axum): identity checks, bindings, history, state, entries,
-//!   export, head, health, readiness, metrics and the OpenAPI document. The binary builds
-//!   one with [`Service::new`] over the shared ledger and a [`Freshness`] of its watchers,
-//!   binds a listener and calls [`Service::serve`].
+//! * [`Service`]: the HTTP API: identity checks, bindings, history, state, entries,
+//!   export, proofs, head, health, readiness, metrics and the OpenAPI document. The binary
+//!   builds one with [`Service::new`] over the shared ledger and a [`Freshness`] of its
+//!   watchers, binds a listener and calls [`Service::serve`].
+//! * `routes`: the route table and its handlers, one module per area (identity, history
+//!   and state, export, proofs, health).
 //! * [`openapi`]: the OpenAPI 3.1 description of every route.
-//! * [`ui`]: the timeline page at `/ui/` (embedded assets) and the timeline of an object's
-//!   history, shared with the CLI.
+//! * [`ui`]: the timeline page at `/ui/` (embedded assets).
 
 mod auth;
-pub mod bundle;
 mod conn;
 mod denials;
 mod extract;
-pub mod formats;
 mod metrics;
 pub mod openapi;
 mod routes;
 mod service;
 pub mod ui;
-pub mod views;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,10 +31,8 @@ pub use service::{
     Auth, CheckpointSigning, Clock, FlushStats, Freshness, ServeOptions, Service, TlsFiles,
     WatchCounters, WriterBacklog, MAX_PENDING_DENIALS, RECORDED_DENIALS,
 };
-pub use views::{EntryLine, ObjectLine, StateView};
 
-/// Everything that can go wrong producing an answer, and every error the HTTP API
-/// answers with (see [`ApiError::status`] and [`ApiError::code`]).
+/// Every error the HTTP API answers with (see [`ApiError::status`] and [`ApiError::code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The ledger failed to read.
@@ -146,6 +138,28 @@ impl ApiError {
     }
 }
 
+impl From<formats::FormatError> for ApiError {
+    /// The HTTP meaning of a format error: the caller's mistakes are 4xx with the codes
+    /// the API always used, a damaged or unreadable ledger is a 500.
+    fn from(error: formats::FormatError) -> ApiError {
+        use formats::FormatError;
+        match error {
+            FormatError::InvalidRequest(detail) => ApiError::query(detail),
+            FormatError::InvalidSource(detail) => ApiError::invalid(detail),
+            FormatError::OutOfRange(detail) => ApiError::out_of_range(detail),
+            FormatError::NoCheckpoint(detail) => {
+                ApiError::request(StatusCode::NOT_FOUND, "no_checkpoint", detail)
+            }
+            FormatError::InconsistentCheckpoint(detail) => {
+                ApiError::request(StatusCode::CONFLICT, "inconsistent_checkpoint", detail)
+            }
+            FormatError::Ledger(error) => ApiError::Ledger(error),
+            FormatError::Io(error) => ApiError::Io(error),
+            FormatError::Json(error) => ApiError::Json(error),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -164,5 +178,63 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::FormatError;
+
+    #[test]
+    fn format_errors_answer_with_the_status_and_code_of_their_category() {
+        let corrupt = ledger::LedgerError::Corrupt(ledger::VerifyFailure {
+            seq: 3,
+            kind: ledger::FailureKind::SeqGap,
+            detail: "entry 3 is missing".into(),
+        });
+        for (error, status, code) in [
+            (
+                FormatError::InvalidRequest("x".into()),
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+            ),
+            (
+                FormatError::InvalidSource("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+            ),
+            (
+                FormatError::OutOfRange("x".into()),
+                StatusCode::NOT_FOUND,
+                "out_of_range",
+            ),
+            (
+                FormatError::NoCheckpoint("x".into()),
+                StatusCode::NOT_FOUND,
+                "no_checkpoint",
+            ),
+            (
+                FormatError::InconsistentCheckpoint("x".into()),
+                StatusCode::CONFLICT,
+                "inconsistent_checkpoint",
+            ),
+            // A missing entry inside the ledger's range: the server's fault, not the caller's.
+            (
+                FormatError::Ledger(corrupt),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ledger_error",
+            ),
+            (
+                FormatError::Io(std::io::Error::other("disk")),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "io_error",
+            ),
+        ] {
+            let detail = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!((api.status(), api.code()), (status, code), "{detail}");
+            assert_eq!(api.to_string(), detail);
+        }
     }
 }

@@ -235,9 +235,11 @@ pub fn document() -> Value {
         .iter()
         .map(|k| k.as_str())
         .collect();
+    // Every word `formats::Selection` takes for a kind: the kinds, their plurals, the
+    // short names.
     let kind_pattern = format!(
         "^(?:{})$",
-        kinds
+        formats::selection::KIND_WORDS
             .iter()
             .map(|k| any_case(k))
             .collect::<Vec<_>>()
@@ -283,7 +285,7 @@ pub fn document() -> Value {
             "claim_uid": uid,
             "sandbox_uid": uid,
             "pvc_uid": uid,
-            "kind": {"type": "string", "pattern": kind_pattern, "description": format!("One of {} (any case)", kinds.join(", "))},
+            "kind": {"type": "string", "pattern": kind_pattern, "description": format!("One of {} (any case; also the plurals, claim and pvc)", kinds.join(", "))},
             "namespace": name,
             "name": name,
             "after_seq": after_seq,
@@ -300,7 +302,7 @@ pub fn document() -> Value {
             "claim_uid": uid,
             "sandbox_uid": uid,
             "pvc_uid": uid,
-            "kind": {"type": "string", "pattern": kind_pattern, "description": format!("One of {} (any case)", kinds.join(", "))},
+            "kind": {"type": "string", "pattern": kind_pattern, "description": format!("One of {} (any case; also the plurals, claim and pvc)", kinds.join(", "))},
             "namespace": name,
             "name": name,
             "after_seq": after_seq,

@@ -274,6 +274,16 @@ async fn history_and_entries_paginate_in_order() {
     )
     .await;
     assert_eq!(seqs(&by_name_lower), seqs(&by_name));
+    // The kind's plural and short names, as the CLI and the timeline take them.
+    for kind in ["pods", "PODS"] {
+        let by_alias = pages(
+            &server,
+            &format!("/v1/history?kind={kind}&namespace={NS}&name=warm"),
+            100,
+        )
+        .await;
+        assert_eq!(seqs(&by_alias), seqs(&by_name), "{kind}");
+    }
 
     // An object's history: the entries that recorded it, and those whose transitions
     // name it (the pod's arrival bound the claim, Sandbox and PVC).
@@ -291,6 +301,21 @@ async fn history_and_entries_paginate_in_order() {
             let transitions = entry["entry"]["transitions"].to_string();
             assert!(transitions.contains(uid), "{selector}: {entry}");
         }
+    }
+    // The short names the CLI takes: `claim` and `pvc` name the same objects.
+    for (kind, name, selector, uid) in [
+        ("claim", "alpha", "claim_uid", CLAIM),
+        ("pvc", "workspace-alpha", "pvc_uid", PVC),
+    ] {
+        let by_alias = pages(
+            &server,
+            &format!("/v1/history?kind={kind}&namespace={NS}&name={name}"),
+            100,
+        )
+        .await;
+        let by_uid = pages(&server, &format!("/v1/history?{selector}={uid}"), 100).await;
+        assert!(!by_alias.is_empty(), "{kind}");
+        assert_eq!(seqs(&by_alias), seqs(&by_uid), "{kind}");
     }
     // A uid of another kind than the selector says.
     let (status, body) = server.get(&format!("/v1/history?claim_uid={POD}")).await;

@@ -603,7 +603,7 @@ async fn bundles_over_http_verify_offline_and_other_formats_stream() {
     let csv = response.text().await.unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     let columns: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(columns, api::formats::CSV_COLUMNS);
+    assert_eq!(columns, formats::csv_export::CSV_COLUMNS);
     let seqs: Vec<u64> = reader
         .records()
         .map(|r| r.unwrap()[0].parse().unwrap())

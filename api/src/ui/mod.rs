@@ -8,9 +8,8 @@
 //! from the ledger can never become code, and a token in the address bar (`#token=`, which
 //! the page removes at once) never leaves in a `Referer`.
 //!
-//! * [`timeline`]: the events of an object's history, shared with the CLI.
-
-pub mod timeline;
+//! The timeline the page draws is built by `formats::timeline` and served by
+//! `GET /v1/timeline`.
 
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -8,7 +8,6 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use ledger::{LedgerView, StoredCheckpoint, StoredEntry};
 use schemas::bundle::{
@@ -18,7 +17,7 @@ use schemas::bundle::{
 use schemas::checkpoint::Checkpoint;
 
 use crate::views::EntryLine;
-use crate::ApiError;
+use crate::FormatError;
 
 /// What to put in a bundle.
 #[derive(Debug, Clone, Default)]
@@ -42,30 +41,24 @@ pub struct BundlePlan {
     pub proofs: Proofs,
 }
 
-fn conflict(detail: impl Into<String>) -> ApiError {
-    ApiError::request(StatusCode::CONFLICT, "inconsistent_checkpoint", detail)
-}
-
 /// Chooses the checkpoint and computes the proofs for `request` on `ledger`.
 ///
-/// Fails with a 4xx-style [`ApiError::Request`] when no signed checkpoint covers the range
-/// (`no_checkpoint`), the range is empty or beyond the checkpoint (404 `out_of_range`), or
-/// the previous checkpoint is not a prefix of this ledger's tree (`inconsistent_checkpoint`:
-/// a fork or a rollback the auditor must hear about).
+/// Fails with [`FormatError::NoCheckpoint`] when no signed checkpoint covers the range,
+/// [`FormatError::OutOfRange`] when the range is empty or beyond the checkpoint, and
+/// [`FormatError::InconsistentCheckpoint`] when the previous checkpoint is not a prefix of
+/// this ledger's tree (a fork or a rollback the auditor must hear about).
 pub fn plan(
     ledger: &LedgerView,
     request: &BundleRequest,
     now: DateTime<Utc>,
-) -> Result<BundlePlan, ApiError> {
+) -> Result<BundlePlan, FormatError> {
     let from = request.from_seq.unwrap_or(1);
     let covering = match request.to_seq {
         Some(to) => ledger.checkpoint_covering(to)?,
         None => ledger.latest_checkpoint()?,
     };
     let Some(checkpoint) = covering else {
-        return Err(ApiError::request(
-            StatusCode::NOT_FOUND,
-            "no_checkpoint",
+        return Err(FormatError::NoCheckpoint(
             match request.to_seq {
                 Some(to) => format!("no signed checkpoint covers seq {to} yet (serve --signing-key signs them; export --signing-key signs one offline)"),
                 None => "no checkpoint has been signed yet (serve --signing-key signs them; export --signing-key signs one offline)".into(),
@@ -75,7 +68,7 @@ pub fn plan(
     let size = checkpoint.checkpoint.size;
     let to = request.to_seq.unwrap_or(size);
     if from == 0 || from > to || to > size {
-        return Err(ApiError::out_of_range(format!(
+        return Err(FormatError::OutOfRange(format!(
             "the range {from}..={to} is not a non-empty range of seqs within the checkpoint's tree of size {size} (seqs start at 1)"
         )));
     }
@@ -84,19 +77,19 @@ pub fn plan(
         Some(previous) => {
             // An empty origin: the caller sent only a size and a root (HTTP).
             if !previous.origin.is_empty() && previous.origin != checkpoint.checkpoint.origin {
-                return Err(conflict(format!(
+                return Err(FormatError::InconsistentCheckpoint(format!(
                     "the previous checkpoint is of origin {:?}, this ledger's is {:?}",
                     previous.origin, checkpoint.checkpoint.origin
                 )));
             }
             if previous.size > size {
-                return Err(conflict(format!(
+                return Err(FormatError::InconsistentCheckpoint(format!(
                     "the previous checkpoint has tree size {} but the covering checkpoint only {size}: ask for a later range",
                     previous.size
                 )));
             }
             if previous.size == 0 || ledger.root_at(previous.size)? != previous.root {
-                return Err(conflict(format!(
+                return Err(FormatError::InconsistentCheckpoint(format!(
                     "this ledger's tree of size {} is not the one the previous checkpoint signed",
                     previous.size
                 )));
@@ -122,10 +115,10 @@ pub fn plan(
     })
 }
 
-/// An entry missing below a signed checkpoint: the store is damaged (a 500, not the
+/// An entry missing below a signed checkpoint: the store is damaged (corruption, not the
 /// caller's mistake).
-fn missing_entry(seq: u64) -> ApiError {
-    ApiError::Ledger(ledger::LedgerError::Corrupt(ledger::VerifyFailure {
+fn missing_entry(seq: u64) -> FormatError {
+    FormatError::Ledger(ledger::LedgerError::Corrupt(ledger::VerifyFailure {
         seq,
         kind: ledger::FailureKind::SeqGap,
         detail: format!("entry {seq} is missing from the ledger below a signed checkpoint"),
@@ -139,13 +132,21 @@ pub const BUNDLE_PAGE: usize = 1000;
 /// `from` on, in order, at most [`BUNDLE_PAGE`] of them and none past `to`. The service
 /// takes its read lock per page, so a large bundle never holds the watcher up; entries of
 /// an append-only ledger below a signed checkpoint cannot change between pages.
+///
+/// A source fails with its own error type (the service's lock has failures a ledger
+/// does not), which the bundle writers return as is; theirs convert into it.
 pub trait EntryPages {
+    /// What a failed read is, and what the bundle writers return.
+    type Error: From<FormatError>;
+
     /// One page of entries.
-    fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, ApiError>;
+    fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, Self::Error>;
 }
 
 impl EntryPages for &LedgerView {
-    fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, ApiError> {
+    type Error = FormatError;
+
+    fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, FormatError> {
         Ok(self
             .entries(from, to)
             .take(BUNDLE_PAGE)
@@ -153,18 +154,29 @@ impl EntryPages for &LedgerView {
     }
 }
 
-impl<F: FnMut(u64, u64) -> Result<Vec<StoredEntry>, ApiError>> EntryPages for F {
-    fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, ApiError> {
+impl<E, F> EntryPages for F
+where
+    E: From<FormatError>,
+    F: FnMut(u64, u64) -> Result<Vec<StoredEntry>, E>,
+{
+    type Error = E;
+
+    fn page(&mut self, from: u64, to: u64) -> Result<Vec<StoredEntry>, E> {
         self(from, to)
     }
 }
 
+/// A bundle writer's own failure, in the error type of its source.
+fn fail<E: From<FormatError>>(error: impl Into<FormatError>) -> E {
+    E::from(error.into())
+}
+
 /// Writes `entries.jsonl` for the plan's range, a page at a time.
-fn write_entries(
-    source: &mut impl EntryPages,
+fn write_entries<S: EntryPages>(
+    source: &mut S,
     plan: &BundlePlan,
     out: &mut impl Write,
-) -> Result<(), ApiError> {
+) -> Result<(), S::Error> {
     let mut expected = plan.manifest.from_seq;
     while expected <= plan.manifest.to_seq {
         let page = source.page(expected, plan.manifest.to_seq)?;
@@ -173,20 +185,20 @@ fn write_entries(
         }
         for stored in page {
             if stored.entry.seq != expected {
-                return Err(missing_entry(expected));
+                return Err(fail(missing_entry(expected)));
             }
-            serde_json::to_writer(&mut *out, &EntryLine::new(&stored))?;
-            out.write_all(b"\n")?;
+            serde_json::to_writer(&mut *out, &EntryLine::new(&stored)).map_err(fail)?;
+            out.write_all(b"\n").map_err(fail)?;
             expected += 1;
         }
     }
     if expected != plan.manifest.to_seq + 1 {
-        return Err(missing_entry(expected));
+        return Err(fail(missing_entry(expected)));
     }
     Ok(())
 }
 
-fn small_files(plan: &BundlePlan) -> Result<[(&'static str, Vec<u8>); 3], ApiError> {
+fn small_files(plan: &BundlePlan) -> Result<[(&'static str, Vec<u8>); 3], FormatError> {
     let mut manifest = serde_json::to_vec_pretty(&plan.manifest)?;
     manifest.push(b'\n');
     let mut proofs = serde_json::to_vec_pretty(&plan.proofs)?;
@@ -200,38 +212,49 @@ fn small_files(plan: &BundlePlan) -> Result<[(&'static str, Vec<u8>); 3], ApiErr
 
 /// Writes the bundle's four files into `dir` (created if absent; existing bundle files are
 /// replaced).
-pub fn write_dir(
-    mut source: impl EntryPages,
+pub fn write_dir<S: EntryPages>(
+    mut source: S,
     plan: &BundlePlan,
     dir: &Path,
-) -> Result<(), ApiError> {
-    std::fs::create_dir_all(dir)?;
-    let mut entries = std::io::BufWriter::new(std::fs::File::create(dir.join(ENTRIES_FILE))?);
+) -> Result<(), S::Error> {
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let file = std::fs::File::create(dir.join(ENTRIES_FILE)).map_err(fail)?;
+    let mut entries = std::io::BufWriter::new(file);
     write_entries(&mut source, plan, &mut entries)?;
-    entries.flush()?;
+    entries.flush().map_err(fail)?;
     entries
         .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+        .map_err(|e| fail(e.into_error()))?
+        .sync_all()
+        .map_err(fail)?;
     for (name, bytes) in small_files(plan)? {
-        std::fs::write(dir.join(name), bytes)?;
+        std::fs::write(dir.join(name), bytes).map_err(fail)?;
     }
     Ok(())
 }
 
 /// Writes the bundle as a tar archive to `out`. The entries are spooled to a temporary
 /// file first: a tar member's header carries its size.
-pub fn write_tar(
-    mut source: impl EntryPages,
+pub fn write_tar<S: EntryPages>(
+    mut source: S,
     plan: &BundlePlan,
     out: impl Write,
-) -> Result<(), ApiError> {
-    let mut spool = tempfile::tempfile()?;
+) -> Result<(), S::Error> {
+    let mut spool = tempfile::tempfile().map_err(fail)?;
     {
         let mut writer = std::io::BufWriter::new(&mut spool);
         write_entries(&mut source, plan, &mut writer)?;
-        writer.flush()?;
+        writer.flush().map_err(fail)?;
     }
+    Ok(archive(plan, spool, out)?)
+}
+
+/// The tar archive of a plan whose entries are spooled in `spool`.
+fn archive(
+    plan: &BundlePlan,
+    mut spool: std::fs::File,
+    out: impl Write,
+) -> Result<(), FormatError> {
     let entries_len = spool.stream_position()?;
     spool.seek(SeekFrom::Start(0))?;
     let mtime = u64::try_from(plan.manifest.created_at.timestamp()).unwrap_or(0);

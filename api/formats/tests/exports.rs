@@ -3,17 +3,16 @@
 //! free-text fields need CSV quoting. CloudEvents are validated against the CloudEvents
 //! JSON schema kept in `tests/data/vectors/cloudevents/`, and both formats are re-hashed.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use api::formats::{
-    cloud_event, cloud_event_type, cloud_event_types, export_cloudevents, export_csv,
-    transition_name, CloudEventsExport, CsvExport, CsvRow, CSV_COLUMNS,
-};
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
+use formats::cloudevents::{
+    cloud_event, cloud_event_type, cloud_event_types, export_cloudevents, CloudEventsExport,
+};
+use formats::csv_export::{export_csv, CsvExport, CsvRow, CSV_COLUMNS};
+use formats::transition_name;
 use ledger::{Ledger, LedgerConfig, StoredEntry};
 use schemas::{
     chain_hash, BindingKind, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, ObjectKind,
@@ -27,10 +26,29 @@ const AWKWARD_POD_NAME: &str = "evil,\"pod\"";
 const AWKWARD_GAP_REASON: &str = "relist, after \"410 Gone\"\nagain";
 
 fn workspace_root() -> PathBuf {
+    // This crate is api/formats: the workspace is two levels up.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
+}
+
+/// The object changes of a file of watch events (one JSON event per line), normalized as
+/// the watcher would record them.
+fn watch_event_changes(lines: &str) -> Vec<schemas::ObjectChange> {
+    let mut changes = Vec::new();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let value: Value = serde_json::from_str(line).unwrap();
+        let Some(kind) = value.get("type").and_then(Value::as_str) else {
+            continue;
+        };
+        let event = schemas::WatchEventType::parse(kind).unwrap();
+        if let Some(change) = schemas::normalize(event, &value["object"]).unwrap() {
+            changes.push(change);
+        }
+    }
+    changes
 }
 
 fn schema_path() -> PathBuf {
@@ -57,7 +75,7 @@ fn ledger_with_entries() -> (tempfile::TempDir, Ledger, Vec<StoredEntry>) {
     assert!(!files.is_empty(), "no fixtures in {}", fixtures.display());
     for (tick, file) in files.iter().enumerate() {
         let text = std::fs::read_to_string(file).unwrap();
-        let changes = common::watch_event_changes(&text);
+        let changes = watch_event_changes(&text);
         ledger
             .append(changes, at(tick as u32, 250_000_000))
             .unwrap();

@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
-use ledger::{BindingView, Ledger, ObjectRecord, Projection, StoredEntry};
-use schemas::{Change, ChangeKind, Entry, Hash, KindFields, ObjectKind};
+use ledger::{BindingView, LedgerView, ObjectRecord, Projection, StoredEntry};
+use schemas::{Change, Entry, Hash, KindFields, ObjectKind};
 use serde::Serialize;
 
-use crate::ApiError;
+use crate::names::{base64_of, change_name};
+use crate::FormatError;
 
 /// One entry with its chain hash, previous hash and exact stored bytes (base64), so an
 /// auditor can re-hash it without trusting the decoding.
@@ -38,7 +38,7 @@ impl<'a> EntryLine<'a> {
             hash: stored.hash,
             prev_hash: stored.entry.prev_hash,
             entry: &stored.entry,
-            bytes: base64::engine::general_purpose::STANDARD.encode(&stored.bytes),
+            bytes: base64_of(&stored.bytes),
         }
     }
 }
@@ -127,13 +127,13 @@ impl<'a> StateView<'a> {
     /// A table for people: every live object with its controller (warm, claimed and
     /// orphaned Sandboxes differ only there) and whether it is terminating, then every
     /// active binding with its pod uid and sandbox id.
-    pub fn write_table(&self, out: &mut impl Write) -> Result<(), ApiError> {
+    pub fn write_table(&self, out: &mut impl Write) -> Result<(), FormatError> {
         writeln!(
             out,
             "state as of seq {} ({})",
             self.seq,
             self.at
-                .map(crate::ui::timeline::time_text)
+                .map(crate::timeline::time_text)
                 .unwrap_or_else(|| "empty".into())
         )?;
         writeln!(out)?;
@@ -245,7 +245,7 @@ impl TextTable {
         &self,
         out: &mut impl Write,
         paint: &dyn Fn(usize, &str) -> Option<&'static str>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), FormatError> {
         let columns = self.header.len();
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
@@ -295,7 +295,7 @@ impl TextTable {
 pub fn write_jsonl<'a>(
     out: &mut impl Write,
     entries: impl IntoIterator<Item = &'a StoredEntry>,
-) -> Result<u64, ApiError> {
+) -> Result<u64, FormatError> {
     let mut count = 0;
     for stored in entries {
         serde_json::to_writer(&mut *out, &EntryLine::new(stored))?;
@@ -307,11 +307,11 @@ pub fn write_jsonl<'a>(
 
 /// Streams entries `from..=to` as JSON lines, one read at a time, never buffering the range.
 pub fn export_jsonl(
-    ledger: &Ledger,
+    ledger: &LedgerView,
     from: u64,
     to: u64,
     out: &mut impl Write,
-) -> Result<u64, ApiError> {
+) -> Result<u64, FormatError> {
     let mut count = 0;
     for stored in ledger.entries(from, to) {
         count += write_jsonl(out, [&stored?])?;
@@ -325,7 +325,7 @@ pub fn export_jsonl(
 pub fn write_entries_table<'a>(
     out: &mut impl Write,
     entries: impl IntoIterator<Item = &'a StoredEntry>,
-) -> Result<(), ApiError> {
+) -> Result<(), FormatError> {
     let mut table = TextTable::new(&[
         "SEQ",
         "OBSERVED",
@@ -409,7 +409,7 @@ pub fn write_entries_table<'a>(
         };
         table.row(vec![
             entry.seq.to_string(),
-            crate::ui::timeline::time_text(entry.observed_at),
+            crate::timeline::time_text(entry.observed_at),
             change,
             kind,
             name,
@@ -430,21 +430,11 @@ pub fn write_entries_table<'a>(
     table.write(out, &|_, _| None)
 }
 
-/// A change kind as the JSON spells it (`missing_on_resync`, not `missingonresync`).
-fn change_name(change: ChangeKind) -> &'static str {
-    match change {
-        ChangeKind::Created => "created",
-        ChangeKind::Updated => "updated",
-        ChangeKind::Deleted => "deleted",
-        ChangeKind::MissingOnResync => "missing_on_resync",
-    }
-}
-
 /// A check's decision for people: the verdict and reason, then the binding it rests on.
 pub fn write_decision_table(
     decision: &ledger::Decision,
     out: &mut impl Write,
-) -> Result<(), ApiError> {
+) -> Result<(), FormatError> {
     let verdict = match decision.decision {
         ledger::Verdict::Allow => "ALLOW",
         ledger::Verdict::Deny => "DENY",
@@ -484,7 +474,7 @@ pub fn write_decision_table(
 pub fn write_verify_table(
     report: &ledger::VerifyReport,
     out: &mut impl Write,
-) -> Result<(), ApiError> {
+) -> Result<(), FormatError> {
     match &report.failure {
         None => writeln!(
             out,
@@ -519,7 +509,7 @@ pub fn write_verify_table(
 mod tests {
     use super::*;
     use schemas::entry::CheckDenied;
-    use schemas::{ObjectChange, Reason};
+    use schemas::{ChangeKind, ObjectChange, Reason};
 
     fn stored(seq: u64, change: Change) -> StoredEntry {
         let entry = Entry {

@@ -18,7 +18,7 @@ use schemas::{OwnerRef, Transition};
 use serde::Serialize;
 
 use crate::views::{printable, TextTable};
-use crate::ApiError;
+use crate::FormatError;
 
 /// At most this many entries are read looking for watch gaps in one timeline: gaps have
 /// no index, and an object alive for millions of entries must not make one request read
@@ -249,7 +249,7 @@ impl Timeline {
 
     /// The timeline for people: each subject, then one aligned line per event; with
     /// `color`, ANSI colours for the event and the reason (for a terminal).
-    pub fn write_text(&self, out: &mut impl Write, color: bool) -> Result<(), ApiError> {
+    pub fn write_text(&self, out: &mut impl Write, color: bool) -> Result<(), FormatError> {
         if self.subjects.is_empty() {
             writeln!(out, "no object recorded under that selector")?;
         }

@@ -1,0 +1,315 @@
+//! The routes, their handlers, and the layers around them. The handlers live in one
+//! module per area: [`identity`], [`history`] (and state), [`export`], [`proofs`] (and
+//! integrity), [`health`]; the helpers they share are here.
+//!
+//! Every route is declared once in [`specs`]: the router is built from that table and
+//! [`route_table`] lists it, so the OpenAPI test compares the document with what is
+//! actually served. Layers, outermost first: JSON error bodies for anything that is not
+//! already JSON, panic catching, the request timeout, the body limit; on `/v1` routes
+//! also bearer authentication, then the concurrency limit.
+
+mod export;
+mod health;
+mod history;
+mod identity;
+mod proofs;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use formats::EntryLine;
+use ledger::{LedgerView, StoredEntry};
+use schemas::Hash;
+use serde::Serialize;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::{ApiError, Service};
+
+/// Default and largest page of `/v1/history` and `/v1/entries`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// One route: method, path (OpenAPI syntax, which axum 0.8 shares), whether it needs a
+/// bearer token, and its handler.
+struct Spec {
+    method: Method,
+    path: &'static str,
+    auth: bool,
+    handler: MethodRouter<Service>,
+}
+
+fn spec(method: Method, path: &'static str, auth: bool, handler: MethodRouter<Service>) -> Spec {
+    Spec {
+        method,
+        path,
+        auth,
+        handler,
+    }
+}
+
+fn specs() -> Vec<Spec> {
+    use axum::routing::{get, post};
+    vec![
+        spec(
+            Method::POST,
+            "/v1/identity/check",
+            true,
+            post(identity::check),
+        ),
+        spec(
+            Method::GET,
+            "/v1/bindings/{pod_uid}",
+            true,
+            get(identity::binding),
+        ),
+        spec(Method::GET, "/v1/history", true, get(history::history)),
+        spec(Method::GET, "/v1/state", true, get(history::state)),
+        spec(Method::GET, "/v1/entries", true, get(history::entries)),
+        spec(Method::GET, "/v1/export", true, get(export::export)),
+        spec(Method::GET, "/v1/head", true, get(proofs::head)),
+        spec(Method::GET, "/v1/timeline", true, get(history::timeline)),
+        spec(Method::GET, "/v1/integrity", true, get(proofs::integrity)),
+        spec(Method::GET, "/v1/checkpoint", true, get(proofs::checkpoint)),
+        spec(
+            Method::GET,
+            "/v1/proof/inclusion",
+            true,
+            get(proofs::inclusion_proof),
+        ),
+        spec(
+            Method::GET,
+            "/v1/proof/consistency",
+            true,
+            get(proofs::consistency_proof),
+        ),
+        spec(Method::GET, "/healthz", false, get(health::healthz)),
+        spec(Method::GET, "/readyz", false, get(health::readyz)),
+        spec(Method::GET, "/metrics", false, get(health::metrics)),
+        spec(Method::GET, "/openapi.json", false, get(health::openapi)),
+        // The timeline page: public static assets; its data comes from /v1 with a token.
+        spec(Method::GET, "/ui", false, get(crate::ui::redirect)),
+        spec(Method::GET, "/ui/", false, get(crate::ui::index)),
+        spec(Method::GET, "/ui/app.js", false, get(crate::ui::script)),
+        spec(Method::GET, "/ui/app.css", false, get(crate::ui::style)),
+    ]
+}
+
+/// Every (lowercase method, path) served.
+pub(crate) fn route_table() -> Vec<(&'static str, &'static str)> {
+    specs()
+        .into_iter()
+        .map(|s| (method_name(&s.method), s.path))
+        .collect()
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        Method::PATCH => "patch",
+        _ => "other",
+    }
+}
+
+pub(crate) fn router(service: Service) -> Router {
+    let options = &service.inner.options;
+    let mut protected = Router::new();
+    let mut open = Router::new();
+    for spec in specs() {
+        if spec.auth {
+            protected = protected.route(spec.path, spec.handler);
+        } else {
+            open = open.route(spec.path, spec.handler);
+        }
+    }
+    let protected = protected
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            limit_concurrency,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            service.clone(),
+            crate::auth::require_token,
+        ));
+    Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    options.request_timeout,
+                ))
+                .layer(RequestBodyLimitLayer::new(options.body_limit))
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .layer(middleware::map_response(json_errors))
+        .with_state(service)
+}
+
+async fn limit_concurrency(
+    State(service): State<Service>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let permits = std::sync::Arc::clone(&service.inner.permits);
+    match permits.acquire_owned().await {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Unavailable("the service is shutting down".into()).into_response(),
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::request(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::request(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not answer this method",
+    )
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({"error": "internal_error", "detail": "internal error"})),
+    )
+        .into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Gives every 4xx/5xx the `{"error", "detail"}` shape, whoever produced it (the body
+/// limit, the timeout, the router).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    let detail = match (status, text.is_empty()) {
+        (StatusCode::REQUEST_TIMEOUT, _) => "the request took too long".to_string(),
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+        (_, false) => text,
+    };
+    let body = serde_json::to_vec(&serde_json::json!({"error": code, "detail": detail}))
+        .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Runs ledger reads that may take a while (sled reads, replay) off the async workers.
+async fn blocking<T: Send + 'static>(
+    service: &Service,
+    work: impl FnOnce(&Service) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || work(&service))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the request task failed: {e}")))?
+}
+
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(bytes),
+    )
+        .into_response()
+}
+
+/// Where the ledger stood when an answer was computed.
+#[derive(Debug, Serialize)]
+struct Position {
+    seq: u64,
+    head_hash: Hash,
+}
+
+fn position(ledger: &LedgerView) -> Position {
+    let head = ledger.head();
+    Position {
+        seq: head.seq,
+        head_hash: head.hash,
+    }
+}
+
+/// A page of entries and the cursor of the next one.
+#[derive(Serialize)]
+struct Page<'a> {
+    entries: Vec<EntryLine<'a>>,
+    /// Pass as `after_seq` for the next page; absent on the last page.
+    next_after_seq: Option<u64>,
+    head_seq: u64,
+}
+
+fn page_response(stored: &[StoredEntry], more: bool, head_seq: u64) -> Result<Response, ApiError> {
+    let page = Page {
+        entries: stored.iter().map(EntryLine::new).collect(),
+        next_after_seq: if more {
+            stored.last().map(|s| s.entry.seq)
+        } else {
+            None
+        },
+        head_seq,
+    };
+    Ok(json_bytes(StatusCode::OK, serde_json::to_vec(&page)?))
+}
+
+fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(ApiError::query("limit must be at least 1")),
+        n if n > MAX_LIMIT => Err(ApiError::query(format!(
+            "limit is {n}; at most {MAX_LIMIT} entries per page"
+        ))),
+        n => Ok(n),
+    }
+}
+
+fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::query(format!(
+                "{field} must be an RFC 3339 time such as 2026-05-20T15:00:00Z: {e}"
+            ))
+        })
+}

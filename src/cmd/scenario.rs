@@ -1,0 +1,37 @@
+//! `claim-ledger scenario`: scenario files: lifecycles and faults against a fresh simulator + watcher + ledger.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::error::CommandError;
+use crate::service;
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Run each file end to end and report every expectation; exit 1 on any failure.
+    Run {
+        /// Scenario files (YAML; see docs/SCENARIOS.md).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+// No doc comment: the `Command::Scenario` variant's is the command's help.
+#[derive(clap::Args)]
+pub struct ScenarioArgs {
+    #[command(subcommand)]
+    command: ScenarioCommand,
+}
+
+/// Runs `claim-ledger scenario`.
+pub fn run(args: ScenarioArgs) -> Result<(), CommandError> {
+    let ScenarioArgs {
+        command: ScenarioCommand::Run { files },
+    } = args;
+    let report = service::runtime()?.block_on(::scenario::run_files(&files))?;
+    if !report.all_passed() {
+        return Err(CommandError::Check("a scenario expectation failed".into()));
+    }
+    Ok(())
+}

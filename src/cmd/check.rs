@@ -1,4 +1,5 @@
-//! `claim-ledger check`: is this pod bound? Prints the decision; exit 0 allow, 1 deny.
+//! `claim-ledger check`: is this pod bound? The binding rule's decision from the ledger
+//! alone; exit 0 allow, 1 deny.
 
 use ledger::{CheckRequest, Verdict};
 

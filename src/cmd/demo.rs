@@ -1,4 +1,5 @@
-//! `claim-ledger demo`: simulator + watcher + ledger + API with a live scenario, until Ctrl-C.
+//! `claim-ledger demo`: the simulator, the watcher, a ledger and the API together, with a
+//! live scenario that binds, replaces and releases sandboxes until Ctrl-C (or `--rounds`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

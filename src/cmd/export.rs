@@ -1,4 +1,5 @@
-//! `claim-ledger export`: export entries with hashes and exact bytes, one JSON object per line.
+//! `claim-ledger export`: the entries with their hashes and exact bytes (jsonl, CSV or
+//! CloudEvents), or an export bundle for `verify-export` that ends at a signed checkpoint.
 
 use std::io::{self, Write};
 use std::path::PathBuf;

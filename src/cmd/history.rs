@@ -1,4 +1,5 @@
-//! `claim-ledger history`: every entry that recorded one object.
+//! `claim-ledger history`: every entry that recorded one object, as JSON lines, a table,
+//! or the object's timeline.
 
 use std::io;
 

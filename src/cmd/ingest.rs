@@ -1,4 +1,5 @@
-//! `claim-ledger ingest`: append Kubernetes watch events (JSON lines) from FILE or standard input.
+//! `claim-ledger ingest`: appends Kubernetes watch events (JSON lines) from a file or
+//! standard input.
 
 use std::io::{self, BufRead, BufReader, Write};
 

@@ -1,4 +1,4 @@
-//! `claim-ledger keygen`: write a new Ed25519 key pair for signing checkpoints: PREFIX.key (private, mode 0600) and PREFIX.pub (the verifier key auditors trust).
+//! `claim-ledger keygen`: writes a new Ed25519 key pair for signing checkpoints.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! `claim-ledger migrate`: copy a ledger, record for record, into a new, empty one: a directory into a PostgreSQL database or back.
+//! `claim-ledger migrate`: copies a ledger, record for record, into a new, empty one (a
+//! directory into a PostgreSQL database or back), verifying both sides.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! `claim-ledger scenario`: scenario files: lifecycles and faults against a fresh simulator + watcher + ledger.
+//! `claim-ledger scenario run`: runs scenario files end to end through the `scenario`
+//! crate; exit 1 when an expectation failed, 2 when a file is invalid.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
-//! `claim-ledger serve`: watch a cluster into the ledger and serve the HTTP API (the service's main job).
+//! `claim-ledger serve`: watches a cluster into the ledger and serves the HTTP API (the
+//! service's main job); its flags and their translation into the service's options.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! `claim-ledger sim`: run the cluster simulator alone (a Kubernetes API server for agent-sandbox objects).
+//! `claim-ledger sim`: serves the cluster simulator alone (a Kubernetes API server for
+//! agent-sandbox objects), optionally driven through a scenario file's cluster steps.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

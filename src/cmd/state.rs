@@ -1,4 +1,5 @@
-//! `claim-ledger state`: the projected state (objects and bindings), now or as of a seq or time.
+//! `claim-ledger state`: the projected state (objects and bindings), now or as of a seq
+//! or a time.
 
 use std::io::Write;
 

@@ -1,4 +1,5 @@
-//! `claim-ledger verify`: verify the whole chain, every entry's encoding and every stored transition.
+//! `claim-ledger verify`: verifies the chain, every entry's encoding and every stored
+//! transition, and optionally that the ledger holds a signed checkpoint's tree.
 
 use std::io::Write;
 use std::path::PathBuf;

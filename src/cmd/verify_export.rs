@@ -1,4 +1,6 @@
-//! `claim-ledger verify-export`: verify an export bundle offline: the blake3 chain over the exported bytes, the Merkle root against the signed checkpoint, and consistency with a previous one.
+//! `claim-ledger verify-export`: verifies an export bundle offline (the chain over the
+//! exported bytes, the Merkle root against the signed checkpoint, consistency with a
+//! previous one).
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use sim::{Resource, Simulator};
 
 use crate::executor::{run_steps, Executor, StepResult};
 use crate::format::{Action, Capture, PatchStep, Pick, SandboxTarget, Scenario, Step, Wait};
-use crate::report::*;
+use crate::report::{describe_claim, describe_written, join, name_of, uid_of};
 
 /// The cluster side of a run: the simulator being driven, the scenario and the variables
 /// captured so far. It carries out every step that acts on the cluster alone (objects,

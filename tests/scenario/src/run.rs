@@ -18,8 +18,14 @@ use crate::cluster_steps::ClusterSteps;
 use crate::executor::{
     run_steps, Executor, StepResult, Tally, DEFAULT_TIMEOUT, POLL, STABLE_POLLS,
 };
-use crate::format::*;
-use crate::report::*;
+use crate::format::{
+    Action, Assert, Counters, Dur, EntryChange, Expect, Kind, LogHas, ObjectAssert, Scenario,
+    SeqRef, Step, Wait,
+};
+use crate::report::{
+    describe_change, describe_decision, describe_expected, describe_request, state_of, suffix,
+    uid_of,
+};
 
 pub(crate) struct Watching {
     pub(crate) readiness: Readiness,

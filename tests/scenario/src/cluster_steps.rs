@@ -255,7 +255,7 @@ impl ClusterSteps<'_> {
         Ok(detail)
     }
 
-    pub(crate) fn patch(&self, patch: &PatchStep) -> Result<Value, String> {
+    fn patch(&self, patch: &PatchStep) -> Result<Value, String> {
         let ns = self.ns(&patch.namespace)?;
         let name = self.subst(&patch.name)?;
         let mut body = self.subst_value(&patch.merge)?;
@@ -278,12 +278,7 @@ impl ClusterSteps<'_> {
         written.ok_or_else(|| "the merge patch is empty".to_string())
     }
 
-    pub(crate) fn set_claim_policy(
-        &self,
-        ns: &str,
-        claim: &str,
-        policy: &str,
-    ) -> Result<Value, String> {
+    fn set_claim_policy(&self, ns: &str, claim: &str, policy: &str) -> Result<Value, String> {
         let patch = json!({"spec": {"lifecycle": {"shutdownPolicy": self.subst(policy)?}}});
         self.sim
             .merge_patch(Resource::SandboxClaim, ns, claim, patch, false)
@@ -291,10 +286,7 @@ impl ClusterSteps<'_> {
     }
 
     /// The namespace and Sandbox name a target names (directly or through a claim).
-    pub(crate) fn sandbox_target(
-        &self,
-        target: &SandboxTarget,
-    ) -> Result<(String, String), String> {
+    fn sandbox_target(&self, target: &SandboxTarget) -> Result<(String, String), String> {
         let ns = self.ns(&target.namespace)?;
         match (&target.sandbox, &target.claim) {
             (Some(sandbox), _) => Ok((ns, self.subst(sandbox)?)),
@@ -386,7 +378,7 @@ impl ClusterSteps<'_> {
         Ok(out)
     }
 
-    pub(crate) fn lookup(&self, name: &str) -> Result<String, String> {
+    fn lookup(&self, name: &str) -> Result<String, String> {
         if let Some(path) = name.strip_prefix("uid:") {
             let parts: Vec<&str> = path.split('/').collect();
             let (kind, ns, object) = match parts.as_slice() {
@@ -414,7 +406,7 @@ impl ClusterSteps<'_> {
             .ok_or_else(|| format!("`${{{name}}}` was never captured"))
     }
 
-    pub(crate) fn subst_value(&self, value: &Value) -> Result<Value, String> {
+    fn subst_value(&self, value: &Value) -> Result<Value, String> {
         Ok(match value {
             Value::String(text) => Value::String(self.subst(text)?),
             Value::Array(items) => Value::Array(

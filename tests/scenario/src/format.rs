@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sim::{Propagation, Resource, Served, SimConfig};
 
-pub(crate) fn yes() -> bool {
+fn yes() -> bool {
     true
 }
 
-pub(crate) fn default_namespace() -> String {
+fn default_namespace() -> String {
     "default".into()
 }
 
@@ -29,7 +29,7 @@ pub struct Scenario {
     /// Longer prose; not used by the runner.
     #[serde(default)]
     #[allow(dead_code)]
-    pub(crate) description: Option<String>,
+    description: Option<String>,
     #[serde(default)]
     pub(crate) simulator: SimSettings,
     #[serde(default)]
@@ -93,7 +93,7 @@ pub(crate) struct SimSettings {
     #[serde(default)]
     pub(crate) served: ServedSetting,
     #[serde(default)]
-    pub(crate) compaction_window: Option<u64>,
+    compaction_window: Option<u64>,
 }
 
 impl Default for SimSettings {
@@ -685,7 +685,7 @@ impl<'de> Deserialize<'de> for Assert {
 /// `{}` or nothing: the body of a step kind that takes no fields.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Empty {}
+struct Empty {}
 
 /// What a step does.
 #[derive(Debug, Clone, Serialize)]
@@ -715,7 +715,7 @@ pub(crate) enum Action {
     Assert(Box<Assert>),
 }
 
-pub(crate) const STEP_KINDS: [&str; 21] = [
+const STEP_KINDS: [&str; 21] = [
     "apply",
     "delete",
     "patch",
@@ -739,7 +739,7 @@ pub(crate) const STEP_KINDS: [&str; 21] = [
     "assert",
 ];
 
-pub(crate) fn unit_action(kind: &str) -> Option<Action> {
+fn unit_action(kind: &str) -> Option<Action> {
     Some(match kind {
         "drop_watches" => Action::DropWatches,
         "expire_next_watch" => Action::ExpireNextWatch,
@@ -752,7 +752,7 @@ pub(crate) fn unit_action(kind: &str) -> Option<Action> {
     })
 }
 
-pub(crate) fn unknown_kind(kind: &str) -> String {
+fn unknown_kind(kind: &str) -> String {
     format!(
         "unknown step kind `{kind}`; expected one of {} (plus the keys `note` and `capture`)",
         STEP_KINDS.join(", ")
@@ -761,7 +761,7 @@ pub(crate) fn unknown_kind(kind: &str) -> String {
 
 /// The value of a step's `capture` key: a variable name (beside another step kind) or the
 /// body of a `capture` step.
-pub(crate) enum CaptureKey {
+enum CaptureKey {
     Var(String),
     Step(Capture),
 }

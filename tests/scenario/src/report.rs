@@ -85,7 +85,7 @@ pub(crate) fn state_of(change: &ObjectChange) -> Value {
     })
 }
 
-pub(crate) fn verdict_name(verdict: Verdict) -> &'static str {
+fn verdict_name(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Allow => "allow",
         Verdict::Deny => "deny",

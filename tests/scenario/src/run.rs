@@ -27,15 +27,15 @@ use crate::report::{
     uid_of,
 };
 
-pub(crate) struct Watching {
-    pub(crate) readiness: Readiness,
+struct Watching {
+    readiness: Readiness,
     pub(crate) stop: oneshot::Sender<()>,
-    pub(crate) task: tokio::task::JoinHandle<Result<(), watcher::WatcherError>>,
+    task: tokio::task::JoinHandle<Result<(), watcher::WatcherError>>,
 }
 
 /// Watch counters summed over every watcher run of the scenario.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct WatchTotals {
+struct WatchTotals {
     pub(crate) relists: u64,
     pub(crate) resync_deletions: u64,
     pub(crate) watch_errors: u64,
@@ -48,8 +48,8 @@ pub(crate) struct ScenarioRun<'a> {
     pub(crate) served: Served,
     pub(crate) client: kube::Client,
     pub(crate) ledger: SharedLedger,
-    pub(crate) watching: Option<Watching>,
-    pub(crate) past: WatchTotals,
+    watching: Option<Watching>,
+    past: WatchTotals,
 }
 
 impl Executor for ScenarioRun<'_> {
@@ -101,7 +101,7 @@ pub(crate) async fn run_scenario(path: &Path, scenario: &Scenario) -> Option<Str
 
 /// Serves a fresh simulator configured by the file and opens an empty ledger in `dir`;
 /// the simulator stops when `stopped` fires.
-pub(crate) async fn start_cluster<'a>(
+async fn start_cluster<'a>(
     scenario: &'a Scenario,
     dir: &Path,
     stopped: oneshot::Receiver<()>,
@@ -150,7 +150,7 @@ pub(crate) async fn start_cluster<'a>(
 }
 
 impl ScenarioRun<'_> {
-    pub(crate) fn timeout(&self, own: Option<Dur>) -> Duration {
+    fn timeout(&self, own: Option<Dur>) -> Duration {
         own.or(self.cluster.scenario.timeout)
             .map_or(DEFAULT_TIMEOUT, |d| d.0)
     }
@@ -194,7 +194,7 @@ impl ScenarioRun<'_> {
         first_failure
     }
 
-    pub(crate) async fn final_checks(&mut self) -> Vec<(&'static str, StepResult)> {
+    async fn final_checks(&mut self) -> Vec<(&'static str, StepResult)> {
         let mut results = Vec::new();
         if self.watching.is_some() {
             let timeout = self.timeout(None);
@@ -238,7 +238,7 @@ impl ScenarioRun<'_> {
 impl ScenarioRun<'_> {
     // ----- the watcher -----
 
-    pub(crate) fn start_watcher(&mut self) {
+    fn start_watcher(&mut self) {
         let settings = &self.cluster.scenario.watcher;
         let unready_after = settings
             .unready_after
@@ -266,7 +266,7 @@ impl ScenarioRun<'_> {
         });
     }
 
-    pub(crate) async fn stop_watcher(&mut self, watching: Watching) -> Result<u64, String> {
+    async fn stop_watcher(&mut self, watching: Watching) -> Result<u64, String> {
         let counters = watching.readiness.counters();
         self.past.relists += counters.relists;
         self.past.resync_deletions += counters.resync_deletions;
@@ -280,7 +280,7 @@ impl ScenarioRun<'_> {
         Ok(self.read_ledger().head().seq)
     }
 
-    pub(crate) async fn stop_watcher_quietly(&mut self) {
+    async fn stop_watcher_quietly(&mut self) {
         if let Some(watching) = self.watching.take() {
             if let Err(e) = self.stop_watcher(watching).await {
                 println!("   note: {e}");
@@ -288,13 +288,13 @@ impl ScenarioRun<'_> {
         }
     }
 
-    pub(crate) fn ready(&self) -> bool {
+    fn ready(&self) -> bool {
         self.watching
             .as_ref()
             .is_some_and(|w| w.readiness.is_ready())
     }
 
-    pub(crate) fn totals(&self) -> WatchTotals {
+    fn totals(&self) -> WatchTotals {
         let mut totals = self.past;
         if let Some(w) = &self.watching {
             let c = w.readiness.counters();
@@ -305,13 +305,13 @@ impl ScenarioRun<'_> {
         totals
     }
 
-    pub(crate) fn read_ledger(&self) -> Arc<ledger::LedgerView> {
+    fn read_ledger(&self) -> Arc<ledger::LedgerView> {
         self.ledger.view()
     }
 
     // ----- sync -----
 
-    pub(crate) async fn wait_ready(&self, timeout: Option<Dur>) -> StepResult {
+    async fn wait_ready(&self, timeout: Option<Dur>) -> StepResult {
         if self.watching.is_none() {
             return Err("the watcher is stopped: it cannot become ready".into());
         }
@@ -330,7 +330,7 @@ impl ScenarioRun<'_> {
         Ok(String::new())
     }
 
-    pub(crate) fn stream_report(&self) -> String {
+    fn stream_report(&self) -> String {
         let Some(w) = &self.watching else {
             return "the watcher is stopped".into();
         };
@@ -358,7 +358,7 @@ impl ScenarioRun<'_> {
 
     /// Until the watcher is ready, the projection equals the simulator's truth and the head
     /// has stopped moving.
-    pub(crate) async fn wait_synced(&self, timeout: Duration) -> StepResult {
+    async fn wait_synced(&self, timeout: Duration) -> StepResult {
         if self.watching.is_none() {
             return Err("the watcher is stopped: the ledger cannot catch up".into());
         }
@@ -408,7 +408,7 @@ impl ScenarioRun<'_> {
     /// The simulator's truth as the watcher would record it: every Sandbox and claim, and
     /// the pods and PVCs controlled by a Sandbox (or already recorded), normalized from
     /// what the watcher is served (the preferred version; pods as metadata only).
-    pub(crate) fn truth(&self, ledger: &ledger::LedgerView) -> BTreeMap<String, ObjectChange> {
+    fn truth(&self, ledger: &ledger::LedgerView) -> BTreeMap<String, ObjectChange> {
         let namespaces = &self.cluster.scenario.watcher.namespaces;
         let mut truth = BTreeMap::new();
         for resource in [
@@ -458,7 +458,7 @@ impl ScenarioRun<'_> {
     }
 
     /// `Ok(live count)` when the projection's live objects equal the simulator's truth.
-    pub(crate) fn truth_diff(&self) -> Result<usize, String> {
+    fn truth_diff(&self) -> Result<usize, String> {
         let ledger = self.read_ledger();
         let truth = self.truth(&ledger);
         let live: BTreeMap<&str, &ObjectChange> = ledger
@@ -502,7 +502,7 @@ impl ScenarioRun<'_> {
 
     // ----- expectations -----
 
-    pub(crate) fn request(&self, expect: &Expect) -> Result<CheckRequest, String> {
+    fn request(&self, expect: &Expect) -> Result<CheckRequest, String> {
         let namespace = self.cluster.ns(&expect.namespace)?;
         let pod_name = match (&expect.pod, &expect.pod_of_claim) {
             (Some(pod), _) => self.cluster.subst(pod)?,
@@ -585,7 +585,7 @@ impl ScenarioRun<'_> {
 
     // ----- assertions -----
 
-    pub(crate) async fn assert(&self, assert: &Assert) -> StepResult {
+    async fn assert(&self, assert: &Assert) -> StepResult {
         match assert {
             Assert::ChainVerifies => self.chain_verifies(),
             Assert::NoDuplicateVersions => self.no_duplicate_versions(),
@@ -620,11 +620,7 @@ impl ScenarioRun<'_> {
     }
 
     /// Retries `check` until it holds or the timeout expires; reports its last failure.
-    pub(crate) async fn poll(
-        &self,
-        timeout: Option<Dur>,
-        check: impl Fn() -> StepResult,
-    ) -> StepResult {
+    async fn poll(&self, timeout: Option<Dur>, check: impl Fn() -> StepResult) -> StepResult {
         let timeout = self.timeout(timeout);
         let deadline = Instant::now() + timeout;
         loop {
@@ -638,7 +634,7 @@ impl ScenarioRun<'_> {
         }
     }
 
-    pub(crate) fn chain_verifies(&self) -> StepResult {
+    fn chain_verifies(&self) -> StepResult {
         let report = self
             .read_ledger()
             .verify()
@@ -652,7 +648,7 @@ impl ScenarioRun<'_> {
         }
     }
 
-    pub(crate) fn no_duplicate_versions(&self) -> StepResult {
+    fn no_duplicate_versions(&self) -> StepResult {
         let ledger = self.read_ledger();
         let head = ledger.head().seq;
         let mut seen: HashMap<(String, String, bool), u64> = HashMap::new();
@@ -680,7 +676,7 @@ impl ScenarioRun<'_> {
         Ok(format!("{objects} object entries"))
     }
 
-    pub(crate) fn resolve_log_filter(&self, log: &LogHas) -> Result<LogFilter, String> {
+    fn resolve_log_filter(&self, log: &LogHas) -> Result<LogFilter, String> {
         let opt =
             |field: &Option<String>| field.as_deref().map(|s| self.cluster.subst(s)).transpose();
         Ok(LogFilter {
@@ -691,7 +687,7 @@ impl ScenarioRun<'_> {
         })
     }
 
-    pub(crate) fn log_has(&self, log: &LogHas, filter: &LogFilter) -> StepResult {
+    fn log_has(&self, log: &LogHas, filter: &LogFilter) -> StepResult {
         let ledger = self.read_ledger();
         let head = ledger.head().seq;
         let mut count = 0u64;
@@ -718,7 +714,7 @@ impl ScenarioRun<'_> {
         }
     }
 
-    pub(crate) fn counters(&self, wanted: &Counters) -> StepResult {
+    fn counters(&self, wanted: &Counters) -> StepResult {
         let stats = self.read_ledger().stats();
         let totals = self.totals();
         let actual = [
@@ -753,7 +749,7 @@ impl ScenarioRun<'_> {
         }
     }
 
-    pub(crate) fn object(
+    fn object(
         &self,
         wanted: &ObjectAssert,
         (ns, name, uid, controller): &(String, String, Option<String>, Option<String>),
@@ -840,7 +836,7 @@ pub(crate) struct LogFilter {
     pub(crate) reason: Option<String>,
 }
 
-pub(crate) fn entry_matches(change: &Change, log: &LogHas, filter: &LogFilter) -> bool {
+fn entry_matches(change: &Change, log: &LogHas, filter: &LogFilter) -> bool {
     match change {
         Change::Object(object) => {
             let kind_of_change = match object.change {

@@ -34,7 +34,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 }
 
 /// serde's paths count from 0 (`steps[3].expect`); the report counts steps from 1.
-pub(crate) fn one_based_steps(message: &str) -> String {
+fn one_based_steps(message: &str) -> String {
     let Some(rest) = message.strip_prefix("steps[") else {
         return message.to_string();
     };
@@ -52,7 +52,7 @@ pub(crate) fn one_based_steps(message: &str) -> String {
 
 /// The 1-based line of each item of the top-level `steps:` block sequence; all `None` when
 /// the file is written some other way (a flow sequence).
-pub(crate) fn step_lines(text: &str, count: usize) -> Vec<Option<usize>> {
+fn step_lines(text: &str, count: usize) -> Vec<Option<usize>> {
     let lines: Vec<&str> = text.lines().collect();
     let Some(start) = lines
         .iter()
@@ -132,7 +132,7 @@ pub(crate) fn validate(scenario: &Scenario) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn check_var_name(var: &str) -> Result<(), String> {
+fn check_var_name(var: &str) -> Result<(), String> {
     let valid = !var.is_empty()
         && var
             .chars()
@@ -147,7 +147,7 @@ pub(crate) fn check_var_name(var: &str) -> Result<(), String> {
     }
 }
 
-pub(crate) fn validate_step(step: &Step, scenario: &Scenario) -> Result<(), String> {
+fn validate_step(step: &Step, scenario: &Scenario) -> Result<(), String> {
     let controllers = scenario.simulator.controllers;
     match &step.action {
         Action::CreatePool(_)
@@ -237,7 +237,7 @@ pub(crate) fn validate_step(step: &Step, scenario: &Scenario) -> Result<(), Stri
     }
 }
 
-pub(crate) fn validate_expect(expect: &Expect) -> Result<(), String> {
+fn validate_expect(expect: &Expect) -> Result<(), String> {
     if expect.pod.is_some() == expect.pod_of_claim.is_some() {
         return Err("name the pod with exactly one of `pod` (its name) and `pod_of_claim`".into());
     }
@@ -260,7 +260,7 @@ pub(crate) fn validate_expect(expect: &Expect) -> Result<(), String> {
 }
 
 /// Every `${name}` (not the `${uid:...}` lookups) in the strings of `value`.
-pub(crate) fn collect_vars(value: &Value, out: &mut Vec<String>) {
+fn collect_vars(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::String(text) => {
             let mut rest = text.as_str();

@@ -8,7 +8,7 @@ use std::io::Write;
 use crate::cli::{DbArgs, Output};
 use crate::error::CommandError;
 
-// No doc comment: the `Command::Check` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Check` (cli.rs).
 #[derive(clap::Args)]
 pub struct CheckArgs {
     #[command(flatten)]

@@ -16,7 +16,7 @@ use crate::audit;
 use crate::error::CommandError;
 use crate::service::{self, finish, start, ApiArgs, Shutdown};
 
-// No doc comment: the `Command::Demo` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Demo` (cli.rs).
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// The demo's directory: the ledger, the simulator's kubeconfig, the API token.
@@ -54,13 +54,13 @@ pub fn run(args: DemoArgs) -> Result<(), CommandError> {
 /// What `claim-ledger demo` runs with.
 struct DemoOptions {
     /// The demo's directory: ledger, kubeconfig, API token.
-    pub dir: PathBuf,
+    dir: PathBuf,
     /// Where the API listens.
-    pub listen: SocketAddr,
+    listen: SocketAddr,
     /// Stop after this many scenario rounds (run until Ctrl-C when absent).
-    pub rounds: Option<u64>,
+    rounds: Option<u64>,
     /// Pause between scenario steps.
-    pub step: Duration,
+    step: Duration,
 }
 
 /// `claim-ledger demo`: simulator + watcher + ledger + API with a live scenario.

@@ -22,7 +22,7 @@ enum ExportFormat {
     Cloudevents,
 }
 
-// No doc comment: the `Command::Export` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Export` (cli.rs).
 #[derive(clap::Args)]
 pub struct ExportArgs {
     #[command(flatten)]

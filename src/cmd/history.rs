@@ -49,7 +49,7 @@ struct HistoryTarget {
     name: Option<String>,
 }
 
-// No doc comment: the `Command::History` variant's is the command's help.
+// The help of this command is the doc comment on `Command::History` (cli.rs).
 #[derive(clap::Args)]
 pub struct HistoryArgs {
     #[command(flatten)]

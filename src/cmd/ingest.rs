@@ -8,7 +8,7 @@ use chrono::Utc;
 use crate::cli::{DbArgs, Output};
 use crate::error::{printable, CommandError};
 
-// No doc comment: the `Command::Ingest` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Ingest` (cli.rs).
 #[derive(clap::Args)]
 pub struct IngestArgs {
     #[command(flatten)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::audit;
 use crate::error::CommandError;
 
-// No doc comment: the `Command::Keygen` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Keygen` (cli.rs).
 #[derive(clap::Args)]
 pub struct KeygenArgs {
     /// The key name, and the default checkpoint origin (e.g. ledger.example.com/prod).

@@ -8,7 +8,7 @@ use ledger::LedgerConfig;
 
 use crate::error::CommandError;
 
-// No doc comment: the `Command::Migrate` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Migrate` (cli.rs).
 #[derive(clap::Args)]
 pub struct MigrateArgs {
     /// The ledger to copy: a directory or a `postgres://` URL.

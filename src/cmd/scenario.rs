@@ -18,7 +18,7 @@ enum ScenarioCommand {
     },
 }
 
-// No doc comment: the `Command::Scenario` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Scenario` (cli.rs).
 #[derive(clap::Args)]
 pub struct ScenarioArgs {
     #[command(subcommand)]

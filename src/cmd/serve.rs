@@ -12,7 +12,7 @@ use crate::cli::DbArgs;
 use crate::error::CommandError;
 use crate::service;
 
-// No doc comment: the `Command::Serve` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Serve` (cli.rs).
 #[derive(clap::Args)]
 pub struct ServeArgs {
     #[command(flatten)]

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::error::CommandError;
 use crate::service::{self, Shutdown};
 
-// No doc comment: the `Command::Sim` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Sim` (cli.rs).
 #[derive(clap::Args)]
 pub struct SimArgs {
     /// Where it listens (port 0 picks a free one; the address is printed).
@@ -94,11 +94,11 @@ pub fn run(args: SimArgs) -> Result<(), CommandError> {
 /// A scenario file that drives the served simulator (`sim --scenario`).
 struct SimScenario {
     /// The file, for the report.
-    pub path: PathBuf,
+    path: PathBuf,
     /// The file, loaded and validated.
-    pub scenario: scenario::Scenario,
+    scenario: scenario::Scenario,
     /// Stop serving once the steps are done instead of at Ctrl-C.
-    pub exit_after: bool,
+    exit_after: bool,
 }
 
 /// `claim-ledger sim`: the cluster simulator alone, optionally driven through a scenario

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::cli::{DbArgs, Output};
 use crate::error::CommandError;
 
-// No doc comment: the `Command::State` variant's is the command's help.
+// The help of this command is the doc comment on `Command::State` (cli.rs).
 #[derive(clap::Args)]
 pub struct StateArgs {
     #[command(flatten)]

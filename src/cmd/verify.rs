@@ -10,7 +10,7 @@ use crate::audit;
 use crate::cli::{DbArgs, Output};
 use crate::error::CommandError;
 
-// No doc comment: the `Command::Verify` variant's is the command's help.
+// The help of this command is the doc comment on `Command::Verify` (cli.rs).
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]

@@ -19,7 +19,7 @@ pub enum TextOutput {
     Json,
 }
 
-// No doc comment: the `Command::VerifyExport` variant's is the command's help.
+// The help of this command is the doc comment on `Command::VerifyExport` (cli.rs).
 #[derive(clap::Args)]
 pub struct VerifyExportArgs {
     /// The bundle: a directory or a tar archive.

@@ -8,12 +8,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use chrono::{DateTime, TimeZone, Utc};
 use api::formats::{
     cloud_event, cloud_event_type, cloud_event_types, export_cloudevents, export_csv,
     transition_name, CloudEventsExport, CsvExport, CsvRow, CSV_COLUMNS,
 };
+use base64::Engine;
+use chrono::{DateTime, TimeZone, Utc};
 use ledger::{Ledger, LedgerConfig, StoredEntry};
 use schemas::{
     chain_hash, BindingKind, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, ObjectKind,

@@ -133,12 +133,8 @@ async fn a_missing_or_empty_token_file_is_refused_at_start_and_insecure_needs_no
             std::fs::write(&path, content).unwrap();
         }
         let options = api::ServeOptions::new(api::Auth::Tokens(path));
-        let error =
-            api::Service::new(ledger.clone(), freshness.clone(), options).unwrap_err();
-        assert!(
-            matches!(error, api::ApiError::Config(_)),
-            "{error}"
-        );
+        let error = api::Service::new(ledger.clone(), freshness.clone(), options).unwrap_err();
+        assert!(matches!(error, api::ApiError::Config(_)), "{error}");
     }
     drop(ledger);
 

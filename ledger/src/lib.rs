@@ -8,7 +8,8 @@
 //! * [`Ledger::append`] classifies each change (new, duplicate, stale, unchanged), derives
 //!   its transitions, and writes entries, Merkle nodes, head and any snapshot commitment in
 //!   one atomic store batch. [`Ledger::flush`] makes them durable (group commit): nothing
-//!   appended is acknowledged durable before a flush that covers it.
+//!   appended is acknowledged durable before a flush that covers it, and the high-water
+//!   mark follows, saved while the next flush syncs the store.
 //! * [`Ledger`] is the writer's side; after every durable flush it publishes an immutable
 //!   [`LedgerView`] that readers take without a lock ([`Ledger::reader`],
 //!   [`SharedLedger`], which is also the one append-and-flush path of a service).
@@ -28,11 +29,12 @@
 //!   checkpoints ([`Ledger::sign_checkpoint`]) let outsiders check the log without us.
 
 pub mod dir;
+mod merkle_store;
 mod migrate;
 pub mod projection;
+mod proofs;
 mod shared;
 pub mod store;
-mod tree;
 mod verify;
 
 use std::cmp::Ordering;
@@ -57,8 +59,8 @@ pub use projection::{
     BindingRecord, BindingView, CheckRequest, Decision, ObjectRecord, ObjectView, Projection,
     Verdict,
 };
+pub use proofs::StoredCheckpoint;
 pub use shared::{Committed, SharedLedger};
-pub use tree::StoredCheckpoint;
 pub use verify::{FailureKind, VerifyFailure, VerifyReport};
 
 /// Everything that can go wrong in the ledger.
@@ -83,8 +85,9 @@ pub enum LedgerError {
         /// What was found there, and where a ledger probably is.
         detail: String,
     },
-    /// The ledger fails verification; the service must not run on it.
-    #[error("the ledger fails verification at {0}; open it read-only with --allow-corrupt to inspect it")]
+    /// The ledger fails verification; the service must not run on it. (It can still be
+    /// opened read-only for forensics: [`LedgerConfig::allow_corrupt`].)
+    #[error("the ledger fails verification at {0}")]
     Corrupt(VerifyFailure),
     /// A write was attempted on a replica that follows another writer.
     #[error("this replica follows the writer of the shared log; it does not append")]
@@ -101,12 +104,40 @@ pub enum LedgerError {
     /// The store was written by an unknown layout version.
     #[error("unknown store format {0} (this build reads {STORE_FORMAT})", STORE_FORMAT = keys::STORE_FORMAT)]
     StoreFormat(u16),
-    /// A seq or time outside the log was asked for.
+    /// A seq, tree size or leaf beyond what the ledger holds was asked for: a request for
+    /// something that does not exist (yet), not damage.
     #[error("{0}")]
     OutOfRange(String),
-    /// A stored Merkle node is missing or unreadable, so a proof or root cannot be made.
-    #[error("Merkle tree: {0}")]
-    Tree(String),
+    /// An entry inside the ledger's range (at or below its head) is not in the store: the
+    /// store is damaged.
+    #[error("entry {seq} is missing below the head: the store is damaged")]
+    EntryMissing {
+        /// The seq that should be stored.
+        seq: u64,
+    },
+    /// A Merkle node that the store must hold for a proof or a past root is missing or
+    /// too short: the store is damaged. (A node the store fails to read is `Storage`.)
+    #[error("the Merkle node at level {level}, index {index} is missing: the store is damaged")]
+    NodeMissing {
+        /// The node's level (0: leaves).
+        level: u32,
+        /// The node's index within its level.
+        index: u64,
+    },
+    /// There is nothing to sign: the ledger holds no entry, and the empty tree is not a
+    /// log auditors can check anything against.
+    #[error("the ledger is empty: there is no tree to sign")]
+    Empty,
+    /// A checkpoint was to be signed under another origin than this ledger's checkpoints
+    /// carry: the origin is the log's identity, and a second one would start an unrelated
+    /// log.
+    #[error("this ledger's checkpoints are of origin {kept:?}; refusing to sign one of origin {requested:?}")]
+    OriginMismatch {
+        /// The origin of the checkpoints already kept.
+        kept: String,
+        /// The origin asked for.
+        requested: String,
+    },
     /// A checkpoint could not be signed, or a stored one does not parse.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] schemas::checkpoint::CheckpointError),
@@ -164,9 +195,21 @@ impl LedgerError {
     /// store's files are damaged), as opposed to a usage or environment problem.
     pub fn is_integrity_failure(&self) -> bool {
         match self {
-            LedgerError::Corrupt(_) => true,
+            LedgerError::Corrupt(_)
+            | LedgerError::EntryMissing { .. }
+            | LedgerError::NodeMissing { .. } => true,
             LedgerError::Storage(e) => e.is_damage(),
-            _ => false,
+            LedgerError::TargetNotEmpty { .. }
+            | LedgerError::NotALedger { .. }
+            | LedgerError::Follower
+            | LedgerError::ReadOnly
+            | LedgerError::Poisoned(_)
+            | LedgerError::Schema(_)
+            | LedgerError::StoreFormat(_)
+            | LedgerError::OutOfRange(_)
+            | LedgerError::Empty
+            | LedgerError::OriginMismatch { .. }
+            | LedgerError::Checkpoint(_) => false,
         }
     }
 }
@@ -339,6 +382,9 @@ impl std::fmt::Debug for LedgerReader {
 pub struct Ledger {
     view: LedgerView,
     high_water: Option<Arc<dyn HighWater>>,
+    /// The high-water mark of the last flush, being saved on a thread of its own while
+    /// the next flush syncs the store (see [`Ledger::flush`]).
+    mark_saving: Option<std::thread::JoinHandle<Result<Acknowledged, StoreError>>>,
     config: LedgerConfig,
     poisoned: Option<String>,
     published: Arc<ArcSwap<LedgerView>>,
@@ -368,10 +414,12 @@ struct Snapshots {
 impl Drop for Ledger {
     fn drop(&mut self) {
         // A snapshot under way finishes first, so that a dropped ledger leaves its store
-        // closed (and a reopen in this process finds it unlocked).
+        // closed (and a reopen in this process finds it unlocked); so does the last
+        // high-water mark, so that a ledger closed cleanly has its whole head acknowledged.
         if let Some(task) = self.snapshots.task.take() {
             let _ = task.join();
         }
+        let _ = self.finish_mark_save();
     }
 }
 
@@ -642,19 +690,19 @@ impl Ledger {
             false => SnapshotTrust::Refuse,
             true => SnapshotTrust::Skip,
         };
-        let tree = store.as_ref();
+        let store_ref = store.as_ref();
         let (mut projection, start_seq, start_hash) =
-            match latest_snapshot(tree, head_seq, head_seq, trust).map_err(|e| match e {
+            match latest_snapshot(store_ref, head_seq, head_seq, trust).map_err(|e| match e {
                 LedgerError::Storage(e) => integrity(e),
                 other => other,
             })? {
                 Some((snapshot, hash)) => (snapshot.projection, snapshot.seq, hash),
                 None => (Projection::default(), 0, Hash::ZERO),
             };
-        let mut frontier = start_frontier(tree, start_seq);
+        let mut frontier = start_frontier(store_ref, start_seq);
         // A deleted snapshot is only a slower start: the tail walk tolerates it.
         let mut report = verify::walk(
-            tree,
+            store_ref,
             &mut projection,
             &mut frontier,
             (start_seq, start_hash),
@@ -669,12 +717,13 @@ impl Ledger {
             report.failure = foreign.clone();
         }
         if report.ok() {
-            report.failure = acknowledged_failure(tree, acknowledged, report.verified_seq);
+            report.failure = acknowledged_failure(store_ref, acknowledged, report.verified_seq);
         }
         if report.ok() {
             // The service must never extend a log that contradicts what it once signed.
-            if let Some(latest) = tree::latest_checkpoint(tree)? {
-                report.failure = tree::check_consistent(tree, &frontier, &latest.checkpoint).err();
+            if let Some(latest) = proofs::latest_checkpoint(store_ref)? {
+                report.failure =
+                    proofs::check_consistent(store_ref, &frontier, &latest.checkpoint).err();
             }
         }
         if let Some(failure) = report.failure.clone() {
@@ -684,10 +733,10 @@ impl Ledger {
             if projection.seq() != report.verified_seq {
                 // The walk applied the entry that then failed (a transition or snapshot
                 // mismatch): forensics must see the state up to the last verified entry.
-                projection = replay_to(tree, report.verified_seq)?;
+                projection = replay_to(store_ref, report.verified_seq)?;
             }
             if frontier.size() != report.verified_seq {
-                frontier = start_frontier(tree, report.verified_seq);
+                frontier = start_frontier(store_ref, report.verified_seq);
             }
         }
         let head = Head {
@@ -711,6 +760,7 @@ impl Ledger {
         Ok(Ledger {
             view,
             high_water,
+            mark_saving: None,
             config,
             poisoned: None,
             published,
@@ -1055,7 +1105,7 @@ impl Ledger {
                     let bytes = entry.encode()?;
                     let hash = chain_hash(&head.hash, seq, &bytes);
                     let nodes = self.view.frontier.append(merkle::leaf_hash(&bytes));
-                    if let Some(value) = tree::nodes_value(&nodes) {
+                    if let Some(value) = merkle_store::nodes_value(&nodes) {
                         batch.insert(keys::seq_key(keys::TREE, seq - 1), value);
                     }
                     let mut value = Vec::with_capacity(32 + bytes.len());
@@ -1070,7 +1120,10 @@ impl Ledger {
                     in_chunk += 1;
                     if in_chunk >= chunk_size {
                         batch.insert(keys::HEAD, head_record(&self.view.head));
-                        batch.insert(keys::FRONTIER, tree::frontier_value(&self.view.frontier));
+                        batch.insert(
+                            keys::FRONTIER,
+                            merkle_store::frontier_value(&self.view.frontier),
+                        );
                         write(std::mem::take(&mut batch))?;
                         in_chunk = 0;
                     }
@@ -1094,48 +1147,80 @@ impl Ledger {
         }
         if in_chunk > 0 {
             batch.insert(keys::HEAD, head_record(&self.view.head));
-            batch.insert(keys::FRONTIER, tree::frontier_value(&self.view.frontier));
+            batch.insert(
+                keys::FRONTIER,
+                merkle_store::frontier_value(&self.view.frontier),
+            );
             write(batch)?;
         }
         Ok(outcomes)
     }
 
-    /// Makes everything appended so far durable, records the durable head as the
-    /// acknowledged high-water mark, and returns the durable head seq. A failed flush
-    /// leaves what is durable unknown: the ledger then refuses further writes.
+    /// Makes everything appended so far durable and returns the durable head seq; records
+    /// the durable head as the acknowledged high-water mark. A failed flush leaves what is
+    /// durable unknown: the ledger then refuses further writes.
+    ///
+    /// The mark is saved on a thread of its own while the next flush syncs the store, so
+    /// a single-entry append waits for one fsync, not two in a row. It still never runs
+    /// ahead of the store (it is saved only once the store holds everything it names), it
+    /// trails the durable head by at most one flush (dropping the ledger waits for it),
+    /// and a failure to save it fails the next flush.
     pub fn flush(&mut self) -> Result<u64, LedgerError> {
         if let Some(reason) = &self.poisoned {
             return Err(LedgerError::Poisoned(reason.clone()));
         }
         let target = self.view.head;
-        let result = self
-            .store
-            .flush()
-            .map_err(LedgerError::from)
-            .and_then(|()| match &self.high_water {
-                Some(mark) if target.seq != self.view.acknowledged.seq => {
-                    let acknowledged = Acknowledged {
-                        seq: target.seq,
-                        hash: target.hash,
-                    };
-                    mark.save(acknowledged)?;
-                    self.view.acknowledged = acknowledged;
-                    Ok(())
-                }
-                _ => Ok(()),
-            });
+        let flushed = self.store.flush().map_err(LedgerError::from);
+        let result = self.finish_mark_save().and(flushed);
         if let Err(e) = &result {
             self.poisoned = Some(e.to_string());
             self.publish();
         }
         result?;
         self.view.durable_seq = target.seq;
+        self.start_mark_save(target);
         self.publish();
         if self.is_writer() {
             self.write_encoded_snapshot();
         }
         self.request_snapshot();
         Ok(target.seq)
+    }
+
+    /// Starts saving `durable` (just made durable in the store) as the high-water mark,
+    /// unless it is the mark already saved.
+    fn start_mark_save(&mut self, durable: Head) {
+        let Some(mark) = &self.high_water else {
+            return;
+        };
+        if durable.seq == self.view.acknowledged.seq {
+            return;
+        }
+        let mark = Arc::clone(mark);
+        let acknowledged = Acknowledged {
+            seq: durable.seq,
+            hash: durable.hash,
+        };
+        self.mark_saving = Some(std::thread::spawn(move || {
+            mark.save(acknowledged).map(|()| acknowledged)
+        }));
+    }
+
+    /// Waits for the high-water mark being saved, if any, and records it as acknowledged.
+    fn finish_mark_save(&mut self) -> Result<(), LedgerError> {
+        let Some(task) = self.mark_saving.take() else {
+            return Ok(());
+        };
+        match task.join() {
+            Ok(Ok(saved)) => {
+                self.view.acknowledged = saved;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(LedgerError::Poisoned(
+                "the thread saving the high-water mark panicked".into(),
+            )),
+        }
     }
 
     /// Starts writing a snapshot of the view just published when one is due (every
@@ -1394,7 +1479,7 @@ impl LedgerView {
             let mid = low + (high - low).div_ceil(2);
             let entry = self
                 .entry(mid)?
-                .ok_or_else(|| LedgerError::OutOfRange(format!("entry {mid} is missing")))?;
+                .ok_or(LedgerError::EntryMissing { seq: mid })?;
             if entry.entry.observed_at <= time {
                 low = mid;
             } else {
@@ -1423,7 +1508,7 @@ impl LedgerView {
         if report.ok() {
             for stored in self.checkpoints()? {
                 if let Err(failure) =
-                    tree::check_consistent(self.store.as_ref(), &frontier, &stored.checkpoint)
+                    proofs::check_consistent(self.store.as_ref(), &frontier, &stored.checkpoint)
                 {
                     report.failure = Some(failure);
                     break;
@@ -1536,8 +1621,8 @@ fn compare_versions(
 
 /// The Merkle frontier after `seq` from stored nodes (empty if they are missing: the walk
 /// from it then reports the first entry whose stored nodes disagree).
-fn start_frontier(tree: &dyn Store, seq: u64) -> CompactRange {
-    CompactRange::from_reader(&tree::StoredNodes(tree), seq).unwrap_or_default()
+fn start_frontier(store: &dyn Store, seq: u64) -> CompactRange {
+    CompactRange::from_reader(&merkle_store::StoredNodes(store), seq).unwrap_or_default()
 }
 
 /// Entries per store batch when a large append is written by the second thread.
@@ -1550,8 +1635,8 @@ fn head_record(head: &Head) -> [u8; 40] {
     value
 }
 
-fn read_head(tree: &dyn Store) -> Result<(u64, Hash), LedgerError> {
-    match tree.get(keys::HEAD)? {
+fn read_head(store: &dyn Store) -> Result<(u64, Hash), LedgerError> {
+    match store.get(keys::HEAD)? {
         None => Ok((0, Hash::ZERO)),
         Some(value) if value.len() == 40 => {
             let seq = keys::seq_of(&value[..8]).unwrap_or_default();
@@ -1595,8 +1680,8 @@ enum Anchor {
 }
 
 /// The entry at `seq` if it is stored, decodes, and hashes to its stored chain hash.
-fn intact_entry(tree: &dyn Store, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
-    let Some(stored) = tree.get(&keys::seq_key(keys::ENTRY, seq))? else {
+fn intact_entry(store: &dyn Store, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+    let Some(stored) = store.get(&keys::seq_key(keys::ENTRY, seq))? else {
         return Ok(None);
     };
     let Ok(stored) = decode_stored(&stored) else {
@@ -1611,9 +1696,9 @@ fn intact_entry(tree: &dyn Store, seq: u64) -> Result<Option<StoredEntry>, Ledge
 /// The seq of the entry that commits to the snapshot after `seq`: the one its `P` record
 /// names, or (a snapshot written inside its entry's batch, before `P` records existed) the
 /// entry at `seq` itself. `None` when the `P` record is malformed.
-fn committing_seq(tree: &dyn Store, seq: u64) -> Result<Option<u64>, LedgerError> {
+fn committing_seq(store: &dyn Store, seq: u64) -> Result<Option<u64>, LedgerError> {
     Ok(
-        match tree.get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq))? {
+        match store.get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq))? {
             None => Some(seq),
             Some(value) => keys::seq_of(&value).filter(|_| value.len() == 8),
         },
@@ -1622,8 +1707,8 @@ fn committing_seq(tree: &dyn Store, seq: u64) -> Result<Option<u64>, LedgerError
 
 /// Whether a `P` record names the entry at `seq` as the one committing to an older
 /// snapshot.
-fn commits_to_older(tree: &dyn Store, seq: u64) -> Result<bool, LedgerError> {
-    let records = tree.scan(
+fn commits_to_older(store: &dyn Store, seq: u64) -> Result<bool, LedgerError> {
+    let records = store.scan(
         &keys::seq_key(keys::SNAPSHOT_COMMITMENT, 0),
         &keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq.saturating_sub(1)),
         true,
@@ -1639,30 +1724,30 @@ fn commits_to_older(tree: &dyn Store, seq: u64) -> Result<bool, LedgerError> {
 
 /// Judges the snapshot record `value` stored at `seq` against the entry that commits to
 /// it, which must be at or before `head_seq`.
-fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anchor, LedgerError> {
-    let Some(committing) = committing_seq(tree, seq)? else {
+fn anchor(store: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anchor, LedgerError> {
+    let Some(committing) = committing_seq(store, seq)? else {
         return Ok(Anchor::Unverifiable);
     };
     if committing < seq || committing > head_seq {
         return Ok(Anchor::Unverifiable);
     }
-    let Some(start) = intact_entry(tree, seq)? else {
+    let Some(start) = intact_entry(store, seq)? else {
         return Ok(Anchor::Unverifiable);
     };
     // The walk from this snapshot starts from the Merkle frontier of stored nodes: the
     // lowest stored node over this entry, when its group of leaves is complete, must be
     // the one the entries under it hash to (a rechained entry changes it).
-    if !tree::stored_group_matches(tree, seq - 1)? {
+    if !merkle_store::stored_group_matches(store, seq - 1)? {
         return Ok(Anchor::Unverifiable);
     }
     // The same for the committing entry, whose digest decides whether the snapshot is
     // used: a forger who rewrote it and rechained from there changes its group's node.
-    if committing != seq && !tree::stored_group_matches(tree, committing - 1)? {
+    if committing != seq && !merkle_store::stored_group_matches(store, committing - 1)? {
         return Ok(Anchor::Unverifiable);
     }
     let commits = match committing == seq {
         true => start.entry.snapshot,
-        false => match intact_entry(tree, committing)? {
+        false => match intact_entry(store, committing)? {
             Some(entry) => entry.entry.snapshot,
             None => return Ok(Anchor::Unverifiable),
         },
@@ -1679,7 +1764,7 @@ fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anc
         None if committing == seq => return Ok(Anchor::Uncommitted),
         // Entry `seq` commits to an older snapshot (a `P` record names it): this one was
         // written at the flush that made that entry durable, and nothing commits to it yet.
-        Some(_) if committing == seq && commits_to_older(tree, seq)? => {
+        Some(_) if committing == seq && commits_to_older(store, seq)? => {
             return Ok(Anchor::Uncommitted)
         }
         None => {
@@ -1723,12 +1808,12 @@ fn anchor(tree: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anc
 /// intact committing entry does not commit to is refused or skipped as `trust` says. A
 /// deleted snapshot is simply not found: the older one, or replay from seq 1, is used.
 fn latest_snapshot(
-    tree: &dyn Store,
+    store: &dyn Store,
     max_seq: u64,
     head_seq: u64,
     trust: SnapshotTrust,
 ) -> Result<Option<(Snapshot, Hash)>, LedgerError> {
-    let records = tree.scan(
+    let records = store.scan(
         &keys::seq_key(keys::SNAPSHOT, 1),
         &keys::seq_key(keys::SNAPSHOT, max_seq),
         true,
@@ -1738,7 +1823,7 @@ fn latest_snapshot(
         let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
             continue;
         };
-        match anchor(tree, seq, &value, head_seq)? {
+        match anchor(store, seq, &value, head_seq)? {
             Anchor::Usable(snapshot, hash) => return Ok(Some((*snapshot, hash))),
             Anchor::Unverifiable | Anchor::Uncommitted => {}
             Anchor::Tampered(failure) => match trust {
@@ -1752,15 +1837,15 @@ fn latest_snapshot(
 
 /// The projection after `seq`, from the nearest snapshot the chain commits to, replaying
 /// without checks.
-fn replay_to(tree: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
-    let mut projection = match latest_snapshot(tree, seq, u64::MAX, SnapshotTrust::Skip)? {
+fn replay_to(store: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
+    let mut projection = match latest_snapshot(store, seq, u64::MAX, SnapshotTrust::Skip)? {
         Some((snapshot, _)) => snapshot.projection,
         None => Projection::default(),
     };
     let from = keys::seq_key(keys::ENTRY, projection.seq() + 1);
     let to = keys::seq_key(keys::ENTRY, seq);
     if projection.seq() < seq {
-        for item in tree.scan(&from, &to, false) {
+        for item in store.scan(&from, &to, false) {
             let stored = decode_stored(&item?.1)?;
             projection.apply_change(
                 stored.entry.seq,
@@ -1777,7 +1862,7 @@ fn replay_to(tree: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
 /// after damage to its log, or an older copy was put back) or holds another entry at its
 /// seq (a store replaced by another history).
 fn acknowledged_failure(
-    tree: &dyn Store,
+    store: &dyn Store,
     acknowledged: Acknowledged,
     verified_seq: u64,
 ) -> Option<VerifyFailure> {
@@ -1791,7 +1876,7 @@ fn acknowledged_failure(
     if acknowledged.seq == 0 {
         return None;
     }
-    let found = read_entry(tree, acknowledged.seq)
+    let found = read_entry(store, acknowledged.seq)
         .ok()
         .flatten()
         .map(|stored| stored.hash);
@@ -1819,9 +1904,9 @@ fn rolled_back(acknowledged: Acknowledged, found: u64, why: &str) -> VerifyFailu
     }
 }
 
-/// The stored entry at `seq` in `tree`.
-fn read_entry(tree: &dyn Store, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
-    match tree.get(&keys::seq_key(keys::ENTRY, seq))? {
+/// The stored entry at `seq` in `store`.
+fn read_entry(store: &dyn Store, seq: u64) -> Result<Option<StoredEntry>, LedgerError> {
+    match store.get(&keys::seq_key(keys::ENTRY, seq))? {
         Some(value) => Ok(Some(decode_stored(&value)?)),
         None => Ok(None),
     }
@@ -2005,6 +2090,94 @@ mod tests {
         drop(reopened);
         let last = Ledger::open(dir.path(), config).unwrap();
         assert_eq!(last.projection(), &replay_from_scratch(&last, 10));
+    }
+
+    #[test]
+    fn an_entry_missing_below_the_head_is_damage_not_a_request_out_of_range() {
+        let store = store::MemoryStore::new();
+        let config = LedgerConfig {
+            snapshot_every: 0,
+            background_snapshots: false,
+            ..LedgerConfig::default()
+        };
+        let mut ledger = Ledger::open_store(Arc::new(store.clone()), None, None, config).unwrap();
+        ledger.append((1..=8).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        // Lost behind the open ledger's back: only a read can notice.
+        store.tamper_remove(&keys::seq_key(keys::ENTRY, 4));
+        let error = ledger.seq_at_time(at(0)).unwrap_err();
+        assert!(
+            matches!(error, LedgerError::EntryMissing { seq: 4 }),
+            "{error}"
+        );
+        assert!(error.is_integrity_failure());
+        // Past the head is a request for what does not exist yet, not damage.
+        let beyond = ledger.state_at_seq(9).unwrap_err();
+        assert!(matches!(beyond, LedgerError::OutOfRange(_)), "{beyond}");
+        assert!(!beyond.is_integrity_failure());
+    }
+
+    /// A high-water mark that refuses to save marks from seq `fail_from` on, and checks
+    /// that every mark it is given is already held by the store.
+    struct CheckedMark {
+        store: store::MemoryStore,
+        fail_from: u64,
+        saved: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl HighWater for CheckedMark {
+        fn load(&self) -> Result<Option<Acknowledged>, StoreError> {
+            Ok(None)
+        }
+
+        fn save(&self, mark: Acknowledged) -> Result<(), StoreError> {
+            let stored = read_entry(&self.store, mark.seq).unwrap().map(|e| e.hash);
+            assert_eq!(stored, Some(mark.hash), "a mark ran ahead of the store");
+            if mark.seq >= self.fail_from {
+                return Err(StoreError::Injected("the mark's disk is full".into()));
+            }
+            self.saved.lock().unwrap().push(mark.seq);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_high_water_mark_trails_the_store_and_its_failure_fails_the_next_flush() {
+        let store = store::MemoryStore::new();
+        let mark = Arc::new(CheckedMark {
+            store: store.clone(),
+            fail_from: 6,
+            saved: Default::default(),
+        });
+        let config = LedgerConfig {
+            snapshot_every: 0,
+            background_snapshots: false,
+            ..LedgerConfig::default()
+        };
+        let mut ledger = Ledger::open_store(
+            Arc::new(store.clone()),
+            Some(mark.clone() as Arc<dyn HighWater>),
+            None,
+            config,
+        )
+        .unwrap();
+        for n in 1..=5 {
+            ledger.append([pod(n)], at(0)).unwrap();
+            assert_eq!(ledger.flush().unwrap(), n);
+        }
+        // Saved alongside the next flush: every mark but the last is known saved.
+        assert_eq!(ledger.reader().view().acknowledged.seq, 4);
+        ledger.append([pod(6)], at(0)).unwrap();
+        ledger.flush().unwrap();
+        ledger.append([pod(7)], at(0)).unwrap();
+        let refused = ledger.flush().unwrap_err();
+        assert!(refused.to_string().contains("disk is full"), "{refused}");
+        assert!(matches!(
+            ledger.append([pod(8)], at(0)),
+            Err(LedgerError::Poisoned(_))
+        ));
+        drop(ledger);
+        assert_eq!(*mark.saved.lock().unwrap(), vec![1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub(crate) enum WalkEnd {
 /// Every snapshot passed must be the one its entry commits to and equal the replay;
 /// `missing` says whether a committed snapshot that is not stored fails.
 pub(crate) fn walk(
-    tree: &dyn Store,
+    store: &dyn Store,
     projection: &mut Projection,
     frontier: &mut CompactRange,
     (start_seq, start_hash): (u64, Hash),
@@ -193,7 +193,7 @@ pub(crate) fn walk(
         return Ok(report);
     }
     let mut snapshot_seqs = BTreeSet::new();
-    let snapshots = tree.scan(
+    let snapshots = store.scan(
         &keys::seq_key(keys::SNAPSHOT, start_seq + 1),
         &keys::seq_key(keys::SNAPSHOT, u64::MAX),
         false,
@@ -212,7 +212,7 @@ pub(crate) fn walk(
     // Which entry commits to which snapshot (`P` records: one per snapshot, so few).
     let mut commits_to = std::collections::HashMap::new();
     let mut committed_by = std::collections::HashMap::new();
-    let commitments = tree.scan(
+    let commitments = store.scan(
         &keys::seq_key(keys::SNAPSHOT_COMMITMENT, 0),
         &keys::seq_key(keys::SNAPSHOT_COMMITMENT, u64::MAX),
         false,
@@ -237,7 +237,7 @@ pub(crate) fn walk(
     // The Merkle node records of the range, read in one scan rather than one read per
     // entry: a point read is a round trip to a database store.
     let mut stored_tree = std::collections::HashMap::new();
-    let nodes = tree.scan(
+    let nodes = store.scan(
         &keys::seq_key(keys::TREE, start_seq),
         &keys::seq_key(keys::TREE, head.0.saturating_sub(1).max(start_seq)),
         false,
@@ -261,7 +261,7 @@ pub(crate) fn walk(
         WalkEnd::Head => keys::seq_key(keys::ENTRY, u64::MAX),
         WalkEnd::Following => keys::seq_key(keys::ENTRY, head.0),
     };
-    for item in tree.scan(&from, &to, false) {
+    for item in store.scan(&from, &to, false) {
         let expected = report.verified_seq + 1;
         let (key, value) = match item {
             Ok(record) => record,
@@ -364,7 +364,7 @@ pub(crate) fn walk(
         }
         let nodes = frontier.append(merkle::leaf_hash(bytes));
         let stored_nodes = stored_tree.remove(&(seq - 1));
-        if stored_nodes.as_deref() != crate::tree::nodes_value(&nodes).as_deref() {
+        if stored_nodes.as_deref() != crate::merkle_store::nodes_value(&nodes).as_deref() {
             fail(
                 &mut report,
                 seq,
@@ -386,7 +386,7 @@ pub(crate) fn walk(
             .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
         if content.is_some() || commitment.is_some() {
             let differs =
-                match snapshot_differs(tree, seq, content, commitment, projection, missing) {
+                match snapshot_differs(store, seq, content, commitment, projection, missing) {
                     Ok(differs) => differs,
                     Err(LedgerError::Storage(e)) => {
                         report.failure = Some(unreadable(seq, &e));
@@ -427,7 +427,7 @@ pub(crate) fn walk(
             ),
         );
     } else if head.0 > 0 && end == WalkEnd::Head {
-        let stored = match tree.get(keys::FRONTIER) {
+        let stored = match store.get(keys::FRONTIER) {
             Ok(stored) => stored,
             Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
 
@@ -438,7 +438,7 @@ pub(crate) fn walk(
         };
         let stored = stored
             .as_deref()
-            .and_then(|value| crate::tree::parse_frontier(head.0, value));
+            .and_then(|value| crate::merkle_store::parse_frontier(head.0, value));
         if stored.as_ref() != Some(&*frontier) {
             fail(
                 &mut report,
@@ -456,7 +456,7 @@ pub(crate) fn walk(
 /// digest it commits to) must be the digest of the snapshot stored there (a missing one
 /// fails unless `missing` tolerates it). `Some(why)` names the first difference.
 fn snapshot_differs(
-    tree: &dyn Store,
+    store: &dyn Store,
     seq: u64,
     content: Option<u64>,
     commitment: Option<(u64, Hash)>,
@@ -464,7 +464,7 @@ fn snapshot_differs(
     missing: MissingSnapshot,
 ) -> Result<Option<String>, LedgerError> {
     if let Some((snapshot_seq, committed)) = commitment {
-        match tree.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? {
+        match store.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? {
             None => {
                 if missing == MissingSnapshot::Report {
                     return Ok(Some(format!(
@@ -485,7 +485,7 @@ fn snapshot_differs(
     let Some(snapshot_seq) = content else {
         return Ok(None);
     };
-    let Some(bytes) = tree.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? else {
+    let Some(bytes) = store.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? else {
         return Ok(None);
     };
     let mut snapshot: Snapshot = match rmp_serde::from_slice(&bytes) {
@@ -517,13 +517,13 @@ fn snapshot_differs(
 /// chunks. No decoding, no replay: a tampered entry still breaks the chain at itself or at
 /// the next entry. Entries after `start_seq`, trusting `start_hash`.
 pub(crate) fn walk_chain(
-    tree: &dyn Store,
+    store: &dyn Store,
     start_seq: u64,
     start_hash: Hash,
     head: (u64, Hash),
 ) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
-    let trailing = match tree
+    let trailing = match store
         .scan(
             &keys::seq_key(keys::ENTRY, head.0.saturating_add(1)),
             &keys::seq_key(keys::ENTRY, u64::MAX),
@@ -558,7 +558,7 @@ pub(crate) fn walk_chain(
         let handles: Vec<_> = ranges
             .iter()
             .map(|&(from, to)| {
-                scope.spawn(move || check_chunk(tree, from, to, start_seq, start_hash))
+                scope.spawn(move || check_chunk(store, from, to, start_seq, start_hash))
             })
             .collect();
         handles
@@ -610,7 +610,7 @@ struct ChunkResult {
 }
 
 fn check_chunk(
-    tree: &dyn Store,
+    store: &dyn Store,
     from: u64,
     to: u64,
     start_seq: u64,
@@ -624,7 +624,7 @@ fn check_chunk(
     let mut previous = if from == start_seq + 1 {
         start_hash
     } else {
-        let before = match tree.get(&keys::seq_key(keys::ENTRY, from - 1)) {
+        let before = match store.get(&keys::seq_key(keys::ENTRY, from - 1)) {
             Ok(before) => before,
             // The chunk before reports the unreadable entry, which comes first.
             Err(_) => return Ok(result),
@@ -639,7 +639,7 @@ fn check_chunk(
     let fail = |seq: u64, kind: FailureKind, detail: String, result: &mut ChunkResult| {
         result.failure = Some(VerifyFailure { seq, kind, detail });
     };
-    for item in tree.scan(
+    for item in store.scan(
         &keys::seq_key(keys::ENTRY, from),
         &keys::seq_key(keys::ENTRY, to),
         false,

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use proptest::prelude::*;
 use schemas::bundle::{
     hash32_to_hex, verify_bundle, BundleEntryLine, BundleFailure, BundleFailureKind as K,
     BundleParts, BundleSummary, ConsistencyProof, InclusionProof, Manifest, Proofs, BUNDLE_FORMAT,
@@ -25,7 +26,6 @@ use schemas::{
     chain_hash, Change, ChangeKind, Entry, Hash, KindFields, ObjectChange, ObjectKind, OwnerRef,
     WatchGap, FORMAT_VERSION,
 };
-use proptest::prelude::*;
 use serde_json::Value;
 
 const ORIGIN: &str = "claim-ledger.example/test";

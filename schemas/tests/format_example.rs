@@ -170,7 +170,7 @@ fn hash_input(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> Vec<u8> {
 const STORE_FORMAT: u16 = 6;
 
 /// The lowest level of Merkle nodes a `T` record holds (`STORED_LEVEL` in
-/// `ledger/src/tree.rs`); the nodes below are recomputed from the (at most 8) entries under
+/// `ledger/src/merkle_store.rs`); the nodes below are recomputed from the (at most 8) entries under
 /// them.
 const STORED_LEVEL: u32 = 3;
 
@@ -689,9 +689,7 @@ fn the_documented_snapshot_field_is_a_seventh_pair_at_the_end() {
     assert_eq!(Entry::decode(&bytes).unwrap(), with);
     assert_eq!(Entry::decode(&plain).unwrap().snapshot, None);
     // derive_key mode with the documented context: what `b3sum --derive-key` computes.
-    assert!(
-        block(&blocks, "snapshot-context").contains(schemas::entry::SNAPSHOT_CONTEXT)
-    );
+    assert!(block(&blocks, "snapshot-context").contains(schemas::entry::SNAPSHOT_CONTEXT));
     assert_eq!(
         example_snapshot_digest().0,
         *blake3::Hasher::new_derive_key(schemas::entry::SNAPSHOT_CONTEXT)

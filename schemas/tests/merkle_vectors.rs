@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use proptest::prelude::*;
 use schemas::merkle::{
     consistency_proof, inclusion_proof, leaf_hash, node_hash, root, root_at, root_from_leaf_hashes,
     verify_consistency, verify_inclusion, CompactRange, Hash32, MissingNode, NodeReader,
     ProofError, VerifyError, EMPTY_ROOT,
 };
-use proptest::prelude::*;
 use serde_json::Value;
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vectors");

@@ -57,9 +57,9 @@ pub struct IngestReport {
 /// the next is read, so an interrupted ingest loses at most the batch in flight and
 /// leaves the chain whole.
 ///
-/// A line is never held in memory beyond [`MAX_LINE_BYTES`]: a longer one (with or without
-/// a newline at its end) is skipped up to its newline as it is read and reported as too
-/// long, and the lines after it are read as usual.
+/// A line is never held in memory beyond `MAX_LINE_BYTES` (4 MiB): a longer one (with or
+/// without a newline at its end) is skipped up to its newline as it is read and reported
+/// as too long, and the lines after it are read as usual.
 pub fn ingest(
     ledger: &mut Ledger,
     mut input: impl BufRead,

@@ -1,22 +1,20 @@
 //! The live watcher: one kube-runtime watcher per resource and namespace, merged into a
 //! single writer that turns events into group-committed ledger appends.
 //!
-//! The writer is the one state machine: it sees every stream's `Init` / `InitApply` /
-//! `InitDone` and `Apply` / `Delete` events in arrival order. After every initial list it
-//! diffs what was listed against the projection and records objects the ledger holds but
-//! the list lacks as `missing_on_resync` (deletes missed while blind); every list after the
-//! first (a restart over a non-empty ledger, a relist after `410 Gone`) is recorded as a
-//! `watch_gap` entry. A batch of events is appended and flushed before the next is read,
-//! and readers take the ledger lock only between batches, so nothing is visible before it
-//! is durable.
+//! The writer sees every stream's `Init` / `InitApply` / `InitDone` and `Apply` / `Delete`
+//! events in arrival order, steps that stream's state machine (`stream::step`)
+//! and performs what it asks for: appends (observed objects, `watch_gap` entries before
+//! every list that follows a blind window, `missing_on_resync` deletes for objects the
+//! ledger holds but a list lacks), counters and log lines. A batch of events is appended
+//! and flushed before the next is read, and the streams' states are published to
+//! [`Readiness`] only after that, so nothing is visible, and no stream counts as synced,
+//! before what it saw is durable.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -25,21 +23,15 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{discovery, Client};
 use schemas::observed::{EXTENSIONS_GROUP, SANDBOX_GROUP};
-use schemas::{normalize, Change, ObjectKind, WatchEventType, WatchGap};
+use schemas::{Change, ObjectChange, ObjectKind, WatchEventType};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::readiness::{Readiness, StreamStatus, DEFAULT_MAX_BACKLOG};
+use crate::stream::{step, Moment, ObservedObject, Stream, StreamInput, StreamOutput, StreamState};
 use crate::WatcherError;
 
 pub use ledger::SharedLedger;
-
-/// How long after its last error a failing stream counts as recovered: longer than the
-/// watcher's longest backoff, so a stream still retrying keeps reporting errors within it.
-const RECOVERED_AFTER: Duration = Duration::from_secs(40);
-
-/// The default of [`WatchOptions::max_backlog`]: a few group commits' worth of slack on a
-/// slow disk, far less than the time a deleted pod takes to be replaced.
-pub const DEFAULT_MAX_BACKLOG: Duration = Duration::from_secs(5);
 
 /// What to watch and how.
 #[derive(Debug, Clone)]
@@ -66,205 +58,14 @@ impl Default for WatchOptions {
     }
 }
 
-/// The state of one watch stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StreamState {
-    /// Discovery done, the first list not finished.
-    Listing,
-    /// The initial list is recorded and diffed; watching.
-    Watching,
-    /// The last request failed; the watcher is retrying with backoff.
-    Failing,
-}
-
-/// One stream's status, as `/readyz` reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StreamStatus {
-    /// The resource, `plural.group/version`.
-    pub resource: String,
-    /// The namespace, or `None` for all.
-    pub namespace: Option<String>,
-    /// The state.
-    pub state: StreamState,
-    /// Whether an initial list has ever completed.
-    pub synced: bool,
-    /// When the current run of failures began.
-    pub failing_since: Option<DateTime<Utc>>,
-    /// The last error seen.
-    pub last_error: Option<String>,
-    #[serde(skip)]
-    failing_since_instant: Option<Instant>,
-    #[serde(skip)]
-    last_error_instant: Option<Instant>,
-}
-
-impl StreamStatus {
-    /// A stream registered and not yet listed.
-    fn listing(resource: String, namespace: Option<String>) -> StreamStatus {
-        StreamStatus {
-            resource,
-            namespace,
-            state: StreamState::Listing,
-            synced: false,
-            failing_since: None,
-            last_error: None,
-            failing_since_instant: None,
-            last_error_instant: None,
-        }
-    }
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct WatchCounters {
-    /// Errors from watch or list requests (each followed by a retry).
-    pub watch_errors: u64,
-    /// Initial lists after the first (relists).
-    pub relists: u64,
-    /// Objects recorded as missing on resync.
-    pub resync_deletions: u64,
-    /// Objects that failed to normalize (reported, not recorded).
-    pub rejected_objects: u64,
-    /// Group commits (append + flush) done.
-    pub flushes: u64,
-    /// Time spent flushing, in microseconds.
-    pub flush_micros: u64,
-}
-
-/// Freshness (binding rule check 7): shared by the watcher and whoever answers checks.
-#[derive(Debug, Clone)]
-pub struct Readiness {
-    inner: Arc<Mutex<ReadinessInner>>,
-}
-
-#[derive(Debug)]
-struct ReadinessInner {
-    streams: Vec<StreamStatus>,
-    counters: WatchCounters,
-    unready_after: Duration,
-    started: bool,
-    /// Since when observed events have waited to become durable, and how many are in the
-    /// group commit under way (`None`: the writer has caught up).
-    backlog: Option<(Instant, usize)>,
-    max_backlog: Duration,
-}
-
-/// Observed events not yet durable, as `/readyz` and `/metrics` report them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Backlog {
-    /// Events in the group commit under way.
-    pub events: usize,
-    /// How long the oldest of them (or of those still queued behind it) has waited.
-    pub age_seconds: f64,
-    /// The bound past which checks answer `not_ready`.
-    pub limit_seconds: f64,
-}
-
-impl Readiness {
-    /// Not ready until [`run`] has registered and synced every stream.
-    pub fn new(unready_after: Duration) -> Readiness {
-        Readiness {
-            inner: Arc::new(Mutex::new(ReadinessInner {
-                streams: Vec::new(),
-                counters: WatchCounters::default(),
-                unready_after,
-                started: false,
-                backlog: None,
-                max_backlog: DEFAULT_MAX_BACKLOG,
-            })),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReadinessInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether checks may answer: every stream synced, none failing for longer than the
-    /// grace period, and no observed event waiting longer than the backlog bound.
-    pub fn is_ready(&self) -> bool {
-        let inner = self.lock();
-        let now = Instant::now();
-        let lagging = inner
-            .backlog
-            .is_some_and(|(since, _)| now.saturating_duration_since(since) > inner.max_backlog);
-        inner.started
-            && !lagging
-            && inner.streams.iter().all(|s| {
-                let recovering = s
-                    .last_error_instant
-                    .is_some_and(|t| now - t < RECOVERED_AFTER);
-                let failing_too_long = recovering
-                    && s.failing_since_instant
-                        .is_some_and(|t| now - t > inner.unready_after);
-                s.synced && !failing_too_long
-            })
-    }
-
-    /// The writer's backlog now: events observed and not yet durable, and their age.
-    pub fn backlog(&self) -> Backlog {
-        let inner = self.lock();
-        let (events, age) = match inner.backlog {
-            Some((since, events)) => (events, Instant::now().saturating_duration_since(since)),
-            None => (0, Duration::ZERO),
-        };
-        Backlog {
-            events,
-            age_seconds: age.as_secs_f64(),
-            limit_seconds: inner.max_backlog.as_secs_f64(),
-        }
-    }
-
-    /// Records that `events` observed since `since` wait for a group commit (`None`: the
-    /// writer has caught up).
-    fn set_backlog(&self, backlog: Option<(Instant, usize)>) {
-        self.lock().backlog = backlog;
-    }
-
-    /// Every stream's status.
-    pub fn streams(&self) -> Vec<StreamStatus> {
-        self.lock().streams.clone()
-    }
-
-    /// The counters since start.
-    pub fn counters(&self) -> WatchCounters {
-        self.lock().counters
-    }
-
-    fn register(&self, streams: Vec<StreamStatus>, max_backlog: Duration) {
-        let mut inner = self.lock();
-        inner.streams = streams;
-        inner.max_backlog = max_backlog;
-        inner.started = true;
-    }
-
-    fn update(&self, index: usize, change: impl FnOnce(&mut StreamStatus, &mut WatchCounters)) {
-        let mut inner = self.lock();
-        let ReadinessInner {
-            streams, counters, ..
-        } = &mut *inner;
-        if let Some(stream) = streams.get_mut(index) {
-            change(stream, counters);
-        }
-    }
-}
-
-/// One watched stream.
-#[derive(Debug, Clone)]
-struct StreamInfo {
-    kind: ObjectKind,
-    resource: String,
-    namespace: Option<String>,
-}
-
-/// An event of one stream, with the object already as JSON.
+/// An event of one stream, its object (if any) already read: kube-runtime's `Init`,
+/// `InitApply` / `Apply` / `Delete`, `InitDone`, or an error it retries after.
+// Objects are nearly every event; boxing them would cost an allocation per event to save
+// space on the rare list boundary or failure (the same trade as `schemas::Change`).
+#[allow(clippy::large_enum_variant)]
 enum Observed {
     Init,
-    Object {
-        event: WatchEventType,
-        object: serde_json::Value,
-        initial: bool,
-    },
+    Object(ObservedObject),
     InitDone,
     Error(String),
 }
@@ -316,6 +117,8 @@ async fn discover_kind(
         .ok_or_else(|| WatcherError::Discovery(format!("{group}/{version} serves no {kind}")))
 }
 
+/// The events of a kube-runtime watcher over `api` (with backoff on errors), each object
+/// read once, tagged with the stream's `index`.
 fn tagged<K>(
     api: Api<K>,
     api_version: String,
@@ -325,35 +128,32 @@ fn tagged<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Serialize + 'static,
 {
-    let as_json = move |object: &K| {
+    // The typed metadata gives uid and resourceVersion; the JSON is read by the
+    // normalizer alone.
+    let observe = move |event: WatchEventType, initial: bool, object: &K| {
         let mut value = serde_json::to_value(object).unwrap_or(serde_json::Value::Null);
         if let Some(map) = value.as_object_mut() {
             map.insert("apiVersion".into(), api_version.clone().into());
             map.insert("kind".into(), kind.clone().into());
         }
-        value
+        let meta = object.meta();
+        Observed::Object(ObservedObject::new(
+            event,
+            initial,
+            meta.uid.clone(),
+            meta.resource_version.clone(),
+            &value,
+        ))
     };
     watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .map(move |event| {
             let observed = match event {
                 Ok(Event::Init) => Observed::Init,
-                Ok(Event::InitApply(object)) => Observed::Object {
-                    event: WatchEventType::Added,
-                    object: as_json(&object),
-                    initial: true,
-                },
+                Ok(Event::InitApply(object)) => observe(WatchEventType::Added, true, &object),
                 Ok(Event::InitDone) => Observed::InitDone,
-                Ok(Event::Apply(object)) => Observed::Object {
-                    event: WatchEventType::Modified,
-                    object: as_json(&object),
-                    initial: false,
-                },
-                Ok(Event::Delete(object)) => Observed::Object {
-                    event: WatchEventType::Deleted,
-                    object: as_json(&object),
-                    initial: false,
-                },
+                Ok(Event::Apply(object)) => observe(WatchEventType::Modified, false, &object),
+                Ok(Event::Delete(object)) => observe(WatchEventType::Deleted, false, &object),
                 Err(error) => Observed::Error(error.to_string()),
             };
             (index, observed)
@@ -408,8 +208,8 @@ pub async fn run(
         options.namespaces.iter().cloned().map(Some).collect()
     };
     let pvc = ApiResource::erase::<PersistentVolumeClaim>(&());
-    let mut infos = Vec::new();
     let mut streams = Vec::new();
+    let mut event_streams = Vec::new();
     for namespace in &namespaces {
         for (kind, resource) in [
             (ObjectKind::Sandbox, &discovered.sandbox),
@@ -420,13 +220,13 @@ pub async fn run(
                 Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
                 None => Api::all_with(client.clone(), resource),
             };
-            streams.push(tagged(
+            event_streams.push(tagged(
                 api,
                 resource.api_version.clone(),
                 resource.kind.clone(),
-                infos.len(),
+                streams.len(),
             ));
-            infos.push(StreamInfo {
+            streams.push(Stream {
                 kind,
                 resource: stream_name(resource),
                 namespace: namespace.clone(),
@@ -436,17 +236,19 @@ pub async fn run(
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        streams.push(tagged(pods, "v1".into(), "Pod".into(), infos.len()));
-        infos.push(StreamInfo {
+        event_streams.push(tagged(pods, "v1".into(), "Pod".into(), streams.len()));
+        streams.push(Stream {
             kind: ObjectKind::Pod,
             resource: "pods/v1".into(),
             namespace: namespace.clone(),
         });
     }
+    let states = vec![StreamState::default(); streams.len()];
     readiness.register(
-        infos
+        streams
             .iter()
-            .map(|info| StreamStatus::listing(info.resource.clone(), info.namespace.clone()))
+            .zip(&states)
+            .map(|(stream, state)| StreamStatus::of(stream, state))
             .collect(),
         options.max_backlog,
     );
@@ -454,12 +256,10 @@ pub async fn run(
     let mut writer = Writer {
         ledger,
         readiness,
-        infos,
-        listing: HashMap::new(),
-        listed: HashSet::new(),
-        last_version: HashMap::new(),
+        streams,
+        states,
     };
-    let mut merged = stream::select_all(streams);
+    let mut merged = stream::select_all(event_streams);
     let max_batch = options.max_batch.max(1);
     // Since when the events still to commit have waited. Events that were not ready when
     // a batch was collected arrived after that moment; those left behind by a full batch
@@ -501,156 +301,98 @@ pub async fn run(
     Ok(())
 }
 
-/// The single writer: turns tagged events into appends.
+/// The single writer: steps each stream's state machine with its events and performs
+/// the outputs.
 struct Writer {
     ledger: SharedLedger,
     readiness: Readiness,
-    infos: Vec<StreamInfo>,
-    /// Uids listed so far by streams in their initial list.
-    listing: HashMap<usize, HashSet<String>>,
-    /// Streams that completed an initial list since start.
-    listed: HashSet<usize>,
-    /// The last resourceVersion seen per stream.
-    last_version: HashMap<usize, String>,
+    /// What each stream watches, by stream index.
+    streams: Vec<Stream>,
+    /// Each stream's state, by stream index.
+    states: Vec<StreamState>,
 }
 
 impl Writer {
     fn process(&mut self, batch: Vec<(usize, Observed)>) -> Result<(), WatcherError> {
         let mut pending: Vec<Change> = Vec::new();
+        let mut stepped = vec![false; self.streams.len()];
         for (index, observed) in batch {
+            stepped[index] = true;
+            let now = Moment::now();
             match observed {
-                Observed::Init => {
-                    self.commit(&mut pending)?;
-                    if let Some(gap) = self.gap_before_list(index) {
-                        pending.push(Change::WatchGap(gap));
-                    }
-                    self.listing.insert(index, HashSet::new());
-                    self.readiness
-                        .update(index, |s, _| s.state = StreamState::Listing);
-                }
-                Observed::Object {
-                    event,
-                    object,
-                    initial,
-                } => {
-                    let uid = object["metadata"]["uid"].as_str().map(str::to_string);
-                    if let (true, Some(uid), Some(listing)) =
-                        (initial, uid, self.listing.get_mut(&index))
-                    {
-                        listing.insert(uid);
-                    }
-                    if let Some(version) = object["metadata"]["resourceVersion"].as_str() {
-                        self.last_version.insert(index, version.to_string());
-                    }
-                    match normalize(event, &object) {
-                        Ok(Some(change)) => pending.push(Change::Object(change)),
-                        Ok(None) => {}
-                        Err(error) => {
-                            tracing::warn!(resource = %self.infos[index].resource, %error, "object rejected");
-                            self.readiness.update(index, |_, c| c.rejected_objects += 1);
-                        }
-                    }
-                    self.recovered(index);
-                }
-                Observed::InitDone => {
-                    self.commit(&mut pending)?;
-                    let listed = self.listing.remove(&index).unwrap_or_default();
-                    let missing = self.missing_from(index, &listed);
-                    let count = missing.len() as u64;
-                    pending.extend(missing);
-                    self.commit(&mut pending)?;
-                    let relist = !self.listed.insert(index);
-                    self.readiness.update(index, |s, c| {
-                        s.synced = true;
-                        s.state = StreamState::Watching;
-                        c.resync_deletions += count;
-                        if relist {
-                            c.relists += 1;
-                        }
-                    });
-                    self.recovered(index);
+                Observed::Object(object) => {
+                    let outputs = self.step(index, StreamInput::Object(object), now);
+                    self.perform(index, outputs, &mut pending);
                 }
                 Observed::Error(error) => {
-                    tracing::warn!(resource = %self.infos[index].resource, %error, "watch failed; retrying");
-                    self.readiness.update(index, |s, c| {
-                        let now = Instant::now();
-                        c.watch_errors += 1;
-                        s.state = StreamState::Failing;
-                        s.last_error = Some(error);
-                        s.last_error_instant = Some(now);
-                        if s.failing_since_instant.is_none() {
-                            s.failing_since_instant = Some(now);
-                            s.failing_since = Some(Utc::now());
-                        }
-                    });
+                    let outputs = self.step(index, StreamInput::Failed { error }, now);
+                    self.perform(index, outputs, &mut pending);
+                }
+                // A list boundary reads the ledger's live objects, so what came before it
+                // must be in the ledger first.
+                Observed::Init => {
+                    self.commit(&mut pending)?;
+                    let view = self.ledger.view();
+                    let recorded = live_objects(&view);
+                    let input = StreamInput::ListStarted {
+                        recorded: &recorded,
+                    };
+                    let outputs = self.step(index, input, now);
+                    self.perform(index, outputs, &mut pending);
+                }
+                // The missing-on-resync deletes are committed at once, before the stream
+                // counts as synced.
+                Observed::InitDone => {
+                    self.commit(&mut pending)?;
+                    let view = self.ledger.view();
+                    let recorded = live_objects(&view);
+                    let input = StreamInput::ListDone {
+                        recorded: &recorded,
+                    };
+                    let outputs = self.step(index, input, now);
+                    self.perform(index, outputs, &mut pending);
+                    self.commit(&mut pending)?;
                 }
             }
         }
-        self.commit(&mut pending)
-    }
-
-    fn recovered(&self, index: usize) {
-        self.readiness.update(index, |s, _| {
-            if s.state == StreamState::Failing {
-                s.state = if s.synced {
-                    StreamState::Watching
-                } else {
-                    StreamState::Listing
-                };
+        self.commit(&mut pending)?;
+        for (index, stepped) in stepped.into_iter().enumerate() {
+            if stepped {
+                let status = StreamStatus::of(&self.streams[index], &self.states[index]);
+                self.readiness.publish(index, status);
             }
-            s.failing_since = None;
-            s.failing_since_instant = None;
-        });
-    }
-
-    /// A list after the first one since start, or a first list over a ledger that already
-    /// holds objects of this stream, follows a window the ledger did not see.
-    fn gap_before_list(&self, index: usize) -> Option<WatchGap> {
-        let info = &self.infos[index];
-        let relist = self.listed.contains(&index);
-        let last = match self.last_version.get(&index) {
-            Some(version) => Some(version.clone()),
-            None => {
-                let ledger = self.ledger.view();
-                ledger
-                    .projection()
-                    .live_objects()
-                    .into_iter()
-                    .filter(|r| self.in_stream(index, &r.current))
-                    .filter_map(|r| r.current.resource_version.parse::<u64>().ok())
-                    .max()
-                    .map(|v| v.to_string())
-            }
-        };
-        if !relist && last.is_none() {
-            return None;
         }
-        Some(WatchGap {
-            resource: info.resource.clone(),
-            last_resource_version: last,
-            reason: if relist { "relist" } else { "restart" }.into(),
-        })
+        Ok(())
     }
 
-    fn in_stream(&self, index: usize, change: &schemas::ObjectChange) -> bool {
-        let info = &self.infos[index];
-        change.kind == info.kind
-            && info
-                .namespace
-                .as_ref()
-                .is_none_or(|ns| *ns == change.namespace)
+    /// Steps the state machine of the stream at `index`.
+    fn step(&mut self, index: usize, input: StreamInput<'_>, now: Moment) -> Vec<StreamOutput> {
+        let state = std::mem::take(&mut self.states[index]);
+        let (state, outputs) = step(&self.streams[index], state, input, now);
+        self.states[index] = state;
+        outputs
     }
 
-    /// Objects of this stream alive in the ledger that the completed list lacks.
-    fn missing_from(&self, index: usize, listed: &HashSet<String>) -> Vec<Change> {
-        let ledger = self.ledger.view();
-        ledger
-            .projection()
-            .live_objects()
-            .into_iter()
-            .filter(|r| self.in_stream(index, &r.current) && !listed.contains(&r.current.uid))
-            .map(|r| Change::Object(r.current.clone().into_missing_on_resync()))
-            .collect()
+    /// Queues the appends, counts and logs the rest.
+    fn perform(&self, index: usize, outputs: Vec<StreamOutput>, pending: &mut Vec<Change>) {
+        let resource = &self.streams[index].resource;
+        for output in outputs {
+            match output {
+                StreamOutput::Append(change) => pending.push(change),
+                StreamOutput::Rejected { error } => {
+                    tracing::warn!(%resource, %error, "object rejected");
+                    self.readiness.count(|c| c.rejected_objects += 1);
+                }
+                StreamOutput::WatchFailed { error } => {
+                    tracing::warn!(%resource, %error, "watch failed; retrying");
+                    self.readiness.count(|c| c.watch_errors += 1);
+                }
+                StreamOutput::Listed { relist, missing } => self.readiness.count(|c| {
+                    c.resync_deletions += missing;
+                    c.relists += u64::from(relist);
+                }),
+            }
+        }
     }
 
     /// Logs each recorded change (debug) and each binding transition it caused (info),
@@ -706,11 +448,21 @@ impl Writer {
         if !described.is_empty() {
             self.log_recorded(&described, &committed.outcomes);
         }
-        let mut inner = self.readiness.lock();
-        inner.counters.flushes += 1;
-        inner.counters.flush_micros += micros;
+        self.readiness.count(|c| {
+            c.flushes += 1;
+            c.flush_micros += micros;
+        });
         Ok(())
     }
+}
+
+/// The ledger's live objects, as the state machines read them at list boundaries.
+fn live_objects(view: &ledger::LedgerView) -> Vec<&ObjectChange> {
+    view.projection()
+        .live_objects()
+        .into_iter()
+        .map(|record| &record.current)
+        .collect()
 }
 
 /// Records a change of the watched namespaces (what was watched before, what is now) as an
@@ -779,39 +531,163 @@ fn stream_name(resource: &ApiResource) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StreamCondition;
+    use ledger::{Ledger, LedgerConfig};
+    use schemas::observed::POD_NAME_ANNOTATION;
+    use schemas::ChangeKind;
+    use serde_json::json;
 
-    fn synced(readiness: &Readiness, max_backlog: Duration) {
-        let stream = StreamStatus {
-            state: StreamState::Watching,
-            synced: true,
-            ..StreamStatus::listing("pods/v1".into(), None)
-        };
-        readiness.register(vec![stream], max_backlog);
+    /// A writer of one all-namespace Sandbox stream over a fresh ledger in `dir`.
+    fn writer(dir: &std::path::Path) -> Writer {
+        let ledger = SharedLedger::new(Ledger::open(dir, LedgerConfig::default()).unwrap());
+        let streams = vec![Stream {
+            kind: ObjectKind::Sandbox,
+            resource: "sandboxes.agents.x-k8s.io/v1beta1".into(),
+            namespace: None,
+        }];
+        let states = vec![StreamState::default()];
+        let readiness = Readiness::new(Duration::from_secs(30));
+        readiness.register(
+            vec![StreamStatus::of(&streams[0], &states[0])],
+            DEFAULT_MAX_BACKLOG,
+        );
+        Writer {
+            ledger,
+            readiness,
+            streams,
+            states,
+        }
+    }
+
+    /// A Sandbox event; `pod` changes an identity field, so versions differ in substance.
+    fn sandbox(
+        event: WatchEventType,
+        initial: bool,
+        uid: &str,
+        version: u64,
+        pod: &str,
+    ) -> Observed {
+        let object = json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid,
+                         "resourceVersion": version.to_string(),
+                         "annotations": {POD_NAME_ANNOTATION: pod}}});
+        Observed::Object(ObservedObject::new(
+            event,
+            initial,
+            Some(uid.into()),
+            Some(version.to_string()),
+            &object,
+        ))
+    }
+
+    fn batch(events: impl IntoIterator<Item = Observed>) -> Vec<(usize, Observed)> {
+        events.into_iter().map(|event| (0, event)).collect()
+    }
+
+    fn versions_of(writer: &Writer, uid: &str) -> Vec<(String, ChangeKind)> {
+        writer
+            .ledger
+            .view()
+            .history_of_uid(uid)
+            .unwrap()
+            .into_iter()
+            .filter_map(|stored| match stored.entry.change {
+                Change::Object(o) => Some((o.resource_version, o.change)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
-    fn a_backlog_older_than_its_bound_makes_the_ledger_not_ready() {
-        let readiness = Readiness::new(Duration::from_secs(30));
-        synced(&readiness, Duration::from_secs(5));
-        assert!(readiness.is_ready());
-        assert_eq!(readiness.backlog().events, 0);
+    fn the_writer_records_each_version_once_and_is_ready_only_after_the_list_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path());
+        use WatchEventType::{Added, Modified};
 
-        // Events waiting, but not for long: still ready.
-        readiness.set_backlog(Some((Instant::now(), 12)));
-        assert!(readiness.is_ready());
-        assert_eq!(readiness.backlog().events, 12);
+        writer
+            .process(batch([
+                Observed::Init,
+                sandbox(Added, true, "sb-a", 1, "pod-a"),
+                sandbox(Added, true, "sb-b", 2, "pod-b"),
+            ]))
+            .unwrap();
+        assert!(!writer.readiness.is_ready(), "the list is not complete");
+        assert_eq!(
+            writer.ledger.view().head().seq,
+            2,
+            "no gap on a first start"
+        );
 
-        // Events that have waited past the bound: checks must not answer from stale state.
-        let long_ago = Instant::now() - Duration::from_secs(6);
-        readiness.set_backlog(Some((long_ago, 3)));
-        assert!(!readiness.is_ready());
-        let backlog = readiness.backlog();
-        assert_eq!(backlog.events, 3);
-        assert!(backlog.age_seconds >= 6.0, "{backlog:?}");
-        assert_eq!(backlog.limit_seconds, 5.0);
+        writer
+            .process(batch([
+                Observed::InitDone,
+                sandbox(Modified, false, "sb-a", 5, "pod-a2"),
+                // Delivered twice.
+                sandbox(Modified, false, "sb-a", 5, "pod-a2"),
+                // Older than what is recorded, and never recorded itself.
+                sandbox(Modified, false, "sb-a", 4, "pod-a1"),
+            ]))
+            .unwrap();
+        assert!(writer.readiness.is_ready());
+        assert_eq!(
+            versions_of(&writer, "sb-a"),
+            [
+                ("1".to_string(), ChangeKind::Created),
+                ("5".to_string(), ChangeKind::Updated)
+            ]
+        );
+        let stats = writer.ledger.view().stats();
+        assert_eq!((stats.duplicates, stats.stale), (1, 1), "{stats:?}");
+        assert_eq!(
+            writer.readiness.streams()[0].state,
+            StreamCondition::Watching
+        );
 
-        // The writer caught up.
-        readiness.set_backlog(None);
-        assert!(readiness.is_ready());
+        // The watch expires; the relist no longer finds sb-b.
+        writer
+            .process(batch([Observed::Error("410 Gone".into())]))
+            .unwrap();
+        let status = &writer.readiness.streams()[0];
+        assert_eq!(status.state, StreamCondition::Failing);
+        assert_eq!(status.last_error.as_deref(), Some("410 Gone"));
+        writer
+            .process(batch([
+                Observed::Init,
+                sandbox(Added, true, "sb-a", 5, "pod-a2"),
+                Observed::InitDone,
+            ]))
+            .unwrap();
+        assert_eq!(
+            versions_of(&writer, "sb-b"),
+            [
+                ("2".to_string(), ChangeKind::Created),
+                ("2".to_string(), ChangeKind::MissingOnResync)
+            ]
+        );
+        let gaps: Vec<WatchGapSeen> = writer
+            .ledger
+            .view()
+            .entries(1, u64::MAX)
+            .filter_map(|stored| match stored.unwrap().entry.change {
+                Change::WatchGap(gap) => Some((gap.reason, gap.last_resource_version)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gaps, [("relist".to_string(), Some("4".to_string()))]);
+        let counters = writer.readiness.counters();
+        assert_eq!(
+            (
+                counters.watch_errors,
+                counters.relists,
+                counters.resync_deletions
+            ),
+            (1, 1, 1)
+        );
+        assert!(counters.flushes >= 3, "{counters:?}");
+        assert!(writer.readiness.is_ready());
+        assert_eq!(writer.readiness.streams()[0].failing_since, None);
     }
+
+    /// A gap's reason and last resourceVersion.
+    type WatchGapSeen = (String, Option<String>);
 }

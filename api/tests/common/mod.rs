@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::{ApiError, Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters};
 use chrono::{DateTime, TimeZone, Utc};
-use api::{
-    ApiError, Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters,
-};
 use ledger::{Ledger, LedgerConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -18,9 +18,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use ledger::{
-    AppendOutcome, CheckRequest, Decision, Ledger, LedgerConfig, Projection, Verdict,
-};
+use ledger::{AppendOutcome, CheckRequest, Decision, Ledger, LedgerConfig, Projection, Verdict};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};

@@ -1,150 +1,16 @@
-//! The RFC 6962 Merkle tree over the ledger's entries, stored beside them in the store.
-//!
-//! Leaf `i` is entry seq `i + 1`, and its leaf hash is `SHA-256(0x00 || stored entry
-//! bytes)`: the very bytes the blake3 chain covers, so the chain and the tree can never
-//! disagree about what was logged. Appending leaf `i` completes the perfect nodes
-//! `(0, i), (1, i / 2), …` (one more per trailing one bit of `i`). Those of level
-//! [`STORED_LEVEL`] (3) and above are stored under one key per completing leaf, `T ‖ i`, as
-//! their concatenation bottom-up: node `(level, index)` is at offset
-//! `32 * (level - STORED_LEVEL)` of the value of leaf `(index + 1) * 2^level - 1`. The
-//! nodes below are recomputed from the entries they cover (at most 8) when a proof needs
-//! them. So only one entry in eight costs an extra key: a key costs about as much to
-//! write as a whole entry, and a key per entry halved the append rate. The frontier
-//! (compact range) after the head is stored under `R` in the same batch as the head
-//! record, so open needs no reads to resume appending.
-//!
-//! Signed checkpoints are kept under `C ‖ tree size` as the C2SP signed-note text.
+//! Merkle proofs and signed checkpoints over the ledger: roots at past sizes, inclusion
+//! and consistency proofs (from the nodes `merkle_store` keeps), and the signed
+//! checkpoints kept under `C ‖ tree size` as C2SP signed-note text, with the check that
+//! this ledger extends a given checkpoint.
 
 use schemas::bundle::hash32_to_hex;
 use schemas::checkpoint::{Checkpoint, SignedNote, SignerKey};
-use schemas::merkle::{self, CompactRange, Hash32, NodeReader, HASH_SIZE};
+use schemas::merkle::{self, CompactRange, Hash32};
 
-use crate::store::{keys, Batch, Store, StoreError};
+use crate::merkle_store::{NodeReadError, StoredNodes};
+use crate::store::{keys, Batch, Store};
 use crate::verify::{FailureKind, VerifyFailure};
 use crate::{Ledger, LedgerError, LedgerView};
-
-/// Reads stored perfect nodes for the proof generators.
-pub(crate) struct StoredNodes<'a>(pub(crate) &'a dyn Store);
-
-/// Why a stored node could not be read.
-#[derive(Debug)]
-pub(crate) enum NodeReadError {
-    /// The store failed.
-    Storage(StoreError),
-    /// The node is not stored, or its record is too short.
-    Missing,
-}
-
-/// The lowest level of Merkle nodes kept in `T` records; lower ones are recomputed from
-/// the (at most `2^STORED_LEVEL`) entries under them.
-pub(crate) const STORED_LEVEL: u32 = 3;
-
-impl NodeReader for StoredNodes<'_> {
-    type Error = NodeReadError;
-
-    fn node(&self, level: u32, index: u64) -> Result<Hash32, NodeReadError> {
-        if level < STORED_LEVEL {
-            return self.node_from_entries(level, index);
-        }
-        // The last leaf under the node is the one whose append completed it.
-        let end = 1u64
-            .checked_shl(level)
-            .and_then(|width| index.checked_add(1)?.checked_mul(width))
-            .ok_or(NodeReadError::Missing)?;
-        let value = self
-            .0
-            .get(&keys::seq_key(keys::TREE, end - 1))
-            .map_err(NodeReadError::Storage)?
-            .ok_or(NodeReadError::Missing)?;
-        let offset = (level - STORED_LEVEL) as usize * HASH_SIZE;
-        value
-            .get(offset..offset + HASH_SIZE)
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or(NodeReadError::Missing)
-    }
-}
-
-impl StoredNodes<'_> {
-    /// Node `(level, index)` recomputed from the stored bytes of the `2^level` entries
-    /// under it, ignoring any stored record.
-    fn node_from_entries(&self, level: u32, index: u64) -> Result<Hash32, NodeReadError> {
-        let width = 1u64.checked_shl(level).ok_or(NodeReadError::Missing)?;
-        let start = index.checked_mul(width).ok_or(NodeReadError::Missing)?;
-        let end = start.checked_add(width).ok_or(NodeReadError::Missing)?;
-        let mut leaves = Vec::with_capacity(usize::try_from(width).unwrap_or(0));
-        let records = self.0.scan(
-            &keys::seq_key(keys::ENTRY, start + 1),
-            &keys::seq_key(keys::ENTRY, end),
-            false,
-        );
-        for item in records {
-            let (_, value) = item.map_err(NodeReadError::Storage)?;
-            let bytes = value.get(HASH_SIZE..).ok_or(NodeReadError::Missing)?;
-            leaves.push(merkle::leaf_hash(bytes));
-        }
-        if leaves.len() as u64 != width {
-            return Err(NodeReadError::Missing);
-        }
-        Ok(merkle::root_from_leaf_hashes(&leaves))
-    }
-}
-
-impl std::fmt::Display for NodeReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NodeReadError::Storage(e) => write!(f, "storage error: {e}"),
-            NodeReadError::Missing => f.write_str("the node is not stored"),
-        }
-    }
-}
-
-/// Whether the stored node of level [`STORED_LEVEL`] over leaf `leaf` equals the one its
-/// entries hash to. `true` when that group of leaves is not complete yet (nothing stored
-/// to compare with).
-pub(crate) fn stored_group_matches(tree: &dyn Store, leaf: u64) -> Result<bool, LedgerError> {
-    let index = leaf >> STORED_LEVEL;
-    let last = ((index + 1) << STORED_LEVEL) - 1;
-    let Some(value) = tree.get(&keys::seq_key(keys::TREE, last))? else {
-        // Either the group is incomplete or the record is gone; the walk judges the latter.
-        return Ok(true);
-    };
-    let computed = match StoredNodes(tree).node_from_entries(STORED_LEVEL, index) {
-        Ok(computed) => computed,
-        Err(NodeReadError::Storage(e)) => return Err(e.into()),
-        Err(NodeReadError::Missing) => return Ok(false),
-    };
-    Ok(value.get(..HASH_SIZE) == Some(&computed[..]))
-}
-
-/// The value stored under `T ‖ i` for the nodes appending leaf `i` completed: those of
-/// level [`STORED_LEVEL`] and above, bottom-up; `None` when there are none (seven leaves in
-/// eight), and then no `T` record is written.
-pub(crate) fn nodes_value(nodes: &[merkle::PerfectNode]) -> Option<Vec<u8>> {
-    let stored: Vec<u8> = nodes
-        .iter()
-        .filter(|(level, _, _)| *level >= STORED_LEVEL)
-        .flat_map(|(_, _, hash)| hash.iter().copied())
-        .collect();
-    (!stored.is_empty()).then_some(stored)
-}
-
-/// The value stored under `R`: the frontier's hashes, largest subtree first (the size is
-/// the head seq).
-pub(crate) fn frontier_value(range: &CompactRange) -> Vec<u8> {
-    range.hashes().concat()
-}
-
-/// Parses the `R` value for a tree of `size` leaves.
-pub(crate) fn parse_frontier(size: u64, value: &[u8]) -> Option<CompactRange> {
-    if value.len() % HASH_SIZE != 0 {
-        return None;
-    }
-    let hashes = value
-        .chunks_exact(HASH_SIZE)
-        .map(|chunk| chunk.try_into().expect("32-byte chunks"))
-        .collect();
-    CompactRange::from_parts(size, hashes).ok()
-}
 
 /// A signed checkpoint kept in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,12 +29,20 @@ impl StoredCheckpoint {
     }
 }
 
-fn proof_error<E: std::fmt::Display>(error: merkle::ProofError<E>) -> LedgerError {
+fn proof_error(error: merkle::ProofError<NodeReadError>) -> LedgerError {
     match error {
         merkle::ProofError::IndexOutOfRange { .. } | merkle::ProofError::SizeOrder { .. } => {
             LedgerError::OutOfRange(error.to_string())
         }
-        merkle::ProofError::Node { .. } => LedgerError::Tree(error.to_string()),
+        merkle::ProofError::Node {
+            error: NodeReadError::Storage(error),
+            ..
+        } => LedgerError::Storage(error),
+        merkle::ProofError::Node {
+            level,
+            index,
+            error: NodeReadError::Missing,
+        } => LedgerError::NodeMissing { level, index },
     }
 }
 
@@ -300,7 +174,7 @@ impl Ledger {
     /// Signs a checkpoint of the durable head with `key` under `origin` and keeps it.
     ///
     /// Flushes first: a checkpoint only ever covers entries on disk, and an empty ledger
-    /// is not signed (`OutOfRange`). Returns the latest
+    /// is not signed ([`LedgerError::Empty`]). Returns the latest
     /// checkpoint unchanged when it already covers the head, and refuses (fails closed) if
     /// the head's tree is not an extension of the latest signed one, so the service can
     /// never sign two inconsistent trees.
@@ -319,9 +193,7 @@ impl Ledger {
         let size = self.tree_size();
         if size == 0 {
             // Verifiers reject proofs from the empty tree: there is nothing to commit to.
-            return Err(LedgerError::OutOfRange(
-                "the ledger is empty: there is no tree to sign".into(),
-            ));
+            return Err(LedgerError::Empty);
         }
         let latest = self.latest_checkpoint()?;
         if let Some(latest) = &latest {
@@ -334,10 +206,10 @@ impl Ledger {
             if latest.checkpoint.origin != origin {
                 // The origin is the log's identity in every checkpoint auditors hold:
                 // signing under another one would start a second, unrelated log.
-                return Err(LedgerError::OutOfRange(format!(
-                    "this ledger's checkpoints are of origin {:?}; refusing to sign one of origin {origin:?}",
-                    latest.checkpoint.origin
-                )));
+                return Err(LedgerError::OriginMismatch {
+                    kept: latest.checkpoint.origin.clone(),
+                    requested: origin.to_string(),
+                });
             }
             if latest.checkpoint.size == size {
                 let mut note = SignedNote::parse(&latest.note)?;
@@ -383,9 +255,11 @@ impl Ledger {
     }
 }
 
-/// The newest checkpoint stored in `tree`.
-pub(crate) fn latest_checkpoint(tree: &dyn Store) -> Result<Option<StoredCheckpoint>, LedgerError> {
-    let mut records = tree.scan(
+/// The newest checkpoint kept in `store`.
+pub(crate) fn latest_checkpoint(
+    store: &dyn Store,
+) -> Result<Option<StoredCheckpoint>, LedgerError> {
+    let mut records = store.scan(
         &keys::seq_key(keys::CHECKPOINT, 0),
         &keys::seq_key(keys::CHECKPOINT, u64::MAX),
         true,
@@ -402,7 +276,7 @@ pub(crate) fn latest_checkpoint(tree: &dyn Store) -> Result<Option<StoredCheckpo
 /// Proves, from stored nodes, that the tree `checkpoint` names is a prefix of the tree
 /// whose frontier is `head`: its root at that size and a consistency proof to the head.
 pub(crate) fn check_consistent(
-    tree: &dyn Store,
+    store: &dyn Store,
     head: &CompactRange,
     checkpoint: &Checkpoint,
 ) -> Result<(), VerifyFailure> {
@@ -418,7 +292,7 @@ pub(crate) fn check_consistent(
             head.size()
         )));
     }
-    let nodes = StoredNodes(tree);
+    let nodes = StoredNodes(store);
     let root = merkle::root_at(&nodes, size)
         .map_err(|e| failure(format!("the tree of size {size} cannot be recomputed: {e}")))?;
     if root != checkpoint.root {
@@ -444,6 +318,7 @@ pub(crate) fn check_consistent(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::merkle_store::frontier_value;
     use crate::tests::{pod, raw_store, rewind_high_water};
     use crate::{LedgerConfig, StoredEntry};
     use chrono::{TimeZone, Utc};
@@ -554,7 +429,7 @@ mod tests {
         let mut ledger = Ledger::open(dir.path(), config()).unwrap();
         assert!(matches!(
             ledger.sign_checkpoint(&key(), "test.example/ledger"),
-            Err(LedgerError::OutOfRange(_))
+            Err(LedgerError::Empty)
         ));
         append(&mut ledger, 1..=10);
         let first = ledger
@@ -600,12 +475,12 @@ mod tests {
         // The origin is the log's identity: another one is refused, now and later.
         assert!(matches!(
             ledger.sign_checkpoint(&key(), "another.example/ledger"),
-            Err(LedgerError::OutOfRange(_))
+            Err(LedgerError::OriginMismatch { .. })
         ));
         append(&mut ledger, 21..=22);
         assert!(matches!(
             ledger.sign_checkpoint(&key(), "another.example/ledger"),
-            Err(LedgerError::OutOfRange(_))
+            Err(LedgerError::OriginMismatch { .. })
         ));
         assert_eq!(ledger.latest_checkpoint().unwrap(), Some(second.clone()));
         drop(ledger);
@@ -623,16 +498,16 @@ mod tests {
         keep: u64,
         replacement: Option<std::ops::RangeInclusive<u64>>,
     ) {
-        let tree = raw_store(dir);
-        let (head, _) = crate::read_head(&tree).unwrap();
+        let store = raw_store(dir);
+        let (head, _) = crate::read_head(&store).unwrap();
         for seq in keep + 1..=head {
-            tree.remove(&keys::seq_key(keys::ENTRY, seq)).unwrap();
-            tree.remove(&keys::seq_key(keys::TREE, seq - 1)).unwrap();
-            tree.remove(&keys::seq_key(keys::SNAPSHOT, seq)).unwrap();
+            store.remove(&keys::seq_key(keys::ENTRY, seq)).unwrap();
+            store.remove(&keys::seq_key(keys::TREE, seq - 1)).unwrap();
+            store.remove(&keys::seq_key(keys::SNAPSHOT, seq)).unwrap();
         }
-        let frontier = CompactRange::from_reader(&StoredNodes(&tree), keep).unwrap();
+        let frontier = CompactRange::from_reader(&StoredNodes(&store), keep).unwrap();
         let hash = Hash::from_slice(
-            &tree
+            &store
                 .get(&keys::seq_key(keys::ENTRY, keep))
                 .unwrap()
                 .unwrap(),
@@ -643,12 +518,14 @@ mod tests {
             hash,
             observed_at: None,
         };
-        tree.insert(keys::HEAD, &crate::head_record(&seq_hash)[..])
+        store
+            .insert(keys::HEAD, &crate::head_record(&seq_hash)[..])
             .unwrap();
-        tree.insert(keys::FRONTIER, &frontier_value(&frontier))
+        store
+            .insert(keys::FRONTIER, &frontier_value(&frontier))
             .unwrap();
-        tree.flush().unwrap();
-        drop(tree);
+        store.flush().unwrap();
+        drop(store);
         // The forger rewrites the high-water mark too: only the checkpoint catches this.
         rewind_high_water(dir, keep);
         if let Some(range) = replacement {
@@ -689,20 +566,21 @@ mod tests {
         // Rolling back is refused by open, so a forger who wants a different history of
         // the same length must write it under the checkpoint's nose: rewrite the store.
         let checkpoint = {
-            let tree = raw_store(dir.path());
-            let value = tree
+            let store = raw_store(dir.path());
+            let value = store
                 .remove(&keys::seq_key(keys::CHECKPOINT, 30))
                 .unwrap()
                 .unwrap();
-            tree.flush().unwrap();
+            store.flush().unwrap();
             value
         };
         rewrite_after(dir.path(), 20, Some(21..=30));
         {
-            let tree = raw_store(dir.path());
-            tree.insert(&keys::seq_key(keys::CHECKPOINT, 30), &checkpoint)
+            let store = raw_store(dir.path());
+            store
+                .insert(&keys::seq_key(keys::CHECKPOINT, 30), &checkpoint)
                 .unwrap();
-            tree.flush().unwrap();
+            store.flush().unwrap();
         }
         match Ledger::open(dir.path(), config()) {
             Err(LedgerError::Corrupt(failure)) => {

@@ -5,7 +5,9 @@
 //! fixtures' expectations), export (every line re-hashed offline with blake3 and chained,
 //! `--from-seq`/`--to-seq`), and usage and input errors.
 //!
-//! Only the binary's arguments, exit codes, stdout and stderr are used, never the library.
+//! Only the binary's arguments, exit codes, stdout and stderr are used, never the library;
+//! the one exception forges a store record (with the test support's raw store access) to
+//! give the binary a ledger that contradicts its own signed checkpoint.
 
 #[path = "support/process.rs"]
 mod process;
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use process::{ok, run};
 use serde_json::Value;
-use support::{base64_decode, event_lines};
+use support::{base64_decode, event_lines, open_raw};
 
 fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1121,4 +1123,88 @@ fn history_as_a_timeline_reads_like_the_page() {
         cell(header, released, "SUMMARY").contains("through claim agents/"),
         "{timeline}"
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        let target = to.join(item.file_name());
+        if item.file_type().unwrap().is_dir() {
+            copy_dir(&item.path(), &target);
+        } else {
+            std::fs::copy(item.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A ledger that contradicts a checkpoint it holds is an integrity failure, exit 1, for
+/// every command that meets it: `export --bundle --signing-key` (which would sign and
+/// export from it) as much as `verify`. Never exit 2, which would say the operator typed
+/// something wrong.
+#[test]
+fn a_ledger_contradicting_its_checkpoint_exits_1_for_export_and_verify() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    scratch.ingest_fixture("warm_bind.jsonl");
+    let short = scratch.dir.path().join("short");
+    copy_dir(Path::new(&db), &short);
+    scratch.ingest_fixture("release_orphan.jsonl");
+    let prefix = scratch.dir.path().join("key");
+    let prefix = prefix.to_str().unwrap();
+    ok(
+        &["keygen", "--name", "cli.example/ledger", "--out", prefix],
+        None,
+    );
+    let key = format!("{prefix}.key");
+    let bundle = scratch.dir.path().join("full");
+    let manifest = ok(
+        &[
+            "export",
+            "--db",
+            &db,
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--signing-key",
+            &key,
+        ],
+        None,
+    )
+    .json();
+    let size = manifest["tree_size"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tree size in {manifest}"));
+
+    // Give the shorter copy the checkpoint signed over the longer log: the copy's entries
+    // are all valid, but it does not hold the tree its own checkpoint names.
+    let mut key_bytes = vec![ledger::store::keys::CHECKPOINT];
+    key_bytes.extend_from_slice(&size.to_be_bytes());
+    let note = open_raw(Path::new(&db))
+        .get(&key_bytes)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no checkpoint of size {size} in {db}"));
+    let raw = open_raw(&short);
+    raw.insert(&key_bytes, &note).unwrap();
+    raw.flush().unwrap();
+    drop(raw);
+
+    let short = short.to_str().unwrap();
+    let out = scratch.dir.path().join("short-bundle");
+    let export = run(
+        &[
+            "export",
+            "--db",
+            short,
+            "--bundle",
+            out.to_str().unwrap(),
+            "--signing-key",
+            &key,
+        ],
+        None,
+    );
+    assert_eq!(export.code, 1, "{export:?}");
+    assert!(export.stderr.contains("checkpoint"), "{export:?}");
+    assert!(!out.exists(), "nothing is exported from such a ledger");
+    let verify = run(&["verify", "--db", short], None);
+    assert_eq!(verify.code, 1, "{verify:?}");
 }

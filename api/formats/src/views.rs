@@ -511,6 +511,11 @@ mod tests {
     use schemas::entry::CheckDenied;
     use schemas::{ChangeKind, ObjectChange, Reason};
 
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\\nc");
+    }
+
     fn stored(seq: u64, change: Change) -> StoredEntry {
         let entry = Entry {
             format_version: schemas::entry::FORMAT_VERSION,

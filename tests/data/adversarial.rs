@@ -393,6 +393,16 @@ impl World {
             .clone()
     }
 
+    /// Every handle created so far.
+    pub fn handles(&self) -> impl Iterator<Item = &str> {
+        self.objects.keys().map(String::as_str)
+    }
+
+    /// Whether the case deleted the object.
+    pub fn is_gone(&self, handle: &str) -> bool {
+        self.gone.contains(handle)
+    }
+
     pub fn is_terminating(&self, handle: &str) -> bool {
         self.terminating.contains(handle)
     }

@@ -99,3 +99,65 @@ async fn every_adversarial_case_of_the_table_answers_as_the_table_says() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The reason codes a harness's cases expect.
+fn reasons_expected(cases: &[adversarial_table::Case]) -> std::collections::BTreeSet<String> {
+    cases
+        .iter()
+        .flat_map(|case| &case.steps)
+        .filter_map(|step| match step {
+            adversarial_table::Step::Expect(expect) => expect.reason.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_table_reaches_every_reason_code_in_every_harness_or_says_why_not() {
+    let table = Table::load();
+    let all: std::collections::BTreeSet<String> = schemas::Reason::ALL
+        .iter()
+        .map(|r| r.code().to_string())
+        .collect();
+    for (code, why) in &table.unreachable {
+        assert!(all.contains(code), "unreachable lists {code}, not a reason code");
+        assert!(!why.trim().is_empty(), "unreachable {code} says no why");
+    }
+    for harness in adversarial_table::HARNESSES {
+        let reached = reasons_expected(&table.cases_for(harness));
+        for code in &reached {
+            assert!(all.contains(code), "the table expects {code}, not a reason code");
+            assert!(
+                !table.unreachable.contains_key(code),
+                "{code} is listed unreachable, but the table reaches it"
+            );
+        }
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|code| !reached.contains(*code) && !table.unreachable.contains_key(*code))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the {harness} harness reaches no case expecting {missing:?}, and the table does \
+             not list them as unreachable"
+        );
+    }
+}
+
+#[test]
+fn every_case_runs_in_process_and_through_ingest_and_every_skip_says_why() {
+    let table = Table::load();
+    for case in &table.cases {
+        for harness in ["in_process", "ingest"] {
+            assert!(
+                !case.skip.contains_key(harness),
+                "case {} must run in the {harness} harness",
+                case.name
+            );
+        }
+        for (harness, why) in &case.skip {
+            assert!(!why.trim().is_empty(), "case {}: skip {harness} says no why", case.name);
+        }
+        assert!(!case.description.trim().is_empty(), "case {} has no description", case.name);
+    }
+}

@@ -30,11 +30,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use adversarial_table::{merge_patch, Action, Table, World};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams,
     PropagationPolicy,
 };
-use adversarial_table::{merge_patch, Action, Table, World};
 use process::{command, Child, BIN};
 use serde_json::{json, Value};
 
@@ -816,13 +816,16 @@ fn assert_the_simulator_holds_what_the_case_says(
     // A deleted object whose name a live one reuses is not looked up by name.
     for handle in deleted.iter().filter(|d| !live.iter().any(|l| same(d, l))) {
         let object = world.object(handle);
-        poll(&format!("{} {} to be gone", object.kind(), object.name()), || {
-            if k.exists(kind_of(object), object.name()) {
-                Err("still there".into())
-            } else {
-                Ok(())
-            }
-        });
+        poll(
+            &format!("{} {} to be gone", object.kind(), object.name()),
+            || {
+                if k.exists(kind_of(object), object.name()) {
+                    Err("still there".into())
+                } else {
+                    Ok(())
+                }
+            },
+        );
     }
 }
 
@@ -860,7 +863,11 @@ fn run_case(case: &adversarial_table::Case) {
                 let object = world.object(&handle);
                 let kind = kind_of(object);
                 if was_terminating {
-                    k.patch(kind, object.name(), json!({"metadata": {"finalizers": null}}));
+                    k.patch(
+                        kind,
+                        object.name(),
+                        json!({"metadata": {"finalizers": null}}),
+                    );
                 } else if !collected.contains(&handle) {
                     k.delete_if_present(kind, object.name());
                 }
@@ -891,7 +898,12 @@ fn run_case(case: &adversarial_table::Case) {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .flat_map(|e| e["entry"]["transitions"].as_array().cloned().unwrap_or_default())
+                    .flat_map(|e| {
+                        e["entry"]["transitions"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    })
                     .collect();
                 let found = adversarial_table::count_transitions(&transitions, &transition, &uid);
                 if status == 200 && found == count {

@@ -252,7 +252,10 @@ fn a_bound_workspace_outliving_its_sandbox_or_its_claim_is_reported_once() {
         assert_eq!(orphaned_workspaces(&file).len() as u64, expected, "{file}");
         orphaned += expected;
     }
-    assert!(orphaned >= 2, "the reuse cases expect their orphaned workspaces");
+    assert!(
+        orphaned >= 2,
+        "the reuse cases expect their orphaned workspaces"
+    );
 }
 
 // ----- the adversarial table -----
@@ -279,7 +282,8 @@ fn generate(case: &adversarial_table::Case) -> String {
                     if request.get("require_claim").is_none() {
                         request["require_claim"] = json!(true);
                     }
-                    let mut line = json!({"expect": request, "decision": decision, "reason": reason});
+                    let mut line =
+                        json!({"expect": request, "decision": decision, "reason": reason});
                     if let Some(binding) = binding {
                         line["binding"] = binding;
                     }
@@ -425,14 +429,17 @@ fn run_case_through_the_binary(case: &adversarial_table::Case) -> Result<(), Str
             let transitions: Vec<Value> = stdout
                 .lines()
                 .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .flat_map(|l| l["entry"]["transitions"].as_array().cloned().unwrap_or_default())
+                .flat_map(|l| {
+                    l["entry"]["transitions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
                 .collect();
             let transition = log["transition"].as_str().unwrap();
             let found = count_transitions(&transitions, transition, uid) as u64;
             if found != log["count"].as_u64().unwrap() {
-                return Err(format!(
-                    "{at}: {log}: found {found} in {transitions:?}"
-                ));
+                return Err(format!("{at}: {log}: found {found} in {transitions:?}"));
             }
         }
     }

@@ -161,8 +161,15 @@ fn adversarial_scenario(case: &adversarial_table::Case, namespace: &str) -> Stri
                 binding,
             } => {
                 let mut expect = json!({"pod": request["pod_name"], "decision": decision});
-                for key in ["namespace", "pod_uid", "sandbox_id", "sandbox_name", "sandbox_uid",
-                            "claim_uid", "require_claim"] {
+                for key in [
+                    "namespace",
+                    "pod_uid",
+                    "sandbox_id",
+                    "sandbox_name",
+                    "sandbox_uid",
+                    "claim_uid",
+                    "require_claim",
+                ] {
                     if let Some(value) = request.get(key) {
                         expect[key] = value.clone();
                     }

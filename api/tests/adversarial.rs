@@ -120,13 +120,19 @@ fn the_table_reaches_every_reason_code_in_every_harness_or_says_why_not() {
         .map(|r| r.code().to_string())
         .collect();
     for (code, why) in &table.unreachable {
-        assert!(all.contains(code), "unreachable lists {code}, not a reason code");
+        assert!(
+            all.contains(code),
+            "unreachable lists {code}, not a reason code"
+        );
         assert!(!why.trim().is_empty(), "unreachable {code} says no why");
     }
     for harness in adversarial_table::HARNESSES {
         let reached = reasons_expected(&table.cases_for(harness));
         for code in &reached {
-            assert!(all.contains(code), "the table expects {code}, not a reason code");
+            assert!(
+                all.contains(code),
+                "the table expects {code}, not a reason code"
+            );
             assert!(
                 !table.unreachable.contains_key(code),
                 "{code} is listed unreachable, but the table reaches it"
@@ -156,8 +162,16 @@ fn every_case_runs_in_process_and_through_ingest_and_every_skip_says_why() {
             );
         }
         for (harness, why) in &case.skip {
-            assert!(!why.trim().is_empty(), "case {}: skip {harness} says no why", case.name);
+            assert!(
+                !why.trim().is_empty(),
+                "case {}: skip {harness} says no why",
+                case.name
+            );
         }
-        assert!(!case.description.trim().is_empty(), "case {} has no description", case.name);
+        assert!(
+            !case.description.trim().is_empty(),
+            "case {} has no description",
+            case.name
+        );
     }
 }

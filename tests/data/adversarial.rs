@@ -613,7 +613,12 @@ impl World {
                         let name = self.name_of(claim, name);
                         metadata.insert(
                             "ownerReferences".into(),
-                            Self::controller_ref(CLAIM_API, "SandboxClaim", &name, &self.uid(claim)),
+                            Self::controller_ref(
+                                CLAIM_API,
+                                "SandboxClaim",
+                                &name,
+                                &self.uid(claim),
+                            ),
                         );
                     }
                     Some(Owner {
@@ -621,7 +626,12 @@ impl World {
                     }) => {
                         metadata.insert(
                             "ownerReferences".into(),
-                            Self::controller_ref(CLAIM_API, "SandboxWarmPool", pool, &forged_uid(pool)),
+                            Self::controller_ref(
+                                CLAIM_API,
+                                "SandboxWarmPool",
+                                pool,
+                                &forged_uid(pool),
+                            ),
                         );
                         labels.insert(
                             "agents.x-k8s.io/warm-pool-sandbox".into(),
@@ -782,7 +792,8 @@ impl EventWriter {
 
     /// The lines of one step.
     pub fn step(&mut self, step: &Step) -> Vec<Line> {
-        let event = |kind: &str, object: Value| Line::Event(json!({"type": kind, "object": object}));
+        let event =
+            |kind: &str, object: Value| Line::Event(json!({"type": kind, "object": object}));
         match self.world.step(step) {
             Action::Create { handle } => vec![event("ADDED", self.object(&handle, false))],
             Action::Update { handle, .. } => {

@@ -263,7 +263,7 @@ fn a_bound_workspace_outliving_its_sandbox_or_its_claim_is_reported_once() {
 /// The fixture text of one case: a comment naming it, then its watch events, checks and
 /// log expectations in order.
 fn generate(case: &adversarial_table::Case) -> String {
-    let mut writer = EventWriter::new("adversarial");
+    let mut writer = EventWriter::new("adversarial", &case.name);
     let mut out = vec![
         json!({"comment": format!("generated from tests/data/adversarial.json, case {}: do not edit", case.name)}),
         json!({"comment": case.description}),

@@ -27,7 +27,7 @@ async fn run(case: &adversarial_table::Case) -> Result<(), String> {
 }
 
 async fn run_on(server: &mut Server, case: &adversarial_table::Case) -> Result<(), String> {
-    let mut writer = EventWriter::new(NS);
+    let mut writer = EventWriter::new(NS, &case.name);
     let mut pending: Vec<Value> = Vec::new();
     for (index, step) in case.steps.iter().enumerate() {
         let at = format!("{} step {}", case.name, index + 1);
@@ -174,4 +174,12 @@ fn every_case_runs_in_process_and_through_ingest_and_every_skip_says_why() {
             case.name
         );
     }
+    // Some tests replay the generated fixtures of several cases into one ledger: the uids
+    // invented for different cases must never meet.
+    let tags: std::collections::BTreeSet<String> = table
+        .cases
+        .iter()
+        .map(|case| adversarial_table::case_tag(&case.name))
+        .collect();
+    assert_eq!(tags.len(), table.cases.len(), "two cases share a uid tag");
 }

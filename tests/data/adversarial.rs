@@ -293,13 +293,21 @@ impl Table {
     }
 }
 
+/// FNV-1a: stable across runs and platforms, unlike the std hasher.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A uid no cluster holds, stable per tag.
 pub fn forged_uid(tag: &str) -> String {
-    // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    let hash = tag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("deadbeef-0000-4000-8000-{:012x}", hash & 0xffff_ffff_ffff)
+    format!("deadbeef-0000-4000-8000-{:012x}", fnv(tag) & 0xffff_ffff_ffff)
+}
+
+/// Four hex digits naming a case in the uids invented for it.
+pub fn case_tag(case: &str) -> String {
+    format!("{:04x}", fnv(case) & 0xffff)
 }
 
 /// What a step asks of a harness, with everything resolved against the [`World`].
@@ -342,8 +350,9 @@ pub struct World {
     uids: BTreeMap<String, String>,
     terminating: BTreeSet<String>,
     gone: BTreeSet<String>,
-    /// Assigns uids when the harness does not get them from an API server.
-    invent: Option<usize>,
+    /// Assigns uids when the harness does not get them from an API server: the case's tag
+    /// (so that cases replayed into one ledger never share a uid) and a counter.
+    invent: Option<(String, usize)>,
 }
 
 impl World {
@@ -359,10 +368,10 @@ impl World {
         }
     }
 
-    /// A world that invents a fresh uid for every created object.
-    pub fn inventing(namespace: &str) -> World {
+    /// A world that invents a fresh uid for every created object, unique to the case.
+    pub fn inventing(namespace: &str, case: &str) -> World {
         World {
-            invent: Some(0),
+            invent: Some((case_tag(case), 0)),
             ..World::served(namespace)
         }
     }
@@ -416,7 +425,7 @@ impl World {
                     !self.objects.contains_key(&handle),
                     "handle {handle} created twice"
                 );
-                if let Some(counter) = self.invent.as_mut() {
+                if let Some((tag, counter)) = self.invent.as_mut() {
                     *counter += 1;
                     let prefix = match object {
                         Object::SandboxClaim { .. } => "c1a1m000",
@@ -424,7 +433,7 @@ impl World {
                         Object::Pod { .. } => "p0d00000",
                         Object::PersistentVolumeClaim { .. } => "pvc00000",
                     };
-                    let uid = format!("{prefix}-0a0a-4000-8000-{:012}", *counter);
+                    let uid = format!("{prefix}-{tag}-4000-8000-{:012}", *counter);
                     self.uids.insert(handle.clone(), uid);
                 }
                 self.objects.insert(handle.clone(), object.clone());
@@ -766,9 +775,9 @@ pub enum Line {
 }
 
 impl EventWriter {
-    pub fn new(namespace: &str) -> EventWriter {
+    pub fn new(namespace: &str, case: &str) -> EventWriter {
         EventWriter {
-            world: World::inventing(namespace),
+            world: World::inventing(namespace, case),
             resource_version: 100,
         }
     }

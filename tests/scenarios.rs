@@ -73,8 +73,10 @@ fn write(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<PathBuf>) {
 #[test]
 fn every_shipped_scenario_passes() {
     let files = shipped();
+    // 18 files since the reason-code files became cases of the adversarial table (run by
+    // `every_adversarial_case_of_the_table_passes_as_a_scenario`); the same slack as before.
     assert!(
-        files.len() >= 20,
+        files.len() >= 15,
         "expected the shipped scenarios, found {files:?}"
     );
     // One process per file (each has its own simulator on 127.0.0.1:0 and its own ledger),

@@ -302,7 +302,10 @@ fn fnv(text: &str) -> u64 {
 
 /// A uid no cluster holds, stable per tag.
 pub fn forged_uid(tag: &str) -> String {
-    format!("deadbeef-0000-4000-8000-{:012x}", fnv(tag) & 0xffff_ffff_ffff)
+    format!(
+        "deadbeef-0000-4000-8000-{:012x}",
+        fnv(tag) & 0xffff_ffff_ffff
+    )
 }
 
 /// Four hex digits naming a case in the uids invented for it.

@@ -1,12 +1,23 @@
 //! Every lifecycle fixture in `tests/fixtures/` replayed into a real on-disk ledger, with
 //! the decision and reason asserted after each step; then the chain verifies, replay
 //! re-derives every transition, and ingesting the file again appends nothing.
+//!
+//! The `adversarial_*.jsonl` fixtures are generated from the one table of adversarial
+//! cases (`tests/data/adversarial.json`): a test checks that each file is exactly what
+//! its case generates (`UPDATE_ADVERSARIAL_FIXTURES=1` rewrites them), and every case
+//! also runs through the real binary, `claim-ledger ingest` then `claim-ledger check`
+//! and `claim-ledger history`, step by step.
 
-use std::path::Path;
+#[path = "data/adversarial.rs"]
+mod adversarial_table;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use adversarial_table::{contains, count_transitions, EventWriter, Line, Table};
 use chrono::{TimeZone, Utc};
 use ledger::{CheckRequest, Ledger, LedgerConfig, Verdict};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn clock() -> impl FnMut() -> chrono::DateTime<Utc> {
     let mut tick = 0;
@@ -55,6 +66,20 @@ fn run_fixture(path: &Path) -> usize {
         if value.get("comment").is_some() {
             continue;
         }
+        if let Some(log) = value.get("expect_log") {
+            ingest(&mut ledger, &pending, &mut clock);
+            pending.clear();
+            let transitions = all_transitions(&ledger);
+            let uid = log["uid"].as_str().unwrap();
+            let transition = log["transition"].as_str().unwrap();
+            assert_eq!(
+                count_transitions(&transitions, transition, uid) as u64,
+                log["count"].as_u64().unwrap(),
+                "{name}:{}: {transition} about {uid} in {transitions:?}",
+                number + 1
+            );
+            continue;
+        }
         let Some(request) = value.get("expect") else {
             pending.push_str(line);
             pending.push('\n');
@@ -82,6 +107,12 @@ fn run_fixture(path: &Path) -> usize {
                 .as_ref()
                 .expect("allow carries the binding");
             assert_eq!(binding.pod.uid, request.pod_uid);
+            if let Some(expected) = value.get("binding") {
+                let actual = serde_json::to_value(binding).unwrap();
+                if let Err(e) = contains(&actual, expected) {
+                    panic!("{name}:{}: binding: {e}: {actual}", number + 1);
+                }
+            }
         }
         expectations += 1;
     }
@@ -107,6 +138,20 @@ fn run_fixture(path: &Path) -> usize {
     let rebuilt = reopened.state_at_seq(head.seq.saturating_sub(1)).unwrap();
     assert_eq!(rebuilt.seq(), head.seq.saturating_sub(1));
     expectations
+}
+
+/// Every transition in the ledger's log, as JSON.
+fn all_transitions(ledger: &Ledger) -> Vec<Value> {
+    let head = ledger.head().seq;
+    if head == 0 {
+        return Vec::new();
+    }
+    ledger
+        .entries(1, head)
+        .map(Result::unwrap)
+        .flat_map(|stored| stored.entry.transitions)
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect()
 }
 
 fn text_events(text: &str) -> String {
@@ -190,7 +235,225 @@ fn a_bound_workspace_outliving_its_sandbox_or_its_claim_is_reported_once() {
     assert_eq!(orphaned_workspaces("warm_bind.jsonl"), []);
     assert_eq!(orphaned_workspaces("cold_bind.jsonl"), []);
     assert_eq!(orphaned_workspaces("pod_replacement.jsonl"), []);
-    // Case 1: Sandbox theta left ownerless by its claim's orphan delete, its PVC alive;
-    // case 2: a Retain claim's PVC that outlives its Sandbox. Case 3 is a background release.
-    assert_eq!(orphaned_workspaces("adversarial_reuse.jsonl").len(), 2);
+    // The adversarial reuse cases (a Sandbox left ownerless by its claim's orphan delete,
+    // its PVC alive; a Retain-style PVC that outlives its Sandbox) each expect one
+    // `workspace_orphaned` in the table (`expect_log`), checked with every other line of
+    // their generated fixtures.
+    let table = Table::load();
+    let mut orphaned = 0;
+    for case in table.cases_for("ingest") {
+        let file = format!("adversarial_{}.jsonl", case.name);
+        let expected: u64 = generate(&case)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["expect_log"]["transition"] == "workspace_orphaned")
+            .map(|v| v["expect_log"]["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(orphaned_workspaces(&file).len() as u64, expected, "{file}");
+        orphaned += expected;
+    }
+    assert!(
+        orphaned >= 2,
+        "the reuse cases expect their orphaned workspaces"
+    );
+}
+
+// ----- the adversarial table -----
+
+/// The fixture text of one case: a comment naming it, then its watch events, checks and
+/// log expectations in order.
+fn generate(case: &adversarial_table::Case) -> String {
+    let mut writer = EventWriter::new("adversarial", &case.name);
+    let mut out = vec![
+        json!({"comment": format!("generated from tests/data/adversarial.json, case {}: do not edit", case.name)}),
+        json!({"comment": case.description}),
+    ];
+    for step in &case.steps {
+        for line in writer.step(step) {
+            out.push(match line {
+                Line::Event(event) => event,
+                Line::Expect {
+                    mut request,
+                    decision,
+                    reason,
+                    binding,
+                } => {
+                    // The fixture format writes require_claim out (README.md).
+                    if request.get("require_claim").is_none() {
+                        request["require_claim"] = json!(true);
+                    }
+                    let mut line =
+                        json!({"expect": request, "decision": decision, "reason": reason});
+                    if let Some(binding) = binding {
+                        line["binding"] = binding;
+                    }
+                    line
+                }
+                Line::ExpectLog {
+                    transition,
+                    selector,
+                    uid,
+                    count,
+                } => json!({"expect_log": {"transition": transition, "selector": selector,
+                                            "uid": uid, "count": count}}),
+            });
+        }
+    }
+    out.iter().map(|line| format!("{line}\n")).collect()
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[test]
+fn the_adversarial_fixtures_are_exactly_what_the_table_generates() {
+    let table = Table::load();
+    let update = std::env::var_os("UPDATE_ADVERSARIAL_FIXTURES").is_some();
+    let mut expected_files = Vec::new();
+    let mut stale = Vec::new();
+    for case in table.cases_for("ingest") {
+        let file = format!("adversarial_{}.jsonl", case.name);
+        let path = fixtures_dir().join(&file);
+        let text = generate(&case);
+        if update {
+            std::fs::write(&path, &text).unwrap();
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            stale.push(file.clone());
+        }
+        expected_files.push(file);
+    }
+    let mut present: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("adversarial_") && name.ends_with(".jsonl"))
+        .collect();
+    present.sort();
+    expected_files.sort();
+    assert_eq!(
+        present, expected_files,
+        "adversarial_*.jsonl files that no case of the table generates (or missing ones)"
+    );
+    assert!(
+        stale.is_empty(),
+        "not what tests/data/adversarial.json generates (rerun with \
+         UPDATE_ADVERSARIAL_FIXTURES=1 and review the diff): {stale:?}"
+    );
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+fn claim_ledger(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_claim-ledger"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run claim-ledger");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// One case through `claim-ledger ingest`, `check` and `history`; the first failure.
+fn run_case_through_the_binary(case: &adversarial_table::Case) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let db = db.to_str().unwrap();
+    let mut pending = String::new();
+    let mut segments = 0;
+    let mut flush = |pending: &mut String| -> Result<(), String> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        segments += 1;
+        let file = dir.path().join(format!("segment-{segments}.jsonl"));
+        std::fs::write(&file, &*pending).unwrap();
+        pending.clear();
+        let (code, stdout, stderr) = claim_ledger(&["ingest", "--db", db, file.to_str().unwrap()]);
+        if code != 0 || !stderr.trim().is_empty() {
+            return Err(format!("ingest exited {code}: {stdout}{stderr}"));
+        }
+        Ok(())
+    };
+    for (number, line) in generate(case).lines().enumerate() {
+        let at = format!("{} line {}", case.name, number + 1);
+        let value: Value = serde_json::from_str(line).unwrap();
+        if value.get("type").is_some() {
+            pending.push_str(line);
+            pending.push('\n');
+        } else if let Some(request) = value.get("expect") {
+            flush(&mut pending).map_err(|e| format!("{at}: {e}"))?;
+            let mut args = vec!["check".to_string(), "--db".into(), db.into()];
+            for (flag, key) in [
+                ("--namespace", "namespace"),
+                ("--pod-name", "pod_name"),
+                ("--pod-uid", "pod_uid"),
+                ("--sandbox-id", "sandbox_id"),
+                ("--sandbox-name", "sandbox_name"),
+                ("--sandbox-uid", "sandbox_uid"),
+                ("--claim-uid", "claim_uid"),
+            ] {
+                if let Some(v) = request[key].as_str() {
+                    args.push(flag.into());
+                    args.push(v.into());
+                }
+            }
+            if request["require_claim"] == false {
+                args.push("--allow-direct".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, stdout, stderr) = claim_ledger(&args);
+            let body: Value = serde_json::from_str(&stdout)
+                .map_err(|e| format!("{at}: check printed no decision ({e}): {stdout}{stderr}"))?;
+            let expected = (value["decision"].as_str(), value["reason"].as_str());
+            let expected_code = if expected.0 == Some("allow") { 0 } else { 1 };
+            if (body["decision"].as_str(), body["reason"].as_str()) != expected
+                || code != expected_code
+            {
+                return Err(format!(
+                    "{at}: {request}: expected {expected:?}, got exit {code} {body}"
+                ));
+            }
+            if let Some(binding) = value.get("binding") {
+                contains(&body["binding"], binding).map_err(|e| format!("{at}: binding: {e}"))?;
+            }
+        } else if let Some(log) = value.get("expect_log") {
+            flush(&mut pending).map_err(|e| format!("{at}: {e}"))?;
+            let selector = format!("--{}", log["selector"].as_str().unwrap().replace('_', "-"));
+            let uid = log["uid"].as_str().unwrap();
+            let (code, stdout, stderr) = claim_ledger(&["history", "--db", db, &selector, uid]);
+            if code != 0 {
+                return Err(format!("{at}: history exited {code}: {stderr}"));
+            }
+            let transitions: Vec<Value> = stdout
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .flat_map(|l| {
+                    l["entry"]["transitions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect();
+            let transition = log["transition"].as_str().unwrap();
+            let found = count_transitions(&transitions, transition, uid) as u64;
+            if found != log["count"].as_u64().unwrap() {
+                return Err(format!("{at}: {log}: found {found} in {transitions:?}"));
+            }
+        }
+    }
+    flush(&mut pending).map_err(|e| format!("{}: {e}", case.name))
+}
+
+#[test]
+fn every_adversarial_case_answers_as_the_table_says_through_the_binary() {
+    let table = Table::load();
+    let cases = table.cases_for("ingest");
+    assert!(cases.len() >= 10, "cases missing: {}", cases.len());
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|case| run_case_through_the_binary(case).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

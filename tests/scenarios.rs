@@ -5,12 +5,20 @@
 //! naming the failing step (and the files after them still run); invalid files exit 2 with
 //! the file name, the line and what is wrong, before anything runs.
 //!
+//! The adversarial cases of the one table `tests/data/adversarial.json` run here too: each
+//! case becomes a scenario file at test time (controllers off, every object applied,
+//! patched and deleted by hand, uids captured as variables) run by the same binary; a
+//! failure names the case.
+//!
 //! `claim-ledger sim --scenario` drives a served simulator through a file's cluster steps
 //! (skipping those that need the watcher or the ledger): its report, its exit codes, and
 //! the objects it leaves for `kubectl` and raw HTTP clients while it keeps serving.
 
 #[path = "support/process.rs"]
 mod process;
+
+#[path = "data/adversarial.rs"]
+mod adversarial_table;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -20,7 +28,9 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use adversarial_table::{merge_patch, Action, Table, World};
 use process::{address_of, command, Child, BIN};
+use serde_json::{json, Value};
 
 fn scenario_run(files: &[PathBuf]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_claim-ledger"))
@@ -63,8 +73,10 @@ fn write(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<PathBuf>) {
 #[test]
 fn every_shipped_scenario_passes() {
     let files = shipped();
+    // 18 files since the reason-code files became cases of the adversarial table (run by
+    // `every_adversarial_case_of_the_table_passes_as_a_scenario`); the same slack as before.
     assert!(
-        files.len() >= 20,
+        files.len() >= 15,
         "expected the shipped scenarios, found {files:?}"
     );
     // One process per file (each has its own simulator on 127.0.0.1:0 and its own ledger),
@@ -97,11 +109,145 @@ fn every_shipped_scenario_passes() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The scenario file of one adversarial case: the objects driven by hand, each created
+/// object's uid captured as `${handle}`, and an `expect` step per check. The table's
+/// `binding` parts and `expect_log` lines become notes: a scenario's `expect` does not
+/// report the binding, and `log_has` cannot select transitions (the other harnesses
+/// check both).
+fn adversarial_scenario(case: &adversarial_table::Case, namespace: &str) -> String {
+    let mut world = World::served(namespace);
+    let mut steps: Vec<Value> = Vec::new();
+    // What the simulator's garbage collector has already deleted.
+    let mut collected = std::collections::BTreeSet::new();
+    for step in &case.steps {
+        match world.step(step) {
+            Action::Create { handle } => {
+                steps.push(json!({"apply": world.manifest(&handle), "capture": handle}));
+                world.register(&handle, &format!("${{{handle}}}"));
+            }
+            Action::Update { handle, before } => {
+                let object = world.object(&handle);
+                let merge = merge_patch(&before, &world.manifest(&handle));
+                steps.push(
+                    json!({"patch": {"kind": object.kind(), "name": object.name(), "merge": merge}}),
+                );
+            }
+            Action::Terminate { handle } => {
+                let object = world.object(&handle);
+                let (kind, name) = (object.kind(), object.name());
+                steps.push(json!({"patch": {"kind": kind, "name": name,
+                    "merge": {"metadata": {"finalizers": [adversarial_table::HOLD]}}}}));
+                steps.push(json!({"delete": {"kind": kind, "name": name}}));
+            }
+            Action::Delete {
+                handle,
+                was_terminating,
+                collected: dependents,
+            } => {
+                let object = world.object(&handle);
+                let (kind, name) = (object.kind(), object.name());
+                if was_terminating {
+                    steps.push(json!({"patch": {"kind": kind, "name": name,
+                        "merge": {"metadata": {"finalizers": null}}}}));
+                } else if collected.contains(&handle) {
+                    steps.push(json!({"note": format!("{kind} {name}: already collected")}));
+                } else {
+                    steps.push(json!({"delete": {"kind": kind, "name": name}}));
+                }
+                collected.extend(dependents);
+            }
+            Action::Expect {
+                request,
+                decision,
+                reason,
+                binding,
+            } => {
+                let mut expect = json!({"pod": request["pod_name"], "decision": decision});
+                for key in [
+                    "namespace",
+                    "pod_uid",
+                    "sandbox_id",
+                    "sandbox_name",
+                    "sandbox_uid",
+                    "claim_uid",
+                    "require_claim",
+                ] {
+                    if let Some(value) = request.get(key) {
+                        expect[key] = value.clone();
+                    }
+                }
+                if let Some(reason) = reason {
+                    expect["reason"] = json!(reason);
+                }
+                if let Some(binding) = binding {
+                    steps.push(json!({"note": format!("binding checked by the other harnesses: {binding}")}));
+                }
+                steps.push(json!({"expect": expect}));
+            }
+            Action::ExpectLog {
+                transition, count, ..
+            } => steps.push(json!({"note": format!(
+                "{count} {transition} transition(s): checked by the other harnesses"
+            )})),
+        }
+    }
+    let scenario = json!({
+        "name": format!("adversarial case {} (tests/data/adversarial.json)", case.name),
+        "description": case.description,
+        "simulator": {"controllers": false},
+        "namespace": namespace,
+        "steps": steps,
+    });
+    serde_yaml_ng::to_string(&scenario).expect("scenario YAML")
+}
+
+/// Every adversarial case the scenario harness runs, as (case name, scenario text).
+fn adversarial_scenarios() -> Vec<(String, String)> {
+    Table::load()
+        .cases_for("scenario")
+        .iter()
+        .map(|case| (case.name.clone(), adversarial_scenario(case, "adversarial")))
+        .collect()
+}
+
+#[test]
+fn every_adversarial_case_of_the_table_passes_as_a_scenario() {
+    let scenarios = adversarial_scenarios();
+    assert!(scenarios.len() >= 10, "cases missing: {}", scenarios.len());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let queue = Mutex::new(scenarios.into_iter().collect::<VecDeque<_>>());
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let Some((name, scenario)) = queue.lock().unwrap().pop_front() else {
+                    break;
+                };
+                let file = dir.path().join(format!("{name}.yaml"));
+                std::fs::write(&file, &scenario).expect("write scenario");
+                let output = scenario_run(std::slice::from_ref(&file));
+                let stdout = text(&output.stdout);
+                if output.status.code() != Some(0) || stdout.contains("FAIL") {
+                    failures.lock().unwrap().push(format!(
+                        "case {name} exited {:?}\n{stdout}\n{}\n{scenario}",
+                        output.status.code(),
+                        text(&output.stderr)
+                    ));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 #[test]
 fn the_shipped_scenarios_reach_every_reason_code_and_lifecycle() {
+    // With the adversarial cases, which run as scenarios generated from the table.
     let all: String = shipped()
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap())
+        .chain(adversarial_scenarios().into_iter().map(|(_, text)| text))
         .collect();
     for reason in schemas::Reason::ALL {
         assert!(

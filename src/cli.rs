@@ -1,11 +1,11 @@
-//! The command line: the global flags, the commands, and the flags several commands
-//! share. Each command's own flags are in its module under `cmd`.
+//! The command line: the global flags and the commands, and the dispatch of a command to
+//! its module under `cmd` (which holds the command's own flags; the flags several commands
+//! share are in `args`).
 
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cmd;
+use crate::error::CommandError;
 
 /// The whole command line.
 #[derive(Parser)]
@@ -46,39 +46,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Output of the commands whose default is JSON.
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Output {
-    /// Machine-readable JSON.
-    Json,
-    /// Aligned columns for people.
-    Table,
-}
-
-/// Where the ledger is and how to open it (every command that reads or writes one).
-#[derive(Args)]
-pub struct DbArgs {
-    /// The ledger: a directory (sled), or a `postgres://user@host:port/database` URL.
-    /// `ingest` and `serve` create it when absent or empty; every other command refuses a
-    /// location that holds no ledger.
-    #[arg(long, env = "CLAIM_LEDGER_DB")]
-    pub db: PathBuf,
-    /// With a PostgreSQL `--db`: read the password from this file when neither the URL,
-    /// `PGPASSWORD` nor `~/.pgpass` (or `PGPASSFILE`) gives one.
-    #[arg(long, env = "CLAIM_LEDGER_DB_PASSWORD_FILE")]
-    pub db_password_file: Option<PathBuf>,
-    /// Open a ledger that fails verification, read-only, for forensics.
-    #[arg(long)]
-    pub allow_corrupt: bool,
-    /// Snapshot the projection every N entries.
-    #[arg(long, default_value_t = 100_000, env = "CLAIM_LEDGER_SNAPSHOT_EVERY")]
-    pub snapshot_every: u64,
-    /// The store's page cache in MiB (sled's default, 1024, when not given). Counted
-    /// apart from the projection's memory.
-    #[arg(long, env = "CLAIM_LEDGER_CACHE_MB")]
-    pub cache_mb: Option<u64>,
-}
-
 /// The commands.
 #[derive(Subcommand)]
 pub enum Command {
@@ -117,4 +84,28 @@ pub enum Command {
     Scenario(cmd::scenario::ScenarioArgs),
     /// Export entries with hashes and exact bytes, one JSON object per line.
     Export(cmd::export::ExportArgs),
+}
+
+impl Command {
+    /// Runs the command.
+    pub fn run(self) -> Result<(), CommandError> {
+        match self {
+            Command::Ingest(args) => cmd::ingest::run(args),
+            Command::Verify(args) => cmd::verify::run(args),
+            Command::Migrate(args) => cmd::migrate::run(args),
+            Command::Keygen(args) => cmd::keygen::run(args),
+            Command::VerifyExport(args) => cmd::verify_export::run(args),
+            Command::State(args) => cmd::state::run(args),
+            Command::History(args) => cmd::history::run(args),
+            Command::Check(args) => cmd::check::run(args),
+            #[cfg(feature = "sim")]
+            Command::Sim(args) => cmd::sim::run(args),
+            Command::Serve(args) => cmd::serve::run(args),
+            #[cfg(feature = "sim")]
+            Command::Demo(args) => cmd::demo::run(args),
+            #[cfg(feature = "sim")]
+            Command::Scenario(args) => cmd::scenario::run(args),
+            Command::Export(args) => cmd::export::run(args),
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! Exit codes, decided in one place ([`error::CommandError::exit_code`]): 0 ok, 1 a
 //! verification failed or a check was not allowed, 2 a usage or input error.
 
+mod args;
 mod audit;
 mod cli;
 mod cmd;
@@ -29,7 +30,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_storage_panics();
-    let outcome = init_logging(&cli).and_then(|()| cmd::run(cli.command));
+    let outcome = init_logging(&cli).and_then(|()| cli.command.run());
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

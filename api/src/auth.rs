@@ -15,13 +15,11 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::{ApiError, Service};
+use crate::ApiError;
 
 /// What identifies one version of the token file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +155,7 @@ fn read_tokens(path: &std::path::Path) -> std::io::Result<(Stamp, Vec<[u8; 32]>)
 /// The token in an `Authorization: Bearer <token>` header. Several `Authorization`
 /// headers are refused (400 `duplicate_header`) rather than one of them picked: a proxy
 /// and the service could otherwise each act on a different one.
-fn bearer(request: &Request) -> Result<&[u8], ApiError> {
+pub(crate) fn bearer(request: &Request) -> Result<&[u8], ApiError> {
     let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or_else(|| {
         ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
@@ -185,30 +183,6 @@ fn bearer(request: &Request) -> Result<&[u8], ApiError> {
         return Err(ApiError::Unauthorized("the bearer token is empty".into()));
     }
     Ok(token)
-}
-
-/// Middleware on every `/v1` route: 401 unless a listed bearer token is presented.
-pub(crate) async fn require_token(
-    State(service): State<Service>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(tokens) = &service.inner.tokens {
-        let verdict = bearer(&request).and_then(|token| {
-            if tokens.verify(token) {
-                Ok(())
-            } else {
-                Err(ApiError::Unauthorized(
-                    "the bearer token is not valid".into(),
-                ))
-            }
-        });
-        if let Err(e) = verdict {
-            service.inner.metrics.unauthorized();
-            return e.into_response();
-        }
-    }
-    next.run(request).await
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! closes, then appended to the ledger as one `check_denied` entry each.
 //!
 //! A flood of replayed identities costs at most one entry per pod uid, reason and minute,
-//! and memory stays bounded: at most [`crate::service::MAX_PENDING_DENIALS`] per-uid keys
+//! and memory stays bounded: at most [`MAX_PENDING_DENIALS`] per-uid keys
 //! in all, split evenly between the recorded reasons
-//! ([`crate::service::RECORDED_DENIALS`]). The split is what keeps a flood from crowding a
+//! ([`RECORDED_DENIALS`]). The split is what keeps a flood from crowding a
 //! real replay out of the audit trail: forged pod uids (uids the ledger never recorded) can
 //! only be denied `POD_UID_MISMATCH` (every other recorded reason needs a pod uid the ledger
 //! holds, and for `BINDING_RELEASED` one that was bound), so however many an authenticated
@@ -24,6 +24,20 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, TimeZone, Utc};
 use schemas::{CheckDenied, Reason};
+
+/// Denials with these reasons are recorded in the ledger (aggregated per pod uid, reason
+/// and minute): they are the signatures of replayed, stale or reused identities.
+pub const RECORDED_DENIALS: [Reason; 5] = [
+    Reason::BindingReleased,
+    Reason::PodUidMismatch,
+    Reason::ClaimUidMismatch,
+    Reason::SingleUseViolation,
+    Reason::WorkspaceReused,
+];
+
+/// At most this many distinct (pod uid, reason, minute) denial keys are held in memory;
+/// denials past it are counted in `claim_ledger_denials_dropped_total` and not recorded.
+pub const MAX_PENDING_DENIALS: usize = 10_000;
 
 /// The BLAKE3 `derive_key` context of the uid digest of [`DeniedOverflow`].
 pub(crate) const OVERFLOW_UID_CONTEXT: &str = "claim-ledger 2026-01 check-denied overflow uid v1";
@@ -132,7 +146,7 @@ impl Denials {
     /// At most `cap` per-uid keys in all: `cap` split evenly between the recorded reasons
     /// (at least one each).
     pub(crate) fn new(cap: usize) -> Denials {
-        Denials::with_share((cap / crate::service::RECORDED_DENIALS.len()).max(1))
+        Denials::with_share((cap / RECORDED_DENIALS.len()).max(1))
     }
 
     /// At most `share` per-uid keys for each reason.
@@ -284,8 +298,8 @@ mod tests {
 
     #[test]
     fn a_flood_of_forged_uids_cannot_crowd_out_a_replay_and_every_denial_is_counted() {
-        let denials = Denials::new(crate::service::MAX_PENDING_DENIALS);
-        let flood = crate::service::MAX_PENDING_DENIALS + 500;
+        let denials = Denials::new(MAX_PENDING_DENIALS);
+        let flood = MAX_PENDING_DENIALS + 500;
         let mut accepted = 0;
         for i in 0..flood {
             let uid = format!("forged-{i}");
@@ -306,7 +320,7 @@ mod tests {
             Reason::BindingReleased,
             at(55)
         ));
-        assert!(denials.len() <= crate::service::MAX_PENDING_DENIALS);
+        assert!(denials.len() <= MAX_PENDING_DENIALS);
 
         let (records, overflow) = denials.take(None);
         assert!(records

@@ -16,9 +16,11 @@ mod auth;
 mod conn;
 mod denials;
 mod extract;
+mod freshness;
 mod metrics;
 pub mod openapi;
 mod routes;
+mod server;
 mod service;
 pub mod ui;
 
@@ -27,10 +29,9 @@ use axum::response::{IntoResponse, Response};
 use schemas::Reason;
 
 pub use conn::{MAX_HEADERS, MAX_HEAD_LEN, MAX_URI_LEN};
-pub use service::{
-    Auth, CheckpointSigning, Clock, FlushStats, Freshness, ServeOptions, Service, TlsFiles,
-    WatchCounters, WriterBacklog, MAX_PENDING_DENIALS, RECORDED_DENIALS,
-};
+pub use denials::{MAX_PENDING_DENIALS, RECORDED_DENIALS};
+pub use freshness::{FlushStats, Freshness, WatchCounters, WriterBacklog};
+pub use service::{Auth, CheckpointSigning, Clock, ServeOptions, Service, TlsFiles};
 
 /// Every error the HTTP API answers with (see [`ApiError::status`] and [`ApiError::code`]).
 #[derive(Debug, thiserror::Error)]

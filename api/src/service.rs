@@ -2,7 +2,6 @@
 //! watchers, the shared state behind every handler, and the accept loop (plain or TLS;
 //! each connection is served by [`crate::conn`]).
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,83 +9,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ledger::{LedgerView, SharedLedger};
 use schemas::checkpoint::SignerKey;
-use schemas::Reason;
-use tokio::net::TcpListener;
 
 use crate::auth::TokenStore;
-use crate::denials::Denials;
+use crate::denials::{Denials, MAX_PENDING_DENIALS};
+use crate::freshness::Freshness;
 use crate::metrics::Metrics;
 use crate::ApiError;
-
-/// Denials with these reasons are recorded in the ledger (aggregated per pod uid, reason
-/// and minute): they are the signatures of replayed, stale or reused identities.
-pub const RECORDED_DENIALS: [Reason; 5] = [
-    Reason::BindingReleased,
-    Reason::PodUidMismatch,
-    Reason::ClaimUidMismatch,
-    Reason::SingleUseViolation,
-    Reason::WorkspaceReused,
-];
-
-/// At most this many distinct (pod uid, reason, minute) denial keys are held in memory;
-/// denials past it are counted in `claim_ledger_denials_dropped_total` and not recorded.
-pub const MAX_PENDING_DENIALS: usize = 10_000;
-
-/// Freshness of the data (binding rule check 7), implemented by the binary over the watcher.
-pub trait Freshness: Send + Sync + 'static {
-    /// Whether every watcher has finished its initial list and its watch is healthy.
-    fn ready(&self) -> bool;
-    /// Per-stream detail, shown by `/readyz`.
-    fn report(&self) -> serde_json::Value;
-    /// Watch counters, exported by `/metrics`.
-    fn counters(&self) -> WatchCounters;
-    /// The watcher's batch flushes so far, if it measures them: exported as
-    /// `claim_ledger_flushes_total` and `claim_ledger_flush_seconds_total` (their ratio
-    /// over a window is the mean flush latency). `None` (the default) exports neither.
-    fn flushes(&self) -> Option<FlushStats> {
-        None
-    }
-    /// The writer's backlog (observed changes not yet durable), if the source tracks it:
-    /// exported as `claim_ledger_writer_backlog_events` and
-    /// `claim_ledger_writer_backlog_seconds`. A source whose backlog is past its bound
-    /// answers `false` from [`Freshness::ready`].
-    fn backlog(&self) -> Option<WriterBacklog> {
-        None
-    }
-}
-
-/// Observed changes waiting to become durable entries.
-#[derive(Clone, Copy, Default, Debug, PartialEq)]
-pub struct WriterBacklog {
-    /// Changes in the group commit under way.
-    pub events: u64,
-    /// How long the oldest waiting change has waited, in seconds.
-    pub age_seconds: f64,
-    /// The bound past which checks answer `not_ready`, in seconds.
-    pub limit_seconds: f64,
-}
-
-/// The watcher's ledger flushes since start.
-#[derive(Clone, Copy, Default, Debug, PartialEq)]
-pub struct FlushStats {
-    /// Flushes done.
-    pub count: u64,
-    /// Time spent in them, in seconds.
-    pub seconds: f64,
-}
-
-/// Counters of the watchers since start, for `/metrics`.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct WatchCounters {
-    /// Watch streams that failed and were restarted.
-    pub watch_errors: u64,
-    /// Relists (initial lists after the first, e.g. after `410 Gone`).
-    pub relists: u64,
-    /// Objects recorded as missing on resync.
-    pub resync_deletions: u64,
-    /// Objects the normalizer refused.
-    pub rejected_objects: u64,
-}
 
 /// How `/v1` requests are authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,123 +192,6 @@ impl Service {
         })
     }
 
-    /// The routes as an axum router, with every layer (auth, limits, timeout, JSON
-    /// errors) applied: for in-process tests, or to serve it yourself.
-    pub fn router(&self) -> axum::Router {
-        crate::routes::router(self.clone())
-    }
-
-    /// Every (method, path) the router answers, as written in the OpenAPI document.
-    pub fn routes() -> Vec<(&'static str, &'static str)> {
-        crate::routes::route_table()
-    }
-
-    /// Serves on `listener` (the caller binds it) until `shutdown` resolves; then stops
-    /// accepting, lets requests in flight finish (up to the request timeout plus 5 s), and
-    /// appends the pending denial records to the ledger.
-    ///
-    /// At most [`ServeOptions::max_connections`] connections are open at once (lowered to
-    /// what the descriptor limit allows); connections without a request head for
-    /// [`ServeOptions::header_timeout`] are closed; accept errors are logged at most once a
-    /// second, with the count of the ones not logged.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ApiError> {
-        let timeout = self.inner.options.request_timeout;
-        let (limit, descriptors) =
-            crate::conn::connection_limit(self.inner.options.max_connections);
-        if limit < self.inner.options.max_connections {
-            tracing::info!(
-                limit,
-                configured = self.inner.options.max_connections,
-                descriptors,
-                "the connection limit is lowered to fit the descriptor limit"
-            );
-        }
-        let slots = Arc::new(tokio::sync::Semaphore::new(limit));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let connections = crate::conn::Connections::new(self.clone(), stopped);
-        let flusher = tokio::spawn(self.clone().flush_loop());
-        let signer = self
-            .inner
-            .options
-            .checkpoints
-            .clone()
-            .map(|signing| tokio::spawn(self.clone().checkpoint_loop(signing)));
-        let mut accept_errors = crate::conn::LogLimiter::new(Duration::from_secs(1));
-        let mut at_limit = crate::conn::LogLimiter::new(Duration::from_secs(60));
-        tokio::pin!(shutdown);
-        loop {
-            // A slot first: at the limit, nothing is accepted until a connection closes.
-            let permit = match Arc::clone(&slots).try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    if let Some(suppressed) = at_limit.admit(std::time::Instant::now()) {
-                        tracing::warn!(
-                            limit,
-                            times_since_last_logged = suppressed,
-                            "at the connection limit: not accepting until a connection closes"
-                        );
-                    }
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        permit = Arc::clone(&slots).acquire_owned() => {
-                            permit.expect("the connection semaphore is never closed")
-                        }
-                    }
-                }
-            };
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => {
-                        if let Some(suppressed) = accept_errors.take_suppressed() {
-                            tracing::warn!(suppressed, "accepting again; accept errors not logged since the last one");
-                        }
-                        accepted
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of
-                        // spinning, and log once a second at most.
-                        self.inner.metrics.accept_error();
-                        if let Some(suppressed) = accept_errors.admit(std::time::Instant::now()) {
-                            tracing::warn!(error = %e, suppressed, "accept failed");
-                        }
-                        drop(permit);
-                        tokio::select! {
-                            () = &mut shutdown => break,
-                            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                        }
-                    }
-                },
-            };
-            let accepted_at = tokio::time::Instant::now();
-            tokio::spawn(connections.clone().serve(stream, peer, accepted_at, permit));
-        }
-        drop(listener);
-        drop(connections);
-        let _ = stop.send(true);
-        let grace = timeout + Duration::from_secs(5);
-        let all = u32::try_from(limit).unwrap_or(u32::MAX);
-        if tokio::time::timeout(grace, slots.acquire_many(all))
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the grace period; closing them");
-        }
-        flusher.abort();
-        self.flush_denials().await?;
-        if let Some(signer) = signer {
-            signer.abort();
-            // The last entries get a checkpoint too, so a restart's successor can prove it
-            // extends everything this process appended.
-            self.sign_checkpoint().await?;
-        }
-        Ok(())
-    }
-
     /// The ledger's origin: the checkpoint origin when the service signs, else
     /// `claim-ledger` (the CloudEvents `source` of exports).
     pub fn origin(&self) -> &str {
@@ -420,7 +231,7 @@ impl Service {
 
     /// Signs a checkpoint at start when the head is past the latest one, then whenever
     /// `every_entries` entries were appended or `interval` passed with new entries.
-    async fn checkpoint_loop(self, signing: CheckpointSigning) {
+    pub(crate) async fn checkpoint_loop(self, signing: CheckpointSigning) {
         let poll = signing.interval.min(Duration::from_secs(1));
         let mut interval = tokio::time::interval(poll);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -467,7 +278,7 @@ impl Service {
     }
 
     /// Every `denial_flush`, appends the records of the minutes that have closed.
-    async fn flush_loop(self) {
+    pub(crate) async fn flush_loop(self) {
         let mut interval = tokio::time::interval(self.inner.options.denial_flush);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;

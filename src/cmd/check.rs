@@ -5,7 +5,7 @@ use ledger::{CheckRequest, Verdict};
 
 use std::io::Write;
 
-use crate::cli::{DbArgs, Output};
+use crate::args::{DbArgs, Output};
 use crate::error::CommandError;
 
 // The help of this command is the doc comment on `Command::Check` (cli.rs).

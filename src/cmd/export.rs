@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use chrono::Utc;
 use formats::ExportFormat;
 
+use crate::args::DbArgs;
 use crate::audit;
-use crate::cli::DbArgs;
 use crate::error::CommandError;
 
 /// `--format`: the names `formats::ExportFormat` parses, listed with their descriptions

@@ -8,7 +8,7 @@ use formats::views::{write_entries_table, write_jsonl};
 use formats::{Selection, SelectionFields};
 use ledger::Ledger;
 
-use crate::cli::DbArgs;
+use crate::args::DbArgs;
 use crate::error::CommandError;
 
 /// Output of `history`.

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader, Write};
 
 use chrono::Utc;
 
-use crate::cli::{DbArgs, Output};
+use crate::args::{DbArgs, Output};
 use formats::views::printable;
 
 use crate::error::CommandError;

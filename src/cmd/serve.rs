@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::args::DbArgs;
 use crate::audit;
-use crate::cli::DbArgs;
 use crate::error::CommandError;
 use crate::service;
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use formats::StateView;
 
-use crate::cli::{DbArgs, Output};
+use crate::args::{DbArgs, Output};
 use crate::error::CommandError;
 
 // The help of this command is the doc comment on `Command::State` (cli.rs).

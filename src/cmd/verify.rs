@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use schemas::Hash;
 
+use crate::args::{DbArgs, Output};
 use crate::audit;
-use crate::cli::{DbArgs, Output};
 use crate::error::CommandError;
 
 // The help of this command is the doc comment on `Command::Verify` (cli.rs).

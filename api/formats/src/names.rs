@@ -56,3 +56,8 @@ pub fn transition_name(transition: &Transition) -> &'static str {
         Transition::IdentityMutated { .. } => "identity_mutated",
     }
 }
+
+/// An RFC 3339 time with milliseconds, always the same width (aligned columns).
+pub fn time_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}

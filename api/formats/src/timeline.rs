@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use ledger::{Projection, StoredEntry};
 use schemas::{
     BindingKind, Change, ChangeKind, Hash, KindFields, ObjectChange, ObjectKind, Reason,
@@ -17,6 +17,7 @@ use schemas::{
 use schemas::{OwnerRef, Transition};
 use serde::Serialize;
 
+use crate::names::time_text;
 use crate::views::{printable, TextTable};
 use crate::FormatError;
 
@@ -330,11 +331,6 @@ impl Timeline {
         }
         Ok(())
     }
-}
-
-/// An RFC 3339 time with milliseconds, always the same width (aligned columns).
-pub fn time_text(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn event_colour(event: &str) -> &'static str {

@@ -133,7 +133,7 @@ impl<'a> StateView<'a> {
             "state as of seq {} ({})",
             self.seq,
             self.at
-                .map(crate::timeline::time_text)
+                .map(crate::names::time_text)
                 .unwrap_or_else(|| "empty".into())
         )?;
         writeln!(out)?;
@@ -409,7 +409,7 @@ pub fn write_entries_table<'a>(
         };
         table.row(vec![
             entry.seq.to_string(),
-            crate::timeline::time_text(entry.observed_at),
+            crate::names::time_text(entry.observed_at),
             change,
             kind,
             name,

@@ -139,7 +139,7 @@ pub(crate) fn router(service: Service) -> Router {
         ))
         .route_layer(middleware::from_fn_with_state(
             service.clone(),
-            crate::auth::require_token,
+            require_token,
         ));
     Router::new()
         .merge(protected)
@@ -312,4 +312,28 @@ fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
                 "{field} must be an RFC 3339 time such as 2026-05-20T15:00:00Z: {e}"
             ))
         })
+}
+
+/// Middleware on every `/v1` route: 401 unless a listed bearer token is presented.
+pub(crate) async fn require_token(
+    State(service): State<Service>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(tokens) = &service.inner.tokens {
+        let verdict = crate::auth::bearer(&request).and_then(|token| {
+            if tokens.verify(token) {
+                Ok(())
+            } else {
+                Err(ApiError::Unauthorized(
+                    "the bearer token is not valid".into(),
+                ))
+            }
+        });
+        if let Err(e) = verdict {
+            service.inner.metrics.unauthorized();
+            return e.into_response();
+        }
+    }
+    next.run(request).await
 }

@@ -1,0 +1,91 @@
+//! The flags several commands share (where the ledger is and how to open it, JSON or
+//! table output), and opening the ledger they name.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use ledger::{Ledger, LedgerConfig};
+
+use crate::error::CommandError;
+
+/// Output of the commands whose default is JSON.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// Machine-readable JSON.
+    Json,
+    /// Aligned columns for people.
+    Table,
+}
+
+/// Where the ledger is and how to open it (every command that reads or writes one).
+#[derive(Args)]
+pub struct DbArgs {
+    /// The ledger: a directory (sled), or a `postgres://user@host:port/database` URL.
+    /// `ingest` and `serve` create it when absent or empty; every other command refuses a
+    /// location that holds no ledger.
+    #[arg(long, env = "CLAIM_LEDGER_DB")]
+    pub db: PathBuf,
+    /// With a PostgreSQL `--db`: read the password from this file when neither the URL,
+    /// `PGPASSWORD` nor `~/.pgpass` (or `PGPASSFILE`) gives one.
+    #[arg(long, env = "CLAIM_LEDGER_DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
+    /// Open a ledger that fails verification, read-only, for forensics.
+    #[arg(long)]
+    pub allow_corrupt: bool,
+    /// Snapshot the projection every N entries.
+    #[arg(long, default_value_t = 100_000, env = "CLAIM_LEDGER_SNAPSHOT_EVERY")]
+    pub snapshot_every: u64,
+    /// The store's page cache in MiB (sled's default, 1024, when not given). Counted
+    /// apart from the projection's memory.
+    #[arg(long, env = "CLAIM_LEDGER_CACHE_MB")]
+    pub cache_mb: Option<u64>,
+}
+
+impl DbArgs {
+    /// Opens a ledger that must already exist: reading commands must not create an empty
+    /// one at a mistyped path and then report it verified.
+    pub fn open_existing(&self) -> Result<Ledger, CommandError> {
+        self.open_with(false)
+    }
+
+    /// Opens the ledger, creating it if absent or empty (`ingest`, `serve`).
+    pub fn open(&self) -> Result<Ledger, CommandError> {
+        self.open_with(true)
+    }
+
+    /// Opens a shared (PostgreSQL) ledger as one of several `serve` replicas: the writer
+    /// when its lock is free, else a follower that takes over when it frees.
+    pub fn open_replica(&self, lease: Duration) -> Result<Ledger, CommandError> {
+        let is_url = self
+            .db
+            .to_str()
+            .is_some_and(ledger::store::postgres::is_postgres_url);
+        if !is_url {
+            return Err(CommandError::Input(
+                "--replica needs a shared ledger: a postgres:// --db (a directory has one writer, its process)".into(),
+            ));
+        }
+        let config = LedgerConfig {
+            replica: true,
+            lease: Some(lease),
+            ..self.config(true)
+        };
+        Ledger::open(&self.db, config).map_err(CommandError::from)
+    }
+
+    fn open_with(&self, create: bool) -> Result<Ledger, CommandError> {
+        Ledger::open(&self.db, self.config(create)).map_err(CommandError::from)
+    }
+
+    fn config(&self, create: bool) -> LedgerConfig {
+        LedgerConfig {
+            snapshot_every: self.snapshot_every,
+            allow_corrupt: self.allow_corrupt,
+            create,
+            cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+            password_file: self.db_password_file.clone(),
+            ..LedgerConfig::default()
+        }
+    }
+}

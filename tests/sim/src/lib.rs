@@ -105,6 +105,7 @@ pub mod controllers;
 mod error;
 mod http;
 mod index;
+mod representation;
 pub mod resource;
 pub mod selector;
 mod store;

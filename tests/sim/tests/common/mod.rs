@@ -1,55 +1,12 @@
-//! Shared helpers: start a simulator on 127.0.0.1:0 and build a kube client for it.
+//! Shared helpers for the simulator's tests: reading streams without hanging, and short
+//! views of objects and recorded events. Starting a simulator and its client is
+//! `Simulator::start_local`.
 #![allow(dead_code)]
 
 use futures::{Stream, StreamExt};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
-use sim::{Resource, SimConfig, Simulator};
+use sim::{Resource, Simulator};
 use std::time::Duration;
-
-/// A simulator serving on loopback until dropped.
-pub struct Running {
-    pub sim: Simulator,
-    pub url: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-pub async fn start(config: SimConfig) -> Running {
-    let sim = Simulator::new(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = sim.clone();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    Running {
-        sim,
-        url,
-        shutdown: Some(tx),
-    }
-}
-
-pub async fn client(running: &Running) -> kube::Client {
-    let kubeconfig = Kubeconfig::from_yaml(&running.sim.kubeconfig(&running.url)).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
 
 /// The next item of a stream, failing the test (rather than hanging) if none comes.
 pub async fn next<S: Stream + Unpin>(stream: &mut S) -> S::Item {

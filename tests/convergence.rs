@@ -32,7 +32,7 @@ use ledger::LedgerConfig;
 use schemas::{Change, ChangeKind, ObjectChange, ObjectKind, WatchEventType};
 use serde_json::json;
 use sim::{Propagation, Resource, SimConfig, Simulator};
-use support::cluster::{open_ledger, Cluster, Watching};
+use support::cluster::{open_ledger, Watching};
 use support::Rng;
 use watcher::{Readiness, SharedLedger};
 
@@ -312,12 +312,13 @@ struct SeedReport {
 
 async fn run_seed(seed: u64) -> SeedReport {
     let mut rng = Rng::new(seed);
-    let cluster = Cluster::start(SimConfig {
+    let cluster = Simulator::start_local(SimConfig {
         compaction_window: 40,
         ..SimConfig::default()
     })
-    .await;
-    let (sim, client) = (cluster.sim.clone(), cluster.client.clone());
+    .await
+    .unwrap();
+    let (sim, client) = (cluster.simulator().clone(), cluster.client());
     let dir = tempfile::tempdir().unwrap();
     let ledger = open_ledger(
         dir.path(),

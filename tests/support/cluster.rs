@@ -1,52 +1,9 @@
-//! The cluster simulator, a real kube client and the live watcher, started in-process for
-//! the tests that watch a (simulated) cluster.
-
-use std::time::Duration;
+//! The live watcher and a shared ledger, started in-process for the tests that watch a
+//! (simulated) cluster. The cluster itself is `sim::Simulator::start_local`.
 
 use ledger::{Ledger, LedgerConfig};
-use sim::{SimConfig, Simulator};
 use tokio::sync::oneshot;
 use watcher::{Readiness, SharedLedger, WatchOptions};
-
-/// A simulator serving on 127.0.0.1 and a kube client for it; the server stops on drop.
-pub struct Cluster {
-    /// The simulator.
-    pub sim: Simulator,
-    /// A client built from the simulator's kubeconfig.
-    pub client: kube::Client,
-    /// Its base URL.
-    pub url: String,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Cluster {
-    /// Starts a simulator with `config`.
-    pub async fn start(config: SimConfig) -> Cluster {
-        let sim = Simulator::new(config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = sim.clone();
-        tokio::spawn(async move {
-            server
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig(&url)).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
-        Cluster {
-            sim,
-            client,
-            url,
-            _stop: stop,
-        }
-    }
-}
 
 /// A running watcher.
 pub struct Watching {
@@ -96,15 +53,4 @@ impl Watching {
 /// A ledger in `dir`, shared the way `serve` shares it.
 pub fn open_ledger(dir: &std::path::Path, config: LedgerConfig) -> SharedLedger {
     SharedLedger::new(Ledger::open(dir, config).unwrap())
-}
-
-/// Polls `condition` every 25 ms for up to 10 s.
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::k8s::{added, deleted, modified, request, with, Cluster, Owner};
+use common::k8s::{added, deleted, modified, request, with, ObjectBuilder, Owner};
 use common::Server;
 use serde_json::json;
 
@@ -27,9 +27,9 @@ const WARM: &str = "python-pool-x1";
 
 /// Warm create, then bind: claim `alpha` adopts Sandbox `python-pool-x1` with its pod
 /// (`sb-a`) and workspace PVC (PV `pv-a`). Asserts the warm pod is not claimed, then bound.
-async fn bound() -> (Server, Cluster) {
+async fn bound() -> (Server, ObjectBuilder) {
     let mut server = Server::start().await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     server.ingest_events(&[
         added(k.sandbox(
             WARM,

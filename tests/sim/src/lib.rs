@@ -103,6 +103,7 @@
 //!   [`Simulator::deliver_stale_event`]; every request is recorded ([`Simulator::requests`]).
 
 pub mod controllers;
+mod conventions;
 mod error;
 mod http;
 mod index;

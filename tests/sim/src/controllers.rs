@@ -114,6 +114,20 @@ fn condition(status: &str, reason: &str, message: &str, now: &str) -> Value {
 }
 
 impl State {
+    /// Runs the built-in controllers (garbage collection, see [`State::settle`]) and, when
+    /// enabled, the agent-sandbox controllers, until nothing changes. Here rather than in
+    /// `store` so the store does not depend on the controllers built on top of it.
+    pub(crate) fn settle_all(&mut self) {
+        for _ in 0..100 {
+            self.settle();
+            if !(self.config.controllers && self.reconcile()) {
+                break;
+            }
+        }
+    }
+}
+
+impl State {
     fn served(&self) -> Served {
         self.config.served
     }

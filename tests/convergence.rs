@@ -33,8 +33,8 @@ use proptest::prelude::RngExt;
 use schemas::{Change, ChangeKind, ObjectChange, ObjectKind, WatchEventType};
 use serde_json::json;
 use sim::{Propagation, Resource, SimConfig, Simulator};
-use support::cluster::{open_ledger, Watching};
 use support::seeded_rng;
+use support::watching::{open_shared_ledger, Watching};
 use watcher::{Readiness, SharedLedger};
 
 const RECORDED: [Resource; 4] = [
@@ -321,7 +321,7 @@ async fn run_seed(seed: u64) -> SeedReport {
     .unwrap();
     let (sim, client) = (cluster.simulator().clone(), cluster.client());
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(
+    let ledger = open_shared_ledger(
         dir.path(),
         LedgerConfig {
             background_snapshots: true,

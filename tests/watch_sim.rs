@@ -10,8 +10,8 @@ mod support;
 use ledger::{CheckRequest, Decision, LedgerConfig, Verdict};
 use schemas::{Change, ChangeKind, Reason};
 use sim::{LocalSimulator, Propagation, SimConfig, Simulator};
-use support::cluster::{open_ledger, Watching};
 use support::wait::eventually_async as eventually;
+use support::watching::{open_shared_ledger, Watching};
 use watcher::{Readiness, SharedLedger};
 
 async fn cluster() -> LocalSimulator {
@@ -52,7 +52,7 @@ fn warm_pod(cluster: &LocalSimulator, claim: &serde_json::Value) -> serde_json::
 async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
     let watching = Watching::start(&cluster.client(), &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
 
@@ -107,7 +107,7 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
 async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
     let watching = Watching::start(&cluster.client(), &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
     cluster
@@ -252,7 +252,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
 async fn the_watchers_requests_are_those_a_real_api_server_accepts() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
     let watching = Watching::start(&cluster.client(), &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
     cluster
@@ -312,7 +312,7 @@ async fn the_watchers_requests_are_those_a_real_api_server_accepts() {
 async fn namespaces_restrict_what_is_watched_and_recorded() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
     let options = watcher::WatchOptions {
         namespaces: vec!["alpha".into()],
         ..watcher::WatchOptions::default()

@@ -6,8 +6,8 @@
 //! Each test crate uses only part of this module.
 #![allow(dead_code)]
 
-pub mod cluster;
 pub mod wait;
+pub mod watching;
 
 use std::path::Path;
 

@@ -51,6 +51,6 @@ impl Watching {
 }
 
 /// A ledger in `dir`, shared the way `serve` shares it.
-pub fn open_ledger(dir: &std::path::Path, config: LedgerConfig) -> SharedLedger {
+pub fn open_shared_ledger(dir: &std::path::Path, config: LedgerConfig) -> SharedLedger {
     SharedLedger::new(Ledger::open(dir, config).unwrap())
 }

@@ -1,5 +1,6 @@
 //! The simulator in process: [`Simulator::start_local`] serves a fresh simulator on a
-//! loopback port and hands back its URL, kubeconfig and a ready `kube::Client`, and
+//! loopback port ([`Simulator::serve_local`] an existing one) and hands back its URL,
+//! kubeconfig and a ready `kube::Client`, and
 //! [`client_from_kubeconfig`] is the one place a kubeconfig becomes a client.
 //!
 //! Tests, benches and the scenario runner all need "a cluster on 127.0.0.1 and a client for
@@ -7,6 +8,7 @@
 //! leak a server past its end.
 
 use crate::{SimConfig, Simulator};
+use std::net::SocketAddr;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -26,6 +28,7 @@ pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client, kube::Er
 /// [`LocalSimulator::stop`] to also wait for it to finish.
 pub struct LocalSimulator {
     simulator: Simulator,
+    addr: SocketAddr,
     url: String,
     client: kube::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -46,9 +49,16 @@ impl Simulator {
     ///
     /// Fails only if the loopback listener cannot be bound or the client cannot be built.
     pub async fn start_local(config: SimConfig) -> std::io::Result<LocalSimulator> {
-        let simulator = Simulator::new(config);
+        Simulator::new(config).serve_local().await
+    }
+
+    /// Serves this simulator (objects already stored stay) as [`Simulator::start_local`]
+    /// serves a fresh one: for a cluster filled before any client connects.
+    pub async fn serve_local(&self) -> std::io::Result<LocalSimulator> {
+        let simulator = self.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let url = format!("http://{addr}");
         let client = client_from_kubeconfig(&simulator.kubeconfig(&url))
             .await
             .map_err(std::io::Error::other)?;
@@ -66,6 +76,7 @@ impl Simulator {
         });
         Ok(LocalSimulator {
             simulator,
+            addr,
             url,
             client,
             stop: Some(stop),
@@ -78,6 +89,11 @@ impl LocalSimulator {
     /// The simulator itself, to arrange objects, inject faults and read its history.
     pub fn simulator(&self) -> &Simulator {
         &self.simulator
+    }
+
+    /// The server's address, for raw HTTP.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The server's base URL, `http://127.0.0.1:PORT`.

@@ -80,3 +80,28 @@ async fn dropping_it_ends_the_server() {
     }
     panic!("{url} still serves 5 s after the LocalSimulator was dropped");
 }
+
+#[tokio::test]
+async fn serve_local_serves_what_the_simulator_already_holds() {
+    let sim = Simulator::new(SimConfig {
+        controllers: false,
+        ..SimConfig::default()
+    });
+    sim.create(json!({"apiVersion": "v1", "kind": "Pod",
+                      "metadata": {"name": "before", "namespace": "default"}, "spec": {}}))
+        .unwrap();
+    let cluster = sim.serve_local().await.unwrap();
+    assert_eq!(cluster.url(), format!("http://{}", cluster.addr()));
+    let pod = Api::<Pod>::namespaced(cluster.client(), "default")
+        .get("before")
+        .await
+        .unwrap();
+    assert_eq!(pod.metadata.name.as_deref(), Some("before"));
+    // The served simulator is the same one: a write through either is seen by the other.
+    cluster
+        .simulator()
+        .create(json!({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "after", "namespace": "default"}, "spec": {}}))
+        .unwrap();
+    assert_eq!(sim.list(sim::Resource::Pod, Some("default")).len(), 2);
+}

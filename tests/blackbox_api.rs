@@ -174,13 +174,10 @@ impl Kube {
             .enable_all()
             .build()
             .unwrap();
-        let client = runtime.block_on(async {
-            let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .unwrap();
-            kube::Client::try_from(config).unwrap()
-        });
+        let kubeconfig = std::fs::read_to_string(kubeconfig).unwrap();
+        let client = runtime
+            .block_on(sim::client_from_kubeconfig(&kubeconfig))
+            .unwrap();
         Kube { runtime, client }
     }
 

@@ -15,9 +15,11 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use process::{ok, run};
 use serde_json::Value;
-use support::{base64_decode, event_lines, open_raw};
+use support::{event_lines, open_raw};
 
 fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -615,7 +617,7 @@ fn export_lines_rehash_and_chain() {
         assert_eq!(line["prev_hash"], prev.as_str(), "seq {seq} does not chain");
         assert_eq!(line["entry"]["seq"], seq);
         assert_eq!(line["entry"]["prev_hash"], line["prev_hash"]);
-        let bytes = base64_decode(line["bytes"].as_str().unwrap());
+        let bytes = B64.decode(line["bytes"].as_str().unwrap()).unwrap();
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"claim-ledger/entry/v1\0");
         hasher.update(&hex(line["prev_hash"].as_str().unwrap()));
@@ -627,7 +629,7 @@ fn export_lines_rehash_and_chain() {
     }
     // Changing any stored byte changes the hash: the auditor really checks the bytes.
     let line = &export[2];
-    let mut bytes = base64_decode(line["bytes"].as_str().unwrap());
+    let mut bytes = B64.decode(line["bytes"].as_str().unwrap()).unwrap();
     bytes[10] ^= 1;
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"claim-ledger/entry/v1\0");

@@ -29,11 +29,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use ledger::LedgerConfig;
+use proptest::prelude::RngExt;
 use schemas::{Change, ChangeKind, ObjectChange, ObjectKind, WatchEventType};
 use serde_json::json;
 use sim::{Propagation, Resource, SimConfig, Simulator};
-use support::cluster::{open_ledger, Cluster, Watching};
-use support::Rng;
+use support::seeded_rng;
+use support::watching::{open_shared_ledger, Watching};
 use watcher::{Readiness, SharedLedger};
 
 const RECORDED: [Resource; 4] = [
@@ -311,15 +312,16 @@ struct SeedReport {
 }
 
 async fn run_seed(seed: u64) -> SeedReport {
-    let mut rng = Rng::new(seed);
-    let cluster = Cluster::start(SimConfig {
+    let mut rng = seeded_rng(seed);
+    let cluster = Simulator::start_local(SimConfig {
         compaction_window: 40,
         ..SimConfig::default()
     })
-    .await;
-    let (sim, client) = (cluster.sim.clone(), cluster.client.clone());
+    .await
+    .unwrap();
+    let (sim, client) = (cluster.simulator().clone(), cluster.client());
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(
+    let ledger = open_shared_ledger(
         dir.path(),
         LedgerConfig {
             background_snapshots: true,
@@ -348,8 +350,8 @@ async fn run_seed(seed: u64) -> SeedReport {
     let mut log = Vec::new();
     let mut report = SeedReport::default();
     for _ in 0..40 {
-        let ns = namespaces[rng.below(2) as usize].to_string();
-        let op = rng.below(14);
+        let ns = namespaces[rng.random_range(0..2)].to_string();
+        let op = rng.random_range(0..14u64);
         log.push(op);
         match op {
             0..=2 => {
@@ -365,20 +367,20 @@ async fn run_seed(seed: u64) -> SeedReport {
                 claims.push((ns, name));
             }
             3 | 4 if !claims.is_empty() => {
-                let (ns, name) = claims.remove(rng.below(claims.len() as u64) as usize);
+                let (ns, name) = claims.remove(rng.random_range(0..claims.len()));
                 let policy = [
                     Propagation::Background,
                     Propagation::Foreground,
                     Propagation::Orphan,
-                ][rng.below(3) as usize];
+                ][rng.random_range(0..3)];
                 sim.delete_claim(&ns, &name, policy).unwrap();
             }
             5 if !claims.is_empty() => {
-                let (ns, name) = claims[rng.below(claims.len() as u64) as usize].clone();
+                let (ns, name) = claims[rng.random_range(0..claims.len())].clone();
                 let _ = sim.expire_claim(&ns, &name);
             }
             6 if !claims.is_empty() => {
-                let (ns, name) = claims[rng.below(claims.len() as u64) as usize].clone();
+                let (ns, name) = claims[rng.random_range(0..claims.len())].clone();
                 if let Some(claim) = sim.get(Resource::SandboxClaim, &ns, &name) {
                     if let Some(sandbox) = claim["status"]["sandbox"]["name"].as_str() {
                         let _ = sim.replace_pod(&ns, sandbox);
@@ -390,7 +392,7 @@ async fn run_seed(seed: u64) -> SeedReport {
             9 => sim.restart(),
             10 => sim.duplicate_next_event(),
             11 if !claims.is_empty() => {
-                let (ns, name) = claims[rng.below(claims.len() as u64) as usize].clone();
+                let (ns, name) = claims[rng.random_range(0..claims.len())].clone();
                 sim.deliver_stale_event(Resource::SandboxClaim, &ns, &name);
             }
             12 => {
@@ -405,7 +407,7 @@ async fn run_seed(seed: u64) -> SeedReport {
             _ => {}
         }
         ever_held.extend(cluster_uids(&sim));
-        tokio::time::sleep(Duration::from_millis(rng.below(30))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
     }
     let mut watching = match (watching, blind.take()) {
         (Some(w), _) => w,

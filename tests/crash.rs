@@ -30,8 +30,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ledger::{AppendOutcome, LedgerConfig};
+use proptest::prelude::{Rng, RngExt};
+use proptest::test_runner::TestRng;
 use serde_json::json;
-use support::{normalize_event, open_ledger, seed_from_env, to_lines, Cluster, Rng};
+use support::{
+    normalize_event, open_ledger, seed_from_env, seeded_rng, to_lines, WatchEventGenerator,
+};
 
 /// Set in the child: the ledger directory to append to.
 const CHILD_ENV: &str = "CLAIM_LEDGER_CRASH_CHILD";
@@ -77,19 +81,19 @@ fn crash_child_appends_until_killed() {
         }
     };
     println!("opened {}", ledger.head().seq);
-    let mut rng = Rng::new(seed);
-    let mut cluster = Cluster::new(&format!("run{run}"), rng.next_u64());
+    let mut rng = seeded_rng(seed);
+    let mut generator = WatchEventGenerator::new(&format!("run{run}"), rng.next_u64());
     // A safety net only: the parent always kills well before this.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut batch = 0u64;
     while Instant::now() < deadline {
         // Now and then a batch large enough to be written in pipelined chunks.
-        let size = if rng.chance(1, 8) {
-            rng.range(600, 1200)
+        let size = if rng.random_ratio(1, 8) {
+            rng.random_range(600..=1200)
         } else {
-            rng.range(1, 64)
+            rng.random_range(1..=64)
         } as usize;
-        let events = cluster.events(size);
+        let events = generator.events(size);
         let acked = if batch % 2 == 0 {
             let changes: Vec<_> = events.iter().filter_map(normalize_event).collect();
             let outcomes = ledger.append(changes, Utc::now()).expect("append");
@@ -100,7 +104,7 @@ fn crash_child_appends_until_killed() {
         } else {
             // Through the ingest path, sometimes in several flushed batches.
             let options = watcher::IngestOptions {
-                batch_size: rng.range(1, size as u64) as usize,
+                batch_size: rng.random_range(1..=size as u64) as usize,
             };
             let report =
                 watcher::ingest(&mut ledger, to_lines(&events).as_bytes(), options, Utc::now)
@@ -134,7 +138,7 @@ fn marker(cycle: u64) -> schemas::ObjectChange {
 
 /// One child run: spawns it, kills it at a random point, returns the acked seqs, the
 /// head it opened at (if it got that far).
-fn run_child(dir: &Path, cycle: u64, rng: &mut Rng) -> (Vec<u64>, Option<u64>) {
+fn run_child(dir: &Path, cycle: u64, rng: &mut TestRng) -> (Vec<u64>, Option<u64>) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
@@ -165,12 +169,12 @@ fn run_child(dir: &Path, cycle: u64, rng: &mut Rng) -> (Vec<u64>, Option<u64>) {
 
     let mut lines = Vec::new();
     let ack_count = |lines: &[String]| lines.iter().filter(|l| l.starts_with("ack ")).count();
-    if rng.chance(1, 5) {
+    if rng.random_ratio(1, 5) {
         // Anywhere, including during open and recovery.
-        std::thread::sleep(Duration::from_millis(rng.range(0, 60)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..=60)));
     } else {
         // In the middle of the stream: after a few acks, then a little later.
-        let wanted = rng.range(1, 3) as usize;
+        let wanted = rng.random_range(1..=3) as usize;
         while ack_count(&lines) < wanted {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => lines.push(line),
@@ -181,7 +185,7 @@ fn run_child(dir: &Path, cycle: u64, rng: &mut Rng) -> (Vec<u64>, Option<u64>) {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        std::thread::sleep(Duration::from_millis(rng.range(0, 50)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..=50)));
     }
     child.kill().expect("SIGKILL the child");
     let status = child.wait().unwrap();
@@ -218,7 +222,7 @@ fn acknowledged_entries_survive_sigkill_and_appending_resumes() {
     }
     let seed = seed_from_env(SEED_ENV);
     eprintln!("crash schedule seed {seed} (set {SEED_ENV}={seed} to replay it)");
-    let mut rng = Rng::new(seed);
+    let mut rng = seeded_rng(seed);
     let dir = tempfile::tempdir().unwrap();
     // (seq, hash) of the parent's own last append: durable, so it must never change.
     let mut watermark: Option<(u64, schemas::Hash)> = None;

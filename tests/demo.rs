@@ -5,11 +5,14 @@
 
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::process::Command;
 use std::time::Duration;
 
 use process::{address_of, command, Child, BIN};
+use wait::eventually;
 
 /// One request with the demo's bearer token, if any: (status, body).
 fn http(
@@ -28,16 +31,6 @@ fn http(
         body,
         Duration::from_secs(30),
     )
-}
-
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -1370,26 +1370,15 @@ fn observe(r: &Rendered, served: Served) -> Observed {
         .enable_all()
         .build()
         .unwrap();
-    let sim = Simulator::new(SimConfig {
-        served,
-        ..SimConfig::default()
-    });
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+    let cluster = runtime
+        .block_on(Simulator::start_local(SimConfig {
+            served,
+            ..SimConfig::default()
+        }))
         .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn({
-        let sim = sim.clone();
-        async move {
-            sim.serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let sim = cluster.simulator().clone();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, sim.kubeconfig(&url)).unwrap();
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
     let key = dir.path().join("signing");
@@ -1503,8 +1492,7 @@ fn observe(r: &Rendered, served: Served) -> Observed {
     let exit = serve.interrupt_and_wait();
     assert!(exit.success(), "serve stopped with {exit:?}");
     let requests = sim.requests();
-    let _ = stop.send(());
-    runtime.block_on(server).unwrap().unwrap();
+    runtime.block_on(cluster.stop()).unwrap();
     assert!(!requests.is_empty());
     Observed { requests, metrics }
 }
@@ -1624,26 +1612,15 @@ fn observe_replicas(r: &Rendered) -> ObservedReplicas {
         .enable_all()
         .build()
         .unwrap();
-    let sim = Simulator::new(SimConfig {
-        served: Served::Both,
-        ..SimConfig::default()
-    });
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+    let cluster = runtime
+        .block_on(Simulator::start_local(SimConfig {
+            served: Served::Both,
+            ..SimConfig::default()
+        }))
         .unwrap();
-    let sim_url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn({
-        let sim = sim.clone();
-        async move {
-            sim.serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let sim = cluster.simulator().clone();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, sim.kubeconfig(&sim_url)).unwrap();
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
     let key = dir.path().join("signing");
@@ -1834,8 +1811,7 @@ fn observe_replicas(r: &Rendered) -> ObservedReplicas {
     let exit = follower.process.interrupt_and_wait();
     assert!(exit.success(), "serve stopped with {exit:?}");
     let requests = sim.requests();
-    let _ = stop.send(());
-    runtime.block_on(server).unwrap().unwrap();
+    runtime.block_on(cluster.stop()).unwrap();
     drop(pg);
     ObservedReplicas {
         requests,

@@ -16,9 +16,11 @@ mod support;
 
 use std::path::Path;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use process::Run;
 use serde_json::Value;
-use support::{base64_decode, event_lines};
+use support::event_lines;
 
 /// Runs the binary with `args` and no stdin.
 fn run(args: &[&str]) -> Run {
@@ -140,26 +142,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Standard base64 with padding.
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// A copy of the directory bundle `bundle` (under `scratch`, named `name`) whose
 /// `entries.jsonl` lines were changed by `edit`.
 fn tampered(
@@ -188,13 +170,13 @@ fn tampered(
 /// the line is consistent with itself.
 fn forge(line: &str) -> String {
     let mut value: Value = serde_json::from_str(line).unwrap();
-    let bytes = base64_decode(value["bytes"].as_str().unwrap());
+    let bytes = B64.decode(value["bytes"].as_str().unwrap()).unwrap();
     let mut entry = schemas::Entry::decode(&bytes).unwrap();
     entry.observed_at += chrono::Duration::seconds(1);
     let forged = entry.encode().unwrap();
     assert_ne!(forged, bytes);
     let hash = schemas::chain_hash(&entry.prev_hash, entry.seq, &forged);
-    value["bytes"] = Value::String(base64_encode(&forged));
+    value["bytes"] = Value::String(B64.encode(&forged));
     value["hash"] = Value::String(hash.to_hex());
     value["entry"] = serde_json::to_value(&entry).unwrap();
     serde_json::to_string(&value).unwrap()
@@ -904,7 +886,7 @@ fn csv_and_cloudevents_exports_carry_every_entry_and_its_bytes() {
         let data = &event["data"];
         assert_eq!(data["seq"], seq, "{event}");
         assert_eq!(data["prev_hash"], prev.as_str(), "{event}");
-        let bytes = base64_decode(data["bytes"].as_str().unwrap());
+        let bytes = B64.decode(data["bytes"].as_str().unwrap()).unwrap();
         let mut previous = [0u8; 32];
         for (slot, pair) in previous.iter_mut().zip(prev.as_bytes().chunks(2)) {
             *slot = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
@@ -920,7 +902,7 @@ fn csv_and_cloudevents_exports_carry_every_entry_and_its_bytes() {
     recomputed.update(b"claim-ledger/entry/v1\0");
     recomputed.update(&[0u8; 32]);
     recomputed.update(&1u64.to_be_bytes());
-    recomputed.update(&base64_decode(first["bytes"].as_str().unwrap()));
+    recomputed.update(&B64.decode(first["bytes"].as_str().unwrap()).unwrap());
     assert_eq!(first["hash"], recomputed.finalize().to_hex().as_str());
 
     // Once a checkpoint is signed, its origin is the default source.

@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use postgres::Postgres;
 use process::{Run, BIN};
 use serde_json::Value;
+use support::wait::eventually;
 
 fn fixture_events() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -533,17 +534,6 @@ fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
         61,
         "50 from the first writer, 11 from its successor"
     );
-}
-
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 fn call(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {

@@ -28,7 +28,8 @@ use schemas::entry::snapshot_digest;
 use schemas::{chain_hash, Entry, Hash, Transition};
 use serde_json::{json, Value};
 use support::{
-    normalize_event, open_ledger, open_raw, rewind_high_water, ticking_clock, Cluster, RawStore,
+    normalize_event, open_ledger, open_raw, rewind_high_water, ticking_clock, RawStore,
+    WatchEventGenerator,
 };
 
 /// At least this many entries are built ("a few dozen").
@@ -92,10 +93,14 @@ fn build_until(
         lease: None,
     };
     let mut ledger = open_ledger(dir, config).unwrap();
-    let mut cluster = Cluster::new("tamper", 7);
+    // The same seed, the same events. The seed matters to one test:
+    // `a_snapshot_forged_with_chain_and_tree_is_caught_by_a_signed_checkpoint` needs the
+    // entry right after the snapshot at 40 to replay the same over the forged snapshot,
+    // which holds for this seed's events (not for every seed's: 7 breaks it).
+    let mut generator = WatchEventGenerator::new("tamper", 1);
     let mut clock = ticking_clock(1_790_000_000);
     while !done(&ledger) {
-        let changes: Vec<_> = cluster
+        let changes: Vec<_> = generator
             .events(batch)
             .iter()
             .filter_map(normalize_event)
@@ -735,7 +740,7 @@ fn cli_refuses_a_tampered_ledger_and_allow_corrupt_inspects_it() {
     let events = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         events.path(),
-        support::to_lines(&Cluster::new("late", 1).events(3)),
+        support::to_lines(&WatchEventGenerator::new("late", 1).events(3)),
     )
     .unwrap();
     let (code, _, stderr) = cli(&[
@@ -1269,10 +1274,10 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
         ..STRICT
     };
     let mut ledger = open_ledger(&dir, config.clone()).unwrap();
-    let mut cluster = Cluster::new("late", 3);
+    let mut generator = WatchEventGenerator::new("late", 3);
     let mut clock = ticking_clock(1_800_000_000);
     while ledger.head().seq < 45 + 20 {
-        let changes: Vec<_> = cluster
+        let changes: Vec<_> = generator
             .events(1)
             .iter()
             .filter_map(normalize_event)

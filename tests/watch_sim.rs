@@ -9,12 +9,13 @@ mod support;
 
 use ledger::{CheckRequest, Decision, LedgerConfig, Verdict};
 use schemas::{Change, ChangeKind, Reason};
-use sim::{Propagation, SimConfig};
-use support::cluster::{eventually, open_ledger, Cluster, Watching};
+use sim::{LocalSimulator, Propagation, SimConfig, Simulator};
+use support::wait::eventually_async as eventually;
+use support::watching::{open_shared_ledger, Watching};
 use watcher::{Readiness, SharedLedger};
 
-async fn cluster() -> Cluster {
-    Cluster::start(SimConfig::default()).await
+async fn cluster() -> LocalSimulator {
+    Simulator::start_local(SimConfig::default()).await.unwrap()
 }
 
 fn check(ledger: &SharedLedger, readiness: &Readiness, pod: &serde_json::Value) -> Decision {
@@ -37,12 +38,12 @@ fn changes(ledger: &SharedLedger) -> Vec<Change> {
         .collect()
 }
 
-fn warm_pod(cluster: &Cluster, claim: &serde_json::Value) -> serde_json::Value {
+fn warm_pod(cluster: &LocalSimulator, claim: &serde_json::Value) -> serde_json::Value {
     let sandbox = claim["status"]["sandbox"]["name"]
         .as_str()
         .expect("claim bound");
     cluster
-        .sim
+        .simulator()
         .get(sim::Resource::Pod, "default", sandbox)
         .expect("the sandbox's pod")
 }
@@ -51,16 +52,16 @@ fn warm_pod(cluster: &Cluster, claim: &serde_json::Value) -> serde_json::Value {
 async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
-    let watching = Watching::start(&cluster.client, &ledger);
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
+    let watching = Watching::start(&cluster.client(), &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
 
     cluster
-        .sim
+        .simulator()
         .create_pool("default", "pool", 2, "tmpl", true)
         .unwrap();
     let claim = cluster
-        .sim
+        .simulator()
         .claim_warm("default", "c1", "pool", Some("sbx-1"))
         .unwrap();
     let pod = warm_pod(&cluster, &claim);
@@ -77,7 +78,7 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     assert_eq!(binding.sandbox_id.as_deref(), Some("sbx-1"));
 
     let sandbox = claim["status"]["sandbox"]["name"].as_str().unwrap();
-    let replaced = cluster.sim.replace_pod("default", sandbox).unwrap();
+    let replaced = cluster.simulator().replace_pod("default", sandbox).unwrap();
     assert_ne!(replaced["metadata"]["uid"], pod["metadata"]["uid"]);
     eventually("the replaced pod's binding", || {
         check(&ledger, &watching.readiness, &replaced).decision == Verdict::Allow
@@ -89,7 +90,7 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     );
 
     cluster
-        .sim
+        .simulator()
         .delete_claim("default", "c1", Propagation::Background)
         .unwrap();
     eventually("the release", || {
@@ -106,15 +107,15 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
 async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
-    let watching = Watching::start(&cluster.client, &ledger);
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
+    let watching = Watching::start(&cluster.client(), &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
     cluster
-        .sim
+        .simulator()
         .create_pool("default", "pool", 1, "tmpl", true)
         .unwrap();
     let claim = cluster
-        .sim
+        .simulator()
         .claim_warm("default", "c1", "pool", Some("sbx-1"))
         .unwrap();
     let pod = warm_pod(&cluster, &claim);
@@ -124,8 +125,8 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     .await;
 
     // The API server forgets its watch history: every resume gets 410 and relists.
-    cluster.sim.restart();
-    cluster.sim.drop_watches();
+    cluster.simulator().restart();
+    cluster.simulator().drop_watches();
     eventually("watch gaps after the relist", || {
         changes(&ledger)
             .iter()
@@ -169,12 +170,12 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
     // The watcher is down while the claim is deleted (everything it owned goes too).
     watching.stop().await;
     cluster
-        .sim
+        .simulator()
         .delete_claim("default", "c1", Propagation::Background)
         .unwrap();
     let seq_before = ledger.view().head().seq;
 
-    let watching = Watching::start(&cluster.client, &ledger);
+    let watching = Watching::start(&cluster.client(), &ledger);
     eventually("the restarted watchers to sync", || {
         watching.readiness.is_ready()
     })
@@ -206,7 +207,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
 
     // Nothing the simulator says is alive is missing from the ledger, and vice versa.
     eventually("the projection to equal the simulator's truth", || {
-        let sim = &cluster.sim;
+        let sim = cluster.simulator();
         {
             let ledger = ledger.view();
             let mut live: Vec<String> = ledger
@@ -251,11 +252,11 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
 async fn the_watchers_requests_are_those_a_real_api_server_accepts() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
-    let watching = Watching::start(&cluster.client, &ledger);
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
+    let watching = Watching::start(&cluster.client(), &ledger);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
     cluster
-        .sim
+        .simulator()
         .create_pool("default", "pool", 1, "tmpl", true)
         .unwrap();
     eventually("the pool's pod in the ledger", || {
@@ -264,7 +265,7 @@ async fn the_watchers_requests_are_those_a_real_api_server_accepts() {
     .await;
     watching.stop().await;
 
-    let requests = cluster.sim.requests();
+    let requests = cluster.simulator().requests();
     for path in [
         "/apis/agents.x-k8s.io/v1beta1/sandboxes",
         "/apis/extensions.agents.x-k8s.io/v1beta1/sandboxclaims",
@@ -311,20 +312,20 @@ async fn the_watchers_requests_are_those_a_real_api_server_accepts() {
 async fn namespaces_restrict_what_is_watched_and_recorded() {
     let cluster = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), LedgerConfig::default());
+    let ledger = open_shared_ledger(dir.path(), LedgerConfig::default());
     let options = watcher::WatchOptions {
         namespaces: vec!["alpha".into()],
         ..watcher::WatchOptions::default()
     };
-    let watching = Watching::start_with(&cluster.client, &ledger, options);
+    let watching = Watching::start_with(&cluster.client(), &ledger, options);
     eventually("the watchers to sync", || watching.readiness.is_ready()).await;
     for ns in ["alpha", "beta"] {
         cluster
-            .sim
+            .simulator()
             .create_pool(ns, "pool", 1, "tmpl", true)
             .unwrap();
         cluster
-            .sim
+            .simulator()
             .claim_warm(ns, "c", "pool", Some("sbx"))
             .unwrap();
     }
@@ -347,7 +348,7 @@ async fn namespaces_restrict_what_is_watched_and_recorded() {
         .iter()
         .all(|r| r.current.namespace == "alpha"));
     assert!(cluster
-        .sim
+        .simulator()
         .requests()
         .iter()
         .filter(|r| r.query_param("watch").is_some())

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine;
-use common::k8s::{added, deleted, modified, request, with, Cluster, Owner, NS};
+use common::k8s::{added, deleted, modified, request, with, ObjectBuilder, Owner, NS};
 use common::{at, Server, Setup, TOKEN};
 use reqwest::StatusCode;
 use schemas::Hash;
@@ -21,7 +21,7 @@ const POD2: &str = "p0d00000-0800-4000-8000-000000000002";
 const PVC: &str = "pvc00000-0800-4000-8000-000000000001";
 
 /// Cold bind of claim `alpha`: claim, Sandbox, PVC, pod (four entries, one ingest each).
-fn bind(server: &mut Server, k: &mut Cluster) {
+fn bind(server: &mut Server, k: &mut ObjectBuilder) {
     server.ingest_events(&[added(k.claim("alpha", CLAIM, Some("alpha"), false))]);
     server.ingest_events(&[added(k.sandbox(
         "alpha",
@@ -52,7 +52,7 @@ async fn readiness_gates_checks_and_bindings() {
         ..Setup::default()
     })
     .await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     bind(&mut server, &mut k);
 
     let (status, body) = server.get("/readyz").await;
@@ -107,7 +107,7 @@ async fn readiness_gates_checks_and_bindings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_answer_the_current_binding_or_why_not() {
     let mut server = Server::start().await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     bind(&mut server, &mut k);
     let (status, body) = server.get(&format!("/v1/bindings/{POD}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -199,7 +199,7 @@ fn seqs(entries: &[Value]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_entries_paginate_in_order() {
     let mut server = Server::start().await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     bind(&mut server, &mut k);
     // 25 changes of the pod's identity annotation... on a pod of another, warm Sandbox
     // (so they are recorded without being mutations of a binding).
@@ -354,7 +354,7 @@ async fn history_and_entries_paginate_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_as_of_a_seq_or_a_time() {
     let mut server = Server::start().await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     bind(&mut server, &mut k);
     server.ingest_events(&[deleted(k.claim("alpha", CLAIM, Some("alpha"), false))]);
 
@@ -410,7 +410,7 @@ fn verify_lines(text: &str, from: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_streams_thousands_of_entries_that_rehash() {
     let mut server = Server::start().await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     bind(&mut server, &mut k);
     // 3,000 more entries in six ingests of 500 pods each (observed at at(5)..at(10)).
     for batch in 0..6 {
@@ -488,7 +488,7 @@ async fn export_streams_thousands_of_entries_that_rehash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_checks_ledger_and_watchers() {
     let mut server = Server::start().await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     bind(&mut server, &mut k);
     // Status churn (ignored), a repeated event (duplicate), an older one (stale).
     let pod = k.pod("alpha", POD, ("alpha", SANDBOX), Some("sb-1"), false);
@@ -662,7 +662,7 @@ async fn denials_are_aggregated_per_minute_into_the_ledger() {
         ..Setup::default()
     })
     .await;
-    let mut k = Cluster::default();
+    let mut k = ObjectBuilder::default();
     bind(&mut server, &mut k);
     server.ingest_events(&[deleted(k.pod(
         "alpha",

@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use schemas::bundle::{
     verify_bundle, BundleEntryLine, BundleFailureKind, BundleParts, ConsistencyProof,
     InclusionProof, Manifest, Proofs, BUNDLE_FORMAT, CHECKPOINT_FILE, ENTRIES_FILE, MANIFEST_FILE,
@@ -1194,7 +1196,6 @@ impl ExampleLog {
             entry: &'a Entry,
             bytes: String,
         }
-        use base64::Engine as _;
         let entry = &self.entries[i];
         serde_json::to_string(&Line {
             seq: entry.seq,
@@ -1202,7 +1203,7 @@ impl ExampleLog {
             hash: self.hashes[i],
             prev_hash: entry.prev_hash,
             entry,
-            bytes: base64::engine::general_purpose::STANDARD.encode(&self.bytes[i]),
+            bytes: B64.encode(&self.bytes[i]),
         })
         .unwrap()
     }
@@ -1706,7 +1707,7 @@ fn documented_checkpoint_is_signed_by_the_test_key() {
     assert_eq!(text, note.to_text());
     let line = format!(
         "\u{2014} {TEST_KEY_NAME} {}\n",
-        base64_of(&[hex_block(&blocks, "test-key-id"), signature].concat())
+        B64.encode([hex_block(&blocks, "test-key-id"), signature].concat())
     );
     assert_eq!(text, format!("{body}\n{line}"));
     let (checkpoint, signed_by) = checkpoint::verify_note(
@@ -1716,11 +1717,6 @@ fn documented_checkpoint_is_signed_by_the_test_key() {
     .unwrap();
     assert_eq!(checkpoint, parsed);
     assert_eq!(signed_by, vec![TEST_KEY_NAME.to_string()]);
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[test]

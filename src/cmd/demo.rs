@@ -99,9 +99,9 @@ async fn run_demo(
         let shutdown = shutdown.clone();
         async move { sim.serve(sim_listener, shutdown.wait()).await }
     });
-    let client = scenario::kube_client(&kubeconfig)
+    let client = sim::client_from_kubeconfig(&kubeconfig)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
 
     let token_path = args.dir.join("api-token");
     write_token(&token_path)?;

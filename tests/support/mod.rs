@@ -1,53 +1,30 @@
-//! Shared helpers for the integration tests: a small deterministic PRNG, a generator of
+//! Shared helpers for the integration tests: a seeded deterministic PRNG, a generator of
 //! realistic agent-sandbox watch events (warm and cold lifecycles of Sandboxes, claims,
 //! pods and workspace PVCs, interleaved, with status churn and repeated events), a
-//! deterministic clock, a base64 decoder for export lines and a directory copier.
+//! deterministic clock, and raw access to a ledger's store.
 //!
 //! Each test crate uses only part of this module.
 #![allow(dead_code)]
 
-pub mod cluster;
+pub mod wait;
+pub mod watching;
 
 use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ledger::dir::HighWater;
 use ledger::store::{Store, StoreError};
+use proptest::prelude::RngExt;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::{json, Value};
 
-/// splitmix64: tiny, deterministic, good enough to pick kill points and event orders.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `num / den`.
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
+/// A deterministic generator from a `u64` seed (the same seed gives the same draws), to
+/// pick kill points and event orders: proptest's ChaCha [`TestRng`], drawn from with
+/// `proptest::prelude::RngExt` (`random_range`, `random_ratio`).
+pub fn seeded_rng(seed: u64) -> TestRng {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
 /// A seed from the environment variable `name` if set, otherwise from the clock.
@@ -99,39 +76,6 @@ pub fn event_lines(text: &str) -> String {
         })
         .map(|line| format!("{line}\n"))
         .collect()
-}
-
-/// Standard base64 (with `=` padding) to bytes; panics on anything else.
-pub fn base64_decode(text: &str) -> Vec<u8> {
-    fn value(c: u8) -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not standard base64: {:?}", c as char),
-        }
-    }
-    let bytes = text.as_bytes();
-    assert!(
-        bytes.len() % 4 == 0,
-        "base64 length {} is not a multiple of 4",
-        bytes.len()
-    );
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for chunk in bytes.chunks(4) {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        assert!(pad <= 2, "bad base64 padding");
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c);
-        }
-        n <<= 6 * pad as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..3 - pad]);
-    }
-    out
 }
 
 /// `Ledger::open` (the sled store waits out a lock still held by a just-dropped handle).
@@ -299,8 +243,8 @@ enum Step {
 /// Every uid embeds `prefix`, so generators with different prefixes never collide;
 /// resourceVersions come from one counter that only goes up, like an etcd revision.
 #[derive(Debug)]
-pub struct Cluster {
-    rng: Rng,
+pub struct WatchEventGenerator {
+    rng: TestRng,
     prefix: String,
     rv: u64,
     concurrency: usize,
@@ -308,11 +252,11 @@ pub struct Cluster {
     started: u64,
 }
 
-impl Cluster {
+impl WatchEventGenerator {
     /// A generator whose uids embed `prefix`.
-    pub fn new(prefix: &str, seed: u64) -> Cluster {
-        Cluster {
-            rng: Rng::new(seed),
+    pub fn new(prefix: &str, seed: u64) -> WatchEventGenerator {
+        WatchEventGenerator {
+            rng: seeded_rng(seed),
             prefix: prefix.to_string(),
             rv: 1000,
             concurrency: 3,
@@ -337,7 +281,7 @@ impl Cluster {
             let sim = self.new_sim();
             self.active.push(sim);
         }
-        let pick = self.rng.below(self.active.len() as u64) as usize;
+        let pick = self.rng.random_range(0..self.active.len());
         let mut sim = self.active.swap_remove(pick);
         let script = if sim.cold { COLD } else { WARM };
         let step = script[sim.step];
@@ -345,7 +289,7 @@ impl Cluster {
         let event = match step {
             Step::Repeat => sim.last.clone().expect("a repeat follows an event"),
             step => {
-                self.rv += self.rng.range(1, 7);
+                self.rv += self.rng.random_range(1..=7);
                 let event = build(step, &sim, self.rv);
                 sim.last = Some(event.clone());
                 event
@@ -360,12 +304,12 @@ impl Cluster {
     fn new_sim(&mut self) -> Sim {
         let index = self.started;
         self.started += 1;
-        let cold = self.rng.chance(1, 3);
-        let beta = self.rng.chance(1, 2);
-        let namespace = format!("team-{}", self.rng.below(3));
-        let pool = ["python-pool", "node-pool"][self.rng.below(2) as usize].to_string();
+        let cold = self.rng.random_ratio(1, 3);
+        let beta = self.rng.random_ratio(1, 2);
+        let namespace = format!("team-{}", self.rng.random_range(0..3));
+        let pool = ["python-pool", "node-pool"][self.rng.random_range(0..2)].to_string();
         let suffix: String = (0..5)
-            .map(|_| (b'a' + self.rng.below(26) as u8) as char)
+            .map(|_| char::from(self.rng.random_range(b'a'..=b'z')))
             .collect();
         let claim = format!("agent-{}-{index}", self.prefix);
         let sandbox = if cold {

@@ -18,9 +18,10 @@ pub enum Owner<'a> {
     None,
 }
 
-/// Builds events with strictly increasing resourceVersions.
+/// Builds the objects watch events carry, with strictly increasing resourceVersions (no
+/// cluster behind them: the tests feed the events to the ledger directly).
 #[derive(Default)]
-pub struct Cluster {
+pub struct ObjectBuilder {
     rv: u64,
 }
 
@@ -29,7 +30,7 @@ fn owner_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
             "controller": true, "blockOwnerDeletion": true}])
 }
 
-impl Cluster {
+impl ObjectBuilder {
     fn metadata(&mut self, name: &str, uid: &str) -> Map<String, Value> {
         self.rv += 7;
         let mut metadata = Map::new();

@@ -67,9 +67,6 @@ pub enum ScenarioError {
     /// Several files failed to load: each one's error, a line each.
     #[error("{}", lines(.0))]
     Files(Vec<ScenarioError>),
-    /// No Kubernetes client could be built for a simulator's kubeconfig.
-    #[error("cannot build a Kubernetes client: {0}")]
-    KubeClient(String),
 }
 
 fn lines(errors: &[ScenarioError]) -> String {
@@ -151,15 +148,4 @@ pub async fn run_files(files: &[PathBuf]) -> Result<RunReport, ScenarioError> {
         files: loaded.len(),
         failed,
     })
-}
-
-/// A kube client for a kubeconfig's text (the simulator's, or any cluster's): the one
-/// place the binary and the runner build a client from a kubeconfig.
-pub async fn kube_client(kubeconfig: &str) -> Result<kube::Client, ScenarioError> {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig)
-        .map_err(|e| ScenarioError::KubeClient(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| ScenarioError::KubeClient(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| ScenarioError::KubeClient(e.to_string()))
 }

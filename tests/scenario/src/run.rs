@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ledger::{CheckRequest, Ledger, LedgerConfig, Verdict};
 use schemas::{normalize, Change, ChangeKind, ObjectChange, ObjectKind, Reason, WatchEventType};
 use serde_json::Value;
-use sim::{Resource, Served, Simulator};
+use sim::{LocalSimulator, Resource, Served, Simulator};
 use tokio::sync::oneshot;
 use watcher::{Readiness, SharedLedger, WatchOptions};
 
@@ -76,8 +76,7 @@ pub(crate) async fn run_scenario(path: &Path, scenario: &Scenario) -> Option<Str
             return Some("setup".into());
         }
     };
-    let (stop_sim, sim_stopped) = oneshot::channel::<()>();
-    let setup = start_cluster(scenario, dir.path(), sim_stopped).await;
+    let setup = start_cluster(scenario, dir.path()).await;
     let (mut run, server) = match setup {
         Ok(parts) => parts,
         Err(e) => {
@@ -89,8 +88,7 @@ pub(crate) async fn run_scenario(path: &Path, scenario: &Scenario) -> Option<Str
     run.stop_watcher_quietly().await;
     let ScenarioRun { ledger, .. } = run;
     drop(ledger);
-    let _ = stop_sim.send(());
-    let _ = server.await;
+    let _ = server.stop().await;
     drop(dir);
     match &failure {
         None => println!("== {file}: passed"),
@@ -100,38 +98,16 @@ pub(crate) async fn run_scenario(path: &Path, scenario: &Scenario) -> Option<Str
 }
 
 /// Serves a fresh simulator configured by the file and opens an empty ledger in `dir`;
-/// the simulator stops when `stopped` fires.
+/// the simulator stops when the returned [`LocalSimulator`] is stopped or dropped.
 async fn start_cluster<'a>(
     scenario: &'a Scenario,
     dir: &Path,
-    stopped: oneshot::Receiver<()>,
-) -> Result<
-    (
-        ScenarioRun<'a>,
-        tokio::task::JoinHandle<std::io::Result<()>>,
-    ),
-    String,
-> {
-    let sim = Simulator::new(scenario.sim_config());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+) -> Result<(ScenarioRun<'a>, LocalSimulator), String> {
+    let server = Simulator::start_local(scenario.sim_config())
         .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-    let url = format!(
-        "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    let server = tokio::spawn({
-        let sim = sim.clone();
-        async move {
-            sim.serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
-    let client = crate::kube_client(&sim.kubeconfig(&url))
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cannot serve the simulator on 127.0.0.1: {e}"))?;
+    let sim = server.simulator().clone();
+    let client = server.client();
     let ledger = Ledger::open(dir, LedgerConfig::default())
         .map_err(|e| format!("cannot open the ledger: {e}"))?;
     let run = ScenarioRun {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, next, start};
+use common::next;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
@@ -14,7 +14,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::ResourceExt;
 use serde_json::json;
-use sim::{Resource, SimConfig};
+use sim::{Resource, SimConfig, Simulator};
 
 fn sandbox_resource(version: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -39,8 +39,8 @@ fn no_controllers() -> SimConfig {
 
 #[tokio::test]
 async fn pods_crud_with_k8s_openapi_types() {
-    let running = start(no_controllers()).await;
-    let client = client(&running).await;
+    let running = Simulator::start_local(no_controllers()).await.unwrap();
+    let client = running.client();
     let pods: Api<Pod> = Api::namespaced(client, "default");
 
     let pod: Pod = serde_json::from_value(json!({
@@ -126,12 +126,12 @@ async fn pods_crud_with_k8s_openapi_types() {
 
 #[tokio::test]
 async fn pagination_and_field_selectors() {
-    let running = start(no_controllers()).await;
-    let client = client(&running).await;
+    let running = Simulator::start_local(no_controllers()).await.unwrap();
+    let client = running.client();
     let pods: Api<Pod> = Api::namespaced(client, "default");
     for i in 0..5 {
         running
-            .sim
+            .simulator()
             .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}")}, "spec": {}}))
             .unwrap();
     }
@@ -156,8 +156,8 @@ async fn pagination_and_field_selectors() {
 
 #[tokio::test]
 async fn sandboxes_and_claims_as_dynamic_objects() {
-    let running = start(no_controllers()).await;
-    let client = client(&running).await;
+    let running = Simulator::start_local(no_controllers()).await.unwrap();
+    let client = running.client();
     for version in ["v1beta1", "v1alpha1"] {
         let ar = sandbox_resource(version);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "agents", &ar);
@@ -210,7 +210,7 @@ async fn sandboxes_and_claims_as_dynamic_objects() {
         .all(|o| o.types.as_ref().unwrap().api_version == "agents.x-k8s.io/v1alpha1"));
 
     running
-        .sim
+        .simulator()
         .create(
             json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
             "metadata": {"name": "elsewhere", "namespace": "other"}, "spec": {}}),
@@ -239,7 +239,7 @@ async fn sandboxes_and_claims_as_dynamic_objects() {
     claims.delete("c1", &DeleteParams::default()).await.unwrap();
     assert!(claims.get_opt("c1").await.unwrap().is_none());
     assert!(running
-        .sim
+        .simulator()
         .get(Resource::SandboxClaim, "agents", "c1")
         .is_none());
 }
@@ -294,10 +294,10 @@ fn sandbox_json(name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn runtime_watcher_sees_changes_resumes_and_relists() {
-    let running = start(no_controllers()).await;
-    let sim = &running.sim;
+    let running = Simulator::start_local(no_controllers()).await.unwrap();
+    let sim = running.simulator();
     sim.create(sandbox_json("s0")).unwrap();
-    let client = client(&running).await;
+    let client = running.client();
     let api: Api<DynamicObject> =
         Api::namespaced_with(client, "agents", &sandbox_resource("v1beta1"));
     let mut stream = watcher::watcher(api, watcher::Config::default().labels("tier=a")).boxed();
@@ -377,11 +377,11 @@ where
 
 #[tokio::test]
 async fn metadata_watcher_over_pods() {
-    let running = start(no_controllers()).await;
-    let sim = &running.sim;
+    let running = Simulator::start_local(no_controllers()).await.unwrap();
+    let sim = running.simulator();
     sim.create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "agents"}, "spec": {}}))
         .unwrap();
-    let client = client(&running).await;
+    let client = running.client();
     let api: Api<PartialObjectMeta<Pod>> = Api::namespaced(client, "agents");
     let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
     let names = expect_init::<PartialObjectMeta<Pod>, _>(&mut stream).await;
@@ -426,12 +426,13 @@ async fn discovery_finds_both_groups_and_preferred_versions() {
         (sim::Served::Both, "v1beta1"),
         (sim::Served::V1alpha1Only, "v1alpha1"),
     ] {
-        let running = start(SimConfig {
+        let running = Simulator::start_local(SimConfig {
             served,
             ..SimConfig::default()
         })
-        .await;
-        let client = client(&running).await;
+        .await
+        .unwrap();
+        let client = running.client();
         for discovery in [
             kube::Discovery::new(client.clone()).run().await.unwrap(),
             kube::Discovery::new(client.clone())

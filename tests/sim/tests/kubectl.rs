@@ -1,10 +1,7 @@
 //! The real kubectl (skipped with a message when /usr/bin/kubectl is absent).
 
-mod common;
-
-use common::start;
 use serde_json::{json, Value};
-use sim::{Resource, SimConfig};
+use sim::{Resource, SimConfig, Simulator};
 use std::path::{Path, PathBuf};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
@@ -55,10 +52,10 @@ async fn kubectl_get_create_patch_delete() {
         println!("skipping: {KUBECTL} is not installed");
         return;
     }
-    let running = start(SimConfig::default()).await;
+    let running = Simulator::start_local(SimConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, running.sim.kubeconfig(&running.url)).unwrap();
+    std::fs::write(&kubeconfig, running.kubeconfig()).unwrap();
     let k = Kubectl { kubeconfig };
 
     let (code, _, stderr) = k.run(&["get", "sandboxes", "-A"]).await;
@@ -74,7 +71,7 @@ async fn kubectl_get_create_patch_delete() {
         "{out}"
     );
     assert!(running
-        .sim
+        .simulator()
         .get(Resource::Sandbox, "default", "hello-world")
         .is_some());
 
@@ -94,7 +91,7 @@ async fn kubectl_get_create_patch_delete() {
     );
 
     running
-        .sim
+        .simulator()
         .create(
             json!({"apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
             "metadata": {"name": "my-claim", "namespace": "default"},
@@ -117,7 +114,7 @@ async fn kubectl_get_create_patch_delete() {
         "{out}"
     );
     let claim = running
-        .sim
+        .simulator()
         .get(Resource::SandboxClaim, "default", "my-claim")
         .unwrap();
     assert_eq!(claim["metadata"]["labels"]["team"], "blue");
@@ -149,11 +146,11 @@ async fn kubectl_get_create_patch_delete() {
         "{out}"
     );
     assert!(running
-        .sim
+        .simulator()
         .get(Resource::Sandbox, "default", "hello-world")
         .is_none());
     assert!(running
-        .sim
+        .simulator()
         .get(Resource::Pod, "default", "hello-world")
         .is_none());
     let out = k

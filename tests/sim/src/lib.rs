@@ -13,16 +13,17 @@
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use sim::{SimConfig, Simulator};
-//! let sim = Simulator::new(SimConfig::default());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let url = format!("http://{}", listener.local_addr()?);
-//! let kubeconfig = sim.kubeconfig(&url); // for kubectl --kubeconfig or kube::Config
-//! let server = sim.clone();
-//! tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+//! // Serves on a free loopback port until `cluster` is dropped (or `cluster.stop().await`).
+//! let cluster = Simulator::start_local(SimConfig::default()).await?;
+//! let client: kube::Client = cluster.client(); // or cluster.kubeconfig() for kubectl
+//! let sim = cluster.simulator();
 //! sim.create_pool("default", "python-pool", 2, "python-template", true).unwrap();
 //! let claim = sim.claim_warm("default", "my-claim", "python-pool", Some("sbx-1")).unwrap();
-//! # let _ = (kubeconfig, claim); Ok(()) }
+//! # let _ = (client, claim); Ok(()) }
 //! ```
+//!
+//! To serve on a listener of your own, call [`Simulator::serve`]; to turn any kubeconfig
+//! into a client, [`client_from_kubeconfig`].
 //!
 //! For a standalone server, pass a bound listener and an optional kubeconfig path to
 //! [`run_standalone`], then `kubectl --kubeconfig PATH get sandboxes -A`.
@@ -102,9 +103,12 @@
 //!   [`Simulator::deliver_stale_event`]; every request is recorded ([`Simulator::requests`]).
 
 pub mod controllers;
+mod conventions;
 mod error;
 mod http;
 mod index;
+mod local;
+mod representation;
 pub mod resource;
 pub mod selector;
 mod store;
@@ -112,6 +116,7 @@ pub mod util;
 mod watch;
 
 pub use error::SimError;
+pub use local::{client_from_kubeconfig, LocalSimulator};
 pub use resource::{Resource, Served};
 
 use serde_json::Value;

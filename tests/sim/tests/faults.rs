@@ -2,13 +2,13 @@
 
 mod common;
 
-use common::{client, next, start};
+use common::next;
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, WatchEvent, WatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::ResourceExt;
 use serde_json::json;
-use sim::{Resource, SimConfig};
+use sim::{Resource, SimConfig, Simulator};
 
 fn sandboxes() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -31,8 +31,8 @@ fn sandbox(name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn duplicate_and_stale_events() {
-    let running = start(config()).await;
-    let sim = &running.sim;
+    let running = Simulator::start_local(config()).await.unwrap();
+    let sim = running.simulator();
     sim.create(sandbox("s")).unwrap();
     let v1 = sim.get(Resource::Sandbox, "agents", "s").unwrap();
     sim.merge_patch(
@@ -43,8 +43,7 @@ async fn duplicate_and_stale_events() {
         false,
     )
     .unwrap();
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client(&running).await, "agents", &sandboxes());
+    let api: Api<DynamicObject> = Api::namespaced_with(running.client(), "agents", &sandboxes());
     let rv = sim.resource_version().to_string();
     let mut stream = api
         .watch(&WatchParams::default(), &rv)
@@ -85,14 +84,14 @@ async fn duplicate_and_stale_events() {
 
 #[tokio::test]
 async fn compaction_window_gives_410() {
-    let running = start(SimConfig {
+    let running = Simulator::start_local(SimConfig {
         compaction_window: 5,
         ..config()
     })
-    .await;
-    let sim = &running.sim;
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client(&running).await, "agents", &sandboxes());
+    .await
+    .unwrap();
+    let sim = running.simulator();
+    let api: Api<DynamicObject> = Api::namespaced_with(running.client(), "agents", &sandboxes());
     let old = sim.resource_version().to_string();
     for i in 0..10 {
         sim.create(sandbox(&format!("s{i}"))).unwrap();
@@ -124,11 +123,10 @@ async fn compaction_window_gives_410() {
 
 #[tokio::test]
 async fn bookmarks_timeouts_and_streaming_lists() {
-    let running = start(config()).await;
-    let sim = &running.sim;
+    let running = Simulator::start_local(config()).await.unwrap();
+    let sim = running.simulator();
     sim.create(sandbox("a")).unwrap();
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client(&running).await, "agents", &sandboxes());
+    let api: Api<DynamicObject> = Api::namespaced_with(running.client(), "agents", &sandboxes());
     let rv = sim.resource_version();
     let wp = WatchParams::default().timeout(1); // bookmarks are on by default
     let mut stream = api.watch(&wp, &rv.to_string()).await.unwrap().boxed();
@@ -160,11 +158,10 @@ async fn bookmarks_timeouts_and_streaming_lists() {
 
 #[tokio::test]
 async fn recorded_requests_of_a_runtime_watcher() {
-    let running = start(config()).await;
-    let sim = &running.sim;
+    let running = Simulator::start_local(config()).await.unwrap();
+    let sim = running.simulator();
     sim.create(sandbox("a")).unwrap();
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client(&running).await, "agents", &sandboxes());
+    let api: Api<DynamicObject> = Api::namespaced_with(running.client(), "agents", &sandboxes());
     let mut stream = watcher::watcher(api, watcher::Config::default().labels("tier=a")).boxed();
     while !matches!(next(&mut stream).await.unwrap(), Event::InitDone) {}
     sim.create(sandbox("b")).unwrap();

@@ -1,10 +1,7 @@
 //! Malformed requests get 4xx `Status` objects, never a panic; the server keeps serving.
 
-mod common;
-
-use common::start;
 use serde_json::{json, Value};
-use sim::SimConfig;
+use sim::{SimConfig, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One raw HTTP/1.1 request; returns (status code, body as JSON or Null).
@@ -50,12 +47,13 @@ const MERGE: (&str, &str) = ("Content-Type", "application/merge-patch+json");
 
 #[tokio::test]
 async fn malformed_requests_get_status_errors() {
-    let running = start(SimConfig {
+    let running = Simulator::start_local(SimConfig {
         controllers: false,
         ..SimConfig::default()
     })
-    .await;
-    let url = &running.url;
+    .await
+    .unwrap();
+    let url = running.url();
     let claims = "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxclaims";
     let claim = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
         "metadata": {"name": "c"}, "spec": {"warmPoolRef": {"name": "p"}}})
@@ -428,7 +426,7 @@ async fn malformed_requests_get_status_errors() {
         .as_str()
         .expect("a continue token")
         .to_string();
-    running.sim.restart();
+    running.simulator().restart();
     let (code, status) = raw(
         url,
         "GET",

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use serde_json::{json, Value};
-use sim::{Propagation, Resource, SimConfig, Simulator};
+use sim::{LocalSimulator, Propagation, Resource, SimConfig, Simulator};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -52,32 +52,11 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A simulator serving on loopback until dropped.
-struct Served {
-    sim: Simulator,
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn serve(runtime: &Runtime, sim: Simulator) -> Served {
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("local address");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = sim.clone();
-    runtime.spawn(async move {
-        let _ = server
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Served {
-        sim,
-        addr,
-        _stop: stop,
-    }
+/// Serves `sim` on loopback until the result is dropped.
+fn serve(runtime: &Runtime, sim: Simulator) -> LocalSimulator {
+    runtime
+        .block_on(sim.serve_local())
+        .expect("serve on loopback")
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -248,7 +227,7 @@ fn load_report(runtime: &Runtime, total: usize) {
     println!("load: {bindings} SandboxClaims POSTed on one connection, controllers on");
     let mut loading = Duration::ZERO;
     runtime.block_on(async {
-        let mut conn = Conn::open(served.addr).await;
+        let mut conn = Conn::open(served.addr()).await;
         let path = format!("{CLAIMS}/namespaces/load/sandboxclaims");
         let mut done = 0;
         while done < bindings {
@@ -262,7 +241,7 @@ fn load_report(runtime: &Runtime, total: usize) {
             loading += spent;
             println!(
                 "  {:>7} objects stored: {:>7.1} µs per claim create (last {} creates)",
-                objects(&served.sim),
+                objects(served.simulator()),
                 spent.as_secs_f64() * 1e6 / step as f64,
                 step
             );
@@ -270,7 +249,7 @@ fn load_report(runtime: &Runtime, total: usize) {
     });
     println!(
         "  {} objects loaded through HTTP in {:.2} s",
-        objects(&served.sim),
+        objects(served.simulator()),
         loading.as_secs_f64()
     );
     drop(served);
@@ -286,7 +265,7 @@ fn load_report(runtime: &Runtime, total: usize) {
     runtime.block_on(async {
         let tasks: Vec<_> = (0..4)
             .map(|c| {
-                let addr = served.addr;
+                let addr = served.addr();
                 tokio::spawn(async move {
                     let mut conn = Conn::open(addr).await;
                     for i in (c..total).step_by(4) {
@@ -303,7 +282,7 @@ fn load_report(runtime: &Runtime, total: usize) {
     let spent = started.elapsed();
     println!(
         "load: {} pods POSTed on 4 connections, controllers off, in {:.2} s",
-        objects(&served.sim),
+        objects(served.simulator()),
         spent.as_secs_f64()
     );
     drop(served);
@@ -333,7 +312,7 @@ fn bench_scale(c: &mut Criterion) {
         .filter(|n| *n < largest)
         .chain([largest])
         .collect();
-    let clusters: Vec<(usize, Served)> = sizes
+    let clusters: Vec<(usize, LocalSimulator)> = sizes
         .iter()
         .map(|n| (*n, serve(&runtime, preloaded(*n))))
         .collect();
@@ -349,7 +328,7 @@ fn bench_scale(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("pod", n), served, |b, served| {
             b.iter_custom(|iters| {
                 runtime.block_on(async {
-                    let mut conn = Conn::open(served.addr).await;
+                    let mut conn = Conn::open(served.addr()).await;
                     let mut spent = Duration::ZERO;
                     let mut left = iters;
                     while left > 0 {
@@ -364,7 +343,7 @@ fn bench_scale(c: &mut Criterion) {
                         }
                         spent += started.elapsed();
                         for name in &names {
-                            let _ = served.sim.delete(
+                            let _ = served.simulator().delete(
                                 Resource::Pod,
                                 "bench",
                                 name,
@@ -380,7 +359,7 @@ fn bench_scale(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("claim", n), served, |b, served| {
             b.iter_custom(|iters| {
                 runtime.block_on(async {
-                    let mut conn = Conn::open(served.addr).await;
+                    let mut conn = Conn::open(served.addr()).await;
                     let path = format!("{CLAIMS}/namespaces/bench/sandboxclaims");
                     let mut spent = Duration::ZERO;
                     let mut left = iters;
@@ -396,9 +375,11 @@ fn bench_scale(c: &mut Criterion) {
                         }
                         spent += started.elapsed();
                         for name in &names {
-                            let _ = served
-                                .sim
-                                .delete_claim("bench", name, Propagation::Background);
+                            let _ = served.simulator().delete_claim(
+                                "bench",
+                                name,
+                                Propagation::Background,
+                            );
                         }
                         left -= chunk;
                     }
@@ -416,13 +397,13 @@ fn bench_scale(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     for (n, served) in &clusters {
         // Recent history: RESUME_EVENTS pod changes after `from`.
-        let from = served.sim.resource_version();
-        let pods = served.sim.list(Resource::Pod, None);
+        let from = served.simulator().resource_version();
+        let pods = served.simulator().list(Resource::Pod, None);
         for p in pods.iter().take(RESUME_EVENTS) {
             let name = p["metadata"]["name"].as_str().unwrap_or("");
             let ns = p["metadata"]["namespace"].as_str().unwrap_or("");
             served
-                .sim
+                .simulator()
                 .merge_patch(
                     Resource::Pod,
                     ns,
@@ -435,7 +416,7 @@ fn bench_scale(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("resume_recent", n), served, |b, served| {
             b.iter(|| {
                 runtime.block_on(async {
-                    Conn::open(served.addr)
+                    Conn::open(served.addr())
                         .await
                         .watch("/api/v1/pods", from, RESUME_EVENTS)
                         .await
@@ -456,7 +437,7 @@ fn bench_scale(c: &mut Criterion) {
     group.bench_function(format!("restart_4x{}k_paged500", n / 4000), |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut conn = Conn::open(restart.addr).await;
+                let mut conn = Conn::open(restart.addr()).await;
                 let mut count = 0;
                 for path in [
                     format!("{CLAIMS}/sandboxclaims"),
@@ -487,7 +468,7 @@ fn bench_scale(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
-                    let mut conn = Conn::open(served.addr).await;
+                    let mut conn = Conn::open(served.addr()).await;
                     assert_eq!(conn.list("/api/v1/pods", limit).await, largest);
                 })
             })

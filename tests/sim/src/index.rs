@@ -13,7 +13,7 @@
 //!   in key order, the order in which the full scans the queues replace visited objects, so
 //!   the event order of every operation is unchanged.
 
-use crate::controllers;
+use crate::conventions;
 use crate::resource::Resource;
 use crate::util;
 use chrono::{DateTime, Utc};
@@ -75,18 +75,18 @@ impl Entries {
                 entries.mounts.dedup();
             }
             Resource::Sandbox => {
-                let mut expects: Vec<Key> = controllers::expected_pvc_names(object)
+                let mut expects: Vec<Key> = conventions::expected_pvc_names(object)
                     .into_iter()
                     .map(|pvc| (Resource::PersistentVolumeClaim, ns.clone(), pvc))
                     .collect();
-                expects.push((Resource::Pod, ns.clone(), controllers::pod_name_of(object)));
+                expects.push((Resource::Pod, ns.clone(), conventions::pod_name_of(object)));
                 expects.sort();
                 expects.dedup();
                 entries.expects = expects;
             }
-            Resource::SandboxClaim if !terminating && !controllers::has_expired(object) => {
-                entries.pending_claim = !controllers::is_bound(object);
-                entries.deadline = controllers::shutdown_time(object);
+            Resource::SandboxClaim if !terminating && !conventions::has_expired(object) => {
+                entries.pending_claim = !conventions::is_bound(object);
+                entries.deadline = conventions::shutdown_time(object);
             }
             _ => {}
         }
@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(claim["status"]["sandbox"]["name"], "preload-000001");
         let pod = sim.get(Resource::Pod, "default", "preload-000001").unwrap();
         assert_eq!(
-            pod["metadata"]["annotations"][controllers::SANDBOX_ID_ANNOTATION],
+            pod["metadata"]["annotations"][conventions::SANDBOX_ID_ANNOTATION],
             "preload-000001"
         );
         assert_eq!(
@@ -647,7 +647,7 @@ mod tests {
             )
         };
         let bound = json!({"sandbox": {"name": "x"}});
-        let expired = json!({"sandbox": {"name": "x"}, "conditions": [{"type": "Ready", "reason": controllers::EXPIRED_REASON}]});
+        let expired = json!({"sandbox": {"name": "x"}, "conditions": [{"type": "Ready", "reason": conventions::EXPIRED_REASON}]});
         for (k, v) in [
             claim("unbound", json!({}), None),
             claim("bound", bound.clone(), None),

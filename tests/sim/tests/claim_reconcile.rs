@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, events_after, start};
+use common::events_after;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
@@ -105,9 +105,9 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 
 #[tokio::test]
 async fn claims_created_over_http_bind_warm_then_cold() {
-    let running = start(SimConfig::default()).await;
-    let sim = running.sim.clone();
-    let client = client(&running).await;
+    let running = Simulator::start_local(SimConfig::default()).await.unwrap();
+    let sim = running.simulator().clone();
+    let client = running.client();
     let templates = ext(&client, "v1beta1", "SandboxTemplate", "sandboxtemplates");
     let pools = ext(&client, "v1beta1", "SandboxWarmPool", "sandboxwarmpools");
     let claims = ext(&client, "v1beta1", "SandboxClaim", "sandboxclaims");
@@ -254,13 +254,14 @@ async fn claims_created_over_http_bind_warm_then_cold() {
 
 #[tokio::test]
 async fn v1alpha1_claims_pick_a_pool_by_template_or_name() {
-    let running = start(SimConfig {
+    let running = Simulator::start_local(SimConfig {
         served: Served::V1alpha1Only,
         ..SimConfig::default()
     })
-    .await;
-    let sim = running.sim.clone();
-    let client = client(&running).await;
+    .await
+    .unwrap();
+    let sim = running.simulator().clone();
+    let client = running.client();
     let templates = ext(&client, "v1alpha1", "SandboxTemplate", "sandboxtemplates");
     let pools = ext(&client, "v1alpha1", "SandboxWarmPool", "sandboxwarmpools");
     let claims = ext(&client, "v1alpha1", "SandboxClaim", "sandboxclaims");
@@ -319,13 +320,14 @@ async fn v1alpha1_claims_pick_a_pool_by_template_or_name() {
 
 #[tokio::test]
 async fn with_controllers_off_claims_stay_untouched() {
-    let running = start(SimConfig {
+    let running = Simulator::start_local(SimConfig {
         controllers: false,
         ..SimConfig::default()
     })
-    .await;
-    let sim = running.sim.clone();
-    let client = client(&running).await;
+    .await
+    .unwrap();
+    let sim = running.simulator().clone();
+    let client = running.client();
     let claims = ext(&client, "v1beta1", "SandboxClaim", "sandboxclaims");
     let past = rfc3339(sim.now() - chrono::Duration::hours(1));
     post(
@@ -531,9 +533,9 @@ fn explicit_claims_are_bound_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_time_passes_on_the_wall_clock_while_serving() {
-    let running = start(SimConfig::default()).await;
-    let sim = running.sim.clone();
-    let client = client(&running).await;
+    let running = Simulator::start_local(SimConfig::default()).await.unwrap();
+    let sim = running.simulator().clone();
+    let client = running.client();
     let claims = ext(&client, "v1beta1", "SandboxClaim", "sandboxclaims");
     let at = rfc3339(sim.now() + chrono::Duration::seconds(1));
     post(

@@ -1016,17 +1016,6 @@ impl State {
         }
     }
 
-    /// Runs the built-in controllers and (when enabled) the agent-sandbox controllers
-    /// until nothing changes.
-    pub fn settle_all(&mut self) {
-        for _ in 0..100 {
-            self.settle();
-            if !(self.config.controllers && self.reconcile()) {
-                break;
-            }
-        }
-    }
-
     // ----- list and watch -----
 
     /// One page of a LIST.

@@ -6,7 +6,7 @@
 //! or [`crate::Simulator::restart`] is called, or when the server shuts down; it sends a 410
 //! `ERROR` event and ends when its cursor falls out of the compaction window.
 
-use crate::http::{Rendered, Repr};
+use crate::representation::{Rendered, Repr};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{EventType, HistEvent, WatchStart};
 use crate::{Resource, SimError, Simulator};

@@ -1,5 +1,5 @@
 //! The PostgreSQL store and replicas, against a real server the bench starts itself (as
-//! the tests do, see `tests/support/postgres.rs`): a load tool that prints its results.
+//! the tests do, see `tests/it/support/postgres.rs`): a load tool that prints its results.
 //!
 //! * **append**: durable appends of 1024 fresh pod changes per batch (`Ledger::append` +
 //!   `Ledger::flush`: one transaction) beside the store alone committing the same records
@@ -17,7 +17,7 @@
 //!
 //! Run: `cargo bench --bench replicas` (`CLAIM_LEDGER_REPLICA_BATCHES`, default 40).
 
-#[path = "../tests/support/postgres.rs"]
+#[path = "../tests/it/support/postgres.rs"]
 mod postgres;
 
 use std::path::Path;

@@ -5,6 +5,7 @@
 //! connections after the header timeout, answers `/healthz` meanwhile, and never runs out
 //! of descriptors (no "accept failed" flood in its log).
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

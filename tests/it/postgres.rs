@@ -1,0 +1,808 @@
+//! The ledger kept in a real PostgreSQL server (started by the test harness, see
+//! `support/postgres.rs`), through the binary: every command works on a `postgres://`
+//! `--db` exactly as on a directory; `migrate` moves a ledger there and back without
+//! changing a hash, the root or a checkpoint; a row edited or deleted in the database is
+//! named by `verify`; the password comes from `PGPASSWORD`, a password file or
+//! `.pgpass`, never the command line; one writer at a time; a database with no ledger is
+//! refused and left as it was.
+
+use crate::support;
+use crate::support::postgres;
+use crate::support::process;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::postgres::Postgres;
+use crate::support::process::{Run, BIN};
+use crate::support::wait::eventually;
+use serde_json::Value;
+
+fn fixture_events() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| support::event_lines(&std::fs::read_to_string(p).unwrap()))
+        .collect()
+}
+
+/// Runs the binary with the test role's password in `PGPASSWORD` (unless `password` is
+/// `None`), and no `CLAIM_LEDGER_*` configuration from the caller's environment.
+fn run_with(args: &[&str], stdin: Option<&str>, password: Option<&str>) -> Run {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE")
+        .env("HOME", "/nonexistent")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CLAIM_LEDGER_") {
+            command.env_remove(key);
+        }
+    }
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    let mut child = command.spawn().unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Run {
+    run_with(args, stdin, Some(postgres::PASSWORD))
+}
+
+fn ok(args: &[&str], stdin: Option<&str>) -> Run {
+    let result = run(args, stdin);
+    assert_eq!(result.code, 0, "claim-ledger {args:?}: {result:?}");
+    result
+}
+
+#[test]
+fn every_command_answers_from_postgres_as_from_a_directory() {
+    let pg = Postgres::start();
+    pg.create_database("same");
+    let url = pg.url("same");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("ledger");
+    let disk = disk.to_str().unwrap();
+    let events = fixture_events();
+    let on_disk = ok(&["ingest", "--db", disk, "-"], Some(&events)).json();
+    let in_db = ok(&["ingest", "--db", &url, "-"], Some(&events)).json();
+    assert_eq!(on_disk, in_db);
+    // Idempotent re-ingest: nothing new.
+    let again = ok(&["ingest", "--db", &url, "-"], Some(&events)).json();
+    assert_eq!(again["appended"], 0, "{again}");
+
+    // Both logs record the same changes and transitions; only the observation times,
+    // and so the hashes, differ (each ingest stamps its own clock).
+    let verify = |db: &str| ok(&["verify", "--db", db], None).json();
+    let (a, b) = (verify(disk), verify(&url));
+    assert_eq!(semantic(&a), semantic(&b));
+    assert!(b["verified_seq"].as_u64().unwrap() > 100);
+    assert_eq!(
+        ok(&["verify", "--db", &url, "--chain-only"], None).json()["verified_hash"],
+        b["verified_hash"]
+    );
+    for args in [
+        vec!["state"],
+        vec!["state", "--as-of-seq", "40"],
+        vec!["export"],
+        vec!["export", "--from-seq", "10", "--to-seq", "30"],
+    ] {
+        let on = |db: &str| {
+            let mut full = args.clone();
+            full.extend(["--db", db]);
+            let out = ok(&full, None).stdout;
+            // One JSON document (state) or JSON lines (export).
+            match serde_json::from_str::<Value>(&out) {
+                Ok(document) => vec![semantic(&document)],
+                Err(_) => out
+                    .lines()
+                    .map(|line| semantic(&serde_json::from_str(line).unwrap()))
+                    .collect(),
+            }
+        };
+        assert_eq!(on(disk), on(&url), "{args:?}");
+    }
+    // History by uid of the first pod the export names.
+    let first_pod = ok(&["export", "--db", &url], None)
+        .lines()
+        .into_iter()
+        .find_map(|line| {
+            let object = &line["entry"]["change"]["object"];
+            (object["kind"] == "Pod").then(|| object["uid"].as_str().unwrap().to_string())
+        })
+        .expect("a pod in the fixtures");
+    let history = |db: &str| {
+        ok(&["history", "--db", db, "--pod-uid", &first_pod], None)
+            .lines()
+            .iter()
+            .map(semantic)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(history(disk), history(&url));
+    assert!(!history(&url).is_empty());
+}
+
+/// `value` without what depends on when it was recorded: times, and the hashes and bytes
+/// that cover them.
+fn semantic(value: &Value) -> Value {
+    const TIMED: [&str; 7] = [
+        "at",
+        "since",
+        "observed_at",
+        "hash",
+        "prev_hash",
+        "bytes",
+        "verified_hash",
+    ];
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| !TIMED.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), semantic(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(semantic).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn migrate_moves_a_ledger_to_postgres_and_back_without_changing_a_byte() {
+    let pg = Postgres::start();
+    pg.create_database("moved");
+    let url = pg.url("moved");
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let source = source.to_str().unwrap();
+    ok(
+        &["ingest", "--db", source, "--snapshot-every", "30", "-"],
+        Some(&fixture_events()),
+    );
+    // A signed checkpoint in the source (as `serve --signing-key` would keep).
+    let key = dir.path().join("key");
+    ok(
+        &[
+            "keygen",
+            "--name",
+            "moved.example",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    let signing_key = key.with_extension("key");
+    let bundle = dir.path().join("signed.tar");
+    ok(
+        &[
+            "export",
+            "--db",
+            source,
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--signing-key",
+            signing_key.to_str().unwrap(),
+        ],
+        None,
+    );
+    let there = ok(&["migrate", "--from", source, "--to", &url], None).json();
+    assert_eq!(there["checkpoints"], 1, "{there}");
+    let back_dir = dir.path().join("back");
+    let back = back_dir.to_str().unwrap();
+    let home = ok(&["migrate", "--from", &url, "--to", back], None).json();
+    for field in ["entries", "head_hash", "tree_root", "checkpoints"] {
+        assert_eq!(there[field], home[field], "{field}");
+    }
+    let export = |db: &str| ok(&["export", "--db", db], None).stdout;
+    let original = export(source);
+    assert_eq!(original, export(&url));
+    assert_eq!(original, export(back));
+    let report = |db: &str| ok(&["verify", "--db", db], None).json();
+    assert_eq!(report(source), report(&url));
+    assert_eq!(report(source), report(back));
+    // A bundle exported from the database verifies against the source's key.
+    let from_db = dir.path().join("from-db.tar");
+    ok(
+        &[
+            "export",
+            "--db",
+            &url,
+            "--bundle",
+            from_db.to_str().unwrap(),
+        ],
+        None,
+    );
+    let verified = ok(
+        &[
+            "verify-export",
+            from_db.to_str().unwrap(),
+            "--trusted-key",
+            key.with_extension("pub").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(verified.stdout.starts_with("ok"), "{}", verified.stdout);
+    // Never into a ledger that holds entries.
+    let refused = run(&["migrate", "--from", source, "--to", &url], None);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("already holds a ledger"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn a_row_edited_or_deleted_in_the_database_is_named_by_verify() {
+    let pg = Postgres::start();
+    pg.create_database("edited");
+    let url = pg.url("edited");
+    ok(&["ingest", "--db", &url, "-"], Some(&fixture_events()));
+    let entry_key = |seq: u64| format!("'\\x45{seq:016x}'::bytea");
+    // One byte of entry 17's stored bytes (after its 32-byte hash) changed.
+    pg.psql(
+        "edited",
+        &format!(
+            "UPDATE claim_ledger_records SET value = set_byte(value, 60, get_byte(value, 60) # 1) WHERE key = {}",
+            entry_key(17)
+        ),
+    );
+    let result = run(&["verify", "--db", &url, "--allow-corrupt"], None);
+    assert_eq!(result.code, 1, "{result:?}");
+    let report = result.json();
+    assert_eq!(report["failure"]["seq"], 17, "{report}");
+    let kind = report["failure"]["kind"].as_str().unwrap();
+    assert!(["hash_mismatch", "undecodable"].contains(&kind), "{report}");
+    // Opening strictly refuses it, naming the seq.
+    let strict = run(&["state", "--db", &url], None);
+    assert_eq!(strict.code, 1, "{strict:?}");
+    assert!(strict.stderr.contains("seq 17"), "{}", strict.stderr);
+
+    pg.psql(
+        "edited",
+        &format!(
+            "DELETE FROM claim_ledger_records WHERE key = {}",
+            entry_key(9)
+        ),
+    );
+    let report = run(&["verify", "--db", &url, "--allow-corrupt"], None).json();
+    assert_eq!(
+        (&report["failure"]["seq"], &report["failure"]["kind"]),
+        (&Value::from(9), &Value::from("seq_gap")),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_password_comes_from_the_environment_a_file_or_pgpass() {
+    let pg = Postgres::start();
+    pg.create_database("secret");
+    let url = pg.url("secret");
+    let dir = tempfile::tempdir().unwrap();
+    // No password anywhere: the server refuses, a usage error naming the database
+    // without any password.
+    let refused = run_with(&["ingest", "--db", &url, "/dev/null"], None, None);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("127.0.0.1"), "{}", refused.stderr);
+    // A password file.
+    let file = dir.path().join("pw");
+    std::fs::write(&file, format!("{}\n", postgres::PASSWORD)).unwrap();
+    let result = run_with(
+        &[
+            "ingest",
+            "--db",
+            &url,
+            "--db-password-file",
+            file.to_str().unwrap(),
+            "/dev/null",
+        ],
+        None,
+        None,
+    );
+    assert_eq!(result.code, 0, "{result:?}");
+    // .pgpass through PGPASSFILE.
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "127.0.0.1:{}:secret:{}:{}\n",
+            pg.port,
+            postgres::USER,
+            postgres::PASSWORD
+        ),
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["verify", "--db", &url])
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", &pgpass)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A wrong password is refused and never printed.
+    let wrong = run_with(&["verify", "--db", &url], None, Some("not-it"));
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(!wrong.stderr.contains("not-it"), "{}", wrong.stderr);
+}
+
+#[test]
+fn one_writer_at_a_time_and_readers_alongside() {
+    let pg = Postgres::start();
+    pg.create_database("busy");
+    let url = pg.url("busy");
+    ok(&["ingest", "--db", &url, "-"], Some(&fixture_events()));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user: {}\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--db",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+        ])
+        .env("PGPASSWORD", postgres::PASSWORD)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CLAIM_LEDGER_LOG_LEVEL", "off");
+    let mut serve = process::Child::start(&mut command);
+    serve.line_with("API listening");
+    let second = run(&["ingest", "--db", &url, "/dev/null"], None);
+    assert_eq!(second.code, 2, "a second writer was let in: {second:?}");
+    assert!(second.stderr.contains("in use"), "{}", second.stderr);
+    // Readers take no lock.
+    ok(&["verify", "--db", &url], None);
+    serve.interrupt_and_wait();
+    ok(&["ingest", "--db", &url, "/dev/null"], None);
+}
+
+#[test]
+fn a_database_without_a_ledger_is_refused_and_left_as_it_was() {
+    let pg = Postgres::start();
+    pg.create_database("empty");
+    let url = pg.url("empty");
+    for command in [
+        vec!["verify", "--db", &url],
+        vec!["state", "--db", &url],
+        vec!["export", "--db", &url],
+    ] {
+        let result = run(&command, None);
+        assert_eq!(result.code, 2, "{command:?}: {result:?}");
+        assert!(
+            result.stderr.contains("no ledger at")
+                && result.stderr.contains("claim_ledger_records"),
+            "{}",
+            result.stderr
+        );
+    }
+    let tables = pg.psql(
+        "empty",
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'claim_ledger_records'",
+    );
+    assert_eq!(tables.trim(), "0", "a reading command created the table");
+}
+
+/// A pod owned by a Sandbox, as the watcher would record it.
+fn pod(n: u64) -> schemas::ObjectChange {
+    let object = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p{n}"), "namespace": "ns", "uid": format!("pod-{n}"),
+                     "resourceVersion": n.to_string(),
+                     "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+                                          "name": "s", "uid": "sb-1", "controller": true}]}});
+    schemas::normalize(schemas::WatchEventType::Added, &object)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
+    use ledger::{Ledger, LedgerConfig, LedgerError};
+    let pg = Postgres::start();
+    pg.create_database("replicas");
+    let url = pg.url("replicas");
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, postgres::PASSWORD).unwrap();
+    let config = LedgerConfig {
+        replica: true,
+        password_file: Some(password),
+        lease: Some(std::time::Duration::from_secs(3)),
+        ..LedgerConfig::default()
+    };
+    let at = chrono::Utc::now();
+    let mut first = Ledger::open(Path::new(&url), config.clone()).unwrap();
+    let mut second = Ledger::open(Path::new(&url), config.clone()).unwrap();
+    assert!(first.is_writer() && !second.is_writer());
+    first.append((1..=50).map(pod), at).unwrap();
+    first.flush().unwrap();
+    assert_eq!(second.follow().unwrap(), 50);
+    assert_eq!(second.head(), first.head());
+    assert_eq!(second.projection(), first.projection());
+    assert_eq!(second.tree_root(), first.tree_root());
+    assert!(matches!(
+        second.append([pod(99)], at),
+        Err(LedgerError::Follower)
+    ));
+    assert!(!second.try_promote().unwrap(), "the lock is held");
+
+    // Someone writes the head behind the writer's back: its next commit is fenced off
+    // and writes nothing.
+    let head_before = pg.psql(
+        "replicas",
+        "SELECT encode(value, 'hex') FROM claim_ledger_records WHERE key = '\\x48'",
+    );
+    pg.psql(
+        "replicas",
+        "UPDATE claim_ledger_records SET value = set_byte(value, 39, get_byte(value, 39) # 1) WHERE key = '\\x48'",
+    );
+    let fenced = first.append((51..=55).map(pod), at);
+    assert!(
+        fenced
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("deposed")),
+        "{fenced:?}"
+    );
+    assert!(!first.is_writer());
+    assert_eq!(
+        pg.psql(
+            "replicas",
+            "SELECT count(*) FROM claim_ledger_records WHERE key = '\\x450000000000000033'"
+        )
+        .trim(),
+        "0",
+        "entry 51 was written by a fenced writer"
+    );
+    pg.psql(
+        "replicas",
+        &format!(
+            "UPDATE claim_ledger_records SET value = decode('{}', 'hex') WHERE key = '\\x48'",
+            head_before.trim()
+        ),
+    );
+
+    // The writer's session ends (a crash or a partition): its lock goes with it, a
+    // follower takes over and continues the same chain, and the old writer's next
+    // append fails instead of forking the log.
+    pg.psql(
+        "replicas",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !second.try_promote().unwrap() {
+        assert!(std::time::Instant::now() < deadline, "no takeover");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(second.is_writer());
+    second.append((60..=70).map(pod), at).unwrap();
+    second.flush().unwrap();
+    assert!(first.append((80..=81).map(pod), at).is_err());
+    drop((first, second));
+
+    let reader = Ledger::open(
+        Path::new(&url),
+        LedgerConfig {
+            create: false,
+            ..config
+        },
+    )
+    .unwrap();
+    let report = reader.verify().unwrap();
+    assert!(report.ok(), "{:?}", report.failure);
+    assert_eq!(
+        reader.head().seq,
+        61,
+        "50 from the first writer, 11 from its successor"
+    );
+}
+
+fn call(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    process::http(
+        address,
+        method,
+        path,
+        None,
+        body,
+        std::time::Duration::from_secs(10),
+    )
+}
+
+/// The cluster simulator (no controllers) writing its kubeconfig to `kubeconfig`: the
+/// child and its address.
+fn simulator(kubeconfig: &Path) -> (process::Child, String) {
+    let mut sim = process::Child::start(&mut process::command(&[
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-controllers",
+        "--kubeconfig-out",
+        kubeconfig.to_str().unwrap(),
+    ]));
+    let address = process::address_of(&sim.line_with("listening on"));
+    (sim, address)
+}
+
+/// A `serve --replica` process on the shared database.
+fn replica(url: &str, kubeconfig: &Path) -> (process::Child, String) {
+    replica_with(url, kubeconfig, &[])
+}
+
+fn replica_with(url: &str, kubeconfig: &Path, extra: &[&str]) -> (process::Child, String) {
+    let mut args = vec![
+        "serve",
+        "--db",
+        url,
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+        "--replica",
+        "--lease-seconds",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let mut command = process::command(&args);
+    command
+        .env("PGPASSWORD", postgres::PASSWORD)
+        .env("KUBECONFIG", kubeconfig)
+        .env("CLAIM_LEDGER_LOG_LEVEL", "warn,kube_client=off");
+    let mut child = process::Child::start(&mut command);
+    let address = process::address_of(&child.line_with("API listening"));
+    (child, address)
+}
+
+#[test]
+fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_dies() {
+    let pg = Postgres::start();
+    pg.create_database("ha");
+    let url = pg.url("ha");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (sim, sim_address) = simulator(&kubeconfig);
+    let (mut first, first_api) = replica(&url, &kubeconfig);
+    eventually("the first replica, the writer, to be ready", || {
+        let (status, body) = call(&first_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"writer""#)
+    });
+    let (mut second, second_api) = replica(&url, &kubeconfig);
+    eventually("the second replica, a follower, to be ready", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"follower""#)
+    });
+
+    // A directly created Sandbox and its pod: both replicas allow it once recorded.
+    let sandbox = r#"{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","metadata":{"name":"direct","namespace":"default","labels":{"openshell.ai/sandbox-id":"sbx-d"}},"spec":{"podTemplate":{"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
+    let (status, created) = call(
+        &sim_address,
+        "POST",
+        "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
+        Some(sandbox),
+    );
+    assert_eq!(status, 201, "{created}");
+    let sandbox_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"direct","namespace":"default","annotations":{{"openshell.io/sandbox-id":"sbx-d"}},"ownerReferences":[{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","name":"direct","uid":"{sandbox_uid}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+    );
+    let (status, created) = call(
+        &sim_address,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some(&pod),
+    );
+    assert_eq!(status, 201, "{created}");
+    let pod_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = format!(
+        r#"{{"namespace":"default","pod_name":"direct","pod_uid":"{pod_uid}","require_claim":false}}"#
+    );
+    for api in [&first_api, &second_api] {
+        eventually("the direct binding on every replica", || {
+            call(api, "POST", "/v1/identity/check", Some(&request))
+                .1
+                .contains(r#""decision":"allow""#)
+        });
+    }
+    // Both replicas number entries alike: the head they report is the same.
+    let head =
+        |api: &str| serde_json::from_str::<Value>(&call(api, "GET", "/v1/head", None).1).unwrap();
+    eventually("the same head on both replicas", || {
+        head(&first_api)["seq"] == head(&second_api)["seq"]
+    });
+
+    // The writer dies. The follower takes over, relists the cluster (recording a
+    // watch_gap, as a restart does) and goes on recording: the pod's deletion.
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    eventually("the follower to become the writer", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"writer""#)
+    });
+    let (status, _) = call(
+        &sim_address,
+        "DELETE",
+        "/api/v1/namespaces/default/pods/direct",
+        None,
+    );
+    assert!(status == 200 || status == 202, "{status}");
+    eventually("the deletion recorded by the new writer", || {
+        !call(&second_api, "POST", "/v1/identity/check", Some(&request))
+            .1
+            .contains(r#""decision":"allow""#)
+    });
+    second.interrupt_and_wait();
+    drop(sim);
+
+    // One log, no fork: it verifies, and holds the bind, the takeover's watch gap and
+    // the release.
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert_eq!(report["failure"], Value::Null, "{report}");
+    let lines = ok(&["export", "--db", &url], None).lines();
+    assert!(lines
+        .iter()
+        .any(|l| l["entry"]["change"]["watch_gap"]["reason"] == "restart"));
+    let history = ok(&["history", "--db", &url, "--pod-uid", &pod_uid], None).stdout;
+    assert!(history.contains(r#""transition":"bound""#), "{history}");
+    assert!(history.contains(r#""transition":"released""#), "{history}");
+}
+
+#[test]
+fn a_paused_writer_loses_its_lease_and_on_resuming_steps_down_without_writing() {
+    let pg = Postgres::start();
+    pg.create_database("paused");
+    let url = pg.url("paused");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (sim, _) = simulator(&kubeconfig);
+    let (mut first, first_api) = replica(&url, &kubeconfig);
+    eventually("the writer to be ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 200
+    });
+    let (mut second, second_api) = replica(&url, &kubeconfig);
+    eventually("the follower to be ready", || {
+        call(&second_api, "GET", "/readyz", None)
+            .1
+            .contains(r#""role":"follower""#)
+    });
+    let signal = |name: &str, child: &process::Child| {
+        let status = Command::new("kill")
+            .args([name, &child.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // Paused past its lease (2 s): its database session is ended, the follower takes over.
+    signal("-STOP", &first);
+    eventually("the follower to take over from the paused writer", || {
+        call(&second_api, "GET", "/readyz", None)
+            .1
+            .contains(r#""role":"writer""#)
+    });
+    let before = ok(&["verify", "--db", &url], None).json();
+    // Resumed, it finds its session gone and steps down: it exits with an error.
+    signal("-CONT", &first);
+    let status = first.wait();
+    assert!(!status.success(), "the deposed writer kept running");
+    second.interrupt_and_wait();
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert_eq!(report["failure"], Value::Null, "{report}");
+    // Whatever the new writer appended extends what was there: no fork.
+    let seq = before["verified_seq"].as_u64().unwrap();
+    assert!(report["verified_seq"].as_u64().unwrap() >= seq, "{report}");
+    if seq > 0 {
+        let seq = seq.to_string();
+        let line = ok(
+            &["export", "--db", &url, "--from-seq", &seq, "--to-seq", &seq],
+            None,
+        )
+        .lines();
+        assert_eq!(line[0]["hash"], before["verified_hash"]);
+    }
+    drop(sim);
+}
+
+#[test]
+fn followers_stop_answering_when_the_writer_cannot_record_the_cluster() {
+    let pg = Postgres::start();
+    pg.create_database("blind");
+    let url = pg.url("blind");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (mut sim, _) = simulator(&kubeconfig);
+    let fast = ["--unready-after", "1"];
+    let (_first, first_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the writer to be ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 200
+    });
+    let (_second, second_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the follower to be ready", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"follower""#)
+    });
+    // The API server goes away: the writer's watches fail, it is no longer ready, and
+    // the follower, whose log has stopped moving, says so instead of answering from it.
+    let _ = sim.child.kill();
+    let _ = sim.child.wait();
+    eventually("the writer not ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 503
+    });
+    eventually("the follower not ready, naming the writer", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 503 && body.contains("the writer's watchers are not ready")
+    });
+    let request = r#"{"namespace":"default","pod_name":"p","pod_uid":"00000000-0000-4000-8000-000000000001","require_claim":false}"#;
+    let (_, body) = call(&second_api, "POST", "/v1/identity/check", Some(request));
+    assert!(body.contains("LEDGER_NOT_READY"), "{body}");
+}
+
+#[test]
+fn replicas_ride_out_a_database_restart() {
+    let pg = Postgres::start();
+    pg.create_database("restart");
+    let url = pg.url("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (_sim, _) = simulator(&kubeconfig);
+    let fast = ["--unready-after", "1"];
+    let (mut first, first_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the writer to be ready", || {
+        call(&first_api, "GET", "/readyz", None).0 == 200
+    });
+    let (mut second, second_api) = replica_with(&url, &kubeconfig, &fast);
+    eventually("the follower to be ready", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"follower""#)
+    });
+    // Every session ends with the restart: the writer's lock with it. The writer is
+    // deposed and stops; the follower reconnects, takes over and is ready again.
+    pg.restart();
+    let status = first.wait();
+    assert!(!status.success(), "the writer outlived its session");
+    eventually("the follower to recover as the writer", || {
+        let (status, body) = call(&second_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"writer""#)
+    });
+    second.interrupt_and_wait();
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert_eq!(report["failure"], Value::Null, "{report}");
+}

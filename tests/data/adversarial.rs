@@ -3,8 +3,8 @@
 //! case's cluster history object by object, and the three forms a harness feeds to what
 //! it tests: watch events (in process and `claim-ledger ingest`), merge patches for a
 //! live API server (the black-box test and the generated scenario files), and check
-//! requests. Included with `#[path]` by `api/tests/adversarial.rs`, `tests/fixtures.rs`,
-//! `tests/blackbox_api.rs` and `tests/scenarios.rs`, so the cases are written once.
+//! requests. Included with `#[path]` by `api/tests/it/adversarial.rs`, `tests/it/fixtures.rs`,
+//! `tests/it/blackbox_api.rs` and `tests/it/scenarios.rs`, so the cases are written once.
 //! The format is described in `tests/fixtures/README.md` ("The adversarial table").
 
 #![allow(dead_code)]

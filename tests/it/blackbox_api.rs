@@ -8,7 +8,7 @@
 //! * readiness before the API server answers (`503 not_ready LEDGER_NOT_READY`, `/readyz`
 //!   503), then answers once the watchers sync;
 //! * every adversarial case of the one table `tests/data/adversarial.json` (DOMAIN.md §8;
-//!   the same table runs in process in `api/tests/adversarial.rs`), each against its own
+//!   the same table runs in process in `api/tests/it/adversarial.rs`), each against its own
 //!   `sim` and `serve`, reported by name; and a plain allow;
 //! * bearer tokens through the real binary, including one revoked by editing the file;
 //! * `min_seq` beyond the head (`LEDGER_BEHIND`);
@@ -478,7 +478,7 @@ fn expect_check(
     })
 }
 
-/// The warm-bound setup of `api/tests/adversarial.rs`.
+/// The warm-bound setup of `api/tests/it/adversarial.rs`.
 struct Bound {
     claim_uid: String,
     sandbox_uid: String,

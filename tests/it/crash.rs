@@ -43,8 +43,17 @@ const RUN_ENV: &str = "CLAIM_LEDGER_CRASH_RUN";
 const CHILD_SEED_ENV: &str = "CLAIM_LEDGER_CRASH_CHILD_SEED";
 /// Optional, for the parent: the seed of the whole schedule.
 const SEED_ENV: &str = "CLAIM_LEDGER_CRASH_TEST_SEED";
-/// The name of the child test, for `--exact`.
+/// The name of the child test within this module, for `--exact` (see [`child_test`]).
 const CHILD_TEST: &str = "crash_child_appends_until_killed";
+
+/// The child test's full name as the test binary lists it: its module path (without the
+/// binary's crate name) and its name.
+fn child_test() -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_, module)| module);
+    format!("{module}::{CHILD_TEST}")
+}
 /// Kill/reopen cycles.
 const CYCLES: u64 = 24;
 /// Snapshots every this many entries, so reopen exercises snapshot + tail verification.
@@ -139,7 +148,7 @@ fn marker(cycle: u64) -> schemas::ObjectChange {
 fn run_child(dir: &Path, cycle: u64, rng: &mut TestRng) -> (Vec<u64>, Option<u64>) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .args([&child_test(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir)
         .env(RUN_ENV, cycle.to_string())
         .env(CHILD_SEED_ENV, rng.next_u64().to_string())

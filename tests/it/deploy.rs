@@ -110,7 +110,7 @@ fn render(overlay: &str) -> Rendered {
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run `{kubectl} kustomize` ({e}): kubectl is REQUIRED by tests/deploy.rs \
+                "cannot run `{kubectl} kustomize` ({e}): kubectl is REQUIRED by tests/it/deploy.rs \
                  (install it, or set KUBECTL to its path); this test does not skip"
             )
         });

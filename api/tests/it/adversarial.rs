@@ -4,9 +4,9 @@
 //! each expectation is a `POST /v1/identity/check` whose decision, reason and (on allow)
 //! binding must be exactly the table's. A failure names the case and the step.
 //!
-//! The same table runs through the binary's `ingest` (`tests/fixtures.rs`), against
-//! `serve` over a simulated API server (`tests/blackbox_api.rs`) and as scenario files
-//! (`tests/scenarios.rs`).
+//! The same table runs through the binary's `ingest` (`tests/it/fixtures.rs`), against
+//! `serve` over a simulated API server (`tests/it/blackbox_api.rs`) and as scenario files
+//! (`tests/it/scenarios.rs`).
 
 #[path = "../../../tests/data/adversarial.rs"]
 mod adversarial_table;

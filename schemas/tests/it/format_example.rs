@@ -4,7 +4,7 @@
 //! `docs/FORMAT.md` itself (fenced blocks whose info string is `<lang> <label>`, e.g.
 //! ```` ```hex example-1-bytes ````), so the document and the encoder cannot drift apart:
 //! change the format and this test names the block that no longer matches and prints the
-//! new value. `cargo test -p schemas --test format_example -- --ignored
+//! new value. `cargo test -p schemas --test it format_example:: -- --ignored
 //! --nocapture` prints every block as it should read.
 //!
 //! The chain hash is also checked against the official BLAKE3 test vectors in

@@ -3,6 +3,10 @@
 //! free-text fields need CSV quoting. CloudEvents are validated against the CloudEvents
 //! JSON schema kept in `tests/data/vectors/cloudevents/`, and both formats are re-hashed.
 
+#[path = "../../../../tests/data/watch_events.rs"]
+mod watch_events;
+use watch_events::watch_event_changes;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -32,23 +36,6 @@ fn workspace_root() -> PathBuf {
         .nth(2)
         .unwrap()
         .to_path_buf()
-}
-
-/// The object changes of a file of watch events (one JSON event per line), normalized as
-/// the watcher would record them.
-fn watch_event_changes(lines: &str) -> Vec<schemas::ObjectChange> {
-    let mut changes = Vec::new();
-    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
-        let value: Value = serde_json::from_str(line).unwrap();
-        let Some(kind) = value.get("type").and_then(Value::as_str) else {
-            continue;
-        };
-        let event = schemas::WatchEventType::parse(kind).unwrap();
-        if let Some(change) = schemas::normalize(event, &value["object"]).unwrap() {
-            changes.push(change);
-        }
-    }
-    changes
 }
 
 fn schema_path() -> PathBuf {

@@ -6,6 +6,10 @@
 
 pub mod k8s;
 
+#[path = "../../../../tests/data/watch_events.rs"]
+mod watch_events;
+pub use watch_events::watch_event_changes;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -347,21 +351,4 @@ pub fn fixtures() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-/// The normalized changes of watch-event lines (`{"type", "object"}`); other lines (a
-/// fixture's comments and expectations) and objects the normalizer skips are left out.
-pub fn watch_event_changes(lines: &str) -> Vec<schemas::ObjectChange> {
-    let mut changes = Vec::new();
-    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
-        let value: Value = serde_json::from_str(line).unwrap();
-        let Some(kind) = value.get("type").and_then(Value::as_str) else {
-            continue;
-        };
-        let event = schemas::WatchEventType::parse(kind).unwrap();
-        if let Some(change) = schemas::normalize(event, &value["object"]).unwrap() {
-            changes.push(change);
-        }
-    }
-    changes
 }

@@ -293,6 +293,16 @@ pub trait HighWater: Send + Sync {
     fn load(&self) -> Result<Option<Acknowledged>, StoreError>;
     /// Durably replaces the mark.
     fn save(&self, mark: Acknowledged) -> Result<(), StoreError>;
+    /// Replaces the mark so that it survives the process (not necessarily the machine)
+    /// until [`HighWater::sync`]: the ledger records every flush's head this way and syncs
+    /// at most once a second. By default the same as [`HighWater::save`].
+    fn record(&self, mark: Acknowledged) -> Result<(), StoreError> {
+        self.save(mark)
+    }
+    /// Makes the marks recorded so far durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A high-water mark in memory, for stores in memory: it survives what a test calls a
@@ -447,6 +457,12 @@ impl HighWater for HighWaterFile {
     }
 
     fn save(&self, mark: Acknowledged) -> Result<(), StoreError> {
+        self.record(mark)?;
+        self.sync()
+    }
+
+    /// Writes the slot that does not hold the newest mark (a torn write leaves the other).
+    fn record(&self, mark: Acknowledged) -> Result<(), StoreError> {
         let slot = self.encode(mark);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let next = state.1;
@@ -457,9 +473,18 @@ impl HighWater for HighWaterFile {
             });
         };
         file.write_all_at(&slot, next * SLOT_STRIDE)
-            .and_then(|()| file.sync_data())
             .map_err(io(format!("writing {}", self.path.display())))?;
         state.1 = 1 - next;
         Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.0.as_ref() {
+            Some(file) => file
+                .sync_data()
+                .map_err(io(format!("syncing {}", self.path.display()))),
+            None => Ok(()),
+        }
     }
 }

@@ -9,7 +9,7 @@
 //!   its transitions, and writes entries, Merkle nodes, head and any snapshot commitment in
 //!   one atomic store batch. [`Ledger::flush`] makes them durable (group commit): nothing
 //!   appended is acknowledged durable before a flush that covers it, and the high-water
-//!   mark follows, saved while the next flush syncs the store.
+//!   mark follows it (written at every flush, synced at most once a second).
 //! * [`Ledger`] is the writer's side; after every durable flush it publishes an immutable
 //!   [`LedgerView`] that readers take without a lock ([`Ledger::reader`],
 //!   [`SharedLedger`], which is also the one append-and-flush path of a service).
@@ -142,6 +142,10 @@ pub enum LedgerError {
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] schemas::checkpoint::CheckpointError),
 }
+
+/// How long a high-water mark recorded after a flush may wait to be synced to disk
+/// ([`Ledger::flush`]).
+pub const MARK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Tunables of a ledger.
 #[derive(Debug, Clone)]
@@ -382,9 +386,9 @@ impl std::fmt::Debug for LedgerReader {
 pub struct Ledger {
     view: LedgerView,
     high_water: Option<Arc<dyn HighWater>>,
-    /// The high-water mark of the last flush, being saved on a thread of its own while
-    /// the next flush syncs the store (see [`Ledger::flush`]).
-    mark_saving: Option<std::thread::JoinHandle<Result<Acknowledged, StoreError>>>,
+    /// When the high-water mark was last synced, if a mark recorded since is not yet
+    /// (see [`Ledger::flush`]).
+    mark_unsynced_since: Option<std::time::Instant>,
     config: LedgerConfig,
     poisoned: Option<String>,
     published: Arc<ArcSwap<LedgerView>>,
@@ -414,12 +418,14 @@ struct Snapshots {
 impl Drop for Ledger {
     fn drop(&mut self) {
         // A snapshot under way finishes first, so that a dropped ledger leaves its store
-        // closed (and a reopen in this process finds it unlocked); so does the last
-        // high-water mark, so that a ledger closed cleanly has its whole head acknowledged.
+        // closed (and a reopen in this process finds it unlocked); the high-water mark is
+        // synced, so that a ledger closed cleanly has its whole head acknowledged durably.
         if let Some(task) = self.snapshots.task.take() {
             let _ = task.join();
         }
-        let _ = self.finish_mark_save();
+        if let (Some(mark), Some(_)) = (&self.high_water, self.mark_unsynced_since) {
+            let _ = mark.sync();
+        }
     }
 }
 
@@ -760,7 +766,7 @@ impl Ledger {
         Ok(Ledger {
             view,
             high_water,
-            mark_saving: None,
+            mark_unsynced_since: None,
             config,
             poisoned: None,
             published,
@@ -1160,25 +1166,28 @@ impl Ledger {
     /// the durable head as the acknowledged high-water mark. A failed flush leaves what is
     /// durable unknown: the ledger then refuses further writes.
     ///
-    /// The mark is saved on a thread of its own while the next flush syncs the store, so
-    /// a single-entry append waits for one fsync, not two in a row. It still never runs
-    /// ahead of the store (it is saved only once the store holds everything it names), it
-    /// trails the durable head by at most one flush (dropping the ledger waits for it),
-    /// and a failure to save it fails the next flush.
+    /// The mark is written after every flush, once the store holds everything it names,
+    /// so it never runs ahead of the store and survives the process at once; it is synced
+    /// to disk at most once every [`MARK_SYNC_INTERVAL`] (and when the ledger is dropped),
+    /// so that a single-entry append waits for one fsync, not two. After a power loss the
+    /// mark may therefore name an older head than the store holds: rollback detection then
+    /// covers all but that last interval.
     pub fn flush(&mut self) -> Result<u64, LedgerError> {
         if let Some(reason) = &self.poisoned {
             return Err(LedgerError::Poisoned(reason.clone()));
         }
         let target = self.view.head;
-        let flushed = self.store.flush().map_err(LedgerError::from);
-        let result = self.finish_mark_save().and(flushed);
+        let result = self
+            .store
+            .flush()
+            .map_err(LedgerError::from)
+            .and_then(|()| self.record_mark(target));
         if let Err(e) = &result {
             self.poisoned = Some(e.to_string());
             self.publish();
         }
         result?;
         self.view.durable_seq = target.seq;
-        self.start_mark_save(target);
         self.publish();
         if self.is_writer() {
             self.write_encoded_snapshot();
@@ -1187,40 +1196,30 @@ impl Ledger {
         Ok(target.seq)
     }
 
-    /// Starts saving `durable` (just made durable in the store) as the high-water mark,
-    /// unless it is the mark already saved.
-    fn start_mark_save(&mut self, durable: Head) {
+    /// Records `durable` (just made durable in the store) as the high-water mark, and syncs
+    /// the mark when the last sync is [`MARK_SYNC_INTERVAL`] old.
+    fn record_mark(&mut self, durable: Head) -> Result<(), LedgerError> {
         let Some(mark) = &self.high_water else {
-            return;
-        };
-        if durable.seq == self.view.acknowledged.seq {
-            return;
-        }
-        let mark = Arc::clone(mark);
-        let acknowledged = Acknowledged {
-            seq: durable.seq,
-            hash: durable.hash,
-        };
-        self.mark_saving = Some(std::thread::spawn(move || {
-            mark.save(acknowledged).map(|()| acknowledged)
-        }));
-    }
-
-    /// Waits for the high-water mark being saved, if any, and records it as acknowledged.
-    fn finish_mark_save(&mut self) -> Result<(), LedgerError> {
-        let Some(task) = self.mark_saving.take() else {
             return Ok(());
         };
-        match task.join() {
-            Ok(Ok(saved)) => {
-                self.view.acknowledged = saved;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(LedgerError::Poisoned(
-                "the thread saving the high-water mark panicked".into(),
-            )),
+        if durable.seq != self.view.acknowledged.seq {
+            let acknowledged = Acknowledged {
+                seq: durable.seq,
+                hash: durable.hash,
+            };
+            mark.record(acknowledged)?;
+            self.view.acknowledged = acknowledged;
+            self.mark_unsynced_since
+                .get_or_insert_with(std::time::Instant::now);
         }
+        if self
+            .mark_unsynced_since
+            .is_some_and(|since| since.elapsed() >= MARK_SYNC_INTERVAL)
+        {
+            mark.sync()?;
+            self.mark_unsynced_since = None;
+        }
+        Ok(())
     }
 
     /// Starts writing a snapshot of the view just published when one is due (every
@@ -2117,12 +2116,13 @@ mod tests {
         assert!(!beyond.is_integrity_failure());
     }
 
-    /// A high-water mark that refuses to save marks from seq `fail_from` on, and checks
-    /// that every mark it is given is already held by the store.
+    /// A high-water mark that refuses marks from seq `fail_from` on, checks that every
+    /// mark it is given is already held by the store, and counts its syncs.
     struct CheckedMark {
         store: store::MemoryStore,
         fail_from: u64,
-        saved: std::sync::Mutex<Vec<u64>>,
+        recorded: std::sync::Mutex<Vec<u64>>,
+        syncs: std::sync::atomic::AtomicU64,
     }
 
     impl HighWater for CheckedMark {
@@ -2131,23 +2131,34 @@ mod tests {
         }
 
         fn save(&self, mark: Acknowledged) -> Result<(), StoreError> {
+            self.record(mark)?;
+            self.sync()
+        }
+
+        fn record(&self, mark: Acknowledged) -> Result<(), StoreError> {
             let stored = read_entry(&self.store, mark.seq).unwrap().map(|e| e.hash);
             assert_eq!(stored, Some(mark.hash), "a mark ran ahead of the store");
             if mark.seq >= self.fail_from {
                 return Err(StoreError::Injected("the mark's disk is full".into()));
             }
-            self.saved.lock().unwrap().push(mark.seq);
+            self.recorded.lock().unwrap().push(mark.seq);
+            Ok(())
+        }
+
+        fn sync(&self) -> Result<(), StoreError> {
+            self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
     }
 
     #[test]
-    fn the_high_water_mark_trails_the_store_and_its_failure_fails_the_next_flush() {
+    fn the_high_water_mark_follows_every_flush_and_is_synced_at_most_once_a_second() {
         let store = store::MemoryStore::new();
         let mark = Arc::new(CheckedMark {
             store: store.clone(),
-            fail_from: 6,
-            saved: Default::default(),
+            fail_from: 7,
+            recorded: Default::default(),
+            syncs: Default::default(),
         });
         let config = LedgerConfig {
             snapshot_every: 0,
@@ -2164,11 +2175,16 @@ mod tests {
         for n in 1..=5 {
             ledger.append([pod(n)], at(0)).unwrap();
             assert_eq!(ledger.flush().unwrap(), n);
+            assert_eq!(ledger.reader().view().acknowledged.seq, n);
         }
-        // Saved alongside the next flush: every mark but the last is known saved.
-        assert_eq!(ledger.reader().view().acknowledged.seq, 4);
+        // Five flushes within a second: the marks are recorded, not yet synced.
+        assert_eq!(*mark.recorded.lock().unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(mark.syncs.load(std::sync::atomic::Ordering::SeqCst), 0);
+        std::thread::sleep(MARK_SYNC_INTERVAL);
         ledger.append([pod(6)], at(0)).unwrap();
         ledger.flush().unwrap();
+        assert_eq!(mark.syncs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A mark that cannot be recorded fails its flush, and the ledger writes no more.
         ledger.append([pod(7)], at(0)).unwrap();
         let refused = ledger.flush().unwrap_err();
         assert!(refused.to_string().contains("disk is full"), "{refused}");
@@ -2177,7 +2193,7 @@ mod tests {
             Err(LedgerError::Poisoned(_))
         ));
         drop(ledger);
-        assert_eq!(*mark.saved.lock().unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(*mark.recorded.lock().unwrap(), vec![1, 2, 3, 4, 5, 6]);
     }
 
     #[test]

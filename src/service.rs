@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::{
-    Auth, FlushStats, Freshness, ServeOptions, Service, TlsFiles, WatchCounters, WriterBacklog,
+    Auth, FlushStats, Freshness, ReplicaReport, ServeOptions, Service, TlsFiles, WatchCounters,
+    WriterBacklog,
 };
 use ledger::Ledger;
 use tokio::net::TcpListener;
@@ -22,17 +23,20 @@ use crate::error::CommandError;
 struct WatchFreshness {
     watch: Readiness,
     replica: Option<Arc<std::sync::Mutex<ReplicaState>>>,
+    /// This process, as the writer publishes itself to its followers.
+    identity: String,
 }
 
 /// Where a replica of a shared ledger stands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum ReplicaState {
     /// Following the writer: when it last read the whole log, how many entries that
-    /// round applied, and the writer's last published status with when (by this
-    /// replica's clock) it last changed.
+    /// round applied, the head it has applied, and the writer's last published status
+    /// with when (by this replica's clock) it last changed.
     Following {
         caught_up: Option<std::time::Instant>,
         applied: u64,
+        head_seq: u64,
         unready_after: Duration,
         writer: Option<(ledger::WriterStatus, std::time::Instant)>,
     },
@@ -41,18 +45,19 @@ enum ReplicaState {
 }
 
 impl WatchFreshness {
-    fn replica(&self) -> Option<ReplicaState> {
+    fn replica_state(&self) -> Option<ReplicaState> {
         self.replica.as_ref().map(|state| {
-            *state
+            state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
         })
     }
 }
 
 impl Freshness for WatchFreshness {
     fn ready(&self) -> bool {
-        match self.replica() {
+        match self.replica_state() {
             // A follower answers only while it has read the whole log lately and a live
             // writer records the cluster into it: without one, the log stops moving and
             // its answers go stale.
@@ -81,23 +86,31 @@ impl Freshness for WatchFreshness {
             "limit_seconds": backlog.limit_seconds,
             "reason": lagging.then_some("observed changes have waited longer than the backlog bound to become durable: checks answer not_ready"),
         });
-        match self.replica() {
+        match self.replica_state() {
             None => serde_json::json!({"role": "writer", "streams": streams, "backlog": backlog}),
-            Some(ReplicaState::Writing) => {
-                serde_json::json!({"role": "writer", "streams": streams, "backlog": backlog})
-            }
+            Some(ReplicaState::Writing) => serde_json::json!({
+                "role": "writer",
+                "identity": self.identity,
+                "streams": streams,
+                "backlog": backlog,
+            }),
             Some(ReplicaState::Following {
                 caught_up,
                 applied,
+                head_seq,
                 unready_after,
                 writer,
             }) => serde_json::json!({
                 "role": "follower",
+                "identity": self.identity,
                 "caught_up_ms_ago": caught_up.map(|at| at.elapsed().as_millis() as u64),
                 "last_applied": applied,
-                "writer_ready": writer.map(|(status, _)| status.ready),
-                "writer_seen_ms_ago": writer.map(|(_, at)| at.elapsed().as_millis() as u64),
-                "reason": match (caught_up, writer) {
+                "head_seq": head_seq,
+                "writer": writer.as_ref().map(|(status, _)| status.identity.clone()),
+                "lag_entries": writer.as_ref().map(|(status, _)| status.durable_seq.saturating_sub(head_seq)),
+                "writer_ready": writer.as_ref().map(|(status, _)| status.ready),
+                "writer_seen_ms_ago": writer.as_ref().map(|(_, at)| at.elapsed().as_millis() as u64),
+                "reason": match (caught_up, &writer) {
                     (None, _) => "not caught up with the writer's log yet",
                     (_, None) => "no writer has published its status",
                     (_, Some((_, at))) if at.elapsed() > unready_after => "no live writer: its status has not changed lately",
@@ -106,6 +119,30 @@ impl Freshness for WatchFreshness {
                 },
             }),
         }
+    }
+
+    fn replica(&self) -> Option<ReplicaReport> {
+        Some(match self.replica_state()? {
+            ReplicaState::Writing => ReplicaReport {
+                follower: false,
+                writer: Some(self.identity.clone()),
+                ..ReplicaReport::default()
+            },
+            ReplicaState::Following {
+                caught_up,
+                head_seq,
+                writer,
+                ..
+            } => ReplicaReport {
+                follower: true,
+                writer: writer.as_ref().map(|(status, _)| status.identity.clone()),
+                lag_entries: writer
+                    .as_ref()
+                    .map(|(status, _)| status.durable_seq.saturating_sub(head_seq)),
+                caught_up_age_seconds: caught_up.map(|at| at.elapsed().as_secs_f64()),
+                writer_status_age_seconds: writer.map(|(_, at)| at.elapsed().as_secs_f64()),
+            },
+        })
     }
 
     fn counters(&self) -> WatchCounters {
@@ -218,6 +255,7 @@ pub async fn start(
             true => ReplicaState::Following {
                 caught_up: None,
                 applied: 0,
+                head_seq: 0,
                 unready_after: options.unready_after,
                 writer: None,
             },
@@ -238,6 +276,7 @@ pub async fn start(
         Arc::new(WatchFreshness {
             watch: readiness.clone(),
             replica: replica.clone(),
+            identity: replica_identity(),
         }),
         serve_options,
     )
@@ -296,14 +335,15 @@ async fn follow_until_promoted(
         let round = tokio::task::spawn_blocking(move || {
             shared.with_writer(|ledger| {
                 let applied = ledger.follow()?;
+                let head_seq = ledger.head().seq;
                 let status = ledger.writer_status()?;
                 let promoted = promote && ledger.try_promote()?;
-                Ok::<_, ledger::LedgerError>((applied, status, promoted))
+                Ok::<_, ledger::LedgerError>((applied, head_seq, status, promoted))
             })
         })
         .await
         .map_err(|e| watcher::WatcherError::from(ledger::LedgerError::Poisoned(e.to_string())))?;
-        let (applied, status, promoted) = match round {
+        let (applied, applied_head, status, promoted) = match round {
             Ok(round) => round,
             // The database is unreachable for now (a restart, a dropped connection): this
             // replica stops being caught up, so it soon answers not_ready, and tries again.
@@ -325,14 +365,16 @@ async fn follow_until_promoted(
                 ReplicaState::Following {
                     caught_up,
                     applied: last,
+                    head_seq,
                     writer,
                     ..
                 } => {
                     let now = std::time::Instant::now();
                     *caught_up = Some(now);
                     *last = applied;
+                    *head_seq = applied_head;
                     if let Some(status) = status {
-                        if writer.is_none_or(|(seen, _)| seen != status) {
+                        if writer.as_ref().is_none_or(|(seen, _)| *seen != status) {
                             *writer = Some((status, now));
                         }
                     }
@@ -367,11 +409,14 @@ async fn publish_writer_status(
         return std::future::pending().await;
     }
     let mut beat = 0u64;
+    let identity = replica_identity();
     loop {
         beat += 1;
-        let (ledger, ready) = (ledger.view(), readiness.is_ready());
-        let published =
-            tokio::task::spawn_blocking(move || ledger.publish_writer_status(beat, ready)).await;
+        let (ledger, ready, identity) = (ledger.view(), readiness.is_ready(), identity.clone());
+        let published = tokio::task::spawn_blocking(move || {
+            ledger.publish_writer_status(beat, ready, &identity)
+        })
+        .await;
         if let Ok(Err(e)) = published {
             tracing::warn!(error = %e, "cannot publish the writer's status");
         }
@@ -457,4 +502,16 @@ where
             body(stop, shutdown).await
         })
         .map_err(CommandError::Input)
+}
+
+/// This process as replicas name it: the host name (a pod's name in Kubernetes) and the
+/// process id.
+fn replica_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}/{}", std::process::id())
 }

@@ -9,6 +9,11 @@ pub trait Freshness: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// Per-stream detail, shown by `/readyz`.
     fn report(&self) -> serde_json::Value;
+    /// For a replica of a shared ledger, its role, the writer's identity and how far it
+    /// is behind (`/metrics`); `None` for a ledger of its own.
+    fn replica(&self) -> Option<ReplicaReport> {
+        None
+    }
     /// Watch counters, exported by `/metrics`.
     fn counters(&self) -> WatchCounters;
     /// The watcher's batch flushes so far, if it measures them: exported as
@@ -57,4 +62,21 @@ pub struct WatchCounters {
     pub resync_deletions: u64,
     /// Objects the normalizer refused.
     pub rejected_objects: u64,
+}
+
+/// Where a replica of a shared ledger stands, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReplicaReport {
+    /// `true` on a follower, `false` on the writer.
+    pub follower: bool,
+    /// The writer's identity (host and process): this replica's own on the writer, the
+    /// one the writer last published on a follower (`None` before any).
+    pub writer: Option<String>,
+    /// On a follower: the entries the writer had made durable at its last published
+    /// status that this replica has not applied yet.
+    pub lag_entries: Option<u64>,
+    /// On a follower: how long ago it last read the whole log.
+    pub caught_up_age_seconds: Option<f64>,
+    /// On a follower: how long ago (by its own clock) the writer's status last changed.
+    pub writer_status_age_seconds: Option<f64>,
 }

@@ -30,7 +30,7 @@ use schemas::Reason;
 
 pub use conn::{MAX_HEADERS, MAX_HEAD_LEN, MAX_URI_LEN};
 pub use denials::{MAX_PENDING_DENIALS, RECORDED_DENIALS};
-pub use freshness::{FlushStats, Freshness, WatchCounters, WriterBacklog};
+pub use freshness::{FlushStats, Freshness, ReplicaReport, WatchCounters, WriterBacklog};
 pub use service::{Auth, CheckpointSigning, Clock, ServeOptions, Service, TlsFiles};
 
 /// Every error the HTTP API answers with (see [`ApiError::status`] and [`ApiError::code`]).

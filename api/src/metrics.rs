@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::denials::Denials;
-use crate::freshness::Freshness;
+use crate::freshness::{Freshness, ReplicaReport};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
@@ -285,6 +285,9 @@ impl Collector for Live {
                 age.metric_type(),
             )?)?;
         }
+        if let Some(replica) = self.freshness.replica() {
+            replica_metrics(&mut encoder, &replica)?;
+        }
         let flushes = self.freshness.flushes();
         let ready = verified && self.freshness.ready();
         let e = &mut encoder;
@@ -371,6 +374,64 @@ impl Collector for Live {
             saturate(self.denials.len() as u64),
         )
     }
+}
+
+/// A replica's role and writer as an info-style gauge, and on a follower how far it is
+/// behind the writer.
+fn replica_metrics(
+    encoder: &mut DescriptorEncoder,
+    replica: &ReplicaReport,
+) -> Result<(), std::fmt::Error> {
+    let role = match replica.follower {
+        true => "follower",
+        false => "writer",
+    };
+    let labels = [
+        ("role", role.to_string()),
+        ("writer", replica.writer.clone().unwrap_or_default()),
+    ];
+    let info = ConstGauge::new(1i64);
+    info.encode(
+        encoder
+            .encode_descriptor(
+                "replica",
+                "1, labelled with this replica's role (writer or follower) and the writer's identity (host/pid)",
+                None,
+                info.metric_type(),
+            )?
+            .encode_family(&labels)?,
+    )?;
+    if let Some(lag) = replica.lag_entries {
+        gauge(
+            encoder,
+            "replica_lag_entries",
+            "Entries the writer had made durable at its last published status that this follower has not applied",
+            saturate(lag),
+        )?;
+    }
+    for (name, help, value) in [
+        (
+            "replica_caught_up_age",
+            "How long ago this follower last read the whole shared log",
+            replica.caught_up_age_seconds,
+        ),
+        (
+            "replica_writer_status_age",
+            "How long ago (by this follower's clock) the writer's published status last changed",
+            replica.writer_status_age_seconds,
+        ),
+    ] {
+        if let Some(value) = value {
+            let age = ConstGauge::new(value);
+            age.encode(encoder.encode_descriptor(
+                name,
+                help,
+                Some(&Unit::Seconds),
+                age.metric_type(),
+            )?)?;
+        }
+    }
+    Ok(())
 }
 
 fn saturate(value: u64) -> i64 {

@@ -220,12 +220,19 @@ impl LedgerError {
 
 /// What the writer of a shared store publishes for its followers
 /// ([`LedgerView::publish_writer_status`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriterStatus {
     /// Changes at every publish: a follower that sees it change knows the writer lives.
     pub beat: u64,
     /// Whether the writer's watchers are synced and healthy.
     pub ready: bool,
+    /// Who the writer is (its host and process), for the followers to show; empty from a
+    /// writer that predates it.
+    #[serde(default)]
+    pub identity: String,
+    /// The writer's durable head seq when it published: how far a follower is behind.
+    #[serde(default)]
+    pub durable_seq: u64,
 }
 
 /// The newest entry.
@@ -904,11 +911,21 @@ impl LedgerView {
     /// whether its watchers are ready (a `W` record beside the log, not in it); `beat`
     /// must change at every call, so followers can tell a live writer by their own clock.
     /// Nothing is written when this ledger is not the writer.
-    pub fn publish_writer_status(&self, beat: u64, ready: bool) -> Result<(), LedgerError> {
+    pub fn publish_writer_status(
+        &self,
+        beat: u64,
+        ready: bool,
+        identity: &str,
+    ) -> Result<(), LedgerError> {
         if !self.is_writer() {
             return Ok(());
         }
-        let status = WriterStatus { beat, ready };
+        let status = WriterStatus {
+            beat,
+            ready,
+            identity: identity.to_string(),
+            durable_seq: self.durable_seq,
+        };
         let value = serde_json::to_vec(&status)
             .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))?;
         let mut batch = Batch::default();

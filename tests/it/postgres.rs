@@ -650,6 +650,46 @@ fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_d
         head(&first_api)["seq"] == head(&second_api)["seq"]
     });
 
+    // Each replica says who the writer is: the writer itself (its host and process), and
+    // the follower from the writer's published status, with how far behind it is; its
+    // /metrics say the same.
+    let report = |api: &str| {
+        serde_json::from_str::<Value>(&call(api, "GET", "/readyz", None).1).unwrap()["watchers"]
+            ["report"]
+            .clone()
+    };
+    let writer = report(&first_api)["identity"].as_str().unwrap().to_string();
+    assert!(
+        writer.ends_with(&format!("/{}", first.child.id())),
+        "{writer}"
+    );
+    eventually("the follower to name the writer and catch up", || {
+        let follower = report(&second_api);
+        follower["writer"] == writer.as_str() && follower["lag_entries"] == 0
+    });
+    let metrics = call(&second_api, "GET", "/metrics", None).1;
+    assert!(
+        metrics.contains(&format!(
+            "claim_ledger_replica{{role=\"follower\",writer=\"{writer}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    for gauge in [
+        "claim_ledger_replica_lag_entries ",
+        "claim_ledger_replica_caught_up_age_seconds ",
+        "claim_ledger_replica_writer_status_age_seconds ",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge} missing: {metrics}");
+    }
+    let metrics = call(&first_api, "GET", "/metrics", None).1;
+    assert!(
+        metrics.contains(&format!(
+            "claim_ledger_replica{{role=\"writer\",writer=\"{writer}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("claim_ledger_replica_lag_entries"));
+
     // The writer dies. The follower takes over, relists the cluster (recording a
     // watch_gap, as a restart does) and goes on recording: the pod's deletion.
     let _ = first.child.kill();

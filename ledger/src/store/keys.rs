@@ -16,7 +16,7 @@
 //! | `T` | leaf index (u64 BE) | the Merkle nodes of level 3 and above appending that leaf completed, bottom-up (32 bytes each); only for leaves that complete one (index mod 8 = 7) |
 //! | `R` | — | the Merkle frontier after the head (32 bytes per set bit of the head seq) |
 //! | `C` | tree size (u64 BE) | a signed checkpoint of that size (C2SP signed-note text) |
-//! | `W` | — | a shared store's writer status (JSON: a counter bumped at every publish, whether its watchers are ready); not part of the log |
+//! | `W` | — | a shared store's writer status (JSON: a counter bumped at every publish, whether its watchers are ready, its identity, its durable head seq); not part of the log |
 
 /// Prefix of entry records.
 pub const ENTRY: u8 = b'E';

@@ -435,8 +435,8 @@ async fn until_deposed(ledger: &SharedLedger) -> Result<(), watcher::WatcherErro
             tracing::error!(
                 "deposed: this replica no longer holds the ledger's writer lock; stopping"
             );
-            return Err(watcher::WatcherError::from(ledger::LedgerError::Poisoned(
-                "deposed: this replica no longer holds the shared ledger's writer lock".into(),
+            return Err(watcher::WatcherError::from(ledger::LedgerError::Deposed(
+                "this replica no longer holds the shared ledger's writer lock".into(),
             )));
         }
     }

@@ -115,7 +115,10 @@ impl ApiError {
             ApiError::Request { status, .. } => *status,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotBound { .. } => StatusCode::NOT_FOUND,
-            ApiError::NotReady(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // Another replica writes now: retry there (or here, once this one follows).
+            ApiError::NotReady(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Ledger(ledger::LedgerError::Deposed(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Ledger(_) | ApiError::Io(_) | ApiError::Json(_) | ApiError::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -126,6 +129,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Ledger(ledger::LedgerError::OutOfRange(_)) => "out_of_range",
+            ApiError::Ledger(ledger::LedgerError::Deposed(_)) => "unavailable",
             ApiError::Ledger(_) => "ledger_error",
             ApiError::Io(_) => "io_error",
             ApiError::Json(_) => "internal_error",
@@ -225,6 +229,17 @@ mod tests {
                 FormatError::Ledger(corrupt),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ledger_error",
+            ),
+            (
+                FormatError::Ledger(ledger::LedgerError::EntryMissing { seq: 3 }),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ledger_error",
+            ),
+            // A writer deposed by another replica: retry there.
+            (
+                FormatError::Ledger(ledger::LedgerError::Deposed("fenced".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
             ),
             (
                 FormatError::Io(std::io::Error::other("disk")),

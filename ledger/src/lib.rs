@@ -68,7 +68,12 @@ pub use verify::{FailureKind, VerifyFailure, VerifyReport};
 pub enum LedgerError {
     /// The store failed (IO error, a lock held by another process, damaged files).
     #[error("storage error: {0}")]
-    Storage(#[from] StoreError),
+    Storage(#[source] StoreError),
+    /// This replica was the writer of a shared ledger and is no longer: another writer
+    /// appended since (its commit was fenced off and wrote nothing), or its session and
+    /// the writer's lock ended. It must stop recording; a follower may take over.
+    #[error("deposed: {0}")]
+    Deposed(String),
     /// A migration's target already holds a ledger.
     #[error("{} already holds a ledger ({entries} entries): migrate only into a new, empty one", path.display())]
     TargetNotEmpty {
@@ -194,6 +199,16 @@ impl Default for LedgerConfig {
     }
 }
 
+impl From<StoreError> for LedgerError {
+    /// A store error; a commit fenced off by another writer is [`LedgerError::Deposed`].
+    fn from(error: StoreError) -> LedgerError {
+        match error {
+            StoreError::Fenced(detail) => LedgerError::Deposed(detail),
+            other => LedgerError::Storage(other),
+        }
+    }
+}
+
 impl LedgerError {
     /// Whether this error says the ledger's data is wrong (it fails verification, or the
     /// store's files are damaged), as opposed to a usage or environment problem.
@@ -204,6 +219,7 @@ impl LedgerError {
             | LedgerError::NodeMissing { .. } => true,
             LedgerError::Storage(e) => e.is_damage(),
             LedgerError::TargetNotEmpty { .. }
+            | LedgerError::Deposed(_)
             | LedgerError::NotALedger { .. }
             | LedgerError::Follower
             | LedgerError::ReadOnly

@@ -475,9 +475,10 @@ fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
     );
     let fenced = first.append((51..=55).map(pod), at);
     assert!(
-        fenced
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("deposed")),
+        matches!(&fenced, Err(LedgerError::Deposed(_)))
+            && fenced
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("deposed")),
         "{fenced:?}"
     );
     assert!(!first.is_writer());

@@ -330,20 +330,30 @@ pub enum Action {
         was_terminating: bool,
         collected: Vec<String>,
     },
-    /// A check request (JSON, as `POST /v1/identity/check` takes it) and its answer.
-    Expect {
-        request: Value,
-        decision: String,
-        reason: Option<String>,
-        binding: Option<Value>,
-    },
-    /// A transition count about one uid; `selector` is the history query key of its kind.
-    ExpectLog {
-        transition: String,
-        selector: &'static str,
-        uid: String,
-        count: usize,
-    },
+    /// A check to make, and its answer.
+    Expect(Check),
+    /// A transition count to find in the log.
+    ExpectLog(LogCheck),
+}
+
+/// A check request (JSON, as `POST /v1/identity/check` takes it) and the answer it must get.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub request: Value,
+    pub decision: String,
+    pub reason: Option<String>,
+    /// Parts the allowed binding must hold ([`contains`]).
+    pub binding: Option<Value>,
+}
+
+/// How many `transition`s about `uid` the log must hold; `selector` is the history query
+/// key of the uid's kind.
+#[derive(Debug, Clone)]
+pub struct LogCheck {
+    pub transition: String,
+    pub selector: &'static str,
+    pub uid: String,
+    pub count: usize,
 }
 
 /// A case's cluster as its history has made it so far.
@@ -477,7 +487,7 @@ impl World {
                 }
             }
             Step::Expect(expect) => self.expect(expect),
-            Step::ExpectLog(log) => Action::ExpectLog {
+            Step::ExpectLog(log) => Action::ExpectLog(LogCheck {
                 transition: log.transition.clone(),
                 selector: match self.object(&log.about) {
                     Object::SandboxClaim { .. } => "claim_uid",
@@ -487,7 +497,7 @@ impl World {
                 },
                 uid: self.uid(&log.about),
                 count: log.count,
-            },
+            }),
         }
     }
 
@@ -569,12 +579,12 @@ impl World {
             }
             binding
         });
-        Action::Expect {
+        Action::Expect(Check {
             request,
             decision: expect.decision.clone(),
             reason: expect.reason.clone(),
             binding,
-        }
+        })
     }
 
     fn controller_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
@@ -763,18 +773,8 @@ pub struct EventWriter {
 #[derive(Debug)]
 pub enum Line {
     Event(Value),
-    Expect {
-        request: Value,
-        decision: String,
-        reason: Option<String>,
-        binding: Option<Value>,
-    },
-    ExpectLog {
-        transition: String,
-        selector: &'static str,
-        uid: String,
-        count: usize,
-    },
+    Expect(Check),
+    ExpectLog(LogCheck),
 }
 
 impl EventWriter {
@@ -825,30 +825,20 @@ impl EventWriter {
                 }
                 vec![event("DELETED", object)]
             }
-            Action::Expect {
-                request,
-                decision,
-                reason,
-                binding,
-            } => vec![Line::Expect {
-                request,
-                decision,
-                reason,
-                binding,
-            }],
-            Action::ExpectLog {
-                transition,
-                selector,
-                uid,
-                count,
-            } => vec![Line::ExpectLog {
-                transition,
-                selector,
-                uid,
-                count,
-            }],
+            Action::Expect(check) => vec![Line::Expect(check)],
+            Action::ExpectLog(check) => vec![Line::ExpectLog(check)],
         }
     }
+}
+
+/// Every transition of the entries of a `/v1/history` answer; `None` when the answer holds
+/// no entries or an entry no transitions.
+pub fn history_transitions(history: &Value) -> Option<Vec<Value>> {
+    let mut transitions = Vec::new();
+    for entry in history["entries"].as_array()? {
+        transitions.extend(entry["entry"]["transitions"].as_array()?.iter().cloned());
+    }
+    Some(transitions)
 }
 
 /// The transitions named `transition` whose JSON mentions `uid`, in `transitions`.

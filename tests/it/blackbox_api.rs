@@ -867,12 +867,12 @@ fn run_case(case: &adversarial_table::Case) {
                 collected.extend(dependents);
                 assert_the_simulator_holds_what_the_case_says(&stack, &world, &collected);
             }
-            Action::Expect {
+            Action::Expect(adversarial_table::Check {
                 request,
                 decision,
                 reason,
                 binding,
-            } => {
+            }) => {
                 let body = stack.expect(&request, &decision, reason.as_deref());
                 if let Some(binding) = binding {
                     if let Err(e) = adversarial_table::contains(&body["binding"], &binding) {
@@ -880,24 +880,15 @@ fn run_case(case: &adversarial_table::Case) {
                     }
                 }
             }
-            Action::ExpectLog {
+            Action::ExpectLog(adversarial_table::LogCheck {
                 transition,
                 selector,
                 uid,
                 count,
-            } => poll(&format!("{count} {transition} about {uid}"), || {
+            }) => poll(&format!("{count} {transition} about {uid}"), || {
                 let (status, history) = stack.get(&format!("/v1/history?{selector}={uid}"));
-                let transitions: Vec<Value> = history["entries"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|e| {
-                        e["entry"]["transitions"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .collect();
+                let transitions =
+                    adversarial_table::history_transitions(&history).unwrap_or_default();
                 let found = adversarial_table::count_transitions(&transitions, &transition, &uid);
                 if status == 200 && found == count {
                     Ok(())

@@ -270,12 +270,12 @@ fn generate(case: &adversarial_table::Case) -> String {
         for line in writer.step(step) {
             out.push(match line {
                 Line::Event(event) => event,
-                Line::Expect {
+                Line::Expect(adversarial_table::Check {
                     mut request,
                     decision,
                     reason,
                     binding,
-                } => {
+                }) => {
                     // The fixture format writes require_claim out (README.md).
                     if request.get("require_claim").is_none() {
                         request["require_claim"] = json!(true);
@@ -287,12 +287,12 @@ fn generate(case: &adversarial_table::Case) -> String {
                     }
                     line
                 }
-                Line::ExpectLog {
+                Line::ExpectLog(adversarial_table::LogCheck {
                     transition,
                     selector,
                     uid,
                     count,
-                } => json!({"expect_log": {"transition": transition, "selector": selector,
+                }) => json!({"expect_log": {"transition": transition, "selector": selector,
                                             "uid": uid, "count": count}}),
             });
         }

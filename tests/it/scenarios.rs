@@ -151,12 +151,12 @@ fn adversarial_scenario(case: &adversarial_table::Case, namespace: &str) -> Stri
                 }
                 collected.extend(dependents);
             }
-            Action::Expect {
+            Action::Expect(adversarial_table::Check {
                 request,
                 decision,
                 reason,
                 binding,
-            } => {
+            }) => {
                 let mut expect = json!({"pod": request["pod_name"], "decision": decision});
                 for key in [
                     "namespace",
@@ -179,9 +179,9 @@ fn adversarial_scenario(case: &adversarial_table::Case, namespace: &str) -> Stri
                 }
                 steps.push(json!({"expect": expect}));
             }
-            Action::ExpectLog {
+            Action::ExpectLog(adversarial_table::LogCheck {
                 transition, count, ..
-            } => steps.push(json!({"note": format!(
+            }) => steps.push(json!({"note": format!(
                 "{count} {transition} transition(s): checked by the other harnesses"
             )})),
         }

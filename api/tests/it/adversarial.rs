@@ -32,12 +32,12 @@ async fn run_on(server: &mut Server, case: &adversarial_table::Case) -> Result<(
         for line in writer.step(step) {
             match line {
                 Line::Event(event) => pending.push(event),
-                Line::Expect {
+                Line::Expect(adversarial_table::Check {
                     request,
                     decision,
                     reason,
                     binding,
-                } => {
+                }) => {
                     server.ingest_events(&std::mem::take(&mut pending));
                     let (status, body) = server.check(&request).await;
                     let answer = (body["decision"].as_str(), body["reason"].as_str());
@@ -55,20 +55,16 @@ async fn run_on(server: &mut Server, case: &adversarial_table::Case) -> Result<(
                         }
                     }
                 }
-                Line::ExpectLog {
+                Line::ExpectLog(adversarial_table::LogCheck {
                     transition,
                     selector,
                     uid,
                     count,
-                } => {
+                }) => {
                     server.ingest_events(&std::mem::take(&mut pending));
                     let (_, history) = server.get(&format!("/v1/history?{selector}={uid}")).await;
-                    let transitions: Vec<Value> = history["entries"]
-                        .as_array()
-                        .ok_or_else(|| format!("{at}: no history: {history}"))?
-                        .iter()
-                        .flat_map(|e| e["entry"]["transitions"].as_array().unwrap().clone())
-                        .collect();
+                    let transitions = adversarial_table::history_transitions(&history)
+                        .ok_or_else(|| format!("{at}: no history: {history}"))?;
                     let found = count_transitions(&transitions, &transition, &uid);
                     if found != count {
                         return Err(format!(

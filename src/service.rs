@@ -262,6 +262,8 @@ pub async fn start(
             false => ReplicaState::Writing,
         }))
     });
+    // How this process names itself to the other replicas (published and shown alike).
+    let identity = replica_identity();
     let mut serve_options = ServeOptions::new(api_args.auth);
     serve_options.tls = api_args.tls;
     if let Some(timeout) = api_args.header_timeout {
@@ -276,7 +278,7 @@ pub async fn start(
         Arc::new(WatchFreshness {
             watch: readiness.clone(),
             replica: replica.clone(),
-            identity: replica_identity(),
+            identity: identity.clone(),
         }),
         serve_options,
     )
@@ -294,7 +296,7 @@ pub async fn start(
                     return Ok(());
                 }
             }
-            let publishing = publish_writer_status(&ledger, readiness.clone(), shared);
+            let publishing = publish_writer_status(&ledger, readiness.clone(), shared, identity);
             tokio::select! {
                 watched = watcher::run(client, ledger.clone(), readiness, options, shutdown.wait()) => watched,
                 deposed = until_deposed(&ledger) => deposed,
@@ -403,13 +405,13 @@ async fn publish_writer_status(
     ledger: &SharedLedger,
     readiness: Readiness,
     shared: bool,
+    identity: String,
 ) -> std::convert::Infallible {
     if !shared {
         // A ledger of its own has no followers to tell.
         return std::future::pending().await;
     }
     let mut beat = 0u64;
-    let identity = replica_identity();
     loop {
         beat += 1;
         let (ledger, ready, identity) = (ledger.view(), readiness.is_ready(), identity.clone());

@@ -2124,15 +2124,20 @@ mod tests {
         assert_eq!(last.projection(), &replay_from_scratch(&last, 10));
     }
 
-    #[test]
-    fn an_entry_missing_below_the_head_is_damage_not_a_request_out_of_range() {
-        let store = store::MemoryStore::new();
-        let config = LedgerConfig {
+    /// No snapshots, and nothing on other threads: what a test of the log alone needs.
+    fn without_snapshots() -> LedgerConfig {
+        LedgerConfig {
             snapshot_every: 0,
             background_snapshots: false,
             ..LedgerConfig::default()
-        };
-        let mut ledger = Ledger::open_store(Arc::new(store.clone()), None, None, config).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_entry_missing_below_the_head_is_damage_not_a_request_out_of_range() {
+        let store = store::MemoryStore::new();
+        let mut ledger =
+            Ledger::open_store(Arc::new(store.clone()), None, None, without_snapshots()).unwrap();
         ledger.append((1..=8).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
         // Lost behind the open ledger's back: only a read can notice.
@@ -2193,16 +2198,11 @@ mod tests {
             recorded: Default::default(),
             syncs: Default::default(),
         });
-        let config = LedgerConfig {
-            snapshot_every: 0,
-            background_snapshots: false,
-            ..LedgerConfig::default()
-        };
         let mut ledger = Ledger::open_store(
             Arc::new(store.clone()),
             Some(mark.clone() as Arc<dyn HighWater>),
             None,
-            config,
+            without_snapshots(),
         )
         .unwrap();
         for n in 1..=5 {

@@ -17,7 +17,9 @@
 //!    `CLAIM_LEDGER_BENCH_CACHE_MB`, default 64, and counted apart).
 //!
 //! `cargo bench --bench scale` runs it at the default size (200k lifecycles: 1.6M entries,
-//! 800k live objects); `cargo test --benches` runs it once, tiny.
+//! 800k live objects); `cargo test --benches` runs it once, tiny. With
+//! `CLAIM_LEDGER_BENCH_DIR=DIR` the filled ledger is kept in `DIR`, and a later run with the
+//! same `DIR` and size skips phases 1 and 2 and reopens it (to profile the reopen alone).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,6 +35,27 @@ use chrono::Utc;
 use ledger::{Ledger, LedgerConfig, SharedLedger, Verdict};
 use schemas::Change;
 use workload::{check_request, normalized, resident_bytes, setting, Lifecycles};
+
+/// Opens the filled ledger in `dir` until it answers a check, and prints how long that
+/// took and the resident memory per live object.
+fn reopen(dir: &Path, bindings: u64, snapshot_every: u64, cache_mb: u64) -> Ledger {
+    let before = resident_bytes();
+    let started = Instant::now();
+    let reopened = Ledger::open(dir, config(snapshot_every / 4, cache_mb)).expect("reopen");
+    let decision = reopened.check(&check_request(bindings / 2), true);
+    let open_time = started.elapsed();
+    assert_eq!(decision.decision, Verdict::Allow);
+    let after = resident_bytes();
+    let live = reopened.projection().live_objects().len() as u64;
+    println!(
+        "reopen of {} entries until a check is answered: {:.2} s; resident +{:.0} MiB for {live} live objects: {:.0} bytes per live object (storage cache up to {cache_mb} MiB counted in that)",
+        reopened.head().seq,
+        open_time.as_secs_f64(),
+        mib(after.saturating_sub(before)),
+        after.saturating_sub(before) as f64 / live.max(1) as f64
+    );
+    reopened
+}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -127,6 +150,12 @@ fn main() {
         false => 100_000,
     };
     let root = tempfile::tempdir().expect("tempdir");
+    let kept = std::env::var_os("CLAIM_LEDGER_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = kept.clone().unwrap_or_else(|| root.path().join("ledger"));
+    if kept.is_some() && dir.join(ledger::dir::MANIFEST).exists() {
+        reopen(&dir, bindings, snapshot_every, cache_mb);
+        return;
+    }
 
     // 1. Fill, with and without snapshots.
     let plain_dir = root.path().join("no-snapshots");
@@ -134,7 +163,6 @@ fn main() {
     let plain_rate = fill(&plain, 0, bindings, 1024);
     drop(plain);
     let _ = std::fs::remove_dir_all(&plain_dir);
-    let dir = root.path().join("ledger");
     let shared =
         SharedLedger::new(Ledger::open(&dir, config(snapshot_every, cache_mb)).expect("open"));
     let rate = fill(&shared, 0, bindings, 1024);
@@ -184,21 +212,7 @@ fn main() {
     drop(shared);
 
     // 4 (first, it reopens). Reopen until a check is answered; memory per live object.
-    let before = resident_bytes();
-    let started = Instant::now();
-    let reopened = Ledger::open(&dir, config(snapshot_every / 4, cache_mb)).expect("reopen");
-    let decision = reopened.check(&check_request(bindings / 2), true);
-    let open_time = started.elapsed();
-    assert_eq!(decision.decision, Verdict::Allow);
-    let after = resident_bytes();
-    let live = reopened.projection().live_objects().len() as u64;
-    println!(
-        "reopen of {} entries until a check is answered: {:.2} s; resident +{:.0} MiB for {live} live objects: {:.0} bytes per live object (storage cache up to {cache_mb} MiB counted in that)",
-        reopened.head().seq,
-        open_time.as_secs_f64(),
-        mib(after.saturating_sub(before)),
-        after.saturating_sub(before) as f64 / live.max(1) as f64
-    );
+    let reopened = reopen(&dir, bindings, snapshot_every, cache_mb);
 
     // 3. Checks with no writer, then while a writer appends.
     let shared = SharedLedger::new(reopened);

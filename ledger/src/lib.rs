@@ -418,24 +418,42 @@ pub struct Ledger {
     snapshots: Snapshots,
 }
 
-/// A snapshot encoded by the snapshot thread for the writer to write: its seq and bytes.
-type EncodedSnapshot = Arc<std::sync::Mutex<Option<(u64, Vec<u8>)>>>;
+/// The snapshot written (durably) and not yet committed to, shared between the snapshot
+/// thread, which sets it, and the writer, whose next append commits to it.
+type WrittenSnapshot = Arc<std::sync::Mutex<Option<(u64, Hash)>>>;
 
-/// Snapshots off the append path: encoded one at a time, from a published view, by a
-/// thread of their own; written by the writer at its next flush (sled is written by one
-/// thread: concurrent flushes from a second one left a later flush waiting forever); the
+/// Snapshots off the append path: encoded one at a time, from a published view, and
+/// written through [`Store::put_snapshot`] by a thread of their own while the writer goes
+/// on appending (sled keeps them in files, so the writer's flushes never carry them); the
 /// next append commits to the last one written.
 #[derive(Default)]
 struct Snapshots {
     /// The seq of the newest snapshot written or under way: the next one is due
     /// `snapshot_every` entries after it.
     last_seq: u64,
-    /// A snapshot encoded and not yet written: its seq and bytes.
-    encoded: EncodedSnapshot,
     /// The snapshot written (durably) and not yet committed to: its seq and digest.
-    written: Option<(u64, Hash)>,
-    /// The task encoding one, if any.
+    written: WrittenSnapshot,
+    /// The task encoding and writing one, if any.
     task: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Snapshots {
+    /// Takes the snapshot written and not yet committed to.
+    fn take_written(&self) -> Option<(u64, Hash)> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Puts back a snapshot no append committed to (the next one will), unless a newer
+    /// one was written meanwhile.
+    fn restore_written(&self, unused: (u64, Hash)) {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(unused);
+    }
 }
 
 impl Drop for Ledger {
@@ -1100,7 +1118,7 @@ impl Ledger {
         // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
         let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
         // The first entry appended commits to the snapshot written since the last append.
-        let mut commitment = self.snapshots.written.take();
+        let mut commitment = self.snapshots.take_written();
         for mut change in changes {
             let classified = match &mut change {
                 Change::Object(object) => self.classify(object, &in_batch)?,
@@ -1182,7 +1200,7 @@ impl Ledger {
         }
         if let Some(unused) = commitment {
             // Nothing was appended: the next append commits to it.
-            self.snapshots.written = Some(unused);
+            self.snapshots.restore_written(unused);
         }
         if in_chunk > 0 {
             batch.insert(keys::HEAD, head_record(&self.view.head));
@@ -1222,9 +1240,6 @@ impl Ledger {
         result?;
         self.view.durable_seq = target.seq;
         self.publish();
-        if self.is_writer() {
-            self.write_encoded_snapshot();
-        }
         self.request_snapshot();
         Ok(target.seq)
     }
@@ -1256,8 +1271,10 @@ impl Ledger {
     }
 
     /// Starts writing a snapshot of the view just published when one is due (every
-    /// `snapshot_every` entries, one at a time): on its own thread, or inline when
-    /// `background_snapshots` is off. The next append commits to it.
+    /// `snapshot_every` entries, one at a time): encoded and written through the store on
+    /// its own thread, or inline when `background_snapshots` is off. The next append after
+    /// it is written commits to it. A failure is logged: a snapshot is a cache, and
+    /// without it the next open replays a longer tail.
     fn request_snapshot(&mut self) {
         let every = self.config.snapshot_every;
         let seq = self.view.durable_seq;
@@ -1280,20 +1297,24 @@ impl Ledger {
         }
         self.snapshots.last_seq = seq;
         let view = self.published.load_full();
-        let encoded = Arc::clone(&self.snapshots.encoded);
-        let job = move || match encode_snapshot(view.head.seq, &view.projection) {
-            Ok(bytes) => {
-                *encoded
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some((view.head.seq, bytes));
+        let written = Arc::clone(&self.snapshots.written);
+        let job = move || {
+            let seq = view.head.seq;
+            let stored = encode_snapshot(seq, &view.projection).and_then(|bytes| {
+                view.store.put_snapshot(seq, &bytes)?;
+                Ok(snapshot_digest(&bytes))
+            });
+            match stored {
+                Ok(digest) => {
+                    *written
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((seq, digest));
+                }
+                Err(e) => tracing::warn!(seq, error = %e, "cannot write a snapshot"),
             }
-            // A snapshot is a cache: without it the next open replays a longer tail.
-            Err(e) => tracing::warn!(seq = view.head.seq, error = %e, "cannot encode a snapshot"),
         };
         if !self.config.background_snapshots {
             job();
-            self.write_encoded_snapshot();
             return;
         }
         match std::thread::Builder::new()
@@ -1302,33 +1323,6 @@ impl Ledger {
         {
             Ok(task) => self.snapshots.task = Some(task),
             Err(e) => tracing::warn!(error = %e, "cannot start the snapshot thread"),
-        }
-    }
-
-    /// Writes the snapshot the snapshot thread encoded, if one is ready, in a batch of its
-    /// own, durably, so that the next append can commit to it. A failure is logged: a
-    /// snapshot is a cache.
-    fn write_encoded_snapshot(&mut self) {
-        let ready = self
-            .snapshots
-            .encoded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let Some((seq, bytes)) = ready else {
-            return;
-        };
-        let digest = snapshot_digest(&bytes);
-        let mut batch = Batch::default();
-        batch.insert(keys::seq_key(keys::SNAPSHOT, seq), bytes);
-        match self
-            .view
-            .store
-            .commit(batch)
-            .and_then(|()| self.view.store.flush())
-        {
-            Ok(()) => self.snapshots.written = Some((seq, digest)),
-            Err(e) => tracing::warn!(seq, error = %e, "cannot write a snapshot"),
         }
     }
 
@@ -2092,6 +2086,17 @@ mod tests {
         }
         // The flush at 9 wrote one that no entry commits to yet: it is not used.
         assert!(stored(&ledger, 9).is_some());
+        // The sled store keeps them as files of their own, outside sled's.
+        let files: Vec<_> = std::fs::read_dir(
+            dir.path()
+                .join(dir::SLED_DIR)
+                .join("claim-ledger-snapshots"),
+        )
+        .unwrap()
+        .map(|item| item.unwrap().file_name().into_string().unwrap())
+        .collect();
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(files.contains(&"00000000000000000009.snapshot".to_string()));
         let (snapshot, hash) =
             latest_snapshot(ledger.store.as_ref(), 9, u64::MAX, SnapshotTrust::Refuse)
                 .unwrap()

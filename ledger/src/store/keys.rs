@@ -1,9 +1,9 @@
 //! The key layout every store keeps. Everything is one ordered key space so that an append
 //! (entries, head, Merkle nodes, a snapshot commitment) is one atomic
 //! [`super::Store::commit`]. History indexes (per uid, per name) live in the projection, so
-//! an entry costs one key. Snapshots are written apart from appends, in batches of their
-//! own (a backend may keep them in a space of their own: sled does, so that the large
-//! values are not rewritten with the hot records every flush).
+//! an entry costs one key. Snapshots are written apart from appends
+//! ([`super::Store::put_snapshot`]); a backend may keep them in a space of their own (sled
+//! keeps them in files, so that the writer's flushes never carry their large values).
 //!
 //! | prefix | key rest | value |
 //! |---|---|---|

@@ -3,7 +3,8 @@
 //! durable flush). The key layout is [`keys`]; the ledger decides what to write, a backend
 //! only how. Backends:
 //!
-//! * [`SledStore`] (module `sled_store`): the embedded default, one sled tree.
+//! * [`SledStore`] (module `sled_store`): the embedded default, one sled tree, with
+//!   snapshots as files beside it (module `snapshot_files`).
 //! * [`PostgresStore`]: one table in a PostgreSQL database, for more than one replica.
 //! * [`MemoryStore`]: in memory, with an explicit model of durability (what a flush made
 //!   durable, and the batches after it that a crash may or may not keep), for tests.
@@ -18,6 +19,7 @@ pub mod keys;
 mod memory;
 pub mod postgres;
 mod sled_store;
+mod snapshot_files;
 
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
@@ -59,6 +61,16 @@ pub trait Store: Send + Sync {
     /// right when its session, and so its lock, ends, or when it is fenced off).
     fn is_writer(&self) -> bool {
         true
+    }
+
+    /// Stores the snapshot record after `seq` (its `S` key, [`keys::SNAPSHOT`]) durably,
+    /// apart from the log: when this returns, a crash keeps it. Called by the ledger's
+    /// snapshot thread while the writer goes on appending, so a backend must not make
+    /// appends wait for it where it can avoid it (sled writes it to a file). The default
+    /// commits it in a batch of its own and flushes.
+    fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.insert(&keys::seq_key(keys::SNAPSHOT, seq), bytes)?;
+        self.flush()
     }
 
     /// Sets one record in a batch of its own (repair tools, tests).

@@ -1,9 +1,11 @@
 //! The sled backend: the log's records in one sled tree, so an append is one atomic
-//! `apply_batch`, and snapshots (`S` records) in a tree of their own. sled rewrites a leaf
-//! with the values it holds whenever one of its keys changes: a snapshot of hundreds of
-//! megabytes beside the head record would be rewritten by every flush. Reads and scans
-//! see one key space; snapshots a store of before this split kept in the log's tree are
-//! still read from there.
+//! `apply_batch`, and snapshots (`S` records) as files beside it (`snapshot_files`, in
+//! the subdirectory [`SNAPSHOT_DIR`] of the store's directory). sled rewrites a leaf with
+//! the values it holds whenever one of its keys changes, and its flush writes whatever
+//! changed since the last: a snapshot of hundreds of megabytes kept in sled was written
+//! by the flush that made the next append durable, while the writer waited. Reads and
+//! scans see one key space; snapshots that stores of before kept in sled (in a tree of
+//! their own, or earlier in the log's tree) are still read from there.
 //!
 //! sled 0.34 trusts its own files: some damage makes it panic on open or on a read
 //! ("tried to serialize Uninitialized"), other damage it reports as an error with debug
@@ -16,16 +18,29 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::snapshot_files::SnapshotFiles;
 use super::{keys, Batch, Record, Records, Store, StoreError};
 
 /// The name of the sled tree holding the ledger's records.
 const TREE: &str = "ledger";
-/// The name of the sled tree holding the snapshots.
+/// The name of the sled tree that held snapshots before they moved to files (read only).
 const SNAPSHOT_TREE: &str = "snapshots";
+/// The subdirectory of the store's directory holding the snapshot files. (sled keeps its
+/// own files there too; none of its names starts with this.)
+const SNAPSHOT_DIR: &str = "claim-ledger-snapshots";
 
-/// Whether `key` is a snapshot record's, kept in [`SNAPSHOT_TREE`].
+/// Whether `key` is a snapshot record's (kept in files, or in [`SNAPSHOT_TREE`] by stores
+/// of before).
 fn is_snapshot_key(key: &[u8]) -> bool {
     key.first() == Some(&keys::SNAPSHOT)
+}
+
+/// The seq of a well-formed snapshot key (`S` and a u64).
+fn snapshot_seq(key: &[u8]) -> Option<u64> {
+    match key.len() == 9 && is_snapshot_key(key) {
+        true => keys::seq_of(key),
+        false => None,
+    }
 }
 
 /// How long [`SledStore::open`] waits for a lock left by a just-dropped handle.
@@ -36,7 +51,9 @@ pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
-    snapshots: sled::Tree,
+    /// Snapshots written before they moved to files.
+    snapshot_tree: sled::Tree,
+    snapshot_files: SnapshotFiles,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -64,15 +81,15 @@ impl SledStore {
 
     fn try_open(path: &Path, cache_bytes: Option<u64>) -> Result<SledStore, StoreError> {
         let context = || format!("opening the sled store at {}", path.display());
-        let (db, tree, snapshots) = contain(&context, || {
+        let (db, tree, snapshot_tree) = contain(&context, || {
             let mut config = sled::Config::new().path(path);
             if let Some(bytes) = cache_bytes {
                 config = config.cache_capacity(bytes);
             }
             let db = config.open()?;
             let tree = db.open_tree(TREE)?;
-            let snapshots = db.open_tree(SNAPSHOT_TREE)?;
-            Ok((db, tree, snapshots))
+            let snapshot_tree = db.open_tree(SNAPSHOT_TREE)?;
+            Ok((db, tree, snapshot_tree))
         })
         .map_err(|e| match e {
             StoreError::Io { source, .. } if is_lock_error(&source) => {
@@ -84,7 +101,8 @@ impl SledStore {
             path: path.to_path_buf(),
             db,
             tree,
-            snapshots,
+            snapshot_tree,
+            snapshot_files: SnapshotFiles::new(path.join(SNAPSHOT_DIR)),
         })
     }
 }
@@ -151,9 +169,14 @@ impl SledStore {
 
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(seq) = snapshot_seq(key) {
+            if let Some(value) = self.snapshot_files.get(seq)? {
+                return Ok(Some(value));
+            }
+        }
         contain(&|| "reading the sled store".into(), || {
             if is_snapshot_key(key) {
-                if let Some(value) = self.snapshots.get(key)? {
+                if let Some(value) = self.snapshot_tree.get(key)? {
                     return Ok(Some(value.to_vec()));
                 }
             }
@@ -172,46 +195,54 @@ impl Store for SledStore {
         if to < &first[..] || from >= &past[..] {
             return log;
         }
-        let snapshots = self.range(&self.snapshots, from, to, reverse);
-        Box::new(Merged::new(log, snapshots, reverse))
+        let in_sled = self.range(&self.snapshot_tree, from, to, reverse);
+        let older = Box::new(Merged::new(log, in_sled, reverse));
+        let files = self.snapshot_files.scan(from, to, reverse);
+        Box::new(Merged::new(older, files, reverse))
     }
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let (mut log, mut snapshots) = (sled::Batch::default(), sled::Batch::default());
-        let (mut log_writes, mut snapshot_writes) = (false, false);
+        let mut log = sled::Batch::default();
+        let (mut log_writes, mut older_snapshots) = (false, sled::Batch::default());
+        let mut snapshot_removals = false;
         for (key, value) in batch.into_writes() {
-            if is_snapshot_key(&key) {
-                snapshot_writes = true;
-                match value {
-                    Some(value) => snapshots.insert(key, value),
-                    None => {
-                        // A copy in the log's tree (kept there before the split) goes too.
-                        log_writes = true;
-                        log.remove(key.clone());
-                        snapshots.remove(key);
-                    }
+            match (snapshot_seq(&key), value) {
+                // Snapshot files first: the ledger never puts a snapshot in an append (they
+                // are written on their own), so what follows is what one commit asked for.
+                (Some(seq), Some(value)) => self.snapshot_files.put(seq, &value)?,
+                (Some(seq), None) => {
+                    // Copies kept in sled by stores of before go too.
+                    self.snapshot_files.remove(seq)?;
+                    log_writes = true;
+                    snapshot_removals = true;
+                    log.remove(key.clone());
+                    older_snapshots.remove(key);
                 }
-            } else {
-                log_writes = true;
-                match value {
-                    Some(value) => log.insert(key, value),
-                    None => log.remove(key),
+                (None, value) => {
+                    log_writes = true;
+                    match value {
+                        Some(value) => log.insert(key, value),
+                        None => log.remove(key),
+                    }
                 }
             }
         }
-        // Two batches, snapshots first: the ledger never puts a snapshot in an append
-        // (they are written on their own), so each batch is what one commit asked for.
         // (sled's multi-tree transactions are not used: with a value of tens of megabytes
         // one left a later flush waiting forever.)
         contain(&|| "writing the sled store".into(), || {
-            if snapshot_writes {
-                self.snapshots.apply_batch(snapshots)?;
+            if snapshot_removals {
+                self.snapshot_tree.apply_batch(older_snapshots)?;
             }
             if log_writes {
                 self.tree.apply_batch(log)?;
             }
             Ok(())
         })
+    }
+
+    fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        // Durable on its own, with no sled flush: the writer's flushes never carry it.
+        self.snapshot_files.put(seq, bytes)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

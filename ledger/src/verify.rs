@@ -177,7 +177,7 @@ pub(crate) fn walk(
     (start_seq, start_hash): (u64, Hash),
     head: (u64, Hash),
     missing: MissingSnapshot,
-    end: WalkEnd,
+    mut end: WalkEnd,
 ) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
     let fail = |report: &mut VerifyReport, seq: u64, kind: FailureKind, detail: String| {
@@ -282,6 +282,12 @@ pub(crate) fn walk(
             return Ok(report);
         };
         if seq > head.0 {
+            if end == WalkEnd::Head && committed_since(store, seq)? {
+                // A live writer committed it after this walk read the head: the walk ends
+                // at the head it read, as a follower's does.
+                end = WalkEnd::Following;
+                break;
+            }
             fail(
                 &mut report,
                 seq,
@@ -439,7 +445,8 @@ pub(crate) fn walk(
         let stored = stored
             .as_deref()
             .and_then(|value| crate::merkle_store::parse_frontier(head.0, value));
-        if stored.as_ref() != Some(&*frontier) {
+        // The frontier record of a later commit (a live writer's) is not this head's.
+        if stored.as_ref() != Some(&*frontier) && !committed_since(store, head.0 + 1)? {
             fail(
                 &mut report,
                 head.0,
@@ -509,6 +516,16 @@ fn snapshot_differs(
         )));
     }
     Ok(None)
+}
+
+/// Whether a live writer of a shared store has committed entry `seq` since the head was
+/// read: the head record, read again, now covers it. A shared store's reader (a
+/// replica, `verify` beside `serve`) reads the head and the entries in separate reads, so
+/// entries, the frontier and checkpoints past the head it read may be later commits; a
+/// store this process writes (and every local one) never moves under it, so there an
+/// entry past the head always trails.
+pub(crate) fn committed_since(store: &dyn Store, seq: u64) -> Result<bool, LedgerError> {
+    Ok(!store.is_writer() && crate::read_head(store)?.0 >= seq)
 }
 
 /// Checks the chain alone (key continuity, every stored hash against
@@ -584,7 +601,7 @@ pub(crate) fn walk_chain(
             return Ok(report);
         }
     }
-    if let Some(seq) = trailing {
+    if let Some(seq) = trailing.filter(|&seq| !matches!(committed_since(store, seq), Ok(true))) {
         report.failure = Some(VerifyFailure {
             seq,
             kind: FailureKind::TrailingEntry,

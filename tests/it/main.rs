@@ -22,6 +22,7 @@ mod fixtures;
 mod hardening;
 mod operations;
 mod postgres;
+mod replicas;
 mod scenarios;
 mod storage;
 mod tamper;

@@ -77,7 +77,7 @@ fn run(args: &[&str], stdin: Option<&str>) -> Run {
     run_with(args, stdin, Some(postgres::PASSWORD))
 }
 
-fn ok(args: &[&str], stdin: Option<&str>) -> Run {
+pub(crate) fn ok(args: &[&str], stdin: Option<&str>) -> Run {
     let result = run(args, stdin);
     assert_eq!(result.code, 0, "claim-ledger {args:?}: {result:?}");
     result
@@ -534,7 +534,7 @@ fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
     );
 }
 
-fn call(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub(crate) fn call(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     process::http(
         address,
         method,
@@ -565,7 +565,12 @@ fn replica(url: &str, kubeconfig: &Path) -> (process::Child, String) {
     replica_with(url, kubeconfig, &[])
 }
 
-fn replica_with(url: &str, kubeconfig: &Path, extra: &[&str]) -> (process::Child, String) {
+/// [`replica`] with more `serve` flags (`--signing-key`, `--unready-after`, ...).
+pub(crate) fn replica_with(
+    url: &str,
+    kubeconfig: &Path,
+    extra: &[&str],
+) -> (process::Child, String) {
     let mut args = vec![
         "serve",
         "--db",

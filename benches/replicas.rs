@@ -14,6 +14,10 @@
 //!   it applies the writer's batches, holding the follower's lock as `serve` does.
 //! * **failover**: from the writer's session ending (its store dropped: a crash) to the
 //!   first entry appended by its successor, which polls for the lock every 100 ms.
+//! * **follow as `serve` does**: the same lag, with the writer committing 16 entries every
+//!   37 ms and the follower applying between waits as `serve --replica` does: sleeping its
+//!   200 ms poll (how `serve` followed before notifications), then woken by the writer's
+//!   `NOTIFY` with the same 200 ms poll as fallback (how it follows now); both in one run.
 //!
 //! Run: `cargo bench --bench replicas` (`CLAIM_LEDGER_REPLICA_BATCHES`, default 40).
 
@@ -237,4 +241,79 @@ fn main() {
         "failover: writer gone to the successor's first append {:?}",
         died.elapsed()
     );
+    drop(successor);
+
+    for (name, notified) in [("polling every 200 ms", false), ("notified", true)] {
+        let database = format!("wake_{notified}");
+        pg.create_database(&database);
+        let mut lags = serve_like_lag(&pg.url(&database), &password, batches, notified);
+        println!(
+            "follow as serve does, {name}: lag from commit to applied p50 {:?} p99 {:?} ({} commits of 16)",
+            percentile(&mut lags, 0.5),
+            percentile(&mut lags, 0.99),
+            lags.len()
+        );
+    }
+}
+
+/// `serve`'s follower poll, before notifications and since as their fallback.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// The lag of a follower that waits between rounds as `serve` does (sleeping its poll, or
+/// woken by the writer's notifications), over `commits` small commits.
+fn serve_like_lag(url: &str, password: &Path, commits: u64, notified: bool) -> Vec<Duration> {
+    const SMALL: u64 = 16;
+    let at = Utc::now();
+    let mut writer = Ledger::open(Path::new(url), config(password)).unwrap();
+    writer.append([pod(1)], at).unwrap();
+    writer.flush().unwrap();
+    let follower =
+        ledger::SharedLedger::new(Ledger::open(Path::new(url), config(password)).unwrap());
+    // The first wait opens the follower's LISTEN; it returns once that is in place.
+    follower.with_writer(|ledger| ledger.follow()).unwrap();
+    if notified {
+        follower.wait_for_change(Duration::from_secs(10));
+    }
+    let committed: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let writing = std::thread::spawn({
+        let committed = Arc::clone(&committed);
+        move || {
+            for commit in 0..commits {
+                let first = 2 + commit * SMALL;
+                writer.append((first..first + SMALL).map(pod), at).unwrap();
+                writer.flush().unwrap();
+                committed
+                    .lock()
+                    .unwrap()
+                    .push((writer.head().seq, Instant::now()));
+                std::thread::sleep(Duration::from_millis(37));
+            }
+        }
+    });
+    let target = 1 + commits * SMALL;
+    let (mut lags, mut seen) = (Vec::new(), 0);
+    loop {
+        let head = follower.with_writer(|ledger| {
+            ledger.follow().unwrap();
+            ledger.head().seq
+        });
+        let now = Instant::now();
+        for &(seq, at) in committed.lock().unwrap().iter().skip(seen) {
+            if seq <= head {
+                lags.push(now - at);
+                seen += 1;
+            }
+        }
+        if head >= target {
+            break;
+        }
+        match notified {
+            true => {
+                follower.wait_for_change(FOLLOW_EVERY);
+            }
+            false => std::thread::sleep(FOLLOW_EVERY),
+        }
+    }
+    writing.join().unwrap();
+    lags
 }

@@ -313,13 +313,56 @@ pub async fn start(
     })
 }
 
-/// How often a follower reads the shared log, and how often it tries for the writer's
-/// lock.
+/// How often a follower reads the shared log when no commit was notified (a database
+/// notifies its followers of every commit; this poll covers a lost notification
+/// connection), and how often it tries for the writer's lock.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 const PROMOTE_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest single blocking wait for a notification: a shutdown waits for it to end.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
+
+/// The follower's fallback poll: [`FOLLOW_EVERY`], unless `CLAIM_LEDGER_FOLLOW_POLL_MS`
+/// says otherwise (tests lengthen it to show that notifications alone keep a follower
+/// current; an operator may, to read the database less often). Promotion is tried only
+/// when the follower wakes, so a poll far above [`PROMOTE_EVERY`] also slows a takeover
+/// once the writer has gone quiet.
+fn follow_poll() -> Duration {
+    match std::env::var("CLAIM_LEDGER_FOLLOW_POLL_MS") {
+        Err(_) => FOLLOW_EVERY,
+        Ok(text) => match text.parse::<u64>() {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => {
+                tracing::warn!(value = %text, "CLAIM_LEDGER_FOLLOW_POLL_MS is not a positive number of milliseconds; polling every 200 ms");
+                FOLLOW_EVERY
+            }
+        },
+    }
+}
+
+/// Waits until the shared store notifies a commit or `poll` has passed; `false` when shut
+/// down meanwhile. The blocking wait is cut in slices so that a shutdown never waits
+/// long for it.
+async fn wait_for_change(ledger: &SharedLedger, poll: Duration, shutdown: &Shutdown) -> bool {
+    let deadline = tokio::time::Instant::now() + poll;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let shared = ledger.clone();
+        let slice = left.min(WAIT_SLICE);
+        let waited = tokio::task::spawn_blocking(move || shared.wait_for_change(slice));
+        tokio::select! {
+            woke = waited => if woke.unwrap_or(false) { return true },
+            _ = shutdown.clone().wait() => return false,
+        }
+    }
+}
+
 /// A replica that is not the writer: applies the writer's entries as they are committed
-/// (answering checks from them) and takes over when the writer's lock frees. Returns
+/// (woken by the database's notification of each commit, else polling; answering checks
+/// from them) and takes over when the writer's lock frees. Returns
 /// whether it became the writer (`false` when shut down first). A log that does not
 /// verify stops it (and so the service): it never answers from a log it cannot trust.
 async fn follow_until_promoted(
@@ -328,6 +371,7 @@ async fn follow_until_promoted(
     shutdown: Shutdown,
 ) -> Result<bool, watcher::WatcherError> {
     let mut last_try = std::time::Instant::now() - PROMOTE_EVERY;
+    let poll = follow_poll();
     loop {
         let promote = last_try.elapsed() >= PROMOTE_EVERY;
         if promote {
@@ -388,9 +432,8 @@ async fn follow_until_promoted(
             tracing::warn!("this replica is now the writer of the shared ledger");
             return Ok(true);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(FOLLOW_EVERY) => {}
-            _ = shutdown.clone().wait() => return Ok(false),
+        if !wait_for_change(ledger, poll, &shutdown).await {
+            return Ok(false);
         }
     }
 }

@@ -78,6 +78,14 @@ impl SharedLedger {
         work(&mut self.lock())
     }
 
+    /// Waits up to `timeout` for another replica to commit to the shared store
+    /// ([`crate::store::Store::wait_for_change`]): whether a commit was notified. Takes
+    /// neither lock; it blocks (call it from a blocking context in async code).
+    pub fn wait_for_change(&self, timeout: Duration) -> bool {
+        // The store is the same in every view: the published one is as good as any.
+        self.reader.view().store.wait_for_change(timeout)
+    }
+
     /// The writer's lock. A task that panicked while holding it may have left the working
     /// state ahead of the disk, so the ledger then refuses to write (fail closed) instead
     /// of going on from a state nobody can vouch for.

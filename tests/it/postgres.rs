@@ -4,7 +4,8 @@
 //! changing a hash, the root or a checkpoint; a row edited or deleted in the database is
 //! named by `verify`; the password comes from `PGPASSWORD`, a password file or
 //! `.pgpass`, never the command line; one writer at a time; a database with no ledger is
-//! refused and left as it was.
+//! refused and left as it was; followers are woken by the writer's notifications, not
+//! only by their poll; TLS as `sslmode` and `sslrootcert` ask.
 
 use crate::support;
 use crate::support::postgres;
@@ -34,11 +35,23 @@ fn fixture_events() -> String {
 /// Runs the binary with the test role's password in `PGPASSWORD` (unless `password` is
 /// `None`), and no `CLAIM_LEDGER_*` configuration from the caller's environment.
 fn run_with(args: &[&str], stdin: Option<&str>, password: Option<&str>) -> Run {
+    run_with_env(args, stdin, password, &[])
+}
+
+/// [`run_with`] with these environment variables set too.
+fn run_with_env(
+    args: &[&str],
+    stdin: Option<&str>,
+    password: Option<&str>,
+    env: &[(&str, &str)],
+) -> Run {
     let mut command = Command::new(BIN);
     command
         .args(args)
         .env_remove("PGPASSWORD")
         .env_remove("PGPASSFILE")
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
         .env("HOME", "/nonexistent")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -52,6 +65,7 @@ fn run_with(args: &[&str], stdin: Option<&str>, password: Option<&str>) -> Run {
             command.env_remove(key);
         }
     }
+    command.envs(env.iter().copied());
     if let Some(password) = password {
         command.env("PGPASSWORD", password);
     }
@@ -571,6 +585,16 @@ pub(crate) fn replica_with(
     kubeconfig: &Path,
     extra: &[&str],
 ) -> (process::Child, String) {
+    replica_with_env(url, kubeconfig, extra, &[])
+}
+
+/// [`replica_with`] with more environment variables.
+fn replica_with_env(
+    url: &str,
+    kubeconfig: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (process::Child, String) {
     let mut args = vec![
         "serve",
         "--db",
@@ -587,7 +611,8 @@ pub(crate) fn replica_with(
     command
         .env("PGPASSWORD", postgres::PASSWORD)
         .env("KUBECONFIG", kubeconfig)
-        .env("CLAIM_LEDGER_LOG_LEVEL", "warn,kube_client=off");
+        .env("CLAIM_LEDGER_LOG_LEVEL", "warn,kube_client=off")
+        .envs(env.iter().copied());
     let mut child = process::Child::start(&mut command);
     let address = process::address_of(&child.line_with("API listening"));
     (child, address)
@@ -851,4 +876,270 @@ fn replicas_ride_out_a_database_restart() {
     second.interrupt_and_wait();
     let report = ok(&["verify", "--db", &url], None).json();
     assert_eq!(report["failure"], Value::Null, "{report}");
+}
+
+/// Waits for the follower thread's rounds until it has applied `seq`: every round must
+/// have been woken by a notification (its waits last an hour, so a round that was not
+/// would never come).
+fn until_applied(rounds: &std::sync::mpsc::Receiver<(bool, u64)>, seq: u64) {
+    loop {
+        let (woke, head) = rounds
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("the follower did not reach seq {seq}: {e}"));
+        assert!(woke, "a round not woken by a notification");
+        if head >= seq {
+            assert_eq!(head, seq);
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_follower_is_woken_by_the_writers_commits_and_listens_again_when_its_connection_is_lost() {
+    use ledger::{Ledger, LedgerConfig, SharedLedger};
+    let pg = Postgres::start();
+    pg.create_database("notify");
+    let url = pg.url("notify");
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    std::fs::write(&password, postgres::PASSWORD).unwrap();
+    let config = LedgerConfig {
+        replica: true,
+        password_file: Some(password),
+        ..LedgerConfig::default()
+    };
+    let at = chrono::Utc::now();
+    let mut writer = Ledger::open(Path::new(&url), config.clone()).unwrap();
+    let follower = SharedLedger::new(Ledger::open(Path::new(&url), config).unwrap());
+    assert!(writer.is_writer() && !follower.view().is_writer());
+    // The follower waits an hour between rounds, as if its fallback poll were that long:
+    // only a notification can bring the next round within the test.
+    let (report, rounds) = std::sync::mpsc::channel();
+    let following = std::thread::spawn({
+        let follower = follower.clone();
+        move || loop {
+            let woke = follower.wait_for_change(std::time::Duration::from_secs(3600));
+            let head = follower
+                .with_writer(|ledger| ledger.follow().map(|_| ledger.head().seq))
+                .unwrap();
+            if report.send((woke, head)).is_err() {
+                return;
+            }
+        }
+    });
+    // The first wait opens the LISTEN; once it is in place, the follower reads once, for
+    // whatever was committed before.
+    until_applied(&rounds, 0);
+    writer.append((1..=20).map(pod), at).unwrap();
+    writer.flush().unwrap();
+    until_applied(&rounds, 20);
+
+    // The listening connection is lost (a proxy restart, a terminated backend): a commit
+    // made meanwhile still arrives, once the follower listens again, and later ones
+    // arrive as before.
+    let listeners = || {
+        pg.psql(
+            "notify",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}'",
+                ledger::store::postgres::LISTENER_NAME
+            ),
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(listeners(), "1");
+    pg.psql(
+        "notify",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+            ledger::store::postgres::LISTENER_NAME
+        ),
+    );
+    writer.append((21..=25).map(pod), at).unwrap();
+    writer.flush().unwrap();
+    until_applied(&rounds, 25);
+    eventually("the follower to listen again", || listeners() == "1");
+    writer.append((26..=30).map(pod), at).unwrap();
+    writer.flush().unwrap();
+    until_applied(&rounds, 30);
+    assert_eq!(follower.view().head(), writer.head());
+
+    // One more commit wakes the follower thread, which finds nobody to report to.
+    drop(rounds);
+    writer.append([pod(31)], at).unwrap();
+    writer.flush().unwrap();
+    following.join().unwrap();
+}
+
+#[test]
+fn a_serve_follower_keeps_up_on_notifications_alone() {
+    let pg = Postgres::start();
+    pg.create_database("notified");
+    let url = pg.url("notified");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (_sim, sim_address) = simulator(&kubeconfig);
+    let (_writer, writer_api) = replica(&url, &kubeconfig);
+    eventually("the writer to be ready", || {
+        let (status, body) = call(&writer_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"writer""#)
+    });
+    // A follower whose fallback poll is an hour: everything it applies, it applies
+    // because the writer's commits (entries and status beats) notified it.
+    let (_follower, follower_api) = replica_with_env(
+        &url,
+        &kubeconfig,
+        &[],
+        &[("CLAIM_LEDGER_FOLLOW_POLL_MS", "3600000")],
+    );
+    eventually("the follower to be ready", || {
+        let (status, body) = call(&follower_api, "GET", "/readyz", None);
+        status == 200 && body.contains(r#""role":"follower""#)
+    });
+    let sandbox = r#"{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","metadata":{"name":"n","namespace":"default","labels":{"openshell.ai/sandbox-id":"sbx-n"}},"spec":{"podTemplate":{"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
+    let (status, created) = call(
+        &sim_address,
+        "POST",
+        "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
+        Some(sandbox),
+    );
+    assert_eq!(status, 201, "{created}");
+    let sandbox_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"n","namespace":"default","annotations":{{"openshell.io/sandbox-id":"sbx-n"}},"ownerReferences":[{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","name":"n","uid":"{sandbox_uid}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+    );
+    let (status, created) = call(
+        &sim_address,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some(&pod),
+    );
+    assert_eq!(status, 201, "{created}");
+    let pod_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = format!(
+        r#"{{"namespace":"default","pod_name":"n","pod_uid":"{pod_uid}","require_claim":false}}"#
+    );
+    eventually("the binding on the follower", || {
+        call(&follower_api, "POST", "/v1/identity/check", Some(&request))
+            .1
+            .contains(r#""decision":"allow""#)
+    });
+    let head =
+        |api: &str| serde_json::from_str::<Value>(&call(api, "GET", "/v1/head", None).1).unwrap();
+    eventually("the same head on both replicas", || {
+        head(&writer_api)["seq"] == head(&follower_api)["seq"]
+    });
+}
+
+/// A CA named `name`: its certificate (PEM and parsed) and its key.
+fn certificate_authority(name: &str) -> (String, rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let certificate = params.self_signed(&key).unwrap();
+    (certificate.pem(), certificate, key)
+}
+
+#[test]
+fn tls_to_postgres_is_as_sslmode_and_sslrootcert_ask() {
+    let (ca_pem, ca, ca_key) = certificate_authority("claim-ledger test CA");
+    let (other_ca_pem, _, _) = certificate_authority("another CA");
+    // The server's certificate names `localhost` only, not 127.0.0.1.
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let pg = Postgres::start_with_tls(&server.pem(), &server_key.serialize_pem());
+    pg.create_database("tls");
+    let dir = tempfile::tempdir().unwrap();
+    let (root, wrong_root) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
+    std::fs::write(&root, &ca_pem).unwrap();
+    std::fs::write(&wrong_root, &other_ca_pem).unwrap();
+    let (root, wrong_root) = (root.to_str().unwrap(), wrong_root.to_str().unwrap());
+    let by_ip = pg.url("tls");
+    let by_name = by_ip.replace("127.0.0.1", "localhost");
+    let verify = |url: String| run(&["verify", "--db", &url], None);
+
+    // verify-full with the CA that signed the server's certificate: the ledger is created
+    // and read over TLS.
+    let full = format!("{by_name}?sslmode=verify-full&sslrootcert={root}");
+    ok(&["ingest", "--db", &full, "-"], Some(&fixture_events()));
+    assert_eq!(verify(full.clone()).code, 0);
+    // The server accepts TCP over TLS only (hostssl): a connection without is refused,
+    // so every connection that succeeds here was encrypted.
+    let plain = verify(format!("{by_ip}?sslmode=disable"));
+    assert_ne!(plain.code, 0);
+    assert!(plain.stderr.contains("no encryption"), "{plain:?}");
+    // require: encrypted, the certificate unchecked; prefer (the default) takes TLS too.
+    assert_eq!(verify(format!("{by_ip}?sslmode=require")).code, 0);
+    assert_eq!(verify(by_ip.clone()).code, 0);
+    // verify-ca checks the chain, not the name; verify-full checks both.
+    assert_eq!(
+        verify(format!("{by_ip}?sslmode=verify-ca&sslrootcert={root}")).code,
+        0
+    );
+    let wrong_name = verify(format!("{by_ip}?sslmode=verify-full&sslrootcert={root}"));
+    assert_ne!(wrong_name.code, 0);
+    assert!(
+        wrong_name.stderr.contains("TLS handshake failed")
+            && wrong_name.stderr.contains("not valid for name"),
+        "{wrong_name:?}"
+    );
+    // A root certificate that did not sign the server's: refused, saying so, and not as
+    // a database that is merely down.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let refused = verify(format!("{by_name}?sslmode={mode}&sslrootcert={wrong_root}"));
+        assert_ne!(refused.code, 0, "{mode}");
+        assert!(
+            refused.stderr.contains("TLS handshake failed")
+                && refused.stderr.contains("not signed by a CA of sslrootcert")
+                && !refused.stderr.contains("unavailable"),
+            "{mode}: {refused:?}"
+        );
+    }
+    // The same from the environment, as libpq reads it; the URL wins over it.
+    let from_env = |mode: &str, root: &str, url: &str| {
+        run_with_env(
+            &["verify", "--db", url],
+            None,
+            Some(postgres::PASSWORD),
+            &[("PGSSLMODE", mode), ("PGSSLROOTCERT", root)],
+        )
+    };
+    assert_eq!(from_env("verify-full", root, &by_name).code, 0);
+    assert_ne!(from_env("verify-full", wrong_root, &by_name).code, 0);
+    assert_eq!(
+        from_env(
+            "verify-full",
+            wrong_root,
+            &format!("{by_name}?sslrootcert={root}")
+        )
+        .code,
+        0
+    );
+    // verify-full without a root certificate says what is missing.
+    let missing = verify(format!("{by_name}?sslmode=verify-full"));
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("sslrootcert"), "{missing:?}");
+    let unknown = verify(format!("{by_name}?sslmode=sometimes"));
+    assert!(
+        unknown.code != 0 && unknown.stderr.contains("unknown sslmode"),
+        "{unknown:?}"
+    );
 }

@@ -88,6 +88,16 @@ pub trait Store: Send + Sync {
         self.commit(batch)?;
         Ok(previous)
     }
+
+    /// Blocks until another handle may have committed to the store, or `timeout` has
+    /// passed; whether a change woke it (`false`: the time ran out). A follower of a
+    /// shared database waits on this between reads, so it applies a commit as soon as it
+    /// is notified, and polls at `timeout` whenever notifications are lost. An embedded
+    /// store has no other writer to wait for: it only sleeps.
+    fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
+    }
 }
 
 /// Writes applied together by [`Store::commit`], in order.

@@ -2,6 +2,7 @@
 //! `pg_ctl start` on a free loopback port, as the unprivileged `postgres` user when the
 //! tests run as root (PostgreSQL refuses to run as root); stopped when dropped. Host
 //! connections need a password (scram-sha-256), so the password paths are exercised.
+//! [`Postgres::start_with_tls`] serves TLS only, with the certificate and key it is given.
 //!
 //! A machine without the server binaries fails the test loudly: `.ci/run` installs
 //! Debian's `postgresql` package, so CI always runs these tests.
@@ -24,6 +25,8 @@ pub struct Postgres {
     /// The TCP port on 127.0.0.1.
     pub port: u16,
     run_as: Option<String>,
+    /// Whether it serves TLS (and only TLS, over TCP).
+    tls: bool,
 }
 
 /// The directory holding `initdb` and `pg_ctl`: Debian's newest
@@ -75,6 +78,16 @@ fn free_port() -> u16 {
 impl Postgres {
     /// Initialises and starts a server.
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// Initialises and starts a server that accepts TCP connections over TLS only
+    /// (`hostssl` in `pg_hba.conf`), with this certificate chain and key (PEM).
+    pub fn start_with_tls(certificate: &str, key: &str) -> Postgres {
+        Postgres::start_with(Some((certificate, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let bin = server_bin();
         let root = tempfile::Builder::new()
             .prefix("claim-ledger-pg-")
@@ -100,6 +113,7 @@ impl Postgres {
             bin,
             port: free_port(),
             run_as,
+            tls: tls.is_some(),
         };
         server.run(
             "initdb",
@@ -114,6 +128,31 @@ impl Postgres {
                 "--no-sync",
             ],
         );
+        if let Some((certificate, key)) = tls {
+            let dir = server.root.path();
+            std::fs::write(dir.join("server.crt"), certificate).unwrap();
+            std::fs::write(dir.join("server.key"), key).unwrap();
+            // The server refuses a key that others can read.
+            std::fs::set_permissions(
+                dir.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            std::fs::write(
+                server.data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+            )
+            .unwrap();
+            if let Some(user) = &server.run_as {
+                let status = Command::new("chown")
+                    .arg(format!("{user}:"))
+                    .args(["server.crt", "server.key"].map(|name| dir.join(name)))
+                    .arg(server.data.join("pg_hba.conf"))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "chown the server's TLS files");
+            }
+        }
         server.pg_ctl_start();
         server
     }
@@ -141,11 +180,17 @@ impl Postgres {
     }
 
     fn pg_ctl_start(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port,
             self.root.path().display()
         );
+        if self.tls {
+            let dir = self.root.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         self.run(
             "pg_ctl",
             &[

@@ -36,6 +36,11 @@ pub struct DbArgs {
     /// Snapshot the projection every N entries.
     #[arg(long, default_value_t = 100_000, env = "CLAIM_LEDGER_SNAPSHOT_EVERY")]
     pub snapshot_every: u64,
+    /// Keep the newest N snapshots the log commits to and remove older ones when a new
+    /// one is written (0 keeps every one). Older states are replayed from the nearest
+    /// snapshot kept, or from the first entry.
+    #[arg(long, default_value_t = 2, env = "CLAIM_LEDGER_KEEP_SNAPSHOTS")]
+    pub keep_snapshots: usize,
     /// The store's page cache in MiB (sled's default, 1024, when not given). Counted
     /// apart from the projection's memory.
     #[arg(long, env = "CLAIM_LEDGER_CACHE_MB")]
@@ -81,6 +86,7 @@ impl DbArgs {
     fn config(&self, create: bool) -> LedgerConfig {
         LedgerConfig {
             snapshot_every: self.snapshot_every,
+            snapshots_kept: self.keep_snapshots,
             allow_corrupt: self.allow_corrupt,
             create,
             cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),

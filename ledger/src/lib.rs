@@ -159,10 +159,14 @@ pub struct LedgerConfig {
     /// are written apart from appends, from the view published after a flush, and the
     /// next append commits to them ([`Entry::snapshot`]).
     pub snapshot_every: u64,
-    /// Encode snapshots on a thread of their own (the default), so that neither appends
-    /// nor readers wait for the encoding (the writer only writes the bytes, at its next
-    /// flush); `false` encodes and writes them inline at the flush that makes them due,
-    /// in a deterministic order of store writes (crash tests).
+    /// How many of the snapshots the log commits to are kept: when a new one is written,
+    /// committed ones older than the newest `snapshots_kept` are removed (0 keeps every
+    /// one). Each is a full copy of the projection, so keeping them all grows the disk
+    /// with the square of the log. Verification requires only the newest committed one.
+    pub snapshots_kept: usize,
+    /// Encode and write snapshots on a thread of their own (the default), so that neither
+    /// appends nor readers wait for them; `false` does it inline at the flush that makes
+    /// them due, in a deterministic order of store writes (crash tests).
     pub background_snapshots: bool,
     /// Open a ledger that fails verification, read-only, with the projection up to the
     /// last verified entry.
@@ -188,6 +192,7 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             snapshot_every: 100_000,
+            snapshots_kept: 2,
             background_snapshots: true,
             allow_corrupt: false,
             create: true,
@@ -435,6 +440,9 @@ struct Snapshots {
     written: WrittenSnapshot,
     /// The task encoding and writing one, if any.
     task: Option<std::thread::JoinHandle<()>>,
+    /// The head when the ledger was opened: uncommitted snapshots at or below it were
+    /// left by an earlier process, and nothing will commit to them.
+    opened_head: u64,
 }
 
 impl Snapshots {
@@ -813,6 +821,7 @@ impl Ledger {
             published,
             snapshots: Snapshots {
                 last_seq: start_seq,
+                opened_head: head.seq,
                 ..Snapshots::default()
             },
         })
@@ -1298,6 +1307,7 @@ impl Ledger {
         self.snapshots.last_seq = seq;
         let view = self.published.load_full();
         let written = Arc::clone(&self.snapshots.written);
+        let (kept, opened_head) = (self.config.snapshots_kept, self.snapshots.opened_head);
         let job = move || {
             let seq = view.head.seq;
             let stored = encode_snapshot(seq, &view.projection).and_then(|bytes| {
@@ -1311,6 +1321,9 @@ impl Ledger {
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((seq, digest));
                 }
                 Err(e) => tracing::warn!(seq, error = %e, "cannot write a snapshot"),
+            }
+            if let Err(e) = prune_snapshots(view.store.as_ref(), kept, seq, opened_head) {
+                tracing::warn!(error = %e, "cannot remove old snapshots");
             }
         };
         if !self.config.background_snapshots {
@@ -1861,6 +1874,65 @@ fn latest_snapshot(
     Ok(None)
 }
 
+/// The seqs of the snapshots the log commits to (those its `P` records name), newest
+/// first. (Snapshots of format-5 stores, committed by their own entry, have none.)
+pub(crate) fn committed_snapshot_seqs(store: &dyn Store) -> Result<Vec<u64>, LedgerError> {
+    let records = store.scan(
+        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, 0),
+        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, u64::MAX),
+        true,
+    );
+    let mut seqs = Vec::new();
+    for item in records {
+        let (key, _) = item?;
+        seqs.extend(keys::seq_of(&key).filter(|_| key.len() == 9));
+    }
+    Ok(seqs)
+}
+
+/// Removes, after the snapshot at `written` was written, the snapshots nothing will use:
+/// committed ones older than the newest `kept` (none when `kept` is 0; their `P` records
+/// stay, the chain still commits to them, and verification asks only for the newest),
+/// and uncommitted ones left by an earlier process (at or below `opened_head`, the head
+/// when this process opened the ledger: a writer commits only to snapshots it wrote).
+/// Uncommitted ones this process wrote stay: an append may be committing to one now.
+fn prune_snapshots(
+    store: &dyn Store,
+    kept: usize,
+    written: u64,
+    opened_head: u64,
+) -> Result<(), LedgerError> {
+    let committed = committed_snapshot_seqs(store)?;
+    let keep = match kept {
+        0 => committed.len(),
+        kept => kept,
+    };
+    let (_, older) = committed.split_at(keep.min(committed.len()));
+    for &seq in older {
+        store.remove_snapshot(seq)?;
+    }
+    for seq in store.snapshot_seqs()? {
+        let leftover = seq <= opened_head && seq != written && !committed.contains(&seq);
+        if leftover && !committed_by_own_entry(store, seq)? {
+            store.remove_snapshot(seq)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the snapshot at `seq` is committed to by the entry at `seq` itself, as format-5
+/// stores did (no `P` record names it, and that entry commits to no older one).
+fn committed_by_own_entry(store: &dyn Store, seq: u64) -> Result<bool, LedgerError> {
+    if store
+        .get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let commits = read_entry(store, seq)?.is_some_and(|stored| stored.entry.snapshot.is_some());
+    Ok(commits && !commits_to_older(store, seq)?)
+}
+
 /// The projection after `seq`, from the nearest snapshot the chain commits to, replaying
 /// without checks.
 fn replay_to(store: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
@@ -1991,12 +2063,7 @@ mod tests {
         let config = LedgerConfig {
             background_snapshots: false,
             snapshot_every: 4,
-            allow_corrupt: false,
-            create: true,
-            cache_bytes: None,
-            password_file: None,
-            replica: false,
-            lease: None,
+            ..LedgerConfig::default()
         };
         let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
         // The flush at seq 4 writes the snapshot; entry 5 commits to it.
@@ -2130,6 +2197,57 @@ mod tests {
     }
 
     /// No snapshots, and nothing on other threads: what a test of the log alone needs.
+    #[test]
+    fn old_snapshots_are_removed_past_retention_and_verification_asks_only_for_the_newest() {
+        let stored = |ledger: &Ledger| -> Vec<u64> {
+            let records = ledger.store.scan(
+                &keys::seq_key(keys::SNAPSHOT, 0),
+                &keys::seq_key(keys::SNAPSHOT, u64::MAX),
+                false,
+            );
+            records
+                .map(|record| keys::seq_of(&record.unwrap().0).unwrap())
+                .collect()
+        };
+        for (kept, expected) in [(2, vec![6, 8, 10]), (0, vec![2, 4, 6, 8, 10])] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LedgerConfig {
+                background_snapshots: false,
+                snapshot_every: 2,
+                snapshots_kept: kept,
+                ..LedgerConfig::default()
+            };
+            let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
+            for n in 1..=10 {
+                ledger.append([pod(n)], at(n as i64)).unwrap();
+                ledger.flush().unwrap();
+            }
+            // Written at 2, 4, ..., 10; the one at 10 is not committed to yet, and the two
+            // committed before it are kept.
+            assert_eq!(stored(&ledger), expected, "kept {kept}");
+            assert!(ledger.verify().unwrap().ok(), "kept {kept}");
+            assert_eq!(
+                ledger.state_at_seq(3).unwrap(),
+                replay_from_scratch(&ledger, 3)
+            );
+            let projection = ledger.projection().clone();
+            drop(ledger);
+            let reopened = Ledger::open(dir.path(), config).unwrap();
+            assert_eq!(reopened.projection(), &projection);
+            // The newest committed snapshot gone is still named by verification.
+            reopened
+                .store
+                .remove_snapshot(8)
+                .expect("remove the newest committed snapshot");
+            let failure = reopened.verify().unwrap().failure.expect("a failure");
+            assert_eq!(
+                (failure.seq, failure.kind),
+                (9, FailureKind::SnapshotMismatch),
+                "{failure}"
+            );
+        }
+    }
+
     fn without_snapshots() -> LedgerConfig {
         LedgerConfig {
             snapshot_every: 0,

@@ -332,12 +332,7 @@ mod tests {
         LedgerConfig {
             background_snapshots: false,
             snapshot_every: 16,
-            allow_corrupt: false,
-            create: true,
-            cache_bytes: None,
-            password_file: None,
-            replica: false,
-            lease: None,
+            ..LedgerConfig::default()
         }
     }
 

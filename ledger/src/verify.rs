@@ -146,7 +146,9 @@ impl VerifyReport {
 /// What a walk makes of an entry that commits to a snapshot no longer stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MissingSnapshot {
-    /// A failure (`SnapshotMismatch`): what the log committed to is gone (`verify`).
+    /// A failure (`SnapshotMismatch`): what the log committed to is gone (`verify`);
+    /// except snapshots older than the newest committed one, which retention removes
+    /// ([`crate::LedgerConfig::snapshots_kept`]).
     Report,
     /// Harmless: a snapshot is a cache, and the walk derives the state anyway (`open`).
     Tolerate,
@@ -180,6 +182,14 @@ pub(crate) fn walk(
     mut end: WalkEnd,
 ) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
+    // Snapshots below the newest committed one may have been removed by retention.
+    let retained_from = match missing {
+        MissingSnapshot::Report => crate::committed_snapshot_seqs(store)?
+            .first()
+            .copied()
+            .unwrap_or(0),
+        MissingSnapshot::Tolerate => u64::MAX,
+    };
     let fail = |report: &mut VerifyReport, seq: u64, kind: FailureKind, detail: String| {
         report.failure = Some(VerifyFailure { seq, kind, detail });
     };
@@ -391,15 +401,21 @@ pub(crate) fn walk(
             .snapshot
             .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
         if content.is_some() || commitment.is_some() {
-            let differs =
-                match snapshot_differs(store, seq, content, commitment, projection, missing) {
-                    Ok(differs) => differs,
-                    Err(LedgerError::Storage(e)) => {
-                        report.failure = Some(unreadable(seq, &e));
-                        return Ok(report);
-                    }
-                    Err(e) => return Err(e),
-                };
+            let differs = match snapshot_differs(
+                store,
+                seq,
+                content,
+                commitment,
+                projection,
+                retained_from,
+            ) {
+                Ok(differs) => differs,
+                Err(LedgerError::Storage(e)) => {
+                    report.failure = Some(unreadable(seq, &e));
+                    return Ok(report);
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(detail) = differs {
                 fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
                 return Ok(report);
@@ -461,19 +477,19 @@ pub(crate) fn walk(
 /// At entry `seq`: `content` (this seq, when a committed snapshot is stored here) must
 /// decode to `replayed`; `commitment` (the snapshot seq this entry commits to, and the
 /// digest it commits to) must be the digest of the snapshot stored there (a missing one
-/// fails unless `missing` tolerates it). `Some(why)` names the first difference.
+/// fails when it is at or after `retained_from`). `Some(why)` names the first difference.
 fn snapshot_differs(
     store: &dyn Store,
     seq: u64,
     content: Option<u64>,
     commitment: Option<(u64, Hash)>,
     replayed: &Projection,
-    missing: MissingSnapshot,
+    retained_from: u64,
 ) -> Result<Option<String>, LedgerError> {
     if let Some((snapshot_seq, committed)) = commitment {
         match store.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? {
             None => {
-                if missing == MissingSnapshot::Report {
+                if snapshot_seq >= retained_from {
                     return Ok(Some(format!(
                         "entry {seq} commits to snapshot {committed} of seq {snapshot_seq}, but no snapshot is stored at seq {snapshot_seq}"
                     )));

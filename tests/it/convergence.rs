@@ -232,12 +232,7 @@ fn oracle_bindings(sim: &Simulator) -> BTreeSet<BindingKey> {
         LedgerConfig {
             background_snapshots: true,
             snapshot_every: 0,
-            allow_corrupt: false,
-            create: true,
-            cache_bytes: None,
-            password_file: None,
-            replica: false,
-            lease: None,
+            ..LedgerConfig::default()
         },
     )
     .unwrap();
@@ -325,12 +320,7 @@ async fn run_seed(seed: u64) -> SeedReport {
         LedgerConfig {
             background_snapshots: true,
             snapshot_every: 25,
-            allow_corrupt: false,
-            create: true,
-            cache_bytes: None,
-            password_file: None,
-            replica: false,
-            lease: None,
+            ..LedgerConfig::default()
         },
     );
 

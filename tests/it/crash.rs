@@ -63,12 +63,7 @@ fn config() -> LedgerConfig {
     LedgerConfig {
         background_snapshots: false,
         snapshot_every: SNAPSHOT_EVERY,
-        allow_corrupt: false,
-        create: true,
-        cache_bytes: None,
-        password_file: None,
-        replica: false,
-        lease: None,
+        ..LedgerConfig::default()
     }
 }
 

@@ -463,3 +463,52 @@ fn a_new_ledger_directory_is_owner_only_and_carries_a_manifest() {
     assert_eq!(manifest["store"], "sled");
     assert_eq!(manifest["ledger_id"].as_str().unwrap().len(), 32);
 }
+
+#[test]
+fn snapshots_are_files_beside_sled_and_only_the_newest_kept_ones_stay() {
+    let root = tempfile::tempdir().unwrap();
+    let files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.join("sled").join("claim-ledger-snapshots"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+        names.sort();
+        names
+    };
+    let mut counts = Vec::new();
+    for keep in ["1", "0"] {
+        let dir = root.path().join(format!("keep-{keep}"));
+        let db = dir.to_str().unwrap();
+        let args = [
+            "ingest",
+            "--db",
+            db,
+            "--snapshot-every",
+            "20",
+            "--keep-snapshots",
+            keep,
+            // A flush per batch, and a snapshot due at every few.
+            "--batch-size",
+            "8",
+            "-",
+        ];
+        ok(&args, Some(&fixture_events()));
+        let names = files(&dir);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.len() == 29 && n.ends_with(".snapshot")),
+            "{names:?}"
+        );
+        // What is left verifies, and so do state and history before the snapshots kept.
+        let report = ok(&["verify", "--db", db], None).json();
+        assert!(report["failure"].is_null(), "{report}");
+        ok(&["state", "--db", db, "--as-of-seq", "3"], None);
+        counts.push(names.len());
+    }
+    // Keeping one: the newest committed one, and perhaps one written after it that no
+    // entry commits to yet. Keeping every one: more.
+    assert!(counts[0] <= 2, "{counts:?}");
+    assert!(counts[1] > counts[0], "{counts:?}");
+}

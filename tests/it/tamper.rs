@@ -39,6 +39,7 @@ const K: u64 = 17;
 const STRICT: LedgerConfig = LedgerConfig {
     background_snapshots: false,
     snapshot_every: 0,
+    snapshots_kept: 0,
     allow_corrupt: false,
     create: true,
     cache_bytes: None,
@@ -49,6 +50,7 @@ const STRICT: LedgerConfig = LedgerConfig {
 const FORENSIC: LedgerConfig = LedgerConfig {
     background_snapshots: false,
     snapshot_every: 0,
+    snapshots_kept: 0,
     allow_corrupt: true,
     create: true,
     cache_bytes: None,
@@ -84,12 +86,9 @@ fn build_until(
     let config = LedgerConfig {
         background_snapshots: false,
         snapshot_every,
-        allow_corrupt: false,
-        create: true,
-        cache_bytes: None,
-        password_file: None,
-        replica: false,
-        lease: None,
+        // Every snapshot kept: the cases tamper with old ones too.
+        snapshots_kept: 0,
+        ..LedgerConfig::default()
     };
     let mut ledger = open_ledger(dir, config).unwrap();
     // The same seed, the same events. The seed matters to one test:

@@ -73,6 +73,30 @@ pub trait Store: Send + Sync {
         self.flush()
     }
 
+    /// Removes the snapshot record after `seq`, if any (old snapshots past the ledger's
+    /// retention), without reading it.
+    fn remove_snapshot(&self, seq: u64) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.remove(keys::seq_key(keys::SNAPSHOT, seq));
+        self.commit(batch)
+    }
+
+    /// The seqs of the stored snapshot records, ascending, for retention. The default
+    /// reads them with their values; a backend that can list keys alone should.
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        let records = self.scan(
+            &keys::seq_key(keys::SNAPSHOT, 0),
+            &keys::seq_key(keys::SNAPSHOT, u64::MAX),
+            false,
+        );
+        let mut seqs = Vec::new();
+        for record in records {
+            let (key, _) = record?;
+            seqs.extend(keys::seq_of(&key).filter(|_| key.len() == 9));
+        }
+        Ok(seqs)
+    }
+
     /// Sets one record in a batch of its own (repair tools, tests).
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut batch = Batch::default();

@@ -101,6 +101,12 @@ enum Job {
         reply: mpsc::Sender<Result<Vec<Record>, StoreError>>,
     },
     Commit(Batch, mpsc::Sender<Result<(), StoreError>>),
+    /// The keys in a range, ascending, without their values.
+    Keys {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        reply: mpsc::Sender<Result<Vec<Vec<u8>>, StoreError>>,
+    },
     Count(mpsc::Sender<Result<i64, StoreError>>),
     BecomeWriter(mpsc::Sender<Result<bool, StoreError>>),
     /// Start listening for the writer's commits (once per store).
@@ -115,6 +121,7 @@ impl Job {
             Job::Get(_, reply) => reply.send(Err(error)).is_ok(),
             Job::Page { reply, .. } => reply.send(Err(error)).is_ok(),
             Job::Commit(_, reply) => reply.send(Err(error)).is_ok(),
+            Job::Keys { reply, .. } => reply.send(Err(error)).is_ok(),
             Job::Count(reply) => reply.send(Err(error)).is_ok(),
             Job::BecomeWriter(reply) => reply.send(Err(error)).is_ok(),
             // The listener retries on its own.
@@ -543,6 +550,16 @@ async fn serve_jobs(
                     .map_err(|e| db_error("scanning records", e));
                 let _ = reply.send(result);
             }
+            Job::Keys { from, to, reply } => {
+                let sql =
+                    format!("SELECT key FROM {TABLE} WHERE key >= $1 AND key <= $2 ORDER BY key");
+                let result = client
+                    .query(&sql, &[&from, &to])
+                    .await
+                    .map(|rows| rows.iter().map(|row| row.get::<_, Vec<u8>>(0)).collect())
+                    .map_err(|e| db_error("listing keys", e));
+                let _ = reply.send(result);
+            }
             Job::Commit(batch, reply) => {
                 let result = match writer.holds_lock {
                     true => commit(&mut client, &mut writer, batch).await,
@@ -838,6 +855,20 @@ impl Store for PostgresStore {
             return Ok(());
         }
         self.ask(|reply| Job::Commit(batch, reply))
+    }
+
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        // Keys alone: a snapshot is hundreds of megabytes at cluster scale.
+        let keys = self.ask(|reply| Job::Keys {
+            from: super::keys::seq_key(super::keys::SNAPSHOT, 0).to_vec(),
+            to: super::keys::seq_key(super::keys::SNAPSHOT, u64::MAX).to_vec(),
+            reply,
+        })?;
+        Ok(keys
+            .iter()
+            .filter(|key| key.len() == 9)
+            .filter_map(|key| super::keys::seq_of(key))
+            .collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

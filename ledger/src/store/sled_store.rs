@@ -245,6 +245,42 @@ impl Store for SledStore {
         self.snapshot_files.put(seq, bytes)
     }
 
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = self.snapshot_files.seqs()?;
+        // Copies kept in sled by stores of before (read with their values: sled has no
+        // key-only scan, and only such stores have any).
+        let (first, last) = (
+            keys::seq_key(keys::SNAPSHOT, 0),
+            keys::seq_key(keys::SNAPSHOT, u64::MAX),
+        );
+        for tree in [&self.snapshot_tree, &self.tree] {
+            for record in self.range(tree, &first, &last, false) {
+                let (key, _) = record?;
+                seqs.extend(snapshot_seq(&key));
+            }
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
+    }
+
+    fn remove_snapshot(&self, seq: u64) -> Result<(), StoreError> {
+        self.snapshot_files.remove(seq)?;
+        // A copy kept in sled by a store of before goes too; sled is written only then.
+        let key = keys::seq_key(keys::SNAPSHOT, seq);
+        let in_sled = contain(&|| "reading the sled store".into(), || {
+            Ok(self.snapshot_tree.contains_key(key)? || self.tree.contains_key(key)?)
+        })?;
+        match in_sled {
+            true => self.commit({
+                let mut batch = Batch::default();
+                batch.remove(key);
+                batch
+            }),
+            false => Ok(()),
+        }
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         contain(&|| "flushing the sled store".into(), || {
             self.db.flush().map(|_| ())

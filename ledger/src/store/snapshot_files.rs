@@ -91,7 +91,7 @@ impl SnapshotFiles {
     }
 
     /// The seqs with a snapshot file, ascending.
-    fn seqs(&self) -> Result<Vec<u64>, StoreError> {
+    pub(crate) fn seqs(&self) -> Result<Vec<u64>, StoreError> {
         let listing = match std::fs::read_dir(&self.dir) {
             Ok(listing) => listing,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -327,12 +327,7 @@ impl Run {
         let config = LedgerConfig {
             background_snapshots: false,
             snapshot_every,
-            allow_corrupt: false,
-            create: true,
-            cache_bytes: None,
-            password_file: None,
-            replica: false,
-            lease: None,
+            ..LedgerConfig::default()
         };
         let ledger = open(dir.path(), &config);
         Run {

@@ -1761,9 +1761,10 @@ fn commits_to_older(store: &dyn Store, seq: u64) -> Result<bool, LedgerError> {
     Ok(false)
 }
 
-/// Judges the snapshot record `value` stored at `seq` against the entry that commits to
-/// it, which must be at or before `head_seq`.
-fn anchor(store: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<Anchor, LedgerError> {
+/// Judges the snapshot stored at `seq` against the entry that commits to it, which must
+/// be at or before `head_seq`. Its bytes (hundreds of megabytes at cluster scale) are
+/// read only once an entry is found to commit to it.
+fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerError> {
     let Some(committing) = committing_seq(store, seq)? else {
         return Ok(Anchor::Unverifiable);
     };
@@ -1798,7 +1799,6 @@ fn anchor(store: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<An
             detail,
         }))
     };
-    let digest = snapshot_digest(value);
     match commits {
         None if committing == seq => return Ok(Anchor::Uncommitted),
         // Entry `seq` commits to an older snapshot (a `P` record names it): this one was
@@ -1806,6 +1806,15 @@ fn anchor(store: &dyn Store, seq: u64, value: &[u8], head_seq: u64) -> Result<An
         Some(_) if committing == seq && commits_to_older(store, seq)? => {
             return Ok(Anchor::Uncommitted)
         }
+        _ => {}
+    }
+    let Some(value) = store.get(&keys::seq_key(keys::SNAPSHOT, seq))? else {
+        // Removed since it was listed (retention): as if it had never been there.
+        return Ok(Anchor::Unverifiable);
+    };
+    let value = value.as_slice();
+    let digest = snapshot_digest(value);
+    match commits {
         None => {
             return tampered(format!(
                 "the snapshot stored at seq {seq} is named as committed to by entry {committing}, which commits to none"
@@ -1852,17 +1861,10 @@ fn latest_snapshot(
     head_seq: u64,
     trust: SnapshotTrust,
 ) -> Result<Option<(Snapshot, Hash)>, LedgerError> {
-    let records = store.scan(
-        &keys::seq_key(keys::SNAPSHOT, 1),
-        &keys::seq_key(keys::SNAPSHOT, max_seq),
-        true,
-    );
-    for item in records {
-        let (key, value) = item?;
-        let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
-            continue;
-        };
-        match anchor(store, seq, &value, head_seq)? {
+    let mut stored = store.snapshot_seqs()?;
+    stored.retain(|&seq| (1..=max_seq).contains(&seq));
+    for seq in stored.into_iter().rev() {
+        match anchor(store, seq, head_seq)? {
             Anchor::Usable(snapshot, hash) => return Ok(Some((*snapshot, hash))),
             Anchor::Unverifiable | Anchor::Uncommitted => {}
             Anchor::Tampered(failure) => match trust {

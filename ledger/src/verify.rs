@@ -309,16 +309,22 @@ pub(crate) fn walk(
                         leaf,
                         tree,
                     } = *checked;
-                    let derived = projection.apply_change(seq, entry.observed_at, &entry.change);
-                    if derived != entry.transitions {
+                    let Entry {
+                        observed_at,
+                        change,
+                        transitions,
+                        snapshot,
+                        ..
+                    } = entry;
+                    // The decoded change is not needed after replay: it moves into the
+                    // projection rather than being copied.
+                    let derived = projection.apply_change_owned(seq, observed_at, change);
+                    if derived != transitions {
                         fail(
                             &mut report,
                             seq,
                             FailureKind::TransitionMismatch,
-                            format!(
-                                "stored {:?}, replay derives {:?}",
-                                entry.transitions, derived
-                            ),
+                            format!("stored {transitions:?}, replay derives {derived:?}"),
                         );
                         return Ok(());
                     }
@@ -332,10 +338,9 @@ pub(crate) fn walk(
                     // state replay derives here; a committed digest must be that of the
                     // snapshot it names.
                     let committed_here = committed_by.contains_key(&seq)
-                        || (entry.snapshot.is_some() && !commits_to.contains_key(&seq));
+                        || (snapshot.is_some() && !commits_to.contains_key(&seq));
                     let content = (snapshot_seqs.contains(&seq) && committed_here).then_some(seq);
-                    let commitment = entry
-                        .snapshot
+                    let commitment = snapshot
                         .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
                     if content.is_some() || commitment.is_some() {
                         let differs = match snapshot_differs(

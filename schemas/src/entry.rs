@@ -233,24 +233,17 @@ impl Entry {
                 supported: FORMAT_VERSION,
             });
         }
-        // The canonical encoding is compared with the stored bytes as it is written, not
-        // collected first: verification decodes every entry, and the copy was a large
-        // part of that.
-        let mut canonical = CompareWriter {
-            stored: bytes,
-            written: 0,
-            first_difference: None,
-        };
-        rmp_serde::encode::write_named(&mut canonical, &entry)
-            .map_err(|e| SchemaError::Encode(e.to_string()))?;
-        if canonical.first_difference.is_some() || canonical.written != bytes.len() {
+        let canonical = entry.encode()?;
+        if canonical != bytes {
             let at = canonical
-                .first_difference
-                .unwrap_or(canonical.written.min(bytes.len()));
+                .iter()
+                .zip(bytes)
+                .position(|(a, b)| a != b)
+                .unwrap_or(canonical.len().min(bytes.len()));
             return Err(SchemaError::Undecodable(format!(
                 "not the canonical encoding of the entry it decodes to ({} bytes stored, {} canonical, first difference at byte {at})",
                 bytes.len(),
-                canonical.written
+                canonical.len()
             )));
         }
         Ok(entry)
@@ -276,36 +269,6 @@ pub fn chain_hash(prev_hash: &Hash, seq: u64, entry_bytes: &[u8]) -> Hash {
     hasher.update(&seq.to_be_bytes());
     hasher.update(entry_bytes);
     Hash(*hasher.finalize().as_bytes())
-}
-
-/// A writer that keeps nothing: it counts the bytes written and notes the first one that
-/// differs from `stored` at the same offset (bytes beyond `stored` differ by length only).
-struct CompareWriter<'a> {
-    stored: &'a [u8],
-    written: usize,
-    first_difference: Option<usize>,
-}
-
-impl std::io::Write for CompareWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.first_difference.is_none() {
-            let stored = self.stored.get(self.written..).unwrap_or_default();
-            let common = stored.len().min(buf.len());
-            if buf[..common] != stored[..common] {
-                self.first_difference = buf[..common]
-                    .iter()
-                    .zip(&stored[..common])
-                    .position(|(a, b)| a != b)
-                    .map(|at| self.written + at);
-            }
-        }
-        self.written += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The digest an entry at a snapshot seq commits to: BLAKE3 in `derive_key` mode with the

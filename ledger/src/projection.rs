@@ -300,6 +300,12 @@ impl OwnedUids {
         self.0.is_empty()
     }
 
+    fn contains(&self, uid: &str) -> bool {
+        self.0
+            .binary_search_by(|owned| owned.as_str().cmp(uid))
+            .is_ok()
+    }
+
     fn iter(&self) -> std::slice::Iter<'_, String> {
         self.0.iter()
     }
@@ -519,49 +525,92 @@ impl Projection {
 
     /// Applies one entry's object change and returns the transitions it causes.
     pub fn apply(&mut self, seq: u64, at: DateTime<Utc>, change: &ObjectChange) -> Vec<Transition> {
+        self.apply_owned(seq, at, change.clone())
+    }
+
+    /// [`Projection::apply_change`] for a change the caller no longer needs (replay of a
+    /// decoded entry): an object change moves into the object's record instead of being
+    /// copied. Same state, same transitions.
+    pub(crate) fn apply_change_owned(
+        &mut self,
+        seq: u64,
+        at: DateTime<Utc>,
+        change: Change,
+    ) -> Vec<Transition> {
+        match change {
+            Change::Object(change) => self.apply_owned(seq, at, change),
+            other => self.apply_change(seq, at, &other),
+        }
+    }
+
+    /// [`Projection::apply`], the change moved into the object's record. Every step below
+    /// that would write a map only when something changes first reads it: a write to a
+    /// persistent map takes each node on the key's path for writing (and allocates an
+    /// owned key), which dominated replay.
+    fn apply_owned(
+        &mut self,
+        seq: u64,
+        at: DateTime<Utc>,
+        change: ObjectChange,
+    ) -> Vec<Transition> {
         let uid = change.uid.clone();
         let gone = change.change.is_removal();
-        let previous_controller = self
+        let previous = self
             .objects
             .get(&uid)
-            .and_then(|r| r.current.controller.as_ref())
-            .map(|c| c.uid.clone());
+            .and_then(|r| r.current.controller.as_ref());
+        let previous_controller = previous.map(|c| c.uid.clone());
         // The owners the object was a dependent of: its controller's uid, or every owner
         // an ambiguous controller names (`OwnerRef::linked_uids`).
-        let previous_links = self
-            .objects
-            .get(&uid)
-            .and_then(|r| r.current.controller.as_ref())
-            .map(|c| c.linked_uids())
-            .unwrap_or_default();
+        let previous_links = previous.map(|c| c.linked_uids()).unwrap_or_default();
         let links = change
             .controller
             .as_ref()
             .map(|c| c.linked_uids())
             .unwrap_or_default();
 
-        let record = self.objects.entry(uid.clone()).or_insert_with(|| {
-            Arc::new(ObjectRecord {
-                current: change.clone(),
-                gone,
-                first_seq: seq,
-                last_seq: seq,
-            })
-        });
-        let record = Arc::make_mut(record);
-        record.current = change.clone();
-        record.gone = gone;
-        record.last_seq = seq;
-        let uids = self
-            .names
-            .entry((change.kind, change.namespace.clone(), change.name.clone()))
-            .or_default();
-        if uids.last() != Some(&uid) {
-            uids.push(uid.clone());
+        // The rest of the apply reads the change from the record it was moved into (a
+        // second reference to the record, dropped at the end: nothing below writes it).
+        let stored = match self.objects.get_mut(&uid) {
+            Some(record) => {
+                let record_mut = Arc::make_mut(record);
+                record_mut.current = change;
+                record_mut.gone = gone;
+                record_mut.last_seq = seq;
+                Arc::clone(record)
+            }
+            None => {
+                let record = Arc::new(ObjectRecord {
+                    current: change,
+                    gone,
+                    first_seq: seq,
+                    last_seq: seq,
+                });
+                self.objects.insert(uid.clone(), Arc::clone(&record));
+                record
+            }
+        };
+        let change = &stored.current;
+        let name = (change.kind, change.namespace.clone(), change.name.clone());
+        if self.names.get(&name).and_then(|uids| uids.last()) != Some(&uid) {
+            self.names.entry(name).or_default().push(uid.clone());
         }
-        self.history.entry(uid.clone()).or_default().push(seq);
+        match self.history.get_mut(&uid) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.history.insert(uid.clone(), vec![seq]);
+            }
+        }
 
+        // An owner both before and after whose set already holds the uid keeps it: the
+        // removal and re-insertion below would leave that set as it is.
+        let kept = |children: &HashMap<String, OwnedUids>, owner: &String| {
+            children.get(owner).is_some_and(|set| set.contains(&uid))
+        };
         for previous in &previous_links {
+            if links.contains(previous) && kept(&self.children, previous) {
+                continue;
+            }
             if let Some(set) = self.children.get_mut(previous) {
                 set.remove(&uid);
                 if set.is_empty() {
@@ -570,16 +619,24 @@ impl Projection {
             }
         }
         for owner in &links {
-            self.children.entry(owner.clone()).or_default().insert(&uid);
+            if !kept(&self.children, owner) {
+                self.children.entry(owner.clone()).or_default().insert(&uid);
+            }
         }
         if let KindFields::PersistentVolumeClaim {
             volume_name: Some(volume),
             ..
         } = &change.fields
         {
-            let record = self.volumes.entry(volume.clone()).or_default();
-            if !record.pvc_uids.contains(&uid) {
-                record.pvc_uids.push(uid.clone());
+            let known = self
+                .volumes
+                .get(volume)
+                .is_some_and(|record| record.pvc_uids.contains(&uid));
+            if !known {
+                let record = self.volumes.entry(volume.clone()).or_default();
+                if !record.pvc_uids.contains(&uid) {
+                    record.pvc_uids.push(uid.clone());
+                }
             }
         }
 
@@ -622,9 +679,15 @@ impl Projection {
         // binding pod uid X ever had" includes the claim update that bound it.
         for transition in &transitions {
             for named in transition_uids(transition) {
-                let seqs = self.history.entry(named.to_string()).or_default();
-                if seqs.last() != Some(&seq) {
-                    seqs.push(seq);
+                match self.history.get_mut(named) {
+                    Some(seqs) => {
+                        if seqs.last() != Some(&seq) {
+                            seqs.push(seq);
+                        }
+                    }
+                    None => {
+                        self.history.insert(named.to_string(), vec![seq]);
+                    }
                 }
             }
         }
@@ -812,10 +875,11 @@ impl Projection {
 
     /// Single use: the first claim a sandbox, pod, PVC or PV was bound under is kept forever.
     fn mark_bound_under(&mut self, claim: &str, pod_uid: &str, formed: &Formed) {
+        // Read first: a pod's every event marks the same uids again.
         let mut mark = |uid: &str| {
-            self.bound_under
-                .entry(uid.to_string())
-                .or_insert_with(|| claim.to_string());
+            if !self.bound_under.contains_key(uid) {
+                self.bound_under.insert(uid.to_string(), claim.to_string());
+            }
         };
         mark(pod_uid);
         mark(&formed.sandbox_uid);
@@ -823,6 +887,13 @@ impl Projection {
             mark(pvc);
         }
         for volume in formed.pvcs.iter().filter_map(|(_, v)| v.as_ref()) {
+            let marked = self
+                .volumes
+                .get(volume)
+                .is_some_and(|record| record.first_claim_uid.is_some());
+            if marked {
+                continue;
+            }
             let record = self.volumes.entry(volume.clone()).or_default();
             if record.first_claim_uid.is_none() {
                 record.first_claim_uid = Some(claim.to_string());

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use schemas::entry::snapshot_digest;
-use schemas::merkle::{self, CompactRange};
+use schemas::merkle::{self, CompactRange, Hash32};
 use schemas::{chain_hash, Entry, Hash};
 use serde::Serialize;
 
@@ -271,159 +271,132 @@ pub(crate) fn walk(
         WalkEnd::Head => keys::seq_key(keys::ENTRY, u64::MAX),
         WalkEnd::Following => keys::seq_key(keys::ENTRY, head.0),
     };
-    for item in store.scan(&from, &to, false) {
-        let expected = report.verified_seq + 1;
-        let (key, value) = match item {
-            Ok(record) => record,
-            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
-
-            Err(e) => {
-                report.failure = Some(unreadable(expected, &e));
-                return Ok(report);
-            }
-        };
-        let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
-            fail(
-                &mut report,
-                expected,
-                FailureKind::Undecodable,
-                "malformed entry key".into(),
-            );
-            return Ok(report);
-        };
-        if seq > head.0 {
-            if end == WalkEnd::Head && committed_since(store, seq)? {
-                // A live writer committed it after this walk read the head: the walk ends
-                // at the head it read, as a follower's does.
-                end = WalkEnd::Following;
-                break;
-            }
-            fail(
-                &mut report,
-                seq,
-                FailureKind::TrailingEntry,
-                format!("entry {seq} is stored beyond the recorded head {}", head.0),
-            );
-            return Ok(report);
-        }
-        if seq != expected {
-            fail(
-                &mut report,
-                expected,
-                FailureKind::SeqGap,
-                format!("entry {expected} is missing (next stored is {seq})"),
-            );
-            return Ok(report);
-        }
-        let Some(stored_hash) = Hash::from_slice(&value) else {
-            fail(
-                &mut report,
-                seq,
-                FailureKind::Undecodable,
-                "value shorter than a hash".into(),
-            );
-            return Ok(report);
-        };
-        let bytes = &value[32..];
-        let entry = match Entry::decode(bytes) {
-            Ok(entry) => entry,
-            Err(e) => {
-                fail(&mut report, seq, FailureKind::Undecodable, e.to_string());
-                return Ok(report);
-            }
-        };
-        if entry.seq != seq {
-            fail(
-                &mut report,
-                seq,
-                FailureKind::SeqMismatch,
-                format!("the entry stored at seq {seq} records seq {}", entry.seq),
-            );
-            return Ok(report);
-        }
-        if entry.prev_hash != report.verified_hash {
-            let previous = report.verified_hash;
-            fail(
-                &mut report,
-                seq,
-                FailureKind::PrevHashMismatch,
-                format!(
-                    "prev_hash {} but entry {} hashes to {previous}",
-                    entry.prev_hash,
-                    seq - 1
-                ),
-            );
-            return Ok(report);
-        }
-        let computed = chain_hash(&report.verified_hash, seq, bytes);
-        if computed != stored_hash {
-            fail(
-                &mut report,
-                seq,
-                FailureKind::HashMismatch,
-                format!("stored hash {stored_hash}, the bytes hash to {computed}"),
-            );
-            return Ok(report);
-        }
-        let derived = projection.apply_change(seq, entry.observed_at, &entry.change);
-        if derived != entry.transitions {
-            fail(
-                &mut report,
-                seq,
-                FailureKind::TransitionMismatch,
-                format!(
-                    "stored {:?}, replay derives {:?}",
-                    entry.transitions, derived
-                ),
-            );
-            return Ok(report);
-        }
-        let nodes = frontier.append(merkle::leaf_hash(bytes));
-        let stored_nodes = stored_tree.remove(&(seq - 1));
-        if stored_nodes.as_deref() != crate::merkle_store::nodes_value(&nodes).as_deref() {
-            fail(
-                &mut report,
-                seq,
-                FailureKind::TreeMismatch,
-                format!(
-                    "the Merkle nodes stored for leaf {} are not those its bytes complete",
-                    seq - 1
-                ),
-            );
-            return Ok(report);
-        }
-        // A snapshot stored at this seq that an entry commits to must be the state replay
-        // derives here; a committed digest must be that of the snapshot it names.
-        let committed_here = committed_by.contains_key(&seq)
-            || (entry.snapshot.is_some() && !commits_to.contains_key(&seq));
-        let content = (snapshot_seqs.contains(&seq) && committed_here).then_some(seq);
-        let commitment = entry
-            .snapshot
-            .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
-        if content.is_some() || commitment.is_some() {
-            let differs = match snapshot_differs(
+    // Checks 1-8 and the Merkle part of check 10 need only the stored bytes and the hash
+    // before each entry, while replay (checks 9 and 11) needs every entry in order on one
+    // projection: a reading thread does the former and hands the decoded entries to this
+    // one, which replays them, so reading, decoding and hashing overlap with replay. The
+    // reader's findings arrive in key order and this thread reports the first failure in
+    // the same order of checks as one thread would (see `Step`).
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(PIPELINE_BATCHES);
+    let reader_frontier = frontier.clone();
+    // Where the frontier stood before the batch being replayed, and that batch's leaves:
+    // enough to leave `frontier` exactly where a single-threaded walk would, even though
+    // the reader may have hashed further.
+    let mut batch_frontier = frontier.clone();
+    let mut batch_leaves: Vec<Hash32> = Vec::new();
+    // The last seq whose leaf the walk has appended (a single-threaded walk appends an
+    // entry's leaf after its transitions check and before its tree and snapshot checks).
+    let mut leaves_done = start_seq;
+    let outcome = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            read_entries(
                 store,
-                seq,
-                content,
-                commitment,
-                projection,
-                retained_from,
-            ) {
-                Ok(differs) => differs,
-                Err(LedgerError::Storage(e)) => {
-                    report.failure = Some(unreadable(seq, &e));
-                    return Ok(report);
+                (&from, &to),
+                (start_seq, start_hash),
+                head.0,
+                reader_frontier,
+                stored_tree,
+                sender,
+                end == WalkEnd::Head,
+            )
+        });
+        let replayed = (|| -> Result<(), LedgerError> {
+            for batch in receiver.iter() {
+                batch_frontier = batch.frontier;
+                batch_leaves.clear();
+                for step in batch.steps {
+                    let checked = match step {
+                        Step::Entry(checked) => checked,
+                        Step::Failed(failure) => {
+                            report.failure = Some(failure);
+                            return Ok(());
+                        }
+                        Step::Unavailable(e) => return Err(LedgerError::Storage(e)),
+                        Step::HeadMoved => {
+                            // A live writer committed past the head this walk read: the
+                            // walk ends at that head, as a follower's does.
+                            end = WalkEnd::Following;
+                            return Ok(());
+                        }
+                    };
+                    let Checked {
+                        seq,
+                        hash: stored_hash,
+                        entry,
+                        leaf,
+                        tree,
+                    } = *checked;
+                    let Entry {
+                        observed_at,
+                        change,
+                        transitions,
+                        snapshot,
+                        ..
+                    } = entry;
+                    // The decoded change is not needed after replay: it moves into the
+                    // projection rather than being copied.
+                    let derived = projection.apply_change_owned(seq, observed_at, change);
+                    if derived != transitions {
+                        fail(
+                            &mut report,
+                            seq,
+                            FailureKind::TransitionMismatch,
+                            format!("stored {transitions:?}, replay derives {derived:?}"),
+                        );
+                        return Ok(());
+                    }
+                    batch_leaves.push(leaf);
+                    leaves_done = seq;
+                    if let Some(failure) = tree {
+                        report.failure = Some(failure);
+                        return Ok(());
+                    }
+                    // A snapshot stored at this seq that an entry commits to must be the
+                    // state replay derives here; a committed digest must be that of the
+                    // snapshot it names.
+                    let committed_here = committed_by.contains_key(&seq)
+                        || (snapshot.is_some() && !commits_to.contains_key(&seq));
+                    let content = (snapshot_seqs.contains(&seq) && committed_here).then_some(seq);
+                    let commitment = snapshot
+                        .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
+                    if content.is_some() || commitment.is_some() {
+                        let differs = match snapshot_differs(
+                            store, seq, content, commitment, projection, retained_from,
+                        ) {
+                            Ok(differs) => differs,
+                            Err(LedgerError::Storage(e)) => {
+                                report.failure = Some(unreadable(seq, &e));
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        if let Some(detail) = differs {
+                            fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
+                            return Ok(());
+                        }
+                    }
+                    report.verified_seq = seq;
+                    report.verified_hash = stored_hash;
+                    report.entries += 1;
                 }
-                Err(e) => return Err(e),
-            };
-            if let Some(detail) = differs {
-                fail(&mut report, seq, FailureKind::SnapshotMismatch, detail);
-                return Ok(report);
             }
-        }
-        report.verified_seq = seq;
-        report.verified_hash = stored_hash;
-        report.entries += 1;
+            Ok(())
+        })();
+        // The reader stops at its next send once nothing receives.
+        drop(receiver);
+        let reader = reader.join().map_err(|_| {
+            LedgerError::Storage(StoreError::Damaged("a verification thread panicked".into()))
+        });
+        replayed.and(reader)
+    });
+    outcome?;
+    *frontier = batch_frontier;
+    let appended = leaves_done.saturating_sub(frontier.size()) as usize;
+    for leaf in &batch_leaves[..appended.min(batch_leaves.len())] {
+        frontier.append(*leaf);
+    }
+    if report.failure.is_some() {
+        return Ok(report);
     }
     if report.verified_seq < head.0 {
         let seq = report.verified_seq + 1;
@@ -472,6 +445,205 @@ pub(crate) fn walk(
         }
     }
     Ok(report)
+}
+
+/// How many entries the reading thread hands over at a time: enough to make the channel's
+/// cost per entry negligible, few enough that replay starts at once.
+const PIPELINE_BATCH: usize = 256;
+
+/// How many batches the reading thread may be ahead of replay (bounds the memory of
+/// decoded entries waiting).
+const PIPELINE_BATCHES: usize = 4;
+
+/// One entry that passed checks 1-8, decoded, with its Merkle leaf hash and the result of
+/// its tree check (10), which a single-threaded walk reports only after check 9 passes.
+struct Checked {
+    seq: u64,
+    hash: Hash,
+    entry: Entry,
+    leaf: Hash32,
+    tree: Option<VerifyFailure>,
+}
+
+/// What the reading thread found at the next stored record, in key order.
+enum Step {
+    /// Checks 1-8 passed (boxed: a decoded entry is large and most steps are entries).
+    Entry(Box<Checked>),
+    /// The first failure of checks 1-8 (or an unreadable record): the reader stops here.
+    Failed(VerifyFailure),
+    /// The store is unreachable for now: the walk returns it as an error.
+    Unavailable(StoreError),
+    /// An entry past the head the walk read, which a live writer committed since (see
+    /// [`committed_since`]): the walk ends at that head.
+    HeadMoved,
+}
+
+/// Consecutive steps, with the frontier before the first one.
+struct Batch {
+    frontier: CompactRange,
+    steps: Vec<Step>,
+}
+
+/// The reading side of [`walk`]: scans the entries in `range` after `start`, runs checks
+/// 1-8 and the tree check on each, and sends them in batches until the first failure, the
+/// end of the range, or until nothing receives.
+fn read_entries(
+    store: &dyn Store,
+    (from, to): (&[u8], &[u8]),
+    (start_seq, start_hash): (u64, Hash),
+    head_seq: u64,
+    mut frontier: CompactRange,
+    mut stored_tree: std::collections::HashMap<u64, Vec<u8>>,
+    sender: std::sync::mpsc::SyncSender<Batch>,
+    ends_at_head: bool,
+) {
+    let mut verified = (start_seq, start_hash);
+    let mut batch = Batch {
+        frontier: frontier.clone(),
+        steps: Vec::with_capacity(PIPELINE_BATCH),
+    };
+    for item in store.scan(from, to, false) {
+        let step = match check_entry(
+            item,
+            &mut verified,
+            head_seq,
+            &mut frontier,
+            &mut stored_tree,
+        ) {
+            Step::Failed(trailing)
+                if trailing.kind == FailureKind::TrailingEntry && ends_at_head =>
+            {
+                match committed_since(store, trailing.seq) {
+                    Ok(true) => Step::HeadMoved,
+                    Ok(false) => Step::Failed(trailing),
+                    Err(LedgerError::Storage(e)) if e.is_unavailable() => Step::Unavailable(e),
+                    Err(e) => Step::Failed(VerifyFailure {
+                        detail: format!("{} (and the head cannot be read again: {e})", trailing.detail),
+                        ..trailing
+                    }),
+                }
+            }
+            step => step,
+        };
+        let last = !matches!(step, Step::Entry(_));
+        batch.steps.push(step);
+        if last {
+            break;
+        }
+        if batch.steps.len() == PIPELINE_BATCH {
+            let next = Batch {
+                frontier: frontier.clone(),
+                steps: Vec::with_capacity(PIPELINE_BATCH),
+            };
+            if sender.send(std::mem::replace(&mut batch, next)).is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.steps.is_empty() {
+        // Nothing to do if replay has stopped.
+        let _ = sender.send(batch);
+    }
+}
+
+/// Checks 1-8 and 10 of one stored record, `verified` being the last seq and hash that
+/// passed them (advanced when this one does).
+fn check_entry(
+    item: Result<(Vec<u8>, Vec<u8>), StoreError>,
+    verified: &mut (u64, Hash),
+    head_seq: u64,
+    frontier: &mut CompactRange,
+    stored_tree: &mut std::collections::HashMap<u64, Vec<u8>>,
+) -> Step {
+    let expected = verified.0 + 1;
+    let failed = |seq: u64, kind: FailureKind, detail: String| {
+        Step::Failed(VerifyFailure { seq, kind, detail })
+    };
+    let (key, value) = match item {
+        Ok(record) => record,
+        Err(e) if e.is_unavailable() => return Step::Unavailable(e),
+        Err(e) => return Step::Failed(unreadable(expected, &e)),
+    };
+    let Some(seq) = keys::seq_of(&key).filter(|_| key.len() == 9) else {
+        return failed(
+            expected,
+            FailureKind::Undecodable,
+            "malformed entry key".into(),
+        );
+    };
+    if seq > head_seq {
+        return failed(
+            seq,
+            FailureKind::TrailingEntry,
+            format!("entry {seq} is stored beyond the recorded head {head_seq}"),
+        );
+    }
+    if seq != expected {
+        return failed(
+            expected,
+            FailureKind::SeqGap,
+            format!("entry {expected} is missing (next stored is {seq})"),
+        );
+    }
+    let Some(stored_hash) = Hash::from_slice(&value) else {
+        return failed(
+            seq,
+            FailureKind::Undecodable,
+            "value shorter than a hash".into(),
+        );
+    };
+    let bytes = &value[32..];
+    let entry = match Entry::decode(bytes) {
+        Ok(entry) => entry,
+        Err(e) => return failed(seq, FailureKind::Undecodable, e.to_string()),
+    };
+    if entry.seq != seq {
+        return failed(
+            seq,
+            FailureKind::SeqMismatch,
+            format!("the entry stored at seq {seq} records seq {}", entry.seq),
+        );
+    }
+    let previous = verified.1;
+    if entry.prev_hash != previous {
+        return failed(
+            seq,
+            FailureKind::PrevHashMismatch,
+            format!(
+                "prev_hash {} but entry {} hashes to {previous}",
+                entry.prev_hash,
+                seq - 1
+            ),
+        );
+    }
+    let computed = chain_hash(&previous, seq, bytes);
+    if computed != stored_hash {
+        return failed(
+            seq,
+            FailureKind::HashMismatch,
+            format!("stored hash {stored_hash}, the bytes hash to {computed}"),
+        );
+    }
+    let leaf = merkle::leaf_hash(bytes);
+    let nodes = frontier.append(leaf);
+    let stored_nodes = stored_tree.remove(&(seq - 1));
+    let tree = (stored_nodes.as_deref() != crate::merkle_store::nodes_value(&nodes).as_deref())
+        .then(|| VerifyFailure {
+            seq,
+            kind: FailureKind::TreeMismatch,
+            detail: format!(
+                "the Merkle nodes stored for leaf {} are not those its bytes complete",
+                seq - 1
+            ),
+        });
+    *verified = (seq, stored_hash);
+    Step::Entry(Box::new(Checked {
+        seq,
+        hash: stored_hash,
+        entry,
+        leaf,
+        tree,
+    }))
 }
 
 /// At entry `seq`: `content` (this seq, when a committed snapshot is stored here) must

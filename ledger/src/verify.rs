@@ -293,11 +293,10 @@ pub(crate) fn walk(
                 store,
                 (&from, &to),
                 (start_seq, start_hash),
-                head.0,
+                (head.0, end == WalkEnd::Head),
                 reader_frontier,
                 stored_tree,
                 sender,
-                end == WalkEnd::Head,
             )
         });
         let replayed = (|| -> Result<(), LedgerError> {
@@ -361,7 +360,12 @@ pub(crate) fn walk(
                         .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
                     if content.is_some() || commitment.is_some() {
                         let differs = match snapshot_differs(
-                            store, seq, content, commitment, projection, retained_from,
+                            store,
+                            seq,
+                            content,
+                            commitment,
+                            projection,
+                            retained_from,
                         ) {
                             Ok(differs) => differs,
                             Err(LedgerError::Storage(e)) => {
@@ -486,16 +490,16 @@ struct Batch {
 
 /// The reading side of [`walk`]: scans the entries in `range` after `start`, runs checks
 /// 1-8 and the tree check on each, and sends them in batches until the first failure, the
-/// end of the range, or until nothing receives.
+/// end of the range, or until nothing receives. An entry past `head_seq` ends the walk
+/// there when `ends_at_head` and a live writer committed it since ([`Step::HeadMoved`]).
 fn read_entries(
     store: &dyn Store,
     (from, to): (&[u8], &[u8]),
     (start_seq, start_hash): (u64, Hash),
-    head_seq: u64,
+    (head_seq, ends_at_head): (u64, bool),
     mut frontier: CompactRange,
     mut stored_tree: std::collections::HashMap<u64, Vec<u8>>,
     sender: std::sync::mpsc::SyncSender<Batch>,
-    ends_at_head: bool,
 ) {
     let mut verified = (start_seq, start_hash);
     let mut batch = Batch {
@@ -518,7 +522,10 @@ fn read_entries(
                     Ok(false) => Step::Failed(trailing),
                     Err(LedgerError::Storage(e)) if e.is_unavailable() => Step::Unavailable(e),
                     Err(e) => Step::Failed(VerifyFailure {
-                        detail: format!("{} (and the head cannot be read again: {e})", trailing.detail),
+                        detail: format!(
+                            "{} (and the head cannot be read again: {e})",
+                            trailing.detail
+                        ),
                         ..trailing
                     }),
                 }

@@ -812,7 +812,7 @@ impl Ledger {
             writer: true,
         };
         let published = Arc::new(ArcSwap::from_pointee(view.clone()));
-        Ok(Ledger {
+        let mut ledger = Ledger {
             view,
             high_water,
             mark_unsynced_since: None,
@@ -824,7 +824,9 @@ impl Ledger {
                 opened_head: head.seq,
                 ..Snapshots::default()
             },
-        })
+        };
+        ledger.adopt_leftover_snapshot(start_seq);
+        Ok(ledger)
     }
 
     /// A handle on the views this ledger publishes after every durable flush: what the
@@ -1326,6 +1328,11 @@ impl Ledger {
                 tracing::warn!(error = %e, "cannot remove old snapshots");
             }
         };
+        self.run_snapshot_task(job);
+    }
+
+    /// Runs `job` on the snapshot thread, or inline when `background_snapshots` is off.
+    fn run_snapshot_task(&mut self, job: impl FnOnce() + Send + 'static) {
         if !self.config.background_snapshots {
             job();
             return;
@@ -1337,6 +1344,71 @@ impl Ledger {
             Ok(task) => self.snapshots.task = Some(task),
             Err(e) => tracing::warn!(error = %e, "cannot start the snapshot thread"),
         }
+    }
+
+    /// Adopts the snapshot an earlier process wrote at its last flush, when it is at the
+    /// head this ledger opened at and no entry commits to it yet (nothing was appended
+    /// after it: a quiet cluster, a restart). A writer commits only to snapshots it
+    /// vouches for, so the snapshot thread first checks that it decodes to the state just
+    /// derived at the head; if so, the next append commits to it. Without this, a ledger
+    /// whose process stops right after a snapshot never uses one: every restart replays
+    /// from the previous committed snapshot (or from the first entry) and writes another
+    /// that no entry commits to either.
+    fn adopt_leftover_snapshot(&mut self, start_seq: u64) {
+        let head = self.view.head.seq;
+        if self.config.snapshot_every == 0
+            || self.config.allow_corrupt
+            || self.view.corruption.is_some()
+            || !self.is_writer()
+            || head <= start_seq
+        {
+            return;
+        }
+        let store = Arc::clone(&self.view.store);
+        let leftover = (|| -> Result<bool, LedgerError> {
+            Ok(store.snapshot_seqs()?.last() == Some(&head)
+                && store
+                    .get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, head))?
+                    .is_none()
+                && !committed_by_own_entry(store.as_ref(), head)?)
+        })();
+        if !matches!(leftover, Ok(true)) {
+            return;
+        }
+        // The next snapshot is due `snapshot_every` entries after this one.
+        self.snapshots.last_seq = head;
+        let view = self.published.load_full();
+        let written = Arc::clone(&self.snapshots.written);
+        let job = move || {
+            let vouched = (|| -> Result<Option<Hash>, LedgerError> {
+                let key = keys::seq_key(keys::SNAPSHOT, head);
+                let Some(bytes) = view.store.get(&key)? else {
+                    return Ok(None);
+                };
+                let Ok(mut snapshot) = rmp_serde::from_slice::<Snapshot>(&bytes) else {
+                    return Ok(None);
+                };
+                snapshot.projection.rebuild_derived();
+                let same = snapshot.seq == head && snapshot.projection == view.projection;
+                Ok(same.then(|| snapshot_digest(&bytes)))
+            })();
+            match vouched {
+                Ok(Some(digest)) => {
+                    written
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get_or_insert((head, digest));
+                }
+                Ok(None) => tracing::warn!(
+                    seq = head,
+                    "the snapshot left at the head is not the state there: not used"
+                ),
+                Err(e) => {
+                    tracing::warn!(seq = head, error = %e, "cannot read the snapshot left at the head")
+                }
+            }
+        };
+        self.run_snapshot_task(job);
     }
 
     /// Decides whether a change is a duplicate, stale, ignored (`Some`) or to be
@@ -2178,24 +2250,57 @@ mod tests {
         assert!(ledger.verify().unwrap().ok());
         let projection = ledger.projection().clone();
         drop(ledger);
+        // A copy of the ledger whose snapshot at the head is replaced by another state's
+        // (the one at 6, which names seq 6): a reopened writer must not vouch for it.
+        let copy = tempfile::tempdir().unwrap();
+        copy_tree(dir.path(), copy.path());
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         assert_eq!(reopened.projection(), &projection);
-        // The next append commits to the snapshot the previous process left: the writer
-        // of a reopened ledger has none pending, so it is committed to by nobody and a
-        // later one is written when due.
+        // The snapshot the previous process left at the head is the state there: this
+        // writer adopts it, and its next append commits to it.
+        let left = stored(&reopened, 9).unwrap();
         reopened.append([pod(10)], at(0)).unwrap();
         reopened.flush().unwrap();
-        assert!(reopened
-            .entry(10)
-            .unwrap()
-            .unwrap()
-            .entry
-            .snapshot
-            .is_none());
+        assert_eq!(
+            reopened.entry(10).unwrap().unwrap().entry.snapshot,
+            Some(snapshot_digest(&left))
+        );
         assert!(reopened.verify().unwrap().ok());
         drop(reopened);
-        let last = Ledger::open(dir.path(), config).unwrap();
+        let last = Ledger::open(dir.path(), config.clone()).unwrap();
+        let (snapshot, _) = latest_snapshot(last.store.as_ref(), 10, 10, SnapshotTrust::Refuse)
+            .unwrap()
+            .unwrap();
+        assert_eq!(snapshot.seq, 9);
         assert_eq!(last.projection(), &replay_from_scratch(&last, 10));
+        drop(last);
+
+        let other = Ledger::open(copy.path(), config.clone()).unwrap();
+        let older = stored(&other, 6).unwrap();
+        other
+            .store
+            .insert(&keys::seq_key(keys::SNAPSHOT, 9), &older)
+            .unwrap();
+        drop(other);
+        let mut other = Ledger::open(copy.path(), config).unwrap();
+        other.append([pod(10)], at(0)).unwrap();
+        other.flush().unwrap();
+        assert_eq!(other.entry(10).unwrap().unwrap().entry.snapshot, None);
+        assert!(other.verify().unwrap().ok());
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for item in std::fs::read_dir(from).unwrap() {
+            let item = item.unwrap();
+            let target = to.join(item.file_name());
+            match item.file_type().unwrap().is_dir() {
+                true => copy_tree(&item.path(), &target),
+                false => {
+                    std::fs::copy(item.path(), &target).unwrap();
+                }
+            }
+        }
     }
 
     /// No snapshots, and nothing on other threads: what a test of the log alone needs.

@@ -1260,20 +1260,34 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
     );
     drop(ledger);
 
-    // A writer reopening the ledger commits to no snapshot of the previous process: the
-    // uncommitted one stays unused, and the next due one is written and committed.
-    tamper(&dir, |tree| {
-        tree.insert(snapshot_key(40), at_40).unwrap();
-        tree.insert(snapshot_key(50), &genuine).unwrap();
-    });
-    assert_truth("the genuine snapshots back");
+    // A writer reopening the ledger vouches for a snapshot left at the head only if it is
+    // the state there (it then commits to it at its next append): never for a forged one.
+    tamper(&dir, |tree| tree.insert(snapshot_key(40), at_40).unwrap());
     let config = LedgerConfig {
         snapshot_every: 10,
         ..STRICT
     };
-    let mut ledger = open_ledger(&dir, config.clone()).unwrap();
     let mut generator = WatchEventGenerator::new("late", 3);
     let mut clock = ticking_clock(1_800_000_000);
+    let mut ledger = open_ledger(&dir, config.clone()).unwrap();
+    while ledger.head().seq == head {
+        let changes: Vec<_> = generator
+            .events(1)
+            .iter()
+            .filter_map(normalize_event)
+            .collect();
+        ledger.append(changes, clock()).unwrap();
+        ledger.flush().unwrap();
+    }
+    drop(ledger);
+    tamper(&dir, |tree| assert_eq!(commitment(tree, head + 1), None));
+
+    // Below the head, a snapshot of an earlier process is never committed to: the
+    // uncommitted one stays unused, and the next due one is written and committed.
+    tamper(&dir, |tree| {
+        tree.insert(snapshot_key(50), &genuine).unwrap()
+    });
+    let mut ledger = open_ledger(&dir, config.clone()).unwrap();
     while ledger.head().seq < 45 + 20 {
         let changes: Vec<_> = generator
             .events(1)

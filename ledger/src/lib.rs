@@ -1880,12 +1880,13 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
         }
         _ => {}
     }
-    let Some(value) = store.get(&keys::seq_key(keys::SNAPSHOT, seq))? else {
+    // Two passes over the stored bytes, neither holding them all: the digest first, so
+    // that only bytes the chain commits to are decoded (a forged length prefix must not
+    // make the decoder allocate what it claims), then the decode.
+    let Some(digest) = streamed_snapshot_digest(store, seq)? else {
         // Removed since it was listed (retention): as if it had never been there.
         return Ok(Anchor::Unverifiable);
     };
-    let value = value.as_slice();
-    let digest = snapshot_digest(value);
     match commits {
         None => {
             return tampered(format!(
@@ -1899,8 +1900,24 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
         }
         Some(_) => {}
     }
-    let mut snapshot = match rmp_serde::from_slice::<Snapshot>(value) {
+    let Some(stream) = store.snapshot_reader(seq)? else {
+        return Ok(Anchor::Unverifiable);
+    };
+    let decoded =
+        rmp_serde::from_read::<_, Snapshot>(std::io::BufReader::with_capacity(1 << 20, stream));
+    let mut snapshot = match decoded {
         Ok(snapshot) => snapshot,
+        // The bytes hashed to the committed digest a moment ago: a read failing now is the
+        // storage's, not the snapshot's.
+        Err(
+            rmp_serde::decode::Error::InvalidMarkerRead(source)
+            | rmp_serde::decode::Error::InvalidDataRead(source),
+        ) => {
+            return Err(LedgerError::Storage(StoreError::Io {
+                context: format!("reading the snapshot at seq {seq}"),
+                source,
+            }))
+        }
         Err(e) => {
             return tampered(format!(
                 "the snapshot at seq {seq} is the one entry {committing} commits to but does not decode: {e}"
@@ -1916,6 +1933,26 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
         ));
     }
     Ok(Anchor::Usable(Box::new(snapshot), start.hash))
+}
+
+/// The digest ([`snapshot_digest`]) of the snapshot stored after `seq`, read as a stream;
+/// `None` when none is stored.
+fn streamed_snapshot_digest(store: &dyn Store, seq: u64) -> Result<Option<Hash>, LedgerError> {
+    let Some(stream) = store.snapshot_reader(seq)? else {
+        return Ok(None);
+    };
+    let mut hasher = blake3::Hasher::new_derive_key(schemas::entry::SNAPSHOT_CONTEXT);
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(1 << 20, stream),
+        &mut hasher,
+    )
+    .map_err(|source| {
+        LedgerError::Storage(StoreError::Io {
+            context: format!("reading the snapshot at seq {seq}"),
+            source,
+        })
+    })?;
+    Ok(Some(Hash(*hasher.finalize().as_bytes())))
 }
 
 /// The newest snapshot at or before `max_seq` that the chain (up to `head_seq`) commits

@@ -73,6 +73,18 @@ pub trait Store: Send + Sync {
         self.flush()
     }
 
+    /// The snapshot record after `seq` as a stream, if stored: a snapshot is hundreds of
+    /// megabytes at cluster scale, and decoding it as it is read spares holding (and
+    /// first touching) all of its bytes at once. The default reads the record whole.
+    fn snapshot_reader(
+        &self,
+        seq: u64,
+    ) -> Result<Option<Box<dyn std::io::Read + Send + '_>>, StoreError> {
+        Ok(self
+            .get(&keys::seq_key(keys::SNAPSHOT, seq))?
+            .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as Box<dyn std::io::Read + Send>))
+    }
+
     /// Removes the snapshot record after `seq`, if any (old snapshots past the ledger's
     /// retention), without reading it.
     fn remove_snapshot(&self, seq: u64) -> Result<(), StoreError> {

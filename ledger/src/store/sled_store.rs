@@ -264,6 +264,18 @@ impl Store for SledStore {
         Ok(seqs)
     }
 
+    fn snapshot_reader(
+        &self,
+        seq: u64,
+    ) -> Result<Option<Box<dyn std::io::Read + Send + '_>>, StoreError> {
+        if let Some(file) = self.snapshot_files.open(seq)? {
+            return Ok(Some(Box::new(file)));
+        }
+        let in_sled = self.get(&keys::seq_key(keys::SNAPSHOT, seq))?;
+        Ok(in_sled
+            .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as Box<dyn std::io::Read + Send>))
+    }
+
     fn remove_snapshot(&self, seq: u64) -> Result<(), StoreError> {
         self.snapshot_files.remove(seq)?;
         // A copy kept in sled by a store of before goes too; sled is written only then.

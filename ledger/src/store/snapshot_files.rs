@@ -81,6 +81,15 @@ impl SnapshotFiles {
         }
     }
 
+    /// The snapshot after `seq` as an open file, if it has one.
+    pub(crate) fn open(&self, seq: u64) -> Result<Option<File>, StoreError> {
+        match File::open(self.file(seq)) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("opening", Some(seq))(e)),
+        }
+    }
+
     /// Removes the snapshot after `seq`, durably; absent is fine.
     pub(crate) fn remove(&self, seq: u64) -> Result<(), StoreError> {
         match std::fs::remove_file(self.file(seq)) {

@@ -443,6 +443,9 @@ struct Snapshots {
     /// The head when the ledger was opened: uncommitted snapshots at or below it were
     /// left by an earlier process, and nothing will commit to them.
     opened_head: u64,
+    /// Whether `task` is checking a snapshot left at the head for adoption: the first
+    /// append waits for it, so that it is the one that commits to it.
+    adopting: bool,
 }
 
 impl Snapshots {
@@ -1128,6 +1131,13 @@ impl Ledger {
         let mut outcomes = Vec::with_capacity(changes.len());
         // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
         let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
+        if std::mem::take(&mut self.snapshots.adopting) {
+            // Once after opening, and only when a snapshot was left at the head: otherwise
+            // an append that starts first (an `ingest`) would never commit to it.
+            if let Some(task) = self.snapshots.task.take() {
+                let _ = task.join();
+            }
+        }
         // The first entry appended commits to the snapshot written since the last append.
         let mut commitment = self.snapshots.take_written();
         for mut change in changes {
@@ -1377,6 +1387,7 @@ impl Ledger {
         }
         // The next snapshot is due `snapshot_every` entries after this one.
         self.snapshots.last_seq = head;
+        self.snapshots.adopting = true;
         let view = self.published.load_full();
         let written = Arc::clone(&self.snapshots.written);
         let job = move || {
@@ -2324,6 +2335,35 @@ mod tests {
         other.flush().unwrap();
         assert_eq!(other.entry(10).unwrap().unwrap().entry.snapshot, None);
         assert!(other.verify().unwrap().ok());
+    }
+
+    #[test]
+    fn the_first_append_after_opening_waits_for_the_snapshot_left_at_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            snapshot_every: 2000,
+            ..LedgerConfig::default()
+        };
+        let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
+        ledger.append((1..=2000).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        // Dropping waits for the snapshot thread: the snapshot at 2000 is written, and
+        // nothing commits to it.
+        drop(ledger);
+        let mut reopened = Ledger::open(dir.path(), config).unwrap();
+        // Appended at once, while the snapshot thread is still decoding the 2000-object
+        // snapshot to check it: the append waits for it, and commits to it.
+        reopened.append([pod(2001)], at(1)).unwrap();
+        reopened.flush().unwrap();
+        let left = reopened
+            .store
+            .get(&keys::seq_key(keys::SNAPSHOT, 2000))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reopened.entry(2001).unwrap().unwrap().entry.snapshot,
+            Some(snapshot_digest(&left))
+        );
     }
 
     fn copy_tree(from: &Path, to: &Path) {

@@ -512,3 +512,41 @@ fn snapshots_are_files_beside_sled_and_only_the_newest_kept_ones_stay() {
     assert!(counts[0] <= 2, "{counts:?}");
     assert!(counts[1] > counts[0], "{counts:?}");
 }
+
+#[test]
+fn a_snapshot_left_at_the_head_by_one_run_is_committed_to_by_the_next() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("ledger");
+    let db = dir.to_str().unwrap();
+    let all = fixture_events();
+    let lines: Vec<&str> = all.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let ingest = |events: &[&str]| {
+        let args = ["ingest", "--db", db, "--snapshot-every", "10", "-"];
+        ok(&args, Some(&(events.join("\n") + "\n"))).json()["head_seq"]
+            .as_u64()
+            .unwrap()
+    };
+    // One batch, one flush: the first run's snapshot is written at its head, after its
+    // last append, so no entry of that run commits to it.
+    let head = ingest(first);
+    let snapshot_file = dir
+        .join("sled")
+        .join("claim-ledger-snapshots")
+        .join(format!("{head:020}.snapshot"));
+    assert!(snapshot_file.exists());
+    // The second run checks it against the state it derives at that head, and its first
+    // entry commits to it.
+    let later = ingest(second);
+    assert!(later > head);
+    let export = ok(&["export", "--db", db], None).stdout;
+    let entry: Value = serde_json::from_str(export.lines().nth(head as usize).unwrap()).unwrap();
+    assert_eq!(entry["seq"], head + 1, "{entry}");
+    let digest = entry["entry"]["snapshot"]
+        .as_str()
+        .expect("a snapshot digest");
+    let bytes = std::fs::read(&snapshot_file).unwrap();
+    assert_eq!(digest, schemas::entry::snapshot_digest(&bytes).to_string());
+    let report = ok(&["verify", "--db", db], None).json();
+    assert!(report["failure"].is_null(), "{report}");
+}

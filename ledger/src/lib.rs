@@ -1999,17 +1999,7 @@ fn latest_snapshot(
 /// The seqs of the snapshots the log commits to (those its `P` records name), newest
 /// first. (Snapshots of format-5 stores, committed by their own entry, have none.)
 pub(crate) fn committed_snapshot_seqs(store: &dyn Store) -> Result<Vec<u64>, LedgerError> {
-    let records = store.scan(
-        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, 0),
-        &keys::seq_key(keys::SNAPSHOT_COMMITMENT, u64::MAX),
-        true,
-    );
-    let mut seqs = Vec::new();
-    for item in records {
-        let (key, _) = item?;
-        seqs.extend(keys::seq_of(&key).filter(|_| key.len() == 9));
-    }
-    Ok(seqs)
+    Ok(store::seqs_under(store, keys::SNAPSHOT_COMMITMENT, true)?)
 }
 
 /// Removes, after the snapshot at `written` was written, the snapshots nothing will use:

@@ -609,6 +609,30 @@ fn simulator(kubeconfig: &Path) -> (process::Child, String) {
     (sim, address)
 }
 
+/// Creates, through the simulator's API, a Sandbox `name` with sandbox id `sandbox_id` and
+/// its pod (a direct binding, no claim); returns the pod's uid.
+fn direct_sandbox_and_pod(sim_address: &str, name: &str, sandbox_id: &str) -> String {
+    let sandbox = format!(
+        r#"{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","metadata":{{"name":"{name}","namespace":"default","labels":{{"openshell.ai/sandbox-id":"{sandbox_id}"}}}},"spec":{{"podTemplate":{{"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}}}}}"#
+    );
+    let created_uid = |path: &str, body: &str| {
+        let (status, created) = call(sim_address, "POST", path, Some(body));
+        assert_eq!(status, 201, "{created}");
+        serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let sandbox_uid = created_uid(
+        "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
+        &sandbox,
+    );
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"default","annotations":{{"openshell.io/sandbox-id":"{sandbox_id}"}},"ownerReferences":[{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","name":"{name}","uid":"{sandbox_uid}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+    );
+    created_uid("/api/v1/namespaces/default/pods", &pod)
+}
+
 /// A `serve --replica` process on the shared database.
 fn replica(url: &str, kubeconfig: &Path) -> (process::Child, String) {
     replica_with(url, kubeconfig, &[])
@@ -673,32 +697,7 @@ fn two_serve_replicas_answer_alike_and_the_follower_takes_over_when_the_writer_d
     });
 
     // A directly created Sandbox and its pod: both replicas allow it once recorded.
-    let sandbox = r#"{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","metadata":{"name":"direct","namespace":"default","labels":{"openshell.ai/sandbox-id":"sbx-d"}},"spec":{"podTemplate":{"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
-    let (status, created) = call(
-        &sim_address,
-        "POST",
-        "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
-        Some(sandbox),
-    );
-    assert_eq!(status, 201, "{created}");
-    let sandbox_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pod = format!(
-        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"direct","namespace":"default","annotations":{{"openshell.io/sandbox-id":"sbx-d"}},"ownerReferences":[{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","name":"direct","uid":"{sandbox_uid}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
-    );
-    let (status, created) = call(
-        &sim_address,
-        "POST",
-        "/api/v1/namespaces/default/pods",
-        Some(&pod),
-    );
-    assert_eq!(status, 201, "{created}");
-    let pod_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pod_uid = direct_sandbox_and_pod(&sim_address, "direct", "sbx-d");
     let request = format!(
         r#"{{"namespace":"default","pod_name":"direct","pod_uid":"{pod_uid}","require_claim":false}}"#
     );
@@ -1032,32 +1031,7 @@ fn a_serve_follower_keeps_up_on_notifications_alone() {
         let (status, body) = call(&follower_api, "GET", "/readyz", None);
         status == 200 && body.contains(r#""role":"follower""#)
     });
-    let sandbox = r#"{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","metadata":{"name":"n","namespace":"default","labels":{"openshell.ai/sandbox-id":"sbx-n"}},"spec":{"podTemplate":{"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
-    let (status, created) = call(
-        &sim_address,
-        "POST",
-        "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
-        Some(sandbox),
-    );
-    assert_eq!(status, 201, "{created}");
-    let sandbox_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pod = format!(
-        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"n","namespace":"default","annotations":{{"openshell.io/sandbox-id":"sbx-n"}},"ownerReferences":[{{"apiVersion":"agents.x-k8s.io/v1beta1","kind":"Sandbox","name":"n","uid":"{sandbox_uid}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
-    );
-    let (status, created) = call(
-        &sim_address,
-        "POST",
-        "/api/v1/namespaces/default/pods",
-        Some(&pod),
-    );
-    assert_eq!(status, 201, "{created}");
-    let pod_uid = serde_json::from_str::<Value>(&created).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pod_uid = direct_sandbox_and_pod(&sim_address, "n", "sbx-n");
     let request = format!(
         r#"{{"namespace":"default","pod_name":"n","pod_uid":"{pod_uid}","require_claim":false}}"#
     );

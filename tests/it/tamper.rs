@@ -1269,16 +1269,20 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
     };
     let mut generator = WatchEventGenerator::new("late", 3);
     let mut clock = ticking_clock(1_800_000_000);
+    // Appends one event at a time, a flush each, until the head reaches `until`.
+    let mut append_until = |ledger: &mut Ledger, until: u64| {
+        while ledger.head().seq < until {
+            let changes: Vec<_> = generator
+                .events(1)
+                .iter()
+                .filter_map(normalize_event)
+                .collect();
+            ledger.append(changes, clock()).unwrap();
+            ledger.flush().unwrap();
+        }
+    };
     let mut ledger = open_ledger(&dir, config.clone()).unwrap();
-    while ledger.head().seq == head {
-        let changes: Vec<_> = generator
-            .events(1)
-            .iter()
-            .filter_map(normalize_event)
-            .collect();
-        ledger.append(changes, clock()).unwrap();
-        ledger.flush().unwrap();
-    }
+    append_until(&mut ledger, head + 1);
     drop(ledger);
     tamper(&dir, |tree| assert_eq!(commitment(tree, head + 1), None));
 
@@ -1288,15 +1292,7 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
         tree.insert(snapshot_key(50), &genuine).unwrap()
     });
     let mut ledger = open_ledger(&dir, config.clone()).unwrap();
-    while ledger.head().seq < 45 + 20 {
-        let changes: Vec<_> = generator
-            .events(1)
-            .iter()
-            .filter_map(normalize_event)
-            .collect();
-        ledger.append(changes, clock()).unwrap();
-        ledger.flush().unwrap();
-    }
+    append_until(&mut ledger, 45 + 20);
     let head = ledger.head().seq;
     let projection = ledger.projection().clone();
     drop(ledger);

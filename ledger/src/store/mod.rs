@@ -96,17 +96,7 @@ pub trait Store: Send + Sync {
     /// The seqs of the stored snapshot records, ascending, for retention. The default
     /// reads them with their values; a backend that can list keys alone should.
     fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        let records = self.scan(
-            &keys::seq_key(keys::SNAPSHOT, 0),
-            &keys::seq_key(keys::SNAPSHOT, u64::MAX),
-            false,
-        );
-        let mut seqs = Vec::new();
-        for record in records {
-            let (key, _) = record?;
-            seqs.extend(keys::seq_of(&key).filter(|_| key.len() == 9));
-        }
-        Ok(seqs)
+        seqs_under(self, keys::SNAPSHOT, false)
     }
 
     /// Sets one record in a batch of its own (repair tools, tests).
@@ -134,6 +124,26 @@ pub trait Store: Send + Sync {
         std::thread::sleep(timeout);
         false
     }
+}
+
+/// The seqs of the well-formed records (prefix and a u64) under `prefix`, ascending, or
+/// descending when `reverse`.
+pub(crate) fn seqs_under<S: Store + ?Sized>(
+    store: &S,
+    prefix: u8,
+    reverse: bool,
+) -> Result<Vec<u64>, StoreError> {
+    let records = store.scan(
+        &keys::seq_key(prefix, 0),
+        &keys::seq_key(prefix, u64::MAX),
+        reverse,
+    );
+    let mut seqs = Vec::new();
+    for record in records {
+        let (key, _) = record?;
+        seqs.extend(keys::seq_of(&key).filter(|_| key.len() == 9));
+    }
+    Ok(seqs)
 }
 
 /// Writes applied together by [`Store::commit`], in order.

@@ -202,23 +202,16 @@ pub(crate) fn walk(
         );
         return Ok(report);
     }
-    let mut snapshot_seqs = BTreeSet::new();
-    let snapshots = store.scan(
-        &keys::seq_key(keys::SNAPSHOT, start_seq + 1),
-        &keys::seq_key(keys::SNAPSHOT, u64::MAX),
-        false,
-    );
-    for item in snapshots {
-        match item {
-            Ok((key, _)) => snapshot_seqs.extend(keys::seq_of(&key)),
-            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
-
-            Err(e) => {
-                report.failure = Some(unreadable(start_seq + 1, &e));
-                return Ok(report);
-            }
+    // The seqs alone: a scan would read every snapshot's bytes (hundreds of megabytes each
+    // at cluster scale) to learn its key.
+    let snapshot_seqs: BTreeSet<u64> = match store.snapshot_seqs() {
+        Ok(seqs) => seqs.into_iter().filter(|&seq| seq > start_seq).collect(),
+        Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+        Err(e) => {
+            report.failure = Some(unreadable(start_seq + 1, &e));
+            return Ok(report);
         }
-    }
+    };
     // Which entry commits to which snapshot (`P` records: one per snapshot, so few).
     let mut commits_to = std::collections::HashMap::new();
     let mut committed_by = std::collections::HashMap::new();

@@ -1,6 +1,7 @@
 //! The storage boundary: everything the ledger keeps goes through [`Store`], a narrow
 //! ordered key-value interface (point and range reads, one atomic batch per commit, a
-//! durable flush). The key layout is [`keys`]; the ledger decides what to write, a backend
+//! durable flush), with snapshots written, listed, streamed and removed apart from the
+//! log (a backend may keep them elsewhere: sled keeps them as files). The key layout is [`keys`]; the ledger decides what to write, a backend
 //! only how. Backends:
 //!
 //! * [`SledStore`] (module `sled_store`): the embedded default, one sled tree, with

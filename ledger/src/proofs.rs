@@ -97,16 +97,30 @@ impl LedgerView {
         Ok(())
     }
 
-    /// The newest signed checkpoint, if any.
+    /// The newest signed checkpoint this view's log reaches, if any. A checkpoint past
+    /// the view's head (signed since by the writer, when this view is an older one or a
+    /// follower's) is not this view's: nothing it serves could be proved against it.
     pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        latest_checkpoint(self.store.as_ref())
+        let mut records = self.store.scan(
+            &keys::seq_key(keys::CHECKPOINT, 0),
+            &keys::seq_key(keys::CHECKPOINT, self.head.seq),
+            true,
+        );
+        match records.next() {
+            Some(item) => {
+                let note = String::from_utf8_lossy(&item?.1).into_owned();
+                Ok(Some(StoredCheckpoint::parse(note)?))
+            }
+            None => Ok(None),
+        }
     }
 
-    /// The smallest signed checkpoint whose tree holds at least `size` leaves.
+    /// The smallest signed checkpoint whose tree holds at least `size` leaves, among those
+    /// this view's log reaches.
     pub fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, LedgerError> {
         let mut records = self.store.scan(
             &keys::seq_key(keys::CHECKPOINT, size),
-            &keys::seq_key(keys::CHECKPOINT, u64::MAX),
+            &keys::seq_key(keys::CHECKPOINT, self.head.seq),
             false,
         );
         match records.next() {
@@ -118,11 +132,11 @@ impl LedgerView {
         }
     }
 
-    /// Every signed checkpoint, oldest first.
+    /// Every signed checkpoint this view's log reaches, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
         let records = self.store.scan(
             &keys::seq_key(keys::CHECKPOINT, 0),
-            &keys::seq_key(keys::CHECKPOINT, u64::MAX),
+            &keys::seq_key(keys::CHECKPOINT, self.head.seq),
             false,
         );
         let mut out = Vec::new();
@@ -456,11 +470,20 @@ mod tests {
             cosigned
         );
         let first = cosigned;
+        let at_ten = ledger.reader().view();
         append(&mut ledger, 11..=20);
         let second = ledger
             .sign_checkpoint(&key(), "test.example/ledger")
             .unwrap();
         assert_eq!(second.checkpoint.size, 20);
+        // A view published before it (a follower's, or one a reader still holds) does not
+        // see a checkpoint past its head.
+        assert_eq!(at_ten.head().seq, 10);
+        assert_eq!(at_ten.latest_checkpoint().unwrap(), Some(first.clone()));
+        assert_eq!(at_ten.checkpoint_covering(11).unwrap(), None);
+        assert_eq!(at_ten.checkpoints().unwrap(), vec![first.clone()]);
+        // (It holds the store open.)
+        drop(at_ten);
         assert_eq!(
             ledger.checkpoints().unwrap(),
             vec![first.clone(), second.clone()]

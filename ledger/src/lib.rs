@@ -1628,7 +1628,9 @@ impl LedgerView {
         )?;
         self.check_store_identity(&mut report);
         if report.ok() {
-            for stored in self.checkpoints()? {
+            // Every stored checkpoint, past this view's head too: one past the log's end
+            // is a truncation or rollback behind what was signed.
+            for stored in proofs::stored_checkpoints(self.store.as_ref(), u64::MAX)? {
                 if let Err(failure) =
                     proofs::check_consistent(self.store.as_ref(), &frontier, &stored.checkpoint)
                 {

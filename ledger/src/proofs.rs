@@ -134,17 +134,7 @@ impl LedgerView {
 
     /// Every signed checkpoint this view's log reaches, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
-        let records = self.store.scan(
-            &keys::seq_key(keys::CHECKPOINT, 0),
-            &keys::seq_key(keys::CHECKPOINT, self.head.seq),
-            false,
-        );
-        let mut out = Vec::new();
-        for item in records {
-            let note = String::from_utf8_lossy(&item?.1).into_owned();
-            out.push(StoredCheckpoint::parse(note)?);
-        }
-        Ok(out)
+        stored_checkpoints(self.store.as_ref(), self.head.seq)
     }
 
     /// Whether this ledger holds the tree `checkpoint` describes as a prefix: `Err` names
@@ -267,6 +257,24 @@ impl Ledger {
         self.flush()?;
         Ok(())
     }
+}
+
+/// The signed checkpoints kept in `store` of a tree size up to `max_size`, oldest first.
+pub(crate) fn stored_checkpoints(
+    store: &dyn Store,
+    max_size: u64,
+) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+    let records = store.scan(
+        &keys::seq_key(keys::CHECKPOINT, 0),
+        &keys::seq_key(keys::CHECKPOINT, max_size),
+        false,
+    );
+    let mut out = Vec::new();
+    for item in records {
+        let note = String::from_utf8_lossy(&item?.1).into_owned();
+        out.push(StoredCheckpoint::parse(note)?);
+    }
+    Ok(out)
 }
 
 /// The newest checkpoint kept in `store`.

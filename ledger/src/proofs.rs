@@ -101,35 +101,13 @@ impl LedgerView {
     /// the view's head (signed since by the writer, when this view is an older one or a
     /// follower's) is not this view's: nothing it serves could be proved against it.
     pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        let mut records = self.store.scan(
-            &keys::seq_key(keys::CHECKPOINT, 0),
-            &keys::seq_key(keys::CHECKPOINT, self.head.seq),
-            true,
-        );
-        match records.next() {
-            Some(item) => {
-                let note = String::from_utf8_lossy(&item?.1).into_owned();
-                Ok(Some(StoredCheckpoint::parse(note)?))
-            }
-            None => Ok(None),
-        }
+        first_checkpoint(self.store.as_ref(), (0, self.head.seq), true)
     }
 
     /// The smallest signed checkpoint whose tree holds at least `size` leaves, among those
     /// this view's log reaches.
     pub fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        let mut records = self.store.scan(
-            &keys::seq_key(keys::CHECKPOINT, size),
-            &keys::seq_key(keys::CHECKPOINT, self.head.seq),
-            false,
-        );
-        match records.next() {
-            Some(item) => {
-                let note = String::from_utf8_lossy(&item?.1).into_owned();
-                Ok(Some(StoredCheckpoint::parse(note)?))
-            }
-            None => Ok(None),
-        }
+        first_checkpoint(self.store.as_ref(), (size, self.head.seq), false)
     }
 
     /// Every signed checkpoint this view's log reaches, oldest first.
@@ -281,10 +259,20 @@ pub(crate) fn stored_checkpoints(
 pub(crate) fn latest_checkpoint(
     store: &dyn Store,
 ) -> Result<Option<StoredCheckpoint>, LedgerError> {
+    first_checkpoint(store, (0, u64::MAX), true)
+}
+
+/// The first checkpoint kept in `store` of a tree size in `from..=to`: the smallest, or the
+/// largest when `newest`.
+fn first_checkpoint(
+    store: &dyn Store,
+    (from, to): (u64, u64),
+    newest: bool,
+) -> Result<Option<StoredCheckpoint>, LedgerError> {
     let mut records = store.scan(
-        &keys::seq_key(keys::CHECKPOINT, 0),
-        &keys::seq_key(keys::CHECKPOINT, u64::MAX),
-        true,
+        &keys::seq_key(keys::CHECKPOINT, from),
+        &keys::seq_key(keys::CHECKPOINT, to),
+        newest,
     );
     match records.next() {
         Some(item) => {

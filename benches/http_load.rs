@@ -157,30 +157,41 @@ fn run_wrk(
 
 /// One check on a keep-alive connection; returns the status code.
 async fn check(stream: &mut TcpStream, buffer: &mut Vec<u8>, body: &str) -> u16 {
-    let request = format!(
-        "POST /v1/identity/check HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
+    stream
+        .write_all(check_request(body).as_bytes())
+        .await
+        .expect("write");
     buffer.clear();
     let mut chunk = [0u8; 8192];
     loop {
         let read = stream.read(&mut chunk).await.expect("read");
         assert!(read > 0, "the server closed the connection");
         buffer.extend_from_slice(&chunk[..read]);
-        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if buffer.len() >= end + 4 + length {
+        if let Some((head, _)) = whole_response(buffer) {
             return head[9..12].parse().unwrap_or(0);
         }
     }
+}
+
+/// The HTTP request of one check of `body`.
+fn check_request(body: &str) -> String {
+    format!(
+        "POST /v1/identity/check HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The lowercased head and the body of the response in `buffer`, once all of it (as its
+/// Content-Length says) has arrived.
+fn whole_response(buffer: &[u8]) -> Option<(String, &[u8])> {
+    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (buffer.len() >= end + 4 + length).then(|| (head, &buffer[end + 4..]))
 }
 
 /// `connections` closed-loop clients checking random bound pods for `seconds`: every
@@ -265,31 +276,18 @@ fn check_body(k: u64) -> String {
 /// One check on a blocking keep-alive connection: whether it was answered 200 `allow`.
 fn check_blocking(stream: &mut std::net::TcpStream, buffer: &mut Vec<u8>, body: &str) -> bool {
     use std::io::{Read, Write};
-    let request = format!(
-        "POST /v1/identity/check HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("write");
+    stream
+        .write_all(check_request(body).as_bytes())
+        .expect("write");
     buffer.clear();
     let mut chunk = [0u8; 8192];
     loop {
         let read = stream.read(&mut chunk).expect("read");
         assert!(read > 0, "the server closed the connection");
         buffer.extend_from_slice(&chunk[..read]);
-        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if buffer.len() >= end + 4 + length {
+        if let Some((head, body)) = whole_response(buffer) {
             return head.starts_with("http/1.1 200")
-                && buffer[end + 4..]
-                    .windows(17)
-                    .any(|w| w == br#""decision":"allow"#);
+                && body.windows(17).any(|w| w == br#""decision":"allow"#);
         }
     }
 }

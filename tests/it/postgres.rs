@@ -481,6 +481,18 @@ fn pod(n: u64) -> schemas::ObjectChange {
         .unwrap()
 }
 
+/// A library ledger's settings as one of several replicas of the test server's database,
+/// its password in a file under `dir`.
+fn replica_config(dir: &Path) -> ledger::LedgerConfig {
+    let password = dir.join("pw");
+    std::fs::write(&password, postgres::PASSWORD).unwrap();
+    ledger::LedgerConfig {
+        replica: true,
+        password_file: Some(password),
+        ..ledger::LedgerConfig::default()
+    }
+}
+
 #[test]
 fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
     use ledger::{Ledger, LedgerConfig, LedgerError};
@@ -488,13 +500,9 @@ fn replicas_follow_the_writer_and_a_deposed_writer_cannot_fork_the_log() {
     pg.create_database("replicas");
     let url = pg.url("replicas");
     let dir = tempfile::tempdir().unwrap();
-    let password = dir.path().join("pw");
-    std::fs::write(&password, postgres::PASSWORD).unwrap();
     let config = LedgerConfig {
-        replica: true,
-        password_file: Some(password),
         lease: Some(std::time::Duration::from_secs(3)),
-        ..LedgerConfig::default()
+        ..replica_config(dir.path())
     };
     let at = chrono::Utc::now();
     let mut first = Ledger::open(Path::new(&url), config.clone()).unwrap();
@@ -930,18 +938,12 @@ fn until_applied(rounds: &std::sync::mpsc::Receiver<(bool, u64)>, seq: u64) {
 
 #[test]
 fn a_follower_is_woken_by_the_writers_commits_and_listens_again_when_its_connection_is_lost() {
-    use ledger::{Ledger, LedgerConfig, SharedLedger};
+    use ledger::{Ledger, SharedLedger};
     let pg = Postgres::start();
     pg.create_database("notify");
     let url = pg.url("notify");
     let dir = tempfile::tempdir().unwrap();
-    let password = dir.path().join("pw");
-    std::fs::write(&password, postgres::PASSWORD).unwrap();
-    let config = LedgerConfig {
-        replica: true,
-        password_file: Some(password),
-        ..LedgerConfig::default()
-    };
+    let config = replica_config(dir.path());
     let at = chrono::Utc::now();
     let mut writer = Ledger::open(Path::new(&url), config.clone()).unwrap();
     let follower = SharedLedger::new(Ledger::open(Path::new(&url), config).unwrap());

@@ -47,7 +47,7 @@ use chrono::{DateTime, Utc};
 use schemas::entry::snapshot_digest;
 use schemas::merkle::{self, CompactRange};
 use schemas::{
-    chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, FORMAT_VERSION,
+    chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, Text, FORMAT_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
@@ -333,25 +333,15 @@ pub struct StoredEntry {
     pub entry: Entry,
 }
 
-/// The projection after `seq`, stored every `snapshot_every` entries. The entry at `seq`
-/// commits to its exact stored bytes ([`Entry::snapshot`]), so the snapshot cannot name
-/// that entry's chain hash (which covers the digest); the stored `E(seq)` record gives it.
-#[derive(Deserialize)]
-pub(crate) struct Snapshot {
-    pub(crate) seq: u64,
-    pub(crate) projection: Projection,
-}
+/// The projection after `seq`, stored every `snapshot_every` entries
+/// ([`projection::layout`]). The entry at `seq` commits to its exact stored bytes
+/// ([`Entry::snapshot`]), so the snapshot cannot name that entry's chain hash (which
+/// covers the digest); the stored `E(seq)` record gives it.
+pub(crate) use projection::layout::Snapshot;
 
-/// The snapshot record of the projection after `seq`: `rmp_serde::to_vec` (positional:
-/// snapshots are an internal cache, and field names would double their size) of
-/// `[seq, projection]`, the layout [`Snapshot`] reads.
+/// The snapshot record of the projection after `seq` ([`projection::layout`]).
 fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerError> {
-    #[derive(Serialize)]
-    struct SnapshotRef<'a> {
-        seq: u64,
-        projection: &'a Projection,
-    }
-    rmp_serde::to_vec(&SnapshotRef { seq, projection })
+    projection::layout::encode(seq, projection)
         .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))
 }
 
@@ -446,6 +436,9 @@ struct Snapshots {
     /// Whether `task` is checking a snapshot left at the head for adoption: the first
     /// append waits for it, so that it is the one that commits to it.
     adopting: bool,
+    /// Tests write snapshots in layout 1, as builds before the compact projection did.
+    #[cfg(test)]
+    layout_one: bool,
 }
 
 impl Snapshots {
@@ -766,6 +759,7 @@ impl Ledger {
             (start_seq, start_hash),
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
+            start_seq > 0,
             verify::WalkEnd::Head,
         )?;
         if early_failure.is_some() {
@@ -910,6 +904,7 @@ impl Ledger {
             (self.view.head.seq, self.view.head.hash),
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
+            false,
             verify::WalkEnd::Following,
         )?;
         if let Some(failure) = report.failure {
@@ -1130,7 +1125,7 @@ impl Ledger {
         let mut in_chunk = 0usize;
         let mut outcomes = Vec::with_capacity(changes.len());
         // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
-        let mut in_batch: Vec<(String, String, bool, u64)> = Vec::new();
+        let mut in_batch: Vec<(Text, Text, bool, u64)> = Vec::new();
         if std::mem::take(&mut self.snapshots.adopting) {
             // Once after opening, and only when a snapshot was left at the head: otherwise
             // an append that starts first (an `ingest`) would never commit to it.
@@ -1320,9 +1315,18 @@ impl Ledger {
         let view = self.published.load_full();
         let written = Arc::clone(&self.snapshots.written);
         let (kept, opened_head) = (self.config.snapshots_kept, self.snapshots.opened_head);
+        #[cfg(test)]
+        let layout_one = self.snapshots.layout_one;
         let job = move || {
             let seq = view.head.seq;
-            let stored = encode_snapshot(seq, &view.projection).and_then(|bytes| {
+            #[cfg(test)]
+            let encoded = match layout_one {
+                true => Ok(projection::layout::encode_layout_one(seq, &view.projection)),
+                false => encode_snapshot(seq, &view.projection),
+            };
+            #[cfg(not(test))]
+            let encoded = encode_snapshot(seq, &view.projection);
+            let stored = encoded.and_then(|bytes| {
                 view.store.put_snapshot(seq, &bytes)?;
                 Ok(snapshot_digest(&bytes))
             });
@@ -1427,7 +1431,7 @@ impl Ledger {
     fn classify(
         &self,
         change: &mut ObjectChange,
-        in_batch: &[(String, String, bool, u64)],
+        in_batch: &[(Text, Text, bool, u64)],
     ) -> Result<Option<AppendOutcome>, LedgerError> {
         let removal = change.change.is_removal();
         let Some(record) = self.view.projection.object(&change.uid) else {
@@ -1457,9 +1461,9 @@ impl Ledger {
                 return Ok(Some(match self.find_recorded(change, in_batch)? {
                     Some(seq) => AppendOutcome::Duplicate { seq },
                     None => AppendOutcome::Stale {
-                        uid: change.uid.clone(),
-                        offered: change.resource_version.clone(),
-                        recorded: recorded.clone(),
+                        uid: change.uid.to_string(),
+                        offered: change.resource_version.to_string(),
+                        recorded: recorded.to_string(),
                     },
                 }));
             }
@@ -1495,7 +1499,7 @@ impl Ledger {
     fn find_recorded(
         &self,
         change: &ObjectChange,
-        in_batch: &[(String, String, bool, u64)],
+        in_batch: &[(Text, Text, bool, u64)],
     ) -> Result<Option<u64>, LedgerError> {
         let removal = change.change.is_removal();
         let same = |uid: &str, rv: &str, gone: bool| {
@@ -1624,6 +1628,7 @@ impl LedgerView {
             (0, Hash::ZERO),
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
+            false,
             verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
@@ -1696,6 +1701,7 @@ impl LedgerView {
             (seq, hash),
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
+            false,
             verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
@@ -2169,6 +2175,40 @@ mod tests {
 
     fn at(second: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_790_000_000 + second, 0).unwrap()
+    }
+
+    #[test]
+    fn a_ledger_whose_snapshots_an_older_build_wrote_opens_from_them_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            background_snapshots: false,
+            snapshot_every: 4,
+            ..LedgerConfig::default()
+        };
+        let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
+        ledger.snapshots.layout_one = true;
+        ledger.append((1..=4).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        ledger.append((5..=6).map(pod), at(1)).unwrap();
+        ledger.flush().unwrap();
+        let committed = ledger.entry(5).unwrap().unwrap().entry.snapshot.unwrap();
+        let stored = ledger.store.get(&keys::seq_key(keys::SNAPSHOT, 4)).unwrap();
+        let stored = stored.unwrap();
+        // Layout 1 opens with the seq (a positive fixint), not layout 2's tag.
+        assert_eq!(&stored[..2], &[0x92, 0x04]);
+        assert_eq!(snapshot_digest(&stored), committed);
+        let expected = ledger.projection().clone();
+        drop(ledger);
+
+        let reopened = Ledger::open(dir.path(), config).unwrap();
+        assert_eq!(reopened.projection(), &expected);
+        let report = reopened.verify().unwrap();
+        assert!(report.ok(), "{report:?}");
+        // The anchor the open used is the layout-1 snapshot at seq 4.
+        let (snapshot, _) = latest_snapshot(reopened.store.as_ref(), 6, 6, SnapshotTrust::Refuse)
+            .unwrap()
+            .unwrap();
+        assert_eq!(snapshot.seq, 4);
     }
 
     #[test]

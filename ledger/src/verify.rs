@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use schemas::entry::snapshot_digest;
 use schemas::merkle::{self, CompactRange, Hash32};
 use schemas::{chain_hash, Entry, Hash};
 use serde::Serialize;
@@ -171,7 +170,11 @@ pub(crate) enum WalkEnd {
 /// `frontier` must be the Merkle frontier at `start_seq`; it is extended entry by entry
 /// and each entry's stored nodes, then the frontier stored with the head, are checked.
 /// Every snapshot passed must be the one its entry commits to and equal the replay;
-/// `missing` says whether a committed snapshot that is not stored fails.
+/// `missing` says whether a committed snapshot that is not stored fails. With `anchored`,
+/// the walk starts from the snapshot at `start_seq` that `anchor` checked against its
+/// committing entry a moment before: that digest is not computed again (hundreds of
+/// megabytes read and hashed at cluster scale, for every open).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn walk(
     store: &dyn Store,
     projection: &mut Projection,
@@ -179,8 +182,10 @@ pub(crate) fn walk(
     (start_seq, start_hash): (u64, Hash),
     head: (u64, Hash),
     missing: MissingSnapshot,
+    anchored: bool,
     mut end: WalkEnd,
 ) -> Result<VerifyReport, LedgerError> {
+    let anchored = anchored.then_some(start_seq);
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
     // Snapshots below the newest committed one may have been removed by retention.
     let retained_from = match missing {
@@ -352,6 +357,7 @@ pub(crate) fn walk(
                     let commitment = snapshot
                         .map(|digest| (commits_to.get(&seq).copied().unwrap_or(seq), digest));
                     if content.is_some() || commitment.is_some() {
+                        let commitment = commitment.filter(|(at, _)| Some(*at) != anchored);
                         let differs = match snapshot_differs(
                             store,
                             seq,
@@ -659,7 +665,8 @@ fn snapshot_differs(
     retained_from: u64,
 ) -> Result<Option<String>, LedgerError> {
     if let Some((snapshot_seq, committed)) = commitment {
-        match store.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? {
+        // Streamed: a snapshot is hundreds of megabytes at cluster scale.
+        match crate::streamed_snapshot_digest(store, snapshot_seq)? {
             None => {
                 if snapshot_seq >= retained_from {
                     return Ok(Some(format!(
@@ -667,8 +674,7 @@ fn snapshot_differs(
                     )));
                 }
             }
-            Some(bytes) => {
-                let digest = snapshot_digest(&bytes);
+            Some(digest) => {
                 if digest != committed {
                     return Ok(Some(format!(
                         "the snapshot stored at seq {snapshot_seq} hashes to {digest} but entry {seq} commits to {committed}"
@@ -680,11 +686,22 @@ fn snapshot_differs(
     let Some(snapshot_seq) = content else {
         return Ok(None);
     };
-    let Some(bytes) = store.get(&keys::seq_key(keys::SNAPSHOT, snapshot_seq))? else {
+    let Some(stream) = store.snapshot_reader(snapshot_seq)? else {
         return Ok(None);
     };
-    let mut snapshot: Snapshot = match rmp_serde::from_slice(&bytes) {
+    let decoded =
+        rmp_serde::from_read::<_, Snapshot>(std::io::BufReader::with_capacity(1 << 20, stream));
+    let mut snapshot = match decoded {
         Ok(snapshot) => snapshot,
+        Err(
+            rmp_serde::decode::Error::InvalidMarkerRead(source)
+            | rmp_serde::decode::Error::InvalidDataRead(source),
+        ) if source.kind() != std::io::ErrorKind::UnexpectedEof => {
+            return Err(LedgerError::Storage(crate::StoreError::Io {
+                context: format!("reading the snapshot at seq {snapshot_seq}"),
+                source,
+            }))
+        }
         Err(e) => {
             return Ok(Some(format!(
                 "the snapshot at seq {snapshot_seq} does not decode: {e}"

@@ -13,6 +13,7 @@
 //! * [`bundle`]: the compliance export bundle (manifest, entry lines, signed checkpoint,
 //!   proofs) and its offline verifier.
 //! * [`json`]: strict JSON reading (no repeated keys) for untrusted input.
+//! * [`text`]: the shared immutable string of observed objects' fields.
 //!
 //! The byte layout is documented in `docs/FORMAT.md` at the workspace root.
 
@@ -25,6 +26,7 @@ pub mod normalize;
 pub mod observed;
 pub mod reason;
 pub mod resources;
+pub mod text;
 
 pub use entry::{
     chain_hash, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, WatchGap, WatchScope,
@@ -33,6 +35,7 @@ pub use entry::{
 pub use normalize::{normalize, WatchEventType};
 pub use observed::{ChangeKind, KindFields, ObjectChange, ObjectKind, OwnerRef};
 pub use reason::{BindingKind, Reason, Transition};
+pub use text::Text;
 
 /// Everything that can go wrong turning bytes or JSON into claim-ledger types.
 #[derive(Debug, thiserror::Error)]

@@ -71,16 +71,20 @@ pub fn normalize(
             let sandbox: resources::Sandbox = parse(kind, object)?;
             let spec = sandbox.spec.unwrap_or_default();
             let fields = KindFields::Sandbox {
-                claim_uid_label: sandbox.metadata.label(CLAIM_UID_LABEL),
-                sandbox_id_label: sandbox.metadata.label(SANDBOX_ID_LABEL),
-                pod_name_annotation: sandbox.metadata.annotation(POD_NAME_ANNOTATION),
+                claim_uid_label: sandbox.metadata.label(CLAIM_UID_LABEL).map(Text::from),
+                sandbox_id_label: sandbox.metadata.label(SANDBOX_ID_LABEL).map(Text::from),
+                pod_name_annotation: sandbox
+                    .metadata
+                    .annotation(POD_NAME_ANNOTATION)
+                    .map(Text::from),
                 volume_claim_templates: spec
                     .volume_claim_templates
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|t| t.metadata.and_then(|m| m.name))
+                    .map(Text::from)
                     .collect(),
-                shutdown_policy: spec.shutdown_policy,
+                shutdown_policy: spec.shutdown_policy.map(Text::from),
             };
             (ObjectKind::Sandbox, sandbox.metadata, fields)
         }
@@ -111,32 +115,35 @@ pub fn normalize(
                 .into_iter()
                 .find(|c| c.type_ == "Ready")
                 .map(|c| ConditionSummary {
-                    status: c.status,
-                    reason: c.reason,
+                    status: c.status.into(),
+                    reason: c.reason.map(Text::from),
                 });
             let fields = KindFields::SandboxClaim {
-                status_sandbox_name: status.sandbox.and_then(|s| s.name),
+                status_sandbox_name: status.sandbox.and_then(|s| s.name).map(Text::from),
                 ready,
-                shutdown_policy: lifecycle.shutdown_policy,
-                shutdown_time: lifecycle.shutdown_time,
-                warm_pool,
-                template,
+                shutdown_policy: lifecycle.shutdown_policy.map(Text::from),
+                shutdown_time: lifecycle.shutdown_time.map(Text::from),
+                warm_pool: warm_pool.map(Text::from),
+                template: template.map(Text::from),
             };
             (ObjectKind::SandboxClaim, metadata, fields)
         }
         ("", "Pod") => {
             let pod: resources::Pod = parse(kind, object)?;
             let fields = KindFields::Pod {
-                sandbox_id_annotation: pod.metadata.annotation(POD_SANDBOX_ID_ANNOTATION),
-                phase: pod.status.and_then(|s| s.phase),
+                sandbox_id_annotation: pod
+                    .metadata
+                    .annotation(POD_SANDBOX_ID_ANNOTATION)
+                    .map(Text::from),
+                phase: pod.status.and_then(|s| s.phase).map(Text::from),
             };
             (ObjectKind::Pod, pod.metadata, fields)
         }
         ("", "PersistentVolumeClaim") => {
             let pvc: resources::PersistentVolumeClaim = parse(kind, object)?;
             let fields = KindFields::PersistentVolumeClaim {
-                volume_name: pvc.spec.and_then(|s| s.volume_name),
-                phase: pvc.status.and_then(|s| s.phase),
+                volume_name: pvc.spec.and_then(|s| s.volume_name).map(Text::from),
+                phase: pvc.status.and_then(|s| s.phase).map(Text::from),
             };
             (ObjectKind::PersistentVolumeClaim, pvc.metadata, fields)
         }
@@ -181,14 +188,14 @@ fn from_parts(
     let controller = controller_of(kind_name, &metadata)?;
     Ok(ObjectChange {
         kind,
-        api_version: api_version.to_string(),
-        namespace,
-        name,
-        uid,
-        resource_version,
+        api_version: api_version.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: uid.into(),
+        resource_version: resource_version.into(),
         change,
         controller,
-        deletion_timestamp: metadata.deletion_timestamp.clone(),
+        deletion_timestamp: metadata.deletion_timestamp.as_deref().map(Text::from),
         fields,
     })
 }
@@ -220,10 +227,10 @@ fn controller_of(kind_name: &str, metadata: &ObjectMeta) -> Result<Option<OwnerR
             MAX_UID_LEN,
         )?;
         references.push(OwnerRef {
-            group,
-            kind: reference.kind.clone(),
-            name: reference.name.clone(),
-            uid,
+            group: group.into(),
+            kind: reference.kind.as_str().into(),
+            name: reference.name.as_str().into(),
+            uid: uid.into(),
         });
     }
     if references.len() <= 1 {

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::text::Text;
+
 /// API group of `Sandbox`.
 pub const SANDBOX_GROUP: &str = "agents.x-k8s.io";
 /// API group of `SandboxClaim`, `SandboxWarmPool` and `SandboxTemplate`.
@@ -112,13 +114,13 @@ impl ChangeKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRef {
     /// API group, from the reference's apiVersion (empty for core).
-    pub group: String,
+    pub group: Text,
     /// Kind, as written in the reference.
-    pub kind: String,
+    pub kind: Text,
     /// Name of the owner.
-    pub name: String,
+    pub name: Text,
     /// Uid of the owner: the identity that counts.
-    pub uid: String,
+    pub uid: Text,
 }
 
 impl OwnerRef {
@@ -148,10 +150,10 @@ impl OwnerRef {
         let listed: Vec<&str> = uids.iter().copied().take(AMBIGUOUS_UIDS_LISTED).collect();
         let listed = serde_json::to_string(&listed).unwrap_or_else(|_| "[]".into());
         OwnerRef {
-            group: group.to_string(),
-            kind: kind.to_string(),
-            name: format!("{count}{AMBIGUOUS_NAME_INFIX}{listed}"),
-            uid: String::new(),
+            group: group.into(),
+            kind: kind.into(),
+            name: format!("{count}{AMBIGUOUS_NAME_INFIX}{listed}").into(),
+            uid: Text::default(),
         }
     }
 
@@ -178,7 +180,7 @@ impl OwnerRef {
     /// The owner uids this reference ties the object to: its uid, or for the marker every
     /// uid it lists (so the object stays among the dependents of each owner it names, and
     /// every binding through one of them is re-judged and refused).
-    pub fn linked_uids(&self) -> Vec<String> {
+    pub fn linked_uids(&self) -> Vec<Text> {
         if !self.is_ambiguous() {
             return vec![self.uid.clone()];
         }
@@ -188,6 +190,7 @@ impl OwnerRef {
             .unwrap_or_default()
             .into_iter()
             .filter(|uid| !uid.is_empty())
+            .map(Text::from)
             .collect()
     }
 }
@@ -202,9 +205,9 @@ const AMBIGUOUS_NAME_INFIX: &str = " controller references ";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConditionSummary {
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    pub status: Text,
     /// Machine-readable reason, if any.
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
 }
 
 /// The kind-specific identity fields (DOMAIN.md §1).
@@ -214,44 +217,44 @@ pub enum KindFields {
     /// Fields of a `Sandbox`.
     Sandbox {
         /// Label `agents.x-k8s.io/claim-uid`.
-        claim_uid_label: Option<String>,
+        claim_uid_label: Option<Text>,
         /// Label `openshell.ai/sandbox-id` (directly created sandboxes).
-        sandbox_id_label: Option<String>,
+        sandbox_id_label: Option<Text>,
         /// Annotation `agents.x-k8s.io/pod-name`.
-        pod_name_annotation: Option<String>,
+        pod_name_annotation: Option<Text>,
         /// Names of `spec.volumeClaimTemplates`.
-        volume_claim_templates: Vec<String>,
+        volume_claim_templates: Vec<Text>,
         /// `spec.shutdownPolicy`.
-        shutdown_policy: Option<String>,
+        shutdown_policy: Option<Text>,
     },
     /// Fields of a `SandboxClaim`.
     SandboxClaim {
         /// `status.sandbox.name`: the Sandbox the claim says it holds.
-        status_sandbox_name: Option<String>,
+        status_sandbox_name: Option<Text>,
         /// The `Ready` condition.
         ready: Option<ConditionSummary>,
         /// `spec.lifecycle.shutdownPolicy` (`Delete`, `DeleteForeground`, `Retain`).
-        shutdown_policy: Option<String>,
+        shutdown_policy: Option<Text>,
         /// `spec.lifecycle.shutdownTime`.
-        shutdown_time: Option<String>,
+        shutdown_time: Option<Text>,
         /// The warm pool named (`spec.warmpool` in v1alpha1, `spec.warmPoolRef.name` in v1beta1).
-        warm_pool: Option<String>,
+        warm_pool: Option<Text>,
         /// `spec.sandboxTemplateRef.name` (v1alpha1).
-        template: Option<String>,
+        template: Option<Text>,
     },
     /// Fields of a `Pod`.
     Pod {
         /// Annotation `openshell.io/sandbox-id`: the gateway's sandbox identity.
-        sandbox_id_annotation: Option<String>,
+        sandbox_id_annotation: Option<Text>,
         /// `status.phase`.
-        phase: Option<String>,
+        phase: Option<Text>,
     },
     /// Fields of a `PersistentVolumeClaim`.
     PersistentVolumeClaim {
         /// `spec.volumeName`: the bound PV.
-        volume_name: Option<String>,
+        volume_name: Option<Text>,
         /// `status.phase`.
-        phase: Option<String>,
+        phase: Option<Text>,
     },
 }
 
@@ -261,21 +264,21 @@ pub struct ObjectChange {
     /// Which kind of object.
     pub kind: ObjectKind,
     /// The apiVersion it was observed in (informational; identity never depends on it).
-    pub api_version: String,
+    pub api_version: Text,
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Text,
     /// Name (reused across generations: identity is the uid).
-    pub name: String,
+    pub name: Text,
     /// The object's uid.
-    pub uid: String,
+    pub uid: Text,
     /// The object's resourceVersion when observed.
-    pub resource_version: String,
+    pub resource_version: Text,
     /// What happened.
     pub change: ChangeKind,
     /// The controller owner reference, if any.
     pub controller: Option<OwnerRef>,
     /// `metadata.deletionTimestamp`, if the object is terminating.
-    pub deletion_timestamp: Option<String>,
+    pub deletion_timestamp: Option<Text>,
     /// Kind-specific identity fields.
     pub fields: KindFields,
 }

@@ -62,7 +62,7 @@ fn cluster_state(sim: &Simulator) -> BTreeMap<String, ObjectChange> {
             let observed = schemas::normalize(WatchEventType::Added, &object)
                 .unwrap_or_else(|e| panic!("the simulator's object normalizes: {e}: {stored}"))
                 .expect("a recorded kind");
-            (observed.uid.clone(), observed)
+            (observed.uid.to_string(), observed)
         })
         .collect()
 }
@@ -148,9 +148,9 @@ fn differences(sim: &Simulator, ledger: &SharedLedger) -> Vec<(String, String)> 
         }
     }
     for r in projection.live_objects() {
-        if !held.contains_key(&r.current.uid) {
+        if !held.contains_key(r.current.uid.as_str()) {
             out.push((
-                r.current.uid.clone(),
+                r.current.uid.to_string(),
                 format!(
                     "ghost: {:?} {}/{} {} is live in the ledger (@{}), not in the simulator",
                     r.current.kind,
@@ -214,9 +214,9 @@ fn binding_keys(ledger: &ledger::LedgerView) -> BTreeSet<BindingKey> {
         .iter()
         .map(|b| {
             (
-                b.pod.uid.clone(),
-                b.sandbox.uid.clone(),
-                b.claim.as_ref().map(|c| c.uid.clone()),
+                b.pod.uid.to_string(),
+                b.sandbox.uid.to_string(),
+                b.claim.as_ref().map(|c| c.uid.to_string()),
                 format!("{:?}", b.kind),
             )
         })
@@ -266,8 +266,8 @@ async fn stop(watching: Watching, sim: &Simulator, ledger: &SharedLedger) -> Bli
         .live_objects()
         .iter()
         .filter_map(|r| {
-            held.get(&r.current.uid)
-                .map(|kind| (r.current.uid.clone(), *kind))
+            held.get(r.current.uid.as_str())
+                .map(|kind| (r.current.uid.to_string(), *kind))
         })
         .collect();
     Blind {
@@ -469,10 +469,10 @@ async fn run_seed(seed: u64) -> SeedReport {
                 recorded.insert(key.clone()),
                 "seed {seed}: {key:?} recorded twice"
             );
-            known.insert(change.uid.clone());
+            known.insert(change.uid.to_string());
             if change.change.is_removal() {
                 removals
-                    .entry(change.uid.clone())
+                    .entry(change.uid.to_string())
                     .or_default()
                     .push((stored.entry.seq, change.change));
             }

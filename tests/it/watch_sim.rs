@@ -212,7 +212,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
                 .projection()
                 .live_objects()
                 .iter()
-                .map(|r| r.current.uid.clone())
+                .map(|r| r.current.uid.to_string())
                 .collect();
             live.sort();
             let mut truth: Vec<String> = [

@@ -508,9 +508,9 @@ fn describe(change: &Change) -> Option<Described> {
     match change {
         Change::Object(object) => Some((
             object.kind,
-            object.namespace.clone(),
-            object.name.clone(),
-            object.uid.clone(),
+            object.namespace.to_string(),
+            object.name.to_string(),
+            object.uid.to_string(),
         )),
         Change::WatchGap(_)
         | Change::CheckDenied(_)
@@ -592,7 +592,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .filter_map(|stored| match stored.entry.change {
-                Change::Object(o) => Some((o.resource_version, o.change)),
+                Change::Object(o) => Some((o.resource_version.to_string(), o.change)),
                 _ => None,
             })
             .collect()

@@ -256,7 +256,7 @@ pub fn step(
             };
             let missing: Vec<StreamOutput> = recorded
                 .iter()
-                .filter(|object| stream.holds(object) && !listed.contains(&object.uid))
+                .filter(|object| stream.holds(object) && !listed.contains(object.uid.as_str()))
                 .map(|object| {
                     StreamOutput::Append(Change::Object((*object).clone().into_missing_on_resync()))
                 })
@@ -403,7 +403,7 @@ mod tests {
         appended(outputs)
             .into_iter()
             .filter_map(|c| match c {
-                Change::Object(o) => Some((o.uid.clone(), o.change)),
+                Change::Object(o) => Some((o.uid.to_string(), o.change)),
                 _ => None,
             })
             .collect()

@@ -19,7 +19,7 @@
 use std::io::Write;
 
 use ledger::{LedgerView, StoredEntry};
-use schemas::{Change, CheckDenied, KindFields, ObjectChange, ObjectKind, WatchGap};
+use schemas::{Change, CheckDenied, KindFields, ObjectChange, ObjectKind, Text, WatchGap};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{base64_of, change_name, leaf_index, record_name, rfc3339, transition_name};
@@ -109,10 +109,10 @@ impl CsvRow {
         match &entry.change {
             Change::Object(object) => {
                 row.kind = object.kind.as_str().to_string();
-                row.namespace.clone_from(&object.namespace);
-                row.name.clone_from(&object.name);
-                row.uid.clone_from(&object.uid);
-                row.resource_version.clone_from(&object.resource_version);
+                row.namespace = object.namespace.to_string();
+                row.name = object.name.to_string();
+                row.uid = object.uid.to_string();
+                row.resource_version = object.resource_version.to_string();
                 row.change = change_name(object.change).to_string();
                 row.detail = object_detail(object);
             }
@@ -170,7 +170,7 @@ fn object_detail(object: &ObjectChange) -> String {
     if let Some(owner) = &object.controller {
         parts.push(format!("controller={}/{}", owner.kind, owner.name));
     }
-    let mut opt = |key: &str, value: &Option<String>| {
+    let mut opt = |key: &str, value: &Option<Text>| {
         if let Some(value) = value {
             parts.push(format!("{key}={value}"));
         }
@@ -188,7 +188,8 @@ fn object_detail(object: &ObjectChange) -> String {
             opt("pod", pod_name_annotation);
             opt("shutdown_policy", shutdown_policy);
             if !volume_claim_templates.is_empty() {
-                parts.push(format!("volumes={}", volume_claim_templates.join(",")));
+                let names: Vec<&str> = volume_claim_templates.iter().map(|v| v.as_str()).collect();
+                parts.push(format!("volumes={}", names.join(",")));
             }
         }
         KindFields::SandboxClaim {

@@ -4,7 +4,7 @@
 
 use ledger::projection::{bounded_text, MAX_NAME_LEN, MAX_UID_LEN};
 use ledger::{LedgerView, Projection, StoredEntry};
-use schemas::ObjectKind;
+use schemas::{ObjectKind, Text};
 
 use crate::FormatError;
 
@@ -155,7 +155,11 @@ impl Selection {
                 kind,
                 namespace,
                 name,
-            } => Ok(projection.uids_of(*kind, namespace, name).to_vec()),
+            } => Ok(projection
+                .uids_of(*kind, namespace, name)
+                .iter()
+                .map(Text::to_string)
+                .collect()),
         }
     }
 

@@ -14,7 +14,7 @@ use ledger::{Projection, StoredEntry};
 use schemas::{
     BindingKind, Change, ChangeKind, Hash, KindFields, ObjectChange, ObjectKind, Reason,
 };
-use schemas::{OwnerRef, Transition};
+use schemas::{OwnerRef, Text, Transition};
 use serde::Serialize;
 
 use crate::names::time_text;
@@ -216,7 +216,9 @@ impl Timeline {
         };
         for stored in parts.baseline {
             if let Change::Object(change) = &stored.entry.change {
-                reader.previous.insert(change.uid.clone(), change.clone());
+                reader
+                    .previous
+                    .insert(change.uid.to_string(), change.clone());
             }
         }
         let history_seqs: BTreeSet<u64> = parts.entries.iter().map(|s| s.entry.seq).collect();
@@ -379,8 +381,8 @@ fn link(projection: &Projection, role: &'static str, uid: &str) -> Link {
             .as_str()
             .to_string(),
         uid: uid.to_string(),
-        namespace: record.map(|r| r.current.namespace.clone()),
-        name: record.map(|r| r.current.name.clone()),
+        namespace: record.map(|r| r.current.namespace.to_string()),
+        name: record.map(|r| r.current.name.to_string()),
         recorded: record.is_some(),
     }
 }
@@ -391,10 +393,10 @@ fn controller_link(projection: &Projection, owner: &OwnerRef) -> Link {
         .filter(|_| !owner.uid.is_empty());
     Link {
         role: "controller",
-        kind: owner.kind.clone(),
-        uid: owner.uid.clone(),
-        namespace: record.map(|r| r.current.namespace.clone()),
-        name: Some(owner.name.clone()),
+        kind: owner.kind.to_string(),
+        uid: owner.uid.to_string(),
+        namespace: record.map(|r| r.current.namespace.to_string()),
+        name: Some(owner.name.to_string()),
         recorded: record.is_some(),
     }
 }
@@ -412,7 +414,7 @@ fn subject(projection: &Projection, uid: &str) -> Option<Subject> {
                 .claim_uid
                 .as_deref()
                 .map(|claim| link(projection, "claim", claim)),
-            sandbox_id: binding.sandbox_id.clone(),
+            sandbox_id: binding.sandbox_id.as_ref().map(Text::to_string),
             since_seq: binding.since_seq,
             since: binding.since,
             ended_seq: binding.ended_seq,
@@ -421,8 +423,8 @@ fn subject(projection: &Projection, uid: &str) -> Option<Subject> {
         .collect();
     Some(Subject {
         kind: current.kind,
-        namespace: current.namespace.clone(),
-        name: current.name.clone(),
+        namespace: current.namespace.to_string(),
+        name: current.name.to_string(),
         uid: uid.to_string(),
         first_seq: record.first_seq,
         last_seq: record.last_seq,
@@ -435,7 +437,9 @@ fn subject(projection: &Projection, uid: &str) -> Option<Subject> {
         bindings,
         same_name: projection
             .uids_of(current.kind, &current.namespace, &current.name)
-            .to_vec(),
+            .iter()
+            .map(Text::to_string)
+            .collect(),
     })
 }
 
@@ -508,7 +512,7 @@ impl Reader<'_> {
             .collect();
         match &entry.change {
             Change::Object(change) if self.selects(&change.uid) => {
-                let before = self.previous.insert(change.uid.clone(), change.clone());
+                let before = self.previous.insert(change.uid.to_string(), change.clone());
                 self.object_events(stored, change, before.as_ref(), &mutated_here);
             }
             Change::Object(_) | Change::WatchScope(_) => {}
@@ -932,8 +936,8 @@ fn owner_text(owner: &OwnerRef) -> String {
     }
 }
 
-fn optional(value: &Option<String>) -> String {
-    value.as_deref().map_or("(none)".into(), printable)
+fn optional(value: Option<&str>) -> String {
+    value.map_or("(none)".into(), printable)
 }
 
 /// The identity fields an object was created with, in words.
@@ -985,9 +989,13 @@ fn fields_text(fields: &KindFields) -> Vec<String> {
 /// of a pod is an event of its own).
 fn field_changes(before: &KindFields, after: &KindFields) -> Vec<String> {
     let mut changes = Vec::new();
-    let mut compare = |label: &str, was: &Option<String>, now: &Option<String>| {
+    let mut compare = |label: &str, was: &Option<Text>, now: &Option<Text>| {
         if was != now {
-            changes.push(format!("{label} {} → {}", optional(was), optional(now)));
+            changes.push(format!(
+                "{label} {} → {}",
+                optional(was.as_deref()),
+                optional(now.as_deref())
+            ));
         }
     };
     match (before, after) {
@@ -1029,7 +1037,7 @@ fn field_changes(before: &KindFields, after: &KindFields) -> Vec<String> {
             compare("status.sandbox.name", sandbox_was, sandbox_now);
             let ready = |r: &Option<schemas::observed::ConditionSummary>| {
                 r.as_ref().map(|c| match &c.reason {
-                    Some(reason) => format!("{} ({reason})", c.status),
+                    Some(reason) => Text::from(format!("{} ({reason})", c.status)),
                     None => c.status.clone(),
                 })
             };

@@ -174,14 +174,14 @@ impl<'a> StateView<'a> {
         for b in &self.bindings {
             bindings.row(vec![
                 binding_kind(b.kind).to_string(),
-                b.pod.namespace.clone(),
-                b.pod.name.clone(),
-                b.pod.uid.clone(),
-                b.sandbox.name.clone(),
+                b.pod.namespace.to_string(),
+                b.pod.name.to_string(),
+                b.pod.uid.to_string(),
+                b.sandbox.name.to_string(),
                 b.claim
                     .as_ref()
-                    .map_or_else(|| "-".to_string(), |c| c.name.clone()),
-                b.sandbox_id.clone().unwrap_or_else(|| "-".into()),
+                    .map_or_else(|| "-".to_string(), |c| c.name.to_string()),
+                b.sandbox_id.as_deref().unwrap_or("-").to_string(),
                 b.since_seq.to_string(),
             ]);
         }
@@ -359,8 +359,8 @@ pub fn write_entries_table<'a>(
                 change_name(change.change).to_string(),
                 change.kind.as_str().to_string(),
                 format!("{}/{}", change.namespace, change.name),
-                change.uid.clone(),
-                change.resource_version.clone(),
+                change.uid.to_string(),
+                change.resource_version.to_string(),
             ),
             Change::WatchGap(gap) => {
                 transitions.insert(0, format!("reason {}", gap.reason));

@@ -94,8 +94,8 @@ pub(super) async fn binding(
         });
     };
     let request = CheckRequest {
-        namespace: pod.current.namespace.clone(),
-        pod_name: pod.current.name.clone(),
+        namespace: pod.current.namespace.to_string(),
+        pod_name: pod.current.name.to_string(),
         pod_uid: pod_uid.clone(),
         require_claim: false,
         ..CheckRequest::default()

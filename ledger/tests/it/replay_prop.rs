@@ -384,8 +384,8 @@ impl Run {
             .expect("generated objects are recorded kinds");
         if change.kind == ObjectKind::Pod {
             self.pods.insert(
-                change.uid.clone(),
-                (change.namespace.clone(), change.name.clone()),
+                change.uid.to_string(),
+                (change.namespace.to_string(), change.name.to_string()),
             );
         }
         self.emitted.push(change.clone());
@@ -863,7 +863,7 @@ impl Run {
                 if let Some(mut change) = self.pick_emitted(event) {
                     let rv: u64 = change.resource_version.parse().unwrap();
                     // Odd: never handed out by the cluster, older than the event it copies.
-                    change.resource_version = (rv - 1).to_string();
+                    change.resource_version = (rv - 1).to_string().into();
                     self.pending.push(change);
                 }
             }
@@ -881,7 +881,7 @@ impl Run {
                         .unwrap();
                     let mut change = last.into_missing_on_resync();
                     if fresh_rv {
-                        change.resource_version = self.fresh_rv();
+                        change.resource_version = self.fresh_rv().into();
                     }
                     self.live
                         .retain(|_, v| v["metadata"]["uid"].as_str() != Some(change.uid.as_str()));
@@ -944,7 +944,11 @@ impl Run {
         let mut expected = before;
         for (change, outcome) in changes.iter().zip(&outcomes) {
             let removal = change.change.is_removal();
-            let key = (change.uid.clone(), change.resource_version.clone(), removal);
+            let key = (
+                change.uid.to_string(),
+                change.resource_version.to_string(),
+                removal,
+            );
             let already = self.recorded.get(&key).copied();
             match outcome {
                 AppendOutcome::Appended { seq, .. } => {
@@ -958,12 +962,12 @@ impl Run {
                         already
                     );
                     self.recorded.insert(key, *seq);
-                    self.recorded_gone.insert(change.uid.clone(), removal);
+                    self.recorded_gone.insert(change.uid.to_string(), removal);
                     self.coverage.appended += 1;
                 }
                 AppendOutcome::Duplicate { seq } => {
                     prop_assert!(*seq >= 1 && *seq <= expected);
-                    let gone = self.recorded_gone.get(&change.uid).copied();
+                    let gone = self.recorded_gone.get(change.uid.as_str()).copied();
                     prop_assert!(
                         already.is_some() || (removal && gone == Some(true)),
                         "{:?} called a duplicate of seq {} but nothing records it",
@@ -1060,8 +1064,8 @@ impl Run {
                 seq
             );
             let key = (
-                change.uid.clone(),
-                change.resource_version.clone(),
+                change.uid.to_string(),
+                change.resource_version.to_string(),
                 change.change.is_removal(),
             );
             prop_assert!(
@@ -1070,7 +1074,7 @@ impl Run {
                 key,
                 seq
             );
-            by_uid.entry(change.uid.clone()).or_default().push(seq);
+            by_uid.entry(change.uid.to_string()).or_default().push(seq);
             // An entry is also in the history of every uid its transitions name.
             for transition in &entry.transitions {
                 let value = serde_json::to_value(transition).unwrap();

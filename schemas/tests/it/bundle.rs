@@ -56,9 +56,9 @@ fn change(seq: u64, tag: &str) -> Change {
         kind: ObjectKind::Pod,
         api_version: "v1".into(),
         namespace: "tenant-a".into(),
-        name: format!("pod-{seq}{tag}"),
-        uid: format!("uid-{seq}"),
-        resource_version: format!("{}", 100 + seq),
+        name: format!("pod-{seq}{tag}").into(),
+        uid: format!("uid-{seq}").into(),
+        resource_version: format!("{}", 100 + seq).into(),
         change: if seq % 3 == 0 {
             ChangeKind::Updated
         } else {
@@ -67,12 +67,12 @@ fn change(seq: u64, tag: &str) -> Change {
         controller: Some(OwnerRef {
             group: "agents.x-k8s.io".into(),
             kind: "Sandbox".into(),
-            name: format!("sb-{seq}"),
-            uid: format!("sb-uid-{seq}"),
+            name: format!("sb-{seq}").into(),
+            uid: format!("sb-uid-{seq}").into(),
         }),
         deletion_timestamp: None,
         fields: KindFields::Pod {
-            sandbox_id_annotation: Some(format!("sbx-{seq}")),
+            sandbox_id_annotation: Some(format!("sbx-{seq}").into()),
             phase: Some("Running".into()),
         },
     })

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use schemas::resources::{CLAIM_V1ALPHA1_PATHS, CLAIM_V1BETA1_PATHS, SANDBOX_PATHS};
-use schemas::{normalize, ChangeKind, KindFields, ObjectKind, WatchEventType};
+use schemas::{normalize, ChangeKind, KindFields, ObjectKind, Text, WatchEventType};
 use serde_json::Value;
 
 /// The repository's test data (the CRDs and examples are in `crds/`; see its SOURCE.md).
@@ -456,12 +456,12 @@ fn as_observed(name: &str, mut object: Value) -> Value {
     object
 }
 
-fn text(value: &Value) -> Option<String> {
-    value.as_str().map(str::to_string)
+fn text(value: &Value) -> Option<Text> {
+    value.as_str().map(Text::from)
 }
 
-fn owned(value: Option<&str>) -> Option<String> {
-    value.map(str::to_string)
+fn owned(value: Option<&str>) -> Option<Text> {
+    value.map(Text::from)
 }
 
 #[test]
@@ -480,10 +480,14 @@ fn examples_normalize_to_the_fields_their_yaml_states() {
         };
 
         // Common metadata, as the YAML (plus the added uid/resourceVersion) states.
-        assert_eq!(change.api_version, yaml["apiVersion"], "{name}");
+        assert_eq!(change.api_version.as_str(), yaml["apiVersion"], "{name}");
         assert_eq!(change.kind.as_str(), yaml["kind"], "{name}");
-        assert_eq!(change.name, yaml["metadata"]["name"], "{name}");
-        assert_eq!(change.namespace, object["metadata"]["namespace"], "{name}");
+        assert_eq!(change.name.as_str(), yaml["metadata"]["name"], "{name}");
+        assert_eq!(
+            change.namespace.as_str(),
+            object["metadata"]["namespace"],
+            "{name}"
+        );
         assert_eq!(change.uid, format!("uid-{name}"), "{name}");
         assert_eq!(change.resource_version, "1", "{name}");
         assert_eq!(change.change, ChangeKind::Created, "{name}");
@@ -507,7 +511,7 @@ fn examples_normalize_to_the_fields_their_yaml_states() {
             ) => {
                 assert_eq!(change.kind, ObjectKind::Sandbox);
                 // Read back from the YAML independently of the normalizer...
-                let from_yaml: Vec<String> = spec["volumeClaimTemplates"]
+                let from_yaml: Vec<Text> = spec["volumeClaimTemplates"]
                     .as_array()
                     .map(|a| {
                         a.iter()

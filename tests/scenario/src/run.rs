@@ -427,7 +427,7 @@ impl ScenarioRun<'_> {
                 {
                     continue;
                 }
-                truth.insert(change.uid.clone(), change);
+                truth.insert(change.uid.to_string(), change);
             }
         }
         truth
@@ -635,8 +635,8 @@ impl ScenarioRun<'_> {
             if let Change::Object(change) = &stored.entry.change {
                 objects += 1;
                 let key = (
-                    change.uid.clone(),
-                    change.resource_version.clone(),
+                    change.uid.to_string(),
+                    change.resource_version.to_string(),
                     change.change.is_removal(),
                 );
                 if let Some(first) = seen.insert(key, seq) {

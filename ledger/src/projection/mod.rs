@@ -9,8 +9,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use schemas::{BindingKind, Change, KindFields, ObjectChange, ObjectKind, Reason, Transition};
+use schemas::{
+    BindingKind, Change, KindFields, ObjectChange, ObjectKind, Reason, Text, Transition,
+};
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
+
+mod intern;
+pub(crate) mod layout;
 
 /// The last observed state of one uid, alive or gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +37,11 @@ pub struct BindingRecord {
     /// Claim or direct.
     pub kind: BindingKind,
     /// The sandbox's uid.
-    pub sandbox_uid: String,
+    pub sandbox_uid: Text,
     /// The claim's uid (claim bindings).
-    pub claim_uid: Option<String>,
+    pub claim_uid: Option<Text>,
     /// The pod's `openshell.io/sandbox-id` annotation when the binding began.
-    pub sandbox_id: Option<String>,
+    pub sandbox_id: Option<Text>,
     /// The entry that formed the binding.
     pub since_seq: u64,
     /// When that entry was observed.
@@ -50,9 +56,9 @@ pub struct BindingRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
     /// The claim the volume was first bound under.
-    pub first_claim_uid: Option<String>,
+    pub first_claim_uid: Option<Text>,
     /// Every PVC uid seen on this volume, in order.
-    pub pvc_uids: Vec<String>,
+    pub pvc_uids: Vec<Text>,
 }
 
 /// A check request (DOMAIN.md §4; the HTTP request of the API has the same fields).
@@ -221,11 +227,11 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectView {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Text,
     /// Name.
-    pub name: String,
+    pub name: Text,
     /// Uid.
-    pub uid: String,
+    pub uid: Text,
 }
 
 /// A current binding as answered.
@@ -242,7 +248,7 @@ pub struct BindingView {
     /// The workspace PVCs of the sandbox.
     pub pvcs: Vec<ObjectView>,
     /// The pod's `openshell.io/sandbox-id`.
-    pub sandbox_id: Option<String>,
+    pub sandbox_id: Option<Text>,
     /// The entry that formed the binding.
     pub since_seq: u64,
     /// When.
@@ -277,16 +283,15 @@ type OrdSet<T> = imbl::OrdSet<T>;
 
 /// The uids an object owns: a handful (a claim's Sandbox; a Sandbox's pod and PVCs), kept
 /// sorted in a plain vector. A persistent ordered set allocates a whole tree node for
-/// each, about twice the memory, for 400k owners at cluster scale. Serialized as the
-/// same sequence an ordered set is, so snapshots read either way.
+/// each, about twice the memory, for 400k owners at cluster scale.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-struct OwnedUids(Vec<String>);
+struct OwnedUids(ThinVec<Text>);
 
 impl OwnedUids {
-    fn insert(&mut self, uid: &str) {
+    fn insert(&mut self, uid: &Text) {
         if let Err(at) = self.0.binary_search_by(|owned| owned.as_str().cmp(uid)) {
-            self.0.insert(at, uid.to_string());
+            self.0.insert(at, uid.clone());
         }
     }
 
@@ -296,29 +301,41 @@ impl OwnedUids {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     fn contains(&self, uid: &str) -> bool {
         self.0
             .binary_search_by(|owned| owned.as_str().cmp(uid))
             .is_ok()
     }
 
-    fn iter(&self) -> std::slice::Iter<'_, String> {
+    fn iter(&self) -> std::slice::Iter<'_, Text> {
         self.0.iter()
     }
 }
 
-impl<'a> IntoIterator for &'a OwnedUids {
-    type Item = &'a String;
-    type IntoIter = std::slice::Iter<'a, String>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
+/// Everything the projection keeps of one uid, in one record: a uid is stored once (the
+/// map's key, shared by every reference to it) and costs one map entry, where a map per
+/// index cost a key copy and an entry in each of six maps. Its lists are thin vectors
+/// (one pointer, the length in the heap block): most uids own nothing and bind nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct UidState {
+    /// The object last observed with this uid (`None`: a uid only named, by an owner
+    /// reference, a transition or a denied check).
+    object: Option<ObjectRecord>,
+    /// Every seq that recorded the uid or named it, in order.
+    history: ThinVec<u64>,
+    /// The uids whose controller reference names this one.
+    children: OwnedUids,
+    /// Every binding of a pod, oldest first.
+    bindings: ThinVec<BindingRecord>,
+    /// The claim this uid (a Sandbox, pod or PVC) was first bound under: single use.
+    bound_under: Option<Text>,
 }
+
+/// A name key: every uid ever recorded under a (kind, namespace, name).
+type NameKey = (ObjectKind, Text, Text);
+
+/// The uids under one name: nearly always one, so kept inline, without a heap block.
+type NameUids = smallvec::SmallVec<[Text; 1]>;
 
 /// A cached answer for a bound pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,31 +381,30 @@ struct Structural<'a> {
 }
 
 /// The projected state of the log at some seq.
+///
+/// Compact at cluster scale (about 1 KiB per live object): one record per uid
+/// ([`UidState`]), and every string shared rather than copied ([`Text`]): a uid's text is
+/// its map key, which owner references, bindings and indexes point to, and namespaces,
+/// API versions and other recurring values come from one interner ([`intern`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Projection {
     /// Behind `Arc`: a persistent map copies a node's values when it first changes a node
     /// shared with a published view, and copying a pointer is far cheaper than a record.
-    objects: HashMap<String, Arc<ObjectRecord>>,
+    uids: HashMap<Text, Arc<UidState>>,
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
-    names: HashMap<(ObjectKind, String, String), Vec<String>>,
-    /// Every seq that recorded a uid, in order.
-    history: HashMap<String, Vec<u64>>,
+    names: HashMap<NameKey, NameUids>,
     /// The answer for every pod with an active binding, kept current by `apply` so an
     /// allowed check is a lookup, not a walk of the owner chain. Derived, so snapshots
     /// leave it out and [`Projection::rebuild_derived`] recomputes it.
     #[serde(skip)]
-    active: HashMap<String, ActiveView>,
-    children: HashMap<String, OwnedUids>,
-    bindings: HashMap<String, Vec<BindingRecord>>,
-    bound_under: HashMap<String, String>,
-    volumes: HashMap<String, VolumeRecord>,
-    orphaned: OrdSet<String>,
-    violations: OrdSet<(String, String)>,
+    active: HashMap<Text, ActiveView>,
+    volumes: HashMap<Text, VolumeRecord>,
+    orphaned: OrdSet<Text>,
+    violations: OrdSet<(Text, Text)>,
     seq: u64,
     at: Option<DateTime<Utc>>,
     /// The namespaces the recording watcher watches (the last `watch_scope` entry); `None`
     /// when no scope was recorded (all namespaces: event files, a watcher of all).
-    #[serde(default)]
     watched: Option<Vec<String>>,
 }
 
@@ -411,40 +427,44 @@ impl Projection {
 
     /// The record of a uid, alive or gone.
     pub fn object(&self, uid: &str) -> Option<&ObjectRecord> {
-        self.objects.get(uid).map(Arc::as_ref)
+        self.uids.get(uid)?.object.as_ref()
     }
 
     /// The uid last recorded under a (kind, namespace, name).
     pub fn uid_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&str> {
-        self.uids_of(kind, namespace, name)
-            .last()
-            .map(String::as_str)
+        self.uids_of(kind, namespace, name).last().map(Text::as_str)
     }
 
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
-    pub fn uids_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> &[String] {
+    pub fn uids_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> &[Text] {
         self.names
-            .get(&(kind, namespace.to_string(), name.to_string()))
-            .map(Vec::as_slice)
+            .get(&(kind, Text::from(namespace), Text::from(name)))
+            .map(|uids| uids.as_slice())
             .unwrap_or(&[])
     }
 
     /// Every seq that recorded this uid, in order.
     pub fn history_of(&self, uid: &str) -> &[u64] {
-        self.history.get(uid).map(Vec::as_slice).unwrap_or(&[])
+        self.uids
+            .get(uid)
+            .map(|state| state.history.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Every binding a pod uid ever had, oldest first.
     pub fn bindings_of(&self, pod_uid: &str) -> &[BindingRecord] {
-        self.bindings.get(pod_uid).map(Vec::as_slice).unwrap_or(&[])
+        self.uids
+            .get(pod_uid)
+            .map(|state| state.bindings.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Objects that are alive, sorted by kind, namespace, name.
     pub fn live_objects(&self) -> Vec<&ObjectRecord> {
         let mut live: Vec<&ObjectRecord> = self
-            .objects
+            .uids
             .values()
-            .map(Arc::as_ref)
+            .filter_map(|state| state.object.as_ref())
             .filter(|r| !r.gone)
             .collect();
         live.sort_by(|a, b| {
@@ -464,9 +484,12 @@ impl Projection {
         live
     }
 
-    /// Number of uids ever recorded.
+    /// Number of uids ever recorded as objects.
     pub fn object_count(&self) -> usize {
-        self.objects.len()
+        self.uids
+            .values()
+            .filter(|state| state.object.is_some())
+            .count()
     }
 
     /// The active bindings, as views, sorted by pod namespace and name.
@@ -474,6 +497,47 @@ impl Projection {
         let mut views: Vec<_> = self.active.values().map(|a| Arc::clone(&a.view)).collect();
         views.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));
         views
+    }
+
+    /// The uid as the projection stores it: the map's own key when the uid is known, so
+    /// every reference shares its text.
+    fn canonical(&self, uid: &Text) -> Text {
+        match self.uids.get_key_value(uid.as_str()) {
+            Some((key, _)) => key.clone(),
+            None => uid.clone(),
+        }
+    }
+
+    /// [`Projection::canonical`] of a uid given as a `&str` (allocated only when unknown).
+    fn canonical_str(&self, uid: &str) -> Text {
+        match self.uids.get_key_value(uid) {
+            Some((key, _)) => key.clone(),
+            None => Text::from(uid),
+        }
+    }
+
+    /// The record of `uid` for writing, created if new. Only called when something is
+    /// about to change: a write takes each node on the key's path for writing.
+    fn state_mut(&mut self, uid: &Text) -> &mut UidState {
+        if !self.uids.contains_key(uid.as_str()) {
+            self.uids.insert(uid.clone(), Arc::default());
+        }
+        let state = self
+            .uids
+            .get_mut(uid.as_str())
+            .expect("inserted just above");
+        Arc::make_mut(state)
+    }
+
+    /// Appends `seq` to the history of `uid` unless it is already its last.
+    fn record_in_history(&mut self, uid: &Text, seq: u64) {
+        let recorded = self
+            .uids
+            .get(uid.as_str())
+            .is_some_and(|state| state.history.last() == Some(&seq));
+        if !recorded {
+            self.state_mut(uid).history.push(seq);
+        }
     }
 
     /// Applies any entry's change: object changes through [`Projection::apply`]; other
@@ -494,10 +558,8 @@ impl Projection {
             }
             Change::CheckDenied(denied) => {
                 // Denials belong in the presented uid's history, beside its bindings.
-                self.history
-                    .entry(denied.pod_uid.clone())
-                    .or_default()
-                    .push(seq);
+                let uid = self.canonical_str(denied.pod_uid.as_str());
+                self.state_mut(&uid).history.push(seq);
                 self.seq = seq;
                 self.at = Some(at);
                 Vec::new()
@@ -511,10 +573,8 @@ impl Projection {
             Change::CheckDeniedOverflow(overflow) => {
                 // An aggregate names its first and last uid: in their histories.
                 for uid in [&overflow.first_pod_uid, &overflow.last_pod_uid] {
-                    let history = self.history.entry(uid.clone()).or_default();
-                    if history.last() != Some(&seq) {
-                        history.push(seq);
-                    }
+                    let uid = self.canonical_str(uid.as_str());
+                    self.record_in_history(&uid, seq);
                 }
                 self.seq = seq;
                 self.at = Some(at);
@@ -545,82 +605,83 @@ impl Projection {
 
     /// [`Projection::apply`], the change moved into the object's record. Every step below
     /// that would write a map only when something changes first reads it: a write to a
-    /// persistent map takes each node on the key's path for writing (and allocates an
-    /// owned key), which dominated replay.
+    /// persistent map takes each node on the key's path for writing, which dominated
+    /// replay.
     fn apply_owned(
         &mut self,
         seq: u64,
         at: DateTime<Utc>,
         change: ObjectChange,
     ) -> Vec<Transition> {
+        let change = self.shared_strings(change);
         let uid = change.uid.clone();
         let gone = change.change.is_removal();
         let previous = self
-            .objects
-            .get(&uid)
+            .object(&uid)
             .and_then(|r| r.current.controller.as_ref());
         let previous_controller = previous.map(|c| c.uid.clone());
         // The owners the object was a dependent of: its controller's uid, or every owner
         // an ambiguous controller names (`OwnerRef::linked_uids`).
         let previous_links = previous.map(|c| c.linked_uids()).unwrap_or_default();
-        let links = change
+        let links: Vec<Text> = change
             .controller
             .as_ref()
             .map(|c| c.linked_uids())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .iter()
+            .map(|owner| self.canonical(owner))
+            .collect();
 
-        // The rest of the apply reads the change from the record it was moved into (a
-        // second reference to the record, dropped at the end: nothing below writes it).
-        let stored = match self.objects.get_mut(&uid) {
-            Some(record) => {
-                let record_mut = Arc::make_mut(record);
-                record_mut.current = change;
-                record_mut.gone = gone;
-                record_mut.last_seq = seq;
-                Arc::clone(record)
+        // The change is kept in the record; the rest of the apply reads a copy (strings
+        // are shared, so a copy costs reference counts, not allocations).
+        {
+            let record = &mut self.state_mut(&uid).object;
+            match record {
+                Some(record) => {
+                    record.current = change.clone();
+                    record.gone = gone;
+                    record.last_seq = seq;
+                }
+                None => {
+                    *record = Some(ObjectRecord {
+                        current: change.clone(),
+                        gone,
+                        first_seq: seq,
+                        last_seq: seq,
+                    });
+                }
             }
-            None => {
-                let record = Arc::new(ObjectRecord {
-                    current: change,
-                    gone,
-                    first_seq: seq,
-                    last_seq: seq,
-                });
-                self.objects.insert(uid.clone(), Arc::clone(&record));
-                record
-            }
-        };
-        let change = &stored.current;
+        }
         let name = (change.kind, change.namespace.clone(), change.name.clone());
         if self.names.get(&name).and_then(|uids| uids.last()) != Some(&uid) {
             self.names.entry(name).or_default().push(uid.clone());
         }
-        match self.history.get_mut(&uid) {
-            Some(seqs) => seqs.push(seq),
-            None => {
-                self.history.insert(uid.clone(), vec![seq]);
-            }
-        }
+        self.state_mut(&uid).history.push(seq);
 
         // An owner both before and after whose set already holds the uid keeps it: the
         // removal and re-insertion below would leave that set as it is.
-        let kept = |children: &HashMap<String, OwnedUids>, owner: &String| {
-            children.get(owner).is_some_and(|set| set.contains(&uid))
+        let kept = |this: &Self, owner: &Text| {
+            this.uids
+                .get(owner.as_str())
+                .is_some_and(|state| state.children.contains(&uid))
         };
         for previous in &previous_links {
-            if links.contains(previous) && kept(&self.children, previous) {
+            if links.contains(previous) && kept(self, previous) {
                 continue;
             }
-            if let Some(set) = self.children.get_mut(previous) {
-                set.remove(&uid);
-                if set.is_empty() {
-                    self.children.remove(previous);
+            if kept(self, previous) {
+                let state = self.state_mut(previous);
+                state.children.remove(&uid);
+                // A uid known only as an owner is forgotten with its last dependent, so
+                // the projection has one form for one state, whatever the order of events.
+                if *state == UidState::default() {
+                    self.uids.remove(previous.as_str());
                 }
             }
         }
         for owner in &links {
-            if !kept(&self.children, owner) {
-                self.children.entry(owner.clone()).or_default().insert(&uid);
+            if !kept(self, owner) {
+                self.state_mut(owner).children.insert(&uid);
             }
         }
         if let KindFields::PersistentVolumeClaim {
@@ -630,7 +691,7 @@ impl Projection {
         {
             let known = self
                 .volumes
-                .get(volume)
+                .get(volume.as_str())
                 .is_some_and(|record| record.pvc_uids.contains(&uid));
             if !known {
                 let record = self.volumes.entry(volume.clone()).or_default();
@@ -674,21 +735,13 @@ impl Projection {
             self.reevaluate(pod, seq, at, &mut transitions);
             self.refresh_active_view(pod);
         }
-        self.detect_orphans(change, previous_controller.as_deref(), &mut transitions);
+        self.detect_orphans(&change, previous_controller.as_deref(), &mut transitions);
         // An entry belongs to the history of every object its transitions name, so "every
         // binding pod uid X ever had" includes the claim update that bound it.
         for transition in &transitions {
             for named in transition_uids(transition) {
-                match self.history.get_mut(named) {
-                    Some(seqs) => {
-                        if seqs.last() != Some(&seq) {
-                            seqs.push(seq);
-                        }
-                    }
-                    None => {
-                        self.history.insert(named.to_string(), vec![seq]);
-                    }
-                }
+                let named = self.canonical_str(named);
+                self.record_in_history(&named, seq);
             }
         }
         self.seq = seq;
@@ -696,34 +749,45 @@ impl Projection {
         transitions
     }
 
-    fn children_of_kind(&self, owner: &str, kind: ObjectKind) -> Vec<String> {
-        self.children
+    /// The change with its strings shared: its uid, its owner's uid and its claim-uid
+    /// label point to the uids' own texts when known, and recurring values (namespace,
+    /// API version, owner group and kind, phases, policies) come from the interner.
+    fn shared_strings(&self, mut change: ObjectChange) -> ObjectChange {
+        change.uid = self.canonical(&change.uid);
+        change.api_version = intern::shared(&change.api_version);
+        change.namespace = intern::shared(&change.namespace);
+        if let Some(owner) = change.controller.as_mut() {
+            owner.uid = self.canonical(&owner.uid);
+            owner.group = intern::shared(&owner.group);
+            owner.kind = intern::shared(&owner.kind);
+        }
+        intern::share_fields(&mut change.fields, |uid| self.canonical(uid));
+        change
+    }
+
+    fn children_of_kind(&self, owner: &str, kind: ObjectKind) -> Vec<Text> {
+        self.uids
             .get(owner)
             .into_iter()
-            .flatten()
-            .filter(|uid| {
-                self.objects
-                    .get(*uid)
-                    .is_some_and(|r| r.current.kind == kind)
-            })
+            .flat_map(|state| state.children.iter())
+            .filter(|uid| self.object(uid).is_some_and(|r| r.current.kind == kind))
             .cloned()
             .collect()
     }
 
-    fn collect_pods_of_sandbox(&self, sandbox: &str, pods: &mut BTreeSet<String>) {
+    fn collect_pods_of_sandbox(&self, sandbox: &str, pods: &mut BTreeSet<Text>) {
         pods.extend(self.children_of_kind(sandbox, ObjectKind::Pod));
     }
 
     fn live_pvcs_of(&self, sandbox: &str) -> Vec<&ObjectRecord> {
-        self.children
+        self.uids
             .get(sandbox)
             .into_iter()
-            .flatten()
+            .flat_map(|state| state.children.iter())
             .filter_map(|uid| self.object(uid))
             .filter(|r| r.current.kind == ObjectKind::PersistentVolumeClaim && !r.gone)
             .collect()
     }
-
     fn reevaluate(
         &mut self,
         pod_uid: &str,
@@ -735,9 +799,8 @@ impl Projection {
             .structural(pod_uid, None)
             .map(|s| Self::summary(&s, self.live_pvcs_of(&s.sandbox.current.uid)));
         let active = self
-            .bindings
-            .get(pod_uid)
-            .and_then(|records| records.last())
+            .bindings_of(pod_uid)
+            .last()
             .filter(|r| r.ended_seq.is_none())
             .cloned();
         match (active, status) {
@@ -752,7 +815,8 @@ impl Projection {
                 if active.sandbox_id == formed.sandbox_id || active.mutated {
                     return;
                 }
-                let record = self.bindings.get_mut(pod_uid).and_then(|r| r.last_mut());
+                let pod_uid = self.canonical_str(pod_uid);
+                let record = self.state_mut(&pod_uid).bindings.last_mut();
                 let Some(record) = record else { return };
                 if active.sandbox_id.is_none() {
                     // On the warm path the claim injects the gateway identity after the
@@ -763,8 +827,8 @@ impl Projection {
                 record.mutated = true;
                 out.push(Transition::IdentityMutated {
                     pod_uid: pod_uid.to_string(),
-                    from: active.sandbox_id,
-                    to: formed.sandbox_id,
+                    from: active.sandbox_id.map(String::from),
+                    to: formed.sandbox_id.map(String::from),
                 });
             }
             (Some(active), Ok(formed)) => {
@@ -783,11 +847,16 @@ impl Projection {
     pub(crate) fn rebuild_derived(&mut self) {
         // Each answer reads the projection only, so they are computed on every core (a
         // snapshot of 200k bound pods is loaded in a fraction of the time), then stored.
-        let pods: Vec<&String> = self.bindings.keys().collect();
+        let pods: Vec<&Text> = self
+            .uids
+            .iter()
+            .filter(|(_, state)| !state.bindings.is_empty())
+            .map(|(uid, _)| uid)
+            .collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let per_thread = pods.len().div_ceil(threads).max(1);
         let this = &*self;
-        let answers: Vec<(String, ActiveView)> = std::thread::scope(|scope| {
+        let answers: Vec<(Text, ActiveView)> = std::thread::scope(|scope| {
             let parts: Vec<_> = pods
                 .chunks(per_thread)
                 .map(|part| {
@@ -822,7 +891,8 @@ impl Projection {
         match self.active_view_of(pod_uid) {
             Some(fresh) => {
                 if self.active.get(pod_uid) != Some(&fresh) {
-                    self.active.insert(pod_uid.to_string(), fresh);
+                    let pod_uid = self.canonical_str(pod_uid);
+                    self.active.insert(pod_uid, fresh);
                 }
             }
             None => {
@@ -836,10 +906,10 @@ impl Projection {
             kind: structural.kind,
             sandbox_uid: structural.sandbox.current.uid.clone(),
             claim_uid: structural.claim.map(|c| c.current.uid.clone()),
-            sandbox_id: pod_sandbox_id(structural.pod).map(str::to_string),
+            sandbox_id: pod_sandbox_id(structural.pod).cloned(),
             pvcs: pvcs
                 .into_iter()
-                .map(|p| (p.current.uid.clone(), volume_of(p).map(str::to_string)))
+                .map(|p| (p.current.uid.clone(), volume_of(p).cloned()))
                 .collect(),
         }
     }
@@ -858,22 +928,20 @@ impl Projection {
         out.push(Transition::Bound {
             binding: formed.kind,
             pod_uid: pod_uid.to_string(),
-            sandbox_uid: formed.sandbox_uid.clone(),
-            claim_uid: formed.claim_uid.clone(),
+            sandbox_uid: formed.sandbox_uid.to_string(),
+            claim_uid: formed.claim_uid.as_ref().map(Text::to_string),
         });
-        self.bindings
-            .entry(pod_uid.to_string())
-            .or_default()
-            .push(BindingRecord {
-                kind: formed.kind,
-                sandbox_uid: formed.sandbox_uid,
-                claim_uid: formed.claim_uid,
-                sandbox_id: formed.sandbox_id,
-                since_seq: seq,
-                since: at,
-                ended_seq: None,
-                mutated: false,
-            });
+        let pod_uid = self.canonical_str(pod_uid);
+        self.state_mut(&pod_uid).bindings.push(BindingRecord {
+            kind: formed.kind,
+            sandbox_uid: formed.sandbox_uid,
+            claim_uid: formed.claim_uid,
+            sandbox_id: formed.sandbox_id,
+            since_seq: seq,
+            since: at,
+            ended_seq: None,
+            mutated: false,
+        });
     }
 
     fn end_binding(
@@ -884,29 +952,32 @@ impl Projection {
         seq: u64,
         out: &mut Vec<Transition>,
     ) {
-        if let Some(record) = self.bindings.get_mut(pod_uid).and_then(|r| r.last_mut()) {
+        let pod = self.canonical_str(pod_uid);
+        if let Some(record) = self.state_mut(&pod).bindings.last_mut() {
             record.ended_seq = Some(seq);
         }
         out.push(Transition::Released {
             pod_uid: pod_uid.to_string(),
-            sandbox_uid: active.sandbox_uid.clone(),
-            claim_uid: active.claim_uid.clone(),
+            sandbox_uid: active.sandbox_uid.to_string(),
+            claim_uid: active.claim_uid.as_ref().map(Text::to_string),
             reason,
         });
     }
 
     /// Single use: the first claim a sandbox, pod, PVC or PV was bound under is kept forever.
-    fn mark_bound_under(&mut self, claim: &str, pod_uid: &str, formed: &Formed) {
+    fn mark_bound_under(&mut self, claim: &Text, pod_uid: &str, formed: &Formed) {
+        let claim = self.canonical(claim);
         // Read first: a pod's every event marks the same uids again.
-        let mut mark = |uid: &str| {
-            if !self.bound_under.contains_key(uid) {
-                self.bound_under.insert(uid.to_string(), claim.to_string());
+        let mark = |this: &mut Self, uid: &Text| {
+            if this.bound_under(uid).is_none() {
+                let uid = this.canonical(uid);
+                this.state_mut(&uid).bound_under = Some(claim.clone());
             }
         };
-        mark(pod_uid);
-        mark(&formed.sandbox_uid);
+        mark(self, &Text::from(pod_uid));
+        mark(self, &formed.sandbox_uid);
         for (pvc, _) in &formed.pvcs {
-            mark(pvc);
+            mark(self, pvc);
         }
         for volume in formed.pvcs.iter().filter_map(|(_, v)| v.as_ref()) {
             let marked = self
@@ -918,9 +989,14 @@ impl Projection {
             }
             let record = self.volumes.entry(volume.clone()).or_default();
             if record.first_claim_uid.is_none() {
-                record.first_claim_uid = Some(claim.to_string());
+                record.first_claim_uid = Some(claim.clone());
             }
         }
+    }
+
+    /// The claim `uid` was first bound under, if it ever was.
+    fn bound_under(&self, uid: &str) -> Option<&Text> {
+        self.uids.get(uid)?.bound_under.as_ref()
     }
 
     fn record_violation(&mut self, failure: Failure, out: &mut Vec<Transition>) {
@@ -930,12 +1006,12 @@ impl Projection {
         let key = match violation.as_ref() {
             Transition::SingleUseViolation {
                 uid, new_claim_uid, ..
-            } => (uid.clone(), new_claim_uid.clone()),
+            } => (Text::from(uid), Text::from(new_claim_uid)),
             Transition::WorkspaceReused {
                 pvc_uid,
                 new_claim_uid,
                 ..
-            } => (pvc_uid.clone(), new_claim_uid.clone()),
+            } => (Text::from(pvc_uid), Text::from(new_claim_uid)),
             _ => return,
         };
         if self.violations.insert(key).is_none() {
@@ -955,12 +1031,12 @@ impl Projection {
         previous_controller: Option<&str>,
         out: &mut Vec<Transition>,
     ) {
-        let candidates: Vec<(String, String)> = match change.kind {
+        let candidates: Vec<(Text, Text)> = match change.kind {
             ObjectKind::Sandbox
                 if !change.change.is_removal()
                     && change.controller.is_none()
                     && previous_controller.is_some()
-                    && self.bound_under.contains_key(&change.uid) =>
+                    && self.bound_under(&change.uid).is_some() =>
             {
                 self.live_pvcs_of(&change.uid)
                     .into_iter()
@@ -977,12 +1053,11 @@ impl Projection {
                     Some(owner) => owner
                         .linked_uids()
                         .iter()
-                        .all(|uid| self.objects.get(uid).is_none_or(|s| s.gone)),
+                        .all(|uid| self.object(uid).is_none_or(|s| s.gone)),
                     None => true,
                 };
                 let previous_owner = self
-                    .objects
-                    .get(&change.uid)
+                    .object(&change.uid)
                     .and_then(|r| r.current.controller.as_ref())
                     .and_then(|c| c.linked_uids().into_iter().next())
                     .unwrap_or_default();
@@ -995,12 +1070,12 @@ impl Projection {
             _ => Vec::new(),
         };
         for (pvc_uid, sandbox_uid) in candidates {
-            if self.bound_under.contains_key(&pvc_uid)
+            if self.bound_under(&pvc_uid).is_some()
                 && self.orphaned.insert(pvc_uid.clone()).is_none()
             {
                 out.push(Transition::WorkspaceOrphaned {
-                    pvc_uid,
-                    sandbox_uid,
+                    pvc_uid: pvc_uid.to_string(),
+                    sandbox_uid: sandbox_uid.to_string(),
                 });
             }
         }
@@ -1014,8 +1089,7 @@ impl Projection {
         expected_claim: Option<&str>,
     ) -> Result<Structural<'_>, Failure> {
         let pod = self
-            .objects
-            .get(pod_uid)
+            .object(pod_uid)
             .filter(|r| r.current.kind == ObjectKind::Pod)
             .ok_or_else(|| gone(Reason::UnknownPod, "the ledger never recorded this pod uid"))?;
         if pod.gone {
@@ -1037,8 +1111,7 @@ impl Projection {
                 )
             })?;
         let sandbox = self
-            .objects
-            .get(&owner.uid)
+            .object(&owner.uid)
             .filter(|s| s.current.kind == ObjectKind::Sandbox && !s.gone)
             .ok_or_else(|| {
                 gone(
@@ -1076,7 +1149,7 @@ impl Projection {
                         "the Sandbox has no controller and no sandbox-id label",
                     ));
                 };
-                if pod_sandbox_id(pod) != Some(label.as_str()) {
+                if pod_sandbox_id(pod) != Some(label) {
                     return Err(fail(
                         Reason::SandboxIdMismatch,
                         "the pod's sandbox-id annotation differs from its direct Sandbox's label",
@@ -1089,7 +1162,7 @@ impl Projection {
                     (ObjectKind::Sandbox, &sandbox.current.uid),
                     (ObjectKind::Pod, &pod.current.uid),
                 ] {
-                    if let Some(first) = self.bound_under.get(uid) {
+                    if let Some(first) = self.bound_under(uid) {
                         return Err(fail(
                             Reason::SingleUseViolation,
                             format!("this {kind} was bound under claim {first} before"),
@@ -1121,8 +1194,7 @@ impl Projection {
             ));
         }
         let claim = self
-            .objects
-            .get(&controller.uid)
+            .object(&controller.uid)
             .filter(|c| c.current.kind == ObjectKind::SandboxClaim && !c.gone)
             .ok_or_else(|| {
                 gone(
@@ -1181,20 +1253,16 @@ impl Projection {
             (ObjectKind::Sandbox, &sandbox.current.uid),
             (ObjectKind::Pod, &pod.current.uid),
         ] {
-            if let Some(first) = self
-                .bound_under
-                .get(uid)
-                .filter(|first| *first != claim_uid)
-            {
+            if let Some(first) = self.bound_under(uid).filter(|first| *first != claim_uid) {
                 return Err(Failure {
                     reason: Reason::SingleUseViolation,
                     detail: format!("this {kind} was bound under claim {first} before"),
                     link_gone: false,
                     violation: Some(Box::new(Transition::SingleUseViolation {
                         kind,
-                        uid: uid.clone(),
-                        first_claim_uid: first.clone(),
-                        new_claim_uid: claim_uid.clone(),
+                        uid: uid.to_string(),
+                        first_claim_uid: first.to_string(),
+                        new_claim_uid: claim_uid.to_string(),
                     })),
                 });
             }
@@ -1203,8 +1271,7 @@ impl Projection {
             untrusted_controller(pvc)?;
             let volume = volume_of(pvc);
             let first = self
-                .bound_under
-                .get(&pvc.current.uid)
+                .bound_under(&pvc.current.uid)
                 .filter(|first| *first != claim_uid);
             let through_volume = volume
                 .and_then(|v| self.volumes.get(v))
@@ -1221,14 +1288,14 @@ impl Projection {
                     detail: format!(
                         "workspace PVC {} (volume {}) was bound under claim {first} before",
                         pvc.current.name,
-                        volume.unwrap_or("-")
+                        volume.map_or("-", Text::as_str)
                     ),
                     link_gone: false,
                     violation: Some(Box::new(Transition::WorkspaceReused {
-                        pvc_uid: pvc.current.uid.clone(),
-                        volume_name: via_volume.then(|| volume.map(str::to_string)).flatten(),
-                        first_claim_uid: first.clone(),
-                        new_claim_uid: claim_uid.clone(),
+                        pvc_uid: pvc.current.uid.to_string(),
+                        volume_name: via_volume.then(|| volume.map(Text::to_string)).flatten(),
+                        first_claim_uid: first.to_string(),
+                        new_claim_uid: claim_uid.to_string(),
                     })),
                 });
             }
@@ -1274,12 +1341,11 @@ impl Projection {
         let name_holder = || {
             self.uid_of(ObjectKind::Pod, &request.namespace, &request.pod_name)
                 .filter(|uid| *uid != request.pod_uid)
-                .and_then(|uid| self.objects.get(uid))
+                .and_then(|uid| self.object(uid))
                 .filter(|r| !r.gone)
         };
         let Some(pod) = self
-            .objects
-            .get(&request.pod_uid)
+            .object(&request.pod_uid)
             .filter(|r| r.current.kind == ObjectKind::Pod)
         else {
             return match name_holder() {
@@ -1305,7 +1371,7 @@ impl Projection {
                 ),
             );
         }
-        if let Some(active) = self.active.get(&request.pod_uid) {
+        if let Some(active) = self.active.get(request.pod_uid.as_str()) {
             return self.check_bound(request, active);
         }
         let ever_bound = !self.bindings_of(&request.pod_uid).is_empty();
@@ -1430,8 +1496,8 @@ impl Projection {
             name: r.current.name.clone(),
             uid: r.current.uid.clone(),
         };
-        let pod = self.objects.get(pod_uid)?;
-        let sandbox = self.objects.get(&record.sandbox_uid)?;
+        let pod = self.object(pod_uid)?;
+        let sandbox = self.object(&record.sandbox_uid)?;
         Some(BindingView {
             kind: record.kind,
             pod: view(pod),
@@ -1446,7 +1512,7 @@ impl Projection {
                 .into_iter()
                 .map(view)
                 .collect(),
-            sandbox_id: pod_sandbox_id(pod).map(str::to_string),
+            sandbox_id: pod_sandbox_id(pod).cloned(),
             since_seq: record.since_seq,
             since: record.since,
         })
@@ -1456,10 +1522,10 @@ impl Projection {
 /// What a structural pass yields, owned so the projection can be mutated after.
 struct Formed {
     kind: BindingKind,
-    sandbox_uid: String,
-    claim_uid: Option<String>,
-    sandbox_id: Option<String>,
-    pvcs: Vec<(String, Option<String>)>,
+    sandbox_uid: Text,
+    claim_uid: Option<Text>,
+    sandbox_id: Option<Text>,
+    pvcs: Vec<(Text, Option<Text>)>,
 }
 
 /// Refuses an object recorded with several controller references (the marker of
@@ -1494,19 +1560,19 @@ fn untrusted_controller(record: &ObjectRecord) -> Result<(), Failure> {
     ))
 }
 
-fn pod_sandbox_id(pod: &ObjectRecord) -> Option<&str> {
+fn pod_sandbox_id(pod: &ObjectRecord) -> Option<&Text> {
     match &pod.current.fields {
         KindFields::Pod {
             sandbox_id_annotation,
             ..
-        } => sandbox_id_annotation.as_deref(),
+        } => sandbox_id_annotation.as_ref(),
         _ => None,
     }
 }
 
-fn volume_of(pvc: &ObjectRecord) -> Option<&str> {
+fn volume_of(pvc: &ObjectRecord) -> Option<&Text> {
     match &pvc.current.fields {
-        KindFields::PersistentVolumeClaim { volume_name, .. } => volume_name.as_deref(),
+        KindFields::PersistentVolumeClaim { volume_name, .. } => volume_name.as_ref(),
         _ => None,
     }
 }
@@ -1681,6 +1747,146 @@ mod tests {
             ));
             assert_eq!(self.check("p2", "pod-2").decision, Verdict::Allow);
         }
+    }
+
+    /// A projection with every index in use: two bindings, a released one, a reused
+    /// workspace volume (a violation), an orphaned PVC, a denied check and a watch scope.
+    fn every_index_in_use() -> Run {
+        let mut run = Run::bound();
+        run.bind_second();
+        // The first claim goes; its Sandbox is left ownerless (orphan propagation) with
+        // its PVC alive: the workspace is orphaned.
+        run.apply(sandbox("sb", "sb-1", 20, vec![]));
+        // A third Sandbox's PVC lands on the first one's volume: workspace reuse.
+        run.apply(claim("c3", "claim-3", 21, "sb3"));
+        run.apply(sandbox(
+            "sb3",
+            "sb-3",
+            22,
+            vec![owner(EXT, "SandboxClaim", "c3", "claim-3")],
+        ));
+        run.apply(pvc(
+            "ws-sb3",
+            "pvc-3",
+            23,
+            vec![owner(SB, "Sandbox", "sb3", "sb-3")],
+            "pv-1",
+        ));
+        run.apply(pod(
+            "p3",
+            "pod-3",
+            24,
+            vec![owner(SB, "Sandbox", "sb3", "sb-3")],
+        ));
+        run.seq += 1;
+        let at = Utc.timestamp_opt(1_800_000_100, 0).unwrap();
+        run.projection.apply_change(
+            run.seq,
+            at,
+            &Change::CheckDenied(schemas::CheckDenied {
+                pod_uid: "pod-unknown".into(),
+                namespace: "ns".into(),
+                pod_name: "x".into(),
+                reason: Reason::UnknownPod,
+                minute: at,
+                count: 1,
+            }),
+        );
+        assert!(!run.transitions.is_empty());
+        run
+    }
+
+    #[test]
+    fn both_snapshot_layouts_decode_to_the_projection_they_were_written_from() {
+        let run = every_index_in_use();
+        let original = &run.projection;
+        let layout_two = layout::encode(run.seq, original).unwrap();
+        let layout_one = layout::encode_layout_one(run.seq, original);
+        // Back-references: each uid written once.
+        assert!(layout_two.len() < layout_one.len());
+        for (layout, bytes) in [("2", layout_two), ("1", layout_one)] {
+            let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(decoded.seq, run.seq, "layout {layout}");
+            decoded.projection.rebuild_derived();
+            assert_eq!(&decoded.projection, original, "layout {layout}");
+            // Layout 2's strings are shared after a decode as after `apply`: a uid's
+            // record, its owner's record and its name index point at one copy (layout 1
+            // has no back-references: its strings decode as copies).
+            let pod = decoded.projection.object("pod-2").unwrap();
+            let (key, _) = decoded.projection.uids.get_key_value("pod-2").unwrap();
+            let owner = pod.current.controller.as_ref().unwrap();
+            let (sandbox_key, _) = decoded.projection.uids.get_key_value("sb-2").unwrap();
+            let sandbox = decoded.projection.object("sb-2").unwrap();
+            let shared = [
+                pod.current.uid.shares_storage_with(key),
+                owner.uid.shares_storage_with(sandbox_key),
+                sandbox
+                    .current
+                    .namespace
+                    .shares_storage_with(&pod.current.namespace),
+            ];
+            assert_eq!(shared, [layout == "2"; 3], "layout {layout}");
+            assert_eq!(
+                decoded.projection.check(
+                    &CheckRequest {
+                        namespace: "ns".into(),
+                        pod_name: "p2".into(),
+                        pod_uid: "pod-2".into(),
+                        require_claim: true,
+                        ..CheckRequest::default()
+                    },
+                    true
+                ),
+                original.check(
+                    &CheckRequest {
+                        namespace: "ns".into(),
+                        pod_name: "p2".into(),
+                        pod_uid: "pod-2".into(),
+                        require_claim: true,
+                        ..CheckRequest::default()
+                    },
+                    true
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_an_unknown_layout_is_refused_not_guessed_at() {
+        let run = every_index_in_use();
+        let bytes =
+            rmp_serde::to_vec(&("claim-ledger/projection/9", run.seq, &run.projection)).unwrap();
+        let error = rmp_serde::from_slice::<layout::Snapshot>(&bytes)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("unknown snapshot layout"), "{error}");
+        let mut trailing = layout::encode(run.seq, &run.projection).unwrap();
+        // One more element in the outer array (fixarray of 3 becomes 4, nil appended).
+        assert_eq!(trailing[0], 0x93);
+        trailing[0] = 0x94;
+        trailing.push(0xc0);
+        let error = rmp_serde::from_slice::<layout::Snapshot>(&trailing)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("trailing"), "{error}");
+    }
+
+    #[test]
+    fn the_same_state_reached_in_another_order_is_the_same_projection() {
+        // An owner known only through its dependents is forgotten with the last of them,
+        // so replaying to a state and decoding a snapshot of it agree.
+        let mut run = Run::new();
+        run.apply(pod(
+            "p",
+            "pod-1",
+            1,
+            vec![owner(SB, "Sandbox", "sb", "sb-9")],
+        ));
+        assert!(run.projection.uids.contains_key("sb-9"));
+        run.apply(pod("p", "pod-1", 2, vec![]));
+        assert!(!run.projection.uids.contains_key("sb-9"));
     }
 
     fn released(transitions: &[Transition], pod: &str) -> Option<Reason> {
@@ -1949,5 +2155,23 @@ mod tests {
             assert_eq!(compare_versions("8", false, "7", true), Some(Greater));
             assert_eq!(compare_versions("-8", true, "-7", false), Some(Less));
         }
+    }
+}
+#[cfg(test)]
+mod footprint {
+    use std::mem::size_of;
+
+    /// The inline sizes the ~1 KiB per live object budget rests on (BENCHMARKS.md): a
+    /// field added to a record, or a `Text` turned back into a `String`, shows up here
+    /// before it shows up in a cluster's memory.
+    #[test]
+    fn the_records_of_the_projection_stay_small() {
+        assert_eq!(size_of::<schemas::Text>(), 8);
+        assert!(size_of::<schemas::ObjectChange>() <= 152);
+        assert!(size_of::<super::ObjectRecord>() <= 176);
+        assert!(size_of::<super::UidState>() <= 208);
+        assert!(size_of::<super::BindingRecord>() <= 64);
+        assert!(size_of::<super::BindingView>() <= 128);
+        assert!(size_of::<super::NameUids>() <= 24);
     }
 }

@@ -1,7 +1,9 @@
 //! A store that fails on purpose: it wraps another and, at a chosen write operation
-//! (every commit and every flush is one, numbered from 0), fails it, crashes before or
-//! after it, or holds it until released, so tests reach every write point of an append
-//! deterministically.
+//! (every commit, flush, snapshot write and snapshot removal is one, numbered from 0),
+//! fails it, crashes before or after it, or holds it until released, so tests reach every
+//! write point of an append deterministically. Everything else is the wrapped store's own
+//! (its snapshot layout and streams, its writer's lock, its change notifications), so a
+//! test of a backend through it tests that backend; reads fail once it has crashed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -153,5 +155,50 @@ impl Store for FaultyStore {
 
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn try_become_writer(&self) -> Result<bool, StoreError> {
+        self.dead()?;
+        self.inner.try_become_writer()
+    }
+
+    fn is_writer(&self) -> bool {
+        !self.crashed() && self.inner.is_writer()
+    }
+
+    // The snapshot methods are forwarded rather than left to the trait's defaults, which
+    // would turn them into commits and flushes of this store and so hide the wrapped
+    // one's own (sled's files, PostgreSQL's chunk table and its sessions). A snapshot
+    // write is one write operation: durable when it returns, as the trait says.
+    fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write("put_snapshot", || self.inner.put_snapshot(seq, bytes))
+    }
+
+    fn snapshot_reader(
+        &self,
+        seq: u64,
+    ) -> Result<Option<Box<dyn std::io::Read + Send + '_>>, StoreError> {
+        self.dead()?;
+        self.inner.snapshot_reader(seq)
+    }
+
+    fn remove_snapshot(&self, seq: u64) -> Result<(), StoreError> {
+        self.write("remove_snapshot", || self.inner.remove_snapshot(seq))
+    }
+
+    fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        self.dead()?;
+        self.inner.snapshot_seqs()
+    }
+
+    fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+        // A crashed store has no writer left to wait for: a plain wait.
+        match self.crashed() {
+            true => {
+                std::thread::sleep(timeout);
+                false
+            }
+            false => self.inner.wait_for_change(timeout),
+        }
     }
 }

@@ -539,7 +539,10 @@ impl PostgresStore {
     fn open_snapshot(&self, seq: u64) -> Result<Option<SnapshotStream>, StoreError> {
         let row = chunk_seq(seq)?;
         let connector = self.snapshot_connector();
-        let context = format!("reading the snapshot at seq {seq}: connecting to {}", self.label);
+        let context = format!(
+            "reading the snapshot at seq {seq}: connecting to {}",
+            self.label
+        );
         // One chunk waits in the channel while the reader decodes the one before and the
         // session fetches the one after: three at most in memory.
         let (pieces, fetched) = mpsc::sync_channel(1);
@@ -758,14 +761,16 @@ async fn serve_jobs(
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
     ready: mpsc::Sender<Result<Option<bool>, StoreError>>,
 ) {
-    let (mut client, mut connection) =
-        match connector.connect(None, &format!("connecting to {label}")).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
+    let (mut client, mut connection) = match connector
+        .connect(None, &format!("connecting to {label}"))
+        .await
+    {
+        Ok(pair) => pair,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     let lease = options.lease.unwrap_or(DEFAULT_LEASE);
     let mut writer = WriterState::default();
     match prepare(&client, &options, &label).await {
@@ -930,7 +935,9 @@ impl Connector {
         context: &str,
     ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StoreError> {
         let first = match self.config.connect(self.tls.clone()).await {
-            Ok((client, connection)) => return Ok((client, tokio::spawn(drive(connection, changes)))),
+            Ok((client, connection)) => {
+                return Ok((client, tokio::spawn(drive(connection, changes))))
+            }
             Err(e) => e,
         };
         // A server that could not be reached at all would not be reached the other way
@@ -1014,7 +1021,10 @@ async fn listen(connector: Connector, label: String, changes: Arc<Changes>) {
     let mut was_listening = false;
     loop {
         let opened = connector
-            .connect(Some(Arc::clone(&changes)), "opening the listening connection")
+            .connect(
+                Some(Arc::clone(&changes)),
+                "opening the listening connection",
+            )
             .await;
         match opened {
             Ok((client, mut driver)) => {
@@ -1181,7 +1191,10 @@ async fn snapshot_seqs(client: &tokio_postgres::Client) -> Result<StoredSnapshot
         )
         .await
     {
-        Ok(rows) => rows.iter().map(|row| row.get::<_, i64>(0)).collect::<Vec<_>>(),
+        Ok(rows) => rows
+            .iter()
+            .map(|row| row.get::<_, i64>(0))
+            .collect::<Vec<_>>(),
         Err(e) if no_such_table(&e) => Vec::new(),
         Err(e) => return Err(db_error("listing snapshots", e)),
     };
@@ -1889,7 +1902,9 @@ mod tls {
         sslkey: Option<String>,
         home_file: impl Fn(&str) -> Option<PathBuf>,
     ) -> Result<Option<Identity>, StoreError> {
-        let Some(cert_path) = sslcert.map(PathBuf::from).or_else(|| home_file("postgresql.crt"))
+        let Some(cert_path) = sslcert
+            .map(PathBuf::from)
+            .or_else(|| home_file("postgresql.crt"))
         else {
             return Ok(None);
         };
@@ -1899,7 +1914,10 @@ mod tls {
                 .map(|home| PathBuf::from(home).join(".postgresql/postgresql.key"))
                 .unwrap_or_else(|| PathBuf::from(".postgresql/postgresql.key"))
         });
-        let cert_context = format!("reading the client certificate file {}", cert_path.display());
+        let cert_context = format!(
+            "reading the client certificate file {}",
+            cert_path.display()
+        );
         let chain = CertificateDer::pem_file_iter(&cert_path)
             .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
             .map_err(|e| invalid(&cert_context, e.to_string()))?;
@@ -2134,10 +2152,16 @@ mod tests {
         let bytes: Vec<u8> = (0..SNAPSHOT_CHUNK * 2 + 5).map(|i| i as u8).collect();
         let chunks: Vec<(i32, &[u8])> = chunks_of(&bytes).collect();
         assert_eq!(
-            chunks.iter().map(|(i, c)| (*i, c.len())).collect::<Vec<_>>(),
+            chunks
+                .iter()
+                .map(|(i, c)| (*i, c.len()))
+                .collect::<Vec<_>>(),
             [(0, SNAPSHOT_CHUNK), (1, SNAPSHOT_CHUNK), (2, 5)]
         );
-        assert_eq!(chunks.iter().map(|(_, c)| *c).collect::<Vec<_>>().concat(), bytes);
+        assert_eq!(
+            chunks.iter().map(|(_, c)| *c).collect::<Vec<_>>().concat(),
+            bytes
+        );
         assert_eq!(chunks_of(&[]).collect::<Vec<_>>(), [(0, &[][..])]);
         assert_eq!(snapshot_seq(&keys::seq_key(keys::SNAPSHOT, 7)), Some(7));
         assert_eq!(snapshot_seq(&keys::seq_key(keys::ENTRY, 7)), None);

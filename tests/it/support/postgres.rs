@@ -240,35 +240,47 @@ impl Postgres {
 
     /// Runs SQL through `psql` over the local socket (trusted), returning its output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        let psql = ["/usr/bin/psql", "psql"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.bin.join("psql"));
-        let output = Command::new(psql)
-            .args([
-                "-h",
-                self.root.path().to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                "-d",
-                database,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
+        let output = self.psql_command(database, sql).output().unwrap();
         assert!(
             output.status.success(),
             "psql {sql}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Starts SQL through `psql` without waiting for it (a transaction holding a lock
+    /// while the test does something else).
+    pub fn psql_in_background(&self, database: &str, sql: &str) -> std::process::Child {
+        self.psql_command(database, sql)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn psql_command(&self, database: &str, sql: &str) -> Command {
+        let psql = ["/usr/bin/psql", "psql"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.bin.join("psql"));
+        let mut command = Command::new(psql);
+        command.args([
+            "-h",
+            self.root.path().to_str().unwrap(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            USER,
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            sql,
+        ]);
+        command
     }
 }
 

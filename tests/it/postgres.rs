@@ -5,7 +5,11 @@
 //! named by `verify`; the password comes from `PGPASSWORD`, a password file or
 //! `.pgpass`, never the command line; one writer at a time; a database with no ledger is
 //! refused and left as it was; followers are woken by the writer's notifications, not
-//! only by their poll; TLS as `sslmode` and `sslrootcert` ask.
+//! only by their poll; TLS as `sslmode` and `sslrootcert` ask, `prefer` and `allow`
+//! trying the other way as libpq does, and client certificates from `sslcert` and
+//! `sslkey`; snapshots written in chunks on a session of their own while appends go on,
+//! read back streamed, a chunk edited or deleted named by `verify`, and a database
+//! written before the chunk table (its snapshots records) still read.
 
 use crate::support;
 use crate::support::postgres;
@@ -13,7 +17,7 @@ use crate::support::process;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::postgres::Postgres;
+use crate::support::postgres::{Postgres, ServerTls};
 use crate::support::process::{Run, BIN};
 use crate::support::wait::eventually;
 use serde_json::Value;
@@ -52,6 +56,8 @@ fn run_with_env(
         .env_remove("PGPASSFILE")
         .env_remove("PGSSLMODE")
         .env_remove("PGSSLROOTCERT")
+        .env_remove("PGSSLCERT")
+        .env_remove("PGSSLKEY")
         .env("HOME", "/nonexistent")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -1517,9 +1523,25 @@ fn tls_to_postgres_is_as_sslmode_and_sslrootcert_ask() {
     let plain = verify(format!("{by_ip}?sslmode=disable"));
     assert_ne!(plain.code, 0);
     assert!(plain.stderr.contains("no encryption"), "{plain:?}");
-    // require: encrypted, the certificate unchecked; prefer (the default) takes TLS too.
+    // require: encrypted, the certificate unchecked; prefer (the default) takes TLS too,
+    // and allow, refused without it, tries again with it.
     assert_eq!(verify(format!("{by_ip}?sslmode=require")).code, 0);
     assert_eq!(verify(by_ip.clone()).code, 0);
+    assert_eq!(verify(format!("{by_ip}?sslmode=allow")).code, 0);
+    // A password refused over TLS: prefer tries again without, which this server refuses
+    // too; both refusals are said.
+    let wrong = run_with(&["verify", "--db", &by_ip], None, Some("not-it"));
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(
+        wrong
+            .stderr
+            .contains("over TLS: FATAL: password authentication failed")
+            && wrong
+                .stderr
+                .contains("then without TLS: FATAL: no pg_hba.conf entry")
+            && !wrong.stderr.contains("not-it"),
+        "{wrong:?}"
+    );
     // verify-ca checks the chain, not the name; verify-full checks both.
     assert_eq!(
         verify(format!("{by_ip}?sslmode=verify-ca&sslrootcert={root}")).code,
@@ -1573,4 +1595,245 @@ fn tls_to_postgres_is_as_sslmode_and_sslrootcert_ask() {
         unknown.code != 0 && unknown.stderr.contains("unknown sslmode"),
         "{unknown:?}"
     );
+}
+
+/// A server certificate for `localhost` signed by `ca`: the certificate and its key (PEM).
+fn server_certificate(ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, ca, ca_key)
+        .unwrap();
+    (certificate.pem(), key.serialize_pem())
+}
+
+/// Whether a session opened with `url` (a database holding the ledger's table) is
+/// encrypted, as the server sees it.
+fn session_uses_tls(pg: &Postgres, database: &str, url: &str, dir: &Path) -> bool {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = raw_store(
+        &format!("{url}{separator}application_name=tls-probe"),
+        dir,
+        false,
+    );
+    let ssl = pg.psql(
+        database,
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'tls-probe'",
+    );
+    drop(store);
+    match ssl.trim() {
+        "t" => true,
+        "f" => false,
+        other => panic!("no probe session ({other:?})"),
+    }
+}
+
+#[test]
+fn prefer_and_allow_try_the_other_way_as_libpq_does() {
+    let (_, ca, ca_key) = certificate_authority("claim-ledger test CA");
+    let (certificate, key) = server_certificate(&ca, &ca_key);
+    let tls = |hba, settings| {
+        Some(ServerTls {
+            certificate: &certificate,
+            key: &key,
+            client_ca: None,
+            hba,
+            settings,
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let with_mode = |url: &str, mode: &str| format!("{url}?sslmode={mode}");
+    let table = "CREATE TABLE claim_ledger_records (key bytea PRIMARY KEY, value bytea NOT NULL)";
+
+    // A server without TLS: prefer (the default) and allow go without it; require does
+    // not connect, saying why.
+    let plain = Postgres::start();
+    plain.create_database("plain");
+    let url = plain.url("plain");
+    ok(&["ingest", "--db", &url, "/dev/null"], None);
+    for mode in ["prefer", "allow", "disable"] {
+        ok(&["verify", "--db", &with_mode(&url, mode)], None);
+    }
+    let refused = run(&["verify", "--db", &with_mode(&url, "require")], None);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("server does not support TLS"),
+        "{refused:?}"
+    );
+
+    // A server that takes sessions with TLS and without: prefer and require encrypt,
+    // allow and disable do not.
+    let both = Postgres::start_with(tls(&[("host", "scram-sha-256")], &[]));
+    both.create_database("both");
+    both.psql("both", table);
+    let url = both.url("both");
+    for (mode, encrypted) in [
+        ("prefer", true),
+        ("require", true),
+        ("allow", false),
+        ("disable", false),
+    ] {
+        let used = session_uses_tls(&both, "both", &with_mode(&url, mode), dir.path());
+        assert_eq!(used, encrypted, "sslmode={mode}");
+    }
+
+    // A server whose TLS handshake fails (it speaks TLS 1.1 at most, which rustls does
+    // not): prefer tries again without TLS; require fails, naming the handshake.
+    let old = Postgres::start_with(tls(
+        &[("host", "scram-sha-256")],
+        &[
+            "ssl_min_protocol_version=TLSv1",
+            "ssl_max_protocol_version=TLSv1.1",
+        ],
+    ));
+    old.create_database("old");
+    let url = old.url("old");
+    ok(&["ingest", "--db", &url, "-"], Some(&fixture_events()));
+    ok(&["verify", "--db", &with_mode(&url, "allow")], None);
+    assert!(!session_uses_tls(&old, "old", &url, dir.path()));
+    let refused = run(&["verify", "--db", &with_mode(&url, "require")], None);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("TLS handshake"), "{refused:?}");
+
+    // A server that refuses sessions over TLS after the handshake (hostnossl): prefer
+    // tries again without; require is refused by the server, which says why.
+    let nossl = Postgres::start_with(tls(&[("hostnossl", "scram-sha-256")], &[]));
+    nossl.create_database("nossl");
+    nossl.psql("nossl", table);
+    let url = nossl.url("nossl");
+    assert!(!session_uses_tls(&nossl, "nossl", &url, dir.path()));
+    let refused = run(&["verify", "--db", &with_mode(&url, "require")], None);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("no pg_hba.conf entry")
+            && refused.stderr.contains("SSL encryption"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_client_certificate_from_sslcert_and_sslkey_lets_the_ledger_into_a_cert_only_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let (ca_pem, ca, ca_key) = certificate_authority("claim-ledger test CA");
+    let (client_ca_pem, client_ca, client_ca_key) = certificate_authority("client CA");
+    let (_, stranger_ca, stranger_ca_key) = certificate_authority("a CA the server does not trust");
+    let (certificate, key) = server_certificate(&ca, &ca_key);
+    // Sessions over TLS with a client certificate only (cert authentication: the
+    // certificate's common name is the role, and no password is asked for).
+    let pg = Postgres::start_with(Some(ServerTls {
+        certificate: &certificate,
+        key: &key,
+        client_ca: Some(&client_ca_pem),
+        hba: &[("hostssl", "cert")],
+        settings: &[],
+    }));
+    pg.create_database("mtls");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let client = |ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair, name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, postgres::USER);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let certificate = params.signed_by(&key, ca, ca_key).unwrap();
+        (
+            write(&format!("{name}.crt"), &certificate.pem(), 0o644),
+            write(&format!("{name}.key"), &key.serialize_pem(), 0o600),
+        )
+    };
+    let (cert, key) = client(&client_ca, &client_ca_key, "client");
+    let (stranger_cert, stranger_key) = client(&stranger_ca, &stranger_ca_key, "stranger");
+    let loose_key = write("loose.key", &std::fs::read_to_string(&key).unwrap(), 0o644);
+    let root = write("ca.crt", &ca_pem, 0o644);
+    let url = pg.url("mtls").replace("127.0.0.1", "localhost");
+    let base = format!("{url}?sslmode=verify-full&sslrootcert={root}");
+    let with = |cert: &str, key: &str| format!("{base}&sslcert={cert}&sslkey={key}");
+    let no_password = |args: &[&str], env: &[(&str, &str)]| run_with_env(args, None, None, env);
+
+    // With the certificate: the ledger is created and read, with no password anywhere.
+    let events = fixture_events();
+    let created = run_with(
+        &["ingest", "--db", &with(&cert, &key), "-"],
+        Some(&events),
+        None,
+    );
+    assert_eq!(created.code, 0, "{created:?}");
+    assert_eq!(
+        no_password(&["verify", "--db", &with(&cert, &key)], &[]).code,
+        0
+    );
+    // The same from PGSSLCERT and PGSSLKEY, and from ~/.postgresql/postgresql.crt and
+    // postgresql.key; prefer (the default) presents it too.
+    assert_eq!(
+        no_password(
+            &["verify", "--db", &base],
+            &[("PGSSLCERT", &cert), ("PGSSLKEY", &key)]
+        )
+        .code,
+        0
+    );
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".postgresql")).unwrap();
+    std::fs::copy(&cert, home.join(".postgresql/postgresql.crt")).unwrap();
+    std::fs::copy(&key, home.join(".postgresql/postgresql.key")).unwrap();
+    assert_eq!(
+        no_password(
+            &["verify", "--db", &base],
+            &[("HOME", home.to_str().unwrap())]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        no_password(
+            &["verify", "--db", &url],
+            &[("HOME", home.to_str().unwrap())]
+        )
+        .code,
+        0
+    );
+
+    // Without one: refused by the server, which says why.
+    let refused = no_password(&["verify", "--db", &base], &[]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("connection requires a valid client certificate"),
+        "{refused:?}"
+    );
+    // One signed by a CA the server does not trust: refused in the handshake.
+    let refused = no_password(
+        &["verify", "--db", &with(&stranger_cert, &stranger_key)],
+        &[],
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("the server refused the client certificate"),
+        "{refused:?}"
+    );
+    // A key others may read is refused before connecting, as libpq refuses it; so is a
+    // certificate named but missing.
+    let refused = no_password(&["verify", "--db", &with(&cert, &loose_key)], &[]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("group or world access") && refused.stderr.contains("loose.key"),
+        "{refused:?}"
+    );
+    let missing = dir.path().join("missing.crt");
+    let refused = no_password(
+        &["verify", "--db", &with(missing.to_str().unwrap(), &key)],
+        &[],
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("missing.crt"), "{refused:?}");
 }

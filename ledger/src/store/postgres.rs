@@ -245,6 +245,14 @@ impl std::fmt::Debug for PostgresStore {
 /// "error performing TLS handshake").
 fn describe(error: &tokio_postgres::Error) -> String {
     match (error.as_db_error(), std::error::Error::source(error)) {
+        // `cert` authentication, or `clientcert=verify-ca|verify-full`, without one.
+        (Some(db), _)
+            if db.code()
+                == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && db.message().contains("client certificate") =>
+        {
+            format!("{db} (sslcert and sslkey in the URL, or PGSSLCERT and PGSSLKEY, name it)")
+        }
         (Some(db), _) => db.to_string(),
         (None, Some(cause)) => format!("{error}: {cause}"),
         (None, None) => error.to_string(),
@@ -277,6 +285,9 @@ fn db_error(context: &str, error: tokio_postgres::Error) -> StoreError {
             // A server sends these only about the certificate the client presented.
             rustls::Error::AlertReceived(Alert::CertificateRequired) => {
                 "the server requires a client certificate (sslcert and sslkey): "
+            }
+            rustls::Error::AlertReceived(Alert::ProtocolVersion) => {
+                "the server speaks no TLS version this client does (1.2 and 1.3): "
             }
             rustls::Error::AlertReceived(
                 Alert::UnknownCA

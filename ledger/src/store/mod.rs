@@ -6,7 +6,8 @@
 //!
 //! * [`SledStore`] (module `sled_store`): the embedded default, one sled tree, with
 //!   snapshots as files beside it (module `snapshot_files`).
-//! * [`PostgresStore`]: one table in a PostgreSQL database, for more than one replica.
+//! * [`PostgresStore`]: one table in a PostgreSQL database, for more than one replica,
+//!   with snapshots in chunks in a second.
 //! * [`MemoryStore`]: in memory, with an explicit model of durability (what a flush made
 //!   durable, and the batches after it that a crash may or may not keep), for tests.
 //! * [`FaultyStore`]: wraps another store and fails, crashes or tears at a chosen write,

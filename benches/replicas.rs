@@ -18,8 +18,14 @@
 //!   37 ms and the follower applying between waits as `serve --replica` does: sleeping its
 //!   200 ms poll (how `serve` followed before notifications), then woken by the writer's
 //!   `NOTIFY` with the same 200 ms poll as fallback (how it follows now); both in one run.
+//! * **appends beside a snapshot**: small durable commits through the store (an entry and
+//!   the head, as a single-entry append writes) while `Store::put_snapshot` writes a
+//!   snapshot of 256 MiB through the same store, and with nothing else running: latency
+//!   p50, p99 and max; and how long the snapshot took to write, and to read back streamed.
 //!
-//! Run: `cargo bench --bench replicas` (`CLAIM_LEDGER_REPLICA_BATCHES`, default 40).
+//! Run: `cargo bench --bench replicas` (`CLAIM_LEDGER_REPLICA_BATCHES`, default 40;
+//! `CLAIM_LEDGER_REPLICA_SNAPSHOT_MB`, default 256). Without `--bench` (`cargo test
+//! --benches`) it runs once at a smoke size: 2 batches, a snapshot of 8 MiB.
 
 #[path = "../tests/it/support/postgres.rs"]
 mod postgres;
@@ -64,11 +70,24 @@ fn config(password: &Path) -> LedgerConfig {
     }
 }
 
-fn main() {
-    let batches: u64 = std::env::var("CLAIM_LEDGER_REPLICA_BATCHES")
+/// The value of environment variable `name`, else `default`.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(default)
+}
+
+fn main() {
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (batches, snapshot_mb, checks) = match smoke {
+        true => (2, 8, 200),
+        false => (
+            setting("CLAIM_LEDGER_REPLICA_BATCHES", 40),
+            setting("CLAIM_LEDGER_REPLICA_SNAPSHOT_MB", 256),
+            20_000,
+        ),
+    };
     let pg = postgres::Postgres::start();
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("pw");
@@ -170,7 +189,7 @@ fn main() {
             let mut latencies = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(600);
             let mut n = 0u64;
-            while latencies.len() < 20_000 && Instant::now() < deadline {
+            while latencies.len() < checks && Instant::now() < deadline {
                 n += 1;
                 let request = CheckRequest {
                     namespace: "bench".into(),
@@ -254,6 +273,93 @@ fn main() {
             lags.len()
         );
     }
+
+    pg.create_database("snapshot");
+    appends_beside_a_snapshot(&pg.url("snapshot"), &password, (snapshot_mb as usize) << 20);
+}
+
+/// Durable appends through the store (as `Ledger::append` + `flush` of one entry writes:
+/// its `E` record and the head, one transaction) beside a snapshot of `size` bytes that
+/// `Store::put_snapshot` writes through the same store, and alone.
+fn appends_beside_a_snapshot(url: &str, password: &Path, size: usize) {
+    use ledger::store::{keys, Batch};
+    let store = ledger::store::PostgresStore::open(
+        url,
+        &ledger::store::postgres::PostgresOptions {
+            create: true,
+            writer: true,
+            password_file: Some(password.to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let mut seq = 0u64;
+    let mut append = || {
+        seq += 1;
+        let mut batch = Batch::default();
+        batch.insert(keys::seq_key(keys::ENTRY, seq), vec![0x5a; 600]);
+        batch.insert(
+            keys::HEAD,
+            [seq.to_be_bytes().as_slice(), &[7; 32]].concat(),
+        );
+        let started = Instant::now();
+        store.commit(batch).unwrap();
+        store.flush().unwrap();
+        started.elapsed()
+    };
+    let mut alone: Vec<Duration> = (0..300).map(|_| append()).collect();
+    // About as compressible as a snapshot's MessagePack: records of names and uids.
+    let mut snapshot = Vec::with_capacity(size + 200);
+    let mut n = 0u64;
+    while snapshot.len() < size {
+        n += 1;
+        snapshot.extend_from_slice(
+            format!("pod-{n:08}\u{a4}bench\u{b0}sandbox-{n:012}\u{d9}\u{24}{n:036}").as_bytes(),
+        );
+    }
+    snapshot.truncate(size);
+    let (mut beside, written) = std::thread::scope(|scope| {
+        let writing = scope.spawn(|| {
+            let started = Instant::now();
+            store.put_snapshot(1, &snapshot).unwrap();
+            started.elapsed()
+        });
+        let mut beside = Vec::new();
+        while !writing.is_finished() {
+            beside.push(append());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (beside, writing.join().unwrap())
+    });
+    let started = Instant::now();
+    let mut stream = store.snapshot_reader(1).unwrap().unwrap();
+    let read = std::io::copy(&mut stream, &mut std::io::sink()).unwrap();
+    let streamed = started.elapsed();
+    assert_eq!(read as usize, size);
+    let mb = size as f64 / (1 << 20) as f64;
+    println!(
+        "appends (one entry and the head each) alone: p50 {:?} p99 {:?} max {:?} ({} appends)",
+        percentile(&mut alone, 0.5),
+        percentile(&mut alone, 0.99),
+        alone.iter().max().unwrap(),
+        alone.len()
+    );
+    match beside.is_empty() {
+        true => println!("appends beside a snapshot of {mb:.0} MiB: none completed while it was written"),
+        false => println!(
+            "appends beside a snapshot of {mb:.0} MiB being written: p50 {:?} p99 {:?} max {:?} ({} appends, 2 ms apart)",
+            percentile(&mut beside, 0.5),
+            percentile(&mut beside, 0.99),
+            beside.iter().max().unwrap(),
+            beside.len()
+        ),
+    }
+    println!(
+        "snapshot of {mb:.0} MiB: written in {written:?} ({:.0} MiB/s), read back streamed in {streamed:?} ({:.0} MiB/s)",
+        mb / written.as_secs_f64(),
+        mb / streamed.as_secs_f64()
+    );
 }
 
 /// `serve`'s follower poll, before notifications and since as their fallback.

@@ -5,7 +5,11 @@
 //! named by `verify`; the password comes from `PGPASSWORD`, a password file or
 //! `.pgpass`, never the command line; one writer at a time; a database with no ledger is
 //! refused and left as it was; followers are woken by the writer's notifications, not
-//! only by their poll; TLS as `sslmode` and `sslrootcert` ask.
+//! only by their poll; TLS as `sslmode` and `sslrootcert` ask, `prefer` and `allow`
+//! trying the other way as libpq does, and client certificates from `sslcert` and
+//! `sslkey`; snapshots written in chunks on a session of their own while appends go on,
+//! read back streamed, a chunk edited or deleted named by `verify`, and a database
+//! written before the chunk table (its snapshots records) still read.
 
 use crate::support;
 use crate::support::postgres;
@@ -13,7 +17,7 @@ use crate::support::process;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::postgres::Postgres;
+use crate::support::postgres::{Postgres, ServerTls};
 use crate::support::process::{Run, BIN};
 use crate::support::wait::eventually;
 use serde_json::Value;
@@ -52,6 +56,8 @@ fn run_with_env(
         .env_remove("PGPASSFILE")
         .env_remove("PGSSLMODE")
         .env_remove("PGSSLROOTCERT")
+        .env_remove("PGSSLCERT")
+        .env_remove("PGSSLKEY")
         .env("HOME", "/nonexistent")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -275,37 +281,247 @@ fn migrate_moves_a_ledger_to_postgres_and_back_without_changing_a_byte() {
 
 #[test]
 fn snapshots_in_postgres_are_kept_as_retention_says_and_the_log_verifies() {
+    use ledger::{Ledger, LedgerConfig};
     let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
     let mut counts = Vec::new();
-    for keep in ["1", "0"] {
+    for keep in [1, 0] {
         let database = format!("kept{keep}");
         pg.create_database(&database);
         let url = pg.url(&database);
-        let args = [
-            "ingest",
-            "--db",
-            &url,
-            "--snapshot-every",
-            "20",
-            "--keep-snapshots",
-            keep,
-            "--batch-size",
-            "8",
-            "-",
-        ];
-        ok(&args, Some(&fixture_events()));
+        // Snapshots written at the flush that makes them due (the snapshot thread would
+        // skip those due while one is still written: how many, the machine decides).
+        let config = LedgerConfig {
+            snapshot_every: 20,
+            snapshots_kept: keep,
+            background_snapshots: false,
+            ..replica_config(dir.path())
+        };
+        let mut ledger = Ledger::open(Path::new(&url), config).unwrap();
+        for batch in 0..25 {
+            ledger
+                .append((batch * 8 + 1..=batch * 8 + 8).map(pod), chrono::Utc::now())
+                .unwrap();
+            ledger.flush().unwrap();
+        }
+        drop(ledger);
         let report = ok(&["verify", "--db", &url], None).json();
         assert!(report["failure"].is_null(), "{report}");
         ok(&["state", "--db", &url, "--as-of-seq", "3"], None);
-        let stored = pg.psql(
+        // Snapshots are rows of the chunk table, none a record any more.
+        let as_records = pg.psql(
             &database,
             "SELECT count(*) FROM claim_ledger_records WHERE get_byte(key, 0) = 83",
         );
-        counts.push(stored.trim().parse::<usize>().unwrap());
+        assert_eq!(as_records.trim(), "0");
+        let count = |sql: &str| pg.psql(&database, sql).trim().parse::<usize>().unwrap();
+        let committed =
+            count("SELECT count(*) FROM claim_ledger_records WHERE get_byte(key, 0) = 80");
+        let stored = count("SELECT count(DISTINCT seq) FROM claim_ledger_snapshot_chunks");
+        counts.push((committed, stored));
     }
-    // One kept (and perhaps one written after it that no entry commits to yet), or all.
-    assert!(counts[0] <= 2, "{counts:?}");
-    assert!(counts[1] > counts[0], "{counts:?}");
+    // Eight snapshots committed to in each. Retention runs as a snapshot is written,
+    // before an entry commits to it: one kept, then the newest, two in all; or all eight.
+    assert_eq!(counts, [(8, 2), (8, 8)]);
+}
+
+/// The store of database `url` on the test server, as a writer (creating its tables) or
+/// a reader, its password in a file under `dir`.
+fn raw_store(url: &str, dir: &Path, writer: bool) -> ledger::store::PostgresStore {
+    let password = dir.join("pw");
+    std::fs::write(&password, postgres::PASSWORD).unwrap();
+    ledger::store::PostgresStore::open(
+        url,
+        &ledger::store::postgres::PostgresOptions {
+            create: writer,
+            writer,
+            password_file: Some(password),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .expect("a ledger table")
+}
+
+/// `(chunk, length)` of each stored chunk of the snapshot at `seq`.
+fn chunk_rows(pg: &Postgres, database: &str, seq: u64) -> Vec<(u32, usize)> {
+    pg.psql(
+        database,
+        &format!(
+            "SELECT chunk, length(bytes) FROM claim_ledger_snapshot_chunks WHERE seq = {seq} ORDER BY chunk"
+        ),
+    )
+    .lines()
+    .map(|line| {
+        let (chunk, length) = line.split_once('|').unwrap();
+        (chunk.parse().unwrap(), length.parse().unwrap())
+    })
+    .collect()
+}
+
+#[test]
+fn snapshots_are_written_in_chunks_on_a_session_of_their_own_while_appends_go_on() {
+    use ledger::store::postgres::{SNAPSHOT_CHUNK, SNAPSHOT_SESSION_NAME};
+    use ledger::store::{keys, Batch, Store};
+    use std::io::Read;
+    let pg = Postgres::start();
+    pg.create_database("chunks");
+    let url = pg.url("chunks");
+    let dir = tempfile::tempdir().unwrap();
+    let store = raw_store(&url, dir.path(), true);
+    assert!(store.is_writer());
+    let bytes: Vec<u8> = (0..SNAPSHOT_CHUNK * 5 / 2)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+
+    // Another session holds the chunk table for two seconds: the snapshot's write waits
+    // for it on its own session, while appends (commits on the store's session) go on.
+    let mut holder = pg.psql_in_background(
+        "chunks",
+        "BEGIN; LOCK TABLE claim_ledger_snapshot_chunks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;",
+    );
+    eventually("the chunk table locked", || {
+        pg.psql(
+            "chunks",
+            "SELECT count(*) FROM pg_locks WHERE relation = 'claim_ledger_snapshot_chunks'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+        )
+        .trim()
+            == "1"
+    });
+    std::thread::scope(|scope| {
+        let writing = scope.spawn(|| store.put_snapshot(100, &bytes));
+        eventually("the snapshot's session waiting for the table", || {
+            pg.psql(
+                "chunks",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{SNAPSHOT_SESSION_NAME}' AND wait_event_type = 'Lock'"
+                ),
+            )
+            .trim()
+                == "1"
+        });
+        for n in 1..=20u64 {
+            let started = std::time::Instant::now();
+            let mut batch = Batch::default();
+            batch.insert(keys::seq_key(keys::ENTRY, n), format!("entry {n}"));
+            store.commit(batch).unwrap();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "an append waited for the snapshot"
+            );
+        }
+        assert!(!writing.is_finished(), "the lock was not held long enough");
+        writing.join().unwrap().unwrap();
+    });
+    assert!(holder.wait().unwrap().success());
+
+    // Two whole chunks and a half one, and no copy among the records.
+    assert_eq!(
+        chunk_rows(&pg, "chunks", 100),
+        [
+            (0, SNAPSHOT_CHUNK),
+            (1, SNAPSHOT_CHUNK),
+            (2, SNAPSHOT_CHUNK / 2)
+        ]
+    );
+    let key = keys::seq_key(keys::SNAPSHOT, 100);
+    assert_eq!(
+        pg.psql(
+            "chunks",
+            "SELECT count(*) FROM claim_ledger_records WHERE get_byte(key, 0) = 83"
+        )
+        .trim(),
+        "0"
+    );
+    // Read back by the writer and by a reader, streamed and whole, listed and scanned as
+    // the other backends' snapshots are.
+    let reader = raw_store(&url, dir.path(), false);
+    for store in [&store, &reader] {
+        let mut streamed = Vec::new();
+        store
+            .snapshot_reader(100)
+            .unwrap()
+            .expect("stored")
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert!(streamed == bytes, "the streamed snapshot differs");
+        assert!(store.get(&key).unwrap().unwrap() == bytes);
+        assert_eq!(store.snapshot_seqs().unwrap(), [100]);
+        let scanned: Vec<Vec<u8>> = store
+            .scan(&[0], &[0xff; 9], false)
+            .map(|record| record.unwrap().0)
+            .collect();
+        assert_eq!(scanned.len(), 21);
+        assert_eq!(scanned.last().unwrap(), &key.to_vec());
+        assert!(store.snapshot_reader(99).unwrap().is_none());
+        assert_eq!(store.get(&keys::seq_key(keys::SNAPSHOT, 99)).unwrap(), None);
+    }
+    assert!(matches!(
+        reader.put_snapshot(101, b"not the writer"),
+        Err(ledger::store::StoreError::NotWriter(_))
+    ));
+
+    // A reader part way through reads the version it started on to the end, though
+    // retention removes the snapshot meanwhile.
+    let mut stream = reader.snapshot_reader(100).unwrap().unwrap();
+    let mut first = vec![0; 1000];
+    stream.read_exact(&mut first).unwrap();
+    store.remove_snapshot(100).unwrap();
+    assert_eq!(
+        pg.psql(
+            "chunks",
+            "SELECT count(*) FROM claim_ledger_snapshot_chunks"
+        )
+        .trim(),
+        "0"
+    );
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    drop(stream);
+    assert!([first, rest].concat() == bytes);
+    assert!(reader.snapshot_reader(100).unwrap().is_none());
+    assert!(reader.snapshot_seqs().unwrap().is_empty());
+
+    // A snapshot written as a record (a migration's batch) goes to the chunk table too; a
+    // snapshot kept as a record by a database of before is read, listed and removed.
+    let mut batch = Batch::default();
+    batch.insert(keys::seq_key(keys::SNAPSHOT, 200), b"migrated".to_vec());
+    store.commit(batch).unwrap();
+    assert_eq!(chunk_rows(&pg, "chunks", 200), [(0, 8)]);
+    pg.psql(
+        "chunks",
+        "INSERT INTO claim_ledger_records VALUES ('\\x53000000000000012c', 'kept as a record')",
+    );
+    assert_eq!(reader.snapshot_seqs().unwrap(), [200, 300]);
+    let old = keys::seq_key(keys::SNAPSHOT, 300);
+    assert_eq!(reader.get(&old).unwrap().unwrap(), b"kept as a record");
+    let mut streamed = Vec::new();
+    reader
+        .snapshot_reader(300)
+        .unwrap()
+        .unwrap()
+        .read_to_end(&mut streamed)
+        .unwrap();
+    assert_eq!(streamed, b"kept as a record");
+    let snapshots: Vec<(Vec<u8>, Vec<u8>)> = reader
+        .scan(&keys::seq_key(keys::SNAPSHOT, 0), &[0xff; 9], true)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        snapshots,
+        [
+            (old.to_vec(), b"kept as a record".to_vec()),
+            (
+                keys::seq_key(keys::SNAPSHOT, 200).to_vec(),
+                b"migrated".to_vec()
+            )
+        ]
+    );
+    store.remove_snapshot(300).unwrap();
+    let mut batch = Batch::default();
+    batch.remove(keys::seq_key(keys::SNAPSHOT, 200));
+    store.commit(batch).unwrap();
+    assert!(reader.snapshot_seqs().unwrap().is_empty());
 }
 
 #[test]
@@ -347,6 +563,221 @@ fn a_row_edited_or_deleted_in_the_database_is_named_by_verify() {
         (&Value::from(9), &Value::from("seq_gap")),
         "{report}"
     );
+}
+
+/// The seq of the snapshot [`ledger_with_a_chunked_snapshot`] writes.
+const CHUNKED_AT: u64 = 6000;
+
+/// A ledger in database `database` whose snapshot at [`CHUNKED_AT`] is 3 chunks long and
+/// committed to by the entry after it, the last; `dir` holds its password file.
+fn ledger_with_a_chunked_snapshot(pg: &Postgres, database: &str, dir: &Path) {
+    use ledger::{Ledger, LedgerConfig};
+    pg.create_database(database);
+    let url = pg.url(database);
+    let config = LedgerConfig {
+        snapshot_every: CHUNKED_AT,
+        // Written at the flush that makes it due, so the next append commits to it.
+        background_snapshots: false,
+        ..replica_config(dir)
+    };
+    let mut ledger = Ledger::open(Path::new(&url), config).unwrap();
+    let at = chrono::Utc::now();
+    for batch in 0..CHUNKED_AT / 1000 {
+        ledger
+            .append((batch * 1000 + 1..=(batch + 1) * 1000).map(big_pod), at)
+            .unwrap();
+        ledger.flush().unwrap();
+    }
+    ledger.append([big_pod(CHUNKED_AT + 1)], at).unwrap();
+    ledger.flush().unwrap();
+}
+
+/// A pod with long names, so that a snapshot of a few thousand is several chunks long.
+fn big_pod(n: u64) -> schemas::ObjectChange {
+    // As long as Kubernetes allows: names 253 bytes, a namespace 63, uids (here) 100.
+    let (name, namespace, uid) = ("x".repeat(230), "y".repeat(60), "z".repeat(90));
+    let object = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p{n}-{name}"), "namespace": format!("n-{namespace}"),
+                     "uid": format!("p{n}-{uid}"), "resourceVersion": n.to_string(),
+                     "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+                                          "name": format!("s{n}-{name}"), "uid": format!("s{n}-{uid}"), "controller": true}]}});
+    schemas::normalize(schemas::WatchEventType::Added, &object)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn a_snapshot_chunk_edited_or_deleted_in_the_database_is_named_by_verify() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    ledger_with_a_chunked_snapshot(&pg, "chunked", dir.path());
+    let (url, seq) = (pg.url("chunked"), CHUNKED_AT);
+    let rows = chunk_rows(&pg, "chunked", seq);
+    assert!(rows.len() >= 3, "{rows:?}");
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert!(report["failure"].is_null(), "{report}");
+    let named = |report: &Value| {
+        assert_eq!(report["failure"]["kind"], "snapshot_mismatch", "{report}");
+        let detail = report["failure"]["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("seq {seq}")), "{report}");
+    };
+    // One byte of the middle chunk changed: verify names the snapshot, and a strict open
+    // refuses the ledger rather than start from it.
+    let flip = format!(
+        "UPDATE claim_ledger_snapshot_chunks SET bytes = set_byte(bytes, 1000, get_byte(bytes, 1000) # 1) WHERE seq = {seq} AND chunk = 1"
+    );
+    pg.psql("chunked", &flip);
+    let result = run(&["verify", "--db", &url, "--allow-corrupt"], None);
+    assert_eq!(result.code, 1, "{result:?}");
+    named(&result.json());
+    let strict = run(&["state", "--db", &url], None);
+    assert_eq!(strict.code, 1, "{strict:?}");
+    assert!(
+        strict.stderr.contains("snapshot_mismatch")
+            && strict.stderr.contains(&format!("seq {seq}")),
+        "{}",
+        strict.stderr
+    );
+    // Flipped back, it verifies again; then the middle chunk deleted.
+    pg.psql("chunked", &flip);
+    ok(&["verify", "--db", &url], None);
+    pg.psql(
+        "chunked",
+        &format!("DELETE FROM claim_ledger_snapshot_chunks WHERE seq = {seq} AND chunk = 1"),
+    );
+    let result = run(&["verify", "--db", &url, "--allow-corrupt"], None);
+    assert_eq!(result.code, 1, "{result:?}");
+    named(&result.json());
+    let strict = run(&["state", "--db", &url], None);
+    assert_eq!(strict.code, 1, "{strict:?}");
+}
+
+#[test]
+fn a_database_with_its_snapshots_as_records_opens_reads_them_and_moves_on_to_chunks() {
+    use ledger::{Ledger, LedgerConfig};
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    ledger_with_a_chunked_snapshot(&pg, "before", dir.path());
+    let url = pg.url("before");
+    // The layout of the versions before the chunk table: each snapshot one record of
+    // claim_ledger_records under its `S` key, and no other table.
+    pg.psql(
+        "before",
+        "INSERT INTO claim_ledger_records (key, value) \
+         SELECT '\\x53'::bytea || int8send(seq), string_agg(bytes, ''::bytea ORDER BY chunk) \
+         FROM claim_ledger_snapshot_chunks GROUP BY seq; \
+         DROP TABLE claim_ledger_snapshot_chunks",
+    );
+    let chunk_table = || {
+        pg.psql(
+            "before",
+            "SELECT to_regclass('claim_ledger_snapshot_chunks') IS NOT NULL",
+        )
+        .trim()
+            == "t"
+    };
+    let as_records = || {
+        pg.psql(
+            "before",
+            "SELECT string_agg(get_byte(key, 7)::text || ',' || get_byte(key, 8)::text, ' ') FROM claim_ledger_records WHERE get_byte(key, 0) = 83",
+        )
+        .trim()
+        .to_string()
+    };
+    // 6000 = 23 * 256 + 112.
+    assert_eq!(as_records(), "23,112");
+    // Readers open it as it is, read its snapshot (a full verify checks the newest
+    // committed one against the chain and the replay), and create nothing.
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert!(report["failure"].is_null(), "{report}");
+    ok(&["state", "--db", &url, "--as-of-seq", "6001"], None);
+    assert!(!chunk_table());
+    // It is that record that is read: changed, it is named.
+    let flip = "UPDATE claim_ledger_records SET value = set_byte(value, 5000, get_byte(value, 5000) # 1) WHERE key = '\\x530000000000001770'";
+    pg.psql("before", flip);
+    let result = run(&["verify", "--db", &url, "--allow-corrupt"], None);
+    assert_eq!(result.code, 1, "{result:?}");
+    assert_eq!(result.json()["failure"]["kind"], "snapshot_mismatch");
+    pg.psql("before", flip);
+
+    // A writer of this version creates the chunk table and writes its snapshots there;
+    // retention removes the old record as newer snapshots are committed.
+    let config = LedgerConfig {
+        snapshot_every: 1000,
+        background_snapshots: false,
+        ..replica_config(dir.path())
+    };
+    let mut writer = Ledger::open(Path::new(&url), config).unwrap();
+    assert!(chunk_table());
+    let at = chrono::Utc::now();
+    for batch in 6..10u64 {
+        writer
+            .append((batch * 1000 + 2..=(batch + 1) * 1000 + 1).map(big_pod), at)
+            .unwrap();
+        writer.flush().unwrap();
+    }
+    writer.append([big_pod(20_000)], at).unwrap();
+    writer.flush().unwrap();
+    drop(writer);
+    assert_eq!(
+        as_records(),
+        "",
+        "the snapshot kept as a record outlived retention"
+    );
+    let chunked = pg.psql(
+        "before",
+        "SELECT count(DISTINCT seq) FROM claim_ledger_snapshot_chunks",
+    );
+    assert!(chunked.trim().parse::<u32>().unwrap() >= 2, "{chunked}");
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert!(report["failure"].is_null(), "{report}");
+    assert_eq!(report["verified_seq"], 10_002, "{report}");
+}
+
+#[test]
+fn a_role_that_may_not_create_the_chunk_table_keeps_its_snapshots_as_records() {
+    let pg = Postgres::start();
+    pg.create_database("granted");
+    // The records table made beforehand for a role that may only read and write it
+    // (docs/OPERATIONS.md), in a schema where it may create nothing.
+    pg.psql(
+        "granted",
+        &format!(
+            "CREATE ROLE limited LOGIN PASSWORD '{}'; \
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+             CREATE TABLE claim_ledger_records (key bytea PRIMARY KEY, value bytea NOT NULL); \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON claim_ledger_records TO limited",
+            postgres::PASSWORD
+        ),
+    );
+    let url = pg.url("granted").replace(postgres::USER, "limited");
+    let args = [
+        "ingest",
+        "--db",
+        &url,
+        "--snapshot-every",
+        "20",
+        "--batch-size",
+        "8",
+        "-",
+    ];
+    ok(&args, Some(&fixture_events()));
+    let tables = pg.psql(
+        "granted",
+        "SELECT to_regclass('claim_ledger_snapshot_chunks') IS NULL",
+    );
+    assert_eq!(tables.trim(), "t");
+    let as_records = pg.psql(
+        "granted",
+        "SELECT count(*) FROM claim_ledger_records WHERE get_byte(key, 0) = 83",
+    );
+    assert!(
+        as_records.trim().parse::<u32>().unwrap() >= 1,
+        "{as_records}"
+    );
+    let report = ok(&["verify", "--db", &url], None).json();
+    assert!(report["failure"].is_null(), "{report}");
 }
 
 #[test]
@@ -1097,9 +1528,25 @@ fn tls_to_postgres_is_as_sslmode_and_sslrootcert_ask() {
     let plain = verify(format!("{by_ip}?sslmode=disable"));
     assert_ne!(plain.code, 0);
     assert!(plain.stderr.contains("no encryption"), "{plain:?}");
-    // require: encrypted, the certificate unchecked; prefer (the default) takes TLS too.
+    // require: encrypted, the certificate unchecked; prefer (the default) takes TLS too,
+    // and allow, refused without it, tries again with it.
     assert_eq!(verify(format!("{by_ip}?sslmode=require")).code, 0);
     assert_eq!(verify(by_ip.clone()).code, 0);
+    assert_eq!(verify(format!("{by_ip}?sslmode=allow")).code, 0);
+    // A password refused over TLS: prefer tries again without, which this server refuses
+    // too; both refusals are said.
+    let wrong = run_with(&["verify", "--db", &by_ip], None, Some("not-it"));
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(
+        wrong
+            .stderr
+            .contains("over TLS: FATAL: password authentication failed")
+            && wrong
+                .stderr
+                .contains("then without TLS: FATAL: no pg_hba.conf entry")
+            && !wrong.stderr.contains("not-it"),
+        "{wrong:?}"
+    );
     // verify-ca checks the chain, not the name; verify-full checks both.
     assert_eq!(
         verify(format!("{by_ip}?sslmode=verify-ca&sslrootcert={root}")).code,
@@ -1153,4 +1600,245 @@ fn tls_to_postgres_is_as_sslmode_and_sslrootcert_ask() {
         unknown.code != 0 && unknown.stderr.contains("unknown sslmode"),
         "{unknown:?}"
     );
+}
+
+/// A server certificate for `localhost` signed by `ca`: the certificate and its key (PEM).
+fn server_certificate(ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, ca, ca_key)
+        .unwrap();
+    (certificate.pem(), key.serialize_pem())
+}
+
+/// Whether a session opened with `url` (a database holding the ledger's table) is
+/// encrypted, as the server sees it.
+fn session_uses_tls(pg: &Postgres, database: &str, url: &str, dir: &Path) -> bool {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = raw_store(
+        &format!("{url}{separator}application_name=tls-probe"),
+        dir,
+        false,
+    );
+    let ssl = pg.psql(
+        database,
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'tls-probe'",
+    );
+    drop(store);
+    match ssl.trim() {
+        "t" => true,
+        "f" => false,
+        other => panic!("no probe session ({other:?})"),
+    }
+}
+
+#[test]
+fn prefer_and_allow_try_the_other_way_as_libpq_does() {
+    let (_, ca, ca_key) = certificate_authority("claim-ledger test CA");
+    let (certificate, key) = server_certificate(&ca, &ca_key);
+    let tls = |hba, settings| {
+        Some(ServerTls {
+            certificate: &certificate,
+            key: &key,
+            client_ca: None,
+            hba,
+            settings,
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let with_mode = |url: &str, mode: &str| format!("{url}?sslmode={mode}");
+    let table = "CREATE TABLE claim_ledger_records (key bytea PRIMARY KEY, value bytea NOT NULL)";
+
+    // A server without TLS: prefer (the default) and allow go without it; require does
+    // not connect, saying why.
+    let plain = Postgres::start();
+    plain.create_database("plain");
+    let url = plain.url("plain");
+    ok(&["ingest", "--db", &url, "/dev/null"], None);
+    for mode in ["prefer", "allow", "disable"] {
+        ok(&["verify", "--db", &with_mode(&url, mode)], None);
+    }
+    let refused = run(&["verify", "--db", &with_mode(&url, "require")], None);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("server does not support TLS"),
+        "{refused:?}"
+    );
+
+    // A server that takes sessions with TLS and without: prefer and require encrypt,
+    // allow and disable do not.
+    let both = Postgres::start_with(tls(&[("host", "scram-sha-256")], &[]));
+    both.create_database("both");
+    both.psql("both", table);
+    let url = both.url("both");
+    for (mode, encrypted) in [
+        ("prefer", true),
+        ("require", true),
+        ("allow", false),
+        ("disable", false),
+    ] {
+        let used = session_uses_tls(&both, "both", &with_mode(&url, mode), dir.path());
+        assert_eq!(used, encrypted, "sslmode={mode}");
+    }
+
+    // A server whose TLS handshake fails (it speaks TLS 1.1 at most, which rustls does
+    // not): prefer tries again without TLS; require fails, naming the handshake.
+    let old = Postgres::start_with(tls(
+        &[("host", "scram-sha-256")],
+        &[
+            "ssl_min_protocol_version=TLSv1",
+            "ssl_max_protocol_version=TLSv1.1",
+        ],
+    ));
+    old.create_database("old");
+    let url = old.url("old");
+    ok(&["ingest", "--db", &url, "-"], Some(&fixture_events()));
+    ok(&["verify", "--db", &with_mode(&url, "allow")], None);
+    assert!(!session_uses_tls(&old, "old", &url, dir.path()));
+    let refused = run(&["verify", "--db", &with_mode(&url, "require")], None);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("TLS handshake"), "{refused:?}");
+
+    // A server that refuses sessions over TLS after the handshake (hostnossl): prefer
+    // tries again without; require is refused by the server, which says why.
+    let nossl = Postgres::start_with(tls(&[("hostnossl", "scram-sha-256")], &[]));
+    nossl.create_database("nossl");
+    nossl.psql("nossl", table);
+    let url = nossl.url("nossl");
+    assert!(!session_uses_tls(&nossl, "nossl", &url, dir.path()));
+    let refused = run(&["verify", "--db", &with_mode(&url, "require")], None);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("no pg_hba.conf entry")
+            && refused.stderr.contains("SSL encryption"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_client_certificate_from_sslcert_and_sslkey_lets_the_ledger_into_a_cert_only_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let (ca_pem, ca, ca_key) = certificate_authority("claim-ledger test CA");
+    let (client_ca_pem, client_ca, client_ca_key) = certificate_authority("client CA");
+    let (_, stranger_ca, stranger_ca_key) = certificate_authority("a CA the server does not trust");
+    let (certificate, key) = server_certificate(&ca, &ca_key);
+    // Sessions over TLS with a client certificate only (cert authentication: the
+    // certificate's common name is the role, and no password is asked for).
+    let pg = Postgres::start_with(Some(ServerTls {
+        certificate: &certificate,
+        key: &key,
+        client_ca: Some(&client_ca_pem),
+        hba: &[("hostssl", "cert")],
+        settings: &[],
+    }));
+    pg.create_database("mtls");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let client = |ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair, name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, postgres::USER);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let certificate = params.signed_by(&key, ca, ca_key).unwrap();
+        (
+            write(&format!("{name}.crt"), &certificate.pem(), 0o644),
+            write(&format!("{name}.key"), &key.serialize_pem(), 0o600),
+        )
+    };
+    let (cert, key) = client(&client_ca, &client_ca_key, "client");
+    let (stranger_cert, stranger_key) = client(&stranger_ca, &stranger_ca_key, "stranger");
+    let loose_key = write("loose.key", &std::fs::read_to_string(&key).unwrap(), 0o644);
+    let root = write("ca.crt", &ca_pem, 0o644);
+    let url = pg.url("mtls").replace("127.0.0.1", "localhost");
+    let base = format!("{url}?sslmode=verify-full&sslrootcert={root}");
+    let with = |cert: &str, key: &str| format!("{base}&sslcert={cert}&sslkey={key}");
+    let no_password = |args: &[&str], env: &[(&str, &str)]| run_with_env(args, None, None, env);
+
+    // With the certificate: the ledger is created and read, with no password anywhere.
+    let events = fixture_events();
+    let created = run_with(
+        &["ingest", "--db", &with(&cert, &key), "-"],
+        Some(&events),
+        None,
+    );
+    assert_eq!(created.code, 0, "{created:?}");
+    assert_eq!(
+        no_password(&["verify", "--db", &with(&cert, &key)], &[]).code,
+        0
+    );
+    // The same from PGSSLCERT and PGSSLKEY, and from ~/.postgresql/postgresql.crt and
+    // postgresql.key; prefer (the default) presents it too.
+    assert_eq!(
+        no_password(
+            &["verify", "--db", &base],
+            &[("PGSSLCERT", &cert), ("PGSSLKEY", &key)]
+        )
+        .code,
+        0
+    );
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".postgresql")).unwrap();
+    std::fs::copy(&cert, home.join(".postgresql/postgresql.crt")).unwrap();
+    std::fs::copy(&key, home.join(".postgresql/postgresql.key")).unwrap();
+    assert_eq!(
+        no_password(
+            &["verify", "--db", &base],
+            &[("HOME", home.to_str().unwrap())]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        no_password(
+            &["verify", "--db", &url],
+            &[("HOME", home.to_str().unwrap())]
+        )
+        .code,
+        0
+    );
+
+    // Without one: refused by the server, which says why.
+    let refused = no_password(&["verify", "--db", &base], &[]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("connection requires a valid client certificate"),
+        "{refused:?}"
+    );
+    // One signed by a CA the server does not trust: refused in the handshake.
+    let refused = no_password(
+        &["verify", "--db", &with(&stranger_cert, &stranger_key)],
+        &[],
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("the server refused the client certificate"),
+        "{refused:?}"
+    );
+    // A key others may read is refused before connecting, as libpq refuses it; so is a
+    // certificate named but missing.
+    let refused = no_password(&["verify", "--db", &with(&cert, &loose_key)], &[]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("group or world access") && refused.stderr.contains("loose.key"),
+        "{refused:?}"
+    );
+    let missing = dir.path().join("missing.crt");
+    let refused = no_password(
+        &["verify", "--db", &with(missing.to_str().unwrap(), &key)],
+        &[],
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("missing.crt"), "{refused:?}");
 }

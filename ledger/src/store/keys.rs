@@ -3,7 +3,8 @@
 //! [`super::Store::commit`]. History indexes (per uid, per name) live in the projection, so
 //! an entry costs one key. Snapshots are written apart from appends
 //! ([`super::Store::put_snapshot`]); a backend may keep them in a space of their own (sled
-//! keeps them in files, so that the writer's flushes never carry their large values).
+//! keeps them in files, so that the writer's flushes never carry their large values;
+//! PostgreSQL in a table of chunks, written and read over sessions of their own).
 //!
 //! | prefix | key rest | value |
 //! |---|---|---|

@@ -6,7 +6,8 @@
 //!
 //! * [`SledStore`] (module `sled_store`): the embedded default, one sled tree, with
 //!   snapshots as files beside it (module `snapshot_files`).
-//! * [`PostgresStore`]: one table in a PostgreSQL database, for more than one replica.
+//! * [`PostgresStore`]: one table in a PostgreSQL database, for more than one replica,
+//!   with snapshots in chunks in a second.
 //! * [`MemoryStore`]: in memory, with an explicit model of durability (what a flush made
 //!   durable, and the batches after it that a crash may or may not keep), for tests.
 //! * [`FaultyStore`]: wraps another store and fails, crashes or tears at a chosen write,
@@ -145,6 +146,53 @@ pub(crate) fn seqs_under<S: Store + ?Sized>(
         seqs.extend(keys::seq_of(&key).filter(|_| key.len() == 9));
     }
     Ok(seqs)
+}
+
+/// Two ordered record streams as one (ascending, or descending when `reverse`); on a key
+/// in both, the second's record wins (a backend's snapshot over a copy an older layout
+/// kept among the log's records).
+pub(crate) struct MergedRecords<'a> {
+    first: std::iter::Peekable<Records<'a>>,
+    second: std::iter::Peekable<Records<'a>>,
+    reverse: bool,
+}
+
+impl<'a> MergedRecords<'a> {
+    pub(crate) fn new(first: Records<'a>, second: Records<'a>, reverse: bool) -> MergedRecords<'a> {
+        MergedRecords {
+            first: first.peekable(),
+            second: second.peekable(),
+            reverse,
+        }
+    }
+}
+
+impl Iterator for MergedRecords<'_> {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::cmp::Ordering;
+        let order = match (self.first.peek(), self.second.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            // An error ends the scan where it happened.
+            (Some(Err(_)), _) => Ordering::Less,
+            (_, Some(Err(_))) => Ordering::Greater,
+            (Some(Ok((a, _))), Some(Ok((b, _)))) => match self.reverse {
+                false => a.cmp(b),
+                true => b.cmp(a),
+            },
+        };
+        match order {
+            Ordering::Less => self.first.next(),
+            Ordering::Greater => self.second.next(),
+            Ordering::Equal => {
+                self.first.next();
+                self.second.next()
+            }
+        }
+    }
 }
 
 /// Writes applied together by [`Store::commit`], in order.

@@ -4,10 +4,33 @@
 //! CREATE TABLE claim_ledger_records (key bytea PRIMARY KEY, value bytea NOT NULL)
 //! ```
 //!
-//! in the database (and `search_path`) the URL names. A commit is one transaction (an
-//! upsert of every record it sets and a delete of every record it removes, each one
-//! statement over arrays), durable when it returns under PostgreSQL's default
-//! `synchronous_commit`, so [`Store::flush`] has nothing left to do.
+//! in the database (and `search_path`) the URL names, except snapshots (`S` records), which
+//! are kept in chunks in a second table:
+//!
+//! ```sql
+//! CREATE TABLE claim_ledger_snapshot_chunks (
+//!     seq bigint NOT NULL, chunk integer NOT NULL, bytes bytea NOT NULL,
+//!     PRIMARY KEY (seq, chunk))
+//! ```
+//!
+//! A commit is one transaction (an upsert of every record it sets and a delete of every
+//! record it removes, each one statement over arrays), durable when it returns under
+//! PostgreSQL's default `synchronous_commit`, so [`Store::flush`] has nothing left to do.
+//!
+//! **Snapshots** are hundreds of megabytes at cluster scale. Written as one value through
+//! the session that appends, one held every append behind it for as long as it took; read
+//! as one value, it was held whole in memory. So each snapshot is written over a session
+//! of its own (`application_name` [`SNAPSHOT_SESSION_NAME`], opened for the write and
+//! closed after it) as rows of [`SNAPSHOT_CHUNK`] bytes in one transaction, and read by
+//! [`Store::snapshot_reader`] a chunk at a time through a cursor on a session of its own:
+//! at most a few chunks are in memory, and the cursor reads one consistent version however
+//! long the reader takes (retention removing the snapshot meanwhile does not cut it short).
+//! Databases written before keep their snapshots as rows of the records table: those are
+//! still read (and listed and removed), so nothing is migrated; retention removes them as
+//! newer snapshots are written. A writer creates the chunk table when it is absent; one
+//! whose role may not create tables keeps writing snapshots as records, and says so.
+//! [`Store::get`], [`Store::scan`] and [`Store::commit`] see one key space, as the other
+//! backends: an `S` record's value is its chunks joined.
 //!
 //! **One writer.** A writer holds a session-level advisory lock for as long as its
 //! session lives; other handles only read (a commit from them is refused). The lock is a
@@ -17,7 +40,9 @@
 //! replica can take over. **Fencing:** every commit first locks the head record
 //! (`SELECT ... FOR UPDATE`) and requires it to be the one this writer last wrote (or read
 //! when it became the writer); otherwise the commit is refused as [`StoreError::Fenced`]
-//! and nothing of it is written, so a deposed writer can never fork the log.
+//! and nothing of it is written, so a deposed writer can never fork the log. (Snapshot
+//! writes are not fenced: no entry commits to a snapshot its writer did not append, and
+//! one no entry commits to is never used.)
 //!
 //! **Change notifications.** Every commit also runs `NOTIFY claim_ledger_changes` in its
 //! transaction, with the new head seq as payload (empty when the batch does not move the
@@ -27,23 +52,39 @@
 //! waits still polls at its timeout, which covers the time a `LISTEN` is down.
 //!
 //! **TLS.** `sslmode` (`disable`, `allow`, `prefer`, `require`, `verify-ca`,
-//! `verify-full`) and `sslrootcert` in the URL's query, else `PGSSLMODE` and
-//! `PGSSLROOTCERT`, mean what they mean to libpq; the TLS client is rustls.
+//! `verify-full`), `sslrootcert`, `sslcert` and `sslkey` in the URL's query, else
+//! `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY`, mean what they mean to libpq:
+//! `prefer` tries again without TLS when a session over TLS fails, `allow` starts without
+//! and tries again with it; the TLS client is rustls.
 //!
 //! The client is `tokio-postgres`, driven by a thread of its own with a current-thread
 //! runtime: the [`Store`] interface is synchronous (the ledger calls it from plain threads
 //! and from async tasks alike), and a blocking call into another runtime from inside a
-//! tokio task would panic.
+//! tokio task would panic. Snapshot sessions run on threads of their own for the same
+//! reason, and so that their hundreds of megabytes never pass through the thread that
+//! serves appends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{Batch, Record, Records, Store, StoreError};
+use super::{keys, Batch, MergedRecords, Record, Records, Store, StoreError};
 
 /// The table holding the records.
 pub const TABLE: &str = "claim_ledger_records";
+
+/// The table holding snapshots, in chunks of [`SNAPSHOT_CHUNK`] bytes (the last shorter).
+pub const SNAPSHOT_TABLE: &str = "claim_ledger_snapshot_chunks";
+
+/// The bytes of a snapshot per row of [`SNAPSHOT_TABLE`]: a few hundred rows for the
+/// largest snapshots, and at most a few of them in memory while one is read (the one
+/// being decoded, the next one fetched meanwhile).
+pub const SNAPSHOT_CHUNK: usize = 4 << 20;
+
+/// The `application_name` of the sessions that write, read and remove snapshots, so that
+/// an operator can tell them from the session that appends.
+pub const SNAPSHOT_SESSION_NAME: &str = "claim-ledger-snapshots";
 
 /// The advisory lock key a writer holds (`pg_try_advisory_lock`): "claimled" in ASCII.
 const WRITER_LOCK: i64 = 0x636c_6169_6d6c_6564;
@@ -101,12 +142,8 @@ enum Job {
         reply: mpsc::Sender<Result<Vec<Record>, StoreError>>,
     },
     Commit(Batch, mpsc::Sender<Result<(), StoreError>>),
-    /// The keys in a range, ascending, without their values.
-    Keys {
-        from: Vec<u8>,
-        to: Vec<u8>,
-        reply: mpsc::Sender<Result<Vec<Vec<u8>>, StoreError>>,
-    },
+    /// The seqs of the stored snapshots, in each layout.
+    SnapshotSeqs(mpsc::Sender<Result<StoredSnapshots, StoreError>>),
     Count(mpsc::Sender<Result<i64, StoreError>>),
     BecomeWriter(mpsc::Sender<Result<bool, StoreError>>),
     /// Start listening for the writer's commits (once per store).
@@ -121,7 +158,7 @@ impl Job {
             Job::Get(_, reply) => reply.send(Err(error)).is_ok(),
             Job::Page { reply, .. } => reply.send(Err(error)).is_ok(),
             Job::Commit(_, reply) => reply.send(Err(error)).is_ok(),
-            Job::Keys { reply, .. } => reply.send(Err(error)).is_ok(),
+            Job::SnapshotSeqs(reply) => reply.send(Err(error)).is_ok(),
             Job::Count(reply) => reply.send(Err(error)).is_ok(),
             Job::BecomeWriter(reply) => reply.send(Err(error)).is_ok(),
             // The listener retries on its own.
@@ -144,13 +181,25 @@ pub struct PostgresStore {
     worker: Option<JoinHandle<()>>,
     /// The URL without its password, for messages.
     label: String,
-    /// Whether this handle holds the writer's lock: set by the worker, which sees the
-    /// session end or a commit fenced off.
-    writer: Arc<AtomicBool>,
+    /// What the worker knows and the handle reads.
+    flags: Arc<Flags>,
+    /// How to open a session: snapshots are written and read over sessions of their own.
+    connector: Connector,
     /// Commits notified since [`Store::wait_for_change`] last returned.
     changes: Arc<Changes>,
     /// Whether the listening connection was asked for.
     listening: AtomicBool,
+}
+
+/// What the worker sets and the store's handle reads.
+#[derive(Default)]
+struct Flags {
+    /// Whether this handle holds the writer's lock: set by the worker, which sees the
+    /// session end or a commit fenced off.
+    writer: AtomicBool,
+    /// Whether snapshots are written to [`SNAPSHOT_TABLE`] (else, as before it, as `S`
+    /// records: a writer whose role may not create it).
+    chunked_snapshots: AtomicBool,
 }
 
 /// Whether a change was notified and not yet waited for, and the waiters to wake.
@@ -191,13 +240,27 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// What the server said (a refused login, a missing privilege), or the client's error
+/// with its cause: tokio-postgres's own text names only the kind of error ("db error",
+/// "error performing TLS handshake").
+fn describe(error: &tokio_postgres::Error) -> String {
+    match (error.as_db_error(), std::error::Error::source(error)) {
+        // `cert` authentication, or `clientcert=verify-ca|verify-full`, without one.
+        (Some(db), _)
+            if db.code()
+                == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && db.message().contains("client certificate") =>
+        {
+            format!("{db} (sslcert and sslkey in the URL, or PGSSLCERT and PGSSLKEY, name it)")
+        }
+        (Some(db), _) => db.to_string(),
+        (None, Some(cause)) => format!("{error}: {cause}"),
+        (None, None) => error.to_string(),
+    }
+}
+
 fn db_error(context: &str, error: tokio_postgres::Error) -> StoreError {
-    // The server's own words (a refused login, a missing privilege) are in the source:
-    // the error alone says only "db error".
-    let source = std::io::Error::other(match error.as_db_error() {
-        Some(db) => db.to_string(),
-        None => error.to_string(),
-    });
+    let source = std::io::Error::other(describe(&error));
     let context = context.to_string();
     let io_cause =
         std::error::Error::source(&error).and_then(|cause| cause.downcast_ref::<std::io::Error>());
@@ -208,6 +271,7 @@ fn db_error(context: &str, error: tokio_postgres::Error) -> StoreError {
         .and_then(|io| io.get_ref())
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
+        use rustls::AlertDescription as Alert;
         use rustls::CertificateError as Refused;
         let why = match refusal {
             rustls::Error::InvalidCertificate(Refused::UnknownIssuer | Refused::BadSignature) => {
@@ -218,6 +282,21 @@ fn db_error(context: &str, error: tokio_postgres::Error) -> StoreError {
             ) => {
                 "the server's certificate does not name the host of the URL (sslmode=verify-full): "
             }
+            // A server sends these only about the certificate the client presented.
+            rustls::Error::AlertReceived(Alert::CertificateRequired) => {
+                "the server requires a client certificate (sslcert and sslkey): "
+            }
+            rustls::Error::AlertReceived(Alert::ProtocolVersion) => {
+                "the server speaks no TLS version this client does (1.2 and 1.3): "
+            }
+            rustls::Error::AlertReceived(
+                Alert::UnknownCA
+                | Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown,
+            ) => "the server refused the client certificate (sslcert): ",
             _ => "",
         };
         return StoreError::Io {
@@ -314,9 +393,9 @@ impl PostgresStore {
     /// not exist and `options.create` is not set (there is no ledger there).
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Option<PostgresStore>, StoreError> {
         let label = redacted(url);
-        // tokio-postgres knows neither the verify modes nor sslrootcert: they are taken
-        // out of the URL and applied here.
-        let (rest, sslmode, sslrootcert) = tls::take_params(url);
+        // tokio-postgres knows neither the verify modes nor the certificate files: they
+        // are taken out of the URL and applied here.
+        let (rest, params) = tls::take_params(url);
         let mut config: tokio_postgres::Config = rest.parse().map_err(|e| StoreError::Io {
             context: format!("parsing the database URL {label}"),
             source: std::io::Error::other(format!("{e}")),
@@ -324,15 +403,20 @@ impl PostgresStore {
         if let Some(password) = find_password(&config, options.password_file.as_deref())? {
             config.password(password);
         }
-        let (mode, tls) = tls::connector(sslmode, sslrootcert)?;
-        config.ssl_mode(mode);
-        let connector = Connector { config, tls };
+        let tls = tls::connector(params)?;
+        config.ssl_mode(tls.first);
+        let connector = Connector {
+            config,
+            tls: tls.connect,
+            fallback: tls.fallback,
+        };
+        let connector_for_worker = connector.clone();
         let (jobs, receiver) = tokio::sync::mpsc::unbounded_channel();
         let (ready, started) = mpsc::channel::<Result<Option<bool>, StoreError>>();
         let options_for_worker = options.clone();
         let label_for_worker = label.clone();
-        let writer = Arc::new(AtomicBool::new(false));
-        let writer_for_worker = Arc::clone(&writer);
+        let flags = Arc::new(Flags::default());
+        let flags_for_worker = Arc::clone(&flags);
         let changes = Arc::new(Changes::default());
         let changes_for_worker = Arc::clone(&changes);
         let worker = std::thread::Builder::new()
@@ -352,10 +436,10 @@ impl PostgresStore {
                     }
                 };
                 runtime.block_on(serve_jobs(
-                    connector,
+                    connector_for_worker,
                     options_for_worker,
                     label_for_worker,
-                    writer_for_worker,
+                    flags_for_worker,
                     changes_for_worker,
                     receiver,
                     ready,
@@ -369,7 +453,8 @@ impl PostgresStore {
             jobs: Some(jobs),
             worker: Some(worker),
             label,
-            writer,
+            flags,
+            connector,
             changes,
             listening: AtomicBool::new(false),
         };
@@ -413,6 +498,258 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// How snapshot sessions connect: as the store's own, under a name of their own.
+    fn snapshot_connector(&self) -> Connector {
+        let mut connector = self.connector.clone();
+        connector.config.application_name(SNAPSHOT_SESSION_NAME);
+        connector
+    }
+
+    /// Runs `work` with a session of its own, on a thread of its own, and waits for it:
+    /// a snapshot's hundreds of megabytes never pass through the session (or the thread)
+    /// that appends, so appends go on meanwhile. The session is closed after.
+    fn on_own_session<T, F>(
+        &self,
+        doing: &str,
+        work: impl FnOnce(tokio_postgres::Client) -> F + Send,
+    ) -> Result<T, StoreError>
+    where
+        T: Send,
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let connector = self.snapshot_connector();
+        let context = format!("{doing}: connecting to {}", self.label);
+        std::thread::scope(|scope| {
+            let session = std::thread::Builder::new()
+                .name("claim-ledger-snapshot-session".into())
+                .spawn_scoped(scope, move || {
+                    session_runtime()?.block_on(async {
+                        let (client, driver) = connector.connect(None, &context).await?;
+                        let done = work(client).await;
+                        // `work` has dropped the client, which closes the session.
+                        let _ = driver.await;
+                        done
+                    })
+                })
+                .map_err(|source| StoreError::Io {
+                    context: format!("{doing}: starting its thread"),
+                    source,
+                })?;
+            session.join().unwrap_or_else(|_| {
+                Err(StoreError::Io {
+                    context: doing.to_string(),
+                    source: std::io::Error::other("the snapshot session's thread panicked"),
+                })
+            })
+        })
+    }
+
+    /// The snapshot after `seq` as a stream of its chunks, fetched by a session of its
+    /// own one ahead of the reader; `None` when it is stored in neither layout.
+    fn open_snapshot(&self, seq: u64) -> Result<Option<SnapshotStream>, StoreError> {
+        let row = chunk_seq(seq)?;
+        let connector = self.snapshot_connector();
+        let context = format!(
+            "reading the snapshot at seq {seq}: connecting to {}",
+            self.label
+        );
+        // One chunk waits in the channel while the reader decodes the one before and the
+        // session fetches the one after: three at most in memory.
+        let (pieces, fetched) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("claim-ledger-snapshot-reader".into())
+            .spawn(move || match session_runtime() {
+                Ok(runtime) => {
+                    runtime.block_on(fetch_snapshot(connector, context, seq, row, pieces))
+                }
+                Err(e) => {
+                    let _ = pieces.send(Fetched::Failed(e));
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                context: format!("reading the snapshot at seq {seq}: starting its thread"),
+                source,
+            })?;
+        let (current, ended) = match fetched.recv() {
+            Ok(Fetched::Absent) => return Ok(None),
+            Ok(Fetched::Piece(first)) => (first, false),
+            Ok(Fetched::End) => (Vec::new(), true),
+            Ok(Fetched::Failed(e)) => return Err(e),
+            Err(_) => return Err(session_ended(seq)),
+        };
+        Ok(Some(SnapshotStream {
+            seq,
+            fetched,
+            current,
+            at: 0,
+            ended,
+        }))
+    }
+}
+
+/// The runtime of a snapshot session's thread.
+fn session_runtime() -> Result<tokio::runtime::Runtime, StoreError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| StoreError::Io {
+            context: "starting a PostgreSQL client for a snapshot".into(),
+            source,
+        })
+}
+
+/// What a snapshot's reading session passes to its reader, in order: `Absent`, or its
+/// pieces then `End`; `Failed` ends it anywhere.
+enum Fetched {
+    Absent,
+    Piece(Vec<u8>),
+    End,
+    Failed(StoreError),
+}
+
+fn session_ended(seq: u64) -> StoreError {
+    StoreError::Io {
+        context: format!("reading the snapshot at seq {seq}"),
+        source: std::io::Error::other("the session reading it stopped"),
+    }
+}
+
+/// Reads the snapshot after `seq` (`row` in the chunk table) into `pieces`, a chunk at a
+/// time through a cursor, in one read-only transaction: the chunks of one version, even
+/// if the snapshot is removed or rewritten meanwhile. Without chunks, a copy kept among
+/// the records (a database written before the chunk table) is the one piece. Stops as
+/// soon as the reader is gone.
+async fn fetch_snapshot(
+    connector: Connector,
+    context: String,
+    seq: u64,
+    row: i64,
+    pieces: mpsc::SyncSender<Fetched>,
+) {
+    let fetched = async {
+        let (mut client, driver) = connector.connect(None, &context).await?;
+        let failed = |e| db_error(&format!("reading the snapshot at seq {seq}"), e);
+        let transaction = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(failed)?;
+        let chunked = transaction
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&SNAPSHOT_TABLE])
+            .await
+            .map_err(failed)?
+            .get::<_, bool>(0);
+        let mut found = false;
+        if chunked {
+            let cursor = transaction
+                .bind(
+                    &format!("SELECT bytes FROM {SNAPSHOT_TABLE} WHERE seq = $1 ORDER BY chunk"),
+                    &[&row],
+                )
+                .await
+                .map_err(failed)?;
+            loop {
+                let rows = transaction.query_portal(&cursor, 1).await.map_err(failed)?;
+                let Some(chunk) = rows.first() else { break };
+                found = true;
+                // The blocking send waits for the reader to take the chunk before; nothing
+                // else runs on this thread meanwhile.
+                if pieces.send(Fetched::Piece(chunk.get(0))).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if !found {
+            let key = keys::seq_key(keys::SNAPSHOT, seq);
+            let record = transaction
+                .query_opt(
+                    &format!("SELECT value FROM {TABLE} WHERE key = $1"),
+                    &[&key.as_slice()],
+                )
+                .await
+                .map_err(failed)?;
+            match record {
+                Some(record) => found = pieces.send(Fetched::Piece(record.get(0))).is_ok(),
+                None => {
+                    let _ = pieces.send(Fetched::Absent);
+                }
+            }
+        }
+        if found {
+            let _ = pieces.send(Fetched::End);
+        }
+        drop(transaction);
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    };
+    if let Err(e) = fetched.await {
+        let _ = pieces.send(Fetched::Failed(e));
+    }
+}
+
+/// A stored snapshot read as it is fetched ([`fetch_snapshot`]).
+struct SnapshotStream {
+    seq: u64,
+    fetched: mpsc::Receiver<Fetched>,
+    /// The piece being read, from `at`.
+    current: Vec<u8>,
+    at: usize,
+    /// Whether the last piece has come.
+    ended: bool,
+}
+
+impl SnapshotStream {
+    /// The next piece; `None` after the last.
+    fn next_piece(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.fetched.recv() {
+            Ok(Fetched::Piece(piece)) => Ok(Some(piece)),
+            Ok(Fetched::End | Fetched::Absent) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Ok(Fetched::Failed(e)) => {
+                self.ended = true;
+                Err(e)
+            }
+            Err(_) => {
+                self.ended = true;
+                Err(session_ended(self.seq))
+            }
+        }
+    }
+
+    /// The whole snapshot, for [`Store::get`].
+    fn read_all(mut self) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = std::mem::take(&mut self.current);
+        while let Some(piece) = self.next_piece()? {
+            bytes.extend_from_slice(&piece);
+        }
+        Ok(bytes)
+    }
+}
+
+impl std::io::Read for SnapshotStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() && !buf.is_empty() {
+            match self.next_piece().map_err(std::io::Error::other)? {
+                Some(piece) => (self.current, self.at) = (piece, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Closing the channel ends the worker, which closes the session (and so releases
@@ -430,26 +767,29 @@ async fn serve_jobs(
     connector: Connector,
     options: PostgresOptions,
     label: String,
-    shared_writer: Arc<AtomicBool>,
+    flags: Arc<Flags>,
     changes: Arc<Changes>,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
     ready: mpsc::Sender<Result<Option<bool>, StoreError>>,
 ) {
-    let (mut client, mut connection) = match connector.connect(None).await {
+    let (mut client, mut connection) = match connector
+        .connect(None, &format!("connecting to {label}"))
+        .await
+    {
         Ok(pair) => pair,
         Err(e) => {
-            let _ = ready.send(Err(db_error(&format!("connecting to {label}"), e)));
+            let _ = ready.send(Err(e));
             return;
         }
     };
     let lease = options.lease.unwrap_or(DEFAULT_LEASE);
     let mut writer = WriterState::default();
     match prepare(&client, &options, &label).await {
-        Ok(false) => {
+        Ok(None) => {
             let _ = ready.send(Ok(None));
             return;
         }
-        Ok(true) => {}
+        Ok(Some(chunked)) => flags.chunked_snapshots.store(chunked, Ordering::SeqCst),
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
@@ -471,7 +811,7 @@ async fn serve_jobs(
             }
         }
     }
-    shared_writer.store(writer.holds_lock, Ordering::SeqCst);
+    flags.writer.store(writer.holds_lock, Ordering::SeqCst);
     let _ = ready.send(Ok(Some(writer.holds_lock)));
     // The heartbeat keeps a writer's session (and lock) alive within its lease.
     let mut heartbeat = tokio::time::interval(lease / 3);
@@ -483,7 +823,7 @@ async fn serve_jobs(
                 if writer.holds_lock && client.simple_query("SELECT 1").await.is_err() {
                     // The session is gone: so is the lock. Commits now fail.
                     writer.holds_lock = false;
-                    shared_writer.store(false, Ordering::SeqCst);
+                    flags.writer.store(false, Ordering::SeqCst);
                 }
                 continue;
             }
@@ -504,14 +844,16 @@ async fn serve_jobs(
             // writer's lock. Open a new session for this job; a writer that lost its lock
             // stays deposed (it must be promoted again, after following the log).
             writer.holds_lock = false;
-            shared_writer.store(false, Ordering::SeqCst);
-            match connector.connect(None).await {
+            flags.writer.store(false, Ordering::SeqCst);
+            match connector
+                .connect(None, &format!("reconnecting to {label}"))
+                .await
+            {
                 Ok((new_client, new_connection)) => {
                     client = new_client;
                     connection = new_connection;
                 }
-                Err(e) => {
-                    let error = db_error(&format!("reconnecting to {label}"), e);
+                Err(error) => {
                     job.fail(error);
                     continue;
                 }
@@ -550,27 +892,23 @@ async fn serve_jobs(
                     .map_err(|e| db_error("scanning records", e));
                 let _ = reply.send(result);
             }
-            Job::Keys { from, to, reply } => {
-                let sql =
-                    format!("SELECT key FROM {TABLE} WHERE key >= $1 AND key <= $2 ORDER BY key");
-                let result = client
-                    .query(&sql, &[&from, &to])
-                    .await
-                    .map(|rows| rows.iter().map(|row| row.get::<_, Vec<u8>>(0)).collect())
-                    .map_err(|e| db_error("listing keys", e));
-                let _ = reply.send(result);
+            Job::SnapshotSeqs(reply) => {
+                let _ = reply.send(snapshot_seqs(&client).await);
             }
             Job::Commit(batch, reply) => {
                 let result = match writer.holds_lock {
-                    true => commit(&mut client, &mut writer, batch).await,
+                    true => {
+                        let chunked = flags.chunked_snapshots.load(Ordering::SeqCst);
+                        commit(&mut client, &mut writer, batch, chunked).await
+                    }
                     false => Err(StoreError::NotWriter(label.clone())),
                 };
-                shared_writer.store(writer.holds_lock, Ordering::SeqCst);
+                flags.writer.store(writer.holds_lock, Ordering::SeqCst);
                 let _ = reply.send(result);
             }
             Job::BecomeWriter(reply) => {
                 let result = become_writer(&client, &mut writer, lease).await;
-                shared_writer.store(writer.holds_lock, Ordering::SeqCst);
+                flags.writer.store(writer.holds_lock, Ordering::SeqCst);
                 let _ = reply.send(result);
             }
             Job::Count(reply) => {
@@ -588,22 +926,78 @@ async fn serve_jobs(
     let _ = connection.await;
 }
 
-/// How to open a session: the parsed URL (with its password) and the TLS it asks for.
+/// How to open a session: the parsed URL (with its password, its `sslmode` the first
+/// attempt's) and the TLS it asks for.
 #[derive(Clone)]
 struct Connector {
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// What a second attempt asks for when the first fails, as libpq does: `prefer` tries
+    /// again without TLS, `allow` (which starts without) with it.
+    fallback: Option<tokio_postgres::config::SslMode>,
 }
 
 impl Connector {
     /// Opens a session, its connection driven by a task of its own that signals
-    /// `changes` at every notification, when given.
+    /// `changes` at every notification, when given; a failure is said with `context`.
     async fn connect(
         &self,
         changes: Option<Arc<Changes>>,
-    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(self.tls.clone()).await?;
-        Ok((client, tokio::spawn(drive(connection, changes))))
+        context: &str,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StoreError> {
+        let first = match self.config.connect(self.tls.clone()).await {
+            Ok((client, connection)) => {
+                return Ok((client, tokio::spawn(drive(connection, changes))))
+            }
+            Err(e) => e,
+        };
+        // A server that could not be reached at all would not be reached the other way
+        // either: trying again only doubles the wait (and `connect_timeout`).
+        let Some(mode) = self.fallback.filter(|_| !unreachable(&first)) else {
+            return Err(db_error(context, first));
+        };
+        let mut config = self.config.clone();
+        config.ssl_mode(mode);
+        match config.connect(self.tls.clone()).await {
+            Ok((client, connection)) => Ok((client, tokio::spawn(drive(connection, changes)))),
+            Err(second) => Err(both_failed(
+                context,
+                self.config.get_ssl_mode(),
+                first,
+                second,
+            )),
+        }
+    }
+}
+
+/// Whether a session failed before reaching the server (no address, no TCP connection):
+/// tokio-postgres's error kinds are private, but that one alone reads so.
+fn unreachable(error: &tokio_postgres::Error) -> bool {
+    error.to_string() == "error connecting to server"
+}
+
+/// Both attempts of `prefer` or `allow` failed (the first with `first_mode`): each said,
+/// since either may be the one that matters (a password refused over TLS, then a server
+/// that accepts nothing without it), unless they say the same.
+fn both_failed(
+    context: &str,
+    first_mode: tokio_postgres::config::SslMode,
+    first: tokio_postgres::Error,
+    second: tokio_postgres::Error,
+) -> StoreError {
+    if describe(&first) == describe(&second) {
+        return db_error(context, second);
+    }
+    let (first_how, second_how) = match first_mode {
+        tokio_postgres::config::SslMode::Disable => ("without TLS", "then over TLS"),
+        _ => ("over TLS", "then without TLS"),
+    };
+    let (first, second) = (db_error(first_how, first), db_error(second_how, second));
+    let source = std::io::Error::other(format!("{first}; {second}"));
+    let context = context.to_string();
+    match first.is_unavailable() && second.is_unavailable() {
+        true => StoreError::Unavailable { context, source },
+        false => StoreError::Io { context, source },
     }
 }
 
@@ -637,7 +1031,13 @@ async fn listen(connector: Connector, label: String, changes: Arc<Changes>) {
     connector.config.application_name(LISTENER_NAME);
     let mut was_listening = false;
     loop {
-        match connector.connect(Some(Arc::clone(&changes))).await {
+        let opened = connector
+            .connect(
+                Some(Arc::clone(&changes)),
+                "opening the listening connection",
+            )
+            .await;
+        match opened {
             Ok((client, mut driver)) => {
                 match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
                     Ok(()) => {
@@ -714,20 +1114,23 @@ async fn become_writer(
     Ok(true)
 }
 
-/// Checks (or creates) the table; whether a ledger is there.
+/// Checks (or creates) the tables: `None` when there is no ledger, else whether snapshots
+/// are written to [`SNAPSHOT_TABLE`].
 async fn prepare(
     client: &tokio_postgres::Client,
     options: &PostgresOptions,
     label: &str,
-) -> Result<bool, StoreError> {
-    let exists = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&TABLE])
-        .await
-        .map_err(|e| db_error(&format!("looking for {TABLE} in {label}"), e))?
-        .get::<_, bool>(0);
-    if !exists {
+) -> Result<Option<bool>, StoreError> {
+    let exists = |table: &'static str| async move {
+        client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map(|row| row.get::<_, bool>(0))
+            .map_err(|e| db_error(&format!("looking for {table} in {label}"), e))
+    };
+    if !exists(TABLE).await? {
         if !options.create {
-            return Ok(false);
+            return Ok(None);
         }
         client
             .batch_execute(&format!(
@@ -736,22 +1139,208 @@ async fn prepare(
             .await
             .map_err(|e| db_error(&format!("creating {TABLE} in {label}"), e))?;
     }
-    Ok(true)
+    // Readers create nothing (and write no snapshot, so the answer does not matter to
+    // them): they read snapshots in either layout, and find the chunk table whenever a
+    // writer has made it.
+    if exists(SNAPSHOT_TABLE).await? || !options.writer {
+        return Ok(Some(true));
+    }
+    let error = match client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {SNAPSHOT_TABLE} (seq bigint NOT NULL, chunk integer NOT NULL, \
+             bytes bytea NOT NULL, PRIMARY KEY (seq, chunk))"
+        ))
+        .await
+    {
+        Ok(()) => return Ok(Some(true)),
+        Err(error) => error,
+    };
+    use tokio_postgres::error::SqlState;
+    let code = error.code();
+    if code == Some(&SqlState::UNIQUE_VIOLATION) || code == Some(&SqlState::DUPLICATE_TABLE) {
+        // Another replica created it at the same moment.
+        return Ok(Some(true));
+    }
+    if code == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        // A database whose tables were made for a role that may only read and write them
+        // (docs/OPERATIONS.md): it goes on working as before, its snapshots records of the
+        // one table, until an operator creates the other.
+        tracing::warn!(
+            database = %label,
+            "cannot create {SNAPSHOT_TABLE} (permission denied): snapshots are written whole, as records of {TABLE}; create the table (docs/OPERATIONS.md) to have them written in chunks"
+        );
+        return Ok(Some(false));
+    }
+    Err(db_error(
+        &format!("creating {SNAPSHOT_TABLE} in {label}"),
+        error,
+    ))
+}
+
+/// Whether `error` says that a table does not exist (a database that no writer of this
+/// version has opened has no chunk table).
+fn no_such_table(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+}
+
+/// The seqs of the stored snapshots, ascending, in each layout.
+#[derive(Debug, Default)]
+struct StoredSnapshots {
+    /// In the chunk table.
+    chunked: Vec<u64>,
+    /// As `S` records (written before the chunk table, or by a writer that may not create it).
+    records: Vec<u64>,
+}
+
+/// The seqs of the snapshots stored in each layout: keys alone, since a snapshot is
+/// hundreds of megabytes at cluster scale.
+async fn snapshot_seqs(client: &tokio_postgres::Client) -> Result<StoredSnapshots, StoreError> {
+    let chunked = match client
+        .query(
+            &format!("SELECT DISTINCT seq FROM {SNAPSHOT_TABLE} ORDER BY seq"),
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows
+            .iter()
+            .map(|row| row.get::<_, i64>(0))
+            .collect::<Vec<_>>(),
+        Err(e) if no_such_table(&e) => Vec::new(),
+        Err(e) => return Err(db_error("listing snapshots", e)),
+    };
+    let records = client
+        .query(
+            &format!("SELECT key FROM {TABLE} WHERE key >= $1 AND key <= $2 ORDER BY key"),
+            &[
+                &keys::seq_key(keys::SNAPSHOT, 0).as_slice(),
+                &keys::seq_key(keys::SNAPSHOT, u64::MAX).as_slice(),
+            ],
+        )
+        .await
+        .map_err(|e| db_error("listing snapshots", e))?;
+    Ok(StoredSnapshots {
+        chunked: chunked
+            .into_iter()
+            .filter_map(|seq: i64| u64::try_from(seq).ok())
+            .collect(),
+        records: records
+            .iter()
+            .filter_map(|row| snapshot_seq(&row.get::<_, Vec<u8>>(0)))
+            .collect(),
+    })
+}
+
+/// The seq of a well-formed snapshot record's key (`S` and a u64).
+fn snapshot_seq(key: &[u8]) -> Option<u64> {
+    match key.len() == 9 && key.first() == Some(&keys::SNAPSHOT) {
+        true => keys::seq_of(key),
+        false => None,
+    }
+}
+
+/// `seq` as the chunk table's `bigint`. A seq past `i64::MAX` is never reached (a ledger
+/// appending a million entries a second would take 290,000 years).
+fn chunk_seq(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Io {
+        context: format!("storing the snapshot at seq {seq}"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a snapshot seq past 2^63 - 1 has no row in the chunk table",
+        ),
+    })
+}
+
+/// A snapshot's bytes as the chunk rows it is stored in: one empty row for an empty one,
+/// so that it is still there.
+fn chunks_of(bytes: &[u8]) -> impl Iterator<Item = (i32, &[u8])> {
+    let pieces: Box<dyn Iterator<Item = &[u8]>> = match bytes.is_empty() {
+        true => Box::new(std::iter::once(bytes)),
+        false => Box::new(bytes.chunks(SNAPSHOT_CHUNK)),
+    };
+    // A snapshot of 8 PiB would overflow the index: far beyond any projection in memory.
+    (0..=i32::MAX).zip(pieces)
+}
+
+/// Removes the chunks of the snapshot after `seq`, if any (and if there is a chunk table:
+/// a database no writer of this version has opened has none).
+async fn remove_chunks(
+    transaction: &tokio_postgres::Transaction<'_>,
+    seq: i64,
+) -> Result<(), StoreError> {
+    // Looked for first: a statement on a missing table would fail the whole transaction.
+    let table = transaction
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&SNAPSHOT_TABLE])
+        .await
+        .map_err(|e| db_error("removing a snapshot", e))?
+        .get::<_, bool>(0);
+    if table {
+        transaction
+            .execute(
+                &format!("DELETE FROM {SNAPSHOT_TABLE} WHERE seq = $1"),
+                &[&seq],
+            )
+            .await
+            .map_err(|e| db_error("removing a snapshot", e))?;
+    }
+    Ok(())
+}
+
+/// Writes the snapshot after `seq` as chunk rows in `transaction`, replacing any stored
+/// at that seq.
+async fn write_chunks(
+    transaction: &tokio_postgres::Transaction<'_>,
+    seq: i64,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    transaction
+        .execute(
+            &format!("DELETE FROM {SNAPSHOT_TABLE} WHERE seq = $1"),
+            &[&seq],
+        )
+        .await
+        .map_err(|e| db_error("replacing a snapshot", e))?;
+    let insert = transaction
+        .prepare(&format!(
+            "INSERT INTO {SNAPSHOT_TABLE} (seq, chunk, bytes) VALUES ($1, $2, $3)"
+        ))
+        .await
+        .map_err(|e| db_error("writing a snapshot", e))?;
+    for (index, piece) in chunks_of(bytes) {
+        transaction
+            .execute(&insert, &[&seq, &index, &piece])
+            .await
+            .map_err(|e| db_error("writing a snapshot", e))?;
+    }
+    Ok(())
 }
 
 /// One batch as one transaction, fenced on the head: the last write of each key wins, as
-/// applying them in order would leave it.
+/// applying them in order would leave it. With `chunked`, the `S` records it sets (a
+/// migration's, a repair tool's: the ledger writes snapshots through
+/// [`Store::put_snapshot`]) go to the chunk table, replacing any copy among the records.
 async fn commit(
     client: &mut tokio_postgres::Client,
     writer: &mut WriterState,
     batch: Batch,
+    chunked: bool,
 ) -> Result<(), StoreError> {
     let mut last: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
     for (key, value) in batch.into_writes() {
         last.insert(key, value);
     }
     let (mut keys, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    // Snapshots set or removed: chunks go, or are replaced (and their seqs checked) in
+    // this transaction. Removed ones may be in either layout.
+    let mut snapshots = Vec::new();
     for (key, value) in last {
+        if let Some(seq) = snapshot_seq(&key) {
+            if chunked || value.is_none() {
+                snapshots.push((chunk_seq(seq), value));
+                removed.push(key);
+                continue;
+            }
+        }
         match value {
             Some(value) => {
                 keys.push(key);
@@ -801,6 +1390,13 @@ async fn commit(
             .await
             .map_err(|e| db_error("removing records", e))?;
     }
+    for (seq, value) in snapshots {
+        let seq = seq?;
+        match value {
+            Some(bytes) => write_chunks(&transaction, seq, &bytes).await?,
+            None => remove_chunks(&transaction, seq).await?,
+        }
+    }
     // Delivered to the listeners only if this transaction commits. The payload is a
     // decimal number or nothing, so it can be a literal of the simple query protocol
     // (one round trip, nothing to prepare).
@@ -833,6 +1429,12 @@ fn last_head_written(keys: &[Vec<u8>], values: &[Vec<u8>]) -> Option<Vec<u8>> {
 
 impl Store for PostgresStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(seq) = snapshot_seq(key) {
+            return match self.open_snapshot(seq)? {
+                Some(stream) => stream.read_all().map(Some),
+                None => Ok(None),
+            };
+        }
         self.ask(|reply| Job::Get(key.to_vec(), reply))
     }
 
@@ -840,14 +1442,41 @@ impl Store for PostgresStore {
         if from > to {
             return Box::new(std::iter::empty());
         }
-        Box::new(PagedRecords {
+        let records = Box::new(PagedRecords {
             store: self,
             from: from.to_vec(),
             to: to.to_vec(),
             reverse,
             page: Vec::new().into_iter(),
             done: false,
-        })
+        });
+        // The chunk table holds only `S` records: read it only where the range reaches them.
+        let (first, past) = ([keys::SNAPSHOT], [keys::SNAPSHOT + 1]);
+        if to < &first[..] || from >= &past[..] {
+            return records;
+        }
+        let mut seqs = match self.ask(Job::SnapshotSeqs) {
+            Ok(stored) => stored.chunked,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        seqs.retain(|&seq| {
+            let key = keys::seq_key(keys::SNAPSHOT, seq);
+            from <= &key[..] && &key[..] <= to
+        });
+        if reverse {
+            seqs.reverse();
+        }
+        // Each snapshot is read when the scan reaches it (a migration copies one at a time).
+        let chunked = seqs.into_iter().filter_map(move |seq| {
+            let key = keys::seq_key(keys::SNAPSHOT, seq).to_vec();
+            match self.get(&key) {
+                Ok(Some(bytes)) => Some(Ok((key, bytes))),
+                // Removed since the listing (retention): as if it had never been there.
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        Box::new(MergedRecords::new(records, Box::new(chunked), reverse))
     }
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
@@ -857,18 +1486,83 @@ impl Store for PostgresStore {
         self.ask(|reply| Job::Commit(batch, reply))
     }
 
+    fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        if !self.is_writer() {
+            return Err(StoreError::NotWriter(self.label.clone()));
+        }
+        let chunked = self.flags.chunked_snapshots.load(Ordering::SeqCst);
+        let (key, row) = (keys::seq_key(keys::SNAPSHOT, seq), chunk_seq(seq)?);
+        self.on_own_session("writing a snapshot", move |mut client| async move {
+            let failed = |e| db_error(&format!("writing the snapshot at seq {seq}"), e);
+            let transaction = client.transaction().await.map_err(failed)?;
+            match chunked {
+                true => {
+                    write_chunks(&transaction, row, bytes).await?;
+                    // A copy kept among the records at this seq (by a version before, or
+                    // before the chunk table was made) must not outlive it.
+                    transaction
+                        .execute(
+                            &format!("DELETE FROM {TABLE} WHERE key = $1"),
+                            &[&key.as_slice()],
+                        )
+                        .await
+                        .map_err(failed)?;
+                }
+                false => {
+                    transaction
+                        .execute(
+                            &format!(
+                                "INSERT INTO {TABLE} (key, value) VALUES ($1, $2) \
+                                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                            ),
+                            &[&key.as_slice(), &bytes],
+                        )
+                        .await
+                        .map_err(failed)?;
+                }
+            }
+            transaction.commit().await.map_err(failed)
+        })
+    }
+
+    fn snapshot_reader(
+        &self,
+        seq: u64,
+    ) -> Result<Option<Box<dyn std::io::Read + Send + '_>>, StoreError> {
+        Ok(self
+            .open_snapshot(seq)?
+            .map(|stream| Box::new(stream) as Box<dyn std::io::Read + Send>))
+    }
+
+    fn remove_snapshot(&self, seq: u64) -> Result<(), StoreError> {
+        if !self.is_writer() {
+            return Err(StoreError::NotWriter(self.label.clone()));
+        }
+        // On a session of its own too: removing a snapshot's hundreds of megabytes is work
+        // for the server that appends should not wait behind.
+        let (key, row) = (keys::seq_key(keys::SNAPSHOT, seq), chunk_seq(seq)?);
+        self.on_own_session("removing a snapshot", move |mut client| async move {
+            let failed = |e| db_error(&format!("removing the snapshot at seq {seq}"), e);
+            let transaction = client.transaction().await.map_err(failed)?;
+            remove_chunks(&transaction, row).await?;
+            transaction
+                .execute(
+                    &format!("DELETE FROM {TABLE} WHERE key = $1"),
+                    &[&key.as_slice()],
+                )
+                .await
+                .map_err(failed)?;
+            transaction.commit().await.map_err(failed)
+        })
+    }
+
     fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {
-        // Keys alone: a snapshot is hundreds of megabytes at cluster scale.
-        let keys = self.ask(|reply| Job::Keys {
-            from: super::keys::seq_key(super::keys::SNAPSHOT, 0).to_vec(),
-            to: super::keys::seq_key(super::keys::SNAPSHOT, u64::MAX).to_vec(),
-            reply,
-        })?;
-        Ok(keys
-            .iter()
-            .filter(|key| key.len() == 9)
-            .filter_map(|key| super::keys::seq_of(key))
-            .collect())
+        let stored = self.ask(Job::SnapshotSeqs)?;
+        let mut seqs = stored.chunked;
+        seqs.extend(stored.records);
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -881,7 +1575,7 @@ impl Store for PostgresStore {
     }
 
     fn is_writer(&self) -> bool {
-        self.writer.load(Ordering::SeqCst)
+        self.flags.writer.load(Ordering::SeqCst)
     }
 
     fn kind(&self) -> &'static str {
@@ -976,31 +1670,47 @@ mod tls {
     use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
     use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
     use tokio_postgres::config::SslMode;
 
     use super::StoreError;
 
-    /// The URL without its `sslmode` and `sslrootcert` parameters, and their values
-    /// (percent-decoded, as tokio-postgres decodes the others).
-    pub(super) fn take_params(url: &str) -> (String, Option<String>, Option<String>) {
+    /// The TLS parameters of a URL's query that tokio-postgres does not know (it knows
+    /// neither the verify modes nor certificate files), percent-decoded as it decodes the
+    /// others.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub(super) struct Params {
+        pub(super) sslmode: Option<String>,
+        pub(super) sslrootcert: Option<String>,
+        pub(super) sslcert: Option<String>,
+        pub(super) sslkey: Option<String>,
+    }
+
+    /// The URL without its [`Params`], and their values.
+    pub(super) fn take_params(url: &str) -> (String, Params) {
         let Some((base, query)) = url.split_once('?') else {
-            return (url.to_string(), None, None);
+            return (url.to_string(), Params::default());
         };
-        let (mut mode, mut root, mut kept) = (None, None, Vec::new());
+        let (mut params, mut kept) = (Params::default(), Vec::new());
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            match pair.split_once('=') {
-                Some(("sslmode", value)) => mode = Some(percent_decoded(value)),
-                Some(("sslrootcert", value)) => root = Some(percent_decoded(value)),
-                _ => kept.push(pair),
+            let slot = match pair.split_once('=') {
+                Some(("sslmode", value)) => Some((&mut params.sslmode, value)),
+                Some(("sslrootcert", value)) => Some((&mut params.sslrootcert, value)),
+                Some(("sslcert", value)) => Some((&mut params.sslcert, value)),
+                Some(("sslkey", value)) => Some((&mut params.sslkey, value)),
+                _ => None,
+            };
+            match slot {
+                Some((slot, value)) => *slot = Some(percent_decoded(value)),
+                None => kept.push(pair),
             }
         }
         let rest = match kept.is_empty() {
             true => base.to_string(),
             false => format!("{base}?{}", kept.join("&")),
         };
-        (rest, mode, root)
+        (rest, params)
     }
 
     fn percent_decoded(text: &str) -> String {
@@ -1052,35 +1762,50 @@ mod tls {
         ChainAndName(Roots),
     }
 
-    /// What tokio-postgres is told (whether to ask the server for TLS), and the TLS
-    /// client that checks the server as `sslmode` and `sslrootcert` (each from the URL,
-    /// else from `PGSSLMODE` and `PGSSLROOTCERT`) say, as libpq does:
+    /// What tokio-postgres is told, and the TLS client it connects with.
+    pub(super) struct Tls {
+        /// Whether the first attempt asks the server for TLS.
+        pub(super) first: SslMode,
+        /// What a second attempt asks for when the first fails (`prefer`, `allow`).
+        pub(super) fallback: Option<SslMode>,
+        /// The TLS client.
+        pub(super) connect: tokio_postgres_rustls::MakeRustlsConnect,
+    }
+
+    /// The TLS that `sslmode`, `sslrootcert`, `sslcert` and `sslkey` (each from the URL,
+    /// else from `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY`) ask for, as
+    /// libpq reads them:
     ///
-    /// * `disable`: no TLS; `allow` and `prefer` (the default): TLS when the server
-    ///   offers it, else none; `require`: TLS or no connection;
+    /// * `disable`: no TLS; `prefer` (the default): TLS when the server offers it, and if
+    ///   a session over TLS fails (the handshake, or the server refusing it), another
+    ///   without; `allow`: a session without TLS, and if that fails, one with it;
+    ///   `require`: TLS or no connection;
     /// * `verify-ca`: TLS, with a server certificate signed by a CA of `sslrootcert` (by
     ///   default `~/.postgresql/root.crt`); `verify-full`: also naming the URL's host;
     /// * `require` with a root certificate file checks the chain as `verify-ca` does;
-    ///   `sslrootcert=system` is the system's trust store, with `verify-full` only.
-    pub(super) fn connector(
-        sslmode: Option<String>,
-        sslrootcert: Option<String>,
-    ) -> Result<(SslMode, tokio_postgres_rustls::MakeRustlsConnect), StoreError> {
+    ///   `sslrootcert=system` is the system's trust store, with `verify-full` only;
+    /// * `sslcert` and `sslkey`: the client certificate (chain) and its key, PEM, sent
+    ///   when the server asks for one (`clientcert=verify-ca|verify-full` or `cert`
+    ///   authentication in `pg_hba.conf`); by default `~/.postgresql/postgresql.crt` and
+    ///   `postgresql.key` when that certificate exists.
+    pub(super) fn connector(params: Params) -> Result<Tls, StoreError> {
         let context = "reading the database URL's TLS settings";
-        let mode = sslmode
-            .or_else(|| std::env::var("PGSSLMODE").ok())
-            .filter(|mode| !mode.is_empty())
-            .unwrap_or_else(|| "prefer".into());
-        let explicit_root = sslrootcert
-            .or_else(|| std::env::var("PGSSLROOTCERT").ok())
-            .filter(|root| !root.is_empty());
+        let from_env = |given: Option<String>, variable: &str| {
+            given
+                .or_else(|| std::env::var(variable).ok())
+                .filter(|value| !value.is_empty())
+        };
+        let mode = from_env(params.sslmode, "PGSSLMODE").unwrap_or_else(|| "prefer".into());
+        let explicit_root = from_env(params.sslrootcert, "PGSSLROOTCERT");
+        let home_file = |name: &str| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".postgresql").join(name))
+                .filter(|path| path.is_file())
+        };
         let root = match explicit_root.as_deref() {
             Some("system") => Some(Roots::System),
             Some(path) => Some(Roots::File(PathBuf::from(path))),
-            None => std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".postgresql/root.crt"))
-                .filter(|path| path.is_file())
-                .map(Roots::File),
+            None => home_file("root.crt").map(Roots::File),
         };
         if matches!(root, Some(Roots::System)) && mode != "verify-full" {
             return Err(invalid(
@@ -1098,19 +1823,22 @@ mod tls {
                 ),
             )
         };
-        let (ssl_mode, check) = match mode.as_str() {
-            "disable" => (SslMode::Disable, Check::Nothing),
-            "allow" | "prefer" => (SslMode::Prefer, Check::Nothing),
+        let (first, fallback, check) = match mode.as_str() {
+            "disable" => (SslMode::Disable, None, Check::Nothing),
+            "allow" => (SslMode::Disable, Some(SslMode::Require), Check::Nothing),
+            "prefer" => (SslMode::Prefer, Some(SslMode::Disable), Check::Nothing),
             "require" => match root {
-                Some(root) => (SslMode::Require, Check::Chain(root)),
-                None => (SslMode::Require, Check::Nothing),
+                Some(root) => (SslMode::Require, None, Check::Chain(root)),
+                None => (SslMode::Require, None, Check::Nothing),
             },
             "verify-ca" => (
                 SslMode::Require,
+                None,
                 Check::Chain(root.ok_or_else(|| no_root(&mode))?),
             ),
             "verify-full" => (
                 SslMode::Require,
+                None,
                 Check::ChainAndName(root.ok_or_else(|| no_root(&mode))?),
             ),
             other => {
@@ -1123,11 +1851,20 @@ mod tls {
                 ))
             }
         };
+        // Only what a session may use: `disable` never sends a certificate.
+        let identity = match first == SslMode::Disable && fallback.is_none() {
+            true => None,
+            false => client_identity(
+                from_env(params.sslcert, "PGSSLCERT"),
+                from_env(params.sslkey, "PGSSLKEY"),
+                home_file,
+            )?,
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(context, e.to_string()))?;
-        let config = match check {
+        let builder = match check {
             Check::Nothing => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))),
@@ -1135,12 +1872,95 @@ mod tls {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyName(verifier(roots, provider)?))),
             Check::ChainAndName(roots) => builder.with_webpki_verifier(verifier(roots, provider)?),
+        };
+        let config = match identity {
+            Some(identity) => builder
+                .with_client_auth_cert(identity.chain, identity.key)
+                .map_err(|e| {
+                    invalid(
+                        &format!(
+                            "loading the client certificate {} and key {}",
+                            identity.cert_path.display(),
+                            identity.key_path.display()
+                        ),
+                        e.to_string(),
+                    )
+                })?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Tls {
+            first,
+            fallback,
+            connect: tokio_postgres_rustls::MakeRustlsConnect::new(config),
+        })
+    }
+
+    /// A client certificate chain and its key, and where they came from.
+    struct Identity {
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        cert_path: PathBuf,
+        key_path: PathBuf,
+    }
+
+    /// The client certificate `sslcert` names and the key `sslkey` names, else
+    /// `~/.postgresql/postgresql.crt` and `postgresql.key` (`home_file` finds those) when
+    /// that certificate exists; `None` when there is none. A certificate named but absent
+    /// is refused rather than left out (libpq leaves it out): the server's refusal of a
+    /// session without one would not say which file was missing.
+    fn client_identity(
+        sslcert: Option<String>,
+        sslkey: Option<String>,
+        home_file: impl Fn(&str) -> Option<PathBuf>,
+    ) -> Result<Option<Identity>, StoreError> {
+        let Some(cert_path) = sslcert
+            .map(PathBuf::from)
+            .or_else(|| home_file("postgresql.crt"))
+        else {
+            return Ok(None);
+        };
+        // libpq's default key is in the home directory whatever `sslcert` names.
+        let key_path = sslkey.map(PathBuf::from).unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".postgresql/postgresql.key"))
+                .unwrap_or_else(|| PathBuf::from(".postgresql/postgresql.key"))
+        });
+        let cert_context = format!(
+            "reading the client certificate file {}",
+            cert_path.display()
+        );
+        let chain = CertificateDer::pem_file_iter(&cert_path)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| invalid(&cert_context, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(invalid(&cert_context, "it holds no PEM certificate".into()));
         }
-        .with_no_client_auth();
-        Ok((
-            ssl_mode,
-            tokio_postgres_rustls::MakeRustlsConnect::new(config),
-        ))
+        let key_context = format!("reading the client key file {}", key_path.display());
+        key_permissions_allowed(&key_path).map_err(|detail| invalid(&key_context, detail))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .map_err(|e| invalid(&key_context, e.to_string()))?;
+        Ok(Some(Identity {
+            chain,
+            key,
+            cert_path,
+            key_path,
+        }))
+    }
+
+    /// libpq's rule for a client key file: nobody but its owner may read it, unless root
+    /// owns it, when its group may (a Kubernetes Secret mounted with `fsGroup`).
+    fn key_permissions_allowed(path: &std::path::Path) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        let (mode, root) = (metadata.mode() & 0o777, metadata.uid() == 0);
+        let forbidden = if root { 0o037 } else { 0o077 };
+        match mode & forbidden {
+            0 => Ok(()),
+            _ => Err(format!(
+                "it has group or world access (mode {mode:04o}): it must be u=rw (0600) or \
+                 less, or u=rw,g=r (0640) or less if root owns it"
+            )),
+        }
     }
 
     /// rustls's own verifier of chains and names, trusting `roots`.
@@ -1316,25 +2136,85 @@ mod tests {
 
     #[test]
     fn the_tls_parameters_are_taken_out_of_the_url() {
-        assert_eq!(
-            tls::take_params("postgres://u@h/db?sslmode=verify-full&connect_timeout=5&sslrootcert=%2Fetc%2Fca%20x.pem"),
-            (
-                "postgres://u@h/db?connect_timeout=5".to_string(),
-                Some("verify-full".to_string()),
-                Some("/etc/ca x.pem".to_string())
-            )
+        let (rest, params) = tls::take_params(
+            "postgres://u@h/db?sslmode=verify-full&connect_timeout=5&sslrootcert=%2Fetc%2Fca%20x.pem&sslcert=/c.pem&sslkey=/k%2Bey.pem",
         );
+        assert_eq!(rest, "postgres://u@h/db?connect_timeout=5");
         assert_eq!(
-            tls::take_params("postgres://u@h/db?sslmode=require"),
-            (
-                "postgres://u@h/db".to_string(),
-                Some("require".to_string()),
-                None
-            )
+            params,
+            tls::Params {
+                sslmode: Some("verify-full".into()),
+                sslrootcert: Some("/etc/ca x.pem".into()),
+                sslcert: Some("/c.pem".into()),
+                sslkey: Some("/k+ey.pem".into()),
+            }
         );
+        let (rest, params) = tls::take_params("postgres://u@h/db?sslmode=require");
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(params.sslmode.as_deref(), Some("require"));
         assert_eq!(
             tls::take_params("postgres://u@h/db"),
-            ("postgres://u@h/db".to_string(), None, None)
+            ("postgres://u@h/db".to_string(), tls::Params::default())
         );
+    }
+
+    #[test]
+    fn snapshots_are_cut_into_chunks_and_an_empty_one_is_one_empty_chunk() {
+        let bytes: Vec<u8> = (0..SNAPSHOT_CHUNK * 2 + 5).map(|i| i as u8).collect();
+        let chunks: Vec<(i32, &[u8])> = chunks_of(&bytes).collect();
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|(i, c)| (*i, c.len()))
+                .collect::<Vec<_>>(),
+            [(0, SNAPSHOT_CHUNK), (1, SNAPSHOT_CHUNK), (2, 5)]
+        );
+        assert_eq!(
+            chunks.iter().map(|(_, c)| *c).collect::<Vec<_>>().concat(),
+            bytes
+        );
+        assert_eq!(chunks_of(&[]).collect::<Vec<_>>(), [(0, &[][..])]);
+        assert_eq!(snapshot_seq(&keys::seq_key(keys::SNAPSHOT, 7)), Some(7));
+        assert_eq!(snapshot_seq(&keys::seq_key(keys::ENTRY, 7)), None);
+        assert_eq!(snapshot_seq(b"S"), None);
+        assert!(chunk_seq(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_stream_reads_its_pieces_in_order_and_says_when_its_session_failed() {
+        use std::io::Read;
+        let stream = |pieces: Vec<Fetched>| {
+            let (send, fetched) = mpsc::sync_channel(pieces.len());
+            for piece in pieces {
+                send.send(piece).unwrap();
+            }
+            SnapshotStream {
+                seq: 9,
+                fetched,
+                current: b"ab".to_vec(),
+                at: 0,
+                ended: false,
+            }
+        };
+        let mut whole = Vec::new();
+        stream(vec![
+            Fetched::Piece(Vec::new()),
+            Fetched::Piece(b"cde".to_vec()),
+            Fetched::End,
+        ])
+        .read_to_end(&mut whole)
+        .unwrap();
+        assert_eq!(whole, b"abcde");
+        let all = stream(vec![Fetched::Piece(b"c".to_vec()), Fetched::End]).read_all();
+        assert_eq!(all.unwrap(), b"abc");
+        // A session that fails, or stops, mid-way is an error, never a shorter snapshot.
+        let failed = stream(vec![
+            Fetched::Piece(b"c".to_vec()),
+            Fetched::Failed(StoreError::Damaged("gone".into())),
+        ])
+        .read_to_end(&mut Vec::new());
+        assert!(failed.unwrap_err().to_string().contains("gone"));
+        let stopped = stream(vec![Fetched::Piece(b"c".to_vec())]).read_all();
+        assert!(stopped.unwrap_err().to_string().contains("stopped"));
     }
 }

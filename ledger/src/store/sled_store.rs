@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::snapshot_files::SnapshotFiles;
-use super::{keys, Batch, Record, Records, Store, StoreError};
+use super::{keys, Batch, MergedRecords, Record, Records, Store, StoreError};
 
 /// The name of the sled tree holding the ledger's records.
 const TREE: &str = "ledger";
@@ -196,9 +196,9 @@ impl Store for SledStore {
             return log;
         }
         let in_sled = self.range(&self.snapshot_tree, from, to, reverse);
-        let older = Box::new(Merged::new(log, in_sled, reverse));
+        let older = Box::new(MergedRecords::new(log, in_sled, reverse));
         let files = self.snapshot_files.scan(from, to, reverse);
-        Box::new(Merged::new(older, files, reverse))
+        Box::new(MergedRecords::new(older, files, reverse))
     }
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
@@ -335,52 +335,6 @@ impl Iterator for SledRecords {
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))
-            }
-        }
-    }
-}
-
-/// Two ordered record streams as one (ascending, or descending when `reverse`); on a key
-/// in both, the second's record wins (a snapshot over a copy kept in the log's tree).
-struct Merged<'a> {
-    first: std::iter::Peekable<Records<'a>>,
-    second: std::iter::Peekable<Records<'a>>,
-    reverse: bool,
-}
-
-impl<'a> Merged<'a> {
-    fn new(first: Records<'a>, second: Records<'a>, reverse: bool) -> Merged<'a> {
-        Merged {
-            first: first.peekable(),
-            second: second.peekable(),
-            reverse,
-        }
-    }
-}
-
-impl Iterator for Merged<'_> {
-    type Item = Result<Record, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        use std::cmp::Ordering;
-        let order = match (self.first.peek(), self.second.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            // An error ends the scan where it happened.
-            (Some(Err(_)), _) => Ordering::Less,
-            (_, Some(Err(_))) => Ordering::Greater,
-            (Some(Ok((a, _))), Some(Ok((b, _)))) => match self.reverse {
-                false => a.cmp(b),
-                true => b.cmp(a),
-            },
-        };
-        match order {
-            Ordering::Less => self.first.next(),
-            Ordering::Greater => self.second.next(),
-            Ordering::Equal => {
-                self.first.next();
-                self.second.next()
             }
         }
     }

@@ -2,7 +2,9 @@
 //! `pg_ctl start` on a free loopback port, as the unprivileged `postgres` user when the
 //! tests run as root (PostgreSQL refuses to run as root); stopped when dropped. Host
 //! connections need a password (scram-sha-256), so the password paths are exercised.
-//! [`Postgres::start_with_tls`] serves TLS only, with the certificate and key it is given.
+//! [`Postgres::start_with_tls`] serves TLS only, with the certificate and key it is given;
+//! [`Postgres::start_with`] takes the `pg_hba.conf` lines, a CA for client certificates
+//! and more settings too.
 //!
 //! A machine without the server binaries fails the test loudly: `.ci/run` installs
 //! Debian's `postgresql` package, so CI always runs these tests.
@@ -25,8 +27,23 @@ pub struct Postgres {
     /// The TCP port on 127.0.0.1.
     pub port: u16,
     run_as: Option<String>,
-    /// Whether it serves TLS (and only TLS, over TCP).
-    tls: bool,
+    /// The server's TLS settings (`-c` options), when it serves TLS.
+    tls: Option<String>,
+}
+
+/// How a test server serves TLS and whom it lets in over TCP.
+pub struct ServerTls<'a> {
+    /// Its certificate (chain), PEM.
+    pub certificate: &'a str,
+    /// Its key, PEM.
+    pub key: &'a str,
+    /// The CA certificate that client certificates must be signed by (`ssl_ca_file`).
+    pub client_ca: Option<&'a str>,
+    /// The `pg_hba.conf` lines for TCP, each as (connection type, method and options),
+    /// e.g. `("hostssl", "cert")`, for 127.0.0.1 and ::1.
+    pub hba: &'a [(&'a str, &'a str)],
+    /// More settings, each `name=value`.
+    pub settings: &'a [&'a str],
 }
 
 /// The directory holding `initdb` and `pg_ctl`: Debian's newest
@@ -84,10 +101,17 @@ impl Postgres {
     /// Initialises and starts a server that accepts TCP connections over TLS only
     /// (`hostssl` in `pg_hba.conf`), with this certificate chain and key (PEM).
     pub fn start_with_tls(certificate: &str, key: &str) -> Postgres {
-        Postgres::start_with(Some((certificate, key)))
+        Postgres::start_with(Some(ServerTls {
+            certificate,
+            key,
+            client_ca: None,
+            hba: &[("hostssl", "scram-sha-256")],
+            settings: &[],
+        }))
     }
 
-    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
+    /// Initialises and starts a server, serving TLS as `tls` says.
+    pub fn start_with(tls: Option<ServerTls<'_>>) -> Postgres {
         let bin = server_bin();
         let root = tempfile::Builder::new()
             .prefix("claim-ledger-pg-")
@@ -107,13 +131,13 @@ impl Postgres {
                 .unwrap();
             assert!(status.success(), "chown the PostgreSQL test directory");
         }
-        let server = Postgres {
+        let mut server = Postgres {
             root,
             data,
             bin,
             port: free_port(),
             run_as,
-            tls: tls.is_some(),
+            tls: None,
         };
         server.run(
             "initdb",
@@ -128,30 +152,46 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        if let Some((certificate, key)) = tls {
-            let dir = server.root.path();
-            std::fs::write(dir.join("server.crt"), certificate).unwrap();
-            std::fs::write(dir.join("server.key"), key).unwrap();
+        if let Some(tls) = tls {
+            let dir = server.root.path().to_path_buf();
+            std::fs::write(dir.join("server.crt"), tls.certificate).unwrap();
+            std::fs::write(dir.join("server.key"), tls.key).unwrap();
             // The server refuses a key that others can read.
             std::fs::set_permissions(
                 dir.join("server.key"),
                 std::fs::Permissions::from_mode(0o600),
             )
             .unwrap();
-            std::fs::write(
-                server.data.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
-            )
-            .unwrap();
+            let mut hba = String::from("local all all trust\n");
+            for (kind, method) in tls.hba {
+                for address in ["127.0.0.1/32", "::1/128"] {
+                    hba.push_str(&format!("{kind} all all {address} {method}\n"));
+                }
+            }
+            std::fs::write(server.data.join("pg_hba.conf"), hba).unwrap();
+            let mut files = vec![dir.join("server.crt"), dir.join("server.key")];
+            let mut options = format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            );
+            if let Some(ca) = tls.client_ca {
+                std::fs::write(dir.join("client-ca.crt"), ca).unwrap();
+                files.push(dir.join("client-ca.crt"));
+                options.push_str(&format!(" -c ssl_ca_file={}/client-ca.crt", dir.display()));
+            }
+            for setting in tls.settings {
+                options.push_str(&format!(" -c {setting}"));
+            }
             if let Some(user) = &server.run_as {
                 let status = Command::new("chown")
                     .arg(format!("{user}:"))
-                    .args(["server.crt", "server.key"].map(|name| dir.join(name)))
+                    .args(&files)
                     .arg(server.data.join("pg_hba.conf"))
                     .status()
                     .unwrap();
                 assert!(status.success(), "chown the server's TLS files");
             }
+            server.tls = Some(options);
         }
         server.pg_ctl_start();
         server
@@ -185,11 +225,8 @@ impl Postgres {
             self.port,
             self.root.path().display()
         );
-        if self.tls {
-            let dir = self.root.path().display();
-            options.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
-            ));
+        if let Some(tls) = &self.tls {
+            options.push_str(tls);
         }
         self.run(
             "pg_ctl",
@@ -240,35 +277,47 @@ impl Postgres {
 
     /// Runs SQL through `psql` over the local socket (trusted), returning its output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        let psql = ["/usr/bin/psql", "psql"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.bin.join("psql"));
-        let output = Command::new(psql)
-            .args([
-                "-h",
-                self.root.path().to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                "-d",
-                database,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
+        let output = self.psql_command(database, sql).output().unwrap();
         assert!(
             output.status.success(),
             "psql {sql}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Starts SQL through `psql` without waiting for it (a transaction holding a lock
+    /// while the test does something else).
+    pub fn psql_in_background(&self, database: &str, sql: &str) -> std::process::Child {
+        self.psql_command(database, sql)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn psql_command(&self, database: &str, sql: &str) -> Command {
+        let psql = ["/usr/bin/psql", "psql"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.bin.join("psql"));
+        let mut command = Command::new(psql);
+        command.args([
+            "-h",
+            self.root.path().to_str().unwrap(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            USER,
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            sql,
+        ]);
+        command
     }
 }
 

@@ -566,7 +566,7 @@ fn a_row_edited_or_deleted_in_the_database_is_named_by_verify() {
 }
 
 /// The seq of the snapshot [`ledger_with_a_chunked_snapshot`] writes.
-const CHUNKED_AT: u64 = 6000;
+const CHUNKED_AT: u64 = 12_000;
 
 /// A ledger in database `database` whose snapshot at [`CHUNKED_AT`] is 3 chunks long and
 /// committed to by the entry after it, the last; `dir` holds its password file.
@@ -592,7 +592,8 @@ fn ledger_with_a_chunked_snapshot(pg: &Postgres, database: &str, dir: &Path) {
     ledger.flush().unwrap();
 }
 
-/// A pod with long names, so that a snapshot of a few thousand is several chunks long.
+/// A pod with long, unique names and identity, so that a snapshot of some thousands is
+/// several chunks long (a snapshot writes each shared string once: only unique text counts).
 fn big_pod(n: u64) -> schemas::ObjectChange {
     // As long as Kubernetes allows: names 253 bytes, a namespace 63, uids (here) 100.
     let (name, namespace, uid) = ("x".repeat(230), "y".repeat(60), "z".repeat(90));
@@ -600,6 +601,7 @@ fn big_pod(n: u64) -> schemas::ObjectChange {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("p{n}-{name}"), "namespace": format!("n-{namespace}"),
                      "uid": format!("p{n}-{uid}"), "resourceVersion": n.to_string(),
+                     "annotations": {"openshell.io/sandbox-id": format!("sbx{n}-{name}")},
                      "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
                                           "name": format!("s{n}-{name}"), "uid": format!("s{n}-{uid}"), "controller": true}]}});
     schemas::normalize(schemas::WatchEventType::Added, &object)

@@ -669,11 +669,12 @@ impl Ledger {
                 let version =
                     u16::from_be_bytes(version.as_slice().try_into().unwrap_or([0xff, 0xff]));
                 let upgrade = config.create && !config.allow_corrupt && store.is_writer();
-                if version == keys::STORE_FORMAT_READABLE && upgrade {
+                let older = keys::STORE_FORMATS_READABLE.contains(&version);
+                if older && upgrade {
                     let mut batch = Batch::default();
                     batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
                     store.commit(batch)?;
-                } else if version != keys::STORE_FORMAT && version != keys::STORE_FORMAT_READABLE {
+                } else if version != keys::STORE_FORMAT && !older {
                     return Err(LedgerError::StoreFormat(version));
                 }
             }
@@ -2175,6 +2176,44 @@ mod tests {
 
     fn at(second: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_790_000_000 + second, 0).unwrap()
+    }
+
+    #[test]
+    fn older_store_formats_open_and_are_marked_current_by_a_writer_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            background_snapshots: false,
+            ..LedgerConfig::default()
+        };
+        let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
+        ledger.append((1..=3).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        let format = |ledger: &Ledger| ledger.store.get(keys::FORMAT).unwrap().unwrap();
+        assert_eq!(format(&ledger), keys::STORE_FORMAT.to_be_bytes());
+        for older in keys::STORE_FORMATS_READABLE {
+            ledger
+                .store
+                .insert(keys::FORMAT, &older.to_be_bytes())
+                .unwrap();
+            drop(ledger);
+            ledger = Ledger::open(dir.path(), config.clone()).unwrap();
+            assert_eq!(
+                format(&ledger),
+                keys::STORE_FORMAT.to_be_bytes(),
+                "from {older}"
+            );
+            assert!(ledger.verify().unwrap().ok());
+        }
+        let newer = keys::STORE_FORMAT + 1;
+        ledger
+            .store
+            .insert(keys::FORMAT, &newer.to_be_bytes())
+            .unwrap();
+        drop(ledger);
+        match Ledger::open(dir.path(), config) {
+            Err(LedgerError::StoreFormat(found)) => assert_eq!(found, newer),
+            other => panic!("a newer format must be refused: {:?}", other.map(|_| ())),
+        }
     }
 
     #[test]

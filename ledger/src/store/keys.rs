@@ -36,10 +36,14 @@ pub const FORMAT: &[u8] = b"F";
 /// high-water mark. 6: snapshots are written off the append path and committed by a later
 /// entry (`P` records); a format-5 store is read as it is (its snapshots are committed by
 /// the entry at their own seq) and marked 6 when a writer opens it, so that a binary that
-/// knows only format 5 cannot misread its later snapshots.
-pub const STORE_FORMAT: u16 = 6;
-/// The older format this build still opens (and a writer upgrades to [`STORE_FORMAT`]).
-pub const STORE_FORMAT_READABLE: u16 = 5;
+/// knows only format 5 cannot misread its later snapshots. 7: snapshots in layout 2 (the
+/// compact projection, `projection::layout`), and in PostgreSQL in chunks; formats 5 and 6
+/// are read as they are (their layout-1 snapshots still decode) and marked 7 when a writer
+/// opens them, so that a binary that knows only format 6 refuses the store by its format
+/// instead of calling its next snapshot forged.
+pub const STORE_FORMAT: u16 = 7;
+/// The older formats this build still opens (and a writer upgrades to [`STORE_FORMAT`]).
+pub const STORE_FORMATS_READABLE: &[u16] = &[5, 6];
 /// The ledger id record.
 pub const LEDGER_ID: &[u8] = b"I";
 /// Prefix of Merkle node records.

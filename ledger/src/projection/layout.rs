@@ -105,6 +105,30 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
     }
 }
 
+/// The projection's records by uid, each decoded straight into its `Arc` (serde's `Arc`
+/// decodes into a `Box` and copies it into a second allocation: 800k of them per open).
+pub(super) fn uid_states<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<super::HashMap<Text, Arc<UidState>>, D::Error> {
+    struct States;
+    impl<'de> Visitor<'de> for States {
+        type Value = super::HashMap<Text, Arc<UidState>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of uids to their records")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut states = super::HashMap::default();
+            while let Some((uid, state)) = map.next_entry::<Text, UidState>()? {
+                states.insert(uid, Arc::new(state));
+            }
+            Ok(states)
+        }
+    }
+    deserializer.deserialize_map(States)
+}
+
 /// The first element of a snapshot: layout 2's tag, or layout 1's seq.
 enum Opening {
     Tag(String),

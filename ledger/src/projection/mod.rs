@@ -390,6 +390,7 @@ struct Structural<'a> {
 pub struct Projection {
     /// Behind `Arc`: a persistent map copies a node's values when it first changes a node
     /// shared with a published view, and copying a pointer is far cheaper than a record.
+    #[serde(deserialize_with = "layout::uid_states")]
     uids: HashMap<Text, Arc<UidState>>,
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
     names: HashMap<NameKey, NameUids>,

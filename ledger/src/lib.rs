@@ -33,6 +33,7 @@ mod merkle_store;
 mod migrate;
 pub mod projection;
 mod proofs;
+mod reclaim;
 mod shared;
 pub mod store;
 mod verify;
@@ -841,7 +842,12 @@ impl Ledger {
     fn publish(&self) {
         let mut view = self.view.clone();
         view.writer = self.view.writer && self.poisoned.is_none();
-        self.published.store(Arc::new(view));
+        let previous = self.published.swap(Arc::new(view));
+        // Readers still holding it free it when they let go; if none does, its projection
+        // is freed off this thread (`reclaim`).
+        if let Ok(previous) = Arc::try_unwrap(previous) {
+            reclaim::later(previous.projection);
+        }
     }
 
     /// Stops this ledger from writing, for `reason` (a writer that failed half-way).

@@ -2222,15 +2222,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_ledger_whose_snapshots_an_older_build_wrote_opens_from_them_and_verifies() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A ledger in `dir` that writes a snapshot every 4 entries, inline, and its config.
+    fn snapshot_every_4(dir: &std::path::Path) -> (Ledger, LedgerConfig) {
         let config = LedgerConfig {
             background_snapshots: false,
             snapshot_every: 4,
             ..LedgerConfig::default()
         };
-        let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
+        (Ledger::open(dir, config.clone()).unwrap(), config)
+    }
+
+    #[test]
+    fn a_ledger_whose_snapshots_an_older_build_wrote_opens_from_them_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, config) = snapshot_every_4(dir.path());
         ledger.snapshots.layout_one = true;
         ledger.append((1..=4).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();
@@ -2259,12 +2264,7 @@ mod tests {
     #[test]
     fn a_forged_snapshot_is_caught_by_full_verification() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            background_snapshots: false,
-            snapshot_every: 4,
-            ..LedgerConfig::default()
-        };
-        let mut ledger = Ledger::open(dir.path(), config.clone()).unwrap();
+        let (mut ledger, config) = snapshot_every_4(dir.path());
         // The flush at seq 4 writes the snapshot; entry 5 commits to it.
         ledger.append((1..=4).map(pod), at(0)).unwrap();
         ledger.flush().unwrap();

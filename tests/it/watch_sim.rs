@@ -63,8 +63,14 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
         .claim_warm("default", "c1", "pool", Some("sbx-1"))
         .unwrap();
     let pod = warm_pod(&cluster, &claim);
-    eventually("the warm bind", || {
-        check(&ledger, &watching.readiness, &pod).decision == Verdict::Allow
+    // The warm path annotates the pod after the claim is bound (its own watch stream): the
+    // binding may be allowed a moment before it carries the gateway's sandbox id.
+    eventually("the warm bind, with the pod's sandbox id", || {
+        let decision = check(&ledger, &watching.readiness, &pod);
+        decision.decision == Verdict::Allow
+            && decision
+                .binding
+                .is_some_and(|b| b.sandbox_id.as_deref() == Some("sbx-1"))
     })
     .await;
     let decision = check(&ledger, &watching.readiness, &pod);
@@ -117,8 +123,14 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
         .claim_warm("default", "c1", "pool", Some("sbx-1"))
         .unwrap();
     let pod = warm_pod(&cluster, &claim);
-    eventually("the warm bind", || {
-        check(&ledger, &watching.readiness, &pod).decision == Verdict::Allow
+    // The warm path annotates the pod after the claim is bound (its own watch stream): the
+    // binding may be allowed a moment before it carries the gateway's sandbox id.
+    eventually("the warm bind, with the pod's sandbox id", || {
+        let decision = check(&ledger, &watching.readiness, &pod);
+        decision.decision == Verdict::Allow
+            && decision
+                .binding
+                .is_some_and(|b| b.sandbox_id.as_deref() == Some("sbx-1"))
     })
     .await;
 

@@ -189,7 +189,7 @@ impl LayoutOne {
             states.entry(uid).or_default().object = Some(object);
         }
         for (uid, history) in self.history {
-            states.entry(uid).or_default().history = history.into();
+            states.entry(uid).or_default().history = history.into_iter().collect();
         }
         for (uid, children) in self.children {
             states.entry(uid).or_default().children = children;

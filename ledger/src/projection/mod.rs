@@ -321,8 +321,10 @@ struct UidState {
     /// The object last observed with this uid (`None`: a uid only named, by an owner
     /// reference, a transition or a denied check).
     object: Option<ObjectRecord>,
-    /// Every seq that recorded the uid or named it, in order.
-    history: ThinVec<u64>,
+    /// Every seq that recorded the uid or named it, in order: up to three inline (most
+    /// uids' whole history: created, changed once, named by a binding), which spares a
+    /// heap block per uid.
+    history: History,
     /// The uids whose controller reference names this one.
     children: OwnedUids,
     /// Every binding of a pod, oldest first.
@@ -330,6 +332,9 @@ struct UidState {
     /// The claim this uid (a Sandbox, pod or PVC) was first bound under: single use.
     bound_under: Option<Text>,
 }
+
+/// The seqs of a uid's history.
+type History = smallvec::SmallVec<[u64; 3]>;
 
 /// A name key: every uid ever recorded under a (kind, namespace, name).
 type NameKey = (ObjectKind, Text, Text);
@@ -2170,7 +2175,7 @@ mod footprint {
         assert_eq!(size_of::<schemas::Text>(), 8);
         assert!(size_of::<schemas::ObjectChange>() <= 152);
         assert!(size_of::<super::ObjectRecord>() <= 176);
-        assert!(size_of::<super::UidState>() <= 208);
+        assert!(size_of::<super::UidState>() <= 232);
         assert!(size_of::<super::BindingRecord>() <= 64);
         assert!(size_of::<super::BindingView>() <= 128);
         assert!(size_of::<super::NameUids>() <= 24);

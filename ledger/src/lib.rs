@@ -753,6 +753,18 @@ impl Ledger {
                 None => (Projection::default(), 0, Hash::ZERO),
             };
         let mut frontier = start_frontier(store_ref, start_seq);
+        // A snapshot an earlier writer left below the head, that no entry commits to: the
+        // walk keeps the state at its seq, for this writer to adopt it.
+        let leftover = match config.allow_corrupt || config.snapshot_every == 0 {
+            true => None,
+            false => leftover_snapshot(store_ref, start_seq, head_seq)
+                .map_err(|e| match e {
+                    LedgerError::Storage(e) => integrity(e),
+                    other => other,
+                })?
+                .filter(|&seq| seq < head_seq),
+        };
+        let mut state_at_leftover = None;
         // A deleted snapshot is only a slower start: the tail walk tolerates it.
         let mut report = verify::walk(
             store_ref,
@@ -762,6 +774,7 @@ impl Ledger {
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
             start_seq > 0,
+            leftover.map(|seq| (seq, &mut state_at_leftover)),
             verify::WalkEnd::Head,
         )?;
         if early_failure.is_some() {
@@ -824,7 +837,7 @@ impl Ledger {
                 ..Snapshots::default()
             },
         };
-        ledger.adopt_leftover_snapshot(start_seq);
+        ledger.adopt_leftover_snapshot(start_seq, state_at_leftover);
         Ok(ledger)
     }
 
@@ -912,6 +925,7 @@ impl Ledger {
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
             false,
+            None,
             verify::WalkEnd::Following,
         )?;
         if let Some(failure) = report.failure {
@@ -1367,15 +1381,16 @@ impl Ledger {
         }
     }
 
-    /// Adopts the snapshot an earlier process wrote at its last flush, when it is at the
-    /// head this ledger opened at and no entry commits to it yet (nothing was appended
-    /// after it: a quiet cluster, a restart). A writer commits only to snapshots it
-    /// vouches for, so the snapshot thread first checks that it decodes to the state just
-    /// derived at the head; if so, the next append commits to it. Without this, a ledger
-    /// whose process stops right after a snapshot never uses one: every restart replays
-    /// from the previous committed snapshot (or from the first entry) and writes another
-    /// that no entry commits to either.
-    fn adopt_leftover_snapshot(&mut self, start_seq: u64) {
+    /// Adopts the snapshot an earlier process wrote last, when no entry commits to it
+    /// yet: it was written at the head this ledger opened at (nothing was appended after
+    /// it: a quiet cluster, a restart), or below it, when the earlier writer appended past
+    /// it and stopped before an append could commit to it. A writer commits only to
+    /// snapshots it vouches for, so the snapshot thread first checks that it decodes to the
+    /// state derived at its seq (`state_below_head`, kept by the open's walk, when it is
+    /// below the head); if so, the next append commits to it. Without this, a ledger whose
+    /// process stops right after a snapshot never uses one: every restart replays from the
+    /// previous committed snapshot (or from the first entry).
+    fn adopt_leftover_snapshot(&mut self, start_seq: u64, state_below_head: Option<Projection>) {
         let head = self.view.head.seq;
         if self.config.snapshot_every == 0
             || self.config.allow_corrupt
@@ -1386,47 +1401,54 @@ impl Ledger {
             return;
         }
         let store = Arc::clone(&self.view.store);
-        let leftover = (|| -> Result<bool, LedgerError> {
-            Ok(store.snapshot_seqs()?.last() == Some(&head)
-                && store
-                    .get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, head))?
-                    .is_none()
-                && !committed_by_own_entry(store.as_ref(), head)?)
-        })();
-        if !matches!(leftover, Ok(true)) {
-            return;
-        }
-        // The next snapshot is due `snapshot_every` entries after this one.
-        self.snapshots.last_seq = head;
-        self.snapshots.adopting = true;
-        let view = self.published.load_full();
+        let leftover = match leftover_snapshot(store.as_ref(), start_seq, head) {
+            Ok(Some(seq)) => seq,
+            Ok(None) | Err(_) => return,
+        };
+        let state = match (leftover == head, state_below_head) {
+            (true, _) => self.published.load_full().projection.clone(),
+            (false, Some(state)) if state.seq() == leftover => state,
+            (false, _) => return,
+        };
+        // The next snapshot is due `snapshot_every` entries after this one. At the head,
+        // the first append waits for the check, so that it is the one that commits to it;
+        // below it, appends go on and the first one after the check commits to it (a
+        // decode of hundreds of megabytes must not hold back a restarted watcher).
+        self.snapshots.last_seq = leftover;
+        self.snapshots.adopting = leftover == head;
         let written = Arc::clone(&self.snapshots.written);
         let job = move || {
             let vouched = (|| -> Result<Option<Hash>, LedgerError> {
-                let key = keys::seq_key(keys::SNAPSHOT, head);
-                let Some(bytes) = view.store.get(&key)? else {
+                // Streamed, as `open` reads a snapshot: never held whole.
+                let Some(digest) = streamed_snapshot_digest(store.as_ref(), leftover)? else {
                     return Ok(None);
                 };
-                let Ok(mut snapshot) = rmp_serde::from_slice::<Snapshot>(&bytes) else {
+                let Some(stream) = store.snapshot_reader(leftover)? else {
+                    return Ok(None);
+                };
+                let decoded = rmp_serde::from_read::<_, Snapshot>(
+                    std::io::BufReader::with_capacity(1 << 20, stream),
+                );
+                let Ok(mut snapshot) = decoded else {
                     return Ok(None);
                 };
                 snapshot.projection.rebuild_derived();
-                let same = snapshot.seq == head && snapshot.projection == view.projection;
-                Ok(same.then(|| snapshot_digest(&bytes)))
+                let same = snapshot.seq == leftover && snapshot.projection == state;
+                Ok(same.then_some(digest))
             })();
             match vouched {
                 Ok(Some(digest)) => {
                     written
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_or_insert((head, digest));
+                        .get_or_insert((leftover, digest));
                 }
                 Ok(None) => tracing::warn!(
-                    seq = head,
-                    "the snapshot left at the head is not the state there: not used"
+                    seq = leftover,
+                    "the snapshot an earlier writer left is not the state at its seq: not used"
                 ),
                 Err(e) => {
-                    tracing::warn!(seq = head, error = %e, "cannot read the snapshot left at the head")
+                    tracing::warn!(seq = leftover, error = %e, "cannot read the snapshot an earlier writer left")
                 }
             }
         };
@@ -1636,6 +1658,7 @@ impl LedgerView {
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
             false,
+            None,
             verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
@@ -1709,6 +1732,7 @@ impl LedgerView {
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
             false,
+            None,
             verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
@@ -2023,6 +2047,29 @@ pub(crate) fn committed_snapshot_seqs(store: &dyn Store) -> Result<Vec<u64>, Led
 /// and uncommitted ones left by an earlier process (at or below `opened_head`, the head
 /// when this process opened the ledger: a writer commits only to snapshots it wrote).
 /// Uncommitted ones this process wrote stay: an append may be committing to one now.
+/// The newest stored snapshot after `start_seq` and at or below `head` that no entry
+/// commits to (no `P` record names it, and it is not a format-5 snapshot committed by the
+/// entry at its own seq): one an earlier writer wrote and stopped before committing to.
+fn leftover_snapshot(
+    store: &dyn Store,
+    start_seq: u64,
+    head: u64,
+) -> Result<Option<u64>, LedgerError> {
+    let Some(seq) = store
+        .snapshot_seqs()?
+        .into_iter()
+        .filter(|&seq| seq > start_seq && seq <= head)
+        .max()
+    else {
+        return Ok(None);
+    };
+    let uncommitted = store
+        .get(&keys::seq_key(keys::SNAPSHOT_COMMITMENT, seq))?
+        .is_none()
+        && !committed_by_own_entry(store, seq)?;
+    Ok(uncommitted.then_some(seq))
+}
+
 fn prune_snapshots(
     store: &dyn Store,
     kept: usize,
@@ -2441,6 +2488,91 @@ mod tests {
             reopened.entry(2001).unwrap().unwrap().entry.snapshot,
             Some(snapshot_digest(&left))
         );
+    }
+
+    #[test]
+    fn a_snapshot_left_below_the_head_is_adopted_by_the_next_writer_and_opens_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, config) = snapshot_every_4(dir.path());
+        ledger.append((1..=4).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        // The snapshot at 4 is written; the writer appends past it and stops before any
+        // append commits to it (as when the snapshot thread finishes after the last one).
+        assert_eq!(ledger.snapshots.take_written().map(|(seq, _)| seq), Some(4));
+        ledger.append((5..=6).map(pod), at(1)).unwrap();
+        ledger.flush().unwrap();
+        assert_eq!(ledger.entry(5).unwrap().unwrap().entry.snapshot, None);
+        drop(ledger);
+        assert_eq!(
+            leftover_snapshot_seq(dir.path(), &config),
+            (Some(4), None),
+            "stored, uncommitted, and no start for an open"
+        );
+
+        let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
+        reopened.append([pod(7)], at(2)).unwrap();
+        reopened.flush().unwrap();
+        let left = reopened
+            .store
+            .get(&keys::seq_key(keys::SNAPSHOT, 4))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reopened.entry(7).unwrap().unwrap().entry.snapshot,
+            Some(snapshot_digest(&left)),
+            "the first append commits to the adopted snapshot"
+        );
+        assert!(reopened.verify().unwrap().ok());
+        drop(reopened);
+        assert_eq!(
+            leftover_snapshot_seq(dir.path(), &config),
+            (None, Some(4)),
+            "committed now: the next open starts from it"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_left_below_the_head_that_is_not_the_state_there_is_not_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, config) = snapshot_every_4(dir.path());
+        ledger.append((1..=4).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        ledger.snapshots.take_written();
+        ledger.append((5..=6).map(pod), at(1)).unwrap();
+        ledger.flush().unwrap();
+        // Rewritten with the state after 3 under seq 4: one no writer could vouch for.
+        let wrong = ledger.state_at_seq(3).unwrap();
+        ledger
+            .store
+            .put_snapshot(4, &encode_snapshot(4, &wrong).unwrap())
+            .unwrap();
+        drop(ledger);
+        let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
+        reopened.append([pod(7)], at(2)).unwrap();
+        reopened.flush().unwrap();
+        assert_eq!(reopened.entry(7).unwrap().unwrap().entry.snapshot, None);
+        assert!(reopened.verify().unwrap().ok());
+    }
+
+    /// The snapshot a writer opening `dir` would adopt, and the one an open starts from.
+    fn leftover_snapshot_seq(dir: &Path, config: &LedgerConfig) -> (Option<u64>, Option<u64>) {
+        let ledger = Ledger::open(
+            dir,
+            LedgerConfig {
+                snapshot_every: 0,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+        let store = ledger.store.as_ref();
+        let head = ledger.head().seq;
+        let start = latest_snapshot(store, head, head, SnapshotTrust::Refuse)
+            .unwrap()
+            .map(|(snapshot, _)| snapshot.seq);
+        (
+            leftover_snapshot(store, start.unwrap_or(0), head).unwrap(),
+            start,
+        )
     }
 
     fn copy_tree(from: &Path, to: &Path) {

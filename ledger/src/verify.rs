@@ -173,7 +173,9 @@ pub(crate) enum WalkEnd {
 /// `missing` says whether a committed snapshot that is not stored fails. With `anchored`,
 /// the walk starts from the snapshot at `start_seq` that `anchor` checked against its
 /// committing entry a moment before: that digest is not computed again (hundreds of
-/// megabytes read and hashed at cluster scale, for every open).
+/// megabytes read and hashed at cluster scale, for every open). With `capture`, the state
+/// just after that seq is kept (a copy of the persistent maps: `O(1)`) once its entry
+/// verifies.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn walk(
     store: &dyn Store,
@@ -183,6 +185,7 @@ pub(crate) fn walk(
     head: (u64, Hash),
     missing: MissingSnapshot,
     anchored: bool,
+    mut capture: Option<(u64, &mut Option<Projection>)>,
     mut end: WalkEnd,
 ) -> Result<VerifyReport, LedgerError> {
     let anchored = anchored.then_some(start_seq);
@@ -381,6 +384,11 @@ pub(crate) fn walk(
                     report.verified_seq = seq;
                     report.verified_hash = stored_hash;
                     report.entries += 1;
+                    if let Some((at, captured)) = capture.as_mut() {
+                        if *at == seq {
+                            **captured = Some(projection.clone());
+                        }
+                    }
                 }
             }
             Ok(())

@@ -1286,8 +1286,9 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
     drop(ledger);
     tamper(&dir, |tree| assert_eq!(commitment(tree, head + 1), None));
 
-    // Below the head, a snapshot of an earlier process is never committed to: the
-    // uncommitted one stays unused, and the next due one is written and committed.
+    // Below the head, a snapshot an earlier process left (it appended past it and stopped
+    // before committing to it) is adopted once it is checked to be the state at its seq:
+    // the first append after the check commits to it, and the next due one follows.
     tamper(&dir, |tree| {
         tree.insert(snapshot_key(50), &genuine).unwrap()
     });
@@ -1298,11 +1299,12 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
     drop(ledger);
     let committed = tamper(&dir, |tree| {
         assert_eq!(commitment(tree, 51), None);
-        assert_eq!(tree.get(commitment_key(50)).unwrap(), None);
         committed_snapshots(tree)
     });
     let before = [10, 20, 30, 40].map(|seq| Committed { seq, by: seq + 1 });
     assert_eq!(committed[..4], before, "{committed:?}");
+    // 51 is the head it opened at: the first append after it commits to 50.
+    assert_eq!(committed[4], Committed { seq: 50, by: 52 }, "{committed:?}");
     assert!(committed.last().unwrap().seq > 50, "{committed:?}");
     let ledger = open_ledger(&dir, config).unwrap();
     assert_eq!(ledger.head().seq, head);

@@ -28,7 +28,9 @@ use chrono::Utc;
 use ledger::{Ledger, LedgerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use workload::{name, namespace, normalized, pod_uid, sandbox_id, setting, Lifecycles};
+use workload::{
+    append_bound, name, namespace, normalized, pod_uid, sandbox_id, setting, Lifecycles,
+};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,19 +64,7 @@ fn filled_ledger(dir: &std::path::Path, bindings: u64) -> Ledger {
         ..LedgerConfig::default()
     };
     let mut ledger = Ledger::open(dir, config).expect("open");
-    let mut lifecycles = Lifecycles::new();
-    let mut k = 0;
-    while k < bindings {
-        let mut events = Vec::new();
-        for _ in 0..512.min(bindings - k) {
-            lifecycles.bind(k, &mut events);
-            k += 1;
-        }
-        ledger
-            .append(normalized(events), Utc::now())
-            .expect("append");
-        ledger.flush().expect("flush");
-    }
+    append_bound(&mut ledger, &mut Lifecycles::new(), 0..bindings, 512);
     ledger
 }
 

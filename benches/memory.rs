@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use ledger::{Ledger, LedgerConfig, Projection, Verdict};
-use workload::{check_request, normalized, resident_bytes, setting, Lifecycles};
+use workload::{append_bound, check_request, normalized, resident_bytes, setting, Lifecycles};
 
 fn per_object(bytes: usize, live: usize) -> String {
     format!(
@@ -82,18 +82,8 @@ fn main() {
     {
         let mut ledger = Ledger::open(&dir, config.clone()).expect("open");
         let mut lifecycles = Lifecycles::new();
-        let mut k = 0;
-        while k < bindings {
-            let mut events = Vec::with_capacity(1024);
-            while events.len() + 8 <= 1024 && k < bindings {
-                lifecycles.bind(k, &mut events);
-                k += 1;
-            }
-            ledger
-                .append(normalized(events), Utc::now())
-                .expect("append");
-            ledger.flush().expect("flush");
-        }
+        // Appends of 1024 events.
+        append_bound(&mut ledger, &mut lifecycles, 0..bindings, 128);
         // The snapshot at the head is written by that last flush; one more entry commits
         // to it, so the reopen starts from it.
         let mut events = Vec::new();

@@ -198,6 +198,28 @@ impl Lifecycles {
     }
 }
 
+/// Appends the claim-bound lifecycles `range` to `ledger`, `per_append` lifecycles (8
+/// events each) per append, each followed by a flush.
+pub fn append_bound(
+    ledger: &mut ledger::Ledger,
+    lifecycles: &mut Lifecycles,
+    range: std::ops::Range<u64>,
+    per_append: u64,
+) {
+    let mut k = range.start;
+    while k < range.end {
+        let mut events = Vec::new();
+        for _ in 0..per_append.min(range.end - k) {
+            lifecycles.bind(k, &mut events);
+            k += 1;
+        }
+        ledger
+            .append(normalized(events), chrono::Utc::now())
+            .expect("append");
+        ledger.flush().expect("flush");
+    }
+}
+
 pub fn normalized(events: Vec<(WatchEventType, Value)>) -> impl Iterator<Item = ObjectChange> {
     events.into_iter().map(|(event, object)| {
         normalize(event, &object)

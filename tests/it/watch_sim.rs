@@ -46,6 +46,25 @@ fn warm_pod(cluster: &LocalSimulator, claim: &serde_json::Value) -> serde_json::
         .expect("the sandbox's pod")
 }
 
+/// Waits until `pod` is allowed with the gateway's `sandbox_id`. The warm path annotates
+/// the pod after the claim is bound (its own watch stream): the binding may be allowed a
+/// moment before it carries the sandbox id.
+async fn warm_bound(
+    ledger: &SharedLedger,
+    readiness: &Readiness,
+    pod: &serde_json::Value,
+    sandbox_id: &str,
+) {
+    eventually("the warm bind, with the pod's sandbox id", || {
+        let decision = check(ledger, readiness, pod);
+        decision.decision == Verdict::Allow
+            && decision
+                .binding
+                .is_some_and(|b| b.sandbox_id.as_deref() == Some(sandbox_id))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
     let cluster = cluster().await;
@@ -63,16 +82,7 @@ async fn warm_bind_release_and_pod_replacement_reach_the_projection() {
         .claim_warm("default", "c1", "pool", Some("sbx-1"))
         .unwrap();
     let pod = warm_pod(&cluster, &claim);
-    // The warm path annotates the pod after the claim is bound (its own watch stream): the
-    // binding may be allowed a moment before it carries the gateway's sandbox id.
-    eventually("the warm bind, with the pod's sandbox id", || {
-        let decision = check(&ledger, &watching.readiness, &pod);
-        decision.decision == Verdict::Allow
-            && decision
-                .binding
-                .is_some_and(|b| b.sandbox_id.as_deref() == Some("sbx-1"))
-    })
-    .await;
+    warm_bound(&ledger, &watching.readiness, &pod, "sbx-1").await;
     let decision = check(&ledger, &watching.readiness, &pod);
     let binding = decision.binding.unwrap();
     assert_eq!(
@@ -123,16 +133,7 @@ async fn relists_leave_watch_gaps_and_deletes_missed_while_down_are_recorded() {
         .claim_warm("default", "c1", "pool", Some("sbx-1"))
         .unwrap();
     let pod = warm_pod(&cluster, &claim);
-    // The warm path annotates the pod after the claim is bound (its own watch stream): the
-    // binding may be allowed a moment before it carries the gateway's sandbox id.
-    eventually("the warm bind, with the pod's sandbox id", || {
-        let decision = check(&ledger, &watching.readiness, &pod);
-        decision.decision == Verdict::Allow
-            && decision
-                .binding
-                .is_some_and(|b| b.sandbox_id.as_deref() == Some("sbx-1"))
-    })
-    .await;
+    warm_bound(&ledger, &watching.readiness, &pod, "sbx-1").await;
 
     // The API server forgets its watch history: every resume gets 410 and relists.
     cluster.simulator().restart();

@@ -5,7 +5,9 @@
 //! `--snapshot-every 0`. It prints entries/s of each, their ratio, and each run's peak
 //! resident memory (the child's `VmHWM`, sampled every 20 ms, so a peak in the last 20 ms
 //! may be missed). A load tool (`harness = false`): `cargo test --benches` runs it once,
-//! tiny.
+//! tiny. `CLAIM_LEDGER_BENCH_DIR=DIR` keeps the events file, both ledgers and each run's
+//! log (`DIR/default.stderr`; `RUST_LOG=ledger=debug` logs every snapshot's timings) in
+//! `DIR`, which must not hold ledgers yet.
 
 mod workload;
 
@@ -30,16 +32,21 @@ fn main() {
         true => 800,
         false => setting("CLAIM_LEDGER_BENCH_EVENTS", 1_000_000),
     };
-    let root = tempfile::tempdir().expect("tempdir");
-    let file = root.path().join("events.jsonl");
+    let temporary = tempfile::tempdir().expect("tempdir");
+    let root = match std::env::var_os("CLAIM_LEDGER_BENCH_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => temporary.path().to_path_buf(),
+    };
+    std::fs::create_dir_all(&root).expect("bench dir");
+    let file = root.join("events.jsonl");
     write_events(&file, events.div_ceil(8));
 
     let plain = ingest(
-        &root.path().join("no-snapshots"),
+        &root.join("no-snapshots"),
         &file,
         &["--snapshot-every", "0"],
     );
-    let default = ingest(&root.path().join("default"), &file, &[]);
+    let default = ingest(&root.join("default"), &file, &[]);
     assert_eq!(default.appended, plain.appended);
     let rate = |run: &Run| run.appended as f64 / run.seconds;
     println!(

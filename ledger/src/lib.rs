@@ -28,6 +28,7 @@
 //!   batches: [`LedgerView::inclusion_proof`], [`LedgerView::consistency_proof`] and signed
 //!   checkpoints ([`Ledger::sign_checkpoint`]) let outsiders check the log without us.
 
+mod committer;
 pub mod dir;
 mod merkle_store;
 mod migrate;
@@ -412,6 +413,8 @@ pub struct Ledger {
     poisoned: Option<String>,
     published: Arc<ArcSwap<LedgerView>>,
     snapshots: Snapshots,
+    /// Writes the chunks of large appends (started on the first one).
+    committer: committer::Committer,
 }
 
 /// The snapshot written (durably) and not yet committed to, shared between the snapshot
@@ -836,6 +839,7 @@ impl Ledger {
                 opened_head: head.seq,
                 ..Snapshots::default()
             },
+            committer: committer::Committer::default(),
         };
         ledger.adopt_leftover_snapshot(start_seq, state_at_leftover);
         Ok(ledger)
@@ -1082,46 +1086,28 @@ impl Ledger {
         let changes: Vec<Change> = changes.into_iter().collect();
         let start = self.view.head;
         let store = Arc::clone(&self.view.store);
-        let result = std::thread::scope(|scope| {
-            // A large append is written in chunks by a second thread while this one derives
-            // the next chunk: each chunk is one atomic batch carrying its own head record,
-            // so whatever reaches the disk is a verified prefix of the log.
-            let mut writer = None;
-            let mut chunk_size = usize::MAX;
-            if changes.len() > 2 * PIPELINE_CHUNK {
-                let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(2);
-                let store = &store;
-                let handle = scope.spawn(move || -> Result<(), StoreError> {
-                    for batch in receiver {
-                        store.commit(batch)?;
-                    }
-                    Ok(())
-                });
-                writer = Some((sender, handle));
-                chunk_size = PIPELINE_CHUNK;
-            }
-            let outcome = self.derive_and_write(changes, now, chunk_size, |batch| match &writer {
-                Some((sender, _)) => sender.send(batch).map_err(|_| {
-                    LedgerError::Poisoned("the ledger's writer thread stopped".into())
-                }),
-                None => store.commit(batch).map_err(LedgerError::from),
+        // A large append is written in chunks by the committing thread while this one
+        // derives the next chunk: each chunk is one atomic batch carrying its own head
+        // record, so whatever reaches the disk is a verified prefix of the log.
+        let result = if changes.len() > 2 * PIPELINE_CHUNK {
+            let append = self.committer.begin(Arc::clone(&store))?;
+            let derived = self.derive_and_write(changes, now, PIPELINE_CHUNK, |batch| {
+                append.send(batch).map_err(|()| {
+                    LedgerError::Poisoned("the ledger's committing thread stopped".into())
+                })
             });
-            let written = match writer {
-                Some((sender, handle)) => {
-                    drop(sender);
-                    handle
-                        .join()
-                        .unwrap_or_else(|_| {
-                            Err(StoreError::Damaged(
-                                "the ledger's writer thread panicked".into(),
-                            ))
-                        })
-                        .map_err(LedgerError::from)
-                }
-                None => Ok(()),
-            };
-            outcome.and_then(|outcomes| written.map(|()| outcomes))
-        });
+            let written = append.finish().map_err(LedgerError::from);
+            // The store's own error explains a chunk that could not be handed over.
+            match (derived, written) {
+                (Ok(outcomes), Ok(())) => Ok(outcomes),
+                (Err(LedgerError::Poisoned(_)), Err(e)) | (Ok(_), Err(e)) => Err(e),
+                (Err(e), _) => Err(e),
+            }
+        } else {
+            self.derive_and_write(changes, now, usize::MAX, |batch| {
+                store.commit(batch).map_err(LedgerError::from)
+            })
+        };
         if let Err(e) = &result {
             if self.view.head.seq != start.seq || self.view.projection.seq() != start.seq {
                 // The projection already holds changes the disk may not: refuse to go on
@@ -1340,6 +1326,7 @@ impl Ledger {
         let layout_one = self.snapshots.layout_one;
         let job = move || {
             let seq = view.head.seq;
+            let started = std::time::Instant::now();
             #[cfg(test)]
             let encoded = match layout_one {
                 true => Ok(projection::layout::encode_layout_one(seq, &view.projection)),
@@ -1347,12 +1334,20 @@ impl Ledger {
             };
             #[cfg(not(test))]
             let encoded = encode_snapshot(seq, &view.projection);
+            let encode_time = started.elapsed();
             let stored = encoded.and_then(|bytes| {
                 view.store.put_snapshot(seq, &bytes)?;
-                Ok(snapshot_digest(&bytes))
+                Ok((snapshot_digest(&bytes), bytes.len()))
             });
             match stored {
-                Ok(digest) => {
+                Ok((digest, bytes)) => {
+                    tracing::debug!(
+                        seq,
+                        bytes,
+                        encode_ms = encode_time.as_millis() as u64,
+                        total_ms = started.elapsed().as_millis() as u64,
+                        "snapshot written"
+                    );
                     *written
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((seq, digest));
@@ -1787,7 +1782,7 @@ fn start_frontier(store: &dyn Store, seq: u64) -> CompactRange {
 }
 
 /// Entries per store batch when a large append is written by the second thread.
-const PIPELINE_CHUNK: usize = 256;
+const PIPELINE_CHUNK: usize = 128;
 
 fn head_record(head: &Head) -> [u8; 40] {
     let mut value = [0u8; 40];

@@ -22,6 +22,8 @@
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+use rustc_hash::FxBuildHasher;
 use std::fmt;
 use std::ops::Deref;
 
@@ -146,7 +148,7 @@ impl PartialEq<Text> for &str {
 enum Shared {
     /// The index of each allocation written so far, by its address; the `Text` is held so
     /// that no allocation is freed, and its address reused, while the scope lasts.
-    Encoding(HashMap<usize, (u32, Text)>),
+    Encoding(HashMap<usize, (u32, Text), FxBuildHasher>),
     /// Every string read so far, in order.
     Decoding(Vec<Text>),
 }
@@ -171,9 +173,13 @@ fn scoped<R>(scope: Shared, within: impl FnOnce() -> R) -> R {
 
 /// Runs `encode` so that every `Text` it serializes on this thread after the first of
 /// its allocation is written as a back-reference (see the module doc). The bytes must be
-/// read inside [`decode_shared`].
-pub fn encode_shared<R>(encode: impl FnOnce() -> R) -> R {
-    scoped(Shared::Encoding(HashMap::new()), encode)
+/// read inside [`decode_shared`]. `distinct` is how many distinct allocations to expect
+/// (a hint: the table of those written is sized once instead of grown by rehashing).
+pub fn encode_shared<R>(distinct: usize, encode: impl FnOnce() -> R) -> R {
+    // Keyed by address: a one-multiply hash is enough, and SipHash was a tenth of the
+    // encode.
+    let written = HashMap::with_capacity_and_hasher(distinct, FxBuildHasher);
+    scoped(Shared::Encoding(written), encode)
 }
 
 /// Runs `decode` so that back-references written by [`encode_shared`] resolve, and every
@@ -272,7 +278,7 @@ mod tests {
         let uid = Text::from("uid-1");
         let copy = Text::from("uid-1");
         let values = (uid.clone(), uid.clone(), Text::from("uid-2"), copy, uid);
-        let shared = encode_shared(|| rmp_serde::to_vec(&values).unwrap());
+        let shared = encode_shared(0, || rmp_serde::to_vec(&values).unwrap());
         let plain = rmp_serde::to_vec(&values).unwrap();
         // The repeated allocation is an index (0); an equal string in another allocation
         // is written again, as it is not known to be shared.

@@ -48,8 +48,15 @@ pub(crate) fn encode(
     seq: u64,
     projection: &Projection,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    // Each uid, name and other shared string once, then by back-reference.
-    schemas::text::encode_shared(|| rmp_serde::to_vec(&(LAYOUT_2, seq, projection)))
+    // Each uid, name and other shared string once, then by back-reference. Sized for what
+    // a live object takes (about 250 bytes and a few distinct strings at 800k objects): the
+    // buffer is reserved, not touched, so growing it by copying is what this avoids.
+    let objects = projection.uids.len();
+    let mut bytes = Vec::with_capacity(objects.saturating_mul(320).max(4096));
+    schemas::text::encode_shared(objects.saturating_mul(4), || {
+        rmp_serde::encode::write(&mut bytes, &(LAYOUT_2, seq, projection))
+    })?;
+    Ok(bytes)
 }
 
 impl<'de> Deserialize<'de> for Snapshot {

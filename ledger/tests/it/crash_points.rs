@@ -269,3 +269,47 @@ fn a_store_shorter_than_the_high_water_mark_is_refused_as_rolled_back() {
         other => panic!("an older copy of the store was accepted: {other:?}"),
     }
 }
+
+#[test]
+fn a_chunk_that_fails_mid_append_reports_the_stores_error_and_leaves_a_verified_prefix() {
+    let memory = MemoryStore::new();
+    let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+    let mark = Arc::new(MemoryHighWater::default());
+    // Write 0 is the format record at open; writes 1 and 2 the first two chunks of a
+    // large append (chunks of 128 entries); write 3, its third chunk, fails.
+    let faulty = Arc::new(FaultyStore::new(
+        Arc::new(memory.clone()),
+        Some((3, Fault::Fail)),
+    ));
+    let mut ledger = open(faulty, &mark).unwrap();
+    match ledger.append((1..=1_000).map(pod), at) {
+        Err(e @ LedgerError::Storage(_)) => {
+            let message = format!("{e}: {:?}", std::error::Error::source(&e));
+            assert!(message.contains("commit #3 failed"), "{message}");
+        }
+        other => panic!("expected the store's own error, got {other:?}"),
+    }
+    assert!(matches!(
+        ledger.append((1_001..=1_001).map(pod), at),
+        Err(LedgerError::Poisoned(_))
+    ));
+    drop(ledger);
+    let mut reopened = open(Arc::new(memory), &mark).unwrap();
+    assert_eq!(
+        reopened.head().seq,
+        256,
+        "the two chunks written before the failure"
+    );
+    assert!(reopened.verify().unwrap().ok());
+    // The rest goes in again, through a committing thread of the reopened ledger.
+    let outcomes = reopened.append((1..=1_000).map(pod), at).unwrap();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, ledger::AppendOutcome::Appended { .. }))
+            .count(),
+        744
+    );
+    assert_eq!(reopened.flush().unwrap(), 1_000);
+    assert!(reopened.verify().unwrap().ok());
+}

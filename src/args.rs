@@ -89,6 +89,8 @@ impl DbArgs {
             snapshots_kept: self.keep_snapshots,
             allow_corrupt: self.allow_corrupt,
             create,
+            // Only the commands that may create a ledger append to it.
+            appends: create,
             cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
             password_file: self.db_password_file.clone(),
             ..LedgerConfig::default()

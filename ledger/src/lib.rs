@@ -99,8 +99,11 @@ pub enum LedgerError {
     /// A write was attempted on a replica that follows another writer.
     #[error("this replica follows the writer of the shared log; it does not append")]
     Follower,
-    /// A write was attempted on a ledger opened with `allow_corrupt`.
-    #[error("the ledger was opened read-only for forensics; it accepts no appends")]
+    /// An append was attempted on a ledger opened with `allow_corrupt` (for forensics)
+    /// or for reading only ([`LedgerConfig::appends`] off).
+    #[error(
+        "the ledger was opened read-only (for forensics or for reading); it accepts no appends"
+    )]
     ReadOnly,
     /// A previous write failed after the projection had moved; reopen to recover.
     #[error("the ledger refused further writes after a failed write ({0}); reopen it")]
@@ -176,6 +179,11 @@ pub struct LedgerConfig {
     /// Create a ledger when the directory is absent or empty ([`Ledger::open`]); reading
     /// commands set this to `false` so that a mistyped path is an error, not a new ledger.
     pub create: bool,
+    /// Whether this process appends (`ingest`, `serve`). Reading commands turn it off:
+    /// appends are then refused, and nothing is prepared for them at open (such as
+    /// checking a snapshot an earlier writer left, a full decode, which the process would
+    /// then wait for on exit).
+    pub appends: bool,
     /// The storage engine's page cache in bytes (its default when `None`).
     pub cache_bytes: Option<u64>,
     /// A file holding the PostgreSQL password, for a `postgres://` location whose URL,
@@ -198,6 +206,7 @@ impl Default for LedgerConfig {
             background_snapshots: true,
             allow_corrupt: false,
             create: true,
+            appends: true,
             cache_bytes: None,
             password_file: None,
             replica: false,
@@ -346,6 +355,22 @@ fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerE
     projection::layout::encode(seq, projection)
         .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))
 }
+
+/// Lowers the calling thread's scheduling priority (`nice` 10, Linux only): a snapshot is
+/// background work, and on a machine with few cores its encoder otherwise takes turns
+/// with the identity checks and the writer (a check preempted for a whole time slice is a
+/// 10 ms outlier). It still runs whenever a core is free, so on a busy machine a snapshot
+/// only finishes later, and the tail an open replays is that much longer.
+fn yield_to_checks_and_appends() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::nice(SNAPSHOT_NICENESS) {
+        tracing::debug!(error = %e, "cannot lower the snapshot thread's priority");
+    }
+}
+
+/// How much lower than the writer's the snapshot thread's priority is.
+#[cfg(target_os = "linux")]
+const SNAPSHOT_NICENESS: i32 = 10;
 
 /// What readers see of a ledger: the projection, head and Merkle frontier as of the last
 /// durable flush, and the store to read entries, proofs and checkpoints from. Immutable
@@ -1077,7 +1102,7 @@ impl Ledger {
         if let Some(reason) = &self.poisoned {
             return Err(LedgerError::Poisoned(reason.clone()));
         }
-        if self.view.corruption.is_some() || self.config.allow_corrupt {
+        if self.view.corruption.is_some() || self.config.allow_corrupt || !self.config.appends {
             return Err(LedgerError::ReadOnly);
         }
         if !self.view.writer {
@@ -1325,6 +1350,7 @@ impl Ledger {
         #[cfg(test)]
         let layout_one = self.snapshots.layout_one;
         let job = move || {
+            yield_to_checks_and_appends();
             let seq = view.head.seq;
             let started = std::time::Instant::now();
             #[cfg(test)]
@@ -1389,6 +1415,7 @@ impl Ledger {
         let head = self.view.head.seq;
         if self.config.snapshot_every == 0
             || self.config.allow_corrupt
+            || !self.config.appends
             || self.view.corruption.is_some()
             || !self.is_writer()
             || head <= start_seq
@@ -2524,6 +2551,65 @@ mod tests {
             (None, Some(4)),
             "committed now: the next open starts from it"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_snapshot_threads_lower_priority_is_its_own() {
+        let before = rustix::process::getpriority_process(None).unwrap();
+        let (in_thread, expected) = std::thread::spawn(move || {
+            let own = rustix::process::getpriority_process(None).unwrap();
+            yield_to_checks_and_appends();
+            let lowered = rustix::process::getpriority_process(None).unwrap();
+            (lowered, (own + SNAPSHOT_NICENESS).min(19))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(in_thread, expected);
+        assert_eq!(
+            rustix::process::getpriority_process(None).unwrap(),
+            before,
+            "the other threads (the writer, the checks) keep theirs"
+        );
+    }
+
+    #[test]
+    fn a_ledger_opened_for_reading_adopts_no_snapshot_and_refuses_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, config) = snapshot_every_4(dir.path());
+        ledger.append((1..=4).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        ledger.snapshots.take_written();
+        ledger.append((5..=6).map(pod), at(1)).unwrap();
+        ledger.flush().unwrap();
+        drop(ledger);
+        let reading = LedgerConfig {
+            appends: false,
+            create: false,
+            ..config.clone()
+        };
+        let mut reader = Ledger::open(dir.path(), reading).unwrap();
+        // (This config checks snapshots inline, at open.)
+        assert_eq!(
+            reader.snapshots.written.lock().unwrap().map(|(seq, _)| seq),
+            None,
+            "no decode of the snapshot left at 4 for a process that never appends"
+        );
+        assert_eq!(reader.head().seq, 6);
+        assert!(matches!(
+            reader.append([pod(7)], at(2)),
+            Err(LedgerError::ReadOnly)
+        ));
+        drop(reader);
+        // A writer still adopts it.
+        let mut writer = Ledger::open(dir.path(), config).unwrap();
+        assert_eq!(
+            writer.snapshots.written.lock().unwrap().map(|(seq, _)| seq),
+            Some(4)
+        );
+        writer.append([pod(7)], at(2)).unwrap();
+        writer.flush().unwrap();
+        assert!(writer.entry(7).unwrap().unwrap().entry.snapshot.is_some());
     }
 
     #[test]

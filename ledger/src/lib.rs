@@ -46,7 +46,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use chrono::{DateTime, Utc};
-use schemas::entry::snapshot_digest;
 use schemas::merkle::{self, CompactRange};
 use schemas::{
     chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, Text, FORMAT_VERSION,
@@ -351,9 +350,30 @@ pub struct StoredEntry {
 pub(crate) use projection::layout::Snapshot;
 
 /// The snapshot record of the projection after `seq` ([`projection::layout`]).
+#[cfg(test)]
 fn encode_snapshot(seq: u64, projection: &Projection) -> Result<Vec<u8>, LedgerError> {
     projection::layout::encode(seq, projection)
         .map_err(|e| LedgerError::Schema(schemas::SchemaError::Encode(e.to_string())))
+}
+
+/// A writer that passes bytes on and digests exactly those it passed.
+struct Digesting<'a> {
+    out: &'a mut dyn std::io::Write,
+    digest: &'a mut blake3::Hasher,
+    bytes: &'a mut u64,
+}
+
+impl std::io::Write for Digesting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write(buf)?;
+        self.digest.update(&buf[..written]);
+        *self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Lowers the calling thread's scheduling priority (`nice` 10, Linux only): a snapshot is
@@ -1353,25 +1373,38 @@ impl Ledger {
             yield_to_checks_and_appends();
             let seq = view.head.seq;
             let started = std::time::Instant::now();
-            #[cfg(test)]
-            let encoded = match layout_one {
-                true => Ok(projection::layout::encode_layout_one(seq, &view.projection)),
-                false => encode_snapshot(seq, &view.projection),
-            };
-            #[cfg(not(test))]
-            let encoded = encode_snapshot(seq, &view.projection);
-            let encode_time = started.elapsed();
-            let stored = encoded.and_then(|bytes| {
-                view.store.put_snapshot(seq, &bytes)?;
-                Ok((snapshot_digest(&bytes), bytes.len()))
-            });
+            // Streamed to the store through the digest the next append commits to: the
+            // bytes are never held whole (195 MB at 800k objects, and first touching that
+            // much fresh memory was a third of the encode).
+            let mut digest = blake3::Hasher::new_derive_key(schemas::entry::SNAPSHOT_CONTEXT);
+            let mut bytes = 0u64;
+            let stored = view
+                .store
+                .put_snapshot_streamed(seq, &mut |out| {
+                    let digesting = Digesting {
+                        out,
+                        digest: &mut digest,
+                        bytes: &mut bytes,
+                    };
+                    use std::io::Write as _;
+                    let mut buffered = std::io::BufWriter::with_capacity(1 << 18, digesting);
+                    #[cfg(test)]
+                    if layout_one {
+                        let layout = projection::layout::encode_layout_one(seq, &view.projection);
+                        return buffered.write_all(&layout).and_then(|()| buffered.flush());
+                    }
+                    projection::layout::encode_into(&mut buffered, seq, &view.projection)
+                        .map_err(std::io::Error::other)
+                        .and_then(|()| buffered.flush())
+                })
+                .map_err(LedgerError::from);
             match stored {
-                Ok((digest, bytes)) => {
+                Ok(()) => {
+                    let digest = Hash(*digest.finalize().as_bytes());
                     tracing::debug!(
                         seq,
                         bytes,
-                        encode_ms = encode_time.as_millis() as u64,
-                        total_ms = started.elapsed().as_millis() as u64,
+                        ms = started.elapsed().as_millis() as u64,
                         "snapshot written"
                     );
                     *written
@@ -2007,7 +2040,7 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
     Ok(Anchor::Usable(Box::new(snapshot), start.hash))
 }
 
-/// The digest ([`snapshot_digest`]) of the snapshot stored after `seq`, read as a stream;
+/// The digest ([`schemas::entry::snapshot_digest`]) of the snapshot stored after `seq`, read as a stream;
 /// `None` when none is stored.
 fn streamed_snapshot_digest(store: &dyn Store, seq: u64) -> Result<Option<Hash>, LedgerError> {
     let Some(stream) = store.snapshot_reader(seq)? else {
@@ -2030,7 +2063,7 @@ fn streamed_snapshot_digest(store: &dyn Store, seq: u64) -> Result<Option<Hash>,
 /// The newest snapshot at or before `max_seq` that the chain (up to `head_seq`) commits
 /// to, with the stored chain hash of the entry at its seq: that entry and the committing
 /// one decode and hash to their stored chain hashes, the Merkle groups over both entries
-/// match, and the committing entry's `snapshot` digest is [`snapshot_digest`] of
+/// match, and the committing entry's `snapshot` digest is [`schemas::entry::snapshot_digest`] of
 /// the stored snapshot bytes. A snapshot whose entries are broken, or that no entry
 /// commits to (including one stored at the seq of an entry that a `P` record names as
 /// committing to an older snapshot), is skipped (the walk from an older start reports a broken entry); one the
@@ -2237,6 +2270,7 @@ mod tests {
         mark.save(Acknowledged { seq, hash }).unwrap();
     }
     use chrono::TimeZone;
+    use schemas::entry::snapshot_digest;
     use schemas::{normalize, WatchEventType};
 
     pub(crate) fn pod(n: u64) -> ObjectChange {

@@ -44,19 +44,32 @@ pub(crate) struct Snapshot {
 }
 
 /// The snapshot record of the projection after `seq`, in layout 2.
+#[cfg(test)]
 pub(crate) fn encode(
     seq: u64,
     projection: &Projection,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    // Each uid, name and other shared string once, then by back-reference. Sized for what
-    // a live object takes (about 250 bytes and a few distinct strings at 800k objects): the
-    // buffer is reserved, not touched, so growing it by copying is what this avoids.
+    // Sized for what a live object takes (about 250 bytes at 800k objects): reserved, not
+    // touched, so that it is never grown by copying.
     let objects = projection.uids.len();
     let mut bytes = Vec::with_capacity(objects.saturating_mul(320).max(4096));
-    schemas::text::encode_shared(objects.saturating_mul(4), || {
-        rmp_serde::encode::write(&mut bytes, &(LAYOUT_2, seq, projection))
-    })?;
+    encode_into(&mut bytes, seq, projection)?;
     Ok(bytes)
+}
+
+/// [`encode`], written to `out` as it is produced (a snapshot thread streams it to its
+/// file).
+pub(crate) fn encode_into(
+    out: &mut dyn std::io::Write,
+    seq: u64,
+    projection: &Projection,
+) -> Result<(), rmp_serde::encode::Error> {
+    // Each uid, name and other shared string once, then by back-reference; the table of
+    // those written is sized for a few distinct strings per object.
+    let objects = projection.uids.len();
+    schemas::text::encode_shared(objects.saturating_mul(4), || {
+        rmp_serde::encode::write(out, &(LAYOUT_2, seq, projection))
+    })
 }
 
 impl<'de> Deserialize<'de> for Snapshot {

@@ -174,6 +174,16 @@ impl Store for FaultyStore {
         self.write("put_snapshot", || self.inner.put_snapshot(seq, bytes))
     }
 
+    fn put_snapshot_streamed(
+        &self,
+        seq: u64,
+        encode: super::SnapshotEncoder<'_>,
+    ) -> Result<(), StoreError> {
+        self.write("put_snapshot", || {
+            self.inner.put_snapshot_streamed(seq, encode)
+        })
+    }
+
     fn snapshot_reader(
         &self,
         seq: u64,

@@ -34,6 +34,10 @@ pub type Record = (Vec<u8>, Vec<u8>);
 /// Records of a range scan, in key order (or reverse), each read failing on its own.
 pub type Records<'a> = Box<dyn Iterator<Item = Result<Record, StoreError>> + 'a>;
 
+/// Writes a snapshot's bytes, in order, to the writer it is given
+/// ([`Store::put_snapshot_streamed`]).
+pub type SnapshotEncoder<'a> = &'a mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>;
+
 /// The ledger's view of a store.
 ///
 /// Contract: a [`Store::commit`] is atomic (after a crash, a batch is either wholly there or
@@ -73,6 +77,24 @@ pub trait Store: Send + Sync {
     fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         self.insert(&keys::seq_key(keys::SNAPSHOT, seq), bytes)?;
         self.flush()
+    }
+
+    /// Like [`Store::put_snapshot`], with the bytes written by `encode` as it produces
+    /// them: at cluster scale a snapshot is hundreds of megabytes, which a backend that
+    /// writes files need never hold (or first touch) whole. Durable when this returns, and
+    /// nothing is stored if `encode` fails. The default collects the bytes and calls
+    /// [`Store::put_snapshot`].
+    fn put_snapshot_streamed(
+        &self,
+        seq: u64,
+        encode: SnapshotEncoder<'_>,
+    ) -> Result<(), StoreError> {
+        let mut bytes = Vec::new();
+        encode(&mut bytes).map_err(|source| StoreError::Io {
+            context: format!("encoding the snapshot at seq {seq}"),
+            source,
+        })?;
+        self.put_snapshot(seq, &bytes)
     }
 
     /// The snapshot record after `seq` as a stream, if stored: a snapshot is hundreds of

@@ -209,7 +209,9 @@ impl Store for SledStore {
             match (snapshot_seq(&key), value) {
                 // Snapshot files first: the ledger never puts a snapshot in an append (they
                 // are written on their own), so what follows is what one commit asked for.
-                (Some(seq), Some(value)) => self.snapshot_files.put(seq, &value)?,
+                (Some(seq), Some(value)) => self
+                    .snapshot_files
+                    .put(seq, &mut |file| file.write_all(&value))?,
                 (Some(seq), None) => {
                     // Copies kept in sled by stores of before go too.
                     self.snapshot_files.remove(seq)?;
@@ -242,7 +244,16 @@ impl Store for SledStore {
 
     fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         // Durable on its own, with no sled flush: the writer's flushes never carry it.
-        self.snapshot_files.put(seq, bytes)
+        self.snapshot_files
+            .put(seq, &mut |file| file.write_all(bytes))
+    }
+
+    fn put_snapshot_streamed(
+        &self,
+        seq: u64,
+        encode: super::SnapshotEncoder<'_>,
+    ) -> Result<(), StoreError> {
+        self.snapshot_files.put(seq, encode)
     }
 
     fn snapshot_seqs(&self) -> Result<Vec<u64>, StoreError> {

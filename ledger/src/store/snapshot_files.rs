@@ -14,10 +14,13 @@
 //! chain like any snapshot record: the entry that commits to a snapshot names its digest.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use super::{keys, Record, Records, StoreError};
+
+/// Bytes gathered before each write to a snapshot file.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// The file name suffix of a snapshot.
 const SUFFIX: &str = ".snapshot";
@@ -46,9 +49,14 @@ impl SnapshotFiles {
         move |source| StoreError::Io { context, source }
     }
 
-    /// Stores the snapshot after `seq` durably: when this returns, the file is whole on
-    /// disk under its final name.
-    pub(crate) fn put(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Stores the snapshot after `seq`, as `encode` writes it, durably: when this returns,
+    /// the file is whole on disk under its final name. If `encode` fails, only the
+    /// temporary file is left (replaced by the next write, ignored by reads).
+    pub(crate) fn put(
+        &self,
+        seq: u64,
+        encode: super::SnapshotEncoder<'_>,
+    ) -> Result<(), StoreError> {
         if !self.dir.is_dir() {
             std::fs::create_dir_all(&self.dir)
                 .map_err(self.io("creating the snapshot directory", None))?;
@@ -58,16 +66,17 @@ impl SnapshotFiles {
         }
         let target = self.file(seq);
         let temporary = target.with_extension("snapshot.tmp");
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&temporary)
             .map_err(self.io("creating", Some(seq)))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_data())
+        let mut buffered = BufWriter::with_capacity(WRITE_BUFFER, file);
+        encode(&mut buffered)
+            .and_then(|()| buffered.into_inner().map_err(|e| e.into_error()))
+            .and_then(|file| file.sync_data())
             .map_err(self.io("writing", Some(seq)))?;
-        drop(file);
         std::fs::rename(&temporary, &target).map_err(self.io("renaming into", Some(seq)))?;
         sync_dir(&self.dir).map_err(self.io("syncing", None))
     }
@@ -172,7 +181,9 @@ mod tests {
         assert!(keys_of(files.scan(&[0], &[0xff; 9], false)).is_empty());
         for seq in [300, 7, 12] {
             files
-                .put(seq, format!("snapshot {seq}").as_bytes())
+                .put(seq, &mut |file| {
+                    file.write_all(format!("snapshot {seq}").as_bytes())
+                })
                 .unwrap();
         }
         // A write cut short leaves a temporary file, which is not a snapshot.
@@ -189,10 +200,34 @@ mod tests {
         // Keys below and above the `S` prefix select nothing or everything.
         assert!(keys_of(files.scan(b"E", b"H", false)).is_empty());
         assert_eq!(keys_of(files.scan(b"A", b"Z", false)), [7, 12, 300]);
-        files.put(12, b"rewritten").unwrap();
+        files
+            .put(12, &mut |file| file.write_all(b"rewritten"))
+            .unwrap();
         assert_eq!(files.get(12).unwrap().as_deref(), Some(&b"rewritten"[..]));
         files.remove(12).unwrap();
         files.remove(12).unwrap();
         assert_eq!(keys_of(files.scan(b"A", b"Z", false)), [7, 300]);
+    }
+
+    #[test]
+    fn a_snapshot_whose_encoder_fails_is_not_stored_and_the_old_one_stays() {
+        let root = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::new(root.path().join("snapshots"));
+        files.put(5, &mut |file| file.write_all(b"whole")).unwrap();
+        // Megabytes written before the failure: past the write buffer, on disk already.
+        let failed = files.put(5, &mut |file| {
+            file.write_all(&vec![7u8; 3 << 20])?;
+            Err(std::io::Error::other("the encoder stopped"))
+        });
+        let message = failed.unwrap_err().to_string();
+        assert!(message.contains("writing"), "{message}");
+        assert_eq!(files.get(5).unwrap().as_deref(), Some(&b"whole"[..]));
+        let failed = files.put(6, &mut |file| {
+            file.write_all(b"half")?;
+            Err(std::io::Error::other("the encoder stopped"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(files.get(6).unwrap(), None);
+        assert_eq!(files.seqs().unwrap(), [5]);
     }
 }

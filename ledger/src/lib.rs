@@ -1227,15 +1227,18 @@ impl Ledger {
                         transitions,
                         snapshot: snapshot.map(|(_, digest)| digest),
                     };
-                    let bytes = entry.encode()?;
-                    let hash = chain_hash(&head.hash, seq, &bytes);
-                    let nodes = self.view.frontier.append(merkle::leaf_hash(&bytes));
-                    if let Some(value) = merkle_store::nodes_value(&nodes) {
-                        batch.insert(keys::seq_key(keys::TREE, seq - 1), value);
+                    // The stored value is the chain hash, then the entry's bytes: encoded
+                    // in place after room for the hash.
+                    let mut value = Vec::with_capacity(32 + schemas::entry::ENCODED_SIZE_HINT);
+                    value.extend_from_slice(&[0; 32]);
+                    entry.encode_into(&mut value)?;
+                    let bytes = &value[32..];
+                    let hash = chain_hash(&head.hash, seq, bytes);
+                    let nodes = self.view.frontier.append(merkle::leaf_hash(bytes));
+                    if let Some(nodes) = merkle_store::nodes_value(&nodes) {
+                        batch.insert(keys::seq_key(keys::TREE, seq - 1), nodes);
                     }
-                    let mut value = Vec::with_capacity(32 + bytes.len());
-                    value.extend_from_slice(&hash.0);
-                    value.extend_from_slice(&bytes);
+                    value[..32].copy_from_slice(&hash.0);
                     batch.insert(keys::seq_key(keys::ENTRY, seq), value);
                     self.view.head = Head {
                         seq,

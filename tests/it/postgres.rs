@@ -525,6 +525,70 @@ fn snapshots_are_written_in_chunks_on_a_session_of_their_own_while_appends_go_on
 }
 
 #[test]
+fn a_streamed_snapshot_is_stored_in_chunks_as_it_is_encoded_or_not_at_all() {
+    use ledger::store::postgres::SNAPSHOT_CHUNK;
+    use ledger::store::Store;
+    use std::io::Read;
+    let pg = Postgres::start();
+    pg.create_database("streamed");
+    let dir = tempfile::tempdir().unwrap();
+    let store = raw_store(&pg.url("streamed"), dir.path(), true);
+    let bytes: Vec<u8> = (0..SNAPSHOT_CHUNK * 9 / 4)
+        .map(|i| (i * 13 % 251) as u8)
+        .collect();
+    // Written in small pieces, as the encoder writes: cut into whole chunks regardless.
+    store
+        .put_snapshot_streamed(7, &mut |out| {
+            bytes
+                .chunks(100_003)
+                .try_for_each(|piece| out.write_all(piece))
+        })
+        .unwrap();
+    assert_eq!(
+        chunk_rows(&pg, "streamed", 7),
+        [
+            (0, SNAPSHOT_CHUNK),
+            (1, SNAPSHOT_CHUNK),
+            (2, SNAPSHOT_CHUNK / 4)
+        ]
+    );
+    let mut read = Vec::new();
+    store
+        .snapshot_reader(7)
+        .unwrap()
+        .expect("stored")
+        .read_to_end(&mut read)
+        .unwrap();
+    assert!(read == bytes, "the stored snapshot differs");
+
+    // An encoder that fails after two chunks went out leaves nothing of its own: the
+    // snapshot stored before at that seq stays whole.
+    let failed = store.put_snapshot_streamed(7, &mut |out| {
+        out.write_all(&vec![1u8; SNAPSHOT_CHUNK * 2 + 10])?;
+        Err(std::io::Error::other("the encoder stopped"))
+    });
+    let message = failed.unwrap_err().to_string();
+    assert!(
+        message.contains("encoding the snapshot at seq 7"),
+        "{message}"
+    );
+    assert_eq!(chunk_rows(&pg, "streamed", 7).len(), 3);
+    let mut again = Vec::new();
+    store
+        .snapshot_reader(7)
+        .unwrap()
+        .unwrap()
+        .read_to_end(&mut again)
+        .unwrap();
+    assert!(again == bytes);
+
+    // An empty snapshot is one empty chunk, as when written whole.
+    store.put_snapshot_streamed(8, &mut |_| Ok(())).unwrap();
+    assert_eq!(chunk_rows(&pg, "streamed", 8), [(0, 0)]);
+    assert_eq!(store.snapshot_seqs().unwrap(), [7, 8]);
+}
+
+#[test]
 fn a_row_edited_or_deleted_in_the_database_is_named_by_verify() {
     let pg = Postgres::start();
     pg.create_database("edited");

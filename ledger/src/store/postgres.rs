@@ -1262,6 +1262,61 @@ fn chunks_of(bytes: &[u8]) -> impl Iterator<Item = (i32, &[u8])> {
     (0..=i32::MAX).zip(pieces)
 }
 
+/// What the encoder hands the snapshot's session.
+enum SnapshotPiece {
+    /// The next [`SNAPSHOT_CHUNK`] bytes (the last one shorter, and one empty chunk for an
+    /// empty snapshot, as [`chunks_of`] cuts them).
+    Chunk(Vec<u8>),
+    /// Every chunk was sent: commit.
+    End,
+}
+
+/// Cuts the encoder's bytes into chunks for the snapshot's session.
+struct ChunkWriter {
+    chunks: std::sync::mpsc::SyncSender<SnapshotPiece>,
+    pending: Vec<u8>,
+    sent: usize,
+    /// Whether the session stopped taking chunks (its error is the one to report).
+    session_stopped: bool,
+}
+
+impl ChunkWriter {
+    fn send(&mut self, piece: SnapshotPiece) -> std::io::Result<()> {
+        self.chunks.send(piece).map_err(|_| {
+            self.session_stopped = true;
+            std::io::Error::other("the snapshot's session stopped")
+        })
+    }
+
+    /// Sends the last chunk and the end.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() || self.sent == 0 {
+            let last = std::mem::take(&mut self.pending);
+            self.send(SnapshotPiece::Chunk(last))?;
+            self.sent += 1;
+        }
+        self.send(SnapshotPiece::End)
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = SNAPSHOT_CHUNK - self.pending.len();
+        let taken = buf.len().min(room);
+        self.pending.extend_from_slice(&buf[..taken]);
+        if self.pending.len() == SNAPSHOT_CHUNK {
+            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(SNAPSHOT_CHUNK));
+            self.send(SnapshotPiece::Chunk(full))?;
+            self.sent += 1;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Removes the chunks of the snapshot after `seq`, if any (and if there is a chunk table:
 /// a database no writer of this version has opened has none).
 async fn remove_chunks(
@@ -1522,6 +1577,108 @@ impl Store for PostgresStore {
                 }
             }
             transaction.commit().await.map_err(failed)
+        })
+    }
+
+    fn put_snapshot_streamed(
+        &self,
+        seq: u64,
+        encode: super::SnapshotEncoder<'_>,
+    ) -> Result<(), StoreError> {
+        if !self.flags.chunked_snapshots.load(Ordering::SeqCst) {
+            // Kept as one record (a role that cannot create the chunk table): whole.
+            let mut bytes = Vec::new();
+            encode(&mut bytes).map_err(|source| StoreError::Io {
+                context: format!("encoding the snapshot at seq {seq}"),
+                source,
+            })?;
+            return self.put_snapshot(seq, &bytes);
+        }
+        if !self.is_writer() {
+            return Err(StoreError::NotWriter(self.label.clone()));
+        }
+        // Each chunk goes to the snapshot's session as soon as it is full, so the writer
+        // never holds more than two; the session commits only after the last one. (Its
+        // runtime is its own: waiting for the next chunk blocks nothing else, and the
+        // encoder may run on a thread of an async runtime, where an async channel's
+        // blocking send would panic.)
+        let (key, row) = (keys::seq_key(keys::SNAPSHOT, seq), chunk_seq(seq)?);
+        let (chunks, received) = std::sync::mpsc::sync_channel::<SnapshotPiece>(1);
+        std::thread::scope(|scope| {
+            let session = scope.spawn(move || {
+                self.on_own_session("writing a snapshot", move |mut client| async move {
+                    let failed = |e| db_error(&format!("writing the snapshot at seq {seq}"), e);
+                    let transaction = client.transaction().await.map_err(failed)?;
+                    transaction
+                        .execute(
+                            &format!("DELETE FROM {SNAPSHOT_TABLE} WHERE seq = $1"),
+                            &[&row],
+                        )
+                        .await
+                        .map_err(failed)?;
+                    let insert = transaction
+                        .prepare(&format!(
+                            "INSERT INTO {SNAPSHOT_TABLE} (seq, chunk, bytes) VALUES ($1, $2, $3)"
+                        ))
+                        .await
+                        .map_err(failed)?;
+                    let mut index = 0i32;
+                    loop {
+                        match received.recv().ok() {
+                            Some(SnapshotPiece::Chunk(piece)) => {
+                                transaction
+                                    .execute(&insert, &[&row, &index, &piece.as_slice()])
+                                    .await
+                                    .map_err(failed)?;
+                                index = index.checked_add(1).ok_or_else(|| {
+                                    StoreError::Damaged("a snapshot of over 8 PiB".into())
+                                })?;
+                            }
+                            Some(SnapshotPiece::End) => break,
+                            // The encoder failed: the transaction rolls back as it drops.
+                            None => {
+                                return Err(StoreError::Io {
+                                    context: format!("writing the snapshot at seq {seq}"),
+                                    source: std::io::Error::other("its encoder stopped"),
+                                })
+                            }
+                        }
+                    }
+                    // A copy kept among the records at this seq (by a version before, or
+                    // before the chunk table was made) must not outlive it.
+                    transaction
+                        .execute(
+                            &format!("DELETE FROM {TABLE} WHERE key = $1"),
+                            &[&key.as_slice()],
+                        )
+                        .await
+                        .map_err(failed)?;
+                    transaction.commit().await.map_err(failed)
+                })
+            });
+            let mut writer = ChunkWriter {
+                chunks,
+                pending: Vec::with_capacity(SNAPSHOT_CHUNK),
+                sent: 0,
+                session_stopped: false,
+            };
+            let encoded = encode(&mut writer).and_then(|()| writer.finish());
+            let session_stopped = writer.session_stopped;
+            drop(writer);
+            let stored = session.join().unwrap_or_else(|_| {
+                Err(StoreError::Damaged(
+                    "the snapshot session's thread panicked".into(),
+                ))
+            });
+            match (encoded, stored) {
+                (Ok(()), stored) => stored,
+                // The session's own error explains why it stopped taking chunks.
+                (Err(_), Err(stored)) if session_stopped => Err(stored),
+                (Err(source), _) => Err(StoreError::Io {
+                    context: format!("encoding the snapshot at seq {seq}"),
+                    source,
+                }),
+            }
         })
     }
 

@@ -17,8 +17,12 @@ use schemas::{KindFields, Text};
 /// At most this many distinct strings are interned.
 pub(crate) const MAX_INTERNED: usize = 1 << 16;
 
-fn interned() -> &'static Mutex<HashSet<Text>> {
-    static INTERNED: OnceLock<Mutex<HashSet<Text>>> = OnceLock::new();
+/// The interned strings: ahash, seeded at random as the projection's maps are (SipHash
+/// was most of the cost of the few lookups every applied change makes).
+type Interned = HashSet<Text, ahash::RandomState>;
+
+fn interned() -> &'static Mutex<Interned> {
+    static INTERNED: OnceLock<Mutex<Interned>> = OnceLock::new();
     INTERNED.get_or_init(Default::default)
 }
 

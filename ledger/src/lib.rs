@@ -2553,13 +2553,7 @@ mod tests {
     fn a_snapshot_left_below_the_head_is_adopted_by_the_next_writer_and_opens_from_then_on() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, config) = snapshot_every_4(dir.path());
-        ledger.append((1..=4).map(pod), at(0)).unwrap();
-        ledger.flush().unwrap();
-        // The snapshot at 4 is written; the writer appends past it and stops before any
-        // append commits to it (as when the snapshot thread finishes after the last one).
-        assert_eq!(ledger.snapshots.take_written().map(|(seq, _)| seq), Some(4));
-        ledger.append((5..=6).map(pod), at(1)).unwrap();
-        ledger.flush().unwrap();
+        leave_a_snapshot_below_the_head(&mut ledger);
         assert_eq!(ledger.entry(5).unwrap().unwrap().entry.snapshot, None);
         drop(ledger);
         assert_eq!(
@@ -2590,6 +2584,16 @@ mod tests {
         );
     }
 
+    /// Appends 1..=4, whose snapshot at 4 is written, then 5..=6, as a writer that stops
+    /// before any append commits to it (the snapshot thread finished after its last one).
+    fn leave_a_snapshot_below_the_head(ledger: &mut Ledger) {
+        ledger.append((1..=4).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        assert_eq!(ledger.snapshots.take_written().map(|(seq, _)| seq), Some(4));
+        ledger.append((5..=6).map(pod), at(1)).unwrap();
+        ledger.flush().unwrap();
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn the_snapshot_threads_lower_priority_is_its_own() {
@@ -2614,11 +2618,7 @@ mod tests {
     fn a_ledger_opened_for_reading_adopts_no_snapshot_and_refuses_appends() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, config) = snapshot_every_4(dir.path());
-        ledger.append((1..=4).map(pod), at(0)).unwrap();
-        ledger.flush().unwrap();
-        ledger.snapshots.take_written();
-        ledger.append((5..=6).map(pod), at(1)).unwrap();
-        ledger.flush().unwrap();
+        leave_a_snapshot_below_the_head(&mut ledger);
         drop(ledger);
         let reading = LedgerConfig {
             appends: false,
@@ -2653,11 +2653,7 @@ mod tests {
     fn a_snapshot_left_below_the_head_that_is_not_the_state_there_is_not_adopted() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, config) = snapshot_every_4(dir.path());
-        ledger.append((1..=4).map(pod), at(0)).unwrap();
-        ledger.flush().unwrap();
-        ledger.snapshots.take_written();
-        ledger.append((5..=6).map(pod), at(1)).unwrap();
-        ledger.flush().unwrap();
+        leave_a_snapshot_below_the_head(&mut ledger);
         // Rewritten with the state after 3 under seq 4: one no writer could vouch for.
         let wrong = ledger.state_at_seq(3).unwrap();
         ledger

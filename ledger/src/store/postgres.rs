@@ -1542,40 +1542,26 @@ impl Store for PostgresStore {
     }
 
     fn put_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.flags.chunked_snapshots.load(Ordering::SeqCst) {
+            return self.put_snapshot_streamed(seq, &mut |out| out.write_all(bytes));
+        }
         if !self.is_writer() {
             return Err(StoreError::NotWriter(self.label.clone()));
         }
-        let chunked = self.flags.chunked_snapshots.load(Ordering::SeqCst);
-        let (key, row) = (keys::seq_key(keys::SNAPSHOT, seq), chunk_seq(seq)?);
+        let key = keys::seq_key(keys::SNAPSHOT, seq);
         self.on_own_session("writing a snapshot", move |mut client| async move {
             let failed = |e| db_error(&format!("writing the snapshot at seq {seq}"), e);
             let transaction = client.transaction().await.map_err(failed)?;
-            match chunked {
-                true => {
-                    write_chunks(&transaction, row, bytes).await?;
-                    // A copy kept among the records at this seq (by a version before, or
-                    // before the chunk table was made) must not outlive it.
-                    transaction
-                        .execute(
-                            &format!("DELETE FROM {TABLE} WHERE key = $1"),
-                            &[&key.as_slice()],
-                        )
-                        .await
-                        .map_err(failed)?;
-                }
-                false => {
-                    transaction
-                        .execute(
-                            &format!(
-                                "INSERT INTO {TABLE} (key, value) VALUES ($1, $2) \
-                                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-                            ),
-                            &[&key.as_slice(), &bytes],
-                        )
-                        .await
-                        .map_err(failed)?;
-                }
-            }
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO {TABLE} (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    &[&key.as_slice(), &bytes],
+                )
+                .await
+                .map_err(failed)?;
             transaction.commit().await.map_err(failed)
         })
     }

@@ -1368,21 +1368,36 @@ impl Ledger {
         }
         self.snapshots.last_seq = seq;
         let view = self.published.load_full();
+        let job = self.snapshot_job(view.head.seq, view.projection.clone(), true);
+        self.run_snapshot_task(job);
+    }
+
+    /// The snapshot thread's work: encode `projection` (the state after `seq`), store it as
+    /// the snapshot at `seq` (replacing any left there), and hand its digest to the next
+    /// append, which commits to it; then prune. `background` lowers the thread's priority
+    /// (`yield_to_checks_and_appends`), for snapshots nothing waits for.
+    fn snapshot_job(
+        &self,
+        seq: u64,
+        projection: Projection,
+        background: bool,
+    ) -> impl FnOnce() + Send + 'static {
+        let store = Arc::clone(&self.view.store);
         let written = Arc::clone(&self.snapshots.written);
         let (kept, opened_head) = (self.config.snapshots_kept, self.snapshots.opened_head);
         #[cfg(test)]
         let layout_one = self.snapshots.layout_one;
-        let job = move || {
-            yield_to_checks_and_appends();
-            let seq = view.head.seq;
+        move || {
+            if background {
+                yield_to_checks_and_appends();
+            }
             let started = std::time::Instant::now();
             // Streamed to the store through the digest the next append commits to: the
             // bytes are never held whole (195 MB at 800k objects, and first touching that
             // much fresh memory was a third of the encode).
             let mut digest = blake3::Hasher::new_derive_key(schemas::entry::SNAPSHOT_CONTEXT);
             let mut bytes = 0u64;
-            let stored = view
-                .store
+            let stored = store
                 .put_snapshot_streamed(seq, &mut |out| {
                     let digesting = Digesting {
                         out,
@@ -1393,10 +1408,10 @@ impl Ledger {
                     let mut buffered = std::io::BufWriter::with_capacity(1 << 18, digesting);
                     #[cfg(test)]
                     if layout_one {
-                        let layout = projection::layout::encode_layout_one(seq, &view.projection);
+                        let layout = projection::layout::encode_layout_one(seq, &projection);
                         return buffered.write_all(&layout).and_then(|()| buffered.flush());
                     }
-                    projection::layout::encode_into(&mut buffered, seq, &view.projection)
+                    projection::layout::encode_into(&mut buffered, seq, &projection)
                         .map_err(std::io::Error::other)
                         .and_then(|()| buffered.flush())
                 })
@@ -1416,11 +1431,10 @@ impl Ledger {
                 }
                 Err(e) => tracing::warn!(seq, error = %e, "cannot write a snapshot"),
             }
-            if let Err(e) = prune_snapshots(view.store.as_ref(), kept, seq, opened_head) {
+            if let Err(e) = prune_snapshots(store.as_ref(), kept, seq, opened_head) {
                 tracing::warn!(error = %e, "cannot remove old snapshots");
             }
-        };
-        self.run_snapshot_task(job);
+        }
     }
 
     /// Runs `job` on the snapshot thread, or inline when `background_snapshots` is off.
@@ -1438,15 +1452,17 @@ impl Ledger {
         }
     }
 
-    /// Adopts the snapshot an earlier process wrote last, when no entry commits to it
+    /// Takes over the snapshot an earlier process wrote last, when no entry commits to it
     /// yet: it was written at the head this ledger opened at (nothing was appended after
     /// it: a quiet cluster, a restart), or below it, when the earlier writer appended past
     /// it and stopped before an append could commit to it. A writer commits only to
-    /// snapshots it vouches for, so the snapshot thread first checks that it decodes to the
-    /// state derived at its seq (`state_below_head`, kept by the open's walk, when it is
-    /// below the head); if so, the next append commits to it. Without this, a ledger whose
-    /// process stops right after a snapshot never uses one: every restart replays from the
-    /// previous committed snapshot (or from the first entry).
+    /// snapshots it wrote, so the snapshot thread writes it again, from the state this
+    /// writer derived at its seq (the published one at the head; `state_below_head`, kept
+    /// by the open's walk, below it), replacing the bytes left there unread, and the next
+    /// append commits to it. Without this, a ledger whose process stops right after a
+    /// snapshot never uses one: every restart replays from the previous committed snapshot
+    /// (or from the first entry). (Checking the bytes left instead, by decoding them and
+    /// comparing, held a second copy of the projection at every restart.)
     fn adopt_leftover_snapshot(&mut self, start_seq: u64, state_below_head: Option<Projection>) {
         let head = self.view.head.seq;
         if self.config.snapshot_every == 0
@@ -1458,8 +1474,7 @@ impl Ledger {
         {
             return;
         }
-        let store = Arc::clone(&self.view.store);
-        let leftover = match leftover_snapshot(store.as_ref(), start_seq, head) {
+        let leftover = match leftover_snapshot(self.view.store.as_ref(), start_seq, head) {
             Ok(Some(seq)) => seq,
             Ok(None) | Err(_) => return,
         };
@@ -1469,47 +1484,14 @@ impl Ledger {
             (false, _) => return,
         };
         // The next snapshot is due `snapshot_every` entries after this one. At the head,
-        // the first append waits for the check, so that it is the one that commits to it;
-        // below it, appends go on and the first one after the check commits to it (a
-        // decode of hundreds of megabytes must not hold back a restarted watcher).
+        // the first append waits for it, so that it is the one that commits to it (a
+        // process that appends once and stops, an `ingest`, would otherwise leave it
+        // uncommitted again); below it, appends go on and the first one after it is
+        // written commits to it (hundreds of megabytes must not hold back a restarted
+        // watcher).
         self.snapshots.last_seq = leftover;
         self.snapshots.adopting = leftover == head;
-        let written = Arc::clone(&self.snapshots.written);
-        let job = move || {
-            let vouched = (|| -> Result<Option<Hash>, LedgerError> {
-                // Streamed, as `open` reads a snapshot: never held whole.
-                let Some(digest) = streamed_snapshot_digest(store.as_ref(), leftover)? else {
-                    return Ok(None);
-                };
-                let Some(stream) = store.snapshot_reader(leftover)? else {
-                    return Ok(None);
-                };
-                let decoded = rmp_serde::from_read::<_, Snapshot>(
-                    std::io::BufReader::with_capacity(1 << 20, stream),
-                );
-                let Ok(mut snapshot) = decoded else {
-                    return Ok(None);
-                };
-                snapshot.projection.rebuild_derived();
-                let same = snapshot.seq == leftover && snapshot.projection == state;
-                Ok(same.then_some(digest))
-            })();
-            match vouched {
-                Ok(Some(digest)) => {
-                    written
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_or_insert((leftover, digest));
-                }
-                Ok(None) => tracing::warn!(
-                    seq = leftover,
-                    "the snapshot an earlier writer left is not the state at its seq: not used"
-                ),
-                Err(e) => {
-                    tracing::warn!(seq = leftover, error = %e, "cannot read the snapshot an earlier writer left")
-                }
-            }
-        };
+        let job = self.snapshot_job(leftover, state, false);
         self.run_snapshot_task(job);
     }
 
@@ -2482,16 +2464,16 @@ mod tests {
         let projection = ledger.projection().clone();
         drop(ledger);
         // A copy of the ledger whose snapshot at the head is replaced by another state's
-        // (the one at 6, which names seq 6): a reopened writer must not vouch for it.
+        // (the one at 6, which names seq 6): a reopened writer must not commit to it.
         let copy = tempfile::tempdir().unwrap();
         copy_tree(dir.path(), copy.path());
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         assert_eq!(reopened.projection(), &projection);
-        // The snapshot the previous process left at the head is the state there: this
-        // writer adopts it, and its next append commits to it.
-        let left = stored(&reopened, 9).unwrap();
+        // The previous process left a snapshot at the head that nothing commits to: this
+        // writer writes the state there again, and its next append commits to that.
         reopened.append([pod(10)], at(0)).unwrap();
         reopened.flush().unwrap();
+        let left = stored(&reopened, 9).unwrap();
         assert_eq!(
             reopened.entry(10).unwrap().unwrap().entry.snapshot,
             Some(snapshot_digest(&left))
@@ -2516,7 +2498,19 @@ mod tests {
         let mut other = Ledger::open(copy.path(), config).unwrap();
         other.append([pod(10)], at(0)).unwrap();
         other.flush().unwrap();
-        assert_eq!(other.entry(10).unwrap().unwrap().entry.snapshot, None);
+        // The bytes left there are never read: the state this writer derived at 9 replaces
+        // them, and that is what entry 10 commits to.
+        let rewritten = stored(&other, 9).unwrap();
+        assert_ne!(rewritten, older);
+        assert_eq!(
+            other.entry(10).unwrap().unwrap().entry.snapshot,
+            Some(snapshot_digest(&rewritten))
+        );
+        let (snapshot, _) = latest_snapshot(other.store.as_ref(), 10, 10, SnapshotTrust::Refuse)
+            .unwrap()
+            .unwrap();
+        assert_eq!(snapshot.seq, 9);
+        assert_eq!(snapshot.projection, replay_from_scratch(&other, 9));
         assert!(other.verify().unwrap().ok());
     }
 
@@ -2650,21 +2644,33 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_left_below_the_head_that_is_not_the_state_there_is_not_adopted() {
+    fn a_snapshot_left_below_the_head_is_never_read_but_written_again_from_the_state_there() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, config) = snapshot_every_4(dir.path());
         leave_a_snapshot_below_the_head(&mut ledger);
         // Rewritten with the state after 3 under seq 4: one no writer could vouch for.
-        let wrong = ledger.state_at_seq(3).unwrap();
-        ledger
-            .store
-            .put_snapshot(4, &encode_snapshot(4, &wrong).unwrap())
-            .unwrap();
+        let wrong = encode_snapshot(4, &ledger.state_at_seq(3).unwrap()).unwrap();
+        ledger.store.put_snapshot(4, &wrong).unwrap();
+        let truth = ledger.state_at_seq(4).unwrap();
         drop(ledger);
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         reopened.append([pod(7)], at(2)).unwrap();
         reopened.flush().unwrap();
-        assert_eq!(reopened.entry(7).unwrap().unwrap().entry.snapshot, None);
+        let rewritten = reopened
+            .store
+            .get(&keys::seq_key(keys::SNAPSHOT, 4))
+            .unwrap()
+            .unwrap();
+        assert_ne!(rewritten, wrong);
+        assert_eq!(
+            reopened.entry(7).unwrap().unwrap().entry.snapshot,
+            Some(snapshot_digest(&rewritten)),
+            "entry 7 commits to the state the writer derived at 4, never to the bytes left"
+        );
+        let (snapshot, _) = latest_snapshot(reopened.store.as_ref(), 7, 7, SnapshotTrust::Refuse)
+            .unwrap()
+            .unwrap();
+        assert_eq!((snapshot.seq, &snapshot.projection), (4, &truth));
         assert!(reopened.verify().unwrap().ok());
     }
 

@@ -1262,8 +1262,8 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
     );
     drop(ledger);
 
-    // A writer reopening the ledger vouches for a snapshot left at the head only if it is
-    // the state there (it then commits to it at its next append): never for a forged one.
+    // A writer reopening the ledger never reads a snapshot left uncommitted, forged or not:
+    // it writes the state it derived at that seq over it, and commits to that.
     tamper(&dir, |tree| tree.insert(snapshot_key(40), at_40).unwrap());
     let config = LedgerConfig {
         snapshot_every: 10,
@@ -1283,31 +1283,76 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
             ledger.flush().unwrap();
         }
     };
-    let mut ledger = open_ledger(&dir, config.clone()).unwrap();
+    let forged_at_50 = tamper(&dir, |tree| {
+        tree.get(snapshot_key(50)).unwrap().unwrap().to_vec()
+    });
+
+    // Below the head: a writer that writes no snapshots appended past the forged one.
+    let mut ledger = open_ledger(
+        &dir,
+        LedgerConfig {
+            snapshot_every: 0,
+            ..STRICT
+        },
+    )
+    .unwrap();
     append_until(&mut ledger, head + 1);
     drop(ledger);
     tamper(&dir, |tree| assert_eq!(commitment(tree, head + 1), None));
-
-    // Below the head, a snapshot an earlier process left (it appended past it and stopped
-    // before committing to it) is adopted once it is checked to be the state at its seq:
-    // the first append after the check commits to it, and the next due one follows.
-    tamper(&dir, |tree| {
-        tree.insert(snapshot_key(50), &genuine).unwrap()
-    });
+    // The next writer writes the state at 50 again; the first append after it (52: 51 is
+    // the head it opened at) commits to it, and the next due one follows.
     let mut ledger = open_ledger(&dir, config.clone()).unwrap();
     append_until(&mut ledger, 45 + 20);
-    let head = ledger.head().seq;
-    let projection = ledger.projection().clone();
     drop(ledger);
     let committed = tamper(&dir, |tree| {
         assert_eq!(commitment(tree, 51), None);
+        assert_ne!(
+            tree.get(snapshot_key(50)).unwrap().unwrap().to_vec(),
+            forged_at_50
+        );
+        assert_eq!(
+            commitment(tree, 52),
+            Some(snapshot_digest(
+                &tree.get(snapshot_key(50)).unwrap().unwrap()
+            ))
+        );
         committed_snapshots(tree)
     });
     let before = [10, 20, 30, 40].map(|seq| Committed { seq, by: seq + 1 });
     assert_eq!(committed[..4], before, "{committed:?}");
-    // 51 is the head it opened at: the first append after it commits to 50.
     assert_eq!(committed[4], Committed { seq: 50, by: 52 }, "{committed:?}");
     assert!(committed.last().unwrap().seq > 50, "{committed:?}");
+
+    // At the head: the snapshot written at the flush that reached 70, left uncommitted by
+    // a writer that stopped there, then forged.
+    let mut ledger = open_ledger(&dir, config.clone()).unwrap();
+    append_until(&mut ledger, 70);
+    drop(ledger);
+    let forged_at_70 = tamper(&dir, |tree| {
+        assert_eq!(
+            stored_snapshots(tree).last(),
+            Some(&Stored { seq: 70, by: None })
+        );
+        let forged = forge_snapshot(tree, 70);
+        tree.insert(snapshot_key(70), forged.clone()).unwrap();
+        forged
+    });
+    let mut ledger = open_ledger(&dir, config.clone()).unwrap();
+    append_until(&mut ledger, 71);
+    let (head, projection) = (ledger.head().seq, ledger.projection().clone());
+    drop(ledger);
+    tamper(&dir, |tree| {
+        assert_ne!(
+            tree.get(snapshot_key(70)).unwrap().unwrap().to_vec(),
+            forged_at_70
+        );
+        assert_eq!(
+            commitment(tree, 71),
+            Some(snapshot_digest(
+                &tree.get(snapshot_key(70)).unwrap().unwrap()
+            ))
+        );
+    });
     let ledger = open_ledger(&dir, config).unwrap();
     assert_eq!(ledger.head().seq, head);
     assert_eq!(ledger.projection(), &projection);

@@ -233,17 +233,23 @@ impl Entry {
                 supported: FORMAT_VERSION,
             });
         }
-        let canonical = entry.encode()?;
-        if canonical != bytes {
-            let at = canonical
-                .iter()
-                .zip(bytes)
-                .position(|(a, b)| a != b)
-                .unwrap_or(canonical.len().min(bytes.len()));
+        // The canonical bytes are compared as they are written rather than collected:
+        // every read of the log (verify, replay, export) pays this check.
+        let mut canonical = CompareWriter {
+            expected: bytes,
+            written: 0,
+            first_difference: None,
+        };
+        rmp_serde::encode::write_named(&mut canonical, &entry)
+            .map_err(|e| SchemaError::Encode(e.to_string()))?;
+        let at = canonical.first_difference.or_else(|| {
+            (canonical.written != bytes.len()).then_some(canonical.written.min(bytes.len()))
+        });
+        if let Some(at) = at {
             return Err(SchemaError::Undecodable(format!(
                 "not the canonical encoding of the entry it decodes to ({} bytes stored, {} canonical, first difference at byte {at})",
                 bytes.len(),
-                canonical.len()
+                canonical.written
             )));
         }
         Ok(entry)
@@ -258,6 +264,36 @@ impl Entry {
             | Change::CheckDeniedOverflow(_)
             | Change::WatchScope(_) => None,
         }
+    }
+}
+
+/// A writer that compares what is written with `expected` instead of keeping it: where
+/// the first byte differs (or where `expected` ends, if what is written goes on), and how
+/// many bytes were written.
+struct CompareWriter<'a> {
+    expected: &'a [u8],
+    written: usize,
+    first_difference: Option<usize>,
+}
+
+impl std::io::Write for CompareWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.first_difference.is_none() {
+            let rest = self.expected.get(self.written..).unwrap_or_default();
+            let overlap = rest.len().min(buf.len());
+            if rest[..overlap] != buf[..overlap] {
+                let within = rest.iter().zip(buf).position(|(a, b)| a != b);
+                self.first_difference = within.map(|i| self.written + i);
+            } else if overlap < buf.len() {
+                self.first_difference = Some(self.expected.len());
+            }
+        }
+        self.written += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

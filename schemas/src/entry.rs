@@ -233,23 +233,30 @@ impl Entry {
                 supported: FORMAT_VERSION,
             });
         }
-        // The canonical bytes are compared as they are written rather than collected:
-        // every read of the log (verify, replay, export) pays this check.
-        let mut canonical = CompareWriter {
-            expected: bytes,
-            written: 0,
-            first_difference: None,
-        };
-        rmp_serde::encode::write_named(&mut canonical, &entry)
-            .map_err(|e| SchemaError::Encode(e.to_string()))?;
-        let at = canonical.first_difference.or_else(|| {
-            (canonical.written != bytes.len()).then_some(canonical.written.min(bytes.len()))
-        });
-        if let Some(at) = at {
+        // The canonical bytes are written into a buffer this thread keeps: every read of
+        // the log (verify, replay, export) pays this check, and growing a fresh vector for
+        // each entry cost more than encoding it.
+        let at = CANONICAL.with_borrow_mut(|canonical| {
+            canonical.clear();
+            rmp_serde::encode::write_named(canonical, &entry)
+                .map_err(|e| SchemaError::Encode(e.to_string()))?;
+            let at = (canonical[..] != *bytes).then(|| {
+                let at = canonical
+                    .iter()
+                    .zip(bytes)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(canonical.len().min(bytes.len()));
+                (at, canonical.len())
+            });
+            if canonical.capacity() > CANONICAL_KEPT {
+                *canonical = Vec::new();
+            }
+            Ok::<_, SchemaError>(at)
+        })?;
+        if let Some((at, canonical_len)) = at {
             return Err(SchemaError::Undecodable(format!(
-                "not the canonical encoding of the entry it decodes to ({} bytes stored, {} canonical, first difference at byte {at})",
+                "not the canonical encoding of the entry it decodes to ({} bytes stored, {canonical_len} canonical, first difference at byte {at})",
                 bytes.len(),
-                canonical.written
             )));
         }
         Ok(entry)
@@ -267,46 +274,13 @@ impl Entry {
     }
 }
 
-/// A writer that compares what is written with `expected` instead of keeping it: where
-/// the first byte differs (or where `expected` ends, if what is written goes on), and how
-/// many bytes were written.
-struct CompareWriter<'a> {
-    expected: &'a [u8],
-    written: usize,
-    first_difference: Option<usize>,
+thread_local! {
+    /// Where [`Entry::decode`] writes the canonical encoding it compares with.
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl std::io::Write for CompareWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.first_difference.is_none() {
-            let rest = self.expected.get(self.written..).unwrap_or_default();
-            let overlap = rest.len().min(buf.len());
-            // Most writes are a marker or a short integer: comparing them inline costs
-            // less than a call to `memcmp` for each.
-            let same = if overlap <= 16 {
-                rest[..overlap]
-                    .iter()
-                    .zip(&buf[..overlap])
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-            } else {
-                rest[..overlap] == buf[..overlap]
-            };
-            if !same {
-                let within = rest.iter().zip(buf).position(|(a, b)| a != b);
-                self.first_difference = within.map(|i| self.written + i);
-            } else if overlap < buf.len() {
-                self.first_difference = Some(self.expected.len());
-            }
-        }
-        self.written += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+/// A canonical buffer grown past this (an unusually large entry) is not kept.
+const CANONICAL_KEPT: usize = 64 * 1024;
 
 /// The chain hash of an entry: `blake3(ENTRY_DOMAIN_TAG || prev_hash || seq_be || bytes)`.
 pub fn chain_hash(prev_hash: &Hash, seq: u64, entry_bytes: &[u8]) -> Hash {

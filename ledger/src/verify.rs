@@ -267,43 +267,55 @@ pub(crate) fn walk(
             }
         }
     }
-    let from = keys::seq_key(keys::ENTRY, start_seq + 1);
     let to = match end {
         WalkEnd::Head => keys::seq_key(keys::ENTRY, u64::MAX),
         WalkEnd::Following => keys::seq_key(keys::ENTRY, head.0),
     };
-    // Checks 1-8 and the Merkle part of check 10 need only the stored bytes and the hash
-    // before each entry, while replay (checks 9 and 11) needs every entry in order on one
-    // projection: a reading thread does the former and hands the decoded entries to this
-    // one, which replays them, so reading, decoding and hashing overlap with replay. The
-    // reader's findings arrive in key order and this thread reports the first failure in
-    // the same order of checks as one thread would (see `Step`).
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(PIPELINE_BATCHES);
-    let reader_frontier = frontier.clone();
-    // Where the frontier stood before the batch being replayed, and that batch's leaves:
-    // enough to leave `frontier` exactly where a single-threaded walk would, even though
-    // the reader may have hashed further.
-    let mut batch_frontier = frontier.clone();
-    let mut batch_leaves: Vec<Hash32> = Vec::new();
-    // The last seq whose leaf the walk has appended (a single-threaded walk appends an
-    // entry's leaf after its transitions check and before its tree and snapshot checks).
-    let mut leaves_done = start_seq;
+    // Checks 1-8 need only the stored bytes and the stored hash before each entry, so
+    // they split into independent batches of consecutive seqs, while replay (checks 9
+    // and 11) and the Merkle frontier (check 10) need every entry in order on one state.
+    // Checking threads take the batches in turn (batch `k` to thread `k % threads`) and
+    // this thread replays them in key order, so reading, decoding and hashing overlap
+    // with replay on every core. It reports the first failure in the same order of
+    // checks as one thread would (see `Step`), and stops at the first batch that ends
+    // the walk, ignoring what checking threads found beyond it.
+    let batches = head
+        .0
+        .saturating_sub(start_seq)
+        .div_ceil(PIPELINE_BATCH)
+        .max(1);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_CHECKING_THREADS as usize) as u64;
+    let threads = threads.min(batches);
+    let plan = BatchPlan {
+        to: &to,
+        start: (start_seq, start_hash),
+        head: (head.0, end == WalkEnd::Head),
+        batches,
+    };
     let outcome = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || {
-            read_entries(
-                store,
-                (&from, &to),
-                (start_seq, start_hash),
-                (head.0, end == WalkEnd::Head),
-                reader_frontier,
-                stored_tree,
-                sender,
-            )
-        });
+        let mut receivers = Vec::new();
+        let mut checkers = Vec::new();
+        for first in 0..threads {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(PIPELINE_BATCHES);
+            receivers.push(receiver);
+            checkers.push(scope.spawn(move || {
+                for k in (first..batches).step_by(threads as usize) {
+                    let batch = plan.check_batch(store, k);
+                    let ends = batch.ends;
+                    if sender.send(batch).is_err() || ends {
+                        return;
+                    }
+                }
+            }));
+        }
         let replayed = (|| -> Result<(), LedgerError> {
-            for batch in receiver.iter() {
-                batch_frontier = batch.frontier;
-                batch_leaves.clear();
+            for k in 0..batches {
+                // A checking thread only stops early after a batch that ends the walk.
+                let Ok(batch) = receivers[(k % threads) as usize].recv() else {
+                    return Ok(());
+                };
                 for step in batch.steps {
                     let checked = match step {
                         Step::Entry(checked) => checked,
@@ -324,7 +336,6 @@ pub(crate) fn walk(
                         hash: stored_hash,
                         entry,
                         leaf,
-                        tree,
                     } = *checked;
                     let Entry {
                         observed_at,
@@ -345,10 +356,20 @@ pub(crate) fn walk(
                         );
                         return Ok(());
                     }
-                    batch_leaves.push(leaf);
-                    leaves_done = seq;
-                    if let Some(failure) = tree {
-                        report.failure = Some(failure);
+                    let nodes = frontier.append(leaf);
+                    let stored_nodes = stored_tree.remove(&(seq - 1));
+                    if stored_nodes.as_deref()
+                        != crate::merkle_store::nodes_value(&nodes).as_deref()
+                    {
+                        fail(
+                            &mut report,
+                            seq,
+                            FailureKind::TreeMismatch,
+                            format!(
+                                "the Merkle nodes stored for leaf {} are not those its bytes complete",
+                                seq - 1
+                            ),
+                        );
                         return Ok(());
                     }
                     // A snapshot stored at this seq that an entry commits to must be the
@@ -390,22 +411,22 @@ pub(crate) fn walk(
                         }
                     }
                 }
+                if batch.ends {
+                    return Ok(());
+                }
             }
             Ok(())
         })();
-        // The reader stops at its next send once nothing receives.
-        drop(receiver);
-        let reader = reader.join().map_err(|_| {
-            LedgerError::Storage(StoreError::Damaged("a verification thread panicked".into()))
+        // The checking threads stop at their next send once nothing receives.
+        drop(receivers);
+        let checked = checkers.into_iter().try_for_each(|checker| {
+            checker.join().map_err(|_| {
+                LedgerError::Storage(StoreError::Damaged("a verification thread panicked".into()))
+            })
         });
-        replayed.and(reader)
+        replayed.and(checked)
     });
     outcome?;
-    *frontier = batch_frontier;
-    let appended = leaves_done.saturating_sub(frontier.size()) as usize;
-    for leaf in &batch_leaves[..appended.min(batch_leaves.len())] {
-        frontier.append(*leaf);
-    }
     if report.failure.is_some() {
         return Ok(report);
     }
@@ -458,29 +479,32 @@ pub(crate) fn walk(
     Ok(report)
 }
 
-/// How many entries the reading thread hands over at a time: enough to make the channel's
-/// cost per entry negligible, few enough that replay starts at once.
-const PIPELINE_BATCH: usize = 256;
+/// How many consecutive entries a checking thread reads in one scan and hands over at a
+/// time: enough to make a scan's start and the channel's cost per entry negligible (a
+/// scan is a query to a database store), few enough that replay starts at once.
+const PIPELINE_BATCH: u64 = 512;
 
-/// How many batches the reading thread may be ahead of replay (bounds the memory of
+/// How many batches each checking thread may be ahead of replay (bounds the memory of
 /// decoded entries waiting).
-const PIPELINE_BATCHES: usize = 4;
+const PIPELINE_BATCHES: usize = 2;
 
-/// One entry that passed checks 1-8, decoded, with its Merkle leaf hash and the result of
-/// its tree check (10), which a single-threaded walk reports only after check 9 passes.
+/// At most this many checking threads: beyond a few, replay on its one thread is the
+/// bound.
+const MAX_CHECKING_THREADS: u64 = 4;
+
+/// One entry that passed checks 1-8, decoded, with its Merkle leaf hash.
 struct Checked {
     seq: u64,
     hash: Hash,
     entry: Entry,
     leaf: Hash32,
-    tree: Option<VerifyFailure>,
 }
 
-/// What the reading thread found at the next stored record, in key order.
+/// What a checking thread found at the next stored record, in key order.
 enum Step {
     /// Checks 1-8 passed (boxed: a decoded entry is large and most steps are entries).
     Entry(Box<Checked>),
-    /// The first failure of checks 1-8 (or an unreadable record): the reader stops here.
+    /// The first failure of checks 1-8 (or an unreadable record): the batch ends here.
     Failed(VerifyFailure),
     /// The store is unreachable for now: the walk returns it as an error.
     Unavailable(StoreError),
@@ -489,85 +513,135 @@ enum Step {
     HeadMoved,
 }
 
-/// Consecutive steps, with the frontier before the first one.
+/// The steps of one batch of consecutive seqs.
 struct Batch {
-    frontier: CompactRange,
     steps: Vec<Step>,
+    /// Whether the walk ends with this batch: a step that is not an entry, the end of the
+    /// stored entries, or the last batch (which goes on past the head, to find trailing
+    /// entries).
+    ends: bool,
 }
 
-/// The reading side of [`walk`]: scans the entries in `range` after `start`, runs checks
-/// 1-8 and the tree check on each, and sends them in batches until the first failure, the
-/// end of the range, or until nothing receives. An entry past `head_seq` ends the walk
-/// there when `ends_at_head` and a live writer committed it since ([`Step::HeadMoved`]).
-fn read_entries(
-    store: &dyn Store,
-    (from, to): (&[u8], &[u8]),
-    (start_seq, start_hash): (u64, Hash),
-    (head_seq, ends_at_head): (u64, bool),
-    mut frontier: CompactRange,
-    mut stored_tree: std::collections::HashMap<u64, Vec<u8>>,
-    sender: std::sync::mpsc::SyncSender<Batch>,
-) {
-    let mut verified = (start_seq, start_hash);
-    let mut batch = Batch {
-        frontier: frontier.clone(),
-        steps: Vec::with_capacity(PIPELINE_BATCH),
-    };
-    for item in store.scan(from, to, false) {
-        let step = match check_entry(
-            item,
-            &mut verified,
-            head_seq,
-            &mut frontier,
-            &mut stored_tree,
-        ) {
-            Step::Failed(trailing)
-                if trailing.kind == FailureKind::TrailingEntry && ends_at_head =>
-            {
-                match committed_since(store, trailing.seq) {
-                    Ok(true) => Step::HeadMoved,
-                    Ok(false) => Step::Failed(trailing),
-                    Err(LedgerError::Storage(e)) if e.is_unavailable() => Step::Unavailable(e),
-                    Err(e) => Step::Failed(VerifyFailure {
-                        detail: format!(
-                            "{} (and the head cannot be read again: {e})",
-                            trailing.detail
-                        ),
-                        ..trailing
-                    }),
+/// How [`walk`] splits its range into batches for the checking threads.
+#[derive(Clone, Copy)]
+struct BatchPlan<'a> {
+    /// The last key of the scan.
+    to: &'a [u8],
+    /// The trusted seq and hash the walk starts after.
+    start: (u64, Hash),
+    /// The recorded head seq, and whether the walk ends at the head record (where a live
+    /// writer's later entries end it: [`Step::HeadMoved`]).
+    head: (u64, bool),
+    /// How many batches of [`PIPELINE_BATCH`] seqs (the last one possibly shorter).
+    batches: u64,
+}
+
+impl BatchPlan<'_> {
+    /// Scans batch `k` (seqs `start + 1 + k * PIPELINE_BATCH` on), running checks 1-8 on
+    /// each record in key order until it holds its seqs, the first failure, or the end of
+    /// the range. A batch after the first starts from the stored hash of the entry before
+    /// it, read in the same scan: that entry is the previous batch's, which fails first
+    /// if that hash is not the one the chain gives, so every check sees the same previous
+    /// hash as a walk on one thread.
+    fn check_batch(&self, store: &dyn Store, k: u64) -> Batch {
+        let (start_seq, start_hash) = self.start;
+        let (head_seq, ends_at_head) = self.head;
+        let first = start_seq + 1 + k * PIPELINE_BATCH;
+        let last_batch = k + 1 == self.batches;
+        let count = (head_seq.saturating_add(1).saturating_sub(first)).min(PIPELINE_BATCH) as usize;
+        let from = keys::seq_key(keys::ENTRY, if k == 0 { first } else { first - 1 });
+        let mut records = store.scan(&from, self.to, false);
+        let seed = if k == 0 {
+            Ok((start_seq, start_hash))
+        } else {
+            previous_hash(records.next(), first - 1)
+        };
+        let mut verified = match seed {
+            Ok(verified) => verified,
+            Err(step) => {
+                return Batch {
+                    steps: vec![step],
+                    ends: true,
                 }
             }
-            step => step,
         };
-        let last = !matches!(step, Step::Entry(_));
-        batch.steps.push(step);
-        if last {
-            break;
-        }
-        if batch.steps.len() == PIPELINE_BATCH {
-            let next = Batch {
-                frontier: frontier.clone(),
-                steps: Vec::with_capacity(PIPELINE_BATCH),
+        let mut steps = Vec::with_capacity(count);
+        while last_batch || steps.len() < count {
+            let Some(item) = records.next() else {
+                return Batch { steps, ends: true };
             };
-            if sender.send(std::mem::replace(&mut batch, next)).is_err() {
-                return;
+            let step = match check_entry(item, &mut verified, head_seq) {
+                Step::Failed(trailing)
+                    if trailing.kind == FailureKind::TrailingEntry && ends_at_head =>
+                {
+                    match committed_since(store, trailing.seq) {
+                        Ok(true) => Step::HeadMoved,
+                        Ok(false) => Step::Failed(trailing),
+                        Err(LedgerError::Storage(e)) if e.is_unavailable() => Step::Unavailable(e),
+                        Err(e) => Step::Failed(VerifyFailure {
+                            detail: format!(
+                                "{} (and the head cannot be read again: {e})",
+                                trailing.detail
+                            ),
+                            ..trailing
+                        }),
+                    }
+                }
+                step => step,
+            };
+            let entry = matches!(step, Step::Entry(_));
+            steps.push(step);
+            if !entry {
+                return Batch { steps, ends: true };
             }
         }
-    }
-    if !batch.steps.is_empty() {
-        // Nothing to do if replay has stopped.
-        let _ = sender.send(batch);
+        Batch {
+            steps,
+            ends: last_batch,
+        }
     }
 }
 
-/// Checks 1-8 and 10 of one stored record, `verified` being the last seq and hash that
-/// passed them (advanced when this one does).
+/// The stored hash of entry `seq` from the first record of a scan starting at its key,
+/// as the trusted previous hash of the batch after it; or the step that ends the walk
+/// if that record is not there. (The batch before reads the same record and reports
+/// what is wrong with it first; only a store changed between the two reads gets here.)
+fn previous_hash(
+    record: Option<Result<crate::store::Record, StoreError>>,
+    seq: u64,
+) -> Result<(u64, Hash), Step> {
+    let damaged = |detail: String| {
+        Step::Failed(VerifyFailure {
+            seq,
+            kind: FailureKind::StoreDamaged,
+            detail,
+        })
+    };
+    match record {
+        Some(Ok((key, value))) => {
+            if key != keys::seq_key(keys::ENTRY, seq) {
+                return Err(damaged(format!("entry {seq} is gone on a second read")));
+            }
+            Hash::from_slice(&value)
+                .map(|hash| (seq, hash))
+                .ok_or_else(|| {
+                    damaged(format!(
+                        "entry {seq} is shorter than a hash on a second read"
+                    ))
+                })
+        }
+        Some(Err(e)) if e.is_unavailable() => Err(Step::Unavailable(e)),
+        Some(Err(e)) => Err(Step::Failed(unreadable(seq, &e))),
+        None => Err(damaged(format!("entry {seq} is gone on a second read"))),
+    }
+}
+
+/// Checks 1-8 of one stored record, and its Merkle leaf hash, `verified` being the last
+/// seq and hash that passed them (advanced when this one does).
 fn check_entry(
     item: Result<(Vec<u8>, Vec<u8>), StoreError>,
     verified: &mut (u64, Hash),
     head_seq: u64,
-    frontier: &mut CompactRange,
-    stored_tree: &mut std::collections::HashMap<u64, Vec<u8>>,
 ) -> Step {
     let expected = verified.0 + 1;
     let failed = |seq: u64, kind: FailureKind, detail: String| {
@@ -639,24 +713,12 @@ fn check_entry(
         );
     }
     let leaf = merkle::leaf_hash(bytes);
-    let nodes = frontier.append(leaf);
-    let stored_nodes = stored_tree.remove(&(seq - 1));
-    let tree = (stored_nodes.as_deref() != crate::merkle_store::nodes_value(&nodes).as_deref())
-        .then(|| VerifyFailure {
-            seq,
-            kind: FailureKind::TreeMismatch,
-            detail: format!(
-                "the Merkle nodes stored for leaf {} are not those its bytes complete",
-                seq - 1
-            ),
-        });
     *verified = (seq, stored_hash);
     Step::Entry(Box::new(Checked {
         seq,
         hash: stored_hash,
         entry,
         leaf,
-        tree,
     }))
 }
 

@@ -245,17 +245,30 @@ impl Entry {
                 supported: FORMAT_VERSION,
             });
         }
-        let canonical = entry.encode()?;
-        if canonical != bytes {
-            let at = canonical
-                .iter()
-                .zip(bytes)
-                .position(|(a, b)| a != b)
-                .unwrap_or(canonical.len().min(bytes.len()));
+        // The canonical bytes are written into a buffer this thread keeps: every read of
+        // the log (verify, replay, export) pays this check, and growing a fresh vector for
+        // each entry cost more than encoding it.
+        let at = CANONICAL.with_borrow_mut(|canonical| {
+            canonical.clear();
+            rmp_serde::encode::write_named(canonical, &entry)
+                .map_err(|e| SchemaError::Encode(e.to_string()))?;
+            let at = (canonical[..] != *bytes).then(|| {
+                let at = canonical
+                    .iter()
+                    .zip(bytes)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(canonical.len().min(bytes.len()));
+                (at, canonical.len())
+            });
+            if canonical.capacity() > CANONICAL_KEPT {
+                *canonical = Vec::new();
+            }
+            Ok::<_, SchemaError>(at)
+        })?;
+        if let Some((at, canonical_len)) = at {
             return Err(SchemaError::Undecodable(format!(
-                "not the canonical encoding of the entry it decodes to ({} bytes stored, {} canonical, first difference at byte {at})",
+                "not the canonical encoding of the entry it decodes to ({} bytes stored, {canonical_len} canonical, first difference at byte {at})",
                 bytes.len(),
-                canonical.len()
             )));
         }
         Ok(entry)
@@ -272,6 +285,14 @@ impl Entry {
         }
     }
 }
+
+thread_local! {
+    /// Where [`Entry::decode`] writes the canonical encoding it compares with.
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A canonical buffer grown past this (an unusually large entry) is not kept.
+const CANONICAL_KEPT: usize = 64 * 1024;
 
 /// The chain hash of an entry: `blake3(ENTRY_DOMAIN_TAG || prev_hash || seq_be || bytes)`.
 pub fn chain_hash(prev_hash: &Hash, seq: u64, entry_bytes: &[u8]) -> Hash {

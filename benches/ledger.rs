@@ -398,19 +398,35 @@ fn sled_scan(tree: &sled::Tree) -> usize {
     bytes
 }
 
-/// The snapshots a ledger stored (`S` ‖ seq → the projection after seq), as (seq, bytes).
-fn snapshot_sizes(tree: &sled::Tree) -> Vec<(u64, usize)> {
-    tree.scan_prefix(b"S")
-        .map(|item| {
-            let (key, value) = item.expect("scan");
-            let seq = u64::from_be_bytes(key[1..9].try_into().expect("seq key"));
-            (seq, value.len())
+/// The snapshot files a sled ledger keeps beside sled (`docs/FORMAT.md` §5), as
+/// (seq, bytes).
+fn snapshot_sizes(sled_dir: &std::path::Path) -> Vec<(u64, usize)> {
+    let mut sizes: Vec<(u64, usize)> = std::fs::read_dir(sled_dir.join("claim-ledger-snapshots"))
+        .map(|listing| {
+            listing
+                .filter_map(|item| {
+                    let item = item.ok()?;
+                    let name = item.file_name().into_string().ok()?;
+                    let seq = name.strip_suffix(".snapshot")?.parse().ok()?;
+                    Some((seq, item.metadata().ok()?.len() as usize))
+                })
+                .collect()
         })
-        .collect()
+        .unwrap_or_default();
+    sizes.sort_unstable();
+    sizes
 }
 
 fn bench_verify(c: &mut Criterion) {
-    let fixture = filled_ledger(VERIFY_ENTRIES, LedgerConfig::default());
+    // Snapshots every 25k entries: three committed to (a full verify decodes each and
+    // compares it with the state replayed there), the one at 100k not yet.
+    let fixture = filled_ledger(
+        VERIFY_ENTRIES,
+        LedgerConfig {
+            snapshot_every: VERIFY_ENTRIES / 4,
+            ..LedgerConfig::default()
+        },
+    );
     let stored = fixture.stored();
     assert_eq!(stored.len() as u64, VERIFY_ENTRIES);
     let total_bytes: usize = stored.iter().map(|s| s.bytes.len()).sum();
@@ -505,9 +521,15 @@ fn bench_verify(c: &mut Criterion) {
     // sled's own read cost: the ledger must be closed for sled to open its files.
     let LedgerFixture { dir, ledger, .. } = fixture;
     drop(ledger);
-    let db = sled::Config::new().path(dir.path()).open().expect("sled");
+    let sled_dir = dir.path().join(ledger::dir::SLED_DIR);
+    let db = sled::Config::new().path(&sled_dir).open().expect("sled");
     let tree = db.open_tree("ledger").expect("tree");
-    let snapshots = snapshot_sizes(&tree);
+    assert_eq!(
+        sled_scan(&tree),
+        total_bytes + 32 * stored.len(),
+        "the scan reads every entry"
+    );
+    let snapshots = snapshot_sizes(&sled_dir);
     eprintln!(
         "verify ledger snapshots (seq, bytes): {snapshots:?}, total {} bytes",
         snapshots.iter().map(|(_, n)| n).sum::<usize>()

@@ -59,6 +59,16 @@ impl DbArgs {
         self.open_with(true)
     }
 
+    /// [`DbArgs::open`] for a batch load (`ingest`): nothing answers checks meanwhile, so
+    /// snapshots run at the writer's priority.
+    pub fn open_for_batch_load(&self) -> Result<Ledger, CommandError> {
+        let config = LedgerConfig {
+            low_priority_snapshots: false,
+            ..self.config(true)
+        };
+        Ledger::open(&self.db, config).map_err(CommandError::from)
+    }
+
     /// Opens a shared (PostgreSQL) ledger as one of several `serve` replicas: the writer
     /// when its lock is free, else a follower that takes over when it frees.
     pub fn open_replica(&self, lease: Duration) -> Result<Ledger, CommandError> {

@@ -178,6 +178,11 @@ pub struct LedgerConfig {
     /// Create a ledger when the directory is absent or empty ([`Ledger::open`]); reading
     /// commands set this to `false` so that a mistyped path is an error, not a new ledger.
     pub create: bool,
+    /// Run the snapshot thread at a lower scheduling priority (`nice` 10 on Linux), so
+    /// that identity checks and appends preempt it (the default, for `serve`). A batch
+    /// load with nothing to preempt for (`ingest`) turns it off: a snapshot starved of CPU
+    /// there only ends later, and the process waits for it when it stops.
+    pub low_priority_snapshots: bool,
     /// Whether this process appends (`ingest`, `serve`). Reading commands turn it off:
     /// appends are then refused, and nothing is prepared for them at open (such as
     /// checking a snapshot an earlier writer left, a full decode, which the process would
@@ -205,6 +210,7 @@ impl Default for LedgerConfig {
             background_snapshots: true,
             allow_corrupt: false,
             create: true,
+            low_priority_snapshots: true,
             appends: true,
             cache_bytes: None,
             password_file: None,
@@ -1368,7 +1374,11 @@ impl Ledger {
         }
         self.snapshots.last_seq = seq;
         let view = self.published.load_full();
-        let job = self.snapshot_job(view.head.seq, view.projection.clone(), true);
+        let job = self.snapshot_job(
+            view.head.seq,
+            view.projection.clone(),
+            self.config.low_priority_snapshots,
+        );
         self.run_snapshot_task(job);
     }
 

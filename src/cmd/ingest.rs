@@ -41,7 +41,7 @@ pub fn run(args: IngestArgs) -> Result<(), CommandError> {
             .map_err(|e| CommandError::Input(format!("cannot open {input}: {e}")))?;
         Box::new(BufReader::new(file))
     };
-    let mut ledger = db.open()?;
+    let mut ledger = db.open_for_batch_load()?;
     let report = watcher::ingest(
         &mut ledger,
         reader,

@@ -1447,6 +1447,14 @@ impl Ledger {
         }
     }
 
+    /// Waits until the snapshot being written, if any, is stored (benches measure memory
+    /// once it is: its encoder holds a table of the strings it wrote until then).
+    pub fn wait_for_snapshot(&mut self) {
+        if let Some(task) = self.snapshots.task.take() {
+            let _ = task.join();
+        }
+    }
+
     /// Runs `job` on the snapshot thread, or inline when `background_snapshots` is off.
     fn run_snapshot_task(&mut self, job: impl FnOnce() + Send + 'static) {
         if !self.config.background_snapshots {

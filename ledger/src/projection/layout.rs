@@ -64,10 +64,11 @@ pub(crate) fn encode_into(
     seq: u64,
     projection: &Projection,
 ) -> Result<(), rmp_serde::encode::Error> {
-    // Each uid, name and other shared string once, then by back-reference; the table of
-    // those written is sized for a few distinct strings per object.
-    let objects = projection.uids.len();
-    schemas::text::encode_shared(objects.saturating_mul(4), || {
+    // Each uid, name and other shared string once, then by back-reference. The table of
+    // those written (24 bytes a string, for the length of the encode) is sized once for
+    // the about 6 distinct strings a uid's record brings (measured: 2.77M for 462k uids).
+    let uids = projection.uids.len();
+    schemas::text::encode_shared(uids.saturating_mul(6), || {
         rmp_serde::encode::write(out, &(LAYOUT_2, seq, projection))
     })
 }

@@ -2491,11 +2491,7 @@ mod tests {
         // writer writes the state there again, and its next append commits to that.
         reopened.append([pod(10)], at(0)).unwrap();
         reopened.flush().unwrap();
-        let left = stored(&reopened, 9).unwrap();
-        assert_eq!(
-            reopened.entry(10).unwrap().unwrap().entry.snapshot,
-            Some(snapshot_digest(&left))
-        );
+        committed_snapshot_bytes(&reopened, 10, 9);
         assert!(reopened.verify().unwrap().ok());
         drop(reopened);
         let last = Ledger::open(dir.path(), config.clone()).unwrap();
@@ -2518,12 +2514,7 @@ mod tests {
         other.flush().unwrap();
         // The bytes left there are never read: the state this writer derived at 9 replaces
         // them, and that is what entry 10 commits to.
-        let rewritten = stored(&other, 9).unwrap();
-        assert_ne!(rewritten, older);
-        assert_eq!(
-            other.entry(10).unwrap().unwrap().entry.snapshot,
-            Some(snapshot_digest(&rewritten))
-        );
+        assert_ne!(committed_snapshot_bytes(&other, 10, 9), older);
         let (snapshot, _) = latest_snapshot(other.store.as_ref(), 10, 10, SnapshotTrust::Refuse)
             .unwrap()
             .unwrap();
@@ -2546,19 +2537,11 @@ mod tests {
         // nothing commits to it.
         drop(ledger);
         let mut reopened = Ledger::open(dir.path(), config).unwrap();
-        // Appended at once, while the snapshot thread is still decoding the 2000-object
-        // snapshot to check it: the append waits for it, and commits to it.
+        // Appended at once, while the snapshot thread is still writing the state at 2000
+        // again over the snapshot left there: the append waits for it, and commits to it.
         reopened.append([pod(2001)], at(1)).unwrap();
         reopened.flush().unwrap();
-        let left = reopened
-            .store
-            .get(&keys::seq_key(keys::SNAPSHOT, 2000))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            reopened.entry(2001).unwrap().unwrap().entry.snapshot,
-            Some(snapshot_digest(&left))
-        );
+        committed_snapshot_bytes(&reopened, 2001, 2000);
     }
 
     #[test]
@@ -2577,16 +2560,7 @@ mod tests {
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         reopened.append([pod(7)], at(2)).unwrap();
         reopened.flush().unwrap();
-        let left = reopened
-            .store
-            .get(&keys::seq_key(keys::SNAPSHOT, 4))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            reopened.entry(7).unwrap().unwrap().entry.snapshot,
-            Some(snapshot_digest(&left)),
-            "the first append commits to the adopted snapshot"
-        );
+        committed_snapshot_bytes(&reopened, 7, 4);
         assert!(reopened.verify().unwrap().ok());
         drop(reopened);
         assert_eq!(
@@ -2594,6 +2568,22 @@ mod tests {
             (None, Some(4)),
             "committed now: the next open starts from it"
         );
+    }
+
+    /// The bytes stored for the snapshot at `snapshot`, after asserting that the entry at
+    /// `by` commits to exactly them.
+    fn committed_snapshot_bytes(ledger: &Ledger, by: u64, snapshot: u64) -> Vec<u8> {
+        let bytes = ledger
+            .store
+            .get(&keys::seq_key(keys::SNAPSHOT, snapshot))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ledger.entry(by).unwrap().unwrap().entry.snapshot,
+            Some(snapshot_digest(&bytes)),
+            "entry {by} commits to the snapshot stored at {snapshot}"
+        );
+        bytes
     }
 
     /// Appends 1..=4, whose snapshot at 4 is written, then 5..=6, as a writer that stops
@@ -2674,17 +2664,8 @@ mod tests {
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         reopened.append([pod(7)], at(2)).unwrap();
         reopened.flush().unwrap();
-        let rewritten = reopened
-            .store
-            .get(&keys::seq_key(keys::SNAPSHOT, 4))
-            .unwrap()
-            .unwrap();
-        assert_ne!(rewritten, wrong);
-        assert_eq!(
-            reopened.entry(7).unwrap().unwrap().entry.snapshot,
-            Some(snapshot_digest(&rewritten)),
-            "entry 7 commits to the state the writer derived at 4, never to the bytes left"
-        );
+        // Entry 7 commits to the state the writer derived at 4, never to the bytes left.
+        assert_ne!(committed_snapshot_bytes(&reopened, 7, 4), wrong);
         let (snapshot, _) = latest_snapshot(reopened.store.as_ref(), 7, 7, SnapshotTrust::Refuse)
             .unwrap()
             .unwrap();

@@ -2515,11 +2515,7 @@ mod tests {
         // The bytes left there are never read: the state this writer derived at 9 replaces
         // them, and that is what entry 10 commits to.
         assert_ne!(committed_snapshot_bytes(&other, 10, 9), older);
-        let (snapshot, _) = latest_snapshot(other.store.as_ref(), 10, 10, SnapshotTrust::Refuse)
-            .unwrap()
-            .unwrap();
-        assert_eq!(snapshot.seq, 9);
-        assert_eq!(snapshot.projection, replay_from_scratch(&other, 9));
+        assert_opens_from(&other, 9, &replay_from_scratch(&other, 9));
         assert!(other.verify().unwrap().ok());
     }
 
@@ -2584,6 +2580,17 @@ mod tests {
             "entry {by} commits to the snapshot stored at {snapshot}"
         );
         bytes
+    }
+
+    /// Asserts that an open of `ledger` at its head starts from the committed snapshot at
+    /// `seq`, and that it holds `state`.
+    fn assert_opens_from(ledger: &Ledger, seq: u64, state: &Projection) {
+        let head = ledger.head().seq;
+        let (snapshot, _) =
+            latest_snapshot(ledger.store.as_ref(), head, head, SnapshotTrust::Refuse)
+                .unwrap()
+                .unwrap();
+        assert_eq!((snapshot.seq, &snapshot.projection), (seq, state));
     }
 
     /// Appends 1..=4, whose snapshot at 4 is written, then 5..=6, as a writer that stops
@@ -2666,10 +2673,7 @@ mod tests {
         reopened.flush().unwrap();
         // Entry 7 commits to the state the writer derived at 4, never to the bytes left.
         assert_ne!(committed_snapshot_bytes(&reopened, 7, 4), wrong);
-        let (snapshot, _) = latest_snapshot(reopened.store.as_ref(), 7, 7, SnapshotTrust::Refuse)
-            .unwrap()
-            .unwrap();
-        assert_eq!((snapshot.seq, &snapshot.projection), (4, &truth));
+        assert_opens_from(&reopened, 4, &truth);
         assert!(reopened.verify().unwrap().ok());
     }
 

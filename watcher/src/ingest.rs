@@ -57,7 +57,8 @@ pub struct IngestReport {
 /// changes at a time, each flushed (group commit) with the time `clock` gave when the
 /// batch was cut. Lines are read and parsed on this thread while a second one commits
 /// the batch before (parsing is about half of an ingest's work), so an interrupted
-/// ingest loses at most the two batches in flight and leaves the chain whole.
+/// ingest loses at most the batch being committed, the one queued behind it and the lines
+/// read since, and leaves the chain whole.
 ///
 /// A line is never held in memory beyond `MAX_LINE_BYTES` (4 MiB): a longer one (with or
 /// without a newline at its end) is skipped up to its newline as it is read and reported

@@ -49,10 +49,7 @@ pub(crate) fn encode(
     seq: u64,
     projection: &Projection,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    // Sized for what a live object takes (about 250 bytes at 800k objects): reserved, not
-    // touched, so that it is never grown by copying.
-    let objects = projection.uids.len();
-    let mut bytes = Vec::with_capacity(objects.saturating_mul(320).max(4096));
+    let mut bytes = Vec::new();
     encode_into(&mut bytes, seq, projection)?;
     Ok(bytes)
 }

@@ -14,6 +14,8 @@
 //!
 //! `cargo bench --bench memory` runs it at 200k lifecycles (800k live objects: the
 //! issue's target is at most 1 KiB each); `cargo test --benches` runs it tiny.
+//! `CLAIM_LEDGER_BENCH_DIR=DIR` keeps the reopened ledger in `DIR/ledger` (replaced on
+//! each run), for `claim-ledger check --db DIR/ledger` under a profiler.
 
 #[global_allocator]
 static COUNTED: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
@@ -70,8 +72,14 @@ fn main() {
     drop(projection);
 
     // 2. Reopened from a snapshot at the head.
-    let root = tempfile::tempdir().expect("tempdir");
-    let dir = root.path().join("ledger");
+    let temporary = tempfile::tempdir().expect("tempdir");
+    let dir = match std::env::var_os("CLAIM_LEDGER_BENCH_DIR") {
+        Some(kept) => std::path::PathBuf::from(kept).join("ledger"),
+        None => temporary.path().join("ledger"),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("remove the ledger a previous run kept");
+    }
     let entries = 8 * bindings;
     let config = LedgerConfig {
         snapshot_every: entries,

@@ -491,9 +491,9 @@ struct Snapshots {
     /// Whether `task` is checking a snapshot left at the head for adoption: the first
     /// append waits for it, so that it is the one that commits to it.
     adopting: bool,
-    /// Tests write snapshots in layout 1, as builds before the compact projection did.
+    /// Tests write snapshots in an older layout (1 or 2), as older builds did.
     #[cfg(test)]
-    layout_one: bool,
+    older_layout: Option<u8>,
 }
 
 impl Snapshots {
@@ -711,6 +711,7 @@ impl Ledger {
         expected_id: Option<LedgerId>,
         config: LedgerConfig,
     ) -> Result<Ledger, LedgerError> {
+        let opening = std::time::Instant::now();
         let integrity = |e: StoreError| match e.is_damage() {
             true => LedgerError::Corrupt(VerifyFailure {
                 seq: 0,
@@ -893,6 +894,12 @@ impl Ledger {
             committer: committer::Committer::default(),
         };
         ledger.adopt_leftover_snapshot(start_seq, state_at_leftover);
+        tracing::debug!(
+            head = head.seq,
+            snapshot = start_seq,
+            ms = opening.elapsed().as_millis() as u64,
+            "ledger opened"
+        );
         Ok(ledger)
     }
 
@@ -1396,7 +1403,7 @@ impl Ledger {
         let written = Arc::clone(&self.snapshots.written);
         let (kept, opened_head) = (self.config.snapshots_kept, self.snapshots.opened_head);
         #[cfg(test)]
-        let layout_one = self.snapshots.layout_one;
+        let older_layout = self.snapshots.older_layout;
         move || {
             if background {
                 yield_to_checks_and_appends();
@@ -1417,9 +1424,13 @@ impl Ledger {
                     use std::io::Write as _;
                     let mut buffered = std::io::BufWriter::with_capacity(1 << 18, digesting);
                     #[cfg(test)]
-                    if layout_one {
-                        let layout = projection::layout::encode_layout_one(seq, &projection);
-                        return buffered.write_all(&layout).and_then(|()| buffered.flush());
+                    if let Some(layout) = older_layout {
+                        let bytes = match layout {
+                            1 => projection::layout::encode_layout_one(seq, &projection),
+                            _ => projection::layout::encode_layout_two(seq, &projection)
+                                .map_err(std::io::Error::other)?,
+                        };
+                        return buffered.write_all(&bytes).and_then(|()| buffered.flush());
                     }
                     projection::layout::encode_into(&mut buffered, seq, &projection)
                         .map_err(std::io::Error::other)
@@ -1991,6 +2002,7 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
     // Two passes over the stored bytes, neither holding them all: the digest first, so
     // that only bytes the chain commits to are decoded (a forged length prefix must not
     // make the decoder allocate what it claims), then the decode.
+    let started = std::time::Instant::now();
     let Some(digest) = streamed_snapshot_digest(store, seq)? else {
         // Removed since it was listed (retention): as if it had never been there.
         return Ok(Anchor::Unverifiable);
@@ -2008,6 +2020,7 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
         }
         Some(_) => {}
     }
+    let hashed = started.elapsed();
     let Some(stream) = store.snapshot_reader(seq)? else {
         return Ok(Anchor::Unverifiable);
     };
@@ -2032,7 +2045,15 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
             ))
         }
     };
+    let decoded = started.elapsed();
     snapshot.projection.rebuild_derived();
+    tracing::debug!(
+        seq,
+        hash_ms = hashed.as_millis() as u64,
+        decode_ms = (decoded - hashed).as_millis() as u64,
+        derive_ms = (started.elapsed() - decoded).as_millis() as u64,
+        "snapshot loaded"
+    );
     if snapshot.seq != seq || snapshot.projection.seq() != seq {
         return tampered(format!(
             "the snapshot at seq {seq} is the one entry {committing} commits to but names seq {} (projection seq {})",
@@ -2340,31 +2361,34 @@ mod tests {
 
     #[test]
     fn a_ledger_whose_snapshots_an_older_build_wrote_opens_from_them_and_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut ledger, config) = snapshot_every_4(dir.path());
-        ledger.snapshots.layout_one = true;
-        ledger.append((1..=4).map(pod), at(0)).unwrap();
-        ledger.flush().unwrap();
-        ledger.append((5..=6).map(pod), at(1)).unwrap();
-        ledger.flush().unwrap();
-        let committed = ledger.entry(5).unwrap().unwrap().entry.snapshot.unwrap();
-        let stored = ledger.store.get(&keys::seq_key(keys::SNAPSHOT, 4)).unwrap();
-        let stored = stored.unwrap();
-        // Layout 1 opens with the seq (a positive fixint), not layout 2's tag.
-        assert_eq!(&stored[..2], &[0x92, 0x04]);
-        assert_eq!(snapshot_digest(&stored), committed);
-        let expected = ledger.projection().clone();
-        drop(ledger);
+        // Layout 1 opens with the seq (a positive fixint); layout 2 with its tag.
+        for (layout, opening) in [(1, vec![0x92, 0x04]), (2, vec![0x93, 0xb9])] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut ledger, config) = snapshot_every_4(dir.path());
+            ledger.snapshots.older_layout = Some(layout);
+            ledger.append((1..=4).map(pod), at(0)).unwrap();
+            ledger.flush().unwrap();
+            ledger.append((5..=6).map(pod), at(1)).unwrap();
+            ledger.flush().unwrap();
+            let committed = ledger.entry(5).unwrap().unwrap().entry.snapshot.unwrap();
+            let stored = ledger.store.get(&keys::seq_key(keys::SNAPSHOT, 4)).unwrap();
+            let stored = stored.unwrap();
+            assert_eq!(&stored[..2], &opening[..], "layout {layout}");
+            assert_eq!(snapshot_digest(&stored), committed);
+            let expected = ledger.projection().clone();
+            drop(ledger);
 
-        let reopened = Ledger::open(dir.path(), config).unwrap();
-        assert_eq!(reopened.projection(), &expected);
-        let report = reopened.verify().unwrap();
-        assert!(report.ok(), "{report:?}");
-        // The anchor the open used is the layout-1 snapshot at seq 4.
-        let (snapshot, _) = latest_snapshot(reopened.store.as_ref(), 6, 6, SnapshotTrust::Refuse)
-            .unwrap()
-            .unwrap();
-        assert_eq!(snapshot.seq, 4);
+            let reopened = Ledger::open(dir.path(), config).unwrap();
+            assert_eq!(reopened.projection(), &expected, "layout {layout}");
+            let report = reopened.verify().unwrap();
+            assert!(report.ok(), "layout {layout}: {report:?}");
+            // The anchor the open used is the older layout's snapshot at seq 4.
+            let (snapshot, _) =
+                latest_snapshot(reopened.store.as_ref(), 6, 6, SnapshotTrust::Refuse)
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(snapshot.seq, 4);
+        }
     }
 
     #[test]

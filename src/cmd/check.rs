@@ -80,6 +80,11 @@ pub fn run(args: CheckArgs) -> Result<(), CommandError> {
         }
         Output::Table => formats::views::write_decision_table(&decision, &mut out)?,
     }
+    out.flush()?;
+    // The process exits next. Freeing a projection of a million objects one block at a
+    // time took a third of a `check` at that size; the ledger was opened for reading, so
+    // nothing of it waits to be written, and the exit returns the memory at once.
+    std::mem::forget(ledger);
     if decision.decision != Verdict::Allow {
         return Err(CommandError::Check(String::new()));
     }

@@ -3,11 +3,22 @@
 //!
 //! A snapshot is MessagePack, positional (field names would double its size):
 //!
-//! * **Layout 2** (this build writes it): `["claim-ledger/projection/2", seq, projection]`,
-//!   the projection as [`Projection`] serializes it (one record per uid), every string
-//!   after the first occurrence of its allocation written as a back-reference: the index
-//!   of that occurrence among the strings written, as an integer
-//!   ([`schemas::text::encode_shared`]).
+//! * **Layout 3** (this build writes it): `["claim-ledger/projection/3", seq, parts,
+//!   rest]`. `parts` is an array of [`PARTS`] MessagePack `bin` values, each the encoding
+//!   of an array of *families*: `[records, names]`, `records` an array of `[uid, record]`
+//!   (the uid's [`UidState`]) and `names` an array of `[[kind, namespace, name], uids]`
+//!   (the name index entries whose newest uid is in the family). A family is an object
+//!   and everything below it by controller reference (a claim, its Sandbox, the Sandbox's
+//!   pod and PVCs), written together. `rest` is `[volumes, orphaned, violations, seq,
+//!   time, watched, names]`, `names` the name index entries no family took. Inside each
+//!   part, and inside `rest`, every string after the first occurrence of its allocation
+//!   is written as a back-reference (the index of that occurrence among the strings of
+//!   that part, as an integer: [`schemas::text::encode_shared`]), so each part decodes on
+//!   its own: on every core at once, and with the strings a back-reference names written
+//!   a few records before it rather than anywhere in hundreds of megabytes.
+//! * **Layout 2** (builds before layout 3): `["claim-ledger/projection/2", seq,
+//!   projection]`, the projection as [`Projection`] serializes it (one record per uid), in
+//!   one back-reference scope (so it decodes on one thread).
 //! * **Layout 1** (builds before the compact projection): `[seq, projection]`, the
 //!   projection as a map per index (objects, names, history, children, bindings,
 //!   bound-under, volumes, orphaned PVCs, violations, seq, time, watched namespaces).
@@ -15,26 +26,47 @@
 //! The first element tells them apart (a string tag against an integer seq), so a ledger
 //! written by an older build opens from its snapshots, and `verify` still compares them
 //! with the state replay derives. A tag this build does not know is refused as
-//! undecodable, never guessed at.
+//! undecodable, never guessed at; so is a uid or a name written twice.
 //!
-//! Either layout is decoded inside [`schemas::text::decode_shared`], which resolves the
-//! back-references: every reference to a uid shares one copy again, as `apply` keeps them
-//! (layout 1 has none: its strings are decoded as copies, which costs memory, not
-//! correctness, until the next snapshot is written in layout 2).
+//! Back-references resolve so that every reference to a uid within a part shares one copy
+//! again, as `apply` keeps them; a string named from two parts (a uid whose owner is in
+//! another family) is two copies, which costs memory, not correctness (layout 1 has no
+//! back-references at all).
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use ahash::{AHashMap, AHashSet};
+
 use chrono::{DateTime, Utc};
 use schemas::{ObjectKind, Text};
 use serde::de::{self, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::ser::{self, SerializeSeq};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{BindingRecord, ObjectRecord, OwnedUids, Projection, UidState, VolumeRecord};
+use super::{
+    BindingRecord, NameKey, NameUids, ObjectRecord, OwnedUids, Projection, UidState, VolumeRecord,
+};
 
 /// The tag that opens a snapshot of layout 2.
 pub(crate) const LAYOUT_2: &str = "claim-ledger/projection/2";
+
+/// The tag that opens a snapshot of layout 3.
+pub(crate) const LAYOUT_3: &str = "claim-ledger/projection/3";
+
+/// How many parts layout 3 splits the records into: fixed, so the layout does not depend
+/// on the machine that wrote it, and enough for the decoding threads of any machine to
+/// share the parts evenly (a decoder uses up to [`MAX_DECODE_THREADS`]).
+const PARTS: usize = 32;
+
+/// The most threads a decoder of layout 3 uses.
+const MAX_DECODE_THREADS: usize = 8;
+
+/// How far up its controller chain the encoder looks for the top of a uid's family (a
+/// claim is three levels above a pod; a longer or circular chain only splits a family).
+const MAX_CLIMB: usize = 8;
 
 /// A decoded snapshot: the projection after `seq` (its derived answers not yet rebuilt:
 /// [`Projection::rebuild_derived`]).
@@ -43,7 +75,7 @@ pub(crate) struct Snapshot {
     pub(crate) projection: Projection,
 }
 
-/// The snapshot record of the projection after `seq`, in layout 2.
+/// The snapshot record of the projection after `seq`, in layout 3.
 #[cfg(test)]
 pub(crate) fn encode(
     seq: u64,
@@ -55,19 +87,241 @@ pub(crate) fn encode(
 }
 
 /// [`encode`], written to `out` as it is produced (a snapshot thread streams it to its
-/// file).
+/// file): a part at a time, the only one held whole.
 pub(crate) fn encode_into(
     out: &mut dyn std::io::Write,
     seq: u64,
     projection: &Projection,
 ) -> Result<(), rmp_serde::encode::Error> {
-    // Each uid, name and other shared string once, then by back-reference. The table of
-    // those written (24 bytes a string, for the length of the encode) is sized once for
-    // the about 6 distinct strings a uid's record brings (measured: 2.77M for 462k uids).
+    let families = Families::new(projection);
+    rmp_serde::encode::write(
+        out,
+        &(LAYOUT_3, seq, EncodedParts(&families), RestOf(&families)),
+    )
+}
+
+/// The snapshot record of the projection after `seq` in layout 2, as the builds before
+/// layout 3 wrote it: for tests that open a ledger an older build left.
+#[cfg(test)]
+pub(crate) fn encode_layout_two(
+    seq: u64,
+    projection: &Projection,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let uids = projection.uids.len();
     schemas::text::encode_shared(uids.saturating_mul(6), || {
-        rmp_serde::encode::write(out, &(LAYOUT_2, seq, projection))
+        rmp_serde::to_vec(&(LAYOUT_2, seq, projection))
     })
+}
+
+/// A layout-3 snapshot taken apart: its seq, each part's bytes and the bytes of `rest`
+/// (for tests that damage one part).
+#[cfg(test)]
+pub(crate) fn split_layout_three(bytes: &[u8]) -> (u64, Vec<Vec<u8>>, Vec<u8>) {
+    let (tag, seq, parts, _): (String, u64, Vec<PartBytes>, de::IgnoredAny) =
+        rmp_serde::from_slice(bytes).expect("a layout-3 snapshot");
+    assert_eq!(tag, LAYOUT_3);
+    let parts: Vec<Vec<u8>> = parts.into_iter().map(|part| part.0).collect();
+    let head = join_layout_three(seq, &parts, &[]);
+    (seq, parts, bytes[head.len()..].to_vec())
+}
+
+/// The layout-3 snapshot of these parts and `rest` ([`split_layout_three`]).
+#[cfg(test)]
+pub(crate) fn join_layout_three(seq: u64, parts: &[Vec<u8>], rest: &[u8]) -> Vec<u8> {
+    let bins: Vec<Bin> = parts.iter().map(|part| Bin(part)).collect();
+    let mut bytes = rmp_serde::to_vec(&(LAYOUT_3, seq, bins)).expect("encodes");
+    // A fixarray of 3 elements becomes one of 4: `rest` follows.
+    assert_eq!(bytes[0], 0x93);
+    bytes[0] = 0x94;
+    bytes.extend_from_slice(rest);
+    bytes
+}
+
+/// The projection's records in families, for layout 3: the order the parts are written
+/// in, computed as they are written.
+struct Families<'a> {
+    projection: &'a Projection,
+    /// Every uid, in the map's order: where the search for the next family goes on.
+    order: Vec<&'a Text>,
+    /// The name index entries by the newest uid each names (taken by that uid's family;
+    /// those left at the end go in `rest`).
+    names_of: RefCell<AHashMap<&'a str, NameEntries<'a>>>,
+    /// The uids already written, and where the search for the next family is.
+    written: RefCell<(AHashSet<&'a str>, usize)>,
+}
+
+/// The name index entries whose newest uid is one uid: nearly always one.
+type NameEntries<'a> = smallvec::SmallVec<[(&'a NameKey, &'a NameUids); 1]>;
+
+/// One part of layout 3, as written: its records and name entries in family order, and
+/// where each family ends in both.
+#[derive(Default)]
+struct Part<'a> {
+    records: Vec<(&'a Text, &'a UidState)>,
+    names: Vec<(&'a NameKey, &'a NameUids)>,
+    /// (records end, names end) of each family.
+    ends: Vec<(usize, usize)>,
+}
+
+impl<'a> Families<'a> {
+    fn new(projection: &'a Projection) -> Self {
+        let mut names_of: AHashMap<&str, NameEntries<'a>> =
+            AHashMap::with_capacity(projection.names.len());
+        for (name, uids) in projection.names.iter() {
+            if let Some(newest) = uids.last() {
+                names_of
+                    .entry(newest.as_str())
+                    .or_default()
+                    .push((name, uids));
+            }
+        }
+        Families {
+            projection,
+            order: projection.uids.keys().collect(),
+            names_of: RefCell::new(names_of),
+            written: RefCell::new((AHashSet::with_capacity(projection.uids.len()), 0)),
+        }
+    }
+
+    /// The uid whose record names `uid`'s controller, if it has a record.
+    fn controller_of(&self, uid: &str) -> Option<&'a Text> {
+        let state = self.projection.uids.get(uid)?;
+        let controller = state.object.as_ref()?.current.controller.as_ref()?;
+        let (key, _) = self
+            .projection
+            .uids
+            .get_key_value(controller.uid.as_str())?;
+        Some(key)
+    }
+
+    /// The next part: whole families, in the map's order of their members, until it holds
+    /// `records` records (the last part takes every family left).
+    fn next_part(&self, records: usize, part: &mut Part<'a>) {
+        part.records.clear();
+        part.names.clear();
+        part.ends.clear();
+        let mut names_of = self.names_of.borrow_mut();
+        let mut written = self.written.borrow_mut();
+        let (written, next) = &mut *written;
+        let mut stack: Vec<&'a Text> = Vec::new();
+        while part.records.len() < records && *next < self.order.len() {
+            let start = self.order[*next];
+            *next += 1;
+            if written.contains(start.as_str()) {
+                continue;
+            }
+            let mut top = start;
+            for _ in 0..MAX_CLIMB {
+                match self.controller_of(top) {
+                    Some(owner) if !written.contains(owner.as_str()) && owner != top => top = owner,
+                    _ => break,
+                }
+            }
+            stack.push(top);
+            while let Some(uid) = stack.pop() {
+                if !written.insert(uid.as_str()) {
+                    continue;
+                }
+                let Some((key, state)) = self.projection.uids.get_key_value(uid.as_str()) else {
+                    continue;
+                };
+                part.records.push((key, state));
+                if let Some(entries) = names_of.remove(key.as_str()) {
+                    part.names.extend(entries);
+                }
+                stack.extend(state.children.0.iter().rev());
+            }
+            part.ends.push((part.records.len(), part.names.len()));
+        }
+    }
+}
+
+/// Layout 3's parts: each encoded in a back-reference scope of its own and written as a
+/// `bin`.
+struct EncodedParts<'p, 'a>(&'p Families<'a>);
+
+impl Serialize for EncodedParts<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let families = self.0;
+        let total = families.order.len();
+        let mut parts = serializer.serialize_seq(Some(PARTS))?;
+        let mut part = Part::default();
+        let mut bytes = Vec::new();
+        let mut done = 0;
+        for index in 0..PARTS {
+            // Part `index` ends once `(index + 1) / PARTS` of the records are written.
+            let records = match index + 1 == PARTS {
+                true => usize::MAX,
+                false => (total * (index + 1)).div_ceil(PARTS).saturating_sub(done),
+            };
+            families.next_part(records, &mut part);
+            done += part.records.len();
+            bytes.clear();
+            // About 6 distinct strings a record (measured: 2.77M for 462k uids).
+            schemas::text::encode_shared(part.records.len().saturating_mul(6), || {
+                rmp_serde::encode::write(&mut bytes, &PartFamilies(&part))
+            })
+            .map_err(ser::Error::custom)?;
+            parts.serialize_element(&Bin(&bytes))?;
+        }
+        parts.end()
+    }
+}
+
+/// The families of a part, as an array of `[records, names]`.
+struct PartFamilies<'p, 'a>(&'p Part<'a>);
+
+impl Serialize for PartFamilies<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let part = self.0;
+        let mut families = serializer.serialize_seq(Some(part.ends.len()))?;
+        let mut from = (0, 0);
+        for &(records, names) in &part.ends {
+            families
+                .serialize_element(&(&part.records[from.0..records], &part.names[from.1..names]))?;
+            from = (records, names);
+        }
+        families.end()
+    }
+}
+
+/// Bytes written as MessagePack `bin`.
+struct Bin<'a>(&'a [u8]);
+
+impl Serialize for Bin<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// Layout 3's `rest`, in a back-reference scope of its own (written after the parts: the
+/// name entries no family took are known then).
+struct RestOf<'p, 'a>(&'p Families<'a>);
+
+impl Serialize for RestOf<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let projection = self.0.projection;
+        let names: Vec<(&NameKey, &NameUids)> = self
+            .0
+            .names_of
+            .borrow()
+            .values()
+            .flatten()
+            .copied()
+            .collect();
+        schemas::text::encode_shared(names.len().saturating_mul(3), || {
+            (
+                &projection.volumes,
+                &projection.orphaned,
+                &projection.violations,
+                projection.seq,
+                projection.at,
+                &projection.watched,
+                names,
+            )
+                .serialize(serializer)
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for Snapshot {
@@ -94,6 +348,16 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
             .next_element::<Opening>()?
             .ok_or_else(|| missing("layout tag or seq"))?;
         let (snapshot_seq, projection) = match opening {
+            Opening::Tag(tag) if tag == LAYOUT_3 => {
+                let snapshot_seq = seq.next_element::<u64>()?.ok_or_else(|| missing("seq"))?;
+                let parts = seq
+                    .next_element::<DecodedParts>()?
+                    .ok_or_else(|| missing("parts"))?;
+                let rest = seq
+                    .next_element::<Rest>()?
+                    .ok_or_else(|| missing("rest"))?;
+                (snapshot_seq, parts.into_projection(rest)?)
+            }
             Opening::Tag(tag) if tag == LAYOUT_2 => {
                 let snapshot_seq = seq.next_element::<u64>()?.ok_or_else(|| missing("seq"))?;
                 let projection = seq
@@ -103,7 +367,7 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
             }
             Opening::Tag(tag) => {
                 return Err(de::Error::custom(format!(
-                    "unknown snapshot layout {tag:?} (this build reads {LAYOUT_2:?} and the untagged layout 1)"
+                    "unknown snapshot layout {tag:?} (this build reads {LAYOUT_3:?}, {LAYOUT_2:?} and the untagged layout 1)"
                 )))
             }
             Opening::Seq(snapshot_seq) => {
@@ -119,6 +383,327 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
         Ok(Snapshot {
             seq: snapshot_seq,
             projection,
+        })
+    }
+}
+
+/// Layout 3's `rest`, decoded in a back-reference scope of its own.
+struct Rest {
+    volumes: super::HashMap<Text, VolumeRecord>,
+    orphaned: super::OrdSet<Text>,
+    violations: super::OrdSet<(Text, Text)>,
+    seq: u64,
+    at: Option<DateTime<Utc>>,
+    watched: Option<Vec<String>>,
+    names: Vec<(NameKey, NameUids)>,
+}
+
+impl<'de> Deserialize<'de> for Rest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        type Fields = (
+            super::HashMap<Text, VolumeRecord>,
+            super::OrdSet<Text>,
+            super::OrdSet<(Text, Text)>,
+            u64,
+            Option<DateTime<Utc>>,
+            Option<Vec<String>>,
+            Vec<(NameKey, NameUids)>,
+        );
+        let (volumes, orphaned, violations, seq, at, watched, names) =
+            schemas::text::decode_shared(|| Fields::deserialize(deserializer))?;
+        Ok(Rest {
+            volumes,
+            orphaned,
+            violations,
+            seq,
+            at,
+            watched,
+            names,
+        })
+    }
+}
+
+/// What the threads decoding layout 3's parts produced, each thread's in a list of its own.
+#[derive(Default)]
+struct DecodedParts {
+    records: Vec<Vec<(Text, Arc<UidState>)>>,
+    names: Vec<Vec<(NameKey, NameUids)>>,
+}
+
+impl<'de> Deserialize<'de> for DecodedParts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(PartsVisitor)
+    }
+}
+
+/// Reads layout 3's parts and hands them, as they are read, to threads that decode them.
+struct PartsVisitor;
+
+impl<'de> Visitor<'de> for PartsVisitor {
+    type Value = DecodedParts;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the parts of a snapshot: an array of bin")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut parts: A) -> Result<DecodedParts, A::Error> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_DECODE_THREADS);
+        std::thread::scope(|scope| {
+            let mut senders = Vec::with_capacity(threads);
+            let mut decoders = Vec::with_capacity(threads);
+            for _ in 0..threads {
+                // One part queued per thread: the bytes read ahead stay a few parts.
+                let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(1);
+                senders.push(sender);
+                decoders.push(scope.spawn(move || {
+                    let mut records = Vec::new();
+                    let mut names = Vec::new();
+                    for (index, bytes) in receiver {
+                        decode_part(&bytes, &mut records, &mut names)
+                            .map_err(|e| format!("part {index}: {e}"))?;
+                    }
+                    Ok::<_, String>((records, names))
+                }));
+            }
+            let mut read = Ok(());
+            let mut index = 0;
+            loop {
+                match parts.next_element::<PartBytes>() {
+                    Ok(Some(PartBytes(bytes))) => {
+                        // A thread that stopped has failed: its error is reported below.
+                        if senders[index % threads].send((index, bytes)).is_err() {
+                            break;
+                        }
+                        index += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        read = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(senders);
+            let mut decoded = DecodedParts::default();
+            let mut failed = None;
+            for decoder in decoders {
+                match decoder.join() {
+                    Ok(Ok((records, names))) => {
+                        decoded.records.push(records);
+                        decoded.names.push(names);
+                    }
+                    Ok(Err(e)) => failed = failed.or(Some(e)),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            // A read that failed is the storage's (or the framing's): reported first.
+            read?;
+            match failed {
+                Some(e) => Err(de::Error::custom(e)),
+                None if index != PARTS => Err(de::Error::custom(format!(
+                    "the snapshot has {index} parts; layout 3 has {PARTS}"
+                ))),
+                None => Ok(decoded),
+            }
+        })
+    }
+}
+
+/// One part's bytes, as read.
+struct PartBytes(Vec<u8>);
+
+impl<'de> Deserialize<'de> for PartBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl Visitor<'_> for BytesVisitor {
+            type Value = PartBytes;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a part's bytes (bin)")
+            }
+
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<PartBytes, E> {
+                Ok(PartBytes(bytes.to_vec()))
+            }
+
+            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<PartBytes, E> {
+                Ok(PartBytes(bytes))
+            }
+        }
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// Decodes one part of layout 3 (in a back-reference scope of its own) onto the records
+/// and name entries a thread has decoded so far.
+fn decode_part(
+    bytes: &[u8],
+    records: &mut Vec<(Text, Arc<UidState>)>,
+    names: &mut Vec<(NameKey, NameUids)>,
+) -> Result<(), rmp_serde::decode::Error> {
+    let mut deserializer = rmp_serde::Deserializer::new(bytes);
+    schemas::text::decode_shared(|| {
+        de::DeserializeSeed::deserialize(FamiliesInto { records, names }, &mut deserializer)
+    })?;
+    match deserializer.get_ref().len() {
+        0 => Ok(()),
+        left => Err(de::Error::custom(format!(
+            "{left} bytes after the part's families"
+        ))),
+    }
+}
+
+/// A part's families, decoded onto the lists of a thread: records straight into their
+/// `Arc` (serde's `Arc` decodes into a `Box` and copies it into a second allocation).
+struct FamiliesInto<'v> {
+    records: &'v mut Vec<(Text, Arc<UidState>)>,
+    names: &'v mut Vec<(NameKey, NameUids)>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for FamiliesInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FamiliesInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of families: [records, names]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut families: A) -> Result<(), A::Error> {
+        while families
+            .next_element_seed(FamilyInto {
+                records: self.records,
+                names: self.names,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// One family: `[records, names]`.
+struct FamilyInto<'v> {
+    records: &'v mut Vec<(Text, Arc<UidState>)>,
+    names: &'v mut Vec<(NameKey, NameUids)>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for FamilyInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FamilyInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a family: [records, names]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut family: A) -> Result<(), A::Error> {
+        let missing = |what: &str| de::Error::custom(format!("a family has no {what}"));
+        family
+            .next_element_seed(ListInto(
+                self.records,
+                |(uid, state): (Text, UidState)| (uid, Arc::new(state)),
+                std::marker::PhantomData,
+            ))?
+            .ok_or_else(|| missing("records"))?;
+        family
+            .next_element_seed(ListInto(
+                self.names,
+                |entry: (NameKey, NameUids)| entry,
+                std::marker::PhantomData,
+            ))?
+            .ok_or_else(|| missing("names"))?;
+        if family.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("a family has trailing elements"));
+        }
+        Ok(())
+    }
+}
+
+/// An array whose elements (`E`), each mapped by the function, are pushed onto a list.
+struct ListInto<'v, T, E, F>(&'v mut Vec<T>, F, std::marker::PhantomData<fn() -> E>);
+
+impl<'de, T, E: Deserialize<'de>, F: FnMut(E) -> T> de::DeserializeSeed<'de>
+    for ListInto<'_, T, E, F>
+{
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        struct ListVisitor<'v, T, F, E>(&'v mut Vec<T>, F, std::marker::PhantomData<E>);
+        impl<'de, T, E: Deserialize<'de>, F: FnMut(E) -> T> Visitor<'de> for ListVisitor<'_, T, F, E> {
+            type Value = ();
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+                while let Some(item) = items.next_element::<E>()? {
+                    self.0.push((self.1)(item));
+                }
+                Ok(())
+            }
+        }
+        deserializer.deserialize_seq(ListVisitor(self.0, self.1, std::marker::PhantomData))
+    }
+}
+
+impl DecodedParts {
+    /// The projection the parts and `rest` hold: its two big maps built at once, one on
+    /// another thread. A uid or a name written twice is refused (an encoder writes each
+    /// once; a snapshot that does not is not one this build wrote).
+    fn into_projection<E: de::Error>(self, rest: Rest) -> Result<Projection, E> {
+        let DecodedParts { records, names } = self;
+        let (uids, names) = std::thread::scope(|scope| {
+            let names = scope.spawn(move || {
+                let mut map: super::HashMap<NameKey, NameUids> = super::HashMap::default();
+                for (name, uids) in names.into_iter().flatten().chain(rest.names) {
+                    if map.insert(name, uids).is_some() {
+                        return Err("a name index entry is written twice".to_string());
+                    }
+                }
+                Ok(map)
+            });
+            let mut map: super::HashMap<Text, Arc<UidState>> = super::HashMap::default();
+            let mut twice = None;
+            for (uid, state) in records.into_iter().flatten() {
+                if map.insert(uid.clone(), state).is_some() {
+                    twice = Some(uid);
+                    break;
+                }
+            }
+            let names = names
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let uids = match twice {
+                Some(uid) => Err(format!("uid {uid} is written twice")),
+                None => Ok(map),
+            };
+            (uids, names)
+        });
+        Ok(Projection {
+            uids: uids.map_err(E::custom)?,
+            names: names.map_err(E::custom)?,
+            active: Default::default(),
+            volumes: rest.volumes,
+            orphaned: rest.orphaned,
+            violations: rest.violations,
+            seq: rest.seq,
+            at: rest.at,
+            watched: rest.watched,
         })
     }
 }

@@ -1806,18 +1806,21 @@ mod tests {
     fn both_snapshot_layouts_decode_to_the_projection_they_were_written_from() {
         let run = every_index_in_use();
         let original = &run.projection;
-        let layout_two = layout::encode(run.seq, original).unwrap();
+        let layout_three = layout::encode(run.seq, original).unwrap();
+        let layout_two = layout::encode_layout_two(run.seq, original).unwrap();
         let layout_one = layout::encode_layout_one(run.seq, original);
-        // Back-references: each uid written once.
+        // Back-references: each uid written once (in layout 3, once a part).
         assert!(layout_two.len() < layout_one.len());
-        for (layout, bytes) in [("2", layout_two), ("1", layout_one)] {
+        assert!(layout_three.len() < layout_one.len());
+        for (layout, bytes) in [("3", layout_three), ("2", layout_two), ("1", layout_one)] {
             let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(decoded.seq, run.seq, "layout {layout}");
             decoded.projection.rebuild_derived();
             assert_eq!(&decoded.projection, original, "layout {layout}");
-            // Layout 2's strings are shared after a decode as after `apply`: a uid's
-            // record, its owner's record and its name index point at one copy (layout 1
-            // has no back-references: its strings decode as copies).
+            // Layout 2's and 3's strings are shared after a decode as after `apply`: a
+            // uid's record, its owner's record and its name index point at one copy (a
+            // pod and its Sandbox are one family, in one part of layout 3; layout 1 has no
+            // back-references: its strings decode as copies).
             let pod = decoded.projection.object("pod-2").unwrap();
             let (key, _) = decoded.projection.uids.get_key_value("pod-2").unwrap();
             let owner = pod.current.controller.as_ref().unwrap();
@@ -1831,7 +1834,7 @@ mod tests {
                     .namespace
                     .shares_storage_with(&pod.current.namespace),
             ];
-            assert_eq!(shared, [layout == "2"; 3], "layout {layout}");
+            assert_eq!(shared, [layout != "1"; 3], "layout {layout}");
             assert_eq!(
                 decoded.projection.check(
                     &CheckRequest {
@@ -1857,6 +1860,131 @@ mod tests {
         }
     }
 
+    /// `bindings` claims, each with its Sandbox, pod and workspace PVC.
+    fn many_families(bindings: usize) -> Run {
+        let mut run = Run::new();
+        for k in 0..bindings {
+            let (claim_uid, sandbox_uid) = (format!("claim-{k}"), format!("sb-{k}"));
+            let rv = run.seq + 1;
+            run.apply(claim(&format!("c{k}"), &claim_uid, rv, &format!("s{k}")));
+            run.apply(sandbox(
+                &format!("s{k}"),
+                &sandbox_uid,
+                rv + 1,
+                vec![owner(EXT, "SandboxClaim", &format!("c{k}"), &claim_uid)],
+            ));
+            let by_sandbox = || vec![owner(SB, "Sandbox", &format!("s{k}"), &sandbox_uid)];
+            run.apply(pvc(
+                &format!("ws-s{k}"),
+                &format!("pvc-{k}"),
+                rv + 2,
+                by_sandbox(),
+                &format!("pv-{k}"),
+            ));
+            run.apply(pod(
+                &format!("p{k}"),
+                &format!("pod-{k}"),
+                rv + 3,
+                by_sandbox(),
+            ));
+        }
+        run
+    }
+
+    #[test]
+    fn layout_three_decodes_families_spread_over_its_parts_on_every_thread() {
+        let run = many_families(300);
+        let bytes = layout::encode(run.seq, &run.projection).unwrap();
+        let (_, parts, _) = layout::split_layout_three(&bytes);
+        let filled = parts.iter().filter(|part| part.len() > 1).count();
+        assert!(filled > 16, "{filled} parts hold families");
+        let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
+        decoded.projection.rebuild_derived();
+        assert_eq!(decoded.projection, run.projection);
+        // A family is written in one part: a pod, its Sandbox and its claim share their
+        // strings after the decode as they did after `apply`.
+        for k in [0, 150, 299] {
+            let projection = &decoded.projection;
+            let (pod_key, _) = projection
+                .uids
+                .get_key_value(format!("pod-{k}").as_str())
+                .unwrap();
+            let (sandbox_key, sandbox) = projection
+                .uids
+                .get_key_value(format!("sb-{k}").as_str())
+                .unwrap();
+            let (claim_key, _) = projection
+                .uids
+                .get_key_value(format!("claim-{k}").as_str())
+                .unwrap();
+            let pod = projection.object(pod_key).unwrap();
+            assert!(pod.current.uid.shares_storage_with(pod_key));
+            let controller = pod.current.controller.as_ref().unwrap();
+            assert!(controller.uid.shares_storage_with(sandbox_key));
+            let sandbox_owner = sandbox.object.as_ref().unwrap().current.controller.as_ref();
+            assert!(sandbox_owner.unwrap().uid.shares_storage_with(claim_key));
+            assert!(sandbox
+                .children
+                .0
+                .iter()
+                .any(|c| c.shares_storage_with(pod_key)));
+            let named = projection.uids_of(ObjectKind::Pod, "ns", &format!("p{k}"));
+            assert!(named[0].shares_storage_with(pod_key));
+            assert_eq!(
+                decoded
+                    .projection
+                    .check(
+                        &CheckRequest {
+                            namespace: "ns".into(),
+                            pod_name: format!("p{k}"),
+                            pod_uid: format!("pod-{k}"),
+                            require_claim: true,
+                            ..CheckRequest::default()
+                        },
+                        true
+                    )
+                    .decision,
+                Verdict::Allow
+            );
+        }
+    }
+
+    #[test]
+    fn a_layout_three_snapshot_with_a_damaged_part_is_refused() {
+        let run = many_families(40);
+        let bytes = layout::encode(run.seq, &run.projection).unwrap();
+        let (seq, parts, rest) = layout::split_layout_three(&bytes);
+        assert_eq!(layout::join_layout_three(seq, &parts, &rest), bytes);
+        let refused = |parts: &[Vec<u8>]| {
+            let damaged = layout::join_layout_three(seq, parts, &rest);
+            match rmp_serde::from_slice::<layout::Snapshot>(&damaged) {
+                Ok(_) => panic!("a damaged snapshot decoded"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let filled = parts.iter().position(|part| part.len() > 1).unwrap();
+        // Every uid of a part written a second time, in place of another part.
+        let mut twice = parts.clone();
+        twice[filled + 1] = twice[filled].clone();
+        let error = refused(&twice);
+        assert!(error.contains("written twice"), "{error}");
+        // A part with bytes after its families.
+        let mut trailing = parts.clone();
+        trailing[filled].push(0xc0);
+        let error = refused(&trailing);
+        assert!(error.contains(&format!("part {filled}")), "{error}");
+        assert!(error.contains("bytes after"), "{error}");
+        // A part cut short.
+        let mut cut = parts.clone();
+        let half = cut[filled].len() / 2;
+        cut[filled].truncate(half);
+        let error = refused(&cut);
+        assert!(error.contains(&format!("part {filled}")), "{error}");
+        // A part missing.
+        let error = refused(&parts[1..]);
+        assert!(error.contains("31 parts"), "{error}");
+    }
+
     #[test]
     fn a_snapshot_of_an_unknown_layout_is_refused_not_guessed_at() {
         let run = every_index_in_use();
@@ -1868,9 +1996,9 @@ mod tests {
             .to_string();
         assert!(error.contains("unknown snapshot layout"), "{error}");
         let mut trailing = layout::encode(run.seq, &run.projection).unwrap();
-        // One more element in the outer array (fixarray of 3 becomes 4, nil appended).
-        assert_eq!(trailing[0], 0x93);
-        trailing[0] = 0x94;
+        // One more element in the outer array (fixarray of 4 becomes 5, nil appended).
+        assert_eq!(trailing[0], 0x94);
+        trailing[0] = 0x95;
         trailing.push(0xc0);
         let error = rmp_serde::from_slice::<layout::Snapshot>(&trailing)
             .err()

@@ -40,10 +40,12 @@ pub const FORMAT: &[u8] = b"F";
 /// compact projection, `projection::layout`), and in PostgreSQL in chunks; formats 5 and 6
 /// are read as they are (their layout-1 snapshots still decode) and marked 7 when a writer
 /// opens them, so that a binary that knows only format 6 refuses the store by its format
-/// instead of calling its next snapshot forged.
-pub const STORE_FORMAT: u16 = 7;
+/// instead of calling its next snapshot forged. 8: snapshots in layout 3 (in parts that
+/// decode on every core); formats 5 to 7 are read as they are (their layout-1 and layout-2
+/// snapshots still decode) and marked 8 when a writer opens them, for the same reason.
+pub const STORE_FORMAT: u16 = 8;
 /// The older formats this build still opens (and a writer upgrades to [`STORE_FORMAT`]).
-pub const STORE_FORMATS_READABLE: &[u16] = &[5, 6];
+pub const STORE_FORMATS_READABLE: &[u16] = &[5, 6, 7];
 /// The ledger id record.
 pub const LEDGER_ID: &[u8] = b"I";
 /// Prefix of Merkle node records.

@@ -5,12 +5,14 @@
 //!
 //! * **Layout 3** (this build writes it): `["claim-ledger/projection/3", seq, parts,
 //!   rest]`. `parts` is an array of [`PARTS`] MessagePack `bin` values, each the encoding
-//!   of an array of *families*: `[records, names]`, `records` an array of `[uid, record]`
-//!   (the uid's [`UidState`]) and `names` an array of `[[kind, namespace, name], uids]`
-//!   (the name index entries whose newest uid is in the family). A family is an object
-//!   and everything below it by controller reference (a claim, its Sandbox, the Sandbox's
-//!   pod and PVCs), written together. `rest` is `[volumes, orphaned, violations, seq,
-//!   time, watched, names]`, `names` the name index entries no family took. Inside each
+//!   of an array of *families*: `[records, names, volumes]`, `records` an array of
+//!   `[uid, record]` (the uid's [`UidState`]), `names` an array of `[[kind, namespace,
+//!   name], uids]` (the name index entries whose newest uid is in the family) and
+//!   `volumes` an array of `[volume, record]` (the volumes whose newest PVC is in the
+//!   family). A family is an object and everything below it by controller reference (a
+//!   claim, its Sandbox, the Sandbox's pod and PVCs), written together. `rest` is
+//!   `[volumes, orphaned, violations, seq, time, watched, names]`, its `volumes` and
+//!   `names` those no family took. Inside each
 //!   part, and inside `rest`, every string after the first occurrence of its allocation
 //!   is written as a back-reference (the index of that occurrence among the strings of
 //!   that part, as an integer: [`schemas::text::encode_shared`]), so each part decodes on
@@ -146,6 +148,8 @@ struct Families<'a> {
     /// The name index entries by the newest uid each names (taken by that uid's family;
     /// those left at the end go in `rest`).
     names_of: RefCell<AHashMap<&'a str, NameEntries<'a>>>,
+    /// The volumes by their newest PVC, the same way.
+    volumes_of: RefCell<AHashMap<&'a str, VolumeEntries<'a>>>,
     /// The uids already written, and where the search for the next family is.
     written: RefCell<(AHashSet<&'a str>, usize)>,
 }
@@ -153,14 +157,18 @@ struct Families<'a> {
 /// The name index entries whose newest uid is one uid: nearly always one.
 type NameEntries<'a> = smallvec::SmallVec<[(&'a NameKey, &'a NameUids); 1]>;
 
+/// The volumes whose newest PVC is one uid: nearly always none or one.
+type VolumeEntries<'a> = smallvec::SmallVec<[(&'a Text, &'a VolumeRecord); 1]>;
+
 /// One part of layout 3, as written: its records and name entries in family order, and
 /// where each family ends in both.
 #[derive(Default)]
 struct Part<'a> {
     records: Vec<(&'a Text, &'a UidState)>,
     names: Vec<(&'a NameKey, &'a NameUids)>,
-    /// (records end, names end) of each family.
-    ends: Vec<(usize, usize)>,
+    volumes: Vec<(&'a Text, &'a VolumeRecord)>,
+    /// Where each family ends in `records`, `names` and `volumes`.
+    ends: Vec<[usize; 3]>,
 }
 
 impl<'a> Families<'a> {
@@ -175,10 +183,20 @@ impl<'a> Families<'a> {
                     .push((name, uids));
             }
         }
+        let mut volumes_of: AHashMap<&str, VolumeEntries<'a>> = AHashMap::default();
+        for (volume, record) in projection.volumes.iter() {
+            if let Some(newest) = record.pvc_uids.last() {
+                volumes_of
+                    .entry(newest.as_str())
+                    .or_default()
+                    .push((volume, record));
+            }
+        }
         Families {
             projection,
             order: projection.uids.keys().collect(),
             names_of: RefCell::new(names_of),
+            volumes_of: RefCell::new(volumes_of),
             written: RefCell::new((AHashSet::with_capacity(projection.uids.len()), 0)),
         }
     }
@@ -199,8 +217,10 @@ impl<'a> Families<'a> {
     fn next_part(&self, records: usize, part: &mut Part<'a>) {
         part.records.clear();
         part.names.clear();
+        part.volumes.clear();
         part.ends.clear();
         let mut names_of = self.names_of.borrow_mut();
+        let mut volumes_of = self.volumes_of.borrow_mut();
         let mut written = self.written.borrow_mut();
         let (written, next) = &mut *written;
         let mut stack: Vec<&'a Text> = Vec::new();
@@ -229,9 +249,13 @@ impl<'a> Families<'a> {
                 if let Some(entries) = names_of.remove(key.as_str()) {
                     part.names.extend(entries);
                 }
+                if let Some(entries) = volumes_of.remove(key.as_str()) {
+                    part.volumes.extend(entries);
+                }
                 stack.extend(state.children.0.iter().rev());
             }
-            part.ends.push((part.records.len(), part.names.len()));
+            part.ends
+                .push([part.records.len(), part.names.len(), part.volumes.len()]);
         }
     }
 }
@@ -268,18 +292,21 @@ impl Serialize for EncodedParts<'_, '_> {
     }
 }
 
-/// The families of a part, as an array of `[records, names]`.
+/// The families of a part, as an array of `[records, names, volumes]`.
 struct PartFamilies<'p, 'a>(&'p Part<'a>);
 
 impl Serialize for PartFamilies<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let part = self.0;
         let mut families = serializer.serialize_seq(Some(part.ends.len()))?;
-        let mut from = (0, 0);
-        for &(records, names) in &part.ends {
-            families
-                .serialize_element(&(&part.records[from.0..records], &part.names[from.1..names]))?;
-            from = (records, names);
+        let mut from = [0; 3];
+        for &end in &part.ends {
+            families.serialize_element(&(
+                &part.records[from[0]..end[0]],
+                &part.names[from[1]..end[1]],
+                &part.volumes[from[2]..end[2]],
+            ))?;
+            from = end;
         }
         families.end()
     }
@@ -309,9 +336,24 @@ impl Serialize for RestOf<'_, '_> {
             .flatten()
             .copied()
             .collect();
+        let volumes: Vec<(&Text, &VolumeRecord)> = self
+            .0
+            .volumes_of
+            .borrow()
+            .values()
+            .flatten()
+            .copied()
+            // A volume that names no PVC (none is recorded so) is in no entry above.
+            .chain(
+                projection
+                    .volumes
+                    .iter()
+                    .filter(|(_, record)| record.pvc_uids.is_empty()),
+            )
+            .collect();
         schemas::text::encode_shared(names.len().saturating_mul(3), || {
             (
-                &projection.volumes,
+                volumes,
                 &projection.orphaned,
                 &projection.violations,
                 projection.seq,
@@ -389,7 +431,7 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
 
 /// Layout 3's `rest`, decoded in a back-reference scope of its own.
 struct Rest {
-    volumes: super::HashMap<Text, VolumeRecord>,
+    volumes: Vec<(Text, VolumeRecord)>,
     orphaned: super::OrdSet<Text>,
     violations: super::OrdSet<(Text, Text)>,
     seq: u64,
@@ -401,7 +443,7 @@ struct Rest {
 impl<'de> Deserialize<'de> for Rest {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         type Fields = (
-            super::HashMap<Text, VolumeRecord>,
+            Vec<(Text, VolumeRecord)>,
             super::OrdSet<Text>,
             super::OrdSet<(Text, Text)>,
             u64,
@@ -423,11 +465,11 @@ impl<'de> Deserialize<'de> for Rest {
     }
 }
 
-/// What the threads decoding layout 3's parts produced, each thread's in a list of its own.
-#[derive(Default)]
+/// Layout 3's parts, decoded: the projection's maps of records, names and volumes.
 struct DecodedParts {
-    records: Vec<Vec<(Text, Arc<UidState>)>>,
-    names: Vec<Vec<(NameKey, NameUids)>>,
+    uids: super::HashMap<Text, Arc<UidState>>,
+    names: super::HashMap<NameKey, NameUids>,
+    volumes: super::HashMap<Text, VolumeRecord>,
 }
 
 impl<'de> Deserialize<'de> for DecodedParts {
@@ -451,22 +493,56 @@ impl<'de> Visitor<'de> for PartsVisitor {
             .map_or(1, |n| n.get())
             .clamp(1, MAX_DECODE_THREADS);
         std::thread::scope(|scope| {
+            // Two threads build the maps from each part as it is decoded (the name index,
+            // the costlier, with the few volumes), so that building them overlaps the
+            // decoding instead of following it.
+            let (records_sender, records) =
+                std::sync::mpsc::channel::<Vec<(Text, Arc<UidState>)>>();
+            let (names_sender, names) =
+                std::sync::mpsc::channel::<(Vec<(NameKey, NameUids)>, Vec<(Text, VolumeRecord)>)>();
+            let uids = scope.spawn(move || {
+                let mut uids: super::HashMap<Text, Arc<UidState>> = Default::default();
+                for (uid, state) in records.into_iter().flatten() {
+                    if uids.insert(uid.clone(), state).is_some() {
+                        return Err(format!("uid {uid} is written twice"));
+                    }
+                }
+                Ok(uids)
+            });
+            let names_and_volumes = scope.spawn(move || {
+                let mut by_name: super::HashMap<NameKey, NameUids> = Default::default();
+                let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
+                for (names, volumes) in names {
+                    for (name, uids) in names {
+                        if by_name.insert(name, uids).is_some() {
+                            return Err("a name index entry is written twice".to_string());
+                        }
+                    }
+                    insert_volumes(&mut by_volume, volumes)?;
+                }
+                Ok((by_name, by_volume))
+            });
             let mut senders = Vec::with_capacity(threads);
             let mut decoders = Vec::with_capacity(threads);
             for _ in 0..threads {
                 // One part queued per thread: the bytes read ahead stay a few parts.
                 let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(1);
                 senders.push(sender);
+                let (records, names) = (records_sender.clone(), names_sender.clone());
                 decoders.push(scope.spawn(move || {
-                    let mut records = Vec::new();
-                    let mut names = Vec::new();
                     for (index, bytes) in receiver {
-                        decode_part(&bytes, &mut records, &mut names)
+                        let mut decoded = Decoded::default();
+                        decode_part(&bytes, &mut decoded)
                             .map_err(|e| format!("part {index}: {e}"))?;
+                        drop(bytes);
+                        // A builder that stopped has failed: its error is reported below.
+                        let _ = records.send(decoded.records);
+                        let _ = names.send((decoded.names, decoded.volumes));
                     }
-                    Ok::<_, String>((records, names))
+                    Ok::<_, String>(())
                 }));
             }
+            drop((records_sender, names_sender));
             let mut read = Ok(());
             let mut index = 0;
             loop {
@@ -486,29 +562,53 @@ impl<'de> Visitor<'de> for PartsVisitor {
                 }
             }
             drop(senders);
-            let mut decoded = DecodedParts::default();
             let mut failed = None;
             for decoder in decoders {
-                match decoder.join() {
-                    Ok(Ok((records, names))) => {
-                        decoded.records.push(records);
-                        decoded.names.push(names);
-                    }
-                    Ok(Err(e)) => failed = failed.or(Some(e)),
-                    Err(panic) => std::panic::resume_unwind(panic),
+                if let Err(e) = joined(decoder) {
+                    failed = failed.or(Some(e));
                 }
             }
+            let uids = joined(uids);
+            let names_and_volumes = joined(names_and_volumes);
             // A read that failed is the storage's (or the framing's): reported first.
             read?;
-            match failed {
-                Some(e) => Err(de::Error::custom(e)),
-                None if index != PARTS => Err(de::Error::custom(format!(
-                    "the snapshot has {index} parts; layout 3 has {PARTS}"
-                ))),
-                None => Ok(decoded),
+            if let Some(e) = failed {
+                return Err(de::Error::custom(e));
             }
+            if index != PARTS {
+                return Err(de::Error::custom(format!(
+                    "the snapshot has {index} parts; layout 3 has {PARTS}"
+                )));
+            }
+            let uids = uids.map_err(de::Error::custom)?;
+            let (names, volumes) = names_and_volumes.map_err(de::Error::custom)?;
+            Ok(DecodedParts {
+                uids,
+                names,
+                volumes,
+            })
         })
     }
+}
+
+/// What a scoped thread returned (its panic, resumed here).
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Adds decoded volumes to the volume map; one already there is refused (written twice).
+fn insert_volumes(
+    map: &mut super::HashMap<Text, VolumeRecord>,
+    volumes: Vec<(Text, VolumeRecord)>,
+) -> Result<(), String> {
+    for (volume, record) in volumes {
+        if map.insert(volume.clone(), record).is_some() {
+            return Err(format!("volume {volume} is written twice"));
+        }
+    }
+    Ok(())
 }
 
 /// One part's bytes, as read.
@@ -536,16 +636,20 @@ impl<'de> Deserialize<'de> for PartBytes {
     }
 }
 
-/// Decodes one part of layout 3 (in a back-reference scope of its own) onto the records
-/// and name entries a thread has decoded so far.
-fn decode_part(
-    bytes: &[u8],
-    records: &mut Vec<(Text, Arc<UidState>)>,
-    names: &mut Vec<(NameKey, NameUids)>,
-) -> Result<(), rmp_serde::decode::Error> {
+/// What one thread decoded from its parts.
+#[derive(Default)]
+struct Decoded {
+    records: Vec<(Text, Arc<UidState>)>,
+    names: Vec<(NameKey, NameUids)>,
+    volumes: Vec<(Text, VolumeRecord)>,
+}
+
+/// Decodes one part of layout 3 (in a back-reference scope of its own) onto what a thread
+/// has decoded so far.
+fn decode_part(bytes: &[u8], decoded: &mut Decoded) -> Result<(), rmp_serde::decode::Error> {
     let mut deserializer = rmp_serde::Deserializer::new(bytes);
     schemas::text::decode_shared(|| {
-        de::DeserializeSeed::deserialize(FamiliesInto { records, names }, &mut deserializer)
+        de::DeserializeSeed::deserialize(FamiliesInto(decoded), &mut deserializer)
     })?;
     match deserializer.get_ref().len() {
         0 => Ok(()),
@@ -557,10 +661,7 @@ fn decode_part(
 
 /// A part's families, decoded onto the lists of a thread: records straight into their
 /// `Arc` (serde's `Arc` decodes into a `Box` and copies it into a second allocation).
-struct FamiliesInto<'v> {
-    records: &'v mut Vec<(Text, Arc<UidState>)>,
-    names: &'v mut Vec<(NameKey, NameUids)>,
-}
+struct FamiliesInto<'v>(&'v mut Decoded);
 
 impl<'de> de::DeserializeSeed<'de> for FamiliesInto<'_> {
     type Value = ();
@@ -574,26 +675,21 @@ impl<'de> Visitor<'de> for FamiliesInto<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of families: [records, names]")
+        f.write_str("an array of families: [records, names, volumes]")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut families: A) -> Result<(), A::Error> {
+        let decoded = self.0;
         while families
-            .next_element_seed(FamilyInto {
-                records: self.records,
-                names: self.names,
-            })?
+            .next_element_seed(FamilyInto(&mut *decoded))?
             .is_some()
         {}
         Ok(())
     }
 }
 
-/// One family: `[records, names]`.
-struct FamilyInto<'v> {
-    records: &'v mut Vec<(Text, Arc<UidState>)>,
-    names: &'v mut Vec<(NameKey, NameUids)>,
-}
+/// One family: `[records, names, volumes]`.
+struct FamilyInto<'v>(&'v mut Decoded);
 
 impl<'de> de::DeserializeSeed<'de> for FamilyInto<'_> {
     type Value = ();
@@ -607,25 +703,33 @@ impl<'de> Visitor<'de> for FamilyInto<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a family: [records, names]")
+        f.write_str("a family: [records, names, volumes]")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut family: A) -> Result<(), A::Error> {
         let missing = |what: &str| de::Error::custom(format!("a family has no {what}"));
+        let decoded = self.0;
         family
             .next_element_seed(ListInto(
-                self.records,
+                &mut decoded.records,
                 |(uid, state): (Text, UidState)| (uid, Arc::new(state)),
                 std::marker::PhantomData,
             ))?
             .ok_or_else(|| missing("records"))?;
         family
             .next_element_seed(ListInto(
-                self.names,
+                &mut decoded.names,
                 |entry: (NameKey, NameUids)| entry,
                 std::marker::PhantomData,
             ))?
             .ok_or_else(|| missing("names"))?;
+        family
+            .next_element_seed(ListInto(
+                &mut decoded.volumes,
+                |entry: (Text, VolumeRecord)| entry,
+                std::marker::PhantomData,
+            ))?
+            .ok_or_else(|| missing("volumes"))?;
         if family.next_element::<de::IgnoredAny>()?.is_some() {
             return Err(de::Error::custom("a family has trailing elements"));
         }
@@ -662,43 +766,25 @@ impl<'de, T, E: Deserialize<'de>, F: FnMut(E) -> T> de::DeserializeSeed<'de>
 }
 
 impl DecodedParts {
-    /// The projection the parts and `rest` hold: its two big maps built at once, one on
-    /// another thread. A uid or a name written twice is refused (an encoder writes each
-    /// once; a snapshot that does not is not one this build wrote).
+    /// The projection the parts and `rest` hold. A name or a volume of `rest` already in a
+    /// part is refused, as one written twice within the parts is.
     fn into_projection<E: de::Error>(self, rest: Rest) -> Result<Projection, E> {
-        let DecodedParts { records, names } = self;
-        let (uids, names) = std::thread::scope(|scope| {
-            let names = scope.spawn(move || {
-                let mut map: super::HashMap<NameKey, NameUids> = super::HashMap::default();
-                for (name, uids) in names.into_iter().flatten().chain(rest.names) {
-                    if map.insert(name, uids).is_some() {
-                        return Err("a name index entry is written twice".to_string());
-                    }
-                }
-                Ok(map)
-            });
-            let mut map: super::HashMap<Text, Arc<UidState>> = super::HashMap::default();
-            let mut twice = None;
-            for (uid, state) in records.into_iter().flatten() {
-                if map.insert(uid.clone(), state).is_some() {
-                    twice = Some(uid);
-                    break;
-                }
+        let DecodedParts {
+            uids,
+            mut names,
+            mut volumes,
+        } = self;
+        for (name, uids) in rest.names {
+            if names.insert(name, uids).is_some() {
+                return Err(E::custom("a name index entry is written twice"));
             }
-            let names = names
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            let uids = match twice {
-                Some(uid) => Err(format!("uid {uid} is written twice")),
-                None => Ok(map),
-            };
-            (uids, names)
-        });
+        }
+        insert_volumes(&mut volumes, rest.volumes).map_err(E::custom)?;
         Ok(Projection {
-            uids: uids.map_err(E::custom)?,
-            names: names.map_err(E::custom)?,
+            uids,
+            names,
             active: Default::default(),
-            volumes: rest.volumes,
+            volumes,
             orphaned: rest.orphaned,
             violations: rest.violations,
             seq: rest.seq,

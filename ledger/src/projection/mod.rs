@@ -1930,6 +1930,17 @@ mod tests {
                 .any(|c| c.shares_storage_with(pod_key)));
             let named = projection.uids_of(ObjectKind::Pod, "ns", &format!("p{k}"));
             assert!(named[0].shares_storage_with(pod_key));
+            let (pvc_key, _) = projection
+                .uids
+                .get_key_value(format!("pvc-{k}").as_str())
+                .unwrap();
+            let volume = projection.volumes.get(format!("pv-{k}").as_str()).unwrap();
+            assert!(volume.pvc_uids[0].shares_storage_with(pvc_key));
+            assert!(volume
+                .first_claim_uid
+                .as_ref()
+                .unwrap()
+                .shares_storage_with(claim_key));
             assert_eq!(
                 decoded
                     .projection

@@ -808,18 +808,6 @@ impl Ledger {
                 None => (Projection::default(), 0, Hash::ZERO),
             };
         let mut frontier = start_frontier(store_ref, start_seq);
-        // A snapshot an earlier writer left below the head, that no entry commits to: the
-        // walk keeps the state at its seq, for this writer to adopt it.
-        let leftover = match config.allow_corrupt || config.snapshot_every == 0 {
-            true => None,
-            false => leftover_snapshot(store_ref, start_seq, head_seq)
-                .map_err(|e| match e {
-                    LedgerError::Storage(e) => integrity(e),
-                    other => other,
-                })?
-                .filter(|&seq| seq < head_seq),
-        };
-        let mut state_at_leftover = None;
         // A deleted snapshot is only a slower start: the tail walk tolerates it.
         let mut report = verify::walk(
             store_ref,
@@ -829,7 +817,6 @@ impl Ledger {
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
             start_seq > 0,
-            leftover.map(|seq| (seq, &mut state_at_leftover)),
             verify::WalkEnd::Head,
         )?;
         if early_failure.is_some() {
@@ -893,7 +880,7 @@ impl Ledger {
             },
             committer: committer::Committer::default(),
         };
-        ledger.adopt_leftover_snapshot(start_seq, state_at_leftover);
+        ledger.adopt_leftover_snapshot(start_seq);
         tracing::debug!(
             head = head.seq,
             snapshot = start_seq,
@@ -987,7 +974,6 @@ impl Ledger {
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
             false,
-            None,
             verify::WalkEnd::Following,
         )?;
         if let Some(failure) = report.failure {
@@ -1485,14 +1471,17 @@ impl Ledger {
     /// yet: it was written at the head this ledger opened at (nothing was appended after
     /// it: a quiet cluster, a restart), or below it, when the earlier writer appended past
     /// it and stopped before an append could commit to it. A writer commits only to
-    /// snapshots it wrote, so the snapshot thread writes it again, from the state this
-    /// writer derived at its seq (the published one at the head; `state_below_head`, kept
-    /// by the open's walk, below it), replacing the bytes left there unread, and the next
-    /// append commits to it. Without this, a ledger whose process stops right after a
-    /// snapshot never uses one: every restart replays from the previous committed snapshot
-    /// (or from the first entry). (Checking the bytes left instead, by decoding them and
-    /// comparing, held a second copy of the projection at every restart.)
-    fn adopt_leftover_snapshot(&mut self, start_seq: u64, state_below_head: Option<Projection>) {
+    /// snapshots it wrote, so the snapshot thread writes the state at the head (the one
+    /// this writer derived and published) as the snapshot there: over the bytes left,
+    /// unread, when they are at the head; below it, the bytes left are never used and are
+    /// removed once the new one is written. The next append commits to it. Without this,
+    /// a ledger whose process stops right after a snapshot never uses one: every restart
+    /// replays from the previous committed snapshot (or from the first entry). (Checking
+    /// the bytes left instead, by decoding them and comparing, held a second copy of the
+    /// projection at every restart; rewriting one below the head from the state at its seq
+    /// made the open's walk keep that state, and copy every part of the projection an
+    /// entry after it changed: 126 MB more and a third slower over a 233k-entry tail.)
+    fn adopt_leftover_snapshot(&mut self, start_seq: u64) {
         let head = self.view.head.seq;
         if self.config.snapshot_every == 0
             || self.config.allow_corrupt
@@ -1507,20 +1496,16 @@ impl Ledger {
             Ok(Some(seq)) => seq,
             Ok(None) | Err(_) => return,
         };
-        let state = match (leftover == head, state_below_head) {
-            (true, _) => self.published.load_full().projection.clone(),
-            (false, Some(state)) if state.seq() == leftover => state,
-            (false, _) => return,
-        };
-        // The next snapshot is due `snapshot_every` entries after this one. At the head,
-        // the first append waits for it, so that it is the one that commits to it (a
-        // process that appends once and stops, an `ingest`, would otherwise leave it
-        // uncommitted again); below it, appends go on and the first one after it is
-        // written commits to it (hundreds of megabytes must not hold back a restarted
-        // watcher).
-        self.snapshots.last_seq = leftover;
+        let state = self.published.load_full().projection.clone();
+        // The next snapshot is due `snapshot_every` entries after this one. Over one left
+        // at the head, the first append waits for it, so that it is the one that commits
+        // to it (a process that appends once and stops, an `ingest`, would otherwise leave
+        // it uncommitted again); for one below it, appends go on and the first one after
+        // it is written commits to it (hundreds of megabytes must not hold back a
+        // restarted watcher).
+        self.snapshots.last_seq = head;
         self.snapshots.adopting = leftover == head;
-        let job = self.snapshot_job(leftover, state, false);
+        let job = self.snapshot_job(head, state, false);
         self.run_snapshot_task(job);
     }
 
@@ -1727,7 +1712,6 @@ impl LedgerView {
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
             false,
-            None,
             verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
@@ -1801,7 +1785,6 @@ impl LedgerView {
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
             false,
-            None,
             verify::WalkEnd::Head,
         )?;
         self.check_store_identity(&mut report);
@@ -2565,11 +2548,12 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_left_below_the_head_is_adopted_by_the_next_writer_and_opens_from_then_on() {
+    fn a_snapshot_left_below_the_head_is_replaced_by_one_at_the_head_and_opens_from_then_on() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, config) = snapshot_every_4(dir.path());
         leave_a_snapshot_below_the_head(&mut ledger);
         assert_eq!(ledger.entry(5).unwrap().unwrap().entry.snapshot, None);
+        let at_head = ledger.projection().clone();
         drop(ledger);
         assert_eq!(
             leftover_snapshot_seq(dir.path(), &config),
@@ -2580,12 +2564,16 @@ mod tests {
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         reopened.append([pod(7)], at(2)).unwrap();
         reopened.flush().unwrap();
-        committed_snapshot_bytes(&reopened, 7, 4);
+        // The state at the head it opened at (6), written there and committed to by 7;
+        // the bytes left at 4 are never used, and removed.
+        committed_snapshot_bytes(&reopened, 7, 6);
+        assert_opens_from(&reopened, 6, &at_head);
+        assert_eq!(reopened.store.snapshot_seqs().unwrap(), vec![6]);
         assert!(reopened.verify().unwrap().ok());
         drop(reopened);
         assert_eq!(
             leftover_snapshot_seq(dir.path(), &config),
-            (None, Some(4)),
+            (None, Some(6)),
             "committed now: the next open starts from it"
         );
     }
@@ -2671,11 +2659,11 @@ mod tests {
             Err(LedgerError::ReadOnly)
         ));
         drop(reader);
-        // A writer still adopts it.
+        // A writer still takes it over, writing the state at its head (6) instead.
         let mut writer = Ledger::open(dir.path(), config).unwrap();
         assert_eq!(
             writer.snapshots.written.lock().unwrap().map(|(seq, _)| seq),
-            Some(4)
+            Some(6)
         );
         writer.append([pod(7)], at(2)).unwrap();
         writer.flush().unwrap();
@@ -2683,21 +2671,23 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_left_below_the_head_is_never_read_but_written_again_from_the_state_there() {
+    fn a_snapshot_left_below_the_head_is_never_read_nor_committed_to() {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, config) = snapshot_every_4(dir.path());
         leave_a_snapshot_below_the_head(&mut ledger);
         // Rewritten with the state after 3 under seq 4: one no writer could vouch for.
         let wrong = encode_snapshot(4, &ledger.state_at_seq(3).unwrap()).unwrap();
         ledger.store.put_snapshot(4, &wrong).unwrap();
-        let truth = ledger.state_at_seq(4).unwrap();
+        let truth = ledger.projection().clone();
         drop(ledger);
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         reopened.append([pod(7)], at(2)).unwrap();
         reopened.flush().unwrap();
-        // Entry 7 commits to the state the writer derived at 4, never to the bytes left.
-        assert_ne!(committed_snapshot_bytes(&reopened, 7, 4), wrong);
-        assert_opens_from(&reopened, 4, &truth);
+        // Entry 7 commits to the state the writer derived at its head, never to the bytes
+        // left, which are gone.
+        assert_ne!(committed_snapshot_bytes(&reopened, 7, 6), wrong);
+        assert_eq!(reopened.store.snapshot_seqs().unwrap(), vec![6]);
+        assert_opens_from(&reopened, 6, &truth);
         assert!(reopened.verify().unwrap().ok());
     }
 

@@ -173,9 +173,7 @@ pub(crate) enum WalkEnd {
 /// `missing` says whether a committed snapshot that is not stored fails. With `anchored`,
 /// the walk starts from the snapshot at `start_seq` that `anchor` checked against its
 /// committing entry a moment before: that digest is not computed again (hundreds of
-/// megabytes read and hashed at cluster scale, for every open). With `capture`, the state
-/// just after that seq is kept (a copy of the persistent maps: `O(1)`) once its entry
-/// verifies.
+/// megabytes read and hashed at cluster scale, for every open).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn walk(
     store: &dyn Store,
@@ -185,7 +183,6 @@ pub(crate) fn walk(
     head: (u64, Hash),
     missing: MissingSnapshot,
     anchored: bool,
-    mut capture: Option<(u64, &mut Option<Projection>)>,
     mut end: WalkEnd,
 ) -> Result<VerifyReport, LedgerError> {
     let anchored = anchored.then_some(start_seq);
@@ -405,11 +402,6 @@ pub(crate) fn walk(
                     report.verified_seq = seq;
                     report.verified_hash = stored_hash;
                     report.entries += 1;
-                    if let Some((at, captured)) = capture.as_mut() {
-                        if *at == seq {
-                            **captured = Some(projection.clone());
-                        }
-                    }
                 }
                 if batch.ends {
                     return Ok(());

@@ -1277,7 +1277,8 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
     drop(ledger);
 
     // A writer reopening the ledger never reads a snapshot left uncommitted, forged or not:
-    // it writes the state it derived at that seq over it, and commits to that.
+    // it writes the state it derived at its head as the snapshot there, over the bytes
+    // left when they are at the head, and commits to that.
     tamper(&dir, |tree| tree.insert(snapshot_key(40), at_40).unwrap());
     let config = LedgerConfig {
         snapshot_every: 10,
@@ -1313,41 +1314,48 @@ fn an_uncommitted_snapshot_is_never_used_and_is_not_a_failure() {
     append_until(&mut ledger, head + 1);
     drop(ledger);
     tamper(&dir, |tree| assert_eq!(commitment(tree, head + 1), None));
-    // The next writer writes the state at 50 again; the first append after it (52: 51 is
-    // the head it opened at) commits to it, and the next due one follows.
+    // The next writer writes the state at the head it opened at (51) as the snapshot
+    // there; the first append after it (52) commits to it, the forged bytes at 50 are
+    // removed unread, and the next due one follows.
     let mut ledger = open_ledger(&dir, config.clone()).unwrap();
     append_until(&mut ledger, 45 + 20);
     drop(ledger);
     let committed = tamper(&dir, |tree| {
         assert_eq!(commitment(tree, 51), None);
-        assert_rewritten_and_committed(tree, 50, 52, &forged_at_50);
+        assert_eq!(
+            tree.get(snapshot_key(50)).unwrap(),
+            None,
+            "{forged_at_50:?}"
+        );
+        let at_51 = tree.get(snapshot_key(51)).unwrap().unwrap();
+        assert_eq!(commitment(tree, 52), Some(snapshot_digest(&at_51)));
         committed_snapshots(tree)
     });
     let before = [10, 20, 30, 40].map(|seq| Committed { seq, by: seq + 1 });
     assert_eq!(committed[..4], before, "{committed:?}");
-    assert_eq!(committed[4], Committed { seq: 50, by: 52 }, "{committed:?}");
-    assert!(committed.last().unwrap().seq > 50, "{committed:?}");
+    assert_eq!(committed[4], Committed { seq: 51, by: 52 }, "{committed:?}");
+    assert!(committed.last().unwrap().seq > 51, "{committed:?}");
 
-    // At the head: the snapshot written at the flush that reached 70, left uncommitted by
-    // a writer that stopped there, then forged.
+    // At the head: the snapshot written at the flush that reached 71 (10 after 61), left
+    // uncommitted by a writer that stopped there, then forged.
     let mut ledger = open_ledger(&dir, config.clone()).unwrap();
-    append_until(&mut ledger, 70);
+    append_until(&mut ledger, 71);
     drop(ledger);
-    let forged_at_70 = tamper(&dir, |tree| {
+    let forged_at_71 = tamper(&dir, |tree| {
         assert_eq!(
             stored_snapshots(tree).last(),
-            Some(&Stored { seq: 70, by: None })
+            Some(&Stored { seq: 71, by: None })
         );
-        let forged = forge_snapshot(tree, 70);
-        tree.insert(snapshot_key(70), forged.clone()).unwrap();
+        let forged = forge_snapshot(tree, 71);
+        tree.insert(snapshot_key(71), forged.clone()).unwrap();
         forged
     });
     let mut ledger = open_ledger(&dir, config.clone()).unwrap();
-    append_until(&mut ledger, 71);
+    append_until(&mut ledger, 72);
     let (head, projection) = (ledger.head().seq, ledger.projection().clone());
     drop(ledger);
     tamper(&dir, |tree| {
-        assert_rewritten_and_committed(tree, 70, 71, &forged_at_70)
+        assert_rewritten_and_committed(tree, 71, 72, &forged_at_71)
     });
     let ledger = open_ledger(&dir, config).unwrap();
     assert_eq!(ledger.head().seq, head);

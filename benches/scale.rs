@@ -21,7 +21,8 @@
 //! `cargo bench --bench scale` runs it at the default size (200k lifecycles: 1.6M entries,
 //! 800k live objects); `cargo test --benches` runs it once, tiny. With
 //! `CLAIM_LEDGER_BENCH_DIR=DIR` the filled ledger is kept in `DIR`, and a later run with the
-//! same `DIR` and size skips phases 1 and 2 and reopens it (to profile the reopen alone).
+//! same `DIR` and size skips phases 1 and 2 and reopens it (to profile the reopen alone),
+//! then appends one entry (so a run after it reopens from the snapshot this one wrote).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -167,7 +168,17 @@ fn main() {
     let kept = std::env::var_os("CLAIM_LEDGER_BENCH_DIR").map(std::path::PathBuf::from);
     let dir = kept.clone().unwrap_or_else(|| root.path().join("ledger"));
     if kept.is_some() && dir.join(ledger::dir::MANIFEST).exists() {
-        reopen(&dir, bindings, snapshot_every, cache_mb);
+        let mut reopened = reopen(&dir, bindings, snapshot_every, cache_mb);
+        // One entry, as a restarted service appends: it commits to the snapshot the open
+        // wrote (one left uncommitted is replaced by the state at the head), so the next
+        // reopen-only run starts at the head, as a service's next restart does.
+        let mut events = Vec::new();
+        Lifecycles::new().bind(10_000_000 + reopened.head().seq, &mut events);
+        events.truncate(1);
+        reopened
+            .append(normalized(events), Utc::now())
+            .expect("append");
+        reopened.flush().expect("flush");
         return;
     }
 

@@ -40,7 +40,7 @@ use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::fmt;
 use std::sync::Arc;
 
-use ahash::AHashSet;
+use ahash::{AHashMap, AHashSet};
 
 use chrono::{DateTime, Utc};
 use schemas::{ObjectKind, Text};
@@ -145,9 +145,20 @@ struct Families<'a> {
     projection: &'a Projection,
     /// Every uid, in the map's order: where the search for the next family goes on.
     order: Vec<&'a Text>,
+    /// The name index entries by the newest uid each names (taken by that uid's family;
+    /// those left at the end go in `rest`).
+    names_of: RefCell<AHashMap<&'a str, NameEntries<'a>>>,
+    /// The volumes by their newest PVC, the same way.
+    volumes_of: RefCell<AHashMap<&'a str, VolumeEntries<'a>>>,
     /// The uids already written, and where the search for the next family is.
     written: RefCell<(AHashSet<&'a str>, usize)>,
 }
+
+/// The name index entries whose newest uid is one uid: nearly always one.
+type NameEntries<'a> = smallvec::SmallVec<[(&'a NameKey, &'a NameUids); 1]>;
+
+/// The volumes whose newest PVC is one uid: nearly always none or one.
+type VolumeEntries<'a> = smallvec::SmallVec<[(&'a Text, &'a VolumeRecord); 1]>;
 
 /// One part of layout 3, as written: its records and name entries in family order, and
 /// where each family ends in both.
@@ -162,60 +173,32 @@ struct Part<'a> {
 
 impl<'a> Families<'a> {
     fn new(projection: &'a Projection) -> Self {
+        let mut names_of: AHashMap<&str, NameEntries<'a>> =
+            AHashMap::with_capacity(projection.names.len());
+        for (name, uids) in projection.names.iter() {
+            if let Some(newest) = uids.last() {
+                names_of
+                    .entry(newest.as_str())
+                    .or_default()
+                    .push((name, uids));
+            }
+        }
+        let mut volumes_of: AHashMap<&str, VolumeEntries<'a>> = AHashMap::default();
+        for (volume, record) in projection.volumes.iter() {
+            if let Some(newest) = record.pvc_uids.last() {
+                volumes_of
+                    .entry(newest.as_str())
+                    .or_default()
+                    .push((volume, record));
+            }
+        }
         Families {
             projection,
             order: projection.uids.keys().collect(),
+            names_of: RefCell::new(names_of),
+            volumes_of: RefCell::new(volumes_of),
             written: RefCell::new((AHashSet::with_capacity(projection.uids.len()), 0)),
         }
-    }
-
-    /// The name index entry a family takes with the record of `uid`: the one under the
-    /// record's (kind, namespace, name), if `uid` is its newest. (Looked up rather than
-    /// indexed by uid up front: that index was 86 MB at 930k objects, for the length of
-    /// the encode.)
-    fn name_entry_of(
-        &self,
-        uid: &Text,
-        record: &ObjectRecord,
-    ) -> Option<(&'a NameKey, &'a NameUids)> {
-        let current = &record.current;
-        let key = (
-            current.kind,
-            current.namespace.clone(),
-            current.name.clone(),
-        );
-        let (name, uids) = self.projection.names.get_key_value(&key)?;
-        (uids.last() == Some(uid)).then_some((name, uids))
-    }
-
-    /// Whether a family takes this name index entry: its newest uid's record is under it.
-    fn name_taken(&self, name: &NameKey, uids: &NameUids) -> bool {
-        uids.last()
-            .and_then(|uid| self.projection.object(uid))
-            .is_some_and(|record| {
-                let current = &record.current;
-                (current.kind, &current.namespace, &current.name) == (name.0, &name.1, &name.2)
-            })
-    }
-
-    /// The volume a family takes with the record of `uid`: the one the record (a PVC)
-    /// names, if `uid` is its newest PVC.
-    fn volume_of(&self, uid: &Text, record: &ObjectRecord) -> Option<(&'a Text, &'a VolumeRecord)> {
-        let (volume, entry) = self
-            .projection
-            .volumes
-            .get_key_value(super::volume_of(record)?)?;
-        (entry.pvc_uids.last() == Some(uid)).then_some((volume, entry))
-    }
-
-    /// Whether a family takes this volume: its newest PVC's record names it.
-    fn volume_taken(&self, volume: &Text, entry: &VolumeRecord) -> bool {
-        entry
-            .pvc_uids
-            .last()
-            .and_then(|uid| self.projection.object(uid))
-            .and_then(super::volume_of)
-            .is_some_and(|named| named == volume)
     }
 
     /// The uid whose record names `uid`'s controller, if it has a record.
@@ -236,6 +219,8 @@ impl<'a> Families<'a> {
         part.names.clear();
         part.volumes.clear();
         part.ends.clear();
+        let mut names_of = self.names_of.borrow_mut();
+        let mut volumes_of = self.volumes_of.borrow_mut();
         let mut written = self.written.borrow_mut();
         let (written, next) = &mut *written;
         let mut stack: Vec<&'a Text> = Vec::new();
@@ -261,9 +246,11 @@ impl<'a> Families<'a> {
                     continue;
                 };
                 part.records.push((key, state));
-                if let Some(record) = &state.object {
-                    part.names.extend(self.name_entry_of(key, record));
-                    part.volumes.extend(self.volume_of(key, record));
+                if let Some(entries) = names_of.remove(key.as_str()) {
+                    part.names.extend(entries);
+                }
+                if let Some(entries) = volumes_of.remove(key.as_str()) {
+                    part.volumes.extend(entries);
                 }
                 stack.extend(state.children.0.iter().rev());
             }
@@ -334,22 +321,35 @@ impl Serialize for Bin<'_> {
     }
 }
 
-/// Layout 3's `rest`, in a back-reference scope of its own: what no family takes.
+/// Layout 3's `rest`, in a back-reference scope of its own (written after the parts: the
+/// name entries no family took are known then).
 struct RestOf<'p, 'a>(&'p Families<'a>);
 
 impl Serialize for RestOf<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let families = self.0;
-        let projection = families.projection;
-        let names: Vec<(&NameKey, &NameUids)> = projection
-            .names
-            .iter()
-            .filter(|(name, uids)| !families.name_taken(name, uids))
+        let projection = self.0.projection;
+        let names: Vec<(&NameKey, &NameUids)> = self
+            .0
+            .names_of
+            .borrow()
+            .values()
+            .flatten()
+            .copied()
             .collect();
-        let volumes: Vec<(&Text, &VolumeRecord)> = projection
-            .volumes
-            .iter()
-            .filter(|(volume, entry)| !families.volume_taken(volume, entry))
+        let volumes: Vec<(&Text, &VolumeRecord)> = self
+            .0
+            .volumes_of
+            .borrow()
+            .values()
+            .flatten()
+            .copied()
+            // A volume that names no PVC (none is recorded so) is in no entry above.
+            .chain(
+                projection
+                    .volumes
+                    .iter()
+                    .filter(|(_, record)| record.pvc_uids.is_empty()),
+            )
             .collect();
         schemas::text::encode_shared(names.len().saturating_mul(3), || {
             (

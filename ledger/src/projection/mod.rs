@@ -1961,7 +1961,7 @@ mod tests {
     }
 
     #[test]
-    fn layout_three_keeps_the_names_and_volumes_no_family_takes() {
+    fn layout_three_keeps_names_and_volumes_their_newest_record_no_longer_names() {
         let mut run = many_families(3);
         // pvc-0 moved from pv-0 to pv-moved: pv-0's newest PVC no longer names it.
         let by_sandbox = vec![owner(SB, "Sandbox", "s0", "sb-0")];
@@ -1970,16 +1970,19 @@ mod tests {
         // hold it): its first name's newest uid is now under another name.
         let by_sandbox = vec![owner(SB, "Sandbox", "s1", "sb-1")];
         run.apply(pod("p1-renamed", "pod-1", 91, by_sandbox));
-        assert_eq!(run.projection.volumes.get("pv-0").unwrap().pvc_uids, ["pvc-0"]);
-        assert_eq!(run.projection.uids_of(ObjectKind::Pod, "ns", "p1"), ["pod-1"]);
+        assert_eq!(
+            run.projection.volumes.get("pv-0").unwrap().pvc_uids,
+            ["pvc-0"]
+        );
+        assert_eq!(
+            run.projection.uids_of(ObjectKind::Pod, "ns", "p1"),
+            ["pod-1"]
+        );
         let bytes = layout::encode(run.seq, &run.projection).unwrap();
         let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
         decoded.projection.rebuild_derived();
+        // Neither lost nor written twice (which the decoder would refuse).
         assert_eq!(decoded.projection, run.projection);
-        let (_, _, rest) = layout::split_layout_three(&bytes);
-        let rest = String::from_utf8_lossy(&rest);
-        assert!(rest.contains("pv-0") && rest.contains("p1"), "{rest}");
-        assert!(!rest.contains("pv-moved") && !rest.contains("pv-2"), "{rest}");
     }
 
     #[test]

@@ -488,8 +488,9 @@ struct Snapshots {
     /// The head when the ledger was opened: uncommitted snapshots at or below it were
     /// left by an earlier process, and nothing will commit to them.
     opened_head: u64,
-    /// Whether `task` is checking a snapshot left at the head for adoption: the first
-    /// append waits for it, so that it is the one that commits to it.
+    /// Whether `task` is writing the snapshot at the head over one left there
+    /// uncommitted: the first append waits for it, so that it is the one that commits to
+    /// it.
     adopting: bool,
     /// Tests write snapshots in an older layout (1 or 2), as older builds did.
     #[cfg(test)]

@@ -12,9 +12,8 @@
 //!   family). A family is an object and everything below it by controller reference (a
 //!   claim, its Sandbox, the Sandbox's pod and PVCs), written together. `rest` is
 //!   `[volumes, orphaned, violations, seq, time, watched, names]`, its `volumes` and
-//!   `names` those no family took. Inside each
-//!   part, and inside `rest`, every string after the first occurrence of its allocation
-//!   is written as a back-reference (the index of that occurrence among the strings of
+//!   `names` those no family took. Inside each part, and inside `rest`, every string
+//!   after the first occurrence of its allocation is written as a back-reference (the index of that occurrence among the strings of
 //!   that part, as an integer: [`schemas::text::encode_shared`]), so each part decodes on
 //!   its own: on every core at once, and with the strings a back-reference names written
 //!   a few records before it rather than anywhere in hundreds of megabytes.
@@ -28,7 +27,7 @@
 //! The first element tells them apart (a string tag against an integer seq), so a ledger
 //! written by an older build opens from its snapshots, and `verify` still compares them
 //! with the state replay derives. A tag this build does not know is refused as
-//! undecodable, never guessed at; so is a uid or a name written twice.
+//! undecodable, never guessed at; so is a uid, a name or a volume written twice.
 //!
 //! Back-references resolve so that every reference to a uid within a part shares one copy
 //! again, as `apply` keeps them; a string named from two parts (a uid whose owner is in
@@ -160,8 +159,8 @@ type NameEntries<'a> = smallvec::SmallVec<[(&'a NameKey, &'a NameUids); 1]>;
 /// The volumes whose newest PVC is one uid: nearly always none or one.
 type VolumeEntries<'a> = smallvec::SmallVec<[(&'a Text, &'a VolumeRecord); 1]>;
 
-/// One part of layout 3, as written: its records and name entries in family order, and
-/// where each family ends in both.
+/// One part of layout 3, as written: its records, name entries and volumes in family
+/// order, and where each family ends in each.
 #[derive(Default)]
 struct Part<'a> {
     records: Vec<(&'a Text, &'a UidState)>,

@@ -1803,7 +1803,7 @@ mod tests {
     }
 
     #[test]
-    fn both_snapshot_layouts_decode_to_the_projection_they_were_written_from() {
+    fn every_snapshot_layout_decodes_to_the_projection_it_was_written_from() {
         let run = every_index_in_use();
         let original = &run.projection;
         let layout_three = layout::encode(run.seq, original).unwrap();

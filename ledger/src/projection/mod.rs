@@ -853,11 +853,11 @@ impl Projection {
     pub(crate) fn rebuild_derived(&mut self) {
         // Each answer reads the projection only, so they are computed on every core (a
         // snapshot of 200k bound pods is loaded in a fraction of the time), then stored.
-        let pods: Vec<&Text> = self
+        let pods: Vec<(&Text, &UidState)> = self
             .uids
             .iter()
             .filter(|(_, state)| !state.bindings.is_empty())
-            .map(|(uid, _)| uid)
+            .map(|(uid, state)| (uid, &**state))
             .collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let per_thread = pods.len().div_ceil(threads).max(1);
@@ -868,7 +868,9 @@ impl Projection {
                 .map(|part| {
                     scope.spawn(move || {
                         part.iter()
-                            .filter_map(|pod| Some(((*pod).clone(), this.active_view_of(pod)?)))
+                            .filter_map(|(uid, pod)| {
+                                Some(((*uid).clone(), this.active_view_in(pod)?))
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -883,12 +885,15 @@ impl Projection {
 
     /// The cached answer for a pod whose latest binding is active.
     fn active_view_of(&self, pod_uid: &str) -> Option<ActiveView> {
-        let record = self
-            .bindings_of(pod_uid)
-            .last()
-            .filter(|r| r.ended_seq.is_none())?;
+        self.active_view_in(self.uids.get(pod_uid)?)
+    }
+
+    /// [`Projection::active_view_of`] the pod whose record is `pod` (one lookup fewer:
+    /// a snapshot's 200k bound pods are answered at every open).
+    fn active_view_in(&self, pod: &UidState) -> Option<ActiveView> {
+        let record = pod.bindings.last().filter(|r| r.ended_seq.is_none())?;
         Some(ActiveView {
-            view: Arc::new(self.binding_view(pod_uid, record)?),
+            view: Arc::new(self.binding_view(pod.object.as_ref()?, record)?),
             mutated: record.mutated,
         })
     }
@@ -1496,13 +1501,13 @@ impl Projection {
         }
     }
 
-    fn binding_view(&self, pod_uid: &str, record: &BindingRecord) -> Option<BindingView> {
+    /// The answer for the pod whose record is `pod`, bound as `record` says.
+    fn binding_view(&self, pod: &ObjectRecord, record: &BindingRecord) -> Option<BindingView> {
         let view = |r: &ObjectRecord| ObjectView {
             namespace: r.current.namespace.clone(),
             name: r.current.name.clone(),
             uid: r.current.uid.clone(),
         };
-        let pod = self.object(pod_uid)?;
         let sandbox = self.object(&record.sandbox_uid)?;
         Some(BindingView {
             kind: record.kind,

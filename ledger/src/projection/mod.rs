@@ -1991,6 +1991,58 @@ mod tests {
     }
 
     #[test]
+    fn layout_three_writes_controller_cycles_and_ambiguous_controllers_once() {
+        let mut run = many_families(2);
+        // A Sandbox and a pod each the other's controller (no API server allows it; a
+        // recording may hold it), and a chain longer than the encoder climbs.
+        run.apply(sandbox(
+            "s-loop",
+            "sb-loop",
+            50,
+            vec![owner("v1", "Pod", "p-loop", "pod-loop")],
+        ));
+        run.apply(pod(
+            "p-loop",
+            "pod-loop",
+            51,
+            vec![owner(SB, "Sandbox", "s-loop", "sb-loop")],
+        ));
+        for depth in 0..12 {
+            let controller = match depth {
+                0 => vec![],
+                _ => vec![owner(
+                    SB,
+                    "Sandbox",
+                    &format!("s-chain-{}", depth - 1),
+                    &format!("sb-chain-{}", depth - 1),
+                )],
+            };
+            run.apply(sandbox(
+                &format!("s-chain-{depth}"),
+                &format!("sb-chain-{depth}"),
+                60 + depth,
+                controller,
+            ));
+        }
+        // A pod naming two controllers: the dependent of both.
+        let mut two = pod("p-two", "pod-two", 80, vec![]);
+        two["metadata"]["ownerReferences"] = json!([
+            owner(SB, "Sandbox", "s0", "sb-0"),
+            owner(SB, "Sandbox", "s1", "sb-1"),
+        ]);
+        run.apply(two);
+        for sandbox in ["sb-0", "sb-1"] {
+            let children = &run.projection.uids.get(sandbox).unwrap().children;
+            assert!(children.contains("pod-two"), "{sandbox}: {children:?}");
+        }
+        let bytes = layout::encode(run.seq, &run.projection).unwrap();
+        let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("every uid written exactly once: {e}"));
+        decoded.projection.rebuild_derived();
+        assert_eq!(decoded.projection, run.projection);
+    }
+
+    #[test]
     fn a_layout_three_snapshot_with_a_damaged_part_is_refused() {
         let run = many_families(40);
         let bytes = layout::encode(run.seq, &run.projection).unwrap();

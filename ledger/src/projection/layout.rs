@@ -512,14 +512,10 @@ impl<'de> Visitor<'de> for PartsVisitor {
                 let mut by_name: super::HashMap<NameKey, NameUids> = Default::default();
                 let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
                 for (names, volumes) in names {
-                    for (name, uids) in names {
-                        if by_name.insert(name, uids).is_some() {
-                            return Err("a name index entry is written twice".to_string());
-                        }
-                    }
+                    insert_names(&mut by_name, names)?;
                     insert_volumes(&mut by_volume, volumes)?;
                 }
-                Ok((by_name, by_volume))
+                Ok::<_, String>((by_name, by_volume))
             });
             let mut senders = Vec::with_capacity(threads);
             let mut decoders = Vec::with_capacity(threads);
@@ -595,6 +591,20 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Adds decoded name index entries to the name map; one already there is refused (written
+/// twice).
+fn insert_names(
+    map: &mut super::HashMap<NameKey, NameUids>,
+    names: Vec<(NameKey, NameUids)>,
+) -> Result<(), String> {
+    for (name, uids) in names {
+        if map.insert(name, uids).is_some() {
+            return Err("a name index entry is written twice".to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Adds decoded volumes to the volume map; one already there is refused (written twice).
@@ -773,11 +783,7 @@ impl DecodedParts {
             mut names,
             mut volumes,
         } = self;
-        for (name, uids) in rest.names {
-            if names.insert(name, uids).is_some() {
-                return Err(E::custom("a name index entry is written twice"));
-            }
-        }
+        insert_names(&mut names, rest.names).map_err(E::custom)?;
         insert_volumes(&mut volumes, rest.volumes).map_err(E::custom)?;
         Ok(Projection {
             uids,

@@ -394,29 +394,10 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
                 let parts = seq
                     .next_element::<DecodedParts>()?
                     .ok_or_else(|| missing("parts"))?;
-                let rest = seq
-                    .next_element::<Rest>()?
-                    .ok_or_else(|| missing("rest"))?;
+                let rest = seq.next_element::<Rest>()?.ok_or_else(|| missing("rest"))?;
                 (snapshot_seq, parts.into_projection(rest)?)
             }
-            Opening::Tag(tag) if tag == LAYOUT_2 => {
-                let snapshot_seq = seq.next_element::<u64>()?.ok_or_else(|| missing("seq"))?;
-                let projection = seq
-                    .next_element::<Projection>()?
-                    .ok_or_else(|| missing("projection"))?;
-                (snapshot_seq, projection)
-            }
-            Opening::Tag(tag) => {
-                return Err(de::Error::custom(format!(
-                    "unknown snapshot layout {tag:?} (this build reads {LAYOUT_3:?}, {LAYOUT_2:?} and the untagged layout 1)"
-                )))
-            }
-            Opening::Seq(snapshot_seq) => {
-                let legacy = seq
-                    .next_element::<LayoutOne>()?
-                    .ok_or_else(|| missing("projection"))?;
-                (snapshot_seq, legacy.into_projection())
-            }
+            older => older_layout(older, &mut seq)?,
         };
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
             return Err(de::Error::custom("the snapshot has trailing elements"));
@@ -477,6 +458,321 @@ impl<'de> Deserialize<'de> for DecodedParts {
     }
 }
 
+/// The seq and projection of a snapshot of layout 2 or 1, after its opening element.
+fn older_layout<'de, A: SeqAccess<'de>>(
+    opening: Opening,
+    seq: &mut A,
+) -> Result<(u64, Projection), A::Error> {
+    let missing = |what: &str| de::Error::custom(format!("the snapshot has no {what}"));
+    match opening {
+        Opening::Tag(tag) if tag == LAYOUT_2 => {
+            let snapshot_seq = seq.next_element::<u64>()?.ok_or_else(|| missing("seq"))?;
+            let projection = seq
+                .next_element::<Projection>()?
+                .ok_or_else(|| missing("projection"))?;
+            Ok((snapshot_seq, projection))
+        }
+        Opening::Tag(tag) => Err(de::Error::custom(format!(
+            "unknown snapshot layout {tag:?} (this build reads {LAYOUT_3:?}, {LAYOUT_2:?} and the untagged layout 1)"
+        ))),
+        Opening::Seq(snapshot_seq) => {
+            let legacy = seq
+                .next_element::<LayoutOne>()?
+                .ok_or_else(|| missing("projection"))?;
+            Ok((snapshot_seq, legacy.into_projection()))
+        }
+    }
+}
+
+/// Whether the snapshot read from `reader` holds the stored state of `reference` (the
+/// projection replay derives at its seq; derived answers are not stored): `Ok(None)` when
+/// it does, `Ok(Some(why))` naming a difference, an error when it does not decode or the
+/// read fails.
+///
+/// Layout 3 is compared as it decodes, part by part on every core, each record looked up
+/// in `reference` and dropped: no projection is built. `verify` compares every committed
+/// snapshot, and at a million objects building one (a gigabyte of fresh pages, then
+/// freed) cost more than walking the entries between two snapshots. Older layouts are
+/// decoded whole and compared.
+pub(crate) fn differs_from(
+    reader: impl std::io::Read,
+    reference: &Projection,
+) -> Result<Option<String>, rmp_serde::decode::Error> {
+    let mut deserializer = rmp_serde::Deserializer::new(reader);
+    schemas::text::decode_shared(|| {
+        de::DeserializeSeed::deserialize(Against(reference), &mut deserializer)
+    })
+}
+
+/// A snapshot compared with a projection as it decodes ([`differs_from`]).
+struct Against<'r>(&'r Projection);
+
+impl<'de> de::DeserializeSeed<'de> for Against<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Against<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a snapshot: [layout tag, seq, projection] or [seq, projection]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<String>, A::Error> {
+        let reference = self.0;
+        let missing = |what: &str| de::Error::custom(format!("the snapshot has no {what}"));
+        let opening = seq
+            .next_element::<Opening>()?
+            .ok_or_else(|| missing("layout tag or seq"))?;
+        let difference = match opening {
+            Opening::Tag(tag) if tag == LAYOUT_3 => {
+                let snapshot_seq = seq.next_element::<u64>()?.ok_or_else(|| missing("seq"))?;
+                if snapshot_seq != reference.seq {
+                    // Read through, not decoded: the sequence must end where it says.
+                    while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                    return Ok(Some(format!("it names seq {snapshot_seq}")));
+                }
+                let parts = seq
+                    .next_element_seed(PartsAgainst(reference))?
+                    .ok_or_else(|| missing("parts"))?;
+                let rest = seq.next_element::<Rest>()?.ok_or_else(|| missing("rest"))?;
+                parts
+                    .with_rest(rest, reference)
+                    .map_err(de::Error::custom)?
+            }
+            older => {
+                let (snapshot_seq, projection) = older_layout(older, &mut seq)?;
+                if snapshot_seq != reference.seq {
+                    Some(format!("it names seq {snapshot_seq}"))
+                } else {
+                    stored_state_differs(&projection, reference)
+                }
+            }
+        };
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("the snapshot has trailing elements"));
+        }
+        Ok(difference)
+    }
+}
+
+/// The first difference between the stored state of two projections (what a snapshot
+/// holds: everything but the derived answers).
+fn stored_state_differs(decoded: &Projection, reference: &Projection) -> Option<String> {
+    let differs = |what: &str| Some(format!("its {what} differ from the state replay derives"));
+    if decoded.uids != reference.uids {
+        return differs("records");
+    }
+    if decoded.names != reference.names {
+        return differs("name index entries");
+    }
+    if decoded.volumes != reference.volumes {
+        return differs("volumes");
+    }
+    // The fields layout 3 keeps in `rest` (cheap to copy: shared sets, a short list).
+    let rest = Rest {
+        volumes: Vec::new(),
+        orphaned: decoded.orphaned.clone(),
+        violations: decoded.violations.clone(),
+        seq: decoded.seq,
+        at: decoded.at,
+        watched: decoded.watched.clone(),
+        names: Vec::new(),
+    };
+    rest_differs(&rest, reference)
+}
+
+/// The first difference in the fields of layout 3's `rest` besides its names and volumes.
+fn rest_differs(rest: &Rest, reference: &Projection) -> Option<String> {
+    let differs = |what: &str| Some(format!("its {what} differ from the state replay derives"));
+    if rest.orphaned != reference.orphaned {
+        return differs("orphaned PVCs");
+    }
+    if rest.violations != reference.violations {
+        return differs("recorded violations");
+    }
+    if rest.seq != reference.seq || rest.at != reference.at {
+        return differs("seq and time");
+    }
+    if rest.watched != reference.watched {
+        return differs("watched namespaces");
+    }
+    None
+}
+
+/// Layout 3's parts, compared with a projection as they decode.
+struct PartsAgainst<'r>(&'r Projection);
+
+impl<'de> de::DeserializeSeed<'de> for PartsAgainst<'_> {
+    type Value = ComparedParts;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+/// What comparing the parts found: the first difference, and which of the reference's
+/// entries the parts held (by address: the reference does not change while it is
+/// compared), so that `rest` and the counts can be checked after.
+struct ComparedParts {
+    difference: Option<String>,
+    records: usize,
+    names: AHashSet<usize>,
+    volumes: AHashSet<usize>,
+}
+
+impl<'de> Visitor<'de> for PartsAgainst<'_> {
+    type Value = ComparedParts;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the parts of a snapshot: an array of bin")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, parts: A) -> Result<ComparedParts, A::Error> {
+        let reference = self.0;
+        let ((record_difference, records), (name_difference, names, volumes)) = read_parts(
+            parts,
+            |received| {
+                let mut seen = AHashSet::with_capacity(reference.uids.len());
+                for (uid, state) in received.into_iter().flatten() {
+                    let Some(expected) = reference.uids.get(uid.as_str()) else {
+                        let why = format!("uid {uid} is not in the state replay derives");
+                        return Ok((Some(why), seen.len()));
+                    };
+                    if !seen.insert(Arc::as_ptr(expected) as usize) {
+                        return Err(format!("uid {uid} is written twice"));
+                    }
+                    if **expected != *state {
+                        let why = format!("the record of uid {uid} differs from the replay's");
+                        return Ok((Some(why), seen.len()));
+                    }
+                }
+                Ok((None, seen.len()))
+            },
+            |received| {
+                let mut names = AHashSet::with_capacity(reference.names.len());
+                let mut volumes = AHashSet::with_capacity(reference.volumes.len());
+                for (part_names, part_volumes) in received {
+                    if let Some(why) = compare_names(reference, part_names, &mut names)?
+                        .or(compare_volumes(reference, part_volumes, &mut volumes)?)
+                    {
+                        return Ok((Some(why), names, volumes));
+                    }
+                }
+                Ok((None, names, volumes))
+            },
+        )?;
+        Ok(ComparedParts {
+            difference: record_difference.or(name_difference),
+            records,
+            names,
+            volumes,
+        })
+    }
+}
+
+impl ComparedParts {
+    /// The first difference, once `rest` is compared too and every record, name and volume
+    /// of `reference` was found; an error for an entry written twice.
+    fn with_rest(
+        mut self,
+        mut rest: Rest,
+        reference: &Projection,
+    ) -> Result<Option<String>, String> {
+        if self.difference.is_some() {
+            return Ok(self.difference);
+        }
+        let (names, volumes) = (
+            std::mem::take(&mut rest.names),
+            std::mem::take(&mut rest.volumes),
+        );
+        if let Some(why) = compare_names(reference, names, &mut self.names)?.or(compare_volumes(
+            reference,
+            volumes,
+            &mut self.volumes,
+        )?) {
+            return Ok(Some(why));
+        }
+        let missing = |count: usize, what: &str| {
+            Some(format!(
+                "{count} {what} of the state replay derives are not in it"
+            ))
+        };
+        if self.records != reference.uids.len() {
+            return Ok(missing(reference.uids.len() - self.records, "records"));
+        }
+        if self.names.len() != reference.names.len() {
+            return Ok(missing(
+                reference.names.len() - self.names.len(),
+                "name index entries",
+            ));
+        }
+        if self.volumes.len() != reference.volumes.len() {
+            return Ok(missing(
+                reference.volumes.len() - self.volumes.len(),
+                "volumes",
+            ));
+        }
+        Ok(rest_differs(&rest, reference))
+    }
+}
+
+/// Compares decoded name index entries with `reference`'s, noting each one found in
+/// `seen`: the first difference, or an error for one written twice.
+fn compare_names(
+    reference: &Projection,
+    names: Vec<(NameKey, NameUids)>,
+    seen: &mut AHashSet<usize>,
+) -> Result<Option<String>, String> {
+    for (name, uids) in names {
+        let Some(expected) = reference.names.get(&name) else {
+            return Ok(Some(format!(
+                "its name index holds {}/{} ({:?}), which the replay's does not",
+                name.1, name.2, name.0
+            )));
+        };
+        if !seen.insert(expected as *const NameUids as usize) {
+            return Err("a name index entry is written twice".to_string());
+        }
+        if *expected != uids {
+            return Ok(Some(format!(
+                "its name index entry of {}/{} ({:?}) differs from the replay's",
+                name.1, name.2, name.0
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Compares decoded volumes with `reference`'s, noting each one found in `seen`: the
+/// first difference, or an error for one written twice.
+fn compare_volumes(
+    reference: &Projection,
+    volumes: Vec<(Text, VolumeRecord)>,
+    seen: &mut AHashSet<usize>,
+) -> Result<Option<String>, String> {
+    for (volume, record) in volumes {
+        let Some(expected) = reference.volumes.get(volume.as_str()) else {
+            return Ok(Some(format!(
+                "it holds volume {volume}, which the replay's state does not"
+            )));
+        };
+        if !seen.insert(expected as *const VolumeRecord as usize) {
+            return Err(format!("volume {volume} is written twice"));
+        }
+        if *expected != record {
+            return Ok(Some(format!(
+                "its record of volume {volume} differs from the replay's"
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// Reads layout 3's parts and hands them, as they are read, to threads that decode them.
 struct PartsVisitor;
 
@@ -487,19 +783,13 @@ impl<'de> Visitor<'de> for PartsVisitor {
         f.write_str("the parts of a snapshot: an array of bin")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut parts: A) -> Result<DecodedParts, A::Error> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, MAX_DECODE_THREADS);
-        std::thread::scope(|scope| {
-            // Two threads build the maps from each part as it is decoded (the name index,
-            // the costlier, with the few volumes), so that building them overlaps the
-            // decoding instead of following it.
-            let (records_sender, records) =
-                std::sync::mpsc::channel::<Vec<(Text, Arc<UidState>)>>();
-            let (names_sender, names) =
-                std::sync::mpsc::channel::<(Vec<(NameKey, NameUids)>, Vec<(Text, VolumeRecord)>)>();
-            let uids = scope.spawn(move || {
+    fn visit_seq<A: SeqAccess<'de>>(self, parts: A) -> Result<DecodedParts, A::Error> {
+        // Two threads build the maps from each part as it is decoded (the name index, the
+        // costlier, with the few volumes), so that building them overlaps the decoding
+        // instead of following it.
+        let (uids, (names, volumes)) = read_parts(
+            parts,
+            |records| {
                 let mut uids: super::HashMap<Text, Arc<UidState>> = Default::default();
                 for (uid, state) in records.into_iter().flatten() {
                     if uids.insert(uid.clone(), state).is_some() {
@@ -507,83 +797,114 @@ impl<'de> Visitor<'de> for PartsVisitor {
                     }
                 }
                 Ok(uids)
-            });
-            let names_and_volumes = scope.spawn(move || {
+            },
+            |names| {
                 let mut by_name: super::HashMap<NameKey, NameUids> = Default::default();
                 let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
                 for (names, volumes) in names {
                     insert_names(&mut by_name, names)?;
                     insert_volumes(&mut by_volume, volumes)?;
                 }
-                Ok::<_, String>((by_name, by_volume))
-            });
-            let mut senders = Vec::with_capacity(threads);
-            let mut decoders = Vec::with_capacity(threads);
-            for _ in 0..threads {
-                // One part queued per thread: the bytes read ahead stay a few parts.
-                let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(1);
-                senders.push(sender);
-                let (records, names) = (records_sender.clone(), names_sender.clone());
-                decoders.push(scope.spawn(move || {
-                    for (index, bytes) in receiver {
-                        let mut decoded = Decoded::default();
-                        decode_part(&bytes, &mut decoded)
-                            .map_err(|e| format!("part {index}: {e}"))?;
-                        drop(bytes);
-                        // A builder that stopped has failed: its error is reported below.
-                        let _ = records.send(decoded.records);
-                        let _ = names.send((decoded.names, decoded.volumes));
-                    }
-                    Ok::<_, String>(())
-                }));
-            }
-            drop((records_sender, names_sender));
-            let mut read = Ok(());
-            let mut index = 0;
-            loop {
-                match parts.next_element::<PartBytes>() {
-                    Ok(Some(PartBytes(bytes))) => {
-                        // A thread that stopped has failed: its error is reported below.
-                        if senders[index % threads].send((index, bytes)).is_err() {
-                            break;
-                        }
-                        index += 1;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        read = Err(e);
-                        break;
-                    }
-                }
-            }
-            drop(senders);
-            let mut failed = None;
-            for decoder in decoders {
-                if let Err(e) = joined(decoder) {
-                    failed = failed.or(Some(e));
-                }
-            }
-            let uids = joined(uids);
-            let names_and_volumes = joined(names_and_volumes);
-            // A read that failed is the storage's (or the framing's): reported first.
-            read?;
-            if let Some(e) = failed {
-                return Err(de::Error::custom(e));
-            }
-            if index != PARTS {
-                return Err(de::Error::custom(format!(
-                    "the snapshot has {index} parts; layout 3 has {PARTS}"
-                )));
-            }
-            let uids = uids.map_err(de::Error::custom)?;
-            let (names, volumes) = names_and_volumes.map_err(de::Error::custom)?;
-            Ok(DecodedParts {
-                uids,
-                names,
-                volumes,
-            })
+                Ok((by_name, by_volume))
+            },
+        )?;
+        Ok(DecodedParts {
+            uids,
+            names,
+            volumes,
         })
     }
+}
+
+/// A decoding thread's records of one part.
+type PartRecords = Vec<(Text, Arc<UidState>)>;
+
+/// A decoding thread's name index entries and volumes of one part.
+type PartNames = (Vec<(NameKey, NameUids)>, Vec<(Text, VolumeRecord)>);
+
+/// Reads layout 3's parts and hands them, as they are read, to threads that decode them;
+/// two more threads take what they decode, part by part: `records` the records, `names`
+/// the name index entries and volumes. Their errors (and the decoders') are the
+/// snapshot's; a part count other than [`PARTS`] is refused.
+fn read_parts<'de, A, R, N>(
+    mut parts: A,
+    records: impl FnOnce(std::sync::mpsc::Receiver<PartRecords>) -> Result<R, String> + Send,
+    names: impl FnOnce(std::sync::mpsc::Receiver<PartNames>) -> Result<N, String> + Send,
+) -> Result<(R, N), A::Error>
+where
+    A: SeqAccess<'de>,
+    R: Send,
+    N: Send,
+{
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_DECODE_THREADS);
+    std::thread::scope(|scope| {
+        let (records_sender, records_received) = std::sync::mpsc::channel::<PartRecords>();
+        let (names_sender, names_received) = std::sync::mpsc::channel::<PartNames>();
+        let records = scope.spawn(move || records(records_received));
+        let names = scope.spawn(move || names(names_received));
+        let mut senders = Vec::with_capacity(threads);
+        let mut decoders = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            // One part queued per thread: the bytes read ahead stay a few parts.
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(1);
+            senders.push(sender);
+            let (records, names) = (records_sender.clone(), names_sender.clone());
+            decoders.push(scope.spawn(move || {
+                for (index, bytes) in receiver {
+                    let mut decoded = Decoded::default();
+                    decode_part(&bytes, &mut decoded).map_err(|e| format!("part {index}: {e}"))?;
+                    drop(bytes);
+                    // A taker that stopped has failed or is done: reported below.
+                    let _ = records.send(decoded.records);
+                    let _ = names.send((decoded.names, decoded.volumes));
+                }
+                Ok::<_, String>(())
+            }));
+        }
+        drop((records_sender, names_sender));
+        let mut read = Ok(());
+        let mut index = 0;
+        loop {
+            match parts.next_element::<PartBytes>() {
+                Ok(Some(PartBytes(bytes))) => {
+                    // A thread that stopped has failed: its error is reported below.
+                    if senders[index % threads].send((index, bytes)).is_err() {
+                        break;
+                    }
+                    index += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(senders);
+        let mut failed = None;
+        for decoder in decoders {
+            if let Err(e) = joined(decoder) {
+                failed = failed.or(Some(e));
+            }
+        }
+        let records = joined(records);
+        let names = joined(names);
+        // A read that failed is the storage's (or the framing's): reported first.
+        read?;
+        if let Some(e) = failed {
+            return Err(de::Error::custom(e));
+        }
+        if index != PARTS {
+            return Err(de::Error::custom(format!(
+                "the snapshot has {index} parts; layout 3 has {PARTS}"
+            )));
+        }
+        let records = records.map_err(de::Error::custom)?;
+        let names = names.map_err(de::Error::custom)?;
+        Ok((records, names))
+    })
 }
 
 /// What a scoped thread returned (its panic, resumed here).

@@ -2079,6 +2079,92 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_is_compared_with_the_replay_as_it_decodes_in_every_layout() {
+        let run = many_families(40);
+        let reference = &run.projection;
+        let compared = |bytes: &[u8], reference: &Projection| {
+            layout::differs_from(bytes, reference).map_err(|e| e.to_string())
+        };
+        let layouts = |projection: &Projection| {
+            [
+                ("3", layout::encode(run.seq, projection).unwrap()),
+                ("2", layout::encode_layout_two(run.seq, projection).unwrap()),
+                ("1", layout::encode_layout_one(run.seq, projection)),
+            ]
+        };
+        for (layout, bytes) in layouts(reference) {
+            assert_eq!(compared(&bytes, reference), Ok(None), "layout {layout}");
+        }
+        // The same state at another seq: its own seq names it.
+        let mut later = many_families(40);
+        later.apply(pod("p40", "pod-40", 1_000, vec![]));
+        let (seq, at) = (reference.seq, reference.at);
+        let at_reference_seq = |mut projection: Projection| {
+            projection.seq = seq;
+            projection.at = at;
+            projection
+        };
+        // One record changed (a pod's new observation), one uid more, one uid fewer, and
+        // a field of `rest`: each is named, in every layout.
+        let mut changed = many_families(40);
+        changed.apply(pod(
+            "p3",
+            "pod-3",
+            2_000,
+            vec![owner(SB, "Sandbox", "s3", "sb-3")],
+        ));
+        let changed = at_reference_seq(changed.projection);
+        let extra = at_reference_seq(later.projection.clone());
+        let mut watched = reference.clone();
+        watched.watched = Some(vec!["elsewhere".to_string()]);
+        for (snapshot_of, replay, why_three, why_older) in [
+            (
+                &changed,
+                reference,
+                "the record of uid pod-3",
+                "records differ",
+            ),
+            (
+                &extra,
+                reference,
+                "uid pod-40 is not in the state",
+                "records differ",
+            ),
+            (
+                reference,
+                &extra,
+                "1 records of the state replay derives",
+                "records differ",
+            ),
+            (
+                &watched,
+                reference,
+                "watched namespaces",
+                "watched namespaces",
+            ),
+        ] {
+            for (layout, bytes) in layouts(snapshot_of) {
+                let why = compared(&bytes, replay)
+                    .unwrap_or_else(|e| panic!("layout {layout}, {why_three}: {e}"))
+                    .expect("a difference");
+                let expected = if layout == "3" { why_three } else { why_older };
+                assert!(why.contains(expected), "layout {layout}: {why}");
+            }
+        }
+        let bytes = layout::encode(later.seq, &later.projection).unwrap();
+        let why = compared(&bytes, reference).unwrap().expect("a difference");
+        assert!(why.contains(&format!("names seq {}", later.seq)), "{why}");
+        // A part written twice is a snapshot that does not decode, as at open.
+        let bytes = layout::encode(run.seq, reference).unwrap();
+        let (seq, mut parts, rest) = layout::split_layout_three(&bytes);
+        let filled = parts.iter().position(|part| part.len() > 1).unwrap();
+        parts[filled + 1] = parts[filled].clone();
+        let twice = layout::join_layout_three(seq, &parts, &rest);
+        let error = compared(&twice, reference).unwrap_err();
+        assert!(error.contains("written twice"), "{error}");
+    }
+
+    #[test]
     fn a_snapshot_of_an_unknown_layout_is_refused_not_guessed_at() {
         let run = every_index_in_use();
         let bytes =

@@ -604,6 +604,10 @@ fn rest_differs(rest: &Rest, reference: &Projection) -> Option<String> {
     None
 }
 
+/// A part's records compared: the first difference, and the records found equal (the
+/// address of the reference's record, and the uid).
+type ComparedRecords = (Option<String>, Vec<(usize, Text)>);
+
 /// Layout 3's parts, compared with a projection as they decode.
 struct PartsAgainst<'r>(&'r Projection);
 
@@ -634,26 +638,40 @@ impl<'de> Visitor<'de> for PartsAgainst<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, parts: A) -> Result<ComparedParts, A::Error> {
         let reference = self.0;
-        let ((record_difference, records), (name_difference, names, volumes)) = read_parts(
-            parts,
-            |received| {
-                let mut seen = AHashSet::with_capacity(reference.uids.len());
-                for (uid, state) in received.into_iter().flatten() {
-                    let Some(expected) = reference.uids.get(uid.as_str()) else {
-                        let why = format!("uid {uid} is not in the state replay derives");
-                        return Ok((Some(why), seen.len()));
-                    };
-                    if !seen.insert(Arc::as_ptr(expected) as usize) {
+        // Each decoding thread compares its parts' records (a lookup and a deep comparison
+        // each: the costliest step, so on every core); one thread gathers which records
+        // they found, to refuse one written twice.
+        let compare = |part: PartRecords| {
+            let mut found = Vec::with_capacity(part.len());
+            for (uid, state) in part {
+                let Some(expected) = reference.uids.get(uid.as_str()) else {
+                    let why = format!("uid {uid} is not in the state replay derives");
+                    return (Some(why), found);
+                };
+                if **expected != *state {
+                    let why = format!("the record of uid {uid} differs from the replay's");
+                    return (Some(why), found);
+                }
+                found.push((Arc::as_ptr(expected) as usize, uid));
+            }
+            (None, found)
+        };
+        let gather = |received: std::sync::mpsc::Receiver<ComparedRecords>| {
+            let mut seen = AHashSet::with_capacity(reference.uids.len());
+            for (difference, found) in received {
+                for (address, uid) in found {
+                    if !seen.insert(address) {
                         return Err(format!("uid {uid} is written twice"));
                     }
-                    if **expected != *state {
-                        let why = format!("the record of uid {uid} differs from the replay's");
-                        return Ok((Some(why), seen.len()));
-                    }
                 }
-                Ok((None, seen.len()))
-            },
-            |received| {
+                if difference.is_some() {
+                    return Ok((difference, seen.len()));
+                }
+            }
+            Ok((None, seen.len()))
+        };
+        let ((record_difference, records), (name_difference, names, volumes)) =
+            read_parts(parts, (compare, gather), |received| {
                 let mut names = AHashSet::with_capacity(reference.names.len());
                 let mut volumes = AHashSet::with_capacity(reference.volumes.len());
                 for (part_names, part_volumes) in received {
@@ -664,8 +682,7 @@ impl<'de> Visitor<'de> for PartsAgainst<'_> {
                     }
                 }
                 Ok((None, names, volumes))
-            },
-        )?;
+            })?;
         Ok(ComparedParts {
             difference: record_difference.or(name_difference),
             records,
@@ -789,15 +806,18 @@ impl<'de> Visitor<'de> for PartsVisitor {
         // instead of following it.
         let (uids, (names, volumes)) = read_parts(
             parts,
-            |records| {
-                let mut uids: super::HashMap<Text, Arc<UidState>> = Default::default();
-                for (uid, state) in records.into_iter().flatten() {
-                    if uids.insert(uid.clone(), state).is_some() {
-                        return Err(format!("uid {uid} is written twice"));
+            (
+                |records| records,
+                |records| {
+                    let mut uids: super::HashMap<Text, Arc<UidState>> = Default::default();
+                    for (uid, state) in records.into_iter().flatten() {
+                        if uids.insert(uid.clone(), state).is_some() {
+                            return Err(format!("uid {uid} is written twice"));
+                        }
                     }
-                }
-                Ok(uids)
-            },
+                    Ok(uids)
+                },
+            ),
             |names| {
                 let mut by_name: super::HashMap<NameKey, NameUids> = Default::default();
                 let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
@@ -823,16 +843,21 @@ type PartRecords = Vec<(Text, Arc<UidState>)>;
 type PartNames = (Vec<(NameKey, NameUids)>, Vec<(Text, VolumeRecord)>);
 
 /// Reads layout 3's parts and hands them, as they are read, to threads that decode them;
-/// two more threads take what they decode, part by part: `records` the records, `names`
-/// the name index entries and volumes. Their errors (and the decoders') are the
+/// two more threads take what they decode, part by part: `records` the records (after
+/// `stage`, which runs on the decoding thread), `names` the name index entries and
+/// volumes. Their errors (and the decoders') are the
 /// snapshot's; a part count other than [`PARTS`] is refused.
-fn read_parts<'de, A, R, N>(
+fn read_parts<'de, A, S, R, N>(
     mut parts: A,
-    records: impl FnOnce(std::sync::mpsc::Receiver<PartRecords>) -> Result<R, String> + Send,
+    (stage, records): (
+        impl Fn(PartRecords) -> S + Sync,
+        impl FnOnce(std::sync::mpsc::Receiver<S>) -> Result<R, String> + Send,
+    ),
     names: impl FnOnce(std::sync::mpsc::Receiver<PartNames>) -> Result<N, String> + Send,
 ) -> Result<(R, N), A::Error>
 where
     A: SeqAccess<'de>,
+    S: Send,
     R: Send,
     N: Send,
 {
@@ -840,7 +865,7 @@ where
         .map_or(1, |n| n.get())
         .clamp(1, MAX_DECODE_THREADS);
     std::thread::scope(|scope| {
-        let (records_sender, records_received) = std::sync::mpsc::channel::<PartRecords>();
+        let (records_sender, records_received) = std::sync::mpsc::channel::<S>();
         let (names_sender, names_received) = std::sync::mpsc::channel::<PartNames>();
         let records = scope.spawn(move || records(records_received));
         let names = scope.spawn(move || names(names_received));
@@ -851,13 +876,14 @@ where
             let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(1);
             senders.push(sender);
             let (records, names) = (records_sender.clone(), names_sender.clone());
+            let stage = &stage;
             decoders.push(scope.spawn(move || {
                 for (index, bytes) in receiver {
                     let mut decoded = Decoded::default();
                     decode_part(&bytes, &mut decoded).map_err(|e| format!("part {index}: {e}"))?;
                     drop(bytes);
                     // A taker that stopped has failed or is done: reported below.
-                    let _ = records.send(decoded.records);
+                    let _ = records.send(stage(decoded.records));
                     let _ = names.send((decoded.names, decoded.volumes));
                 }
                 Ok::<_, String>(())

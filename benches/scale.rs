@@ -16,7 +16,8 @@
 //!    margin), then as fast as it goes: p50/p99/max and the writer's rate.
 //! 4. **Reopen**: the filled ledger closed and opened again until it answers a check, and
 //!    the resident memory per live object (the storage engine's cache set to
-//!    `CLAIM_LEDGER_BENCH_CACHE_MB`, default 64, and counted apart).
+//!    `CLAIM_LEDGER_BENCH_CACHE_MB`, default 64), beside what the storage engine alone
+//!    takes to open the same store (its page table: it grows with the log).
 //!
 //! `cargo bench --bench scale` runs it at the default size (200k lifecycles: 1.6M entries,
 //! 800k live objects); `cargo test --benches` runs it once, tiny. With

@@ -1289,7 +1289,7 @@ pub(crate) fn encode_layout_one(seq: u64, projection: &Projection) -> Vec<u8> {
         names: projection
             .names
             .iter()
-            .map(|(name, uids)| (name, uids.iter().collect()))
+            .map(|(name, uids)| (name, uids.as_slice().iter().collect()))
             .collect(),
         history: states()
             .filter(|(_, s)| !s.history.is_empty())

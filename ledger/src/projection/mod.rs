@@ -288,9 +288,29 @@ type OrdSet<T> = imbl::OrdSet<T>;
 #[serde(transparent)]
 struct OwnedUids(ThinVec<Text>);
 
+/// The room a short list is given for one more item: exactly one more slot while it holds
+/// fewer than four, twice as many beyond. A pod's one binding, a claim's one child, a
+/// Sandbox's two, a volume's one PVC would otherwise each hold a block sized for four (the
+/// vectors' first growth): a pod's binding list is 80 bytes instead of 272. A long list
+/// still grows in amortized constant time.
+fn extra_room(len: usize) -> Option<usize> {
+    (len < 4).then_some(1)
+}
+
+/// Makes room for one more item in a short list ([`extra_room`]).
+fn make_room<T>(list: &mut ThinVec<T>) {
+    if list.len() == list.capacity() {
+        match extra_room(list.len()) {
+            Some(exact) => list.reserve_exact(exact),
+            None => list.reserve(1),
+        }
+    }
+}
+
 impl OwnedUids {
     fn insert(&mut self, uid: &Text) {
         if let Err(at) = self.0.binary_search_by(|owned| owned.as_str().cmp(uid)) {
+            make_room(&mut self.0);
             self.0.insert(at, uid.clone());
         }
     }
@@ -339,8 +359,90 @@ type History = smallvec::SmallVec<[u64; 3]>;
 /// A name key: every uid ever recorded under a (kind, namespace, name).
 type NameKey = (ObjectKind, Text, Text);
 
-/// The uids under one name: nearly always one, so kept inline, without a heap block.
-type NameUids = smallvec::SmallVec<[Text; 1]>;
+/// The uids under one name, oldest first: nearly always one, kept inline, without a heap
+/// block. 16 bytes (a small vector with one inline was 24): the name index holds an entry
+/// per object ever named, in map nodes sized by the entry, so every byte counts about
+/// twice at cluster scale. Encoded as an array of uids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NameUids {
+    /// Exactly one uid (never a list of one: the two would compare unequal).
+    One(Text),
+    /// None (only before the first push), or two or more.
+    Many(ThinVec<Text>),
+}
+
+impl Default for NameUids {
+    fn default() -> Self {
+        NameUids::Many(ThinVec::new())
+    }
+}
+
+impl NameUids {
+    fn as_slice(&self) -> &[Text] {
+        match self {
+            NameUids::One(uid) => std::slice::from_ref(uid),
+            NameUids::Many(uids) => uids,
+        }
+    }
+
+    fn last(&self) -> Option<&Text> {
+        self.as_slice().last()
+    }
+
+    fn push(&mut self, uid: Text) {
+        match self {
+            NameUids::Many(uids) if uids.is_empty() => *self = NameUids::One(uid),
+            NameUids::Many(uids) => uids.push(uid),
+            NameUids::One(first) => {
+                let mut uids = ThinVec::with_capacity(2);
+                uids.push(first.clone());
+                uids.push(uid);
+                *self = NameUids::Many(uids);
+            }
+        }
+    }
+}
+
+impl FromIterator<Text> for NameUids {
+    fn from_iter<I: IntoIterator<Item = Text>>(uids: I) -> Self {
+        let mut collected = NameUids::default();
+        for uid in uids {
+            collected.push(uid);
+        }
+        collected
+    }
+}
+
+impl Serialize for NameUids {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.as_slice())
+    }
+}
+
+impl<'de> Deserialize<'de> for NameUids {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UidsVisitor;
+        impl<'de> serde::de::Visitor<'de> for UidsVisitor {
+            type Value = NameUids;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of uids")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut items: A,
+            ) -> Result<NameUids, A::Error> {
+                let mut uids = NameUids::default();
+                while let Some(uid) = items.next_element::<Text>()? {
+                    uids.push(uid);
+                }
+                Ok(uids)
+            }
+        }
+        deserializer.deserialize_seq(UidsVisitor)
+    }
+}
 
 /// A cached answer for a bound pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,7 +547,7 @@ impl Projection {
     pub fn uids_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> &[Text] {
         self.names
             .get(&(kind, Text::from(namespace), Text::from(name)))
-            .map(|uids| uids.as_slice())
+            .map(NameUids::as_slice)
             .unwrap_or(&[])
     }
 
@@ -702,6 +804,12 @@ impl Projection {
             if !known {
                 let record = self.volumes.entry(volume.clone()).or_default();
                 if !record.pvc_uids.contains(&uid) {
+                    if record.pvc_uids.len() == record.pvc_uids.capacity() {
+                        match extra_room(record.pvc_uids.len()) {
+                            Some(exact) => record.pvc_uids.reserve_exact(exact),
+                            None => record.pvc_uids.reserve(1),
+                        }
+                    }
                     record.pvc_uids.push(uid.clone());
                 }
             }
@@ -943,7 +1051,9 @@ impl Projection {
             claim_uid: formed.claim_uid.as_ref().map(Text::to_string),
         });
         let pod_uid = self.canonical_str(pod_uid);
-        self.state_mut(&pod_uid).bindings.push(BindingRecord {
+        let bindings = &mut self.state_mut(&pod_uid).bindings;
+        make_room(bindings);
+        bindings.push(BindingRecord {
             kind: formed.kind,
             sandbox_uid: formed.sandbox_uid,
             claim_uid: formed.claim_uid,
@@ -2079,6 +2189,24 @@ mod tests {
     }
 
     #[test]
+    fn the_uids_under_a_name_are_one_form_for_one_list() {
+        let uid = |n: usize| Text::from(format!("uid-{n}"));
+        for count in 0..5 {
+            let pushed: NameUids = (0..count).map(uid).collect();
+            assert_eq!(pushed.as_slice(), (0..count).map(uid).collect::<Vec<_>>());
+            assert_eq!(pushed.last(), count.checked_sub(1).map(uid).as_ref());
+            assert_eq!(matches!(pushed, NameUids::One(_)), count == 1);
+            // Encoded as a plain array (as the small vector before it was), and decoded to
+            // the same form, so two equal lists compare equal.
+            let bytes = rmp_serde::to_vec(&pushed).unwrap();
+            let as_array: Vec<Text> = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(as_array, pushed.as_slice());
+            let decoded: NameUids = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(decoded, pushed);
+        }
+    }
+
+    #[test]
     fn a_snapshot_is_compared_with_the_replay_as_it_decodes_in_every_layout() {
         let run = many_families(40);
         let reference = &run.projection;
@@ -2485,6 +2613,6 @@ mod footprint {
         assert!(size_of::<super::UidState>() <= 232);
         assert!(size_of::<super::BindingRecord>() <= 64);
         assert!(size_of::<super::BindingView>() <= 128);
-        assert!(size_of::<super::NameUids>() <= 24);
+        assert!(size_of::<super::NameUids>() <= 16);
     }
 }

@@ -54,6 +54,12 @@ impl DbArgs {
         self.open_with(false)
     }
 
+    /// Opens an existing ledger to be verified from its first entry (`verify`): no state
+    /// is built at open ([`Ledger::open_for_audit`]).
+    pub fn open_for_audit(&self) -> Result<ledger::Audit, CommandError> {
+        Ledger::open_for_audit(&self.db, self.config(false)).map_err(CommandError::from)
+    }
+
     /// Opens the ledger, creating it if absent or empty (`ingest`, `serve`).
     pub fn open(&self) -> Result<Ledger, CommandError> {
         self.open_with(true)

@@ -398,6 +398,56 @@ fn yield_to_checks_and_appends() {
 #[cfg(target_os = "linux")]
 const SNAPSHOT_NICENESS: i32 = 10;
 
+/// What an open builds: the state at the head (every ledger a process serves or reads),
+/// or nothing beyond the store and its head ([`Audit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenState {
+    Replayed,
+    Unreplayed,
+}
+
+/// A ledger opened to be verified from its first entry ([`Ledger::open_for_audit`]): its
+/// store, identity and head, and no state (verification derives its own). It answers
+/// nothing else: an identity check, a state or a history needs [`Ledger::open`].
+pub struct Audit {
+    ledger: Ledger,
+}
+
+impl Audit {
+    /// The head record as stored (verification checks it against the entries).
+    pub fn head(&self) -> Head {
+        self.ledger.view.head
+    }
+
+    /// [`LedgerView::verify`]: the whole log from seq 1.
+    pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        self.ledger.view.verify()
+    }
+
+    /// [`LedgerView::verify_chain`]: the hash chain alone, on every core.
+    pub fn verify_chain(&self) -> Result<VerifyReport, LedgerError> {
+        self.ledger.view.verify_chain()
+    }
+
+    /// [`LedgerView::verify_from`]: the entries after a watermark of an earlier report.
+    pub fn verify_from(&self, seq: u64, hash: Hash) -> Result<VerifyReport, LedgerError> {
+        // This view holds no state: the watermark's is replayed from the nearest snapshot.
+        let view = &self.ledger.view;
+        view.verify_from_state(seq, hash, |seq| {
+            replay_to(view.store.as_ref(), seq.min(view.head.seq))
+        })
+    }
+
+    /// [`LedgerView::check_checkpoint`]: whether the store holds the tree a signed
+    /// checkpoint names (its size and Merkle frontier as stored with the head).
+    pub fn check_checkpoint(
+        &self,
+        checkpoint: &schemas::checkpoint::Checkpoint,
+    ) -> Result<(), VerifyFailure> {
+        self.ledger.view.check_checkpoint(checkpoint)
+    }
+}
+
 /// What readers see of a ledger: the projection, head and Merkle frontier as of the last
 /// durable flush, and the store to read entries, proofs and checkpoints from. Immutable
 /// and cheap to clone (the projection's maps are persistent, shared with the writer's):
@@ -559,11 +609,35 @@ impl Ledger {
     /// in that database ([`store::postgres`]); a writer (`config.create`) takes the
     /// database's writer lock.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(path, config, OpenState::Replayed)
+    }
+
+    /// Opens the ledger at `path` for [`Audit`]: the store, its identity and its head, as
+    /// [`Ledger::open`] does, but no state is built (no snapshot is decoded, no tail
+    /// walked). At a million objects that is seconds and a gigabyte a verification from
+    /// the first entry does not use. Creates nothing and appends nothing
+    /// (`config.create` and `config.appends` are ignored).
+    pub fn open_for_audit(path: &Path, config: LedgerConfig) -> Result<Audit, LedgerError> {
+        let config = LedgerConfig {
+            create: false,
+            appends: false,
+            ..config
+        };
+        Ok(Audit {
+            ledger: Ledger::open_with(path, config, OpenState::Unreplayed)?,
+        })
+    }
+
+    fn open_with(
+        path: &Path,
+        config: LedgerConfig,
+        state: OpenState,
+    ) -> Result<Ledger, LedgerError> {
         if let Some(url) = path
             .to_str()
             .filter(|p| store::postgres::is_postgres_url(p))
         {
-            return Ledger::open_postgres(url, config);
+            return Ledger::open_postgres(url, config, state);
         }
         let manifest = match dir::inspect(path)? {
             dir::Found::Ledger(manifest) => manifest,
@@ -605,18 +679,23 @@ impl Ledger {
             }
             Err(e) => return Err(e.into()),
         };
-        Ledger::open_store(
+        Ledger::open_store_with(
             Arc::new(store),
             Some(Arc::new(high_water)),
             Some(id),
             config,
+            state,
         )
     }
 
     /// Opens the ledger in the PostgreSQL database `url`: the store's own `I` record is its
     /// identity (there is no directory, manifest or high-water mark: the database is the
     /// durable authority).
-    fn open_postgres(url: &str, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+    fn open_postgres(
+        url: &str,
+        config: LedgerConfig,
+        state: OpenState,
+    ) -> Result<Ledger, LedgerError> {
         let writer = config.create && !config.allow_corrupt;
         let options = store::postgres::PostgresOptions {
             create: writer,
@@ -664,7 +743,7 @@ impl Ledger {
             }));
         };
         let is_writer = Store::is_writer(&store);
-        let mut ledger = Ledger::open_store(Arc::new(store), None, Some(id), config)?;
+        let mut ledger = Ledger::open_store_with(Arc::new(store), None, Some(id), config, state)?;
         ledger.view.writer = is_writer;
         ledger.publish();
         Ok(ledger)
@@ -711,6 +790,16 @@ impl Ledger {
         high_water: Option<Arc<dyn HighWater>>,
         expected_id: Option<LedgerId>,
         config: LedgerConfig,
+    ) -> Result<Ledger, LedgerError> {
+        Ledger::open_store_with(store, high_water, expected_id, config, OpenState::Replayed)
+    }
+
+    fn open_store_with(
+        store: Arc<dyn Store>,
+        high_water: Option<Arc<dyn HighWater>>,
+        expected_id: Option<LedgerId>,
+        config: LedgerConfig,
+        state: OpenState,
     ) -> Result<Ledger, LedgerError> {
         let opening = std::time::Instant::now();
         let integrity = |e: StoreError| match e.is_damage() {
@@ -800,6 +889,36 @@ impl Ledger {
             true => SnapshotTrust::Skip,
         };
         let store_ref = store.as_ref();
+        if state == OpenState::Unreplayed {
+            // For an audit: what its verification reads, and nothing it would rebuild.
+            let head = Head {
+                seq: head_seq,
+                hash: head_hash,
+                observed_at: None,
+            };
+            let view = LedgerView {
+                frontier: start_frontier(store_ref, head_seq),
+                store,
+                projection: Projection::default(),
+                head,
+                durable_seq: head_seq,
+                stats: Stats::default(),
+                acknowledged,
+                foreign,
+                corruption: early_failure,
+                writer: false,
+            };
+            return Ok(Ledger {
+                published: Arc::new(ArcSwap::from_pointee(view.clone())),
+                view,
+                high_water,
+                mark_unsynced_since: None,
+                config,
+                poisoned: None,
+                snapshots: Snapshots::default(),
+                committer: committer::Committer::default(),
+            });
+        }
         let (mut projection, start_seq, start_hash) =
             match latest_snapshot(store_ref, head_seq, head_seq, trust).map_err(|e| match e {
                 LedgerError::Storage(e) => integrity(e),
@@ -1755,6 +1874,16 @@ impl LedgerView {
     /// Verifies the entries after a watermark `(seq, hash)` from an earlier report. The
     /// watermark's hash must match the stored one; replay starts from the nearest snapshot.
     pub fn verify_from(&self, seq: u64, hash: Hash) -> Result<VerifyReport, LedgerError> {
+        self.verify_from_state(seq, hash, |seq| self.state_at_seq(seq.min(self.head.seq)))
+    }
+
+    /// [`LedgerView::verify_from`], the state at the watermark from `state_at`.
+    fn verify_from_state(
+        &self,
+        seq: u64,
+        hash: Hash,
+        state_at: impl FnOnce(u64) -> Result<Projection, LedgerError>,
+    ) -> Result<VerifyReport, LedgerError> {
         let (head_seq, head_hash) = read_head(self.store.as_ref())?;
         let stored = self
             .entry(seq)?
@@ -1776,7 +1905,7 @@ impl LedgerView {
                 }),
             });
         }
-        let mut projection = self.state_at_seq(seq.min(self.head.seq))?;
+        let mut projection = state_at(seq)?;
         let mut frontier = start_frontier(self.store.as_ref(), seq);
         let mut report = verify::walk(
             self.store.as_ref(),
@@ -2341,6 +2470,48 @@ mod tests {
             ..LedgerConfig::default()
         };
         (Ledger::open(dir, config.clone()).unwrap(), config)
+    }
+
+    #[test]
+    fn an_audit_verifies_what_the_open_ledger_verifies_without_building_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, config) = snapshot_every_4(dir.path());
+        ledger.append((1..=10).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        ledger.append((11..=13).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        let head = ledger.head();
+        let watermark = ledger.entry(7).unwrap().unwrap().hash;
+        let (full, chain) = (ledger.verify().unwrap(), ledger.verify_chain().unwrap());
+        let from_watermark = ledger.verify_from(7, watermark).unwrap();
+        let from_head = ledger.verify_from(head.seq, head.hash).unwrap();
+        assert!(full.ok() && chain.ok() && from_watermark.ok() && from_head.ok());
+        drop(ledger);
+
+        let audit = Ledger::open_for_audit(dir.path(), config.clone()).unwrap();
+        assert_eq!((audit.head().seq, audit.head().hash), (head.seq, head.hash));
+        assert_eq!(audit.verify().unwrap(), full);
+        assert_eq!(audit.verify_chain().unwrap(), chain);
+        assert_eq!(audit.verify_from(7, watermark).unwrap(), from_watermark);
+        assert_eq!(audit.verify_from(head.seq, head.hash).unwrap(), from_head);
+        drop(audit);
+
+        // An entry gone below the newest snapshot: an open starts after it and does not
+        // see it; the audit's verification (as the open ledger's) names it.
+        let (ledger, _) = snapshot_every_4(dir.path());
+        ledger.store.remove(&keys::seq_key(keys::ENTRY, 3)).unwrap();
+        let expected = ledger.verify().unwrap();
+        assert_eq!(
+            expected.failure.as_ref().map(|f| (f.seq, f.kind)),
+            Some((3, FailureKind::SeqGap))
+        );
+        drop(ledger);
+        let audit = Ledger::open_for_audit(dir.path(), config.clone()).unwrap();
+        assert_eq!(audit.verify().unwrap(), expected);
+        // Opening for an audit wrote nothing: the same failure again, from a fresh open.
+        drop(audit);
+        let audit = Ledger::open_for_audit(dir.path(), config).unwrap();
+        assert_eq!(audit.verify().unwrap(), expected);
     }
 
     #[test]

@@ -699,13 +699,18 @@ fn cli_refuses_a_tampered_ledger_and_allow_corrupt_inspects_it() {
         tree.insert(entry_key(K), value).unwrap();
     });
 
-    let (code, _, stderr) = cli(&["verify", "--db", db]);
+    let (code, stdout, stderr) = cli(&["verify", "--db", db]);
     assert_eq!(code, 1, "verify of a tampered ledger: {stderr}");
     assert!(
         stderr.contains(&format!("seq {K}")),
         "stderr names the seq: {stderr}"
     );
     assert!(stderr.contains("hash_mismatch"), "{stderr}");
+    // `verify` builds no state at open, so a ledger every other command refuses still
+    // gets its full report.
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["failure"]["seq"], K);
+    assert_eq!(report["verified_seq"], K - 1);
 
     let (code, stdout, stderr) = cli(&["verify", "--db", db, "--allow-corrupt", "--chain-only"]);
     assert_eq!(code, 1, "chain only: {stderr}");

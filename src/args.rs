@@ -41,11 +41,15 @@ pub struct DbArgs {
     /// snapshot kept, or from the first entry.
     #[arg(long, default_value_t = 2, env = "CLAIM_LEDGER_KEEP_SNAPSHOTS")]
     pub keep_snapshots: usize,
-    /// The store's page cache in MiB (sled's default, 1024, when not given). Counted
-    /// apart from the projection's memory.
+    /// The store's page cache in MiB (sled's default, 1024, when not given; 64 for
+    /// `verify`, which reads every record once). Counted apart from the projection's
+    /// memory.
     #[arg(long, env = "CLAIM_LEDGER_CACHE_MB")]
     pub cache_mb: Option<u64>,
 }
+
+/// The store's page cache for `verify` when `--cache-mb` is not given, in MiB.
+const AUDIT_CACHE_MB: u64 = 64;
 
 impl DbArgs {
     /// Opens a ledger that must already exist: reading commands must not create an empty
@@ -57,7 +61,18 @@ impl DbArgs {
     /// Opens an existing ledger to be verified from its first entry (`verify`): no state
     /// is built at open ([`Ledger::open_for_audit`]).
     pub fn open_for_audit(&self) -> Result<ledger::Audit, CommandError> {
-        Ledger::open_for_audit(&self.db, self.config(false)).map_err(CommandError::from)
+        let config = LedgerConfig {
+            // A verification reads every record once, in key order: a page cache larger
+            // than a few segments only costs fresh pages (a gigabyte at 1.9M entries,
+            // and 4-6% of the walk's time), unless asked for.
+            cache_bytes: Some(
+                self.cache_mb
+                    .unwrap_or(AUDIT_CACHE_MB)
+                    .saturating_mul(1024 * 1024),
+            ),
+            ..self.config(false)
+        };
+        Ledger::open_for_audit(&self.db, config).map_err(CommandError::from)
     }
 
     /// Opens the ledger, creating it if absent or empty (`ingest`, `serve`).

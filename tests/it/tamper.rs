@@ -1434,11 +1434,18 @@ fn a_snapshot_digest_edited_without_rechaining_breaks_the_chain() {
         recommit(tree, latest.by, snapshot_digest(&forged));
         tree.insert(snapshot_key(latest.seq), forged).unwrap();
     });
-    assert_tampered(
+    let failure = assert_tampered(
         &dir,
         latest.seq,
         &[FailureKind::SnapshotMismatch],
         latest.seq - 1,
+    );
+    // Compared with the replay as it decodes: the difference is named (the record that
+    // holds the edited uid).
+    assert!(
+        failure.detail.contains("is not the state replay derives: ")
+            && failure.detail.contains("uid 5a4db0x0-tamper-"),
+        "{failure}"
     );
     let expected = open_ledger(&truth_dir, STRICT)
         .unwrap()

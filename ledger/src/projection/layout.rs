@@ -560,10 +560,14 @@ impl<'de> Visitor<'de> for Against<'_> {
     }
 }
 
+/// A snapshot's `what` (plural) that is not the replay's.
+fn differs(what: &str) -> Option<String> {
+    Some(format!("its {what} differ from the state replay derives"))
+}
+
 /// The first difference between the stored state of two projections (what a snapshot
 /// holds: everything but the derived answers).
 fn stored_state_differs(decoded: &Projection, reference: &Projection) -> Option<String> {
-    let differs = |what: &str| Some(format!("its {what} differ from the state replay derives"));
     if decoded.uids != reference.uids {
         return differs("records");
     }
@@ -588,7 +592,6 @@ fn stored_state_differs(decoded: &Projection, reference: &Projection) -> Option<
 
 /// The first difference in the fields of layout 3's `rest` besides its names and volumes.
 fn rest_differs(rest: &Rest, reference: &Projection) -> Option<String> {
-    let differs = |what: &str| Some(format!("its {what} differ from the state replay derives"));
     if rest.orphaned != reference.orphaned {
         return differs("orphaned PVCs");
     }

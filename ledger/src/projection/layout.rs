@@ -47,9 +47,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::{self, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{
-    BindingRecord, NameKey, NameUids, ObjectRecord, OwnedUids, Projection, UidState, VolumeRecord,
-};
+use super::names::{NameIndex, NameRef, OwnedName};
+use super::{BindingRecord, NameUids, ObjectRecord, OwnedUids, Projection, UidState, VolumeRecord};
 
 /// The tag that opens a snapshot of layout 2.
 pub(crate) const LAYOUT_2: &str = "claim-ledger/projection/2";
@@ -154,7 +153,7 @@ struct Families<'a> {
 }
 
 /// The name index entries whose newest uid is one uid: nearly always one.
-type NameEntries<'a> = smallvec::SmallVec<[(&'a NameKey, &'a NameUids); 1]>;
+type NameEntries<'a> = smallvec::SmallVec<[(NameRef<'a>, &'a NameUids); 1]>;
 
 /// The volumes whose newest PVC is one uid: nearly always none or one.
 type VolumeEntries<'a> = smallvec::SmallVec<[(&'a Text, &'a VolumeRecord); 1]>;
@@ -164,7 +163,7 @@ type VolumeEntries<'a> = smallvec::SmallVec<[(&'a Text, &'a VolumeRecord); 1]>;
 #[derive(Default)]
 struct Part<'a> {
     records: Vec<(&'a Text, &'a UidState)>,
-    names: Vec<(&'a NameKey, &'a NameUids)>,
+    names: Vec<(NameRef<'a>, &'a NameUids)>,
     volumes: Vec<(&'a Text, &'a VolumeRecord)>,
     /// Where each family ends in `records`, `names` and `volumes`.
     ends: Vec<[usize; 3]>,
@@ -327,7 +326,7 @@ struct RestOf<'p, 'a>(&'p Families<'a>);
 impl Serialize for RestOf<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let projection = self.0.projection;
-        let names: Vec<(&NameKey, &NameUids)> = self
+        let names: Vec<(NameRef, &NameUids)> = self
             .0
             .names_of
             .borrow()
@@ -417,7 +416,7 @@ struct Rest {
     seq: u64,
     at: Option<DateTime<Utc>>,
     watched: Option<Vec<String>>,
-    names: Vec<(NameKey, NameUids)>,
+    names: Vec<(OwnedName, NameUids)>,
 }
 
 impl<'de> Deserialize<'de> for Rest {
@@ -429,7 +428,7 @@ impl<'de> Deserialize<'de> for Rest {
             u64,
             Option<DateTime<Utc>>,
             Option<Vec<String>>,
-            Vec<(NameKey, NameUids)>,
+            Vec<(OwnedName, NameUids)>,
         );
         let (volumes, orphaned, violations, seq, at, watched, names) =
             schemas::text::decode_shared(|| Fields::deserialize(deserializer))?;
@@ -448,7 +447,7 @@ impl<'de> Deserialize<'de> for Rest {
 /// Layout 3's parts, decoded: the projection's maps of records, names and volumes.
 struct DecodedParts {
     uids: super::HashMap<Text, Arc<UidState>>,
-    names: super::HashMap<NameKey, NameUids>,
+    names: NameIndex,
     volumes: super::HashMap<Text, VolumeRecord>,
 }
 
@@ -745,11 +744,11 @@ impl ComparedParts {
 /// `seen`: the first difference, or an error for one written twice.
 fn compare_names(
     reference: &Projection,
-    names: Vec<(NameKey, NameUids)>,
+    names: Vec<(OwnedName, NameUids)>,
     seen: &mut AHashSet<usize>,
 ) -> Result<Option<String>, String> {
     for (name, uids) in names {
-        let Some(expected) = reference.names.get(&name) else {
+        let Some(expected) = reference.names.get(name.0, &name.1, &name.2) else {
             return Ok(Some(format!(
                 "its name index holds {}/{} ({:?}), which the replay's does not",
                 name.1, name.2, name.0
@@ -822,7 +821,7 @@ impl<'de> Visitor<'de> for PartsVisitor {
                 },
             ),
             |names| {
-                let mut by_name: super::HashMap<NameKey, NameUids> = Default::default();
+                let mut by_name = NameIndex::default();
                 let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
                 for (names, volumes) in names {
                     insert_names(&mut by_name, names)?;
@@ -843,7 +842,7 @@ impl<'de> Visitor<'de> for PartsVisitor {
 type PartRecords = Vec<(Text, Arc<UidState>)>;
 
 /// A decoding thread's name index entries and volumes of one part.
-type PartNames = (Vec<(NameKey, NameUids)>, Vec<(Text, VolumeRecord)>);
+type PartNames = (Vec<(OwnedName, NameUids)>, Vec<(Text, VolumeRecord)>);
 
 /// Reads layout 3's parts and hands them, as they are read, to threads that decode them;
 /// two more threads take what they decode, part by part: `records` the records (after
@@ -945,10 +944,7 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
 
 /// Adds decoded name index entries to the name map; one already there is refused (written
 /// twice).
-fn insert_names(
-    map: &mut super::HashMap<NameKey, NameUids>,
-    names: Vec<(NameKey, NameUids)>,
-) -> Result<(), String> {
+fn insert_names(map: &mut NameIndex, names: Vec<(OwnedName, NameUids)>) -> Result<(), String> {
     for (name, uids) in names {
         if map.insert(name, uids).is_some() {
             return Err("a name index entry is written twice".to_string());
@@ -999,7 +995,7 @@ impl<'de> Deserialize<'de> for PartBytes {
 #[derive(Default)]
 struct Decoded {
     records: Vec<(Text, Arc<UidState>)>,
-    names: Vec<(NameKey, NameUids)>,
+    names: Vec<(OwnedName, NameUids)>,
     volumes: Vec<(Text, VolumeRecord)>,
 }
 
@@ -1078,7 +1074,7 @@ impl<'de> Visitor<'de> for FamilyInto<'_> {
         family
             .next_element_seed(ListInto(
                 &mut decoded.names,
-                |entry: (NameKey, NameUids)| entry,
+                |entry: (OwnedName, NameUids)| entry,
                 std::marker::PhantomData,
             ))?
             .ok_or_else(|| missing("names"))?;
@@ -1272,7 +1268,7 @@ pub(crate) fn encode_layout_one(seq: u64, projection: &Projection) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct LayoutOneRef<'a> {
         objects: StdHashMap<&'a Text, &'a ObjectRecord>,
-        names: StdHashMap<&'a (ObjectKind, Text, Text), Vec<&'a Text>>,
+        names: StdHashMap<NameRef<'a>, Vec<&'a Text>>,
         history: StdHashMap<&'a Text, &'a [u64]>,
         children: StdHashMap<&'a Text, &'a OwnedUids>,
         bindings: StdHashMap<&'a Text, &'a [BindingRecord]>,

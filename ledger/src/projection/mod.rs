@@ -17,6 +17,9 @@ use thin_vec::ThinVec;
 
 mod intern;
 pub(crate) mod layout;
+mod names;
+
+use names::{NameIndex, NameUids};
 
 /// The last observed state of one uid, alive or gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,94 +355,6 @@ struct UidState {
 /// The seqs of a uid's history.
 type History = smallvec::SmallVec<[u64; 3]>;
 
-/// A name key: every uid ever recorded under a (kind, namespace, name).
-type NameKey = (ObjectKind, Text, Text);
-
-/// The uids under one name, oldest first: nearly always one, kept inline, without a heap
-/// block. 16 bytes (a small vector with one inline was 24): the name index holds an entry
-/// per object ever named, in map nodes sized by the entry, so every byte counts about
-/// twice at cluster scale. Encoded as an array of uids.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum NameUids {
-    /// Exactly one uid (never a list of one: the two would compare unequal).
-    One(Text),
-    /// None (only before the first push), or two or more.
-    Many(ThinVec<Text>),
-}
-
-impl Default for NameUids {
-    fn default() -> Self {
-        NameUids::Many(ThinVec::new())
-    }
-}
-
-impl NameUids {
-    fn as_slice(&self) -> &[Text] {
-        match self {
-            NameUids::One(uid) => std::slice::from_ref(uid),
-            NameUids::Many(uids) => uids,
-        }
-    }
-
-    fn last(&self) -> Option<&Text> {
-        self.as_slice().last()
-    }
-
-    fn push(&mut self, uid: Text) {
-        match self {
-            NameUids::Many(uids) if uids.is_empty() => *self = NameUids::One(uid),
-            NameUids::Many(uids) => uids.push(uid),
-            NameUids::One(first) => {
-                let mut uids = ThinVec::with_capacity(2);
-                uids.push(first.clone());
-                uids.push(uid);
-                *self = NameUids::Many(uids);
-            }
-        }
-    }
-}
-
-impl FromIterator<Text> for NameUids {
-    fn from_iter<I: IntoIterator<Item = Text>>(uids: I) -> Self {
-        let mut collected = NameUids::default();
-        for uid in uids {
-            collected.push(uid);
-        }
-        collected
-    }
-}
-
-impl Serialize for NameUids {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.as_slice())
-    }
-}
-
-impl<'de> Deserialize<'de> for NameUids {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct UidsVisitor;
-        impl<'de> serde::de::Visitor<'de> for UidsVisitor {
-            type Value = NameUids;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an array of uids")
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut items: A,
-            ) -> Result<NameUids, A::Error> {
-                let mut uids = NameUids::default();
-                while let Some(uid) = items.next_element::<Text>()? {
-                    uids.push(uid);
-                }
-                Ok(uids)
-            }
-        }
-        deserializer.deserialize_seq(UidsVisitor)
-    }
-}
-
 /// A cached answer for a bound pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ActiveView {
@@ -496,7 +411,7 @@ pub struct Projection {
     #[serde(deserialize_with = "layout::uid_states")]
     uids: HashMap<Text, Arc<UidState>>,
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
-    names: HashMap<NameKey, NameUids>,
+    names: NameIndex,
     /// The answer for every pod with an active binding, kept current by `apply` so an
     /// allowed check is a lookup, not a walk of the owner chain. Derived, so snapshots
     /// leave it out and [`Projection::rebuild_derived`] recomputes it.
@@ -542,7 +457,7 @@ impl Projection {
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
     pub fn uids_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> &[Text] {
         self.names
-            .get(&(kind, Text::from(namespace), Text::from(name)))
+            .get(kind, namespace, name)
             .map(NameUids::as_slice)
             .unwrap_or(&[])
     }
@@ -756,10 +671,8 @@ impl Projection {
                 }
             }
         }
-        let name = (change.kind, change.namespace.clone(), change.name.clone());
-        if self.names.get(&name).and_then(|uids| uids.last()) != Some(&uid) {
-            self.names.entry(name).or_default().push(uid.clone());
-        }
+        self.names
+            .record(change.kind, &change.namespace, &change.name, &uid);
         self.state_mut(&uid).history.push(seq);
 
         // An owner both before and after whose set already holds the uid keeps it: the

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use schemas::{KindFields, Text};
+use schemas::{KindFields, ObjectChange, Text};
 
 /// At most this many distinct strings are interned.
 pub(crate) const MAX_INTERNED: usize = 1 << 16;
@@ -54,12 +54,17 @@ pub(crate) fn share_fields(fields: &mut KindFields, uid: impl Fn(&Text) -> Text)
         KindFields::Sandbox {
             claim_uid_label,
             shutdown_policy,
+            volume_claim_templates,
             ..
         } => {
             if let Some(label) = claim_uid_label.as_mut() {
                 *label = uid(label);
             }
             shared_option(shutdown_policy);
+            // Template names come from a handful of templates (`workspace`).
+            for template in volume_claim_templates.iter_mut() {
+                *template = shared(template);
+            }
         }
         KindFields::SandboxClaim {
             ready,
@@ -78,6 +83,70 @@ pub(crate) fn share_fields(fields: &mut KindFields, uid: impl Fn(&Text) -> Text)
         }
         KindFields::Pod { phase, .. } | KindFields::PersistentVolumeClaim { phase, .. } => {
             shared_option(phase)
+        }
+    }
+}
+
+/// The kind fields that name or identify a family member (see [`family_strings`]), as
+/// `[Option<&Text>; 2]` or `[Option<&mut Text>; 2]`: one match for both borrows.
+macro_rules! family_fields {
+    ($fields:expr, $borrow:ident) => {
+        match $fields {
+            KindFields::Sandbox {
+                sandbox_id_label,
+                pod_name_annotation,
+                ..
+            } => [pod_name_annotation.$borrow(), sandbox_id_label.$borrow()],
+            KindFields::SandboxClaim {
+                status_sandbox_name,
+                ..
+            } => [status_sandbox_name.$borrow(), None],
+            KindFields::Pod {
+                sandbox_id_annotation,
+                ..
+            } => [sandbox_id_annotation.$borrow(), None],
+            KindFields::PersistentVolumeClaim { volume_name, .. } => [volume_name.$borrow(), None],
+        }
+    };
+}
+
+/// The strings a record repeats from its family's other records, or from the record it
+/// replaces: its name, its owner's name, and the names and ids its kind fields give (a
+/// Sandbox's pod-name annotation and sandbox-id label, a claim's Sandbox, a pod's
+/// sandbox id, a PVC's volume). Not uids (their shared copy is the uid map's key) nor
+/// interned values.
+fn family_strings(change: &mut ObjectChange) -> impl Iterator<Item = &mut Text> {
+    let ObjectChange {
+        name,
+        controller,
+        fields,
+        ..
+    } = change;
+    let fields: [Option<&mut Text>; 2] = family_fields!(fields, as_mut);
+    std::iter::once(name)
+        .chain(controller.as_mut().map(|owner| &mut owner.name))
+        .chain(fields.into_iter().flatten())
+}
+
+/// Strings already held by the projection, which a change's equal strings share.
+pub(crate) type Known = smallvec::SmallVec<[Text; 12]>;
+
+/// The family strings of `record` (see [`share_family_strings`]), added to `known`.
+pub(crate) fn remember_family_strings(record: &ObjectChange, known: &mut Known) {
+    known.push(record.name.clone());
+    known.extend(record.controller.as_ref().map(|owner| owner.name.clone()));
+    let fields: [Option<&Text>; 2] = family_fields!(&record.fields, as_ref);
+    known.extend(fields.into_iter().flatten().cloned());
+}
+
+/// Points each of `change`'s family strings (names and ids it repeats) at an equal string
+/// in `known`, and adds those that have none, so that equal strings of the change itself
+/// (a claim named after its Sandbox) share one copy too.
+pub(crate) fn share_family_strings(change: &mut ObjectChange, known: &mut Known) {
+    for text in family_strings(change) {
+        match known.iter().find(|held| held.as_str() == text.as_str()) {
+            Some(held) => *text = held.clone(),
+            None => known.push(text.clone()),
         }
     }
 }

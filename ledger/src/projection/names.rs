@@ -104,6 +104,13 @@ impl NameIndex {
         self.by_kind[slot(kind)].get(&(namespace, name) as &dyn NamePair)
     }
 
+    /// The name as the index holds it (shared with the record that named it first).
+    pub(super) fn key_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&Text> {
+        self.by_kind[slot(kind)]
+            .get_key_value(&(namespace, name) as &dyn NamePair)
+            .map(|(key, _)| &key.name)
+    }
+
     /// Records `uid` under a name unless it is already the name's newest uid.
     pub(super) fn record(&mut self, kind: ObjectKind, namespace: &Text, name: &Text, uid: &Text) {
         if self.get(kind, namespace, name).and_then(NameUids::last) == Some(uid) {

@@ -1654,7 +1654,7 @@ impl Ledger {
             return Ok(None);
         };
         let recorded = &record.current.resource_version;
-        match compare_versions(&change.resource_version, removal, recorded, record.gone) {
+        match compare_versions(&change.resource_version, removal, recorded, record.gone()) {
             Some(Ordering::Equal) => {
                 return Ok(Some(AppendOutcome::Duplicate {
                     seq: record.last_seq,
@@ -1677,18 +1677,18 @@ impl Ledger {
                 }
             }
         }
-        if removal && record.gone {
+        if removal && record.gone() {
             return Ok(Some(AppendOutcome::Duplicate {
                 seq: record.last_seq,
             }));
         }
         if !removal {
-            if !record.gone && change.same_state_as(&record.current) {
+            if !record.gone() && change.same_state_as(&record.current) {
                 return Ok(Some(AppendOutcome::Ignored {
                     reason: IgnoreReason::Unchanged,
                 }));
             }
-            change.change = if record.gone {
+            change.change = if record.gone() {
                 ChangeKind::Created
             } else {
                 ChangeKind::Updated
@@ -1755,7 +1755,7 @@ impl LedgerView {
 
     /// Every entry that recorded this uid, in order.
     pub fn history_of_uid(&self, uid: &str) -> Result<Vec<StoredEntry>, LedgerError> {
-        self.read_seqs(self.projection.history_of(uid).iter().copied())
+        self.read_seqs(self.projection.history_of(uid))
     }
 
     /// Every entry that recorded an object of this kind, namespace and name (any uid).
@@ -1769,7 +1769,7 @@ impl LedgerView {
             .projection
             .uids_of(kind, namespace, name)
             .iter()
-            .flat_map(|uid| self.projection.history_of(uid).iter().copied())
+            .flat_map(|uid| self.projection.history_of(uid))
             .collect();
         seqs.sort_unstable();
         seqs.dedup();

@@ -110,7 +110,7 @@ fn differences(sim: &Simulator, ledger: &SharedLedger) -> Vec<(String, String)> 
                 uid.clone(),
                 format!("missing: {what} is in the simulator, never recorded"),
             )),
-            Some(r) if r.gone => out.push((
+            Some(r) if r.gone() => out.push((
                 uid.clone(),
                 format!(
                     "wrongly gone: {what} is in the simulator, the ledger says {:?}@{}",

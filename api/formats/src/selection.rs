@@ -168,7 +168,7 @@ impl Selection {
         let mut seqs: Vec<u64> = self
             .uids(projection)?
             .iter()
-            .flat_map(|uid| projection.history_of(uid).iter().copied())
+            .flat_map(|uid| projection.history_of(uid))
             .collect();
         seqs.sort_unstable();
         seqs.dedup();

@@ -158,7 +158,7 @@ pub fn gap_window(
     let last = page.last()?.entry.seq;
     let alive = uids
         .iter()
-        .any(|uid| projection.object(uid).is_some_and(|r| !r.gone));
+        .any(|uid| projection.object(uid).is_some_and(|r| !r.gone()));
     let end = if last_page && alive { head_seq } else { last };
     let capped = end.min(first.saturating_add(GAP_SCAN_LIMIT - 1));
     Some(GapScan {
@@ -428,7 +428,7 @@ fn subject(projection: &Projection, uid: &str) -> Option<Subject> {
         uid: uid.to_string(),
         first_seq: record.first_seq,
         last_seq: record.last_seq,
-        gone: record.gone,
+        gone: record.gone(),
         terminating: current.is_terminating(),
         controller: current
             .controller

@@ -147,10 +147,10 @@ pub(super) async fn timeline(
         let entries = read(&mut page.iter().copied())?;
         // Each subject's last entry before the page: what its first event changed from.
         let baseline = read(&mut uids.iter().filter_map(|uid| {
-            let history = projection.history_of(uid);
-            history[..history.partition_point(|seq| *seq <= after)]
+            projection
+                .history_of(uid)
+                .take_while(|seq| *seq <= after)
                 .last()
-                .copied()
         }))?;
         let head_seq = ledger.head().seq;
         let gap_scan = gap_window(

@@ -37,7 +37,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::fmt;
-use std::sync::Arc;
 
 use ahash::{AHashMap, AHashSet};
 
@@ -48,7 +47,10 @@ use serde::ser::{self, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::names::{NameIndex, NameRef, OwnedName};
-use super::{BindingRecord, NameUids, ObjectRecord, OwnedUids, Projection, UidState, VolumeRecord};
+use super::{
+    BindingRecord, NameUids, ObjectRecord, OwnedUids, Projection, SharedState, UidState,
+    VolumeRecord,
+};
 
 /// The tag that opens a snapshot of layout 2.
 pub(crate) const LAYOUT_2: &str = "claim-ledger/projection/2";
@@ -446,7 +448,7 @@ impl<'de> Deserialize<'de> for Rest {
 
 /// Layout 3's parts, decoded: the projection's maps of records, names and volumes.
 struct DecodedParts {
-    uids: super::HashMap<Text, Arc<UidState>>,
+    uids: super::HashMap<Text, SharedState>,
     names: NameIndex,
     volumes: super::HashMap<Text, VolumeRecord>,
 }
@@ -654,7 +656,7 @@ impl<'de> Visitor<'de> for PartsAgainst<'_> {
                     let why = format!("the record of uid {uid} differs from the replay's");
                     return (Some(why), found);
                 }
-                found.push((Arc::as_ptr(expected) as usize, uid));
+                found.push((SharedState::as_ptr(expected) as usize, uid));
             }
             (None, found)
         };
@@ -811,7 +813,7 @@ impl<'de> Visitor<'de> for PartsVisitor {
             (
                 |records| records,
                 |records| {
-                    let mut uids: super::HashMap<Text, Arc<UidState>> = Default::default();
+                    let mut uids: super::HashMap<Text, SharedState> = Default::default();
                     for (uid, state) in records.into_iter().flatten() {
                         if uids.insert(uid.clone(), state).is_some() {
                             return Err(format!("uid {uid} is written twice"));
@@ -839,7 +841,7 @@ impl<'de> Visitor<'de> for PartsVisitor {
 }
 
 /// A decoding thread's records of one part.
-type PartRecords = Vec<(Text, Arc<UidState>)>;
+type PartRecords = Vec<(Text, SharedState)>;
 
 /// A decoding thread's name index entries and volumes of one part.
 type PartNames = (Vec<(OwnedName, NameUids)>, Vec<(Text, VolumeRecord)>);
@@ -994,7 +996,7 @@ impl<'de> Deserialize<'de> for PartBytes {
 /// What one thread decoded from its parts.
 #[derive(Default)]
 struct Decoded {
-    records: Vec<(Text, Arc<UidState>)>,
+    records: Vec<(Text, SharedState)>,
     names: Vec<(OwnedName, NameUids)>,
     volumes: Vec<(Text, VolumeRecord)>,
 }
@@ -1067,7 +1069,7 @@ impl<'de> Visitor<'de> for FamilyInto<'_> {
         family
             .next_element_seed(ListInto(
                 &mut decoded.records,
-                |(uid, state): (Text, UidState)| (uid, Arc::new(state)),
+                |(uid, state): (Text, UidState)| (uid, SharedState::new(state)),
                 std::marker::PhantomData,
             ))?
             .ok_or_else(|| missing("records"))?;
@@ -1149,10 +1151,10 @@ impl DecodedParts {
 /// decodes into a `Box` and copies it into a second allocation: 800k of them per open).
 pub(super) fn uid_states<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<super::HashMap<Text, Arc<UidState>>, D::Error> {
+) -> Result<super::HashMap<Text, SharedState>, D::Error> {
     struct States;
     impl<'de> Visitor<'de> for States {
-        type Value = super::HashMap<Text, Arc<UidState>>;
+        type Value = super::HashMap<Text, SharedState>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a map of uids to their records")
@@ -1161,7 +1163,7 @@ pub(super) fn uid_states<'de, D: Deserializer<'de>>(
         fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut states = super::HashMap::default();
             while let Some((uid, state)) = map.next_entry::<Text, UidState>()? {
-                states.insert(uid, Arc::new(state));
+                states.insert(uid, SharedState::new(state));
             }
             Ok(states)
         }
@@ -1243,7 +1245,7 @@ impl LayoutOne {
         Projection {
             uids: states
                 .into_iter()
-                .map(|(uid, state)| (uid, Arc::new(state)))
+                .map(|(uid, state)| (uid, SharedState::new(state)))
                 .collect(),
             names: self
                 .names
@@ -1269,7 +1271,7 @@ pub(crate) fn encode_layout_one(seq: u64, projection: &Projection) -> Vec<u8> {
     struct LayoutOneRef<'a> {
         objects: StdHashMap<&'a Text, &'a ObjectRecord>,
         names: StdHashMap<NameRef<'a>, Vec<&'a Text>>,
-        history: StdHashMap<&'a Text, &'a [u64]>,
+        history: StdHashMap<&'a Text, Vec<u64>>,
         children: StdHashMap<&'a Text, &'a OwnedUids>,
         bindings: StdHashMap<&'a Text, &'a [BindingRecord]>,
         bound_under: StdHashMap<&'a Text, &'a Text>,
@@ -1292,7 +1294,7 @@ pub(crate) fn encode_layout_one(seq: u64, projection: &Projection) -> Vec<u8> {
             .collect(),
         history: states()
             .filter(|(_, s)| !s.history.is_empty())
-            .map(|(uid, s)| (uid, s.history.as_slice()))
+            .map(|(uid, s)| (uid, s.history.iter().collect()))
             .collect(),
         children: states()
             .filter(|(_, s)| !s.children.0.is_empty())

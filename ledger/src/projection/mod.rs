@@ -15,23 +15,81 @@ use schemas::{
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
+mod history;
 mod intern;
 pub(crate) mod layout;
 mod names;
 
+use history::History;
 use names::{NameIndex, NameUids};
 
 /// The last observed state of one uid, alive or gone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRecord {
     /// The last observation.
     pub current: ObjectChange,
-    /// Deleted or missing on resync.
-    pub gone: bool,
     /// The entry that first recorded this uid.
     pub first_seq: u64,
     /// The entry that last recorded this uid.
     pub last_seq: u64,
+}
+
+impl ObjectRecord {
+    /// Deleted or missing on resync: what the last observation says. Derived, not
+    /// stored, so the record is 8 bytes smaller (one per uid at cluster scale).
+    pub fn gone(&self) -> bool {
+        self.current.change.is_removal()
+    }
+}
+
+/// An [`ObjectRecord`] as encoded (snapshots, JSON): `gone` written out, as before it was
+/// derived.
+#[derive(Serialize)]
+#[serde(rename = "ObjectRecord")]
+struct EncodedRecord<'a> {
+    current: &'a ObjectChange,
+    gone: bool,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// An [`ObjectRecord`] as decoded.
+#[derive(Deserialize)]
+#[serde(rename = "ObjectRecord")]
+struct DecodedRecord {
+    current: ObjectChange,
+    gone: bool,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+impl Serialize for ObjectRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        EncodedRecord {
+            current: &self.current,
+            gone: self.gone(),
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let decoded = DecodedRecord::deserialize(deserializer)?;
+        if decoded.gone != decoded.current.change.is_removal() {
+            return Err(serde::de::Error::custom(format!(
+                "the record of {} says gone is {} after a change of kind {:?}",
+                decoded.current.uid, decoded.gone, decoded.current.change
+            )));
+        }
+        Ok(ObjectRecord {
+            current: decoded.current,
+            first_seq: decoded.first_seq,
+            last_seq: decoded.last_seq,
+        })
+    }
 }
 
 /// One binding of one pod, from the entry that formed it to the one that ended it.
@@ -340,9 +398,7 @@ struct UidState {
     /// The object last observed with this uid (`None`: a uid only named, by an owner
     /// reference, a transition or a denied check).
     object: Option<ObjectRecord>,
-    /// Every seq that recorded the uid or named it, in order: up to three inline (most
-    /// uids' whole history: created, changed once, named by a binding), which spares a
-    /// heap block per uid.
+    /// Every seq that recorded the uid or named it, in order (up to three inline).
     history: History,
     /// The uids whose controller reference names this one.
     children: OwnedUids,
@@ -352,8 +408,11 @@ struct UidState {
     bound_under: Option<Text>,
 }
 
-/// The seqs of a uid's history.
-type History = smallvec::SmallVec<[u64; 3]>;
+/// A uid's record as the projection's map holds it: shared with published views, behind
+/// a reference count without weak counts (`triomphe`), whose 8 bytes of header, where
+/// std's `Arc` takes 16, put the record and its count in the allocator's 224-byte class
+/// (one allocation per uid).
+type SharedState = triomphe::Arc<UidState>;
 
 /// A cached answer for a bound pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,7 +468,7 @@ pub struct Projection {
     /// Behind `Arc`: a persistent map copies a node's values when it first changes a node
     /// shared with a published view, and copying a pointer is far cheaper than a record.
     #[serde(deserialize_with = "layout::uid_states")]
-    uids: HashMap<Text, Arc<UidState>>,
+    uids: HashMap<Text, SharedState>,
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
     names: NameIndex,
     /// The answer for every pod with an active binding, kept current by `apply` so an
@@ -463,11 +522,11 @@ impl Projection {
     }
 
     /// Every seq that recorded this uid, in order.
-    pub fn history_of(&self, uid: &str) -> &[u64] {
+    pub fn history_of(&self, uid: &str) -> impl Iterator<Item = u64> + '_ {
         self.uids
             .get(uid)
-            .map(|state| state.history.as_slice())
-            .unwrap_or(&[])
+            .into_iter()
+            .flat_map(|state| state.history.iter())
     }
 
     /// Every binding a pod uid ever had, oldest first.
@@ -484,7 +543,7 @@ impl Projection {
             .uids
             .values()
             .filter_map(|state| state.object.as_ref())
-            .filter(|r| !r.gone)
+            .filter(|r| !r.gone())
             .collect();
         live.sort_by(|a, b| {
             (
@@ -539,13 +598,13 @@ impl Projection {
     /// about to change: a write takes each node on the key's path for writing.
     fn state_mut(&mut self, uid: &Text) -> &mut UidState {
         if !self.uids.contains_key(uid.as_str()) {
-            self.uids.insert(uid.clone(), Arc::default());
+            self.uids.insert(uid.clone(), SharedState::default());
         }
         let state = self
             .uids
             .get_mut(uid.as_str())
             .expect("inserted just above");
-        Arc::make_mut(state)
+        SharedState::make_mut(state)
     }
 
     /// Appends `seq` to the history of `uid` unless it is already its last.
@@ -553,7 +612,7 @@ impl Projection {
         let recorded = self
             .uids
             .get(uid.as_str())
-            .is_some_and(|state| state.history.last() == Some(&seq));
+            .is_some_and(|state| state.history.last() == Some(seq));
         if !recorded {
             self.state_mut(uid).history.push(seq);
         }
@@ -634,7 +693,6 @@ impl Projection {
     ) -> Vec<Transition> {
         let change = self.shared_strings(change);
         let uid = change.uid.clone();
-        let gone = change.change.is_removal();
         let previous = self
             .object(&uid)
             .and_then(|r| r.current.controller.as_ref());
@@ -658,13 +716,11 @@ impl Projection {
             match record {
                 Some(record) => {
                     record.current = change.clone();
-                    record.gone = gone;
                     record.last_seq = seq;
                 }
                 None => {
                     *record = Some(ObjectRecord {
                         current: change.clone(),
-                        gone,
                         first_seq: seq,
                         last_seq: seq,
                     });
@@ -839,7 +895,7 @@ impl Projection {
             .into_iter()
             .flat_map(|state| state.children.iter())
             .filter_map(|uid| self.object(uid))
-            .filter(|r| r.current.kind == ObjectKind::PersistentVolumeClaim && !r.gone)
+            .filter(|r| r.current.kind == ObjectKind::PersistentVolumeClaim && !r.gone())
             .collect()
     }
     fn reevaluate(
@@ -1114,7 +1170,7 @@ impl Projection {
                     Some(owner) => owner
                         .linked_uids()
                         .iter()
-                        .all(|uid| self.object(uid).is_none_or(|s| s.gone)),
+                        .all(|uid| self.object(uid).is_none_or(|s| s.gone())),
                     None => true,
                 };
                 let previous_owner = self
@@ -1153,7 +1209,7 @@ impl Projection {
             .object(pod_uid)
             .filter(|r| r.current.kind == ObjectKind::Pod)
             .ok_or_else(|| gone(Reason::UnknownPod, "the ledger never recorded this pod uid"))?;
-        if pod.gone {
+        if pod.gone() {
             return Err(gone(Reason::UnknownPod, "the pod was deleted"));
         }
         if pod.current.is_terminating() {
@@ -1173,7 +1229,7 @@ impl Projection {
             })?;
         let sandbox = self
             .object(&owner.uid)
-            .filter(|s| s.current.kind == ObjectKind::Sandbox && !s.gone)
+            .filter(|s| s.current.kind == ObjectKind::Sandbox && !s.gone())
             .ok_or_else(|| {
                 gone(
                     Reason::OwnerChainBroken,
@@ -1256,7 +1312,7 @@ impl Projection {
         }
         let claim = self
             .object(&controller.uid)
-            .filter(|c| c.current.kind == ObjectKind::SandboxClaim && !c.gone)
+            .filter(|c| c.current.kind == ObjectKind::SandboxClaim && !c.gone())
             .ok_or_else(|| {
                 gone(
                     Reason::OwnerChainBroken,
@@ -1403,7 +1459,7 @@ impl Projection {
             self.uid_of(ObjectKind::Pod, &request.namespace, &request.pod_name)
                 .filter(|uid| *uid != request.pod_uid)
                 .and_then(|uid| self.object(uid))
-                .filter(|r| !r.gone)
+                .filter(|r| !r.gone())
         };
         let Some(pod) = self
             .object(&request.pod_uid)
@@ -2646,8 +2702,9 @@ mod footprint {
     fn the_records_of_the_projection_stay_small() {
         assert_eq!(size_of::<schemas::Text>(), 8);
         assert!(size_of::<schemas::ObjectChange>() <= 152);
-        assert!(size_of::<super::ObjectRecord>() <= 176);
-        assert!(size_of::<super::UidState>() <= 232);
+        assert!(size_of::<super::ObjectRecord>() <= 168);
+        // With `triomphe`'s 8-byte count: the allocator's 224-byte class, not 256.
+        assert!(size_of::<super::UidState>() <= 216);
         assert!(size_of::<super::BindingRecord>() <= 64);
         assert!(size_of::<super::BindingView>() <= 128);
         assert!(size_of::<super::NameUids>() <= 16);

@@ -750,8 +750,8 @@ impl ScenarioRun<'_> {
                 problems.push(format!("uid is {}, expected {uid}", current.uid));
             }
         }
-        if wanted.live == record.gone {
-            problems.push(if record.gone {
+        if wanted.live == record.gone() {
+            problems.push(if record.gone() {
                 format!("is gone ({:?} at seq {})", current.change, record.last_seq)
             } else {
                 "is alive".into()
@@ -785,7 +785,7 @@ impl ScenarioRun<'_> {
         let state = format!(
             "{what} uid {} {}{}, controller {}",
             current.uid,
-            if record.gone { "gone" } else { "alive" },
+            if record.gone() { "gone" } else { "alive" },
             if current.is_terminating() {
                 ", terminating"
             } else {

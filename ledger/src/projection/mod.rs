@@ -1972,6 +1972,22 @@ mod tests {
     }
 
     #[test]
+    fn a_record_whose_gone_flag_disagrees_with_its_last_change_is_refused() {
+        let mut run = Run::new();
+        run.apply(pod("p1", "pod-1", 1, vec![]));
+        let record = run.projection.object("pod-1").unwrap();
+        let mut encoded = serde_json::to_value(record).unwrap();
+        assert_eq!(encoded["gone"], json!(false), "{encoded}");
+        let back: ObjectRecord = serde_json::from_value(encoded.clone()).unwrap();
+        assert_eq!(&back, record);
+        encoded["gone"] = json!(true);
+        let error = serde_json::from_value::<ObjectRecord>(encoded)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pod-1 says gone is true"), "{error}");
+    }
+
+    #[test]
     fn names_a_family_repeats_share_one_copy_after_apply_and_after_a_snapshot() {
         // A warm pool's Sandbox: its name is not the claim's, its pod is named after it.
         let mut run = Run::new();

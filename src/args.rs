@@ -41,12 +41,18 @@ pub struct DbArgs {
     /// snapshot kept, or from the first entry.
     #[arg(long, default_value_t = 2, env = "CLAIM_LEDGER_KEEP_SNAPSHOTS")]
     pub keep_snapshots: usize,
-    /// The store's page cache in MiB (sled's default, 1024, when not given; 64 for
-    /// `verify`, which reads every record once). Counted apart from the projection's
-    /// memory.
+    /// The store's page cache in MiB (default 256; 64 for `verify`, which reads every
+    /// record once). Counted apart from the projection's memory.
     #[arg(long, env = "CLAIM_LEDGER_CACHE_MB")]
     pub cache_mb: Option<u64>,
 }
+
+/// The store's page cache when `--cache-mb` is not given, in MiB. The writer's working
+/// set is the log's tail, and older entries (history, exports) are read back through the
+/// operating system's file cache: measured on 1M entries (BENCHMARKS.md), sled's own
+/// default of 1 GiB added 540 MB to an ingest's peak and 480 MB to an export's, and made
+/// neither faster.
+const DEFAULT_CACHE_MB: u64 = 256;
 
 /// The store's page cache for `verify` when `--cache-mb` is not given, in MiB.
 const AUDIT_CACHE_MB: u64 = 64;
@@ -122,9 +128,43 @@ impl DbArgs {
             create,
             // Only the commands that may create a ledger append to it.
             appends: create,
-            cache_bytes: self.cache_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+            cache_bytes: Some(
+                self.cache_mb
+                    .unwrap_or(DEFAULT_CACHE_MB)
+                    .saturating_mul(1024 * 1024),
+            ),
             password_file: self.db_password_file.clone(),
             ..LedgerConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        db: DbArgs,
+    }
+
+    fn cache_of(args: &[&str]) -> Option<u64> {
+        let parsed =
+            Command::try_parse_from(["claim-ledger", "--db", "/nowhere"].iter().chain(args))
+                .expect("the arguments parse");
+        parsed.db.config(true).cache_bytes
+    }
+
+    #[test]
+    fn the_store_cache_is_256_mib_unless_asked_for() {
+        // The environment would win over the default: none is set in tests.
+        if std::env::var_os("CLAIM_LEDGER_CACHE_MB").is_some() {
+            return;
+        }
+        assert_eq!(cache_of(&[]), Some(256 << 20));
+        assert_eq!(cache_of(&["--cache-mb", "32"]), Some(32 << 20));
     }
 }

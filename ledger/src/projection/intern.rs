@@ -129,24 +129,30 @@ fn family_strings(change: &mut ObjectChange) -> impl Iterator<Item = &mut Text> 
 }
 
 /// Strings already held by the projection, which a change's equal strings share.
-pub(crate) type Known = smallvec::SmallVec<[Text; 12]>;
+pub(crate) type Known<'a> = smallvec::SmallVec<[&'a Text; 12]>;
 
 /// The family strings of `record` (see [`share_family_strings`]), added to `known`.
-pub(crate) fn remember_family_strings(record: &ObjectChange, known: &mut Known) {
-    known.push(record.name.clone());
-    known.extend(record.controller.as_ref().map(|owner| owner.name.clone()));
+pub(crate) fn remember_family_strings<'a>(record: &'a ObjectChange, known: &mut Known<'a>) {
+    known.push(&record.name);
+    known.extend(record.controller.as_ref().map(|owner| &owner.name));
     let fields: [Option<&Text>; 2] = family_fields!(&record.fields, as_ref);
-    known.extend(fields.into_iter().flatten().cloned());
+    known.extend(fields.into_iter().flatten());
 }
 
 /// Points each of `change`'s family strings (names and ids it repeats) at an equal string
-/// in `known`, and adds those that have none, so that equal strings of the change itself
-/// (a claim named after its Sandbox) share one copy too.
-pub(crate) fn share_family_strings(change: &mut ObjectChange, known: &mut Known) {
+/// in `known`, or at an equal one the change itself holds (a claim named after its
+/// Sandbox): one copy of each.
+pub(crate) fn share_family_strings(change: &mut ObjectChange, known: &[&Text]) {
+    let mut own: smallvec::SmallVec<[Text; 4]> = smallvec::SmallVec::new();
     for text in family_strings(change) {
-        match known.iter().find(|held| held.as_str() == text.as_str()) {
+        let held = known
+            .iter()
+            .copied()
+            .chain(own.iter())
+            .find(|held| held.as_str() == text.as_str());
+        match held {
             Some(held) => *text = held.clone(),
-            None => known.push(text.clone()),
+            None => own.push(text.clone()),
         }
     }
 }

@@ -856,23 +856,20 @@ impl Projection {
         for record in previous.into_iter().chain(owner) {
             intern::remember_family_strings(&record.current, &mut known);
         }
-        let indexed = [(change.kind, Some(&change.name))]
-            .into_iter()
-            .chain(match &change.fields {
-                KindFields::SandboxClaim {
-                    status_sandbox_name,
-                    ..
-                } => Some((ObjectKind::Sandbox, status_sandbox_name.as_ref())),
-                _ => None,
-            });
-        for (kind, name) in indexed {
-            if let Some(name) =
-                name.and_then(|name| self.names.key_of(kind, &change.namespace, name))
-            {
-                known.push(name.clone());
-            }
+        // The name index holds a new uid's name when an earlier uid had it, and a claim's
+        // Sandbox by name.
+        let new_uid = previous.is_none().then_some((change.kind, &change.name));
+        let claimed = match &change.fields {
+            KindFields::SandboxClaim {
+                status_sandbox_name: Some(sandbox),
+                ..
+            } => Some((ObjectKind::Sandbox, sandbox)),
+            _ => None,
+        };
+        for (kind, name) in new_uid.into_iter().chain(claimed) {
+            known.extend(self.names.key_of(kind, &change.namespace, name));
         }
-        intern::share_family_strings(change, &mut known);
+        intern::share_family_strings(change, &known);
     }
 
     fn children_of_kind(&self, owner: &str, kind: ObjectKind) -> Vec<Text> {

@@ -47,13 +47,6 @@ pub struct DbArgs {
     pub cache_mb: Option<u64>,
 }
 
-/// The store's page cache when `--cache-mb` is not given, in MiB. The writer's working
-/// set is the log's tail, and older entries (history, exports) are read back through the
-/// operating system's file cache: measured on 1M entries (BENCHMARKS.md), sled's own
-/// default of 1 GiB added 540 MB to an ingest's peak and 480 MB to an export's, and made
-/// neither faster.
-const DEFAULT_CACHE_MB: u64 = 256;
-
 /// The store's page cache for `verify` when `--cache-mb` is not given, in MiB.
 const AUDIT_CACHE_MB: u64 = 64;
 
@@ -128,11 +121,9 @@ impl DbArgs {
             create,
             // Only the commands that may create a ledger append to it.
             appends: create,
-            cache_bytes: Some(
-                self.cache_mb
-                    .unwrap_or(DEFAULT_CACHE_MB)
-                    .saturating_mul(1024 * 1024),
-            ),
+            cache_bytes: Some(self.cache_mb.map_or(ledger::DEFAULT_CACHE_BYTES, |mb| {
+                mb.saturating_mul(1024 * 1024)
+            })),
             password_file: self.db_password_file.clone(),
             ..LedgerConfig::default()
         }

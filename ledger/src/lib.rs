@@ -152,6 +152,14 @@ pub enum LedgerError {
     Checkpoint(#[from] schemas::checkpoint::CheckpointError),
 }
 
+/// The storage engine's page cache of the default configuration (and of the binary
+/// unless `--cache-mb` says otherwise): 256 MiB. The writer's working set is the log's
+/// tail, and older entries (history, exports) are read back through the operating
+/// system's file cache: measured on 1M entries (BENCHMARKS.md), sled's own default of
+/// 1 GiB added 540 MB to an ingest's peak and 480 MB to an export's, and made neither
+/// faster.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// How long a high-water mark recorded after a flush may wait to be synced to disk
 /// ([`Ledger::flush`]).
 pub const MARK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -188,7 +196,8 @@ pub struct LedgerConfig {
     /// checking a snapshot an earlier writer left, a full decode, which the process would
     /// then wait for on exit).
     pub appends: bool,
-    /// The storage engine's page cache in bytes (its default when `None`).
+    /// The storage engine's page cache in bytes (its own default when `None`; the
+    /// default configuration sets [`DEFAULT_CACHE_BYTES`]).
     pub cache_bytes: Option<u64>,
     /// A file holding the PostgreSQL password, for a `postgres://` location whose URL,
     /// `PGPASSWORD` and `.pgpass` give none.
@@ -212,7 +221,7 @@ impl Default for LedgerConfig {
             create: true,
             low_priority_snapshots: true,
             appends: true,
-            cache_bytes: None,
+            cache_bytes: Some(DEFAULT_CACHE_BYTES),
             password_file: None,
             replica: false,
             lease: None,

@@ -2002,6 +2002,9 @@ mod tests {
         // Updates arrive as fresh copies of every string.
         run.apply(pod("pool-a", "pod-1", 4, by_sandbox()));
         run.apply(claim("c1", "claim-1", 5, "pool-a"));
+        // A new uid under a name an earlier uid had, with no owner to share it from.
+        run.apply(pod("solo", "pod-a", 6, vec![]));
+        run.apply(pod("solo", "pod-b", 7, vec![]));
         let snapshot = layout::encode(run.seq, &run.projection).unwrap();
         let mut decoded: layout::Snapshot = rmp_serde::from_slice(&snapshot).unwrap();
         decoded.projection.rebuild_derived();
@@ -2057,6 +2060,15 @@ mod tests {
                         .key_of(ObjectKind::Pod, "ns", "pool-a")
                         .unwrap()
                         .shares_storage_with(&pod.name),
+                ),
+                // Two uids of one name are two families, which layout 3 may write in two
+                // parts (each its own scope of back-references).
+                (
+                    "a reused name",
+                    when == "decoded"
+                        || record("pod-b")
+                            .name
+                            .shares_storage_with(&record("pod-a").name),
                 ),
                 (
                     "the updated claim's name index key",

@@ -2032,6 +2032,7 @@ mod tests {
             };
             let owner_name =
                 |change: &ObjectChange| change.controller.as_ref().unwrap().name.clone();
+            let index_key = |kind, name| projection.names.key_of(kind, "ns", name).unwrap();
             let shared = [
                 (
                     "the Sandbox's owner reference",
@@ -2055,11 +2056,7 @@ mod tests {
                 ),
                 (
                     "the updated pod's name index key",
-                    projection
-                        .names
-                        .key_of(ObjectKind::Pod, "ns", "pool-a")
-                        .unwrap()
-                        .shares_storage_with(&pod.name),
+                    index_key(ObjectKind::Pod, "pool-a").shares_storage_with(&pod.name),
                 ),
                 // Two uids of one name are two families, which layout 3 may write in two
                 // parts (each its own scope of back-references).
@@ -2072,11 +2069,7 @@ mod tests {
                 ),
                 (
                     "the updated claim's name index key",
-                    projection
-                        .names
-                        .key_of(ObjectKind::SandboxClaim, "ns", "c1")
-                        .unwrap()
-                        .shares_storage_with(&claim.name),
+                    index_key(ObjectKind::SandboxClaim, "c1").shares_storage_with(&claim.name),
                 ),
                 // Interned values decode as one copy per part of the snapshot (its scope
                 // of back-references), not the interner's.

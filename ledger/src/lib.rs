@@ -982,6 +982,8 @@ impl Ledger {
             hash: report.verified_hash,
             observed_at: projection.at(),
         };
+        // Checks are answered from here on; the first append waits for the answers.
+        projection.build_answers_in_background();
         let view = LedgerView {
             store,
             projection,
@@ -2148,7 +2150,7 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
     };
     let decoded =
         rmp_serde::from_read::<_, Snapshot>(std::io::BufReader::with_capacity(1 << 20, stream));
-    let mut snapshot = match decoded {
+    let snapshot = match decoded {
         Ok(snapshot) => snapshot,
         // The bytes hashed to the committed digest a moment ago: a read failing now is the
         // storage's, not the snapshot's.
@@ -2167,13 +2169,12 @@ fn anchor(store: &dyn Store, seq: u64, head_seq: u64) -> Result<Anchor, LedgerEr
             ))
         }
     };
-    let decoded = started.elapsed();
-    snapshot.projection.rebuild_derived();
+    // The answers of bound pods stay pending: whoever needs them builds them (an open,
+    // on a thread of its own once the tail is applied).
     tracing::debug!(
         seq,
         hash_ms = hashed.as_millis() as u64,
-        decode_ms = (decoded - hashed).as_millis() as u64,
-        derive_ms = (started.elapsed() - decoded).as_millis() as u64,
+        decode_ms = (started.elapsed() - hashed).as_millis() as u64,
         "snapshot loaded"
     );
     if snapshot.seq != seq || snapshot.projection.seq() != seq {
@@ -2675,9 +2676,13 @@ mod tests {
         copy_tree(dir.path(), copy.path());
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         assert_eq!(reopened.projection(), &projection);
+        // The answers of bound pods are built beside the open; the first append waits
+        // for them and keeps them from then on.
+        assert!(!reopened.projection().answers_are_kept());
         // The previous process left a snapshot at the head that nothing commits to: this
         // writer writes the state there again, and its next append commits to that.
         reopened.append([pod(10)], at(0)).unwrap();
+        assert!(reopened.projection().answers_are_kept());
         reopened.flush().unwrap();
         committed_snapshot_bytes(&reopened, 10, 9);
         assert!(reopened.verify().unwrap().ok());

@@ -46,6 +46,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::{self, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::answers::Answers;
 use super::names::{NameIndex, NameRef, OwnedName};
 use super::{
     BindingRecord, NameUids, ObjectRecord, OwnedUids, Projection, SharedState, UidState,
@@ -70,8 +71,8 @@ const MAX_DECODE_THREADS: usize = 8;
 /// claim is three levels above a pod; a longer or circular chain only splits a family).
 const MAX_CLIMB: usize = 8;
 
-/// A decoded snapshot: the projection after `seq` (its derived answers not yet rebuilt:
-/// [`Projection::rebuild_derived`]).
+/// A decoded snapshot: the projection after `seq` (its answers of bound pods pending: see
+/// [`super::answers`]).
 pub(crate) struct Snapshot {
     pub(crate) seq: u64,
     pub(crate) projection: Projection,
@@ -1136,7 +1137,7 @@ impl DecodedParts {
         Ok(Projection {
             uids,
             names,
-            active: Default::default(),
+            answers: Answers::pending(),
             volumes,
             orphaned: rest.orphaned,
             violations: rest.violations,
@@ -1252,7 +1253,7 @@ impl LayoutOne {
                 .into_iter()
                 .map(|(name, uids)| (name, uids.into_iter().collect()))
                 .collect(),
-            active: Default::default(),
+            answers: Answers::pending(),
             volumes: self.volumes.into_iter().collect(),
             orphaned: self.orphaned.into_iter().collect(),
             violations: self.violations.into_iter().collect(),

@@ -15,11 +15,13 @@ use schemas::{
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
+mod answers;
 mod history;
 mod intern;
 pub(crate) mod layout;
 mod names;
 
+use answers::{AnswerMap, Answers};
 use history::History;
 use names::{NameIndex, NameUids};
 
@@ -463,7 +465,7 @@ struct Structural<'a> {
 /// ([`UidState`]), and every string shared rather than copied ([`Text`]): a uid's text is
 /// its map key, which owner references, bindings and indexes point to, and namespaces,
 /// API versions and other recurring values come from one interner ([`intern`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Projection {
     /// Behind `Arc`: a persistent map copies a node's values when it first changes a node
     /// shared with a published view, and copying a pointer is far cheaper than a record.
@@ -471,11 +473,11 @@ pub struct Projection {
     uids: HashMap<Text, SharedState>,
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
     names: NameIndex,
-    /// The answer for every pod with an active binding, kept current by `apply` so an
-    /// allowed check is a lookup, not a walk of the owner chain. Derived, so snapshots
-    /// leave it out and [`Projection::rebuild_derived`] recomputes it.
-    #[serde(skip)]
-    active: HashMap<Text, ActiveView>,
+    /// The answer for every pod with an active binding, so an allowed check is a lookup,
+    /// not a walk of the owner chain: kept current by `apply`, or pending after a decode
+    /// (see [`answers`]). Derived, so snapshots leave it out.
+    #[serde(skip, default = "Answers::pending")]
+    answers: Answers,
     volumes: HashMap<Text, VolumeRecord>,
     orphaned: OrdSet<Text>,
     violations: OrdSet<(Text, Text)>,
@@ -485,6 +487,36 @@ pub struct Projection {
     /// when no scope was recorded (all namespaces: event files, a watcher of all).
     watched: Option<Vec<String>>,
 }
+
+/// Equal states; the answers of bound pods compare as built (a pending side builds its
+/// own), so a test comparing a decoded projection with an applied one checks that `apply`
+/// kept them current.
+impl PartialEq for Projection {
+    fn eq(&self, other: &Projection) -> bool {
+        let Projection {
+            uids,
+            names,
+            answers: _,
+            volumes,
+            orphaned,
+            violations,
+            seq,
+            at,
+            watched,
+        } = self;
+        *uids == other.uids
+            && *names == other.names
+            && *volumes == other.volumes
+            && *orphaned == other.orphaned
+            && *violations == other.violations
+            && *seq == other.seq
+            && *at == other.at
+            && *watched == other.watched
+            && *self.answer_map() == *other.answer_map()
+    }
+}
+
+impl Eq for Projection {}
 
 impl Projection {
     /// The namespaces the ledger's watcher watches, as last recorded (`None` or empty:
@@ -572,7 +604,11 @@ impl Projection {
 
     /// The active bindings, as views, sorted by pod namespace and name.
     pub fn active_bindings(&self) -> Vec<Arc<BindingView>> {
-        let mut views: Vec<_> = self.active.values().map(|a| Arc::clone(&a.view)).collect();
+        let mut views: Vec<_> = self
+            .answer_map()
+            .values()
+            .map(|a| Arc::clone(&a.view))
+            .collect();
         views.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));
         views
     }
@@ -691,6 +727,7 @@ impl Projection {
         at: DateTime<Utc>,
         change: ObjectChange,
     ) -> Vec<Transition> {
+        self.settle_answers();
         let change = self.shared_strings(change);
         let uid = change.uid.clone();
         let previous = self
@@ -950,8 +987,68 @@ impl Projection {
         }
     }
 
-    /// Recomputes what snapshots leave out (the cached answers of bound pods).
-    pub(crate) fn rebuild_derived(&mut self) {
+    /// Builds the pending answers of this state on a thread of their own, so an open
+    /// answers checks before they are built (each reader computes its own answer until
+    /// then) and the writer's first change waits for them instead of building them again.
+    pub(crate) fn build_answers_in_background(&self) {
+        let Some(cell) = self.answers.unbuilt() else {
+            return;
+        };
+        let state = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("claim-ledger-answers".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let answers = cell.get_or_init(|| state.build_answers());
+                tracing::debug!(
+                    seq = state.seq,
+                    bound_pods = answers.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "answers of bound pods built"
+                );
+            });
+        // Without a thread the writer builds them before its first change, as before.
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the thread that builds the answers of bound pods");
+        }
+    }
+
+    /// Whether `apply` keeps the answers of bound pods current (not pending).
+    #[cfg(test)]
+    pub(crate) fn answers_are_kept(&self) -> bool {
+        matches!(self.answers, Answers::Kept(_))
+    }
+
+    /// Settles pending answers before a change: a built or shared cell holds the answers
+    /// of the state before it, which the change then keeps current (waiting for the
+    /// thread building them, or building them here if none is).
+    fn settle_answers(&mut self) {
+        if let Some(cell) = self.answers.to_settle() {
+            let built = cell.get_or_init(|| self.build_answers()).clone();
+            self.answers = Answers::Kept(built);
+        }
+    }
+
+    /// The answers of bound pods: the map when there is one, else built here (a reader
+    /// of a pending state that needs all of them).
+    fn answer_map(&self) -> std::borrow::Cow<'_, AnswerMap> {
+        match self.answers.map() {
+            Some(map) => std::borrow::Cow::Borrowed(map),
+            None => std::borrow::Cow::Owned(self.build_answers()),
+        }
+    }
+
+    /// The answer of one pod whose latest binding is active: from the map, or computed
+    /// from its records while the answers are pending.
+    fn answer_of(&self, pod_uid: &str) -> Option<std::borrow::Cow<'_, ActiveView>> {
+        match self.answers.map() {
+            Some(map) => map.get(pod_uid).map(std::borrow::Cow::Borrowed),
+            None => self.active_view_of(pod_uid).map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// Every bound pod's answer.
+    fn build_answers(&self) -> AnswerMap {
         // Each answer reads the projection only, so they are computed on every core (a
         // snapshot of 200k bound pods is loaded in a fraction of the time), then stored.
         let pods: Vec<(&Text, &UidState)> = self
@@ -962,7 +1059,6 @@ impl Projection {
             .collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let per_thread = pods.len().div_ceil(threads).max(1);
-        let this = &*self;
         let answers: Vec<(Text, ActiveView)> = std::thread::scope(|scope| {
             let parts: Vec<_> = pods
                 .chunks(per_thread)
@@ -970,7 +1066,7 @@ impl Projection {
                     scope.spawn(move || {
                         part.iter()
                             .filter_map(|(uid, pod)| {
-                                Some(((*uid).clone(), this.active_view_in(pod)?))
+                                Some(((*uid).clone(), self.active_view_in(pod)?))
                             })
                             .collect::<Vec<_>>()
                     })
@@ -981,7 +1077,7 @@ impl Projection {
                 .flat_map(|part| part.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
-        self.active = answers.into_iter().collect();
+        answers.into_iter().collect()
     }
 
     /// The cached answer for a pod whose latest binding is active.
@@ -999,16 +1095,25 @@ impl Projection {
         })
     }
 
+    /// Brings a pod's kept answer up to date after a change (nothing while the answers
+    /// are pending).
     fn refresh_active_view(&mut self, pod_uid: &str) {
+        if self.answers.kept_mut().is_none() {
+            return;
+        }
         match self.active_view_of(pod_uid) {
             Some(fresh) => {
-                if self.active.get(pod_uid) != Some(&fresh) {
+                if self.answers.map().and_then(|kept| kept.get(pod_uid)) != Some(&fresh) {
                     let pod_uid = self.canonical_str(pod_uid);
-                    self.active.insert(pod_uid, fresh);
+                    if let Some(kept) = self.answers.kept_mut() {
+                        kept.insert(pod_uid, fresh);
+                    }
                 }
             }
             None => {
-                self.active.remove(pod_uid);
+                if let Some(kept) = self.answers.kept_mut() {
+                    kept.remove(pod_uid);
+                }
             }
         }
     }
@@ -1485,8 +1590,8 @@ impl Projection {
                 ),
             );
         }
-        if let Some(active) = self.active.get(request.pod_uid.as_str()) {
-            return self.check_bound(request, active);
+        if let Some(active) = self.answer_of(&request.pod_uid) {
+            return self.check_bound(request, &active);
         }
         let ever_bound = !self.bindings_of(&request.pod_uid).is_empty();
         let structural = match self.structural(&request.pod_uid, request.claim_uid.as_deref()) {
@@ -1921,9 +2026,8 @@ mod tests {
         assert!(layout_two.len() < layout_one.len());
         assert!(layout_three.len() < layout_one.len());
         for (layout, bytes) in [("3", layout_three), ("2", layout_two), ("1", layout_one)] {
-            let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
+            let decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(decoded.seq, run.seq, "layout {layout}");
-            decoded.projection.rebuild_derived();
             assert_eq!(&decoded.projection, original, "layout {layout}");
             // Layout 2's and 3's strings are shared after a decode as after `apply`: a
             // uid's record, its owner's record and its name index point at one copy (a
@@ -1968,6 +2072,116 @@ mod tests {
         }
     }
 
+    /// The decisions of checks covering every pod of [`every_index_in_use`] and the
+    /// changes of [`later_changes`]: allowed, released, mutated, mismatched names and
+    /// claims, unknown.
+    fn decisions(projection: &Projection) -> Vec<Decision> {
+        let pods = [
+            ("p", "pod-1"),
+            ("p2", "pod-2"),
+            ("p3", "pod-3"),
+            ("p4", "pod-4"),
+            ("p", "pod-2"),
+            ("nobody", "pod-unknown"),
+        ];
+        let claims = [None, Some("claim-2"), Some("claim-4")];
+        pods.iter()
+            .flat_map(|(name, uid)| {
+                claims.iter().map(move |claim| CheckRequest {
+                    namespace: "ns".into(),
+                    pod_name: (*name).into(),
+                    pod_uid: (*uid).into(),
+                    claim_uid: claim.map(String::from),
+                    require_claim: true,
+                    ..CheckRequest::default()
+                })
+            })
+            .map(|request| projection.check(&request, true))
+            .collect()
+    }
+
+    /// Changes after [`every_index_in_use`]: a bound pod released, a new binding, then
+    /// its pod's sandbox-id annotation changed.
+    fn later_changes() -> Vec<Value> {
+        let with_sandbox_id = |rv: u64, id: &str| {
+            let mut object = pod("p4", "pod-4", rv, vec![owner(SB, "Sandbox", "sb4", "sb-4")]);
+            object["metadata"]["annotations"] = json!({"openshell.io/sandbox-id": id});
+            object
+        };
+        vec![
+            pod("p2", "pod-2", 30, vec![]),
+            claim("c4", "claim-4", 31, "sb4"),
+            sandbox(
+                "sb4",
+                "sb-4",
+                32,
+                vec![owner(EXT, "SandboxClaim", "c4", "claim-4")],
+            ),
+            with_sandbox_id(33, "id-4"),
+            with_sandbox_id(34, "id-4b"),
+        ]
+    }
+
+    #[test]
+    fn a_decoded_projection_answers_before_its_answers_are_built() {
+        let mut kept = every_index_in_use();
+        let bytes = layout::encode(kept.seq, &kept.projection).unwrap();
+        let decode = || Run {
+            projection: rmp_serde::from_slice::<layout::Snapshot>(&bytes)
+                .unwrap()
+                .projection,
+            seq: kept.seq,
+            transitions: Vec::new(),
+        };
+        let before = decisions(&kept.projection);
+        assert!(before.iter().any(|d| d.decision == Verdict::Allow));
+        assert!(kept.projection.answers.kept_mut().is_some());
+
+        // Pending: each check computes its own answer.
+        let pending = decode();
+        assert!(pending.projection.answers.map().is_none());
+        assert_eq!(decisions(&pending.projection), before);
+        assert_eq!(
+            pending.projection.active_bindings(),
+            kept.projection.active_bindings()
+        );
+
+        // Changes to a projection no one else holds leave the answers pending (an open's
+        // walk of the tail), and every answer still right.
+        let mut alone = decode();
+        // A published view holds the cell: the first change builds the answers of the
+        // state before it for the view, then keeps them.
+        let mut published = decode();
+        let view = published.projection.clone();
+        // A thread builds them (an open): the first change waits for it.
+        let mut opened = decode();
+        opened.projection.build_answers_in_background();
+        for change in later_changes() {
+            let expected = kept.apply(change.clone());
+            for run in [&mut alone, &mut published, &mut opened] {
+                assert_eq!(run.apply(change.clone()), expected);
+            }
+        }
+        let after = decisions(&kept.projection);
+        assert!(after
+            .iter()
+            .any(|d| d.reason == Some(Reason::IdentityMutated)));
+        assert!(alone.projection.answers.map().is_none());
+        for run in [&alone, &published, &opened] {
+            assert_eq!(decisions(&run.projection), after);
+            assert_eq!(run.projection, kept.projection);
+        }
+        for run in [&mut published, &mut opened] {
+            let kept_map = run.projection.answers.kept_mut().expect("settled").clone();
+            assert_eq!(kept_map, run.projection.build_answers());
+        }
+        assert_eq!(
+            view.answers.map().expect("built for the view"),
+            &view.build_answers()
+        );
+        assert_eq!(decisions(&view), before);
+    }
+
     #[test]
     fn a_record_whose_gone_flag_disagrees_with_its_last_change_is_refused() {
         let mut run = Run::new();
@@ -2006,8 +2220,7 @@ mod tests {
         run.apply(pod("solo", "pod-a", 6, vec![]));
         run.apply(pod("solo", "pod-b", 7, vec![]));
         let snapshot = layout::encode(run.seq, &run.projection).unwrap();
-        let mut decoded: layout::Snapshot = rmp_serde::from_slice(&snapshot).unwrap();
-        decoded.projection.rebuild_derived();
+        let decoded: layout::Snapshot = rmp_serde::from_slice(&snapshot).unwrap();
         assert_eq!(decoded.projection, run.projection);
         for (when, projection) in [
             ("applied", &run.projection),
@@ -2124,8 +2337,7 @@ mod tests {
         let (_, parts, _) = layout::split_layout_three(&bytes);
         let filled = parts.iter().filter(|part| part.len() > 1).count();
         assert!(filled > 16, "{filled} parts hold families");
-        let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
-        decoded.projection.rebuild_derived();
+        let decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(decoded.projection, run.projection);
         // A family is written in one part: a pod, its Sandbox and its claim share their
         // strings after the decode as they did after `apply`.
@@ -2205,8 +2417,7 @@ mod tests {
             ["pod-1"]
         );
         let bytes = layout::encode(run.seq, &run.projection).unwrap();
-        let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
-        decoded.projection.rebuild_derived();
+        let decoded: layout::Snapshot = rmp_serde::from_slice(&bytes).unwrap();
         // Neither lost nor written twice (which the decoder would refuse).
         assert_eq!(decoded.projection, run.projection);
     }
@@ -2257,9 +2468,8 @@ mod tests {
             assert!(children.contains("pod-two"), "{sandbox}: {children:?}");
         }
         let bytes = layout::encode(run.seq, &run.projection).unwrap();
-        let mut decoded: layout::Snapshot = rmp_serde::from_slice(&bytes)
+        let decoded: layout::Snapshot = rmp_serde::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("every uid written exactly once: {e}"));
-        decoded.projection.rebuild_derived();
         assert_eq!(decoded.projection, run.projection);
     }
 

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use schemas::WatchEventType;
-use workload::{setting, Lifecycles};
+use workload::{memory_of, setting, Lifecycles};
 
 /// What one `ingest` run did.
 struct Run {
@@ -97,18 +97,10 @@ fn ingest(db: &Path, file: &Path, flags: &[&str]) -> Run {
         .stderr(std::fs::File::create(db.with_extension("stderr")).expect("stderr file"))
         .spawn()
         .expect("start claim-ledger ingest");
-    let status_file = format!("/proc/{}/status", child.id());
+    let pid = child.id().to_string();
     let mut peak_kib = 0u64;
     while child.try_wait().expect("wait for ingest").is_none() {
-        let hwm = std::fs::read_to_string(&status_file)
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find(|line| line.starts_with("VmHWM:"))
-                    .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
-            });
-        peak_kib = peak_kib.max(hwm.unwrap_or(0));
+        peak_kib = peak_kib.max(memory_of(&pid, "VmHWM") / 1024);
         std::thread::sleep(Duration::from_millis(20));
     }
     let seconds = started.elapsed().as_secs_f64();

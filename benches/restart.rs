@@ -23,7 +23,8 @@
 //!
 //! `cargo bench --bench restart`; `cargo test --benches` runs it once, tiny (200 bindings,
 //! one restart). Times are wall clock on whatever else the machine runs: compare the
-//! numbers within one run.
+//! numbers within one run. Each start also reports `serve`'s resident memory when it
+//! answered ready and its peak until then (`VmRSS`, `VmHWM`): what deploy/ sizes from.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::Value;
 use sim::{SimConfig, Simulator};
-use workload::setting;
+use workload::{memory_of, setting};
 
 /// How long a phase may take before the bench gives up (a cold start at 100k objects takes
 /// seconds; a minute means something is stuck).
@@ -124,6 +125,8 @@ struct Started {
     ready: Duration,
     /// The head seq `serve` printed when it stopped.
     head: u64,
+    /// `serve`'s resident memory when it answered ready, and its peak until then, in MiB.
+    resident_mib: (u64, u64),
 }
 
 /// Runs `serve` on `db` against the cluster of `kubeconfig`, times it until ready, stops it
@@ -194,6 +197,11 @@ fn serve_until_ready(db: &Path, kubeconfig: &Path, tokens: &Path, log: &Path) ->
         assert!(started.elapsed() < PATIENCE, "serve was not ready in time");
         std::thread::sleep(Duration::from_millis(2));
     };
+    let pid = child.id().to_string();
+    let resident_mib = (
+        memory_of(&pid, "VmRSS") >> 20,
+        memory_of(&pid, "VmHWM") >> 20,
+    );
     let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -218,6 +226,7 @@ fn serve_until_ready(db: &Path, kubeconfig: &Path, tokens: &Path, log: &Path) ->
         ),
         ready,
         head,
+        resident_mib,
     }
 }
 
@@ -257,11 +266,13 @@ fn entries_by_kind(db: &Path, from_seq: u64) -> BTreeMap<String, u64> {
 /// Where a start's time went, as `/readyz` showed it.
 fn timeline(started: &Started) -> String {
     format!(
-        "ledger opened and listening {:.3} s, lists begun {:.3} s, first list synced {:.3} s, last {:.3} s",
+        "ledger opened and listening {:.3} s, lists begun {:.3} s, first list synced {:.3} s, last {:.3} s; resident at ready {} MiB, peak {} MiB",
         started.listening.as_secs_f64(),
         started.discovered.as_secs_f64(),
         started.synced.0.as_secs_f64(),
-        started.synced.1.as_secs_f64()
+        started.synced.1.as_secs_f64(),
+        started.resident_mib.0,
+        started.resident_mib.1
     )
 }
 

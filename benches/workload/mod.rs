@@ -317,12 +317,18 @@ pub fn setting(name: &str, default: u64) -> u64 {
 
 /// The process's resident set (Linux), in bytes; 0 where /proc is absent.
 pub fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    memory_of("self", "VmRSS")
+}
+
+/// A memory figure of process `pid` ("self" for this one) from /proc/PID/status, in bytes:
+/// `VmRSS` (resident now), `VmHWM` (its peak). 0 where /proc is absent or the process gone.
+pub fn memory_of(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)

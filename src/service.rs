@@ -225,6 +225,8 @@ pub struct ApiArgs {
     /// Most connections held at once (the API's default, fitted to the descriptor
     /// limit, when `None`).
     pub max_connections: Option<usize>,
+    /// Most replayed states written at once (the API's default when `None`).
+    pub max_replays: Option<usize>,
 }
 
 /// The parts of a running service.
@@ -271,6 +273,9 @@ pub async fn start(
     }
     if let Some(limit) = api_args.max_connections {
         serve_options.max_connections = limit;
+    }
+    if let Some(limit) = api_args.max_replays {
+        serve_options.max_replays = limit;
     }
     serve_options.checkpoints = api_args.checkpoints;
     let service = Service::new(

@@ -58,6 +58,10 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// At most this many requests are processed at once; the rest wait (within the timeout).
     pub concurrency: usize,
+    /// At most this many states "as of" an earlier point (`GET /v1/state`) are replayed
+    /// and written at once: each holds a second projection for as long as its response
+    /// takes, so this bounds their memory. The rest wait (within the timeout). Default 2.
+    pub max_replays: usize,
     /// How often pending denial records of closed minutes are appended to the ledger.
     pub denial_flush: Duration,
     /// Signed checkpoints, if the service has a signing key.
@@ -80,7 +84,7 @@ pub struct CheckpointSigning {
 impl ServeOptions {
     /// Options with this authentication and the defaults: no TLS, 64 KiB bodies, 10 s
     /// request timeout, 10 s header timeout, 4,096 connections, 1,024 concurrent requests,
-    /// denial records flushed every 60 s.
+    /// 2 concurrent replays, denial records flushed every 60 s.
     pub fn new(auth: Auth) -> ServeOptions {
         ServeOptions {
             auth,
@@ -90,6 +94,7 @@ impl ServeOptions {
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
             concurrency: 1024,
+            max_replays: 2,
             denial_flush: Duration::from_secs(60),
             checkpoints: None,
         }
@@ -117,6 +122,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     /// One permit per `/v1` request in process (the concurrency limit).
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// One permit per replayed state being built or written (`max_replays`).
+    pub(crate) replays: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Service {
@@ -147,9 +154,9 @@ impl Service {
         options: ServeOptions,
         clock: Clock,
     ) -> Result<Service, ApiError> {
-        if options.concurrency == 0 {
+        if options.concurrency == 0 || options.max_replays == 0 {
             return Err(ApiError::Config(
-                "the concurrency limit must be at least 1".into(),
+                "the concurrency limit and the replay limit must be at least 1".into(),
             ));
         }
         if options.max_connections == 0 {
@@ -172,6 +179,7 @@ impl Service {
         let tls = options.tls.as_ref().map(tls_config).transpose()?;
         let denials = Arc::new(Denials::new(MAX_PENDING_DENIALS));
         let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
+        let replays = Arc::new(tokio::sync::Semaphore::new(options.max_replays));
         let metrics = Metrics::new(
             ledger.reader(),
             Arc::clone(&freshness),
@@ -188,6 +196,7 @@ impl Service {
                 denials,
                 clock,
                 permits,
+                replays,
             }),
         })
     }

@@ -130,6 +130,7 @@ async fn run_demo(
             checkpoints: Some(checkpoints),
             header_timeout: None,
             max_connections: None,
+            max_replays: None,
         },
         shutdown.clone(),
     )

@@ -182,6 +182,10 @@ struct ApiFlags {
     /// descriptor limit); more wait in the listen backlog.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), env = "CLAIM_LEDGER_MAX_CONNECTIONS")]
     max_connections: Option<u64>,
+    /// Replay and write at most this many states "as of" an earlier point at once
+    /// (`GET /v1/state`; default 2): each holds a second projection while it is written.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), env = "CLAIM_LEDGER_MAX_REPLAYS")]
+    max_replays: Option<u64>,
 }
 
 impl ApiFlags {
@@ -200,6 +204,9 @@ impl ApiFlags {
             header_timeout: self.header_timeout_seconds.map(Duration::from_secs),
             max_connections: self
                 .max_connections
+                .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)),
+            max_replays: self
+                .max_replays
                 .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)),
         }
     }

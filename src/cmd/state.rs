@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use formats::StateView;
+use formats::{StateJson, StateView};
 
 use crate::args::{DbArgs, Output};
 use crate::error::CommandError;
@@ -32,7 +32,8 @@ pub fn run(args: StateArgs) -> Result<(), CommandError> {
         as_of,
         output,
     } = args;
-    let mut out = std::io::stdout().lock();
+    // Buffered: the standard output flushes every line, and a state is millions of lines.
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let ledger = db.open_existing()?;
     let seq = match (as_of_seq, as_of) {
         (Some(seq), _) => seq,
@@ -40,13 +41,13 @@ pub fn run(args: StateArgs) -> Result<(), CommandError> {
         (None, None) => ledger.head().seq,
     };
     let projection = ledger.state_at_seq(seq)?;
-    let view = StateView::new(&projection);
     match output {
         Output::Json => {
-            serde_json::to_writer_pretty(&mut out, &view)?;
+            serde_json::to_writer_pretty(&mut out, &StateJson(&projection))?;
             writeln!(out)?;
         }
-        Output::Table => view.write_table(&mut out)?,
+        Output::Table => StateView::new(&projection).write_table(&mut out)?,
     }
+    out.flush()?;
     Ok(())
 }

@@ -23,7 +23,7 @@ pub mod views;
 pub use export::{ExportFormat, ExportRange};
 pub use names::{change_name, record_name, transition_name};
 pub use selection::{Selection, SelectionFields};
-pub use views::{EntryLine, ObjectLine, StateView};
+pub use views::{EntryLine, ObjectLine, StateJson, StateView};
 
 /// Everything that can go wrong producing an answer. The variants are categories the
 /// callers map: `api` to an HTTP status, the binary to an exit code.

@@ -109,6 +109,31 @@ pub struct StateView<'a> {
     pub bindings: Vec<Arc<BindingView>>,
 }
 
+/// The JSON of [`StateView`], written one object at a time: a state of a million objects
+/// is never held whole as lines (the CLI's `state` and `GET /v1/state` stream it).
+pub struct StateJson<'a>(pub &'a Projection);
+
+impl Serialize for StateJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        /// The live objects, each made a line as it is written.
+        struct Objects<'a>(Vec<&'a ObjectRecord>);
+        impl Serialize for Objects<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(|record| ObjectLine::new(record)))
+            }
+        }
+        let projection = self.0;
+        // The fields of `StateView`, in its order.
+        let mut state = serializer.serialize_struct("StateView", 4)?;
+        state.serialize_field("seq", &projection.seq())?;
+        state.serialize_field("at", &projection.at())?;
+        state.serialize_field("objects", &Objects(projection.live_objects()))?;
+        state.serialize_field("bindings", &projection.active_bindings())?;
+        state.end()
+    }
+}
+
 impl<'a> StateView<'a> {
     /// The view of a projection.
     pub fn new(projection: &'a Projection) -> StateView<'a> {

@@ -11,7 +11,7 @@ use formats::{ExportFormat, ExportRange};
 use ledger::StoredEntry;
 use serde::Deserialize;
 
-use super::{blocking, parse_time};
+use super::{blocking, parse_time, streamed_body};
 use crate::extract::QueryParams;
 use crate::{ApiError, Service};
 
@@ -218,27 +218,13 @@ async fn export_bundle(
         Ok((file, plan.manifest))
     })
     .await?;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = file;
-        loop {
-            let mut chunk = vec![0u8; 256 * 1024];
-            match file.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => {
-                    chunk.truncate(n);
-                    if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = sender.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
+    let body = streamed_body(
+        move |out| {
+            let mut file = file;
+            std::io::copy(&mut file, out).map(drop)
+        },
+        (),
+    );
     Ok((
         StatusCode::OK,
         [
@@ -259,7 +245,7 @@ async fn export_bundle(
                 manifest.to_seq.to_string(),
             ),
         ],
-        Body::from_stream(channel_stream(receiver)),
+        body,
     )
         .into_response())
 }

@@ -2,15 +2,17 @@
 //! (`/v1/timeline`), every entry in order (`/v1/entries`), and the projected state now or
 //! as of a seq or a time (`/v1/state`).
 
+use std::sync::Arc;
+
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use formats::timeline::{gap_window, watch_gaps, Timeline, TimelineParts};
-use formats::{Selection, SelectionFields, StateView};
+use formats::{Selection, SelectionFields, StateJson};
 use ledger::StoredEntry;
 use serde::Deserialize;
 
-use super::{blocking, json_bytes, limit_of, page_response, parse_time};
+use super::{blocking, json_bytes, limit_of, page_response, parse_time, streamed_body};
 use crate::extract::QueryParams;
 use crate::{ApiError, Service};
 
@@ -224,22 +226,37 @@ pub(super) async fn state(
         (Some(_), Some(_)) => return Err(ApiError::query("give as_of_seq or as_of, not both")),
         (seq, time) => (seq, time.map(|t| parse_time("as_of", &t)).transpose()?),
     };
-    blocking(&service, move |service| {
+    let (ledger, seq) = blocking(&service, move |service| {
         let ledger = service.read()?;
         let seq = match as_of {
             (Some(seq), _) => Some(seq),
             (None, Some(time)) => Some(ledger.seq_at_time(time)?),
             (None, None) => None,
         };
-        let bytes = match seq {
-            Some(seq) if seq != ledger.head().seq => {
-                let projection = ledger.state_at_seq(seq)?;
-                drop(ledger);
-                serde_json::to_vec(&StateView::new(&projection))?
-            }
-            _ => serde_json::to_vec(&StateView::new(ledger.projection()))?,
-        };
-        Ok(json_bytes(StatusCode::OK, bytes))
+        Ok((ledger, seq))
     })
-    .await
+    .await?;
+    // The state is written as the client reads it (`StateJson`: never whole in memory);
+    // a replayed one holds a replay permit until it is written.
+    let (projection, permit) = match seq {
+        Some(seq) if seq != ledger.head().seq => {
+            let permit = Arc::clone(&service.inner.replays)
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::Unavailable("the service is stopping".into()))?;
+            let projection = blocking(&service, move |_| Ok(ledger.state_at_seq(seq)?)).await?;
+            (projection, Some(permit))
+        }
+        _ => (ledger.projection().clone(), None),
+    };
+    let body = streamed_body(
+        move |out| serde_json::to_writer(out, &StateJson(&projection)).map_err(Into::into),
+        permit,
+    );
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

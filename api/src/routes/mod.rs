@@ -248,6 +248,83 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Unavailable(format!("the request task failed: {e}")))?
 }
 
+/// The bytes of a body streamed from a blocking task: at most this many per chunk...
+const CHUNK_BYTES: usize = 256 * 1024;
+/// ...and at most this many chunks written ahead of the client's reading, so a response
+/// of any size holds about a megabyte at a time.
+const CHUNKS_AHEAD: usize = 2;
+
+/// A blocking writer into a streamed response body: it hands what it is given on in
+/// chunks and waits while the client has not read the ones before.
+pub(super) struct ChunkWriter {
+    sender: tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// A writer and the body it streams to.
+    fn new() -> (ChunkWriter, Body) {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let chunks = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+        let writer = ChunkWriter {
+            sender,
+            buffer: Vec::with_capacity(CHUNK_BYTES),
+        };
+        (writer, Body::from_stream(chunks))
+    }
+
+    fn send(&mut self, chunk: Result<axum::body::Bytes, std::io::Error>) -> std::io::Result<()> {
+        self.sender.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+
+    /// Ends the body with an error: the client sees the response cut short, never a
+    /// complete-looking one.
+    fn fail(mut self, error: impl std::fmt::Display) {
+        let _ = self.send(Err(std::io::Error::other(error.to_string())));
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK_BYTES));
+        self.send(Ok(chunk.into()))
+    }
+}
+
+/// A response body that `write` writes on a blocking task as the client reads it. `held`
+/// (a permit, say) is kept until the body is written.
+fn streamed_body<H: Send + 'static>(
+    write: impl FnOnce(&mut ChunkWriter) -> std::io::Result<()> + Send + 'static,
+    held: H,
+) -> Body {
+    let (mut writer, body) = ChunkWriter::new();
+    tokio::task::spawn_blocking(move || {
+        let _held = held;
+        match write(&mut writer).and_then(|()| std::io::Write::flush(&mut writer)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "a streamed response was cut short");
+                writer.fail(e);
+            }
+        }
+    });
+    body
+}
+
 fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     (
         status,
@@ -336,4 +413,67 @@ pub(crate) async fn require_token(
         }
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_body_arrives_in_bounded_chunks_and_whole() {
+        let line = b"0123456789abcdef".repeat(1000);
+        let lines = 100; // 1.6 MB: several chunks
+        let body = streamed_body(
+            move |out| {
+                for _ in 0..lines {
+                    out.write_all(&line)?;
+                }
+                Ok(())
+            },
+            (),
+        );
+        let mut stream = body.into_data_stream();
+        let (mut total, mut chunks) = (0, 0);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() < CHUNK_BYTES + 16_000, "{}", chunk.len());
+            total += chunk.len();
+            chunks += 1;
+        }
+        assert_eq!(total, 16_000 * lines);
+        assert!(chunks > 1, "{chunks}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_midway_ends_in_an_error_not_a_short_success() {
+        let body = streamed_body(
+            |out| {
+                out.write_all(&[b'x'; CHUNK_BYTES + 1])?;
+                Err(std::io::Error::other("the replay failed"))
+            },
+            (),
+        );
+        let mut stream = body.into_data_stream();
+        let first = stream.next().await.unwrap();
+        assert_eq!(first.unwrap().len(), CHUNK_BYTES + 1);
+        let failed = stream.next().await.unwrap();
+        assert!(failed
+            .unwrap_err()
+            .to_string()
+            .contains("the replay failed"));
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_client_went_away_stops_with_a_broken_pipe() {
+        let (mut writer, body) = ChunkWriter::new();
+        drop(body);
+        let written = tokio::task::spawn_blocking(move || writer.write_all(&[0; CHUNK_BYTES]))
+            .await
+            .unwrap();
+        assert_eq!(written.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    }
 }

@@ -769,3 +769,24 @@ async fn denials_are_aggregated_per_minute_into_the_ledger() {
     assert!(report.ok(), "{:?}", report.failure);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_states_beyond_the_replay_limit_wait_their_turn() {
+    let mut server = Server::start_with(Setup {
+        max_replays: 1,
+        ..Setup::default()
+    })
+    .await;
+    let mut k = ObjectBuilder::default();
+    bind(&mut server, &mut k);
+    let paths: Vec<String> = (0..16)
+        .map(|n| format!("/v1/state?as_of_seq={}", n % 4))
+        .collect();
+    let answers = futures::future::join_all(paths.iter().map(|path| server.get(path))).await;
+    for (n, (status, body)) in answers.into_iter().enumerate() {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["seq"], n % 4, "{body}");
+        assert_eq!(body["objects"].as_array().unwrap().len(), n % 4);
+    }
+    server.stop().await;
+}

@@ -16,7 +16,7 @@ use formats::cloudevents::{
     cloud_event, cloud_event_type, cloud_event_types, export_cloudevents, CloudEventsExport,
 };
 use formats::csv_export::{export_csv, CsvExport, CsvRow, CSV_COLUMNS};
-use formats::transition_name;
+use formats::{transition_name, StateJson, StateView};
 use ledger::{Ledger, LedgerConfig, StoredEntry};
 use schemas::{
     chain_hash, BindingKind, Change, CheckDenied, CheckDeniedOverflow, Entry, Hash, ObjectKind,
@@ -146,6 +146,28 @@ fn events_of(entries: &[StoredEntry]) -> Vec<Value> {
 
 fn has(entry: &Entry, name: &str) -> bool {
     entry.transitions.iter().any(|t| transition_name(t) == name)
+}
+
+#[test]
+fn the_streamed_state_is_the_json_of_the_state_view_at_every_seq() {
+    let (_dir, ledger, entries) = ledger_with_entries();
+    let mut with_bindings = 0;
+    for seq in 0..=entries.len() as u64 {
+        let projection = ledger.state_at_seq(seq).unwrap();
+        let whole = StateView::new(&projection);
+        with_bindings += usize::from(!whole.bindings.is_empty());
+        assert_eq!(
+            serde_json::to_string(&StateJson(&projection)).unwrap(),
+            serde_json::to_string(&whole).unwrap(),
+            "seq {seq}"
+        );
+        assert_eq!(
+            serde_json::to_string_pretty(&StateJson(&projection)).unwrap(),
+            serde_json::to_string_pretty(&whole).unwrap(),
+            "seq {seq}"
+        );
+    }
+    assert!(with_bindings > 0, "some states have active bindings");
 }
 
 #[test]

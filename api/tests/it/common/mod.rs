@@ -64,6 +64,7 @@ pub struct Setup {
     pub request_timeout: Duration,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    pub max_replays: usize,
     pub ready: bool,
 }
 
@@ -78,6 +79,7 @@ impl Default for Setup {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            max_replays: 2,
             ready: true,
         }
     }
@@ -139,6 +141,7 @@ impl Server {
         options.request_timeout = setup.request_timeout;
         options.header_timeout = setup.header_timeout;
         options.max_connections = setup.max_connections;
+        options.max_replays = setup.max_replays;
         let mut client = reqwest::Client::builder().no_proxy();
         let scheme = if setup.tls {
             let (cert, key) = self_signed(&dir);

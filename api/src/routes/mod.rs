@@ -14,6 +14,10 @@ mod history;
 mod identity;
 mod proofs;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -248,41 +252,77 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Unavailable(format!("the request task failed: {e}")))?
 }
 
-/// The bytes of a body streamed from a blocking task: at most this many per chunk...
+/// A body streamed from a blocking task is handed on a chunk each time this many bytes
+/// are written (serde and `io::copy` write in small pieces)...
 const CHUNK_BYTES: usize = 256 * 1024;
 /// ...and at most this many chunks written ahead of the client's reading, so a response
 /// of any size holds about a megabyte at a time.
 const CHUNKS_AHEAD: usize = 2;
 
+/// How long a streamed body waits for a client that reads nothing before it gives up: a
+/// client that stops reading would otherwise pin what the body is written from (a state
+/// replayed for it, or the projection as of its request) for as long as it likes.
+const STALLED_CLIENT: Duration = Duration::from_secs(60);
+
 /// A blocking writer into a streamed response body: it hands what it is given on in
-/// chunks and waits while the client has not read the ones before.
+/// chunks and waits while the client has not read the ones before (up to a stall limit).
 pub(super) struct ChunkWriter {
     sender: tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
     buffer: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+    stall: Duration,
+    cut: Arc<AtomicBool>,
 }
 
 impl ChunkWriter {
-    /// A writer and the body it streams to.
-    fn new() -> (ChunkWriter, Body) {
+    /// A writer and the body it streams to; called on the runtime, written from a
+    /// blocking task of it.
+    fn new(stall: Duration) -> (ChunkWriter, Body) {
         let (sender, mut receiver) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-        let chunks = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+        let cut = Arc::new(AtomicBool::new(false));
+        let chunks = futures::stream::poll_fn({
+            let cut = Arc::clone(&cut);
+            move |context| match receiver.poll_recv(context) {
+                // The writer stopped without finishing: end in an error, so the client
+                // sees the body cut short, never a complete-looking one.
+                std::task::Poll::Ready(None) if cut.swap(false, Ordering::AcqRel) => {
+                    std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                        "the response was cut short",
+                    ))))
+                }
+                polled => polled,
+            }
+        });
         let writer = ChunkWriter {
             sender,
             buffer: Vec::with_capacity(CHUNK_BYTES),
+            runtime: tokio::runtime::Handle::current(),
+            stall,
+            cut,
         };
         (writer, Body::from_stream(chunks))
     }
 
     fn send(&mut self, chunk: Result<axum::body::Bytes, std::io::Error>) -> std::io::Result<()> {
-        self.sender.blocking_send(chunk).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-        })
+        let sent = self
+            .runtime
+            .block_on(tokio::time::timeout(self.stall, self.sender.send(chunk)));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", self.stall.as_secs()),
+            )),
+        }
     }
 
-    /// Ends the body with an error: the client sees the response cut short, never a
-    /// complete-looking one.
-    fn fail(mut self, error: impl std::fmt::Display) {
-        let _ = self.send(Err(std::io::Error::other(error.to_string())));
+    /// Ends the body with an error after what was already handed on.
+    fn fail(self) {
+        self.cut.store(true, Ordering::Release);
     }
 }
 
@@ -310,7 +350,7 @@ fn streamed_body<H: Send + 'static>(
     write: impl FnOnce(&mut ChunkWriter) -> std::io::Result<()> + Send + 'static,
     held: H,
 ) -> Body {
-    let (mut writer, body) = ChunkWriter::new();
+    let (mut writer, body) = ChunkWriter::new(STALLED_CLIENT);
     tokio::task::spawn_blocking(move || {
         let _held = held;
         match write(&mut writer).and_then(|()| std::io::Write::flush(&mut writer)) {
@@ -318,7 +358,7 @@ fn streamed_body<H: Send + 'static>(
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(e) => {
                 tracing::warn!(error = %e, "a streamed response was cut short");
-                writer.fail(e);
+                writer.fail();
             }
         }
     });
@@ -461,15 +501,35 @@ mod tests {
         let first = stream.next().await.unwrap();
         assert_eq!(first.unwrap().len(), CHUNK_BYTES + 1);
         let failed = stream.next().await.unwrap();
-        assert!(failed
-            .unwrap_err()
-            .to_string()
-            .contains("the replay failed"));
+        assert!(failed.is_err(), "cut short, not ended");
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_client_reads_nothing_gives_up_and_cuts_the_body_short() {
+        let (mut writer, body) = ChunkWriter::new(Duration::from_millis(50));
+        let written = tokio::task::spawn_blocking(move || {
+            let written =
+                (0..CHUNKS_AHEAD + 2).try_for_each(|_| writer.write_all(&[b'x'; CHUNK_BYTES]));
+            writer.fail();
+            written
+        })
+        .await
+        .unwrap();
+        assert_eq!(written.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        let mut stream = body.into_data_stream();
+        for _ in 0..CHUNKS_AHEAD {
+            assert_eq!(stream.next().await.unwrap().unwrap().len(), CHUNK_BYTES);
+        }
+        assert!(
+            stream.next().await.unwrap().is_err(),
+            "cut short, not ended"
+        );
     }
 
     #[tokio::test]
     async fn a_writer_whose_client_went_away_stops_with_a_broken_pipe() {
-        let (mut writer, body) = ChunkWriter::new();
+        let (mut writer, body) = ChunkWriter::new(STALLED_CLIENT);
         drop(body);
         let written = tokio::task::spawn_blocking(move || writer.write_all(&[0; CHUNK_BYTES]))
             .await

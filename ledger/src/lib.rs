@@ -934,7 +934,7 @@ impl Ledger {
                 other => other,
             })? {
                 Some((snapshot, hash)) => (snapshot.projection, snapshot.seq, hash),
-                None => (Projection::default(), 0, Hash::ZERO),
+                None => (Projection::unanswered(), 0, Hash::ZERO),
             };
         let mut frontier = start_frontier(store_ref, start_seq);
         // A deleted snapshot is only a slower start: the tail walk tolerates it.
@@ -1837,7 +1837,7 @@ impl LedgerView {
         let mut frontier = CompactRange::new();
         let mut report = verify::walk(
             self.store.as_ref(),
-            &mut Projection::default(),
+            &mut Projection::unanswered(),
             &mut frontier,
             (0, Hash::ZERO),
             (head_seq, head_hash),
@@ -2314,7 +2314,7 @@ fn committed_by_own_entry(store: &dyn Store, seq: u64) -> Result<bool, LedgerErr
 fn replay_to(store: &dyn Store, seq: u64) -> Result<Projection, LedgerError> {
     let mut projection = match latest_snapshot(store, seq, u64::MAX, SnapshotTrust::Skip)? {
         Some((snapshot, _)) => snapshot.projection,
-        None => Projection::default(),
+        None => Projection::unanswered(),
     };
     let from = keys::seq_key(keys::ENTRY, projection.seq() + 1);
     let to = keys::seq_key(keys::ENTRY, seq);

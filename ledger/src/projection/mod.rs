@@ -1013,6 +1013,16 @@ impl Projection {
         }
     }
 
+    /// An empty projection whose answers of bound pods are pending: a replay that needs
+    /// none of them (verification, a state "as of", the walk an open builds them after)
+    /// leaves them alone instead of keeping them current at every change.
+    pub(crate) fn unanswered() -> Projection {
+        Projection {
+            answers: Answers::pending(),
+            ..Projection::default()
+        }
+    }
+
     /// Whether `apply` keeps the answers of bound pods current (not pending).
     #[cfg(test)]
     pub(crate) fn answers_are_kept(&self) -> bool {

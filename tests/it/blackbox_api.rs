@@ -77,6 +77,8 @@ fn start_serve(db: &Path, tokens: &Path, kubeconfig: &Path) -> (Child, String) {
             tokens.to_str().unwrap(),
             "--max-backlog-seconds",
             "7.5",
+            "--max-replays",
+            "1",
         ])
         .stdin(Stdio::null())
         .env("KUBECONFIG", kubeconfig),
@@ -699,6 +701,20 @@ fn a_warm_pod_is_not_claimed_until_adopted_then_allowed() {
     // Without a sandbox id or claim uid the caller still gets the allow.
     let body = stack.expect(&request(WARM, &b.pod_uid), "allow", None);
     assert_eq!(body["binding"]["sandbox"]["uid"], b.sandbox_uid.as_str());
+    // The state now holds the binding; replayed as of the first entry, it holds none.
+    let (status, now) = stack.get("/v1/state");
+    assert_eq!(status, 200, "{now}");
+    let pods: Vec<&Value> = now["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|binding| &binding["pod"]["uid"])
+        .collect();
+    assert!(pods.contains(&&Value::from(b.pod_uid.as_str())), "{now}");
+    let (status, first) = stack.get("/v1/state?as_of_seq=1");
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["seq"], 1, "{first}");
+    assert_eq!(first["bindings"], json!([]), "{first}");
 }
 
 /// The kind a table object is written as.

@@ -8,8 +8,9 @@
 //! builds the map for exactly the state the open published; the writer waits for it
 //! before its first change, and from then on keeps the map current.
 //!
-//! A new projection keeps its answers from the start; a decoded one's are pending. A
-//! pending cell belongs to one state. It is filled at most once, and a projection whose
+//! A new projection keeps its answers from the start; a decoded one's are pending, and so
+//! are those of `Projection::unanswered` (verification and other replays that need none).
+//! A pending cell belongs to one state. It is filled at most once, and a projection whose
 //! cell is filled or shared (with a published view, or with the thread building it)
 //! settles to a kept map before a change; one whose cell nobody else holds (a replay, the
 //! open's walk of the tail) changes without keeping answers at all, and builds them once,
@@ -29,8 +30,9 @@ pub(super) type AnswerMap = HashMap<Text, ActiveView>;
 pub(super) enum Answers {
     /// Kept current by every change.
     Kept(AnswerMap),
-    /// Not kept: filled in at most once, with the answers of the state the projection had
-    /// when the cell was made (every change since left the answers alone).
+    /// Not kept: filled in at most once, with the answers of the state the projection has
+    /// then (a change settles a built or shared cell first, so no cell outlives its
+    /// state).
     Pending(Arc<OnceLock<AnswerMap>>),
 }
 

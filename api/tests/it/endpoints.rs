@@ -771,7 +771,9 @@ async fn denials_are_aggregated_per_minute_into_the_ledger() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replayed_states_beyond_the_replay_limit_wait_their_turn() {
+async fn replayed_states_beyond_the_replay_limit_are_all_answered_in_turn() {
+    // One permit for sixteen replays at once: each must be released once its body is
+    // written, or the rest would wait out the request timeout.
     let mut server = Server::start_with(Setup {
         max_replays: 1,
         ..Setup::default()

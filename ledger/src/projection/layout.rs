@@ -47,7 +47,7 @@ use serde::ser::{self, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::answers::Answers;
-use super::names::{NameIndex, NameRef, OwnedName};
+use super::names::{DecodedNames, NameIndex, NameRef, OwnedName};
 use super::{
     BindingRecord, NameUids, ObjectRecord, OwnedUids, Projection, SharedState, UidState,
     VolumeRecord,
@@ -450,7 +450,7 @@ impl<'de> Deserialize<'de> for Rest {
 /// Layout 3's parts, decoded: the projection's maps of records, names and volumes.
 struct DecodedParts {
     uids: super::HashMap<Text, SharedState>,
-    names: NameIndex,
+    names: DecodedNames,
     volumes: super::HashMap<Text, VolumeRecord>,
 }
 
@@ -806,9 +806,9 @@ impl<'de> Visitor<'de> for PartsVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, parts: A) -> Result<DecodedParts, A::Error> {
-        // Two threads build the maps from each part as it is decoded (the name index, the
-        // costlier, with the few volumes), so that building them overlaps the decoding
-        // instead of following it.
+        // Two threads take each part as it is decoded, so that their work overlaps the
+        // decoding instead of following it: one builds the map of records, the other the
+        // few volumes' and the table of the name index's entries (see `names`).
         let (uids, (names, volumes)) = read_parts(
             parts,
             (
@@ -824,10 +824,10 @@ impl<'de> Visitor<'de> for PartsVisitor {
                 },
             ),
             |names| {
-                let mut by_name = NameIndex::default();
+                let mut by_name = DecodedNames::new(PARTS);
                 let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
                 for (names, volumes) in names {
-                    insert_names(&mut by_name, names)?;
+                    by_name.add(names)?;
                     insert_volumes(&mut by_volume, volumes)?;
                 }
                 Ok((by_name, by_volume))
@@ -943,17 +943,6 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// Adds decoded name index entries to the name map; one already there is refused (written
-/// twice).
-fn insert_names(map: &mut NameIndex, names: Vec<(OwnedName, NameUids)>) -> Result<(), String> {
-    for (name, uids) in names {
-        if map.insert(name, uids).is_some() {
-            return Err("a name index entry is written twice".to_string());
-        }
-    }
-    Ok(())
 }
 
 /// Adds decoded volumes to the volume map; one already there is refused (written twice).
@@ -1132,11 +1121,11 @@ impl DecodedParts {
             mut names,
             mut volumes,
         } = self;
-        insert_names(&mut names, rest.names).map_err(E::custom)?;
+        names.add(rest.names).map_err(E::custom)?;
         insert_volumes(&mut volumes, rest.volumes).map_err(E::custom)?;
         Ok(Projection {
             uids,
-            names,
+            names: NameIndex::decoded(names),
             answers: Answers::pending(),
             volumes,
             orphaned: rest.orphaned,

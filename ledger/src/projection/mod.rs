@@ -1023,6 +1023,12 @@ impl Projection {
         }
     }
 
+    /// Whether this state's name index holds a snapshot's entries as decoded.
+    #[cfg(test)]
+    pub(crate) fn name_index_is_decoded(&self) -> bool {
+        self.names.is_decoded()
+    }
+
     /// Whether `apply` keeps the answers of bound pods current (not pending).
     #[cfg(test)]
     pub(crate) fn answers_are_kept(&self) -> bool {
@@ -2190,6 +2196,64 @@ mod tests {
             &view.build_answers()
         );
         assert_eq!(decisions(&view), before);
+    }
+
+    #[test]
+    fn a_decoded_projection_finds_names_in_the_snapshots_entries_and_in_changes_since() {
+        let mut kept = every_index_in_use();
+        let bytes = layout::encode(kept.seq, &kept.projection).unwrap();
+        let decode = || Run {
+            projection: rmp_serde::from_slice::<layout::Snapshot>(&bytes)
+                .unwrap()
+                .projection,
+            seq: kept.seq,
+            transitions: Vec::new(),
+        };
+        let allowed = CheckRequest {
+            namespace: "ns".into(),
+            pod_name: "p2".into(),
+            pod_uid: "pod-2".into(),
+            ..CheckRequest::default()
+        };
+        assert_eq!(
+            kept.projection.check(&allowed, true).decision,
+            Verdict::Allow
+        );
+        // A pod uid the ledger never saw, under the name of one it did: telling a reused
+        // name from an unknown pod takes the index.
+        let impostor = CheckRequest {
+            pod_uid: "pod-impostor".into(),
+            ..allowed.clone()
+        };
+        let impostor_decision = kept.projection.check(&impostor, true);
+        assert_eq!(impostor_decision.reason, Some(Reason::PodUidMismatch));
+
+        // Decoded: the snapshot's entries answer, and a change's names go above them.
+        let mut decoded = decode();
+        assert!(decoded.projection.names.is_decoded());
+        assert_eq!(
+            decoded.projection.check(&allowed, true).decision,
+            Verdict::Allow
+        );
+        assert_eq!(decoded.projection.check(&impostor, true), impostor_decision);
+        assert_eq!(decoded.projection.names, kept.projection.names);
+        let view = decoded.projection.clone();
+        let before = kept.projection.names.clone();
+        for change in later_changes() {
+            let expected = kept.apply(change.clone());
+            assert_eq!(decoded.apply(change), expected);
+        }
+        assert_ne!(
+            kept.projection.names, before,
+            "the changes name new objects"
+        );
+        assert_eq!(decoded.projection, kept.projection);
+        assert_eq!(decisions(&decoded.projection), decisions(&kept.projection));
+        assert_eq!(view.names, before);
+        // Encoded again, the changed state decodes to itself.
+        let again = layout::encode(decoded.seq, &decoded.projection).unwrap();
+        let decoded_again = rmp_serde::from_slice::<layout::Snapshot>(&again).unwrap();
+        assert_eq!(decoded_again.projection, kept.projection);
     }
 
     #[test]

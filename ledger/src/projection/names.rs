@@ -1,13 +1,24 @@
 //! The name index: every uid ever recorded under a (kind, namespace, name), oldest first.
 //!
-//! One map per kind, keyed by namespace and name: the kind is which map, not a byte of
-//! every key, so an entry is 40 bytes where one map of `(kind, namespace, name)` keys took
-//! 48. The index holds an entry for every object ever named, in map nodes that are about
-//! half full, so each byte of an entry costs about two per object at cluster scale.
-//! Lookups borrow the namespace and name (`&str`) instead of building a key.
+//! Two levels. A state decoded from a snapshot keeps the snapshot's entries as decoded:
+//! plain vectors, found through a hash table of their positions (8 bytes a slot) that is
+//! filled while the snapshot decodes, shared by every copy of that state and never
+//! changed. Building persistent maps of them instead took a quarter of an open's CPU time
+//! (about 1M entries at cluster scale, each an insert into a persistent map) and about
+//! 110 bytes a name. Above them, names recorded since (every name, for a state that was
+//! never decoded) are in persistent maps, so the writer publishes a copy after each flush
+//! in `O(1)`; a name recorded there hides its decoded entry. The next snapshot writes
+//! both levels as one index, and the next open decodes them into one table.
+//!
+//! The maps are one per kind, keyed by namespace and name: the kind is which map, not a
+//! byte of every key, so an entry is 40 bytes where one map of `(kind, namespace, name)`
+//! keys took 48. Lookups borrow the namespace and name (`&str`) instead of building a
+//! key.
 
 use std::borrow::Borrow;
+use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use schemas::{ObjectKind, Text};
 use serde::de::{MapAccess, Visitor};
@@ -82,9 +93,227 @@ pub(super) type NameRef<'a> = (ObjectKind, &'a Text, &'a Text);
 /// A name index key as decoded.
 pub(super) type OwnedName = (ObjectKind, Text, Text);
 
-/// Every uid ever recorded under a (kind, namespace, name), one map per kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Every uid ever recorded under a (kind, namespace, name): the entries a snapshot held,
+/// as decoded, under the names recorded since (see the module doc).
+#[derive(Debug, Clone, Default)]
 pub(super) struct NameIndex {
+    /// The entries of the snapshot this state was decoded from, shared by every copy of
+    /// it and never changed.
+    decoded: Option<Arc<DecodedNames>>,
+    /// The names recorded since the decode (every name, for a state never decoded), each
+    /// with all its uids: a name here hides its decoded entry.
+    changed: NameMaps,
+    /// How many names `changed` holds that `decoded` does not.
+    added: usize,
+}
+
+/// Decoded name index entries (one part's).
+pub(super) type NameEntries = Vec<(OwnedName, NameUids)>;
+
+/// A snapshot's name index entries as decoded, found by a hash table of their positions:
+/// one table of 8-byte slots, built while the snapshot decodes, where persistent maps cost
+/// a quarter of an open to build and about 110 bytes a name.
+pub(super) struct DecodedNames {
+    parts: Vec<NameEntries>,
+    /// Each entry's position (part, index), by the hash of its name.
+    positions: hashbrown::HashTable<(u32, u32)>,
+    /// Keyed by this process, so no one who writes names can choose ones that collide.
+    hasher: ahash::RandomState,
+    len: usize,
+}
+
+impl fmt::Debug for DecodedNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecodedNames")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecodedNames {
+    /// None yet; `parts` is how many parts of about equal size are to be added (the
+    /// table is sized from the first, instead of grown by rehashing every name).
+    pub(super) fn new(parts: usize) -> DecodedNames {
+        DecodedNames {
+            parts: Vec::with_capacity(parts),
+            positions: hashbrown::HashTable::new(),
+            hasher: ahash::RandomState::new(),
+            len: 0,
+        }
+    }
+
+    fn hash(hasher: &ahash::RandomState, kind: ObjectKind, namespace: &str, name: &str) -> u64 {
+        hasher.hash_one((kind, namespace, name))
+    }
+
+    fn entry(parts: &[NameEntries], (part, at): (u32, u32)) -> &(OwnedName, NameUids) {
+        &parts[part as usize][at as usize]
+    }
+
+    /// Adds one part's entries; a name already added is refused (written twice).
+    pub(super) fn add(&mut self, names: NameEntries) -> Result<(), String> {
+        let too_many = || "the name index has more entries than a snapshot can hold".to_string();
+        let part = u32::try_from(self.parts.len()).map_err(|_| too_many())?;
+        u32::try_from(names.len()).map_err(|_| too_many())?;
+        let expected = match self.parts.is_empty() {
+            // A tenth more than the parts' share, for parts a little larger than the first.
+            true => names.len().saturating_mul(self.parts.capacity().max(1)) / 10 * 11,
+            false => names.len(),
+        };
+        self.parts.push(names);
+        let DecodedNames {
+            parts,
+            positions,
+            hasher,
+            len,
+        } = self;
+        let rehash = |&position: &(u32, u32)| {
+            let ((kind, namespace, name), _) = Self::entry(parts, position);
+            Self::hash(hasher, *kind, namespace, name)
+        };
+        positions.reserve(expected, rehash);
+        for (at, ((kind, namespace, name), _)) in parts[part as usize].iter().enumerate() {
+            let hash = Self::hash(hasher, *kind, namespace, name);
+            let same = |&position: &(u32, u32)| {
+                let ((k, n, m), _) = Self::entry(parts, position);
+                k == kind && n == namespace && m == name
+            };
+            match positions.entry(hash, same, rehash) {
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    return Err("a name index entry is written twice".to_string())
+                }
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert((part, at as u32));
+                }
+            }
+            *len += 1;
+        }
+        Ok(())
+    }
+
+    /// The decoded entry of a name.
+    fn get(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&(OwnedName, NameUids)> {
+        let hash = Self::hash(&self.hasher, kind, namespace, name);
+        let position = self.positions.find(hash, |&position| {
+            let ((k, n, m), _) = Self::entry(&self.parts, position);
+            *k == kind && n.as_str() == namespace && m.as_str() == name
+        })?;
+        Some(Self::entry(&self.parts, *position))
+    }
+}
+
+impl NameIndex {
+    /// The index of a decoded snapshot's entries.
+    pub(super) fn decoded(names: DecodedNames) -> NameIndex {
+        NameIndex {
+            decoded: Some(Arc::new(names)),
+            ..NameIndex::default()
+        }
+    }
+
+    /// Whether this index holds a snapshot's entries as decoded.
+    #[cfg(test)]
+    pub(super) fn is_decoded(&self) -> bool {
+        self.decoded.is_some()
+    }
+
+    /// The decoded entry of a name no change has recorded since.
+    fn decoded_entry(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&(OwnedName, NameUids)> {
+        self.decoded.as_ref()?.get(kind, namespace, name)
+    }
+
+    /// The uids under a name, oldest first.
+    pub(super) fn get(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&NameUids> {
+        match self.changed.get(kind, namespace, name) {
+            Some(uids) => Some(uids),
+            None => self
+                .decoded_entry(kind, namespace, name)
+                .map(|(_, uids)| uids),
+        }
+    }
+
+    /// The name as the index holds it (shared with the record that named it first).
+    pub(super) fn key_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&Text> {
+        match self.changed.key_of(kind, namespace, name) {
+            Some(key) => Some(key),
+            None => self
+                .decoded_entry(kind, namespace, name)
+                .map(|((_, _, name), _)| name),
+        }
+    }
+
+    /// Records `uid` under a name unless it is already the name's newest uid.
+    pub(super) fn record(&mut self, kind: ObjectKind, namespace: &Text, name: &Text, uid: &Text) {
+        if self.changed.get(kind, namespace, name).is_none() {
+            match self.decoded_entry(kind, namespace, name) {
+                Some((_, uids)) if uids.last() == Some(uid) => return,
+                // First recorded since the decode: the name moves up, with its uids.
+                Some(((_, namespace, name), uids)) => {
+                    let key = (kind, namespace.clone(), name.clone());
+                    let uids = uids.clone();
+                    self.changed.insert(key, uids);
+                }
+                None => self.added += 1,
+            }
+        }
+        self.changed.record(kind, namespace, name, uid);
+    }
+
+    /// Sets a name's uids (a decoded entry of an older layout); returns what was there.
+    pub(super) fn insert(&mut self, name: OwnedName, uids: NameUids) -> Option<NameUids> {
+        let hidden = match self.changed.get(name.0, &name.1, &name.2) {
+            Some(_) => None,
+            None => self
+                .decoded_entry(name.0, &name.1, &name.2)
+                .map(|(_, uids)| uids.clone()),
+        };
+        let previous = self.changed.insert(name, uids).or(hidden);
+        if previous.is_none() {
+            self.added += 1;
+        }
+        previous
+    }
+
+    /// The number of names.
+    pub(super) fn len(&self) -> usize {
+        self.decoded.as_ref().map_or(0, |decoded| decoded.len) + self.added
+    }
+
+    /// Every name and its uids (in no order).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (NameRef<'_>, &NameUids)> {
+        let decoded = self
+            .decoded
+            .iter()
+            .flat_map(|decoded| decoded.parts.iter().flatten());
+        decoded
+            .filter(|((kind, namespace, name), _)| {
+                self.changed.get(*kind, namespace, name).is_none()
+            })
+            .map(|((kind, namespace, name), uids)| ((*kind, namespace, name), uids))
+            .chain(self.changed.iter())
+    }
+}
+
+/// Equal indexes hold the same names with the same uids, however they hold them.
+impl PartialEq for NameIndex {
+    fn eq(&self, other: &NameIndex) -> bool {
+        self.len() == other.len()
+            && self.iter().all(|((kind, namespace, name), uids)| {
+                other.get(kind, namespace, name) == Some(uids)
+            })
+    }
+}
+
+impl Eq for NameIndex {}
+
+/// Names as persistent maps, one per kind.
+#[derive(Debug, Clone, Default)]
+struct NameMaps {
     by_kind: [HashMap<NameKey, NameUids>; ObjectKind::ALL.len()],
 }
 
@@ -98,21 +327,18 @@ fn slot(kind: ObjectKind) -> usize {
     }
 }
 
-impl NameIndex {
-    /// The uids under a name, oldest first.
-    pub(super) fn get(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&NameUids> {
+impl NameMaps {
+    fn get(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&NameUids> {
         self.by_kind[slot(kind)].get(&(namespace, name) as &dyn NamePair)
     }
 
-    /// The name as the index holds it (shared with the record that named it first).
-    pub(super) fn key_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&Text> {
+    fn key_of(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&Text> {
         self.by_kind[slot(kind)]
             .get_key_value(&(namespace, name) as &dyn NamePair)
             .map(|(key, _)| &key.name)
     }
 
-    /// Records `uid` under a name unless it is already the name's newest uid.
-    pub(super) fn record(&mut self, kind: ObjectKind, namespace: &Text, name: &Text, uid: &Text) {
+    fn record(&mut self, kind: ObjectKind, namespace: &Text, name: &Text, uid: &Text) {
         if self.get(kind, namespace, name).and_then(NameUids::last) == Some(uid) {
             return;
         }
@@ -126,22 +352,11 @@ impl NameIndex {
             .push(uid.clone());
     }
 
-    /// Sets a name's uids (a decoded entry); returns what was there.
-    pub(super) fn insert(
-        &mut self,
-        (kind, namespace, name): OwnedName,
-        uids: NameUids,
-    ) -> Option<NameUids> {
+    fn insert(&mut self, (kind, namespace, name): OwnedName, uids: NameUids) -> Option<NameUids> {
         self.by_kind[slot(kind)].insert(NameKey { namespace, name }, uids)
     }
 
-    /// The number of names.
-    pub(super) fn len(&self) -> usize {
-        self.by_kind.iter().map(HashMap::len).sum()
-    }
-
-    /// Every name and its uids, a kind at a time (in no order within a kind).
-    pub(super) fn iter(&self) -> impl Iterator<Item = (NameRef<'_>, &NameUids)> {
+    fn iter(&self) -> impl Iterator<Item = (NameRef<'_>, &NameUids)> {
         ObjectKind::ALL.into_iter().flat_map(move |kind| {
             self.by_kind[slot(kind)]
                 .iter()
@@ -312,6 +527,95 @@ mod tests {
         // The pair is hashed as two strings, not one: no collision by concatenation.
         assert_eq!(uids(ObjectKind::Pod, "tenant-aagent", "-1"), None);
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn decoded_names_written_twice_are_refused_within_a_part_and_across_parts() {
+        let entry = |ns: &str, name: &str, uid: &str| {
+            (
+                (ObjectKind::Pod, text(ns), text(name)),
+                NameUids::One(text(uid)),
+            )
+        };
+        let mut names = DecodedNames::new(2);
+        names
+            .add(vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")])
+            .unwrap();
+        // The same name in another kind or namespace is another name.
+        let mut sandbox = entry("a", "p1", "u3");
+        sandbox.0 .0 = ObjectKind::Sandbox;
+        names.add(vec![sandbox, entry("b", "p1", "u4")]).unwrap();
+        let twice = "a name index entry is written twice";
+        assert_eq!(
+            names.add(vec![entry("c", "p1", "u5"), entry("a", "p2", "u6")]),
+            Err(twice.to_string())
+        );
+        let mut within = DecodedNames::new(2);
+        assert_eq!(
+            within.add(vec![entry("a", "p1", "u1"), entry("a", "p1", "u2")]),
+            Err(twice.to_string())
+        );
+
+        // Decoded entries under the names recorded since.
+        let mut names = DecodedNames::new(2);
+        names
+            .add(vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")])
+            .unwrap();
+        names.add(vec![entry("a", "p3", "u3")]).unwrap();
+        let decoded = NameIndex::decoded(names);
+        let mut index = decoded.clone();
+        let mut built: NameIndex = [
+            entry("a", "p1", "u1"),
+            entry("a", "p2", "u2"),
+            entry("a", "p3", "u3"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(index, built);
+        let (a, p1, p2, p4) = (text("a"), text("p1"), text("p2"), text("p4"));
+        for index in [&mut index, &mut built] {
+            // Already the newest: nothing changes.
+            index.record(ObjectKind::Pod, &a, &p2, &text("u2"));
+            index.record(ObjectKind::Pod, &a, &p1, &text("u7"));
+            index.record(ObjectKind::Pod, &a, &p1, &text("u8"));
+            index.record(ObjectKind::Pod, &a, &p4, &text("u9"));
+            index.record(ObjectKind::Sandbox, &a, &p1, &text("u10"));
+        }
+        fn uids<'a>(index: &'a NameIndex, kind: ObjectKind, name: &str) -> Option<Vec<&'a str>> {
+            index
+                .get(kind, "a", name)
+                .map(|uids| uids.as_slice().iter().map(Text::as_str).collect())
+        }
+        for index in [&index, &built] {
+            assert_eq!(
+                uids(index, ObjectKind::Pod, "p1"),
+                Some(vec!["u1", "u7", "u8"])
+            );
+            assert_eq!(uids(index, ObjectKind::Pod, "p2"), Some(vec!["u2"]));
+            assert_eq!(uids(index, ObjectKind::Pod, "p3"), Some(vec!["u3"]));
+            assert_eq!(uids(index, ObjectKind::Pod, "p4"), Some(vec!["u9"]));
+            assert_eq!(uids(index, ObjectKind::Sandbox, "p1"), Some(vec!["u10"]));
+            assert_eq!(uids(index, ObjectKind::Pod, "p5"), None);
+            assert_eq!(index.len(), 5);
+            assert_eq!(index.iter().count(), 5);
+            assert_eq!(
+                index.key_of(ObjectKind::Pod, "a", "p3").map(Text::as_str),
+                Some("p3")
+            );
+        }
+        assert_eq!(index, built);
+        assert_ne!(index, decoded);
+        // The copy the changes were made to shares the decoded entries, unchanged.
+        assert_eq!(uids(&decoded, ObjectKind::Pod, "p1"), Some(vec!["u1"]));
+        assert_eq!(uids(&decoded, ObjectKind::Pod, "p4"), None);
+        assert_eq!(decoded.len(), 3);
+        // Encoded alike, so decoded again alike.
+        let encoded = |index: &NameIndex| {
+            let map: StdHashMap<OwnedName, Vec<Text>> =
+                rmp_serde::from_slice(&rmp_serde::to_vec(index).unwrap()).unwrap();
+            map
+        };
+        assert_eq!(encoded(&index), encoded(&built));
     }
 
     #[test]

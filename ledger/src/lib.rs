@@ -2677,10 +2677,10 @@ mod tests {
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         assert_eq!(reopened.projection(), &projection);
         // The answers of bound pods are built beside the open; the first append waits
-        // for them and keeps them from then on. The name index is the snapshot's entries
-        // as decoded, under the names recorded since.
+        // for them and keeps them from then on. The records and the name index are the
+        // snapshot's as decoded, under what changed since.
         assert!(!reopened.projection().answers_are_kept());
-        assert!(reopened.projection().name_index_is_decoded());
+        assert!(reopened.projection().is_decoded());
         // The previous process left a snapshot at the head that nothing commits to: this
         // writer writes the state there again, and its next append commits to that.
         reopened.append([pod(10)], at(0)).unwrap();

@@ -47,7 +47,8 @@ use serde::ser::{self, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::answers::Answers;
-use super::names::{DecodedNames, NameIndex, NameRef, OwnedName};
+use super::names::{add_decoded, DecodedNames, NameIndex, NameRef, OwnedName};
+use super::records::{self, DecodedRecords, UidMap};
 use super::{
     BindingRecord, NameUids, ObjectRecord, OwnedUids, Projection, SharedState, UidState,
     VolumeRecord,
@@ -449,7 +450,7 @@ impl<'de> Deserialize<'de> for Rest {
 
 /// Layout 3's parts, decoded: the projection's maps of records, names and volumes.
 struct DecodedParts {
-    uids: super::HashMap<Text, SharedState>,
+    uids: DecodedRecords,
     names: DecodedNames,
     volumes: super::HashMap<Text, VolumeRecord>,
 }
@@ -807,18 +808,17 @@ impl<'de> Visitor<'de> for PartsVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, parts: A) -> Result<DecodedParts, A::Error> {
         // Two threads take each part as it is decoded, so that their work overlaps the
-        // decoding instead of following it: one builds the map of records, the other the
-        // few volumes' and the table of the name index's entries (see `names`).
+        // decoding instead of following it: one fills the table of records, the other
+        // the map of the few volumes and the table of the name index's entries (see
+        // `decoded`).
         let (uids, (names, volumes)) = read_parts(
             parts,
             (
                 |records| records,
                 |records| {
-                    let mut uids: super::HashMap<Text, SharedState> = Default::default();
-                    for (uid, state) in records.into_iter().flatten() {
-                        if uids.insert(uid.clone(), state).is_some() {
-                            return Err(format!("uid {uid} is written twice"));
-                        }
+                    let mut uids = DecodedRecords::new(PARTS);
+                    for part in records {
+                        records::add_decoded(&mut uids, part)?;
                     }
                     Ok(uids)
                 },
@@ -827,7 +827,7 @@ impl<'de> Visitor<'de> for PartsVisitor {
                 let mut by_name = DecodedNames::new(PARTS);
                 let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
                 for (names, volumes) in names {
-                    by_name.add(names)?;
+                    add_decoded(&mut by_name, names)?;
                     insert_volumes(&mut by_volume, volumes)?;
                 }
                 Ok((by_name, by_volume))
@@ -1121,10 +1121,10 @@ impl DecodedParts {
             mut names,
             mut volumes,
         } = self;
-        names.add(rest.names).map_err(E::custom)?;
+        add_decoded(&mut names, rest.names).map_err(E::custom)?;
         insert_volumes(&mut volumes, rest.volumes).map_err(E::custom)?;
         Ok(Projection {
-            uids,
+            uids: UidMap::decoded(uids),
             names: NameIndex::decoded(names),
             answers: Answers::pending(),
             volumes,
@@ -1141,17 +1141,17 @@ impl DecodedParts {
 /// decodes into a `Box` and copies it into a second allocation: 800k of them per open).
 pub(super) fn uid_states<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<super::HashMap<Text, SharedState>, D::Error> {
+) -> Result<UidMap, D::Error> {
     struct States;
     impl<'de> Visitor<'de> for States {
-        type Value = super::HashMap<Text, SharedState>;
+        type Value = UidMap;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a map of uids to their records")
         }
 
         fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut states = super::HashMap::default();
+            let mut states = UidMap::default();
             while let Some((uid, state)) = map.next_entry::<Text, UidState>()? {
                 states.insert(uid, SharedState::new(state));
             }

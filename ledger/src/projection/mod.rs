@@ -16,14 +16,17 @@ use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
 mod answers;
+mod decoded;
 mod history;
 mod intern;
 pub(crate) mod layout;
 mod names;
+mod records;
 
 use answers::{AnswerMap, Answers};
 use history::History;
 use names::{NameIndex, NameUids};
+use records::UidMap;
 
 /// The last observed state of one uid, alive or gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -470,7 +473,7 @@ pub struct Projection {
     /// Behind `Arc`: a persistent map copies a node's values when it first changes a node
     /// shared with a published view, and copying a pointer is far cheaper than a record.
     #[serde(deserialize_with = "layout::uid_states")]
-    uids: HashMap<Text, SharedState>,
+    uids: UidMap,
     /// Every uid ever recorded under a (kind, namespace, name), oldest first.
     names: NameIndex,
     /// The answer for every pod with an active binding, so an allowed check is a lookup,
@@ -1023,10 +1026,10 @@ impl Projection {
         }
     }
 
-    /// Whether this state's name index holds a snapshot's entries as decoded.
+    /// Whether this state's records and name index hold a snapshot's as decoded.
     #[cfg(test)]
-    pub(crate) fn name_index_is_decoded(&self) -> bool {
-        self.names.is_decoded()
+    pub(crate) fn is_decoded(&self) -> bool {
+        self.uids.is_decoded() && self.names.is_decoded()
     }
 
     /// Whether `apply` keeps the answers of bound pods current (not pending).

@@ -16,7 +16,6 @@
 //! key.
 
 use std::borrow::Borrow;
-use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -26,6 +25,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thin_vec::ThinVec;
 
+use super::decoded::{DecodedTable, Keyed};
 use super::HashMap;
 
 /// A name within one kind, as the index stores it (both strings shared with the record
@@ -110,96 +110,35 @@ pub(super) struct NameIndex {
 /// Decoded name index entries (one part's).
 pub(super) type NameEntries = Vec<(OwnedName, NameUids)>;
 
-/// A snapshot's name index entries as decoded, found by a hash table of their positions:
-/// one table of 8-byte slots, built while the snapshot decodes, where persistent maps cost
-/// a quarter of an open to build and about 110 bytes a name.
-pub(super) struct DecodedNames {
-    parts: Vec<NameEntries>,
-    /// Each entry's position (part, index), by the hash of its name.
-    positions: hashbrown::HashTable<(u32, u32)>,
-    /// Keyed by this process, so no one who writes names can choose ones that collide.
-    hasher: ahash::RandomState,
-    len: usize,
-}
+/// A snapshot's name index entries as decoded (see [`super::decoded`]).
+pub(super) type DecodedNames = DecodedTable<(OwnedName, NameUids)>;
 
-impl fmt::Debug for DecodedNames {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DecodedNames")
-            .field("len", &self.len)
-            .finish_non_exhaustive()
+/// A name hashes as `(kind, namespace, name)` with string slices, as a lookup's does.
+impl Keyed for (OwnedName, NameUids) {
+    fn key_hash(&self, hasher: &ahash::RandomState) -> u64 {
+        let (kind, namespace, name) = &self.0;
+        hasher.hash_one((*kind, namespace.as_str(), name.as_str()))
+    }
+
+    fn same_key(&self, other: &Self) -> bool {
+        self.0 == other.0
     }
 }
 
-impl DecodedNames {
-    /// None yet; `parts` is how many parts of about equal size are to be added (the
-    /// table is sized from the first, instead of grown by rehashing every name).
-    pub(super) fn new(parts: usize) -> DecodedNames {
-        DecodedNames {
-            parts: Vec::with_capacity(parts),
-            positions: hashbrown::HashTable::new(),
-            hasher: ahash::RandomState::new(),
-            len: 0,
-        }
-    }
+/// Adds one part's decoded entries; a name already added is refused (written twice).
+pub(super) fn add_decoded(names: &mut DecodedNames, entries: NameEntries) -> Result<(), String> {
+    names.add(entries, |_| "a name index entry is written twice".to_string())
+}
 
-    fn hash(hasher: &ahash::RandomState, kind: ObjectKind, namespace: &str, name: &str) -> u64 {
-        hasher.hash_one((kind, namespace, name))
-    }
-
-    fn entry(parts: &[NameEntries], (part, at): (u32, u32)) -> &(OwnedName, NameUids) {
-        &parts[part as usize][at as usize]
-    }
-
-    /// Adds one part's entries; a name already added is refused (written twice).
-    pub(super) fn add(&mut self, names: NameEntries) -> Result<(), String> {
-        let too_many = || "the name index has more entries than a snapshot can hold".to_string();
-        let part = u32::try_from(self.parts.len()).map_err(|_| too_many())?;
-        u32::try_from(names.len()).map_err(|_| too_many())?;
-        let expected = match self.parts.is_empty() {
-            // A tenth more than the parts' share, for parts a little larger than the first.
-            true => names.len().saturating_mul(self.parts.capacity().max(1)) / 10 * 11,
-            false => names.len(),
-        };
-        self.parts.push(names);
-        let DecodedNames {
-            parts,
-            positions,
-            hasher,
-            len,
-        } = self;
-        let rehash = |&position: &(u32, u32)| {
-            let ((kind, namespace, name), _) = Self::entry(parts, position);
-            Self::hash(hasher, *kind, namespace, name)
-        };
-        positions.reserve(expected, rehash);
-        for (at, ((kind, namespace, name), _)) in parts[part as usize].iter().enumerate() {
-            let hash = Self::hash(hasher, *kind, namespace, name);
-            let same = |&position: &(u32, u32)| {
-                let ((k, n, m), _) = Self::entry(parts, position);
-                k == kind && n == namespace && m == name
-            };
-            match positions.entry(hash, same, rehash) {
-                hashbrown::hash_table::Entry::Occupied(_) => {
-                    return Err("a name index entry is written twice".to_string())
-                }
-                hashbrown::hash_table::Entry::Vacant(slot) => {
-                    slot.insert((part, at as u32));
-                }
-            }
-            *len += 1;
-        }
-        Ok(())
-    }
-
-    /// The decoded entry of a name.
-    fn get(&self, kind: ObjectKind, namespace: &str, name: &str) -> Option<&(OwnedName, NameUids)> {
-        let hash = Self::hash(&self.hasher, kind, namespace, name);
-        let position = self.positions.find(hash, |&position| {
-            let ((k, n, m), _) = Self::entry(&self.parts, position);
-            *k == kind && n.as_str() == namespace && m.as_str() == name
-        })?;
-        Some(Self::entry(&self.parts, *position))
-    }
+fn decoded_get<'a>(
+    names: &'a DecodedNames,
+    kind: ObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Option<&'a (OwnedName, NameUids)> {
+    names.find(names.hash((kind, namespace, name)), |((k, n, m), _)| {
+        *k == kind && n.as_str() == namespace && m.as_str() == name
+    })
 }
 
 impl NameIndex {
@@ -224,7 +163,7 @@ impl NameIndex {
         namespace: &str,
         name: &str,
     ) -> Option<&(OwnedName, NameUids)> {
-        self.decoded.as_ref()?.get(kind, namespace, name)
+        decoded_get(self.decoded.as_ref()?, kind, namespace, name)
     }
 
     /// The uids under a name, oldest first.
@@ -281,7 +220,7 @@ impl NameIndex {
 
     /// The number of names.
     pub(super) fn len(&self) -> usize {
-        self.decoded.as_ref().map_or(0, |decoded| decoded.len) + self.added
+        self.decoded.as_ref().map_or(0, |decoded| decoded.len()) + self.added
     }
 
     /// Every name and its uids (in no order).
@@ -289,7 +228,7 @@ impl NameIndex {
         let decoded = self
             .decoded
             .iter()
-            .flat_map(|decoded| decoded.parts.iter().flatten());
+            .flat_map(|decoded| decoded.iter());
         decoded
             .filter(|((kind, namespace, name), _)| {
                 self.changed.get(*kind, namespace, name).is_none()
@@ -538,30 +477,26 @@ mod tests {
             )
         };
         let mut names = DecodedNames::new(2);
-        names
-            .add(vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")])
-            .unwrap();
+        add_decoded(&mut names, vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")]).unwrap();
         // The same name in another kind or namespace is another name.
         let mut sandbox = entry("a", "p1", "u3");
         sandbox.0 .0 = ObjectKind::Sandbox;
-        names.add(vec![sandbox, entry("b", "p1", "u4")]).unwrap();
+        add_decoded(&mut names, vec![sandbox, entry("b", "p1", "u4")]).unwrap();
         let twice = "a name index entry is written twice";
         assert_eq!(
-            names.add(vec![entry("c", "p1", "u5"), entry("a", "p2", "u6")]),
+            add_decoded(&mut names, vec![entry("c", "p1", "u5"), entry("a", "p2", "u6")]),
             Err(twice.to_string())
         );
         let mut within = DecodedNames::new(2);
         assert_eq!(
-            within.add(vec![entry("a", "p1", "u1"), entry("a", "p1", "u2")]),
+            add_decoded(&mut within, vec![entry("a", "p1", "u1"), entry("a", "p1", "u2")]),
             Err(twice.to_string())
         );
 
         // Decoded entries under the names recorded since.
         let mut names = DecodedNames::new(2);
-        names
-            .add(vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")])
-            .unwrap();
-        names.add(vec![entry("a", "p3", "u3")]).unwrap();
+        add_decoded(&mut names, vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")]).unwrap();
+        add_decoded(&mut names, vec![entry("a", "p3", "u3")]).unwrap();
         let decoded = NameIndex::decoded(names);
         let mut index = decoded.clone();
         let mut built: NameIndex = [

@@ -1139,9 +1139,7 @@ impl DecodedParts {
 
 /// The projection's records by uid, each decoded straight into its `Arc` (serde's `Arc`
 /// decodes into a `Box` and copies it into a second allocation: 800k of them per open).
-pub(super) fn uid_states<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<UidMap, D::Error> {
+pub(super) fn uid_states<'de, D: Deserializer<'de>>(deserializer: D) -> Result<UidMap, D::Error> {
     struct States;
     impl<'de> Visitor<'de> for States {
         type Value = UidMap;

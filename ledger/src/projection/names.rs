@@ -127,7 +127,9 @@ impl Keyed for (OwnedName, NameUids) {
 
 /// Adds one part's decoded entries; a name already added is refused (written twice).
 pub(super) fn add_decoded(names: &mut DecodedNames, entries: NameEntries) -> Result<(), String> {
-    names.add(entries, |_| "a name index entry is written twice".to_string())
+    names.add(entries, |_| {
+        "a name index entry is written twice".to_string()
+    })
 }
 
 fn decoded_get<'a>(
@@ -225,10 +227,7 @@ impl NameIndex {
 
     /// Every name and its uids (in no order).
     pub(super) fn iter(&self) -> impl Iterator<Item = (NameRef<'_>, &NameUids)> {
-        let decoded = self
-            .decoded
-            .iter()
-            .flat_map(|decoded| decoded.iter());
+        let decoded = self.decoded.iter().flat_map(|decoded| decoded.iter());
         decoded
             .filter(|((kind, namespace, name), _)| {
                 self.changed.get(*kind, namespace, name).is_none()
@@ -477,25 +476,39 @@ mod tests {
             )
         };
         let mut names = DecodedNames::new(2);
-        add_decoded(&mut names, vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")]).unwrap();
+        add_decoded(
+            &mut names,
+            vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")],
+        )
+        .unwrap();
         // The same name in another kind or namespace is another name.
         let mut sandbox = entry("a", "p1", "u3");
         sandbox.0 .0 = ObjectKind::Sandbox;
         add_decoded(&mut names, vec![sandbox, entry("b", "p1", "u4")]).unwrap();
         let twice = "a name index entry is written twice";
         assert_eq!(
-            add_decoded(&mut names, vec![entry("c", "p1", "u5"), entry("a", "p2", "u6")]),
+            add_decoded(
+                &mut names,
+                vec![entry("c", "p1", "u5"), entry("a", "p2", "u6")]
+            ),
             Err(twice.to_string())
         );
         let mut within = DecodedNames::new(2);
         assert_eq!(
-            add_decoded(&mut within, vec![entry("a", "p1", "u1"), entry("a", "p1", "u2")]),
+            add_decoded(
+                &mut within,
+                vec![entry("a", "p1", "u1"), entry("a", "p1", "u2")]
+            ),
             Err(twice.to_string())
         );
 
         // Decoded entries under the names recorded since.
         let mut names = DecodedNames::new(2);
-        add_decoded(&mut names, vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")]).unwrap();
+        add_decoded(
+            &mut names,
+            vec![entry("a", "p1", "u1"), entry("a", "p2", "u2")],
+        )
+        .unwrap();
         add_decoded(&mut names, vec![entry("a", "p3", "u3")]).unwrap();
         let decoded = NameIndex::decoded(names);
         let mut index = decoded.clone();

@@ -157,7 +157,10 @@ impl UidMap {
 /// Equal maps hold the same records, however they hold them.
 impl PartialEq for UidMap {
     fn eq(&self, other: &UidMap) -> bool {
-        self.len == other.len && self.iter().all(|(uid, state)| other.get(uid) == Some(state))
+        self.len == other.len
+            && self
+                .iter()
+                .all(|(uid, state)| other.get(uid) == Some(state))
     }
 }
 
@@ -217,7 +220,9 @@ mod tests {
         add_decoded(&mut decoded, entries(&[("c", 3)])).unwrap();
         let original = UidMap::decoded(decoded);
         let mut from_decoded = original.clone();
-        let mut built: UidMap = entries(&[("a", 1), ("b", 2), ("c", 3)]).into_iter().collect();
+        let mut built: UidMap = entries(&[("a", 1), ("b", 2), ("c", 3)])
+            .into_iter()
+            .collect();
         assert!(from_decoded.is_decoded() && !built.is_decoded());
         assert_eq!(from_decoded, built);
         for map in [&mut from_decoded, &mut built] {
@@ -238,15 +243,26 @@ mod tests {
             assert_eq!(map.len(), 3);
             assert_eq!(map.iter().count(), 3);
             assert!(!map.contains_key("b"));
-            assert_eq!(map.get("a").unwrap().history.iter().collect::<Vec<_>>(), [1, 10]);
-            assert_eq!(map.get("c").unwrap().history.iter().collect::<Vec<_>>(), [12]);
+            assert_eq!(
+                map.get("a").unwrap().history.iter().collect::<Vec<_>>(),
+                [1, 10]
+            );
+            assert_eq!(
+                map.get("c").unwrap().history.iter().collect::<Vec<_>>(),
+                [12]
+            );
             assert_eq!(map.get_key_value("d").unwrap().0.as_str(), "d");
         }
         assert_eq!(from_decoded, built);
         // The decoded records themselves never change: the copy made before still has them.
         assert_eq!(original.len(), 3);
         assert_eq!(
-            original.get("a").unwrap().history.iter().collect::<Vec<_>>(),
+            original
+                .get("a")
+                .unwrap()
+                .history
+                .iter()
+                .collect::<Vec<_>>(),
             [1]
         );
         assert!(original.contains_key("b") && !original.contains_key("d"));

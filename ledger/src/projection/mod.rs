@@ -2141,17 +2141,22 @@ mod tests {
         ]
     }
 
+    /// A run from a snapshot of layout 3 at `seq`, as an open decodes it.
+    fn decoded(bytes: &[u8], seq: u64) -> Run {
+        Run {
+            projection: rmp_serde::from_slice::<layout::Snapshot>(bytes)
+                .unwrap()
+                .projection,
+            seq,
+            transitions: Vec::new(),
+        }
+    }
+
     #[test]
     fn a_decoded_projection_answers_before_its_answers_are_built() {
         let mut kept = every_index_in_use();
         let bytes = layout::encode(kept.seq, &kept.projection).unwrap();
-        let decode = || Run {
-            projection: rmp_serde::from_slice::<layout::Snapshot>(&bytes)
-                .unwrap()
-                .projection,
-            seq: kept.seq,
-            transitions: Vec::new(),
-        };
+        let decode = || decoded(&bytes, kept.seq);
         let before = decisions(&kept.projection);
         assert!(before.iter().any(|d| d.decision == Verdict::Allow));
         assert!(kept.projection.answers.kept_mut().is_some());
@@ -2202,16 +2207,8 @@ mod tests {
     }
 
     #[test]
-    fn a_decoded_projection_finds_names_in_the_snapshots_entries_and_in_changes_since() {
+    fn a_decoded_projection_finds_what_it_decoded_and_what_changed_since() {
         let mut kept = every_index_in_use();
-        let bytes = layout::encode(kept.seq, &kept.projection).unwrap();
-        let decode = || Run {
-            projection: rmp_serde::from_slice::<layout::Snapshot>(&bytes)
-                .unwrap()
-                .projection,
-            seq: kept.seq,
-            transitions: Vec::new(),
-        };
         let allowed = CheckRequest {
             namespace: "ns".into(),
             pod_name: "p2".into(),
@@ -2231,32 +2228,39 @@ mod tests {
         let impostor_decision = kept.projection.check(&impostor, true);
         assert_eq!(impostor_decision.reason, Some(Reason::PodUidMismatch));
 
-        // Decoded: the snapshot's entries answer, and a change's names go above them.
-        let mut decoded = decode();
-        assert!(decoded.projection.names.is_decoded());
+        // Decoded: the snapshot's records and names answer, and what a change records
+        // goes above them.
+        let bytes = layout::encode(kept.seq, &kept.projection).unwrap();
+        let mut reopened = decoded(&bytes, kept.seq);
+        assert!(reopened.projection.is_decoded());
         assert_eq!(
-            decoded.projection.check(&allowed, true).decision,
+            reopened.projection.check(&allowed, true).decision,
             Verdict::Allow
         );
-        assert_eq!(decoded.projection.check(&impostor, true), impostor_decision);
-        assert_eq!(decoded.projection.names, kept.projection.names);
-        let view = decoded.projection.clone();
-        let before = kept.projection.names.clone();
+        assert_eq!(
+            reopened.projection.check(&impostor, true),
+            impostor_decision
+        );
+        assert_eq!(reopened.projection.names, kept.projection.names);
+        // A copy published before the changes keeps the state it had.
+        let view = reopened.projection.clone();
+        let before = kept.projection.clone();
         for change in later_changes() {
             let expected = kept.apply(change.clone());
-            assert_eq!(decoded.apply(change), expected);
+            assert_eq!(reopened.apply(change), expected);
         }
         assert_ne!(
-            kept.projection.names, before,
+            kept.projection.names, before.names,
             "the changes name new objects"
         );
-        assert_eq!(decoded.projection, kept.projection);
-        assert_eq!(decisions(&decoded.projection), decisions(&kept.projection));
-        assert_eq!(view.names, before);
+        assert_ne!(kept.projection.uids, before.uids);
+        assert_eq!(reopened.projection, kept.projection);
+        assert_eq!(decisions(&reopened.projection), decisions(&kept.projection));
+        assert_eq!(view, before);
+        assert_eq!(decisions(&view), decisions(&before));
         // Encoded again, the changed state decodes to itself.
-        let again = layout::encode(decoded.seq, &decoded.projection).unwrap();
-        let decoded_again = rmp_serde::from_slice::<layout::Snapshot>(&again).unwrap();
-        assert_eq!(decoded_again.projection, kept.projection);
+        let again = layout::encode(reopened.seq, &reopened.projection).unwrap();
+        assert_eq!(decoded(&again, kept.seq).projection, kept.projection);
     }
 
     #[test]

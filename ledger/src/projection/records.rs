@@ -336,17 +336,17 @@ mod tests {
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         // Ten records hidden: changed, removed, replaced; moving one up twice counts once.
-        for k in 0..10 {
+        for (k, uid) in uids.iter().enumerate().take(10) {
             for map in [&mut map, &mut built] {
                 match k % 3 {
-                    0 => SharedState::make_mut(map.get_mut(&uids[k]).unwrap())
+                    0 => SharedState::make_mut(map.get_mut(uid).unwrap())
                         .history
                         .push(100),
-                    1 => map.remove(&uids[k]),
-                    _ => map.insert(Text::from(uids[k].as_str()), state(200)),
+                    1 => map.remove(uid),
+                    _ => map.insert(Text::from(uid.as_str()), state(200)),
                 }
                 if k == 0 {
-                    SharedState::make_mut(map.get_mut(&uids[k]).unwrap())
+                    SharedState::make_mut(map.get_mut(uid).unwrap())
                         .history
                         .push(101);
                 }

@@ -1,12 +1,12 @@
 //! A snapshot's entries as decoded, found through a hash table of their positions.
 //!
-//! An open decodes a snapshot of about a million uids and as many names. Inserting each
-//! into a persistent map (what the writer needs, to publish a copy of its state after
-//! every flush in `O(1)`) took about 40% of an open's CPU time. A decoded state instead
-//! keeps the entries in the vectors they were decoded into, with a table of 8-byte
-//! positions filled while the parts decode, and never changes them: it is shared by every
-//! copy of that state. What changes after the decode is kept above it, in persistent maps
-//! ([`super::names`], [`super::records`]).
+//! An open decodes a snapshot of about a million uids, as many names and a volume for
+//! every PVC. Inserting each into a persistent map (what the writer needs, to publish a
+//! copy of its state after every flush in `O(1)`) took about 40% of an open's CPU time. A
+//! decoded state instead keeps the entries in the vectors they were decoded into, with a
+//! table of 8-byte positions filled while the parts decode, and never changes them: it is
+//! shared by every copy of that state. What changes after the decode is kept above it, in
+//! persistent maps ([`super::names`], [`super::text_map`]).
 
 use std::fmt;
 

@@ -48,7 +48,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::answers::Answers;
 use super::names::{add_decoded, DecodedNames, NameIndex, NameRef, OwnedName};
-use super::records::{self, DecodedRecords, UidMap};
+use super::text_map::{self, DecodedEntries, UidMap, VolumeMap};
 use super::{
     BindingRecord, NameUids, ObjectRecord, OwnedUids, Projection, SharedState, UidState,
     VolumeRecord,
@@ -450,9 +450,9 @@ impl<'de> Deserialize<'de> for Rest {
 
 /// Layout 3's parts, decoded: the projection's maps of records, names and volumes.
 struct DecodedParts {
-    uids: DecodedRecords,
+    uids: DecodedEntries<SharedState>,
     names: DecodedNames,
-    volumes: super::HashMap<Text, VolumeRecord>,
+    volumes: DecodedEntries<VolumeRecord>,
 }
 
 impl<'de> Deserialize<'de> for DecodedParts {
@@ -816,19 +816,19 @@ impl<'de> Visitor<'de> for PartsVisitor {
             (
                 |records| records,
                 |records| {
-                    let mut uids = DecodedRecords::new(PARTS);
+                    let mut uids = DecodedEntries::new(PARTS);
                     for part in records {
-                        records::add_decoded(&mut uids, part)?;
+                        text_map::add_decoded(&mut uids, part, "uid")?;
                     }
                     Ok(uids)
                 },
             ),
             |names| {
                 let mut by_name = DecodedNames::new(PARTS);
-                let mut by_volume: super::HashMap<Text, VolumeRecord> = Default::default();
+                let mut by_volume = DecodedEntries::new(PARTS);
                 for (names, volumes) in names {
                     add_decoded(&mut by_name, names)?;
-                    insert_volumes(&mut by_volume, volumes)?;
+                    text_map::add_decoded(&mut by_volume, volumes, "volume")?;
                 }
                 Ok((by_name, by_volume))
             },
@@ -943,19 +943,6 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// Adds decoded volumes to the volume map; one already there is refused (written twice).
-fn insert_volumes(
-    map: &mut super::HashMap<Text, VolumeRecord>,
-    volumes: Vec<(Text, VolumeRecord)>,
-) -> Result<(), String> {
-    for (volume, record) in volumes {
-        if map.insert(volume.clone(), record).is_some() {
-            return Err(format!("volume {volume} is written twice"));
-        }
-    }
-    Ok(())
 }
 
 /// One part's bytes, as read.
@@ -1122,12 +1109,12 @@ impl DecodedParts {
             mut volumes,
         } = self;
         add_decoded(&mut names, rest.names).map_err(E::custom)?;
-        insert_volumes(&mut volumes, rest.volumes).map_err(E::custom)?;
+        text_map::add_decoded(&mut volumes, rest.volumes, "volume").map_err(E::custom)?;
         Ok(Projection {
             uids: UidMap::decoded(uids),
             names: NameIndex::decoded(names),
             answers: Answers::pending(),
-            volumes,
+            volumes: VolumeMap::decoded(volumes),
             orphaned: rest.orphaned,
             violations: rest.violations,
             seq: rest.seq,

@@ -21,12 +21,12 @@ mod history;
 mod intern;
 pub(crate) mod layout;
 mod names;
-mod records;
+mod text_map;
 
 use answers::{AnswerMap, Answers};
 use history::History;
 use names::{NameIndex, NameUids};
-use records::UidMap;
+use text_map::{UidMap, VolumeMap};
 
 /// The last observed state of one uid, alive or gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,7 +481,7 @@ pub struct Projection {
     /// (see [`answers`]). Derived, so snapshots leave it out.
     #[serde(skip, default = "Answers::pending")]
     answers: Answers,
-    volumes: HashMap<Text, VolumeRecord>,
+    volumes: VolumeMap,
     orphaned: OrdSet<Text>,
     violations: OrdSet<(Text, Text)>,
     seq: u64,
@@ -807,7 +807,7 @@ impl Projection {
                 .get(volume.as_str())
                 .is_some_and(|record| record.pvc_uids.contains(&uid));
             if !known {
-                let record = self.volumes.entry(volume.clone()).or_default();
+                let record = self.volumes.get_or_default_mut(volume);
                 if !record.pvc_uids.contains(&uid) {
                     make_room(&mut record.pvc_uids);
                     record.pvc_uids.push(uid.clone());
@@ -1026,10 +1026,10 @@ impl Projection {
         }
     }
 
-    /// Whether this state's records and name index hold a snapshot's as decoded.
+    /// Whether this state's records, name index and volumes hold a snapshot's as decoded.
     #[cfg(test)]
     pub(crate) fn is_decoded(&self) -> bool {
-        self.uids.is_decoded() && self.names.is_decoded()
+        self.uids.is_decoded() && self.names.is_decoded() && self.volumes.is_decoded()
     }
 
     /// Whether `apply` keeps the answers of bound pods current (not pending).
@@ -1225,7 +1225,7 @@ impl Projection {
             if marked {
                 continue;
             }
-            let record = self.volumes.entry(volume.clone()).or_default();
+            let record = self.volumes.get_or_default_mut(volume);
             if record.first_claim_uid.is_none() {
                 record.first_claim_uid = Some(claim.clone());
             }

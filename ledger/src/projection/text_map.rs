@@ -1,34 +1,42 @@
-//! The projection's records by uid: a decoded snapshot's, as decoded (see
-//! [`super::decoded`]), under the records changed since.
+//! The projection's maps keyed by a string (records by uid, volumes by name): a decoded
+//! snapshot's entries, as decoded (see [`super::decoded`]), under the entries changed
+//! since.
 //!
-//! A state never decoded keeps every record in the persistent map. A decoded one keeps
-//! the snapshot's records where they were decoded, shared by every copy of that state, and
-//! a record changed since moves up into the map (a pointer copy: the record itself stays
-//! shared until it changes). A uid removed since is marked removed in the map, so its
-//! decoded record is hidden. Lookups look in the map first.
+//! A state never decoded keeps every entry in the persistent map. A decoded one keeps the
+//! snapshot's entries where they were decoded, shared by every copy of that state, and an
+//! entry changed since moves up into the map (for a record, a pointer copy: the record
+//! itself stays shared until it changes). A key removed since is marked removed in the
+//! map, so its decoded entry is hidden. Lookups look in the map first.
 //!
-//! A decoded record that moved up and then changed is held twice: its old state by the
+//! A decoded entry that moved up and then changed is held twice: its old value by the
 //! table, which never changes, and its new one by the map. So once a quarter of the
-//! decoded records have moved up, the writer folds the rest into the map and drops its
+//! decoded entries have moved up, the writer folds the rest into the map and drops its
 //! reference to the table, once in a process's life (an estimate from the insert rate a
 //! microbenchmark measured, not timed: about 0.3 s of the writer's time for 700k records
 //! left, during which checks go on reading the published view). So a long-running writer
-//! holds at most a quarter of its decoded records twice.
+//! holds at most a quarter of its decoded entries twice.
 
 use std::sync::Arc;
 
 use schemas::Text;
+use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::decoded::{DecodedTable, Keyed};
-use super::{HashMap, SharedState};
+use super::{HashMap, SharedState, VolumeRecord};
 
-/// A snapshot's records as decoded.
-pub(super) type DecodedRecords = DecodedTable<(Text, SharedState)>;
+/// A snapshot's entries keyed by a string, as decoded.
+pub(super) type DecodedEntries<V> = DecodedTable<(Text, V)>;
 
-/// A uid hashes as a string slice, as a lookup's does.
-impl Keyed for (Text, SharedState) {
+/// The records of every uid.
+pub(super) type UidMap = TextMap<SharedState>;
+
+/// Who first held each workspace volume, by volume name.
+pub(super) type VolumeMap = TextMap<VolumeRecord>;
+
+/// A key hashes as a string slice, as a lookup's does.
+impl<V> Keyed for (Text, V) {
     fn key_hash(&self, hasher: &ahash::RandomState) -> u64 {
         hasher.hash_one(self.0.as_str())
     }
@@ -38,56 +46,69 @@ impl Keyed for (Text, SharedState) {
     }
 }
 
-/// Adds one part's decoded records; a uid already added is refused (written twice).
-pub(super) fn add_decoded(
-    records: &mut DecodedRecords,
-    part: Vec<(Text, SharedState)>,
+/// Adds one part's decoded entries; a key already added is refused, as `what` (the kind
+/// of key: "uid", "volume") written twice.
+pub(super) fn add_decoded<V>(
+    entries: &mut DecodedEntries<V>,
+    part: Vec<(Text, V)>,
+    what: &str,
 ) -> Result<(), String> {
-    records.add(part, |(uid, _)| format!("uid {uid} is written twice"))
+    entries.add(part, |(key, _)| format!("{what} {key} is written twice"))
 }
 
 /// A decoded table is folded into the map once more than this fraction (one in so many)
 /// of its records have moved up.
 const FOLD_WHEN_ONE_IN: usize = 4;
 
-/// Every uid's record.
-#[derive(Debug, Clone, Default)]
-pub(super) struct UidMap {
-    /// The records of the snapshot this state was decoded from, never changed.
-    decoded: Option<Arc<DecodedRecords>>,
-    /// The records changed since the decode (every record, for a state never decoded);
-    /// `None` for a decoded uid removed since.
-    changed: HashMap<Text, Option<SharedState>>,
-    /// How many uids have a record.
+/// Entries keyed by a string.
+#[derive(Debug, Clone)]
+pub(super) struct TextMap<V> {
+    /// The entries of the snapshot this state was decoded from, never changed.
+    decoded: Option<Arc<DecodedEntries<V>>>,
+    /// The entries changed since the decode (every entry, for a state never decoded);
+    /// `None` for a decoded key removed since.
+    changed: HashMap<Text, Option<V>>,
+    /// How many keys have an entry.
     len: usize,
-    /// How many decoded records the map hides (moved up or removed).
+    /// How many decoded entries the map hides (moved up or removed).
     moved: usize,
 }
 
-impl UidMap {
-    /// The map of a decoded snapshot's records.
-    pub(super) fn decoded(records: DecodedRecords) -> UidMap {
-        UidMap {
-            len: records.len(),
-            decoded: Some(Arc::new(records)),
+impl<V> Default for TextMap<V> {
+    fn default() -> Self {
+        TextMap {
+            decoded: None,
+            changed: HashMap::default(),
+            len: 0,
+            moved: 0,
+        }
+    }
+}
+
+impl<V: Clone> TextMap<V> {
+    /// The map of a decoded snapshot's entries.
+    pub(super) fn decoded(entries: DecodedEntries<V>) -> TextMap<V> {
+        TextMap {
+            len: entries.len(),
+            decoded: Some(Arc::new(entries)),
             changed: HashMap::default(),
             moved: 0,
         }
     }
 
-    /// Whether this map holds a snapshot's records as decoded.
+    /// Whether this map holds a snapshot's entries as decoded.
     #[cfg(test)]
     pub(super) fn is_decoded(&self) -> bool {
         self.decoded.is_some()
     }
 
-    fn decoded_entry(&self, uid: &str) -> Option<&(Text, SharedState)> {
+    fn decoded_entry(&self, uid: &str) -> Option<&(Text, V)> {
         let decoded = self.decoded.as_ref()?;
         decoded.find(decoded.hash(uid), |(key, _)| key.as_str() == uid)
     }
 
-    /// The uid as the map holds it, and its record.
-    pub(super) fn get_key_value(&self, uid: &str) -> Option<(&Text, &SharedState)> {
+    /// The key as the map holds it, and its entry.
+    pub(super) fn get_key_value(&self, uid: &str) -> Option<(&Text, &V)> {
         match self.changed.get_key_value(uid) {
             Some((key, Some(state))) => Some((key, state)),
             Some((_, None)) => None,
@@ -95,22 +116,22 @@ impl UidMap {
         }
     }
 
-    /// The record of a uid.
-    pub(super) fn get(&self, uid: &str) -> Option<&SharedState> {
+    /// The entry of a key.
+    pub(super) fn get(&self, uid: &str) -> Option<&V> {
         self.get_key_value(uid).map(|(_, state)| state)
     }
 
-    /// Whether a uid has a record.
+    /// Whether a key has an entry.
     pub(super) fn contains_key(&self, uid: &str) -> bool {
         self.get(uid).is_some()
     }
 
-    /// Whether the map hides a decoded record of `uid` from now on (it did not before).
+    /// Whether the map hides a decoded entry of `uid` from now on (it did not before).
     fn moves_up(&self, uid: &str) -> bool {
         !self.changed.contains_key(uid) && self.decoded_entry(uid).is_some()
     }
 
-    /// Counts a decoded record the map now hides; folds the table into the map once
+    /// Counts a decoded entry the map now hides; folds the table into the map once
     /// enough of them are (see the module doc).
     fn moved_up(&mut self) {
         self.moved += 1;
@@ -130,8 +151,8 @@ impl UidMap {
         self.moved = 0;
     }
 
-    /// Sets the record of a uid.
-    pub(super) fn insert(&mut self, uid: Text, state: SharedState) {
+    /// Sets the entry of a key.
+    pub(super) fn insert(&mut self, uid: Text, state: V) {
         let moves_up = self.moves_up(uid.as_str());
         if !self.contains_key(uid.as_str()) {
             self.len += 1;
@@ -142,8 +163,8 @@ impl UidMap {
         }
     }
 
-    /// The record of a uid, for changing (a decoded one moves up into the map first).
-    pub(super) fn get_mut(&mut self, uid: &str) -> Option<&mut SharedState> {
+    /// The entry of a key, for changing (a decoded one moves up into the map first).
+    pub(super) fn get_mut(&mut self, uid: &str) -> Option<&mut V> {
         if !self.changed.contains_key(uid) {
             let (key, state) = self.decoded_entry(uid)?;
             let (key, state) = (key.clone(), state.clone());
@@ -153,7 +174,18 @@ impl UidMap {
         self.changed.get_mut(uid)?.as_mut()
     }
 
-    /// Removes the record of a uid.
+    /// The entry of a key, for changing; a new one (the default) if it has none.
+    pub(super) fn get_or_default_mut(&mut self, key: &Text) -> &mut V
+    where
+        V: Default,
+    {
+        if !self.contains_key(key.as_str()) {
+            self.insert(key.clone(), V::default());
+        }
+        self.get_mut(key.as_str()).expect("inserted just above")
+    }
+
+    /// Removes the entry of a key.
     pub(super) fn remove(&mut self, uid: &str) {
         if !self.contains_key(uid) {
             return;
@@ -174,13 +206,13 @@ impl UidMap {
         }
     }
 
-    /// How many uids have a record.
+    /// How many keys have an entry.
     pub(super) fn len(&self) -> usize {
         self.len
     }
 
-    /// Every uid and its record (in no order).
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Text, &SharedState)> {
+    /// Every key and its entry (in no order).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Text, &V)> {
         let decoded = self.decoded.iter().flat_map(|decoded| decoded.iter());
         decoded
             .filter(|(uid, _)| !self.changed.contains_key(uid.as_str()))
@@ -192,20 +224,20 @@ impl UidMap {
             )
     }
 
-    /// Every uid with a record (in no order).
+    /// Every key (in no order).
     pub(super) fn keys(&self) -> impl Iterator<Item = &Text> {
         self.iter().map(|(uid, _)| uid)
     }
 
-    /// Every record (in no order).
-    pub(super) fn values(&self) -> impl Iterator<Item = &SharedState> {
+    /// Every entry (in no order).
+    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
         self.iter().map(|(_, state)| state)
     }
 }
 
-/// Equal maps hold the same records, however they hold them.
-impl PartialEq for UidMap {
-    fn eq(&self, other: &UidMap) -> bool {
+/// Equal maps hold the same entries, however they hold them.
+impl<V: Clone + PartialEq> PartialEq for TextMap<V> {
+    fn eq(&self, other: &TextMap<V>) -> bool {
         self.len == other.len
             && self
                 .iter()
@@ -213,11 +245,11 @@ impl PartialEq for UidMap {
     }
 }
 
-impl Eq for UidMap {}
+impl<V: Clone + Eq> Eq for TextMap<V> {}
 
-impl FromIterator<(Text, SharedState)> for UidMap {
-    fn from_iter<I: IntoIterator<Item = (Text, SharedState)>>(records: I) -> Self {
-        let mut map = UidMap::default();
+impl<V: Clone> FromIterator<(Text, V)> for TextMap<V> {
+    fn from_iter<I: IntoIterator<Item = (Text, V)>>(records: I) -> Self {
+        let mut map = TextMap::default();
         for (uid, state) in records {
             map.insert(uid, state);
         }
@@ -225,14 +257,37 @@ impl FromIterator<(Text, SharedState)> for UidMap {
     }
 }
 
-/// A map of uids to records, as the persistent map was encoded.
-impl Serialize for UidMap {
+/// A map of keys to entries, as the persistent map was encoded.
+impl<V: Clone + Serialize> Serialize for TextMap<V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.len))?;
         for (uid, state) in self.iter() {
             map.serialize_entry(uid, state)?;
         }
         map.end()
+    }
+}
+
+/// Decoded from a map of keys to entries, as the persistent map was encoded.
+impl<'de, V: Clone + Deserialize<'de>> Deserialize<'de> for TextMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Clone + Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = TextMap<V>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of keys to entries")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextMap<V>, A::Error> {
+                let mut entries = TextMap::default();
+                while let Some((key, entry)) = map.next_entry::<Text, V>()? {
+                    entries.insert(key, entry);
+                }
+                Ok(entries)
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(std::marker::PhantomData))
     }
 }
 
@@ -249,24 +304,24 @@ mod tests {
 
     #[test]
     fn a_decoded_map_and_a_map_of_the_same_changes_agree() {
-        let mut decoded = DecodedRecords::new(2);
+        let mut decoded = DecodedEntries::<SharedState>::new(2);
         let entries = |uids: &[(&str, u64)]| {
             uids.iter()
                 .map(|&(uid, seq)| (Text::from(uid), state(seq)))
                 .collect::<Vec<_>>()
         };
-        add_decoded(&mut decoded, entries(&[("a", 1), ("b", 2)])).unwrap();
-        add_decoded(&mut decoded, entries(&[("c", 3)])).unwrap();
+        add_decoded(&mut decoded, entries(&[("a", 1), ("b", 2)]), "uid").unwrap();
+        add_decoded(&mut decoded, entries(&[("c", 3)]), "uid").unwrap();
         assert_eq!(
-            add_decoded(&mut decoded, entries(&[("d", 4), ("b", 5)])),
+            add_decoded(&mut decoded, entries(&[("d", 4), ("b", 5)]), "uid"),
             Err("uid b is written twice".to_string())
         );
-        let mut within = DecodedRecords::new(1);
-        assert!(add_decoded(&mut within, entries(&[("x", 1), ("x", 2)])).is_err());
+        let mut within = DecodedEntries::<SharedState>::new(1);
+        assert!(add_decoded(&mut within, entries(&[("x", 1), ("x", 2)]), "uid").is_err());
 
-        let mut decoded = DecodedRecords::new(2);
-        add_decoded(&mut decoded, entries(&[("a", 1), ("b", 2)])).unwrap();
-        add_decoded(&mut decoded, entries(&[("c", 3)])).unwrap();
+        let mut decoded = DecodedEntries::<SharedState>::new(2);
+        add_decoded(&mut decoded, entries(&[("a", 1), ("b", 2)]), "uid").unwrap();
+        add_decoded(&mut decoded, entries(&[("c", 3)]), "uid").unwrap();
         let original = UidMap::decoded(decoded);
         let mut from_decoded = original.clone();
         let mut built: UidMap = entries(&[("a", 1), ("b", 2), ("c", 3)])
@@ -325,10 +380,10 @@ mod tests {
     #[test]
     fn a_decoded_table_is_folded_into_the_map_once_a_quarter_of_it_moved_up() {
         let uids: Vec<String> = (0..40).map(|k| format!("uid-{k}")).collect();
-        let mut decoded = DecodedRecords::new(1);
+        let mut decoded = DecodedEntries::<SharedState>::new(1);
         let part = uids.iter().enumerate();
         let part = part.map(|(k, uid)| (Text::from(uid.as_str()), state(k as u64)));
-        add_decoded(&mut decoded, part.collect()).unwrap();
+        add_decoded(&mut decoded, part.collect(), "uid").unwrap();
         let original = UidMap::decoded(decoded);
         let mut map = original.clone();
         let mut built: UidMap = original

@@ -2677,7 +2677,7 @@ mod tests {
         let mut reopened = Ledger::open(dir.path(), config.clone()).unwrap();
         assert_eq!(reopened.projection(), &projection);
         // The answers of bound pods are built beside the open; the first append waits
-        // for them and keeps them from then on. The records and the name index are the
+        // for them and keeps them from then on. The records, name index and volumes are the
         // snapshot's as decoded, under what changed since.
         assert!(!reopened.projection().answers_are_kept());
         assert!(reopened.projection().is_decoded());

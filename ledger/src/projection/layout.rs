@@ -808,9 +808,8 @@ impl<'de> Visitor<'de> for PartsVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, parts: A) -> Result<DecodedParts, A::Error> {
         // Two threads take each part as it is decoded, so that their work overlaps the
-        // decoding instead of following it: one fills the table of records, the other
-        // the map of the few volumes and the table of the name index's entries (see
-        // `decoded`).
+        // decoding instead of following it: one fills the table of records, the other the
+        // tables of the name index's entries and of the volumes (see `decoded`).
         let (uids, (names, volumes)) = read_parts(
             parts,
             (

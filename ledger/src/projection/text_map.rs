@@ -126,9 +126,16 @@ impl<V: Clone> TextMap<V> {
         self.get(uid).is_some()
     }
 
-    /// Whether the map hides a decoded entry of `uid` from now on (it did not before).
-    fn moves_up(&self, uid: &str) -> bool {
-        !self.changed.contains_key(uid) && self.decoded_entry(uid).is_some()
+    /// Whether `key` has an entry, and whether that entry is a decoded one the map does
+    /// not hide yet (a change to it moves it up).
+    fn presence(&self, key: &str) -> (bool, bool) {
+        match self.changed.get(key) {
+            Some(entry) => (entry.is_some(), false),
+            None => {
+                let decoded = self.decoded_entry(key).is_some();
+                (decoded, decoded)
+            }
+        }
     }
 
     /// Counts a decoded entry the map now hides; folds the table into the map once
@@ -153,8 +160,8 @@ impl<V: Clone> TextMap<V> {
 
     /// Sets the entry of a key.
     pub(super) fn insert(&mut self, uid: Text, state: V) {
-        let moves_up = self.moves_up(uid.as_str());
-        if !self.contains_key(uid.as_str()) {
+        let (present, moves_up) = self.presence(uid.as_str());
+        if !present {
             self.len += 1;
         }
         self.changed.insert(uid, Some(state));
@@ -182,16 +189,18 @@ impl<V: Clone> TextMap<V> {
         if !self.contains_key(key.as_str()) {
             self.insert(key.clone(), V::default());
         }
-        self.get_mut(key.as_str()).expect("inserted just above")
+        self.get_mut(key.as_str())
+            .expect("an entry, inserted just above if it had none")
     }
 
     /// Removes the entry of a key.
     pub(super) fn remove(&mut self, uid: &str) {
-        if !self.contains_key(uid) {
+        let (present, moves_up) = self.presence(uid);
+        if !present {
             return;
         }
         self.len -= 1;
-        let moves_up = self.moves_up(uid);
+        // A decoded entry stays hidden by a mark; one only in the map just goes.
         match self.decoded_entry(uid) {
             Some((key, _)) => {
                 let key = key.clone();

@@ -11,10 +11,10 @@
 //! A decoded entry that moved up and then changed is held twice: its old value by the
 //! table, which never changes, and its new one by the map. So once a quarter of the
 //! decoded entries have moved up, the writer folds the rest into the map and drops its
-//! reference to the table, once in a process's life (an estimate from the insert rate a
-//! microbenchmark measured, not timed: about 0.3 s of the writer's time for 700k records
-//! left, during which checks go on reading the published view). So a long-running writer
-//! holds at most a quarter of its decoded entries twice.
+//! reference to the table, once in a process's life (0.31 s of the writer's time for the
+//! 675k records left of 900k, timed once in a throwaway release-build test on 2 cores;
+//! checks go on reading the published view meanwhile). So a long-running writer holds at
+//! most a quarter of its decoded entries twice.
 
 use std::sync::Arc;
 

@@ -636,14 +636,7 @@ impl Projection {
     /// The record of `uid` for writing, created if new. Only called when something is
     /// about to change: a write takes each node on the key's path for writing.
     fn state_mut(&mut self, uid: &Text) -> &mut UidState {
-        if !self.uids.contains_key(uid.as_str()) {
-            self.uids.insert(uid.clone(), SharedState::default());
-        }
-        let state = self
-            .uids
-            .get_mut(uid.as_str())
-            .expect("inserted just above");
-        SharedState::make_mut(state)
+        SharedState::make_mut(self.uids.get_or_default_mut(uid))
     }
 
     /// Appends `seq` to the history of `uid` unless it is already its last.

@@ -122,6 +122,7 @@ impl<V: Clone> TextMap<V> {
     }
 
     /// Whether a key has an entry.
+    #[cfg(test)]
     pub(super) fn contains_key(&self, uid: &str) -> bool {
         self.get(uid).is_some()
     }
@@ -186,8 +187,10 @@ impl<V: Clone> TextMap<V> {
     where
         V: Default,
     {
-        if !self.contains_key(key.as_str()) {
-            self.insert(key.clone(), V::default());
+        // Absent: not decoded, or decoded and already hidden, so nothing moves up.
+        if !self.presence(key.as_str()).0 {
+            self.len += 1;
+            self.changed.insert(key.clone(), Some(V::default()));
         }
         self.get_mut(key.as_str())
             .expect("an entry, inserted just above if it had none")

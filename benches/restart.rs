@@ -18,6 +18,13 @@
 //!    by kind. Anything but `watch_gap` records is reported and fails the run: an object
 //!    re-recorded on restart would be a product bug.
 //!
+//! 4. **PostgreSQL replicas** (a server the bench starts, as the tests do): `serve
+//!    --replica` cold-started on an empty database (the writer), then a second one until
+//!    it answers ready as a follower (the writer's whole log read); then the writer is
+//!    stopped and the follower timed until it answers ready as the writer, which must
+//!    append only `watch_gap` records. The resident memory of each at ready is what the
+//!    replicated deploy overlay sizes from.
+//!
 //! The cluster's resourceVersion is checked unchanged from the first list to the end, so
 //! the restarts really do meet the cluster the cold start recorded.
 //!
@@ -30,6 +37,8 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // The black-box tests' child-process helpers: the binary's path and a plain HTTP client.
+#[path = "../tests/it/support/postgres.rs"]
+mod postgres;
 #[path = "../tests/it/support/process.rs"]
 mod process;
 mod workload;
@@ -129,112 +138,147 @@ struct Started {
     resident_mib: (u64, u64),
 }
 
+/// A running `claim-ledger serve`, its stdout read on a thread of its own.
+struct Serving {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    address: String,
+    spawned: Instant,
+    listening: Duration,
+}
+
+impl Serving {
+    /// Starts `serve` on `db` (a directory or a `postgres://` URL) against the cluster of
+    /// `kubeconfig`, with `extra` arguments, and waits until its API listens. Its log
+    /// (stderr) goes to `log`.
+    fn spawn(db: &str, kubeconfig: &Path, tokens: &Path, log: &Path, extra: &[&str]) -> Serving {
+        let log = std::fs::File::create(log).expect("log file");
+        let spawned = Instant::now();
+        let mut child = Command::new(process::BIN)
+            .args(["serve", "--db", db, "--listen", "127.0.0.1:0"])
+            .args(["--api-token-file", tokens.to_str().expect("utf-8 path")])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("PGPASSWORD", postgres::PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start claim-ledger serve");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let address = loop {
+            let line = lines
+                .recv_timeout(PATIENCE)
+                .expect("serve printed its address");
+            if line.contains("listening on") {
+                break process::address_of(&line);
+            }
+        };
+        Serving {
+            child,
+            lines,
+            reader,
+            address,
+            listening: spawned.elapsed(),
+            spawned,
+        }
+    }
+
+    /// Polls `/readyz` until it answers 200 (in `role`, for a replica), timing from
+    /// `since`; the head is left 0 until [`Serving::stop`].
+    fn until_ready(&self, role: Option<&str>, since: Instant) -> Started {
+        // Polled every 2 ms on fresh connections, as a kubelet's probe would ask: the
+        // answer is seen at most that late. Its report also tells where the time went.
+        let (mut discovered, mut synced) = (None, Vec::new());
+        let ready = loop {
+            let (status, body) = process::http(
+                &self.address,
+                "GET",
+                "/readyz",
+                None,
+                None,
+                Duration::from_secs(10),
+            );
+            let at = since.elapsed();
+            let body: Value = serde_json::from_str(&body).unwrap_or_default();
+            let report = &body["watchers"]["report"];
+            if let Some(streams) = report["streams"].as_array() {
+                if !streams.is_empty() {
+                    discovered.get_or_insert(at);
+                }
+                let now_synced = streams.iter().filter(|s| s["synced"] == true).count();
+                while synced.len() < now_synced {
+                    synced.push(at);
+                }
+            }
+            if status == 200 && role.is_none_or(|role| report["role"] == role) {
+                break at;
+            }
+            assert!(since.elapsed() < PATIENCE, "serve was not ready in time");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let pid = self.child.id().to_string();
+        Started {
+            listening: self.listening,
+            discovered: discovered.unwrap_or(ready),
+            synced: (
+                synced.first().copied().unwrap_or(ready),
+                synced.last().copied().unwrap_or(ready),
+            ),
+            ready,
+            head: 0,
+            resident_mib: (
+                memory_of(&pid, "VmRSS") >> 20,
+                memory_of(&pid, "VmHWM") >> 20,
+            ),
+        }
+    }
+
+    /// Stops it with SIGINT, requires exit 0, and returns the head seq it printed.
+    fn stop(mut self) -> u64 {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -INT failed");
+        let status = self.child.wait().expect("wait for serve");
+        assert!(status.success(), "serve exited with {status}");
+        let _ = self.reader.join();
+        self.lines
+            .try_iter()
+            .find_map(|line| {
+                line.strip_prefix("stopped; ledger head seq ")
+                    .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            })
+            .expect("serve printed its head when it stopped")
+    }
+}
+
 /// Runs `serve` on `db` against the cluster of `kubeconfig`, times it until ready, stops it
 /// with SIGINT and requires exit 0. Its log (stderr) goes to `log`.
 fn serve_until_ready(db: &Path, kubeconfig: &Path, tokens: &Path, log: &Path) -> Started {
-    let log = std::fs::File::create(log).expect("log file");
-    let started = Instant::now();
-    let mut child = Command::new(process::BIN)
-        .args([
-            "serve",
-            "--db",
-            db.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-            "--api-token-file",
-            tokens.to_str().expect("utf-8 path"),
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("start claim-ledger serve");
-    let (sender, lines) = mpsc::channel();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let address = loop {
-        let line = lines
-            .recv_timeout(PATIENCE)
-            .expect("serve printed its address");
-        if line.contains("listening on") {
-            break process::address_of(&line);
-        }
-    };
-    let listening = started.elapsed();
-    // Polled every 2 ms on fresh connections, as a kubelet's probe would ask: the answer
-    // is seen at most that late. Its report also tells where the time went.
-    let (mut discovered, mut synced) = (None, Vec::new());
-    let ready = loop {
-        let (status, body) = process::http(
-            &address,
-            "GET",
-            "/readyz",
-            None,
-            None,
-            Duration::from_secs(10),
-        );
-        let at = started.elapsed();
-        let body: Value = serde_json::from_str(&body).unwrap_or_default();
-        if let Some(streams) = body["watchers"]["report"]["streams"].as_array() {
-            if !streams.is_empty() {
-                discovered.get_or_insert(at);
-            }
-            let now_synced = streams.iter().filter(|s| s["synced"] == true).count();
-            while synced.len() < now_synced {
-                synced.push(at);
-            }
-        }
-        if status == 200 {
-            break at;
-        }
-        assert!(started.elapsed() < PATIENCE, "serve was not ready in time");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let pid = child.id().to_string();
-    let resident_mib = (
-        memory_of(&pid, "VmRSS") >> 20,
-        memory_of(&pid, "VmHWM") >> 20,
-    );
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "kill -INT failed");
-    let status = child.wait().expect("wait for serve");
-    assert!(status.success(), "serve exited with {status}");
-    let _ = reader.join();
-    let head = lines
-        .try_iter()
-        .find_map(|line| {
-            line.strip_prefix("stopped; ledger head seq ")
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        })
-        .expect("serve printed its head when it stopped");
-    Started {
-        listening,
-        discovered: discovered.unwrap_or(ready),
-        synced: (
-            synced.first().copied().unwrap_or(ready),
-            synced.last().copied().unwrap_or(ready),
-        ),
-        ready,
-        head,
-        resident_mib,
-    }
+    let db = db.to_str().expect("utf-8 path");
+    let serving = Serving::spawn(db, kubeconfig, tokens, log, &[]);
+    let mut started = serving.until_ready(None, serving.spawned);
+    started.head = serving.stop();
+    started
 }
 
 /// The entries of the ledger in `db` from `from_seq` on, counted by what they record
 /// (`object:created`, `watch_gap:restart`, ...), read with `claim-ledger export`.
-fn entries_by_kind(db: &Path, from_seq: u64) -> BTreeMap<String, u64> {
+fn entries_by_kind(db: &str, from_seq: u64) -> BTreeMap<String, u64> {
     let output = Command::new(process::BIN)
-        .args(["export", "--db", db.to_str().expect("utf-8 path")])
+        .args(["export", "--db", db])
+        .env("PGPASSWORD", postgres::PASSWORD)
         .args(["--from-seq", &from_seq.to_string()])
         .stderr(Stdio::inherit())
         .output()
@@ -321,6 +365,7 @@ fn main() {
         .expect("serve the simulator");
     std::fs::write(&kubeconfig, cluster.kubeconfig()).expect("kubeconfig");
     let version = simulator.resource_version();
+    let db_arg = db.to_str().expect("utf-8 path");
 
     // 1. The raw LIST of the same objects.
     let client = cluster.client();
@@ -340,7 +385,7 @@ fn main() {
 
     // 2. The cold start.
     let cold = serve_until_ready(&db, &kubeconfig, &tokens, &dir.path().join("cold.log"));
-    let recorded = entries_by_kind(&db, 1);
+    let recorded = entries_by_kind(db_arg, 1);
     println!(
         "cold start (empty ledger) until /readyz ready: {:.3} s ({}): {:.1}x the raw LIST; recorded {} entries: {}",
         cold.ready.as_secs_f64(),
@@ -363,7 +408,7 @@ fn main() {
     for run in 1..=restarts {
         let log = dir.path().join(format!("restart-{run}.log"));
         let restart = serve_until_ready(&db, &kubeconfig, &tokens, &log);
-        let appended = entries_by_kind(&db, head + 1);
+        let appended = entries_by_kind(db_arg, head + 1);
         let gaps: u64 = appended
             .iter()
             .filter(|(kind, _)| kind.starts_with("watch_gap"))
@@ -390,6 +435,67 @@ fn main() {
         times[0].as_secs_f64(),
         times[times.len() - 1].as_secs_f64()
     );
+
+    // 4. PostgreSQL replicas against the same cluster: a writer's cold start on an empty
+    // database, a follower beside it, and the follower taking over when the writer stops.
+    let pg = postgres::Postgres::start();
+    pg.create_database("replicas");
+    let url = pg.url("replicas");
+    let replica = ["--replica", "--lease-seconds", "2"];
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let writer = Serving::spawn(&url, &kubeconfig, &tokens, &log("pg-writer"), &replica);
+    let written = writer.until_ready(Some("writer"), writer.spawned);
+    let follower = Serving::spawn(&url, &kubeconfig, &tokens, &log("pg-follower"), &replica);
+    let following = follower.until_ready(Some("follower"), follower.spawned);
+    let written_head = writer.stop();
+    let stopped = Instant::now();
+    let took_over = follower.until_ready(Some("writer"), stopped);
+    let final_head = follower.stop();
+    let appended = entries_by_kind(&url, written_head + 1);
+    let mut recorded = entries_by_kind(&url, 1);
+    for (kind, n) in &appended {
+        if let Some(count) = recorded.get_mut(kind) {
+            *count -= n;
+        }
+    }
+    recorded.retain(|_, n| *n > 0);
+    println!(
+        "PostgreSQL: writer (`serve --replica`, empty database) until ready: {:.3} s ({}); head {written_head}: {}",
+        written.ready.as_secs_f64(),
+        timeline(&written),
+        show(&recorded)
+    );
+    println!(
+        "PostgreSQL: follower until ready (the writer's whole log read): {:.3} s; resident at ready {} MiB, peak {} MiB",
+        following.ready.as_secs_f64(),
+        following.resident_mib.0,
+        following.resident_mib.1
+    );
+    println!(
+        "PostgreSQL: the writer stopped, the follower ready as the writer {:.3} s later (lists synced after {:.3} s); resident {} MiB, peak {} MiB; appended {}: {}",
+        took_over.ready.as_secs_f64(),
+        took_over.synced.1.as_secs_f64(),
+        took_over.resident_mib.0,
+        took_over.resident_mib.1,
+        final_head - written_head,
+        show(&appended)
+    );
+    let objects: u64 = recorded
+        .iter()
+        .filter(|(kind, _)| kind.starts_with("object:"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(objects, 4 * bindings, "the PostgreSQL writer records every object");
+    let gaps: u64 = appended
+        .iter()
+        .filter(|(kind, _)| kind.starts_with("watch_gap"))
+        .map(|(_, n)| n)
+        .sum();
+    if gaps != final_head - written_head {
+        unexpected.push(format!("the PostgreSQL takeover: {}", show(&appended)));
+    }
+    drop(pg);
+
     assert_eq!(
         simulator.resource_version(),
         version,
@@ -397,7 +503,7 @@ fn main() {
     );
     assert!(
         unexpected.is_empty(),
-        "a restart over an unchanged cluster appended more than watch_gap records: {unexpected:?}"
+        "a restart or takeover over an unchanged cluster appended more than watch_gap records: {unexpected:?}"
     );
     runtime.block_on(async move {
         let _ = cluster.stop().await;

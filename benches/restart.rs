@@ -485,7 +485,11 @@ fn main() {
         .filter(|(kind, _)| kind.starts_with("object:"))
         .map(|(_, n)| n)
         .sum();
-    assert_eq!(objects, 4 * bindings, "the PostgreSQL writer records every object");
+    assert_eq!(
+        objects,
+        4 * bindings,
+        "the PostgreSQL writer records every object"
+    );
     let gaps: u64 = appended
         .iter()
         .filter(|(kind, _)| kind.starts_with("watch_gap"))

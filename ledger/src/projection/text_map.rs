@@ -102,29 +102,31 @@ impl<V: Clone> TextMap<V> {
         self.decoded.is_some()
     }
 
-    fn decoded_entry(&self, uid: &str) -> Option<&(Text, V)> {
+    fn decoded_entry(&self, key: &str) -> Option<&(Text, V)> {
         let decoded = self.decoded.as_ref()?;
-        decoded.find(decoded.hash(uid), |(key, _)| key.as_str() == uid)
+        decoded.find(decoded.hash(key), |(stored, _)| stored.as_str() == key)
     }
 
     /// The key as the map holds it, and its entry.
-    pub(super) fn get_key_value(&self, uid: &str) -> Option<(&Text, &V)> {
-        match self.changed.get_key_value(uid) {
-            Some((key, Some(state))) => Some((key, state)),
+    pub(super) fn get_key_value(&self, key: &str) -> Option<(&Text, &V)> {
+        match self.changed.get_key_value(key) {
+            Some((stored, Some(entry))) => Some((stored, entry)),
             Some((_, None)) => None,
-            None => self.decoded_entry(uid).map(|(key, state)| (key, state)),
+            None => self
+                .decoded_entry(key)
+                .map(|(stored, entry)| (stored, entry)),
         }
     }
 
     /// The entry of a key.
-    pub(super) fn get(&self, uid: &str) -> Option<&V> {
-        self.get_key_value(uid).map(|(_, state)| state)
+    pub(super) fn get(&self, key: &str) -> Option<&V> {
+        self.get_key_value(key).map(|(_, entry)| entry)
     }
 
     /// Whether a key has an entry.
     #[cfg(test)]
-    pub(super) fn contains_key(&self, uid: &str) -> bool {
-        self.get(uid).is_some()
+    pub(super) fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
     }
 
     /// Whether `key` has an entry, and whether that entry is a decoded one the map does
@@ -149,37 +151,37 @@ impl<V: Clone> TextMap<V> {
         if self.moved <= decoded.len() / FOLD_WHEN_ONE_IN {
             return;
         }
-        for (uid, state) in decoded.iter() {
-            if !self.changed.contains_key(uid.as_str()) {
-                self.changed.insert(uid.clone(), Some(state.clone()));
+        for (key, entry) in decoded.iter() {
+            if !self.changed.contains_key(key.as_str()) {
+                self.changed.insert(key.clone(), Some(entry.clone()));
             }
         }
-        self.changed.retain(|_, state| state.is_some());
+        self.changed.retain(|_, entry| entry.is_some());
         self.decoded = None;
         self.moved = 0;
     }
 
     /// Sets the entry of a key.
-    pub(super) fn insert(&mut self, uid: Text, state: V) {
-        let (present, moves_up) = self.presence(uid.as_str());
+    pub(super) fn insert(&mut self, key: Text, entry: V) {
+        let (present, moves_up) = self.presence(key.as_str());
         if !present {
             self.len += 1;
         }
-        self.changed.insert(uid, Some(state));
+        self.changed.insert(key, Some(entry));
         if moves_up {
             self.moved_up();
         }
     }
 
     /// The entry of a key, for changing (a decoded one moves up into the map first).
-    pub(super) fn get_mut(&mut self, uid: &str) -> Option<&mut V> {
-        if !self.changed.contains_key(uid) {
-            let (key, state) = self.decoded_entry(uid)?;
-            let (key, state) = (key.clone(), state.clone());
-            self.changed.insert(key, Some(state));
+    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        if !self.changed.contains_key(key) {
+            let (stored, entry) = self.decoded_entry(key)?;
+            let (stored, entry) = (stored.clone(), entry.clone());
+            self.changed.insert(stored, Some(entry));
             self.moved_up();
         }
-        self.changed.get_mut(uid)?.as_mut()
+        self.changed.get_mut(key)?.as_mut()
     }
 
     /// The entry of a key, for changing; a new one (the default) if it has none.
@@ -197,20 +199,20 @@ impl<V: Clone> TextMap<V> {
     }
 
     /// Removes the entry of a key.
-    pub(super) fn remove(&mut self, uid: &str) {
-        let (present, moves_up) = self.presence(uid);
+    pub(super) fn remove(&mut self, key: &str) {
+        let (present, moves_up) = self.presence(key);
         if !present {
             return;
         }
         self.len -= 1;
         // A decoded entry stays hidden by a mark; one only in the map just goes.
-        match self.decoded_entry(uid) {
-            Some((key, _)) => {
-                let key = key.clone();
-                self.changed.insert(key, None);
+        match self.decoded_entry(key) {
+            Some((stored, _)) => {
+                let stored = stored.clone();
+                self.changed.insert(stored, None);
             }
             None => {
-                self.changed.remove(uid);
+                self.changed.remove(key);
             }
         }
         if moves_up {
@@ -227,23 +229,23 @@ impl<V: Clone> TextMap<V> {
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Text, &V)> {
         let decoded = self.decoded.iter().flat_map(|decoded| decoded.iter());
         decoded
-            .filter(|(uid, _)| !self.changed.contains_key(uid.as_str()))
-            .map(|(uid, state)| (uid, state))
+            .filter(|(key, _)| !self.changed.contains_key(key.as_str()))
+            .map(|(key, entry)| (key, entry))
             .chain(
                 self.changed
                     .iter()
-                    .filter_map(|(uid, state)| Some((uid, state.as_ref()?))),
+                    .filter_map(|(key, entry)| Some((key, entry.as_ref()?))),
             )
     }
 
     /// Every key (in no order).
     pub(super) fn keys(&self) -> impl Iterator<Item = &Text> {
-        self.iter().map(|(uid, _)| uid)
+        self.iter().map(|(key, _)| key)
     }
 
     /// Every entry (in no order).
     pub(super) fn values(&self) -> impl Iterator<Item = &V> {
-        self.iter().map(|(_, state)| state)
+        self.iter().map(|(_, entry)| entry)
     }
 }
 
@@ -253,7 +255,7 @@ impl<V: Clone + PartialEq> PartialEq for TextMap<V> {
         self.len == other.len
             && self
                 .iter()
-                .all(|(uid, state)| other.get(uid) == Some(state))
+                .all(|(key, entry)| other.get(key) == Some(entry))
     }
 }
 
@@ -262,8 +264,8 @@ impl<V: Clone + Eq> Eq for TextMap<V> {}
 impl<V: Clone> FromIterator<(Text, V)> for TextMap<V> {
     fn from_iter<I: IntoIterator<Item = (Text, V)>>(records: I) -> Self {
         let mut map = TextMap::default();
-        for (uid, state) in records {
-            map.insert(uid, state);
+        for (key, entry) in records {
+            map.insert(key, entry);
         }
         map
     }
@@ -273,8 +275,8 @@ impl<V: Clone> FromIterator<(Text, V)> for TextMap<V> {
 impl<V: Clone + Serialize> Serialize for TextMap<V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.len))?;
-        for (uid, state) in self.iter() {
-            map.serialize_entry(uid, state)?;
+        for (key, entry) in self.iter() {
+            map.serialize_entry(key, entry)?;
         }
         map.end()
     }

@@ -138,11 +138,12 @@ struct Started {
     resident_mib: (u64, u64),
 }
 
-/// A running `claim-ledger serve`, its stdout read on a thread of its own.
+/// A running `claim-ledger serve`, its stdout read on a thread of its own; killed if
+/// dropped before [`Serving::stop`] (a phase that failed leaves no process behind).
 struct Serving {
     child: std::process::Child,
     lines: mpsc::Receiver<String>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
     address: String,
     spawned: Instant,
     listening: Duration,
@@ -186,7 +187,7 @@ impl Serving {
         Serving {
             child,
             lines,
-            reader,
+            reader: Some(reader),
             address,
             listening: spawned.elapsed(),
             spawned,
@@ -252,7 +253,9 @@ impl Serving {
         assert!(sent.success(), "kill -INT failed");
         let status = self.child.wait().expect("wait for serve");
         assert!(status.success(), "serve exited with {status}");
-        let _ = self.reader.join();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         self.lines
             .try_iter()
             .find_map(|line| {
@@ -260,6 +263,16 @@ impl Serving {
                     .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
             })
             .expect("serve printed its head when it stopped")
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // After `stop` it has exited and been waited for: this does nothing then.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -1216,7 +1216,9 @@ impl LedgerView {
 impl Ledger {
     /// Appends `changes` and flushes them, the one append-and-flush path (the watcher, the
     /// API's denial records, `ingest`): when this returns `Ok`, every appended entry is
-    /// durable and published to readers.
+    /// durable and published to readers. A commit that appends nothing (every change a
+    /// duplicate, stale or ignored: a restart's lists) onto a head already durable does
+    /// not flush: there is nothing to make durable or to publish.
     pub fn commit(
         &mut self,
         changes: impl IntoIterator<Item = Change>,
@@ -1224,11 +1226,15 @@ impl Ledger {
     ) -> Result<Committed, LedgerError> {
         let outcomes = self.append_changes(changes, now)?;
         let started = std::time::Instant::now();
-        let durable_seq = self.flush()?;
+        let nothing_new = self.poisoned.is_none() && self.view.head.seq == self.view.durable_seq;
+        let (durable_seq, flush_time) = match nothing_new {
+            true => (self.view.durable_seq, None),
+            false => (self.flush()?, Some(started.elapsed())),
+        };
         Ok(Committed {
             outcomes,
             durable_seq,
-            flush_time: started.elapsed(),
+            flush_time,
         })
     }
 

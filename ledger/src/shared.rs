@@ -37,8 +37,9 @@ pub struct Committed {
     pub outcomes: Vec<AppendOutcome>,
     /// The durable head after the flush.
     pub durable_seq: u64,
-    /// How long the flush (the fsync and the high-water mark) took.
-    pub flush_time: Duration,
+    /// How long the flush (the fsync and the high-water mark) took; `None` when there was
+    /// none (nothing was appended, and the head was already durable).
+    pub flush_time: Option<Duration>,
 }
 
 impl SharedLedger {
@@ -176,6 +177,33 @@ mod tests {
         assert!(view.projection().object("pod-2").is_some());
         assert_eq!(view.history_of_uid("pod-2").unwrap().len(), 1);
         assert_ne!(check_of(&view, 2).seq, before.seq);
+    }
+
+    #[test]
+    fn a_commit_that_appends_nothing_neither_flushes_nor_publishes() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let ledger = Ledger::open_store(store, None, None, LedgerConfig::default()).unwrap();
+        let shared = SharedLedger::new(ledger);
+        let first = shared.commit([Change::Object(pod(1))], at(1)).unwrap();
+        assert!(first.flush_time.is_some());
+        let before = shared.view();
+        // A restart's list offers what is recorded already.
+        let again = shared.commit([Change::Object(pod(1))], at(2)).unwrap();
+        assert!(
+            matches!(again.outcomes[..], [crate::AppendOutcome::Duplicate { .. }]),
+            "{:?}",
+            again.outcomes
+        );
+        assert_eq!(again.flush_time, None);
+        assert_eq!(again.durable_seq, first.durable_seq);
+        assert!(
+            Arc::ptr_eq(&before, &shared.view()),
+            "nothing new is published"
+        );
+        let next = shared.commit([Change::Object(pod(2))], at(3)).unwrap();
+        assert!(next.flush_time.is_some());
+        assert_eq!(next.durable_seq, first.durable_seq + 1);
+        assert_eq!(shared.view().head().seq, next.durable_seq);
     }
 
     #[test]

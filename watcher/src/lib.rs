@@ -31,4 +31,7 @@ pub enum WatcherError {
     /// The cluster does not serve the agent-sandbox resources in a version this build reads.
     #[error("discovery: {0}")]
     Discovery(String),
+    /// The writer's thread could not start, or panicked.
+    #[error("the watcher's writer: {0}")]
+    Writer(String),
 }

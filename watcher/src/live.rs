@@ -253,53 +253,47 @@ pub async fn run(
         options.max_backlog,
     );
 
-    let mut writer = Writer {
+    let writer = Writer {
         ledger,
         readiness,
         streams,
         states,
     };
-    let mut merged = stream::select_all(event_streams);
     let max_batch = options.max_batch.max(1);
-    // Since when the events still to commit have waited. Events that were not ready when
-    // a batch was collected arrived after that moment; those left behind by a full batch
-    // arrived before it, so they keep the older time.
-    let mut waiting_since: Option<Instant> = None;
+    // The writer runs on a thread of its own, fed through a bounded queue, each event
+    // stamped with when it arrived: so a list's next page is fetched while the writer
+    // commits the last one (this task used to poll the streams only between commits),
+    // a writer that lags still stops the reading once the queue is full, and the
+    // backlog's age counts the time queued.
+    let (events, queued) =
+        tokio::sync::mpsc::channel::<(Instant, (usize, Observed))>(READ_AHEAD_BATCHES * max_batch);
+    let writing = std::thread::Builder::new()
+        .name("claim-ledger-writer".into())
+        .spawn(move || writer.write_queued(queued, max_batch))
+        .map_err(|e| WatcherError::Writer(format!("cannot start the writer's thread: {e}")))?;
+    let mut merged = stream::select_all(event_streams);
     loop {
-        if shutdown.as_mut().now_or_never().is_some() {
+        let next = futures::select! {
+            _ = shutdown => break,
+            // A writer that stopped has failed: its error is returned below, at once.
+            () = events.closed().fuse() => break,
+            next = merged.next().fuse() => next,
+        };
+        let Some(item) = next else { break };
+        if events.send((Instant::now(), item)).await.is_err() {
             break;
         }
-        let first = match merged.next().now_or_never() {
-            Some(Some(item)) => item,
-            Some(None) => break,
-            None => {
-                writer.readiness.set_backlog(None);
-                waiting_since = None;
-                futures::select! {
-                    _ = shutdown => break,
-                    next = merged.next().fuse() => match next {
-                        Some(item) => item,
-                        None => break,
-                    },
-                }
-            }
-        };
-        let collected_at = Instant::now();
-        let since = waiting_since.unwrap_or(collected_at);
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match merged.next().now_or_never() {
-                Some(Some(item)) => batch.push(item),
-                _ => break,
-            }
-        }
-        let full = batch.len() >= max_batch;
-        writer.readiness.set_backlog(Some((since, batch.len())));
-        tokio::task::block_in_place(|| writer.process(batch))?;
-        waiting_since = Some(if full { since } else { collected_at });
     }
-    Ok(())
+    // The writer commits what is queued, then ends.
+    drop(events);
+    match tokio::task::spawn_blocking(move || writing.join()).await {
+        Ok(Ok(written)) => written,
+        _ => Err(WatcherError::Writer("the writer's thread panicked".into())),
+    }
 }
+
+/// How many of the writer's batches the stream reader may queue ahead of it.
+const READ_AHEAD_BATCHES: usize = 2;
 
 /// The single writer: steps each stream's state machine with its events and performs
 /// the outputs.
@@ -313,6 +307,38 @@ struct Writer {
 }
 
 impl Writer {
+    /// Commits the queued events, up to `max_batch` at a time, until the queue is closed
+    /// and empty (or a commit fails).
+    fn write_queued(
+        mut self,
+        mut queued: tokio::sync::mpsc::Receiver<(Instant, (usize, Observed))>,
+        max_batch: usize,
+    ) -> Result<(), WatcherError> {
+        loop {
+            let (since, first) = match queued.try_recv() {
+                Ok(item) => item,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                    self.readiness.set_backlog(None);
+                    match queued.blocking_recv() {
+                        Some(item) => item,
+                        None => return Ok(()),
+                    }
+                }
+            };
+            // The queue is in arrival order: the first event has waited longest.
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match queued.try_recv() {
+                    Ok((_, item)) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            self.readiness.set_backlog(Some((since, batch.len())));
+            self.process(batch)?;
+        }
+    }
+
     fn process(&mut self, batch: Vec<(usize, Observed)>) -> Result<(), WatcherError> {
         let mut pending: Vec<Change> = Vec::new();
         let mut stepped = vec![false; self.streams.len()];
@@ -444,14 +470,16 @@ impl Writer {
             false => Vec::new(),
         };
         let committed = self.ledger.commit(pending.drain(..), Utc::now())?;
-        let micros = committed.flush_time.as_micros() as u64;
         if !described.is_empty() {
             self.log_recorded(&described, &committed.outcomes);
         }
-        self.readiness.count(|c| {
-            c.flushes += 1;
-            c.flush_micros += micros;
-        });
+        if let Some(flush_time) = committed.flush_time {
+            let micros = flush_time.as_micros() as u64;
+            self.readiness.count(|c| {
+                c.flushes += 1;
+                c.flush_micros += micros;
+            });
+        }
         Ok(())
     }
 }

@@ -1218,7 +1218,7 @@ impl Ledger {
     /// API's denial records, `ingest`): when this returns `Ok`, every appended entry is
     /// durable and published to readers. A commit that appends nothing (every change a
     /// duplicate, stale or ignored: a restart's lists) onto a head already durable does
-    /// not flush: there is nothing to make durable or to publish.
+    /// not flush, as there is nothing to make durable; its counters are published.
     pub fn commit(
         &mut self,
         changes: impl IntoIterator<Item = Change>,
@@ -1228,7 +1228,10 @@ impl Ledger {
         let started = std::time::Instant::now();
         let nothing_new = self.poisoned.is_none() && self.view.head.seq == self.view.durable_seq;
         let (durable_seq, flush_time) = match nothing_new {
-            true => (self.view.durable_seq, None),
+            true => {
+                self.publish();
+                (self.view.durable_seq, None)
+            }
             false => (self.flush()?, Some(started.elapsed())),
         };
         Ok(Committed {

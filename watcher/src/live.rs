@@ -288,7 +288,8 @@ pub async fn run(
     drop(events);
     match tokio::task::spawn_blocking(move || writing.join()).await {
         Ok(Ok(written)) => written,
-        _ => Err(WatcherError::Writer("the writer's thread panicked".into())),
+        Ok(Err(_)) => Err(WatcherError::Writer("its thread panicked".into())),
+        Err(e) => Err(WatcherError::Writer(format!("waiting for its thread: {e}"))),
     }
 }
 

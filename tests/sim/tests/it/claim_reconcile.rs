@@ -536,7 +536,9 @@ async fn shutdown_time_passes_on_the_wall_clock_while_serving() {
     let sim = running.simulator().clone();
     let client = running.client();
     let claims = ext(&client, "v1beta1", "SandboxClaim", "sandboxclaims");
-    let at = rfc3339(sim.now() + chrono::Duration::seconds(1));
+    // Far enough ahead that a loaded machine still sees the claim bound before it expires
+    // (one second was not, under a parallel build).
+    let at = rfc3339(sim.now() + chrono::Duration::seconds(4));
     post(
         &claims,
         claim_v1beta1(
@@ -551,7 +553,7 @@ async fn shutdown_time_passes_on_the_wall_clock_while_serving() {
         "soon"
     );
     // No request is made while waiting: the server's tick expires the claim.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let claim = sim.get(Resource::SandboxClaim, NS, "soon").unwrap();
         if ready(&claim).1 == "SandboxExpired" {

@@ -333,6 +333,15 @@ fn timeline(started: &Started) -> String {
     )
 }
 
+/// How many of the counted entries are of a kind that starts with `prefix`.
+fn counted(counts: &BTreeMap<String, u64>, prefix: &str) -> u64 {
+    counts
+        .iter()
+        .filter(|(kind, _)| kind.starts_with(prefix))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 fn show(counts: &BTreeMap<String, u64>) -> String {
     let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
     match parts.is_empty() {
@@ -407,11 +416,7 @@ fn main() {
         cold.head,
         show(&recorded)
     );
-    let objects: u64 = recorded
-        .iter()
-        .filter(|(kind, _)| kind.starts_with("object:"))
-        .map(|(_, n)| n)
-        .sum();
+    let objects = counted(&recorded, "object:");
     assert_eq!(objects, 4 * bindings, "the cold start records every object");
 
     // 3. Restarts on the same ledger, the cluster unchanged.
@@ -422,11 +427,7 @@ fn main() {
         let log = dir.path().join(format!("restart-{run}.log"));
         let restart = serve_until_ready(&db, &kubeconfig, &tokens, &log);
         let appended = entries_by_kind(db_arg, head + 1);
-        let gaps: u64 = appended
-            .iter()
-            .filter(|(kind, _)| kind.starts_with("watch_gap"))
-            .map(|(_, n)| n)
-            .sum();
+        let gaps = counted(&appended, "watch_gap");
         println!(
             "restart {run} (same ledger, unchanged cluster) until /readyz ready: {:.3} s ({}): {:.0}% of the cold start, {:.1}x the raw LIST; appended {}: {}",
             restart.ready.as_secs_f64(),
@@ -493,21 +494,13 @@ fn main() {
         final_head - written_head,
         show(&appended)
     );
-    let objects: u64 = recorded
-        .iter()
-        .filter(|(kind, _)| kind.starts_with("object:"))
-        .map(|(_, n)| n)
-        .sum();
+    let objects = counted(&recorded, "object:");
     assert_eq!(
         objects,
         4 * bindings,
         "the PostgreSQL writer records every object"
     );
-    let gaps: u64 = appended
-        .iter()
-        .filter(|(kind, _)| kind.starts_with("watch_gap"))
-        .map(|(_, n)| n)
-        .sum();
+    let gaps = counted(&appended, "watch_gap");
     if gaps != final_head - written_head {
         unexpected.push(format!("the PostgreSQL takeover: {}", show(&appended)));
     }

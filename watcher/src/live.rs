@@ -265,8 +265,7 @@ pub async fn run(
     // commits the last one (this task used to poll the streams only between commits),
     // a writer that lags still stops the reading once the queue is full, and the
     // backlog's age counts the time queued.
-    let (events, queued) =
-        tokio::sync::mpsc::channel::<(Instant, (usize, Observed))>(READ_AHEAD_BATCHES * max_batch);
+    let (events, queued) = tokio::sync::mpsc::channel::<Queued>(READ_AHEAD_BATCHES * max_batch);
     let writing = std::thread::Builder::new()
         .name("claim-ledger-writer".into())
         .spawn(move || writer.write_queued(queued, max_batch))
@@ -296,6 +295,9 @@ pub async fn run(
 /// How many of the writer's batches the stream reader may queue ahead of it.
 const READ_AHEAD_BATCHES: usize = 2;
 
+/// A queued event: when it arrived, and the index of the stream it came from.
+type Queued = (Instant, (usize, Observed));
+
 /// The single writer: steps each stream's state machine with its events and performs
 /// the outputs.
 struct Writer {
@@ -312,7 +314,7 @@ impl Writer {
     /// and empty (or a commit fails).
     fn write_queued(
         mut self,
-        mut queued: tokio::sync::mpsc::Receiver<(Instant, (usize, Observed))>,
+        mut queued: tokio::sync::mpsc::Receiver<Queued>,
         max_batch: usize,
     ) -> Result<(), WatcherError> {
         loop {

@@ -11,10 +11,10 @@
 //! A decoded entry that moved up and then changed is held twice: its old value by the
 //! table, which never changes, and its new one by the map. So once a quarter of the
 //! decoded entries have moved up, the writer folds the rest into the map and drops its
-//! reference to the table, once in a process's life (0.31 s of the writer's time for the
-//! 675k records left of 900k, timed once in a throwaway release-build test on 2 cores;
-//! checks go on reading the published view meanwhile). So a long-running writer holds at
-//! most a quarter of its decoded entries twice.
+//! reference to the table, once in a process's life: the append that folds the 600k
+//! records left of 800k took 0.48-0.51 s against a median of 22-24 ms (`cargo bench
+//! --bench memory`, phase 3, 2 cores); checks go on reading the published view meanwhile.
+//! So a long-running writer holds at most a quarter of its decoded entries twice.
 
 use std::sync::Arc;
 

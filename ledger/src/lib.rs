@@ -1844,16 +1844,21 @@ impl LedgerView {
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
         let (head_seq, head_hash) = read_head(self.store.as_ref())?;
         let mut frontier = CompactRange::new();
-        let mut report = verify::walk(
+        let mut replayed = Projection::unanswered();
+        let walked = verify::walk(
             self.store.as_ref(),
-            &mut Projection::unanswered(),
+            &mut replayed,
             &mut frontier,
             (0, Hash::ZERO),
             (head_seq, head_hash),
             verify::MissingSnapshot::Report,
             false,
             verify::WalkEnd::Head,
-        )?;
+        );
+        // The whole state at the head: freeing it here took 0.7 s of a 1.79M-entry
+        // ledger's verify, and a command exits before it would matter.
+        reclaim::later(replayed);
+        let mut report = walked?;
         self.check_store_identity(&mut report);
         if report.ok() {
             // Every stored checkpoint, past this view's head too: one past the log's end
@@ -1927,7 +1932,7 @@ impl LedgerView {
         }
         let mut projection = state_at(seq)?;
         let mut frontier = start_frontier(self.store.as_ref(), seq);
-        let mut report = verify::walk(
+        let walked = verify::walk(
             self.store.as_ref(),
             &mut projection,
             &mut frontier,
@@ -1936,7 +1941,9 @@ impl LedgerView {
             verify::MissingSnapshot::Report,
             false,
             verify::WalkEnd::Head,
-        )?;
+        );
+        reclaim::later(projection);
+        let mut report = walked?;
         self.check_store_identity(&mut report);
         Ok(report)
     }

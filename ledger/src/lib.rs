@@ -1273,7 +1273,7 @@ impl Ledger {
         // A large append is written in chunks by the committing thread while this one
         // derives the next chunk: each chunk is one atomic batch carrying its own head
         // record, so whatever reaches the disk is a verified prefix of the log.
-        let result = if changes.len() > 2 * PIPELINE_CHUNK {
+        let result = if changes.len() > 2 * PIPELINE_CHUNK && store.pipelines_commits() {
             let append = self.committer.begin(Arc::clone(&store))?;
             let derived = self.derive_and_write(changes, now, PIPELINE_CHUNK, |batch| {
                 append.send(batch).map_err(|()| {
@@ -2987,6 +2987,61 @@ mod tests {
             snapshot_every: 0,
             background_snapshots: false,
             ..LedgerConfig::default()
+        }
+    }
+
+    /// A memory store that counts its commits and says whether it takes an append's
+    /// chunks from the committing thread.
+    struct CountingCommits {
+        inner: store::MemoryStore,
+        pipelines: bool,
+        commits: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for CountingCommits {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan(&self, from: &[u8], to: &[u8], reverse: bool) -> store::Records<'_> {
+            self.inner.scan(from, to, reverse)
+        }
+        fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.commit(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+        fn kind(&self) -> &'static str {
+            "counting"
+        }
+        fn pipelines_commits(&self) -> bool {
+            self.pipelines
+        }
+    }
+
+    #[test]
+    fn a_large_append_is_one_commit_to_a_store_whose_commits_are_transactions() {
+        for pipelines in [true, false] {
+            let store = Arc::new(CountingCommits {
+                inner: store::MemoryStore::new(),
+                pipelines,
+                commits: Default::default(),
+            });
+            let mut ledger =
+                Ledger::open_store(store.clone(), None, None, without_snapshots()).unwrap();
+            let before = store.commits.load(std::sync::atomic::Ordering::SeqCst);
+            let changes = 8 * PIPELINE_CHUNK as u64;
+            ledger
+                .commit((1..=changes).map(pod).map(Change::Object), at(0))
+                .unwrap();
+            let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst) - before;
+            let expected = if pipelines { 8 } else { 1 };
+            assert_eq!(commits, expected, "pipelines_commits: {pipelines}");
+            // Either way the same log: every entry, verified.
+            assert_eq!(ledger.head().seq, changes);
+            assert!(ledger.verify().unwrap().ok());
         }
     }
 

@@ -54,6 +54,11 @@ fn json_logs_name_the_objects_and_the_binding_transitions() {
             );
         }
         assert_eq!(line["level"], "INFO");
+        // The object named is the one whose entry holds the transition (the watcher reads
+        // a batch's transitions back in one scan and pairs them by seq).
+        if line["kind"] == "SandboxClaim" {
+            assert_eq!(line["claim_uid"], line["uid"], "{line}");
+        }
     }
     assert!(
         lines.iter().any(|l| l["transition"] == "released"

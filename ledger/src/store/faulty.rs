@@ -157,6 +157,10 @@ impl Store for FaultyStore {
         self.inner.kind()
     }
 
+    fn pipelines_commits(&self) -> bool {
+        self.inner.pipelines_commits()
+    }
+
     fn try_become_writer(&self) -> Result<bool, StoreError> {
         self.dead()?;
         self.inner.try_become_writer()

@@ -1725,6 +1725,12 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    /// Every commit is a transaction (a lock on the head, the rows, a notification): one
+    /// per append, not one per chunk of it.
+    fn pipelines_commits(&self) -> bool {
+        false
+    }
+
     fn wait_for_change(&self, timeout: Duration) -> bool {
         if !self.listening.swap(true, Ordering::SeqCst) {
             if let Some(jobs) = &self.jobs {

@@ -1798,13 +1798,23 @@ impl LedgerView {
 
     /// The stored entries at these seqs; seqs not yet written (the batch in flight) are skipped.
     fn read_seqs(&self, seqs: impl Iterator<Item = u64>) -> Result<Vec<StoredEntry>, LedgerError> {
-        let mut out = Vec::new();
-        for seq in seqs {
-            if let Some(entry) = self.entry(seq)? {
-                out.push(entry);
-            }
+        self.entries_at(&seqs.collect::<Vec<_>>())
+    }
+
+    /// The stored entries at `seqs`, in their order, skipping those past this view's head
+    /// or not stored (as [`LedgerView::entry`] answers `None`). Read together: a history's
+    /// entries are scattered through the log, and in a database each read is a round trip.
+    pub fn entries_at(&self, seqs: &[u64]) -> Result<Vec<StoredEntry>, LedgerError> {
+        let keys: Vec<Vec<u8>> = seqs
+            .iter()
+            .filter(|&&seq| seq <= self.head.seq)
+            .map(|&seq| keys::seq_key(keys::ENTRY, seq).to_vec())
+            .collect();
+        let mut entries = Vec::with_capacity(keys.len());
+        for value in self.store.get_many(&keys)?.into_iter().flatten() {
+            entries.push(decode_stored(&value)?);
         }
-        Ok(out)
+        Ok(entries)
     }
 
     /// The projection as of `seq` (after applying it), from the nearest snapshot.

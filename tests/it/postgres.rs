@@ -945,6 +945,38 @@ fn one_writer_at_a_time_and_readers_alongside() {
 }
 
 #[test]
+fn many_records_are_read_together_in_the_order_asked_missing_ones_as_none() {
+    use ledger::store::{Batch, Store};
+    let pg = Postgres::start();
+    pg.create_database("many");
+    let dir = tempfile::tempdir().unwrap();
+    let store = raw_store(&pg.url("many"), dir.path(), true);
+    assert!(store.try_become_writer().unwrap());
+    // More keys than one query reads, so the answer comes from several.
+    let key = |n: u32| format!("k{n:05}").into_bytes();
+    let mut batch = Batch::default();
+    for n in (0..1500).step_by(2) {
+        batch.insert(key(n), format!("value {n}").into_bytes());
+    }
+    store.commit(batch).unwrap();
+    let asked: Vec<Vec<u8>> = [1499, 0, 3, 4, 4, 1498, 7000]
+        .into_iter()
+        .chain((0..1200).rev())
+        .map(key)
+        .collect();
+    let together = store.get_many(&asked).unwrap();
+    let one_by_one: Vec<Option<Vec<u8>>> = asked.iter().map(|k| store.get(k).unwrap()).collect();
+    assert_eq!(together, one_by_one);
+    assert_eq!(together[1].as_deref(), Some(&b"value 0"[..]));
+    assert_eq!(together[0], None);
+    assert_eq!(
+        (together[3].clone(), together[4].clone()),
+        (Some(b"value 4".to_vec()), Some(b"value 4".to_vec()))
+    );
+    assert_eq!(together.iter().flatten().count(), 4 + 600);
+}
+
+#[test]
 fn a_database_without_a_ledger_is_refused_and_left_as_it_was() {
     let pg = Postgres::start();
     pg.create_database("empty");

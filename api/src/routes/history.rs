@@ -58,17 +58,9 @@ pub(super) async fn history(
         let ledger = service.read()?;
         let seqs = selection.seqs(ledger.projection())?;
         let start = seqs.partition_point(|seq| *seq <= after);
-        let mut stored = Vec::with_capacity(limit.min(seqs.len() - start));
-        let mut more = false;
-        for seq in &seqs[start..] {
-            if stored.len() == limit {
-                more = true;
-                break;
-            }
-            if let Some(entry) = ledger.entry(*seq)? {
-                stored.push(entry);
-            }
-        }
+        let page = &seqs[start..seqs.len().min(start.saturating_add(limit))];
+        let more = start + page.len() < seqs.len();
+        let stored = ledger.entries_at(page)?;
         let head = ledger.head().seq;
         drop(ledger);
         page_response(&stored, more, head)
@@ -139,12 +131,7 @@ pub(super) async fn timeline(
             .then(|| page.last().copied())
             .flatten();
         let read = |seqs: &mut dyn Iterator<Item = u64>| -> Result<Vec<StoredEntry>, ApiError> {
-            Ok(seqs
-                .map(|seq| ledger.entry(seq))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten()
-                .collect())
+            Ok(ledger.entries_at(&seqs.collect::<Vec<_>>())?)
         };
         let entries = read(&mut page.iter().copied())?;
         // Each subject's last entry before the page: what its first event changed from.

@@ -138,6 +138,11 @@ impl Store for FaultyStore {
         self.inner.get(key)
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.dead()?;
+        self.inner.get_many(keys)
+    }
+
     fn scan(&self, from: &[u8], to: &[u8], reverse: bool) -> Records<'_> {
         if let Err(e) = self.dead() {
             return Box::new(std::iter::once(Err(e)));

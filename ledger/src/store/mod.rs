@@ -47,6 +47,12 @@ pub type SnapshotEncoder<'a> = &'a mut dyn FnMut(&mut dyn std::io::Write) -> std
 pub trait Store: Send + Sync {
     /// The value stored under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The values stored under `keys`, in their order (`None` where nothing is). The
+    /// default reads them one at a time; a store where a read is a round trip to a server
+    /// reads them together (a history of hundreds of entries, read for an incident).
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
     /// Records with `from <= key <= to`, ascending, or descending when `reverse`.
     fn scan(&self, from: &[u8], to: &[u8], reverse: bool) -> Records<'_>;
     /// Applies every write of `batch` atomically.

@@ -92,6 +92,9 @@ const WRITER_LOCK: i64 = 0x636c_6169_6d6c_6564;
 /// Rows fetched per round trip by a scan.
 const PAGE: i64 = 512;
 
+/// Keys read by one query of [`Store::get_many`]: a page's worth.
+const GET_MANY_KEYS: usize = PAGE as usize;
+
 /// The channel every commit notifies and followers listen on.
 pub const CHANNEL: &str = "claim_ledger_changes";
 
@@ -135,6 +138,8 @@ pub struct PostgresOptions {
 /// What the worker thread is asked to do.
 enum Job {
     Get(Vec<u8>, mpsc::Sender<Result<Option<Vec<u8>>, StoreError>>),
+    /// Several records in one query: `(key, value)` for each key stored.
+    GetMany(Vec<Vec<u8>>, mpsc::Sender<Result<Vec<Record>, StoreError>>),
     Page {
         from: Vec<u8>,
         to: Vec<u8>,
@@ -156,6 +161,7 @@ impl Job {
         // A caller that gave up waiting has nobody to tell.
         let _ = match self {
             Job::Get(_, reply) => reply.send(Err(error)).is_ok(),
+            Job::GetMany(_, reply) => reply.send(Err(error)).is_ok(),
             Job::Page { reply, .. } => reply.send(Err(error)).is_ok(),
             Job::Commit(_, reply) => reply.send(Err(error)).is_ok(),
             Job::SnapshotSeqs(reply) => reply.send(Err(error)).is_ok(),
@@ -871,6 +877,21 @@ async fn serve_jobs(
                     .map_err(|e| db_error("reading a record", e));
                 let _ = reply.send(result);
             }
+            Job::GetMany(keys, reply) => {
+                let result = client
+                    .query(
+                        &format!("SELECT key, value FROM {TABLE} WHERE key = ANY($1::bytea[])"),
+                        &[&keys],
+                    )
+                    .await
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                            .collect()
+                    })
+                    .map_err(|e| db_error("reading records", e));
+                let _ = reply.send(result);
+            }
             Job::Page {
                 from,
                 to,
@@ -1491,6 +1512,18 @@ impl Store for PostgresStore {
             };
         }
         self.ask(|reply| Job::Get(key.to_vec(), reply))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        // Snapshots are read from their chunks, one at a time.
+        if keys.len() < 2 || keys.iter().any(|key| snapshot_seq(key).is_some()) {
+            return keys.iter().map(|key| self.get(key)).collect();
+        }
+        let mut found = std::collections::HashMap::with_capacity(keys.len());
+        for some in keys.chunks(GET_MANY_KEYS) {
+            found.extend(self.ask(|reply| Job::GetMany(some.to_vec(), reply))?);
+        }
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
 
     fn scan(&self, from: &[u8], to: &[u8], reverse: bool) -> Records<'_> {

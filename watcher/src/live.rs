@@ -441,21 +441,21 @@ impl Writer {
                 with_transitions.push((*seq, (kind, namespace, name, uid)));
             }
         }
-        let (Some(&(first, _)), Some(&(last, _))) =
-            (with_transitions.first(), with_transitions.last())
-        else {
+        if with_transitions.is_empty() {
             return;
+        }
+        // Read back together: a read per entry is a round trip to a database store
+        // (PostgreSQL), and these reads once took two thirds of a replica's cold start.
+        let seqs: Vec<u64> = with_transitions.iter().map(|(seq, _)| *seq).collect();
+        let stored = match self.ledger.view().entries_at(&seqs) {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the recorded entries back to log their binding transitions");
+                return;
+            }
         };
-        // The transitions are read back in one scan of the batch's entries: a read per
-        // entry is a round trip to a database store (PostgreSQL), and these reads once
-        // took two thirds of a replica's cold start.
-        let ledger = self.ledger.view();
-        let mut stored = ledger
-            .entries(first, last)
-            .filter_map(Result::ok)
-            .peekable();
+        let mut stored = stored.into_iter().peekable();
         for (seq, (kind, namespace, name, uid)) in with_transitions {
-            while stored.next_if(|stored| stored.entry.seq < seq).is_some() {}
             let Some(stored) = stored.next_if(|stored| stored.entry.seq == seq) else {
                 continue;
             };

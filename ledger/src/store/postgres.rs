@@ -884,11 +884,7 @@ async fn serve_jobs(
                         &[&keys],
                     )
                     .await
-                    .map(|rows| {
-                        rows.iter()
-                            .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
-                            .collect()
-                    })
+                    .map(|rows| key_values(&rows))
                     .map_err(|e| db_error("reading records", e));
                 let _ = reply.send(result);
             }
@@ -905,11 +901,7 @@ async fn serve_jobs(
                 let result = client
                     .query(&sql, &[&from, &to])
                     .await
-                    .map(|rows| {
-                        rows.iter()
-                            .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
-                            .collect()
-                    })
+                    .map(|rows| key_values(&rows))
                     .map_err(|e| db_error("scanning records", e));
                 let _ = reply.send(result);
             }
@@ -989,6 +981,13 @@ impl Connector {
             )),
         }
     }
+}
+
+/// The (key, value) pairs of rows selected as `key, value`.
+fn key_values(rows: &[tokio_postgres::Row]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    rows.iter()
+        .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+        .collect()
 }
 
 /// Whether a session failed before reaching the server (no address, no TCP connection):

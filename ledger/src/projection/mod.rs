@@ -919,13 +919,18 @@ impl Projection {
         pods.extend(self.children_of_kind(sandbox, ObjectKind::Pod));
     }
 
+    /// The live PVCs a Sandbox controls: in its own namespace only, since a claim made
+    /// elsewhere naming it by uid is no workspace of it (owner references do not cross
+    /// namespaces) and must neither join nor break its binding.
     fn live_pvcs_of(&self, sandbox: &str) -> Vec<&ObjectRecord> {
+        let namespace = self.object(sandbox).map(|s| &s.current.namespace);
         self.uids
             .get(sandbox)
             .into_iter()
             .flat_map(|state| state.children.iter())
             .filter_map(|uid| self.object(uid))
             .filter(|r| r.current.kind == ObjectKind::PersistentVolumeClaim && !r.gone())
+            .filter(|r| namespace.is_none_or(|namespace| r.current.namespace == *namespace))
             .collect()
     }
     fn reevaluate(
@@ -1353,6 +1358,18 @@ impl Projection {
                     ),
                 )
             })?;
+        // Owner references never cross namespaces (Kubernetes' garbage collector treats
+        // one that does as absent), but the API server stores them: a pod elsewhere naming
+        // a tenant's Sandbox by uid must not borrow its binding.
+        if sandbox.current.namespace != pod.current.namespace {
+            return Err(fail(
+                Reason::OwnerChainBroken,
+                format!(
+                    "the pod's Sandbox uid {} is in namespace {}, not the pod's {}",
+                    owner.uid, sandbox.current.namespace, pod.current.namespace
+                ),
+            ));
+        }
         if sandbox.current.is_terminating() {
             return Err(fail(
                 Reason::OwnerChainBroken,
@@ -1978,6 +1995,69 @@ mod tests {
             ));
             assert_eq!(self.check("p2", "pod-2").decision, Verdict::Allow);
         }
+    }
+
+    /// `object` moved to namespace `namespace`.
+    fn in_namespace(mut object: Value, namespace: &str) -> Value {
+        object["metadata"]["namespace"] = json!(namespace);
+        object
+    }
+
+    #[test]
+    fn owner_references_across_namespaces_neither_bind_nor_break_a_binding() {
+        let mut run = Run::bound();
+        // A pod in another namespace naming the tenant's Sandbox by uid.
+        run.apply(in_namespace(
+            pod("p", "pod-x", 20, vec![owner(SB, "Sandbox", "sb", "sb-1")]),
+            "evil",
+        ));
+        let request = CheckRequest {
+            namespace: "evil".into(),
+            pod_name: "p".into(),
+            pod_uid: "pod-x".into(),
+            require_claim: true,
+            ..CheckRequest::default()
+        };
+        let decision = run.projection.check(&request, true);
+        assert_eq!(
+            decision.reason,
+            Some(Reason::OwnerChainBroken),
+            "{decision:?}"
+        );
+        assert!(
+            decision
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("namespace ns, not the pod's evil")),
+            "{decision:?}"
+        );
+        // A PVC elsewhere naming it, on a volume already bound under another claim: the
+        // tenant's binding keeps its own workspace and stays allowed.
+        run.bind_second();
+        run.apply(in_namespace(
+            pvc(
+                "ws-sb",
+                "pvc-x",
+                21,
+                vec![
+                    owner(SB, "Sandbox", "sb", "sb-1"),
+                    owner(SB, "Sandbox", "sb2", "sb-2"),
+                ],
+                "pv-1",
+            ),
+            "evil",
+        ));
+        let decision = run.check("p", "pod-1");
+        assert_eq!(decision.decision, Verdict::Allow, "{decision:?}");
+        assert!(run.projection.live_pvcs_of("sb-1").len() == 1);
+        assert!(
+            !run.transitions.iter().any(|t| matches!(
+                t,
+                Transition::Released { .. } | Transition::WorkspaceReused { .. }
+            )),
+            "{:?}",
+            run.transitions
+        );
     }
 
     /// A projection with every index in use: two bindings, a released one, a reused

@@ -363,10 +363,11 @@ impl Service {
         Ok(self.inner.ledger.view())
     }
 
-    /// Freshness check 7 for this replica: the watchers are synced and the ledger was
-    /// verified at open (not a forensic, read-only open of a corrupt ledger).
+    /// Freshness check 7 for this replica: the watchers are synced, the ledger was
+    /// verified at open (not a forensic, read-only open of a corrupt ledger), and it has
+    /// not stopped (a writer whose flush failed published entries the disk may lack).
     pub(crate) fn ready(&self, ledger: &LedgerView) -> bool {
-        ledger.corruption().is_none() && self.inner.freshness.ready()
+        ledger.corruption().is_none() && ledger.stopped().is_none() && self.inner.freshness.ready()
     }
 }
 

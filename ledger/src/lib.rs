@@ -478,6 +478,9 @@ pub struct LedgerView {
     corruption: Option<VerifyFailure>,
     /// Whether the ledger this view was published by appends (see [`Ledger::is_writer`]).
     writer: bool,
+    /// Why the ledger that published this view stopped (a failed write or flush, a log
+    /// that no longer verifies): its projection may then hold entries the disk does not.
+    stopped: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for LedgerView {
@@ -916,6 +919,7 @@ impl Ledger {
                 foreign,
                 corruption: early_failure,
                 writer: false,
+                stopped: None,
             };
             return Ok(Ledger {
                 published: Arc::new(ArcSwap::from_pointee(view.clone())),
@@ -995,6 +999,7 @@ impl Ledger {
             foreign,
             corruption: report.failure,
             writer: true,
+            stopped: None,
         };
         let published = Arc::new(ArcSwap::from_pointee(view.clone()));
         let mut ledger = Ledger {
@@ -1035,6 +1040,7 @@ impl Ledger {
     fn publish(&self) {
         let mut view = self.view.clone();
         view.writer = self.view.writer && self.poisoned.is_none();
+        view.stopped = self.poisoned.as_deref().map(Arc::from);
         let previous = self.published.swap(Arc::new(view));
         // Readers still holding it free it when they let go; if none does, its projection
         // is freed off this thread (`reclaim`).
@@ -1200,6 +1206,13 @@ impl LedgerView {
     /// The verification failure found at open (only with `allow_corrupt`).
     pub fn corruption(&self) -> Option<&VerifyFailure> {
         self.corruption.as_ref()
+    }
+
+    /// Why the ledger that published this view stopped writing or following, if it did.
+    /// Such a view may hold entries that never became durable (or that a follower could
+    /// not verify past), so it must not answer checks as fresh.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
     }
 
     /// Counters since open.

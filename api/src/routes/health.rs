@@ -13,21 +13,23 @@ pub(super) async fn healthz() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-/// `GET /readyz`: 200 when the watchers are synced and the ledger verified at open.
+/// `GET /readyz`: 200 when the watchers are synced, the ledger verified at open and not
+/// stopped by a failed write.
 pub(super) async fn readyz(State(service): State<Service>) -> Result<Response, ApiError> {
-    let (verified, corruption, head) = {
+    let (verified, corruption, stopped, head) = {
         let ledger = service.read()?;
         (
             ledger.corruption().is_none(),
             ledger.corruption().map(ToString::to_string),
+            ledger.stopped().map(str::to_string),
             ledger.head().seq,
         )
     };
     let watchers_ready = service.inner.freshness.ready();
-    let ready = verified && watchers_ready;
+    let ready = verified && stopped.is_none() && watchers_ready;
     let body = serde_json::json!({
         "ready": ready,
-        "ledger": {"verified_at_open": verified, "corruption": corruption, "head_seq": head},
+        "ledger": {"verified_at_open": verified, "corruption": corruption, "stopped": stopped, "head_seq": head},
         "watchers": {"ready": watchers_ready, "report": service.inner.freshness.report()},
     });
     let status = if ready {

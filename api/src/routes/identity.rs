@@ -83,6 +83,10 @@ pub(super) async fn binding(
     let pod_uid = path_uid(path)?;
     let ledger = service.read()?;
     let ready = service.ready(&ledger);
+    // Before the lookup: a pod the ledger has not seen yet is unknown only to a fresh one.
+    if !ready {
+        return Err(ApiError::NotReady("the watchers are not synced".into()));
+    }
     let Some(pod) = ledger
         .projection()
         .object(&pod_uid)

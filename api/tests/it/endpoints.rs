@@ -73,8 +73,17 @@ async fn readiness_gates_checks_and_bindings() {
         (status, body["error"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
     );
+    // A pod the unsynced ledger has not seen is not known to be unbound either.
+    let (status, body) = server.get(&format!("/v1/bindings/{POD2}")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")),
+        "{body}"
+    );
 
     server.set_ready(true);
+    let (status, body) = server.get(&format!("/v1/bindings/{POD2}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = server.get("/readyz").await;
     assert_eq!(
         (status, body["ready"].as_bool()),

@@ -232,8 +232,20 @@ fn a_failed_write_refuses_further_writes_until_reopened() {
     ));
     let mark = Arc::new(MemoryHighWater::default());
     let mut ledger = open(faulty, &mark).unwrap();
+    let reader = ledger.reader();
     let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+    assert_eq!(reader.view().stopped(), None);
     assert!(ledger.append((1..=3).map(pod), at).is_err());
+    // What readers see now holds entries the store may not: it says the writer stopped,
+    // so that no one answers from it as fresh.
+    let view = reader.view();
+    assert!(view.head().seq > view.durable_seq());
+    assert!(
+        view.stopped()
+            .is_some_and(|why| why.contains("commit #1 failed")),
+        "{:?}",
+        view.stopped()
+    );
     assert!(matches!(
         ledger.append((4..=4).map(pod), at),
         Err(LedgerError::Poisoned(_))

@@ -520,8 +520,13 @@ pub async fn run_serve(
     stop: watch::Sender<bool>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
+        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    // A stream that cannot connect must report an error often enough for readiness to
+    // tell it from one that recovered quietly (`watcher::live::CONNECT_TIMEOUT`).
+    config.connect_timeout = Some(watcher::live::CONNECT_TIMEOUT);
+    let client = kube::Client::try_from(config)
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     let running = start(client, ledger, options, api_args, shutdown).await?;
     println!("claim-ledger API listening on http://{}", running.address);

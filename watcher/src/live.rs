@@ -117,6 +117,29 @@ async fn discover_kind(
         .ok_or_else(|| WatcherError::Discovery(format!("{group}/{version} serves no {kind}")))
 }
 
+/// The longest wait before retrying a failed watch or list, before jitter (which adds up
+/// to as much again). kube-runtime's default waits up to 30 s plus as much jitter: a
+/// stream still failing could then go a minute without an error, longer than
+/// [`crate::readiness`] counts a quiet failing stream as recovered.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// How long the client may take to connect to the API server (kube's default is 30 s):
+/// with [`MAX_RETRY_DELAY`] it bounds the time between two errors of a stream whose API
+/// server is unreachable. `serve` builds its client with it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Retries of a failed watch or list: 0.8 s doubling up to [`MAX_RETRY_DELAY`], jittered;
+/// reset by any success.
+fn retry_schedule() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(MAX_RETRY_DELAY)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// The events of a kube-runtime watcher over `api` (with backoff on errors), each object
 /// read once, tagged with the stream's `index`.
 fn tagged<K>(
@@ -146,7 +169,7 @@ where
         ))
     };
     watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(retry_schedule())
         .map(move |event| {
             let observed = match event {
                 Ok(Event::Init) => Observed::Init,

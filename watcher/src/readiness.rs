@@ -10,9 +10,17 @@ use serde::Serialize;
 
 use crate::stream::{Phase, Stream, StreamState};
 
-/// How long after its last error a failing stream counts as recovered: longer than the
-/// watcher's longest backoff, so a stream still retrying keeps reporting errors within it.
+/// How long after its last error a failing stream that has shown nothing since counts as
+/// recovered (a watch resumed on a quiet resource sends no event to say so): longer than
+/// the longest wait between two errors of a stream still failing, the watcher's longest
+/// retry delay doubled by jitter plus the client's connect timeout, so that a stream
+/// still retrying keeps reporting errors within it.
 const RECOVERED_AFTER: Duration = Duration::from_secs(40);
+
+const _: () = assert!(
+    RECOVERED_AFTER.as_secs()
+        > 2 * crate::live::MAX_RETRY_DELAY.as_secs() + crate::live::CONNECT_TIMEOUT.as_secs()
+);
 
 /// The default of [`crate::WatchOptions::max_backlog`]: a few group commits' worth of slack
 /// on a slow disk, far less than the time a deleted pod takes to be replaced.
@@ -71,12 +79,16 @@ impl StreamStatus {
     }
 
     /// Whether this stream lets checks be answered at `now`: it has listed, and it has not
-    /// been failing (with an error lately) for longer than `unready_after`.
+    /// been failing for longer than `unready_after`, where a failure lasts until the stream
+    /// shows it works (a watch event, or the end of the list it restarted with: until
+    /// then the ledger lacks what the list will find deleted) or, for a stream showing
+    /// nothing, until its last error is [`RECOVERED_AFTER`] old.
     fn serves_checks(&self, now: Instant, unready_after: Duration) -> bool {
-        let recovering = self
-            .last_error_instant
-            .is_some_and(|at| now.saturating_duration_since(at) < RECOVERED_AFTER);
-        let failing_too_long = recovering
+        let still_failing = self.state == StreamCondition::Listing
+            || self
+                .last_error_instant
+                .is_some_and(|at| now.saturating_duration_since(at) < RECOVERED_AFTER);
+        let failing_too_long = still_failing
             && self
                 .failing_since_instant
                 .is_some_and(|since| now.saturating_duration_since(since) > unready_after);
@@ -226,8 +238,8 @@ impl Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{step, Moment, StreamInput};
-    use schemas::ObjectKind;
+    use crate::stream::{step, Moment, ObservedObject, StreamInput};
+    use schemas::{ObjectKind, WatchEventType};
 
     fn pods() -> Stream {
         Stream {
@@ -356,6 +368,23 @@ mod tests {
         let status = StreamStatus::of(&stream, &relisting);
         assert_eq!(status.state, StreamCondition::Listing);
         assert!(!status.serves_checks(at(60), grace));
+        // Nor are its pages: until the list ends the ledger lacks what it will find
+        // deleted, however long ago the last error was.
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "pod-1", "resourceVersion": "7"}});
+        let page = StreamInput::Object(ObservedObject::new(
+            WatchEventType::Added,
+            true,
+            Some("pod-1".into()),
+            Some("7".into()),
+            &pod,
+        ));
+        let (relisting, _) = step(&stream, relisting, page, later);
+        let status = StreamStatus::of(&stream, &relisting);
+        assert_eq!(status.state, StreamCondition::Listing);
+        assert_eq!(status.failing_since, Some(start.utc));
+        assert!(!status.serves_checks(at(60), grace));
+        assert!(!status.serves_checks(at(35) + 2 * RECOVERED_AFTER, grace));
         let (recovered, _) = step(
             &stream,
             relisting,

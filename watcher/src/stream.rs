@@ -242,7 +242,13 @@ pub fn step(
                 Ok(None) => {}
                 Err(error) => outputs.push(StreamOutput::Rejected { error }),
             }
-            recover(&mut state);
+            if object.initial {
+                // A page of a list is progress, not recovery: until the list ends the
+                // ledger still lacks the deletions it will find.
+                resume_list(&mut state);
+            } else {
+                recover(&mut state);
+            }
         }
         StreamInput::ListDone { recorded } => {
             // Without a list under way (kube-runtime always sends `Init` first) the list
@@ -290,6 +296,19 @@ pub fn step(
         }
     }
     (state, outputs)
+}
+
+/// A list interrupted by a failure goes on: listing again, still failing since the
+/// failure began (see [`recover`]).
+fn resume_list(state: &mut StreamState) {
+    if let Phase::Failing {
+        interrupted_list: Some(listed),
+    } = &mut state.phase
+    {
+        state.phase = Phase::Listing {
+            listed: std::mem::take(listed),
+        };
+    }
 }
 
 /// A request succeeded: the run of failures is over.

@@ -3044,6 +3044,57 @@ mod tests {
         }
     }
 
+    /// A memory store whose point reads of entries fail once armed (its scans work): a
+    /// read that fails on one thread after another thread read the same entry fine.
+    struct FailingEntryReads {
+        inner: store::MemoryStore,
+        armed: std::sync::atomic::AtomicBool,
+    }
+
+    impl Store for FailingEntryReads {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            if self.armed.load(std::sync::atomic::Ordering::SeqCst) && key[0] == keys::ENTRY {
+                return Err(StoreError::Damaged("a read failed".into()));
+            }
+            self.inner.get(key)
+        }
+        fn scan(&self, from: &[u8], to: &[u8], reverse: bool) -> store::Records<'_> {
+            self.inner.scan(from, to, reverse)
+        }
+        fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+            self.inner.commit(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+        fn kind(&self) -> &'static str {
+            "failing-entry-reads"
+        }
+    }
+
+    #[test]
+    fn a_chain_check_that_cannot_read_where_a_chunk_starts_fails_rather_than_skips_it() {
+        let store = Arc::new(FailingEntryReads {
+            inner: store::MemoryStore::new(),
+            armed: Default::default(),
+        });
+        let mut ledger =
+            Ledger::open_store(store.clone(), None, None, without_snapshots()).unwrap();
+        ledger.append((1..=100).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        let head = read_head(store.as_ref()).unwrap();
+        let healthy = verify::walk_chain_in_chunks(store.as_ref(), 0, Hash::ZERO, head, 4).unwrap();
+        assert!(healthy.ok(), "{:?}", healthy.failure);
+        assert_eq!((healthy.entries, healthy.verified_seq), (100, 100));
+
+        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = verify::walk_chain_in_chunks(store.as_ref(), 0, Hash::ZERO, head, 4).unwrap();
+        let failure = report.failure.expect("three chunks could not be checked");
+        assert_eq!(failure.seq, 25, "{failure}");
+        assert_eq!(failure.kind, FailureKind::StoreDamaged, "{failure}");
+        assert!(report.verified_seq < 100);
+    }
+
     #[test]
     fn a_large_append_is_one_commit_to_a_store_whose_commits_are_transactions() {
         for pipelines in [true, false] {

@@ -802,6 +802,20 @@ pub(crate) fn walk_chain(
     start_hash: Hash,
     head: (u64, Hash),
 ) -> Result<VerifyReport, LedgerError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8) as u64;
+    walk_chain_in_chunks(store, start_seq, start_hash, head, threads)
+}
+
+/// [`walk_chain`] over `threads` chunks, one thread each.
+pub(crate) fn walk_chain_in_chunks(
+    store: &dyn Store,
+    start_seq: u64,
+    start_hash: Hash,
+    head: (u64, Hash),
+    threads: u64,
+) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::starting(start_seq, start_hash, head.0);
     let trailing = match store
         .scan(
@@ -821,9 +835,6 @@ pub(crate) fn walk_chain(
         }
     };
     let total = head.0.saturating_sub(start_seq);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8) as u64;
     let chunk = total.div_ceil(threads.max(1)).max(1);
     let ranges: Vec<(u64, u64)> = (0..threads)
         .map(|i| {
@@ -852,7 +863,9 @@ pub(crate) fn walk_chain(
             })
             .collect()
     });
-    for result in results {
+    // In order, each chunk continuing the one before to its own end: a chunk that checked
+    // less than its range without a failure is never taken as a pass.
+    for (result, &(_, to)) in results.into_iter().zip(&ranges) {
         let chunk = result?;
         report.entries += chunk.verified;
         if let Some(last) = chunk.last {
@@ -861,6 +874,17 @@ pub(crate) fn walk_chain(
         }
         if let Some(failure) = chunk.failure {
             report.failure = Some(failure);
+            return Ok(report);
+        }
+        if report.verified_seq != to {
+            report.failure = Some(VerifyFailure {
+                seq: report.verified_seq + 1,
+                kind: FailureKind::SeqGap,
+                detail: format!(
+                    "the chain was checked to entry {} of {}",
+                    report.verified_seq, head.0
+                ),
+            });
             return Ok(report);
         }
     }
@@ -904,15 +928,28 @@ fn check_chunk(
     let mut previous = if from == start_seq + 1 {
         start_hash
     } else {
+        // A chunk that cannot read the hash it chains from fails rather than checks
+        // nothing: the chunk before may have read that entry fine (a read that failed
+        // once), and a passing report must cover every entry. When the chunk before saw
+        // the same, its failure comes first in the report.
         let before = match store.get(&keys::seq_key(keys::ENTRY, from - 1)) {
             Ok(before) => before,
-            // The chunk before reports the unreadable entry, which comes first.
-            Err(_) => return Ok(result),
+            Err(e) if e.is_unavailable() => return Err(LedgerError::Storage(e)),
+            Err(e) => {
+                result.failure = Some(unreadable(from - 1, &e));
+                return Ok(result);
+            }
         };
         match before.as_deref().and_then(Hash::from_slice) {
             Some(hash) => hash,
-            // The chunk before reports the missing entry, which comes first.
-            None => return Ok(result),
+            None => {
+                result.failure = Some(VerifyFailure {
+                    seq: from - 1,
+                    kind: FailureKind::SeqGap,
+                    detail: format!("entry {} is missing or shorter than a hash", from - 1),
+                });
+                return Ok(result);
+            }
         }
     };
     let mut expected = from;

@@ -124,7 +124,12 @@ pub(crate) struct Inner {
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
     /// One permit per replayed state being built or written (`max_replays`).
     pub(crate) replays: Arc<tokio::sync::Semaphore>,
+    /// One permit per export bundle being written ([`MAX_BUNDLES`]).
+    pub(crate) bundles: Arc<tokio::sync::Semaphore>,
 }
+
+/// Export bundles written at once: each spools its entries to the temporary disk.
+const MAX_BUNDLES: usize = 1;
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,6 +185,7 @@ impl Service {
         let denials = Arc::new(Denials::new(MAX_PENDING_DENIALS));
         let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
         let replays = Arc::new(tokio::sync::Semaphore::new(options.max_replays));
+        let bundles = Arc::new(tokio::sync::Semaphore::new(MAX_BUNDLES));
         let metrics = Metrics::new(
             ledger.reader(),
             Arc::clone(&freshness),
@@ -197,6 +203,7 @@ impl Service {
                 clock,
                 permits,
                 replays,
+                bundles,
             }),
         })
     }

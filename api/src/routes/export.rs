@@ -189,41 +189,44 @@ fn previous_checkpoint(
     }
 }
 
-/// A tar export bundle, spooled to a temporary file (tar headers carry sizes) under one
-/// read lock per page of entries, then streamed.
+/// A tar export bundle: planned (checkpoint, proofs) before the response head, so a range
+/// it cannot cover is a client error; then written as the client reads it, one bundle at
+/// a time. Its archive spools the entries to a temporary file first (tar headers carry
+/// sizes), under one read of the ledger per page, which the request timeout no longer
+/// bounds: a whole large ledger's bundle takes longer than a request may wait for its head.
 async fn export_bundle(
     service: Service,
     from: u64,
     to: Option<u64>,
     previous: Option<schemas::checkpoint::Checkpoint>,
 ) -> Result<Response, ApiError> {
-    let (file, manifest) = blocking(&service, move |service| {
-        let plan = {
-            let ledger = service.read()?;
-            let request = BundleRequest {
-                from_seq: Some(from),
-                to_seq: to,
-                previous,
-            };
-            formats::bundle::plan(&ledger, &request, (service.inner.clock)())?
+    let plan = blocking(&service, move |service| {
+        let ledger = service.read()?;
+        let request = BundleRequest {
+            from_seq: Some(from),
+            to_seq: to,
+            previous,
         };
-        let mut file = tempfile::tempfile()?;
-        let pages = |from: u64, to: u64| -> Result<Vec<StoredEntry>, ApiError> {
-            let ledger = service.read()?;
-            Ok((&*ledger).page(from, to)?)
-        };
-        formats::bundle::write_tar(pages, &plan, std::io::BufWriter::new(&mut file))?;
-        use std::io::Seek;
-        file.rewind()?;
-        Ok((file, plan.manifest))
+        Ok(formats::bundle::plan(&ledger, &request, (service.inner.clock)())?)
     })
     .await?;
+    // Each bundle being written holds a spool of about 1.7 kB an entry on the temporary
+    // disk, and both cores' time: one at a time, the others wait (within the timeout).
+    let permit = std::sync::Arc::clone(&service.inner.bundles)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Unavailable("the service is stopping".into()))?;
+    let manifest = plan.manifest.clone();
     let body = streamed_body(
         move |out| {
-            let mut file = file;
-            std::io::copy(&mut file, out).map(drop)
+            let pages = |from: u64, to: u64| -> Result<Vec<StoredEntry>, ApiError> {
+                let ledger = service.read()?;
+                Ok((&*ledger).page(from, to)?)
+            };
+            formats::bundle::write_tar(pages, &plan, out)
+                .map_err(|e| std::io::Error::other(e.to_string()))
         },
-        (),
+        permit,
     );
     Ok((
         StatusCode::OK,

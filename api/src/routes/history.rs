@@ -231,7 +231,12 @@ pub(super) async fn state(
                 .acquire_owned()
                 .await
                 .map_err(|_| ApiError::Unavailable("the service is stopping".into()))?;
-            let projection = blocking(&service, move |_| Ok(ledger.state_at_seq(seq)?)).await?;
+            // The permit goes with the replay: a request that times out stops waiting for
+            // it, but the replay runs on, and must keep counting against the limit.
+            let (projection, permit) = blocking(&service, move |_| {
+                Ok((ledger.state_at_seq(seq)?, permit))
+            })
+            .await?;
             (projection, Some(permit))
         }
         _ => (ledger.projection().clone(), None),

@@ -278,7 +278,7 @@ pub async fn run(
 
     let writer = Writer {
         ledger,
-        readiness,
+        readiness: readiness.clone(),
         streams,
         states,
     };
@@ -302,8 +302,16 @@ pub async fn run(
             next = merged.next().fuse() => next,
         };
         let Some(item) = next else { break };
-        if events.send((Instant::now(), item)).await.is_err() {
-            break;
+        match events.try_send((Instant::now(), item)) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(queued)) => {
+                // The writer lags: what arrives from here on waits in the connection.
+                readiness.queue_full(Instant::now());
+                if events.send(queued).await.is_err() {
+                    break;
+                }
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
         }
     }
     // The writer commits what is queued, then ends.
@@ -361,6 +369,9 @@ impl Writer {
                 }
             }
             self.readiness.set_backlog(Some((since, batch.len())));
+            if queued.len() < max_batch {
+                self.readiness.queue_shallow();
+            }
             self.process(batch)?;
         }
     }

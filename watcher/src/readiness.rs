@@ -118,7 +118,9 @@ pub struct WatchCounters {
 pub struct Backlog {
     /// Events in the group commit under way.
     pub events: usize,
-    /// How long the oldest of them (or of those still queued behind it) has waited.
+    /// How long the oldest of them (or of those still queued behind it) has waited, or,
+    /// when longer, how long the queue has stayed full (the events behind it then wait
+    /// where they cannot be counted).
     pub age_seconds: f64,
     /// The bound past which checks answer `not_ready`.
     pub limit_seconds: f64,
@@ -141,15 +143,27 @@ struct ReadinessInner {
     /// Since when observed events have waited to become durable, and how many are in the
     /// group commit under way (`None`: the writer has caught up).
     backlog: Option<(Instant, usize)>,
+    /// Since when the event queue has stayed at least a batch deep after the reader found
+    /// it full: events then wait unstamped in the connection and on the API server, so
+    /// the queued events' age understates how far the ledger lags.
+    saturated_since: Option<Instant>,
     max_backlog: Duration,
 }
 
 impl ReadinessInner {
+    /// Since when the oldest change not yet durable has waited, as far as can be told.
+    fn lagging_since(&self) -> Option<Instant> {
+        match (self.backlog.map(|(since, _)| since), self.saturated_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether checks may answer at `now`.
     fn ready_at(&self, now: Instant) -> bool {
         let lagging = self
-            .backlog
-            .is_some_and(|(since, _)| now.saturating_duration_since(since) > self.max_backlog);
+            .lagging_since()
+            .is_some_and(|since| now.saturating_duration_since(since) > self.max_backlog);
         self.started
             && !lagging
             && self
@@ -169,6 +183,7 @@ impl Readiness {
                 unready_after,
                 started: false,
                 backlog: None,
+                saturated_since: None,
                 max_backlog: DEFAULT_MAX_BACKLOG,
             })),
         }
@@ -187,10 +202,10 @@ impl Readiness {
     /// The writer's backlog now: events observed and not yet durable, and their age.
     pub fn backlog(&self) -> Backlog {
         let inner = self.lock();
-        let (events, age) = match inner.backlog {
-            Some((since, events)) => (events, Instant::now().saturating_duration_since(since)),
-            None => (0, Duration::ZERO),
-        };
+        let events = inner.backlog.map_or(0, |(_, events)| events);
+        let age = inner.lagging_since().map_or(Duration::ZERO, |since| {
+            Instant::now().saturating_duration_since(since)
+        });
         Backlog {
             events,
             age_seconds: age.as_secs_f64(),
@@ -224,9 +239,24 @@ impl Readiness {
     }
 
     /// Records that `events` observed since `since` wait for a group commit (`None`: the
-    /// writer has caught up).
+    /// writer has caught up, and the queue is empty).
     pub(crate) fn set_backlog(&self, backlog: Option<(Instant, usize)>) {
-        self.lock().backlog = backlog;
+        let mut inner = self.lock();
+        inner.backlog = backlog;
+        if backlog.is_none() {
+            inner.saturated_since = None;
+        }
+    }
+
+    /// Records that the reader found the event queue full at `at` (the first time since
+    /// the queue last ran shallow).
+    pub(crate) fn queue_full(&self, at: Instant) {
+        self.lock().saturated_since.get_or_insert(at);
+    }
+
+    /// Records that the queue is less than a batch deep: the writer keeps up again.
+    pub(crate) fn queue_shallow(&self) {
+        self.lock().saturated_since = None;
     }
 
     /// Updates the counters.
@@ -294,6 +324,24 @@ mod tests {
         assert_eq!(backlog.limit_seconds, 5.0);
 
         // The writer caught up.
+        readiness.set_backlog(None);
+        assert!(readiness.is_ready());
+
+        // A queue that has stayed full past the bound: the events behind it wait where
+        // they are not counted, so a young batch does not make the ledger fresh.
+        readiness.queue_full(long_ago);
+        readiness.queue_full(Instant::now());
+        readiness.set_backlog(Some((Instant::now(), 1024)));
+        assert!(!readiness.is_ready());
+        let backlog = readiness.backlog();
+        assert_eq!(backlog.events, 1024);
+        assert!(backlog.age_seconds >= 6.0, "{backlog:?}");
+        // It ran shallow again: the batch's own age counts.
+        readiness.queue_shallow();
+        assert!(readiness.is_ready());
+        // A writer with nothing queued has caught up with a full queue too.
+        readiness.queue_full(long_ago);
+        assert!(!readiness.is_ready());
         readiness.set_backlog(None);
         assert!(readiness.is_ready());
     }

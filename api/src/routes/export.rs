@@ -207,7 +207,11 @@ async fn export_bundle(
             to_seq: to,
             previous,
         };
-        Ok(formats::bundle::plan(&ledger, &request, (service.inner.clock)())?)
+        Ok(formats::bundle::plan(
+            &ledger,
+            &request,
+            (service.inner.clock)(),
+        )?)
     })
     .await?;
     // Each bundle being written holds a spool of about 1.7 kB an entry on the temporary

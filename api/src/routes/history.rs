@@ -233,10 +233,8 @@ pub(super) async fn state(
                 .map_err(|_| ApiError::Unavailable("the service is stopping".into()))?;
             // The permit goes with the replay: a request that times out stops waiting for
             // it, but the replay runs on, and must keep counting against the limit.
-            let (projection, permit) = blocking(&service, move |_| {
-                Ok((ledger.state_at_seq(seq)?, permit))
-            })
-            .await?;
+            let (projection, permit) =
+                blocking(&service, move |_| Ok((ledger.state_at_seq(seq)?, permit))).await?;
             (projection, Some(permit))
         }
         _ => (ledger.projection().clone(), None),

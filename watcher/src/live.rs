@@ -224,6 +224,9 @@ pub async fn run(
             }
         }
     };
+    // Before this process records anything: a ledger holding entries was watched (or
+    // ingested) by someone before, and each stream's first list follows a blind window.
+    let resumes_a_ledger = ledger.view().head().seq > 0;
     record_scope(&ledger, &options.namespaces)?;
     let namespaces: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
@@ -266,7 +269,13 @@ pub async fn run(
             namespace: namespace.clone(),
         });
     }
-    let states = vec![StreamState::default(); streams.len()];
+    let states = vec![
+        StreamState {
+            resumes_a_ledger,
+            ..StreamState::default()
+        };
+        streams.len()
+    ];
     readiness.register(
         streams
             .iter()

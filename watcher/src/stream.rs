@@ -110,12 +110,18 @@ pub struct StreamState {
     /// Where it is in the list-then-watch cycle.
     pub phase: Phase,
     /// Whether a list has completed since start. A relist does not reset it: objects the
-    /// ledger holds stay answerable while a relist fills in what the gap missed.
+    /// ledger holds stay answerable while a relist fills in what the gap missed, as long
+    /// as the failure before it is within the grace period (`failing_since`).
     pub synced: bool,
+    /// Whether the ledger held entries when this process began watching: its first list
+    /// then follows a window no watcher of this process saw, whatever the ledger still
+    /// holds live of this stream.
+    pub resumes_a_ledger: bool,
     /// The newest resourceVersion seen, for the `watch_gap` entry of the next list.
     pub last_resource_version: Option<String>,
-    /// When the current run of failures began; it ends with the next object or completed
-    /// list, not with a retried `Init` (a list that keeps failing keeps failing).
+    /// When the current run of failures began; it ends with the next watch event or
+    /// completed list, not with a retried `Init` or a page of the list (a list that keeps
+    /// failing keeps failing, and one under way has not yet found what was deleted).
     pub failing_since: Option<Moment>,
     /// The last error seen, kept after recovery so `/readyz` can show it.
     pub last_error: Option<LastError>,
@@ -162,8 +168,8 @@ impl ObservedObject {
 #[derive(Debug)]
 pub enum StreamInput<'a> {
     /// kube-runtime's `Init`: a list begins. `recorded`: the objects the ledger holds as
-    /// live (any stream's; [`step`] picks this stream's), to tell a restart over a
-    /// non-empty ledger from a first start.
+    /// live (any stream's; [`step`] picks this stream's), for the newest resourceVersion
+    /// a restart's gap names.
     ListStarted {
         /// The ledger's live objects.
         recorded: &'a [&'a ObjectChange],
@@ -324,7 +330,8 @@ fn recover(state: &mut StreamState) {
 }
 
 /// A list after the first one since start, or a first list over a ledger that already
-/// holds objects of this stream, follows a window the ledger did not see.
+/// holds entries (objects of this stream live or not), follows a window the ledger did
+/// not see.
 fn gap_before_list(
     stream: &Stream,
     state: &StreamState,
@@ -339,7 +346,7 @@ fn gap_before_list(
             .max()
             .map(|version| version.to_string())
     });
-    if !relist && last.is_none() {
+    if !relist && last.is_none() && !state.resumes_a_ledger {
         return None;
     }
     Some(WatchGap {
@@ -535,6 +542,31 @@ mod tests {
         );
         assert_eq!(state.phase, Phase::Watching);
         assert_eq!(state.last_resource_version.as_deref(), Some("21"));
+    }
+
+    #[test]
+    fn a_restart_over_a_ledger_holding_nothing_live_of_the_stream_is_a_gap_too() {
+        let stream = sandboxes(Some("ns"));
+        let resumed = StreamState {
+            resumes_a_ledger: true,
+            ..StreamState::default()
+        };
+        // Every Sandbox of the stream was deleted before the restart: what happened while
+        // nobody watched is still a window the ledger did not see.
+        let (_, outputs) = step(
+            &stream,
+            resumed,
+            StreamInput::ListStarted { recorded: &[] },
+            Moment::now(),
+        );
+        assert_eq!(
+            gaps(&outputs),
+            [&WatchGap {
+                resource: stream.resource.clone(),
+                last_resource_version: None,
+                reason: "restart".into(),
+            }]
+        );
     }
 
     #[test]

@@ -1103,10 +1103,16 @@ impl Ledger {
             }
             return Ok(0);
         }
+        // Walked on copies (cheap: persistent maps), kept only when the walk verified to
+        // its end: a walk cut short by a store that went away must leave this replica's
+        // state at its head, to be followed again, and one that met a bad entry must not
+        // leave that entry for readers of the view published as it stops.
+        let mut projection = self.view.projection.clone();
+        let mut frontier = self.view.frontier.clone();
         let report = verify::walk(
             self.view.store.as_ref(),
-            &mut self.view.projection,
-            &mut self.view.frontier,
+            &mut projection,
+            &mut frontier,
             (self.view.head.seq, self.view.head.hash),
             (head_seq, head_hash),
             verify::MissingSnapshot::Tolerate,
@@ -1116,6 +1122,8 @@ impl Ledger {
         if let Some(failure) = report.failure {
             return fail(self, failure);
         }
+        self.view.projection = projection;
+        self.view.frontier = frontier;
         self.view.head = Head {
             seq: report.verified_seq,
             hash: report.verified_hash,

@@ -32,6 +32,9 @@ struct Reader {
     inner: MemoryStore,
     stale_head: Mutex<Option<Vec<u8>>>,
     entries_upto: Mutex<Option<u64>>,
+    /// Once set, the next scan of entries yields this many and then fails as a database
+    /// that went away would.
+    entries_then_gone: Mutex<Option<usize>>,
 }
 
 impl Store for Reader {
@@ -45,6 +48,20 @@ impl Store for Reader {
     }
 
     fn scan(&self, from: &[u8], to: &[u8], reverse: bool) -> Records<'_> {
+        if from.first() == Some(&keys::ENTRY) {
+            if let Some(yielded) = self.entries_then_gone.lock().unwrap().take() {
+                let gone = StoreError::Unavailable {
+                    context: "reading entries".into(),
+                    source: std::io::Error::other("connection reset"),
+                };
+                return Box::new(
+                    self.inner
+                        .scan(from, to, reverse)
+                        .take(yielded)
+                        .chain(std::iter::once(Err(gone))),
+                );
+            }
+        }
         match *self.entries_upto.lock().unwrap() {
             Some(seq) if from.first() == Some(&keys::ENTRY) => {
                 let last = keys::seq_key(keys::ENTRY, seq);
@@ -96,6 +113,7 @@ fn writer_and_reader() -> (Ledger, Arc<Reader>, Vec<u8>) {
         inner: memory,
         stale_head: Mutex::new(Some(head_of_10.clone())),
         entries_upto: Mutex::new(None),
+        entries_then_gone: Mutex::new(None),
     });
     (writer, reader, head_of_10)
 }
@@ -109,6 +127,26 @@ fn a_reader_opens_while_the_writer_commits_past_the_head_it_read() {
     // It follows on to the writer's head.
     assert_eq!(follower.follow().unwrap(), 5);
     assert_eq!(follower.head().seq, 15);
+}
+
+#[test]
+fn a_follower_whose_store_goes_away_mid_walk_follows_again_once_it_is_back() {
+    let (_writer, reader, _) = writer_and_reader();
+    let mut follower = Ledger::open_store(reader.clone(), None, None, config()).unwrap();
+    assert_eq!(follower.head().seq, 10);
+    let before = follower.reader().view().projection().clone();
+    *reader.entries_then_gone.lock().unwrap() = Some(2);
+    match follower.follow() {
+        Err(LedgerError::Storage(e)) if e.is_unavailable() => {}
+        other => panic!("expected the store's unavailability, got {other:?}"),
+    }
+    assert_eq!(follower.head().seq, 10);
+    assert!(follower.reader().view().projection() == &before);
+    // The store is back: the follower goes on from its head, not from where the walk
+    // that failed had got to.
+    assert_eq!(follower.follow().unwrap(), 5);
+    assert_eq!(follower.head().seq, 15);
+    assert!(follower.verify().unwrap().ok());
 }
 
 #[test]

@@ -963,10 +963,8 @@ impl Ledger {
         }
         if report.ok() {
             // The service must never extend a log that contradicts what it once signed.
-            if let Some(latest) = proofs::latest_checkpoint(store_ref)? {
-                report.failure =
-                    proofs::check_consistent(store_ref, &frontier, &latest.checkpoint).err();
-            }
+            report.failure =
+                proofs::verify_stored_checkpoints(store_ref, &frontier, u64::MAX, true)?;
         }
         if let Some(failure) = report.failure.clone() {
             if !config.allow_corrupt {
@@ -1894,14 +1892,8 @@ impl LedgerView {
         if report.ok() {
             // Every stored checkpoint, past this view's head too: one past the log's end
             // is a truncation or rollback behind what was signed.
-            for stored in proofs::stored_checkpoints(self.store.as_ref(), u64::MAX)? {
-                if let Err(failure) =
-                    proofs::check_consistent(self.store.as_ref(), &frontier, &stored.checkpoint)
-                {
-                    report.failure = Some(failure);
-                    break;
-                }
-            }
+            report.failure =
+                proofs::verify_stored_checkpoints(self.store.as_ref(), &frontier, u64::MAX, false)?;
         }
         Ok(report)
     }

@@ -255,13 +255,6 @@ pub(crate) fn stored_checkpoints(
     Ok(out)
 }
 
-/// The newest checkpoint kept in `store`.
-pub(crate) fn latest_checkpoint(
-    store: &dyn Store,
-) -> Result<Option<StoredCheckpoint>, LedgerError> {
-    first_checkpoint(store, (0, u64::MAX), true)
-}
-
 /// The first checkpoint kept in `store` of a tree size in `from..=to`: the smallest, or the
 /// largest when `newest`.
 fn first_checkpoint(
@@ -285,6 +278,42 @@ fn first_checkpoint(
 
 /// Proves, from stored nodes, that the tree `checkpoint` names is a prefix of the tree
 /// whose frontier is `head`: its root at that size and a consistency proof to the head.
+/// The stored checkpoints of tree sizes up to `max_size` (only the newest with `newest`),
+/// each checked against `head` as [`check_consistent`] does: the first failure, where a
+/// record that does not parse as a signed checkpoint is damage at the tree size its key
+/// names (not an error that would keep a damaged ledger from being opened for forensics).
+pub(crate) fn verify_stored_checkpoints(
+    store: &dyn Store,
+    head: &CompactRange,
+    max_size: u64,
+    newest: bool,
+) -> Result<Option<VerifyFailure>, LedgerError> {
+    let records = store.scan(
+        &keys::seq_key(keys::CHECKPOINT, 0),
+        &keys::seq_key(keys::CHECKPOINT, max_size),
+        newest,
+    );
+    for item in records {
+        let (key, value) = item?;
+        let size = keys::seq_of(&key).unwrap_or(0);
+        let parsed = String::from_utf8(value)
+            .map_err(|e| e.to_string())
+            .and_then(|note| StoredCheckpoint::parse(note).map_err(|e| e.to_string()));
+        let failure = match parsed {
+            Ok(stored) => check_consistent(store, head, &stored.checkpoint).err(),
+            Err(error) => Some(VerifyFailure {
+                seq: size,
+                kind: FailureKind::CheckpointMismatch,
+                detail: format!("the checkpoint kept for tree size {size} does not parse: {error}"),
+            }),
+        };
+        if failure.is_some() || newest {
+            return Ok(failure);
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn check_consistent(
     store: &dyn Store,
     head: &CompactRange,
@@ -622,6 +651,48 @@ mod tests {
         let ledger = Ledger::open(dir.path(), forensic).unwrap();
         let failure = ledger.verify().unwrap().failure.unwrap();
         assert_eq!(failure.kind, FailureKind::CheckpointMismatch);
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_record_is_damage_found_not_an_error_that_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), config()).unwrap();
+        append(&mut ledger, 1..=30);
+        ledger.sign_checkpoint(&key(), "o").unwrap();
+        drop(ledger);
+        {
+            let store = raw_store(dir.path());
+            let key = keys::seq_key(keys::CHECKPOINT, 30);
+            let mut note = store.get(&key).unwrap().unwrap().to_vec();
+            note.truncate(10);
+            store.insert(&key, &note).unwrap();
+            store.flush().unwrap();
+        }
+        match Ledger::open(dir.path(), config()) {
+            Err(LedgerError::Corrupt(failure)) => {
+                assert_eq!(
+                    (failure.seq, failure.kind),
+                    (30, FailureKind::CheckpointMismatch),
+                    "{failure}"
+                );
+                assert!(failure.detail.contains("does not parse"), "{failure}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let forensic = LedgerConfig {
+            allow_corrupt: true,
+            ..config()
+        };
+        let ledger = Ledger::open(dir.path(), forensic).unwrap();
+        assert_eq!(
+            ledger.corruption().map(|f| f.kind),
+            Some(FailureKind::CheckpointMismatch)
+        );
+        let failure = ledger.verify().unwrap().failure.unwrap();
+        assert_eq!(
+            (failure.seq, failure.kind),
+            (30, FailureKind::CheckpointMismatch)
+        );
     }
 
     #[test]

@@ -446,14 +446,36 @@ impl Writer {
     }
 
     /// Queues the appends, counts and logs the rest.
+    /// The deletion of `uid` as the ledger last recorded it, for a delete event whose
+    /// object was rejected: its last state cannot be read, but a pod deleted must not stay
+    /// bound because someone made its final state unreadable. `None` when the ledger holds
+    /// the uid as gone, or not at all (it was never recorded, so nothing stays live).
+    fn deletion_of_recorded(&self, uid: &str, resource_version: Option<String>) -> Option<Change> {
+        let view = self.ledger.view();
+        let record = view.projection().object(uid).filter(|r| !r.gone())?;
+        let mut deleted = record.current.clone();
+        deleted.change = schemas::ChangeKind::Deleted;
+        if let Some(version) = resource_version {
+            deleted.resource_version = version.into();
+        }
+        tracing::warn!(
+            uid,
+            "a deleted object was rejected: recording the deletion of its last recorded state"
+        );
+        Some(Change::Object(deleted))
+    }
+
     fn perform(&self, index: usize, outputs: Vec<StreamOutput>, pending: &mut Vec<Change>) {
         let resource = &self.streams[index].resource;
         for output in outputs {
             match output {
                 StreamOutput::Append(change) => pending.push(change),
-                StreamOutput::Rejected { error } => {
+                StreamOutput::Rejected { error, deleted } => {
                     tracing::warn!(%resource, %error, "object rejected");
                     self.readiness.count(|c| c.rejected_objects += 1);
+                    if let Some((uid, resource_version)) = deleted {
+                        pending.extend(self.deletion_of_recorded(&uid, resource_version));
+                    }
                 }
                 StreamOutput::WatchFailed { error } => {
                     tracing::warn!(%resource, %error, "watch failed; retrying");
@@ -686,6 +708,57 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_delete_whose_object_is_rejected_still_deletes_what_the_ledger_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path());
+        use WatchEventType::{Added, Deleted, Modified};
+        writer
+            .process(batch([
+                Observed::Init,
+                sandbox(Added, true, "sb-a", 1, "pod-a"),
+                Observed::InitDone,
+            ]))
+            .unwrap();
+        // Someone made the object's last state one the normalizer refuses (an owner uid
+        // longer than any Kubernetes makes): its update is rejected, and so is its delete.
+        let refused = |event: WatchEventType, version: u64| {
+            let object = json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                "metadata": {"name": "sb-a", "namespace": "ns", "uid": "sb-a",
+                             "resourceVersion": version.to_string(),
+                             "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                                 "kind": "SandboxClaim", "name": "c", "uid": "u".repeat(4096),
+                                 "controller": true}]}});
+            Observed::Object(ObservedObject::new(
+                event,
+                false,
+                Some("sb-a".into()),
+                Some(version.to_string()),
+                &object,
+            ))
+        };
+        writer.process(batch([refused(Modified, 2)])).unwrap();
+        assert_eq!(writer.readiness.counters().rejected_objects, 1);
+        assert_eq!(
+            versions_of(&writer, "sb-a").len(),
+            1,
+            "an update is not guessed at"
+        );
+        writer.process(batch([refused(Deleted, 3)])).unwrap();
+        assert_eq!(writer.readiness.counters().rejected_objects, 2);
+        assert_eq!(
+            versions_of(&writer, "sb-a"),
+            [
+                ("1".to_string(), ChangeKind::Created),
+                ("3".to_string(), ChangeKind::Deleted)
+            ]
+        );
+        // A rejected delete of what the ledger holds as gone records nothing more.
+        let head = writer.ledger.view().head().seq;
+        writer.process(batch([refused(Deleted, 4)])).unwrap();
+        assert_eq!(writer.ledger.view().head().seq, head);
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub struct ObservedObject {
     pub uid: Option<String>,
     /// `metadata.resourceVersion`, likewise.
     pub resource_version: Option<String>,
+    /// Whether the event deleted it.
+    pub deleted: bool,
     /// The change to record, `None` for objects recorded by design as nothing, or why the
     /// object was rejected.
     pub normalized: Result<Option<ObjectChange>, String>,
@@ -156,6 +158,7 @@ impl ObservedObject {
             initial,
             uid,
             resource_version,
+            deleted: event == WatchEventType::Deleted,
             normalized: normalize(event, object).map_err(|error| error.to_string()),
         }
     }
@@ -201,6 +204,9 @@ pub enum StreamOutput {
     Rejected {
         /// Why.
         error: String,
+        /// For a deletion: the uid and resourceVersion deleted. The object is gone whatever
+        /// its last state held, and a record the ledger holds of it must not stay live.
+        deleted: Option<(String, Option<String>)>,
     },
     /// A request failed: report and count it.
     WatchFailed {
@@ -235,6 +241,11 @@ pub fn step(
             };
         }
         StreamInput::Object(object) => {
+            // A deletion keeps its identity for a rejection (a list's object never deletes).
+            let deleted = match (object.deleted, &object.uid) {
+                (true, Some(uid)) => Some((uid.clone(), object.resource_version.clone())),
+                _ => None,
+            };
             if let (true, Some(uid), Some(listed)) =
                 (object.initial, object.uid, state.phase.listed_mut())
             {
@@ -246,7 +257,7 @@ pub fn step(
             match object.normalized {
                 Ok(Some(change)) => outputs.push(StreamOutput::Append(Change::Object(change))),
                 Ok(None) => {}
-                Err(error) => outputs.push(StreamOutput::Rejected { error }),
+                Err(error) => outputs.push(StreamOutput::Rejected { error, deleted }),
             }
             if object.initial {
                 // A page of a list is progress, not recovery: until the list ends the
@@ -891,7 +902,7 @@ mod tests {
             ],
             Moment::now(),
         );
-        let [StreamOutput::Rejected { error }, StreamOutput::Listed {
+        let [StreamOutput::Rejected { error, .. }, StreamOutput::Listed {
             relist: false,
             missing: 0,
         }] = &outputs[..]

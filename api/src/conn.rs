@@ -153,6 +153,8 @@ struct ActivityState {
     started: u64,
     /// The read side waiting for every request to be answered before the end of stream.
     reader: Option<std::task::Waker>,
+    /// Since when a write has waited on a client that reads nothing (none written since).
+    write_blocked_since: Option<Instant>,
 }
 
 impl Activity {
@@ -164,6 +166,7 @@ impl Activity {
                 released: 0,
                 started: 0,
                 reader: None,
+                write_blocked_since: None,
             }),
             changed: Notify::new(),
         })
@@ -190,6 +193,31 @@ impl Activity {
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
         let state = self.state();
         (state.in_flight == 0).then(|| state.idle_since + timeout)
+    }
+
+    /// When the connection is to be closed for a write that makes no progress.
+    fn stall_deadline(&self, stalled_write: Duration) -> Option<Instant> {
+        self.state()
+            .write_blocked_since
+            .map(|since| since + stalled_write)
+    }
+
+    /// A write to the client could not go on (its receive window is full).
+    fn write_blocked(&self) {
+        let first = {
+            let mut state = self.state();
+            let first = state.write_blocked_since.is_none();
+            state.write_blocked_since.get_or_insert_with(Instant::now);
+            first
+        };
+        if first {
+            self.changed.notify_one();
+        }
+    }
+
+    /// A write to the client went through.
+    fn write_progressed(&self) {
+        self.state().write_blocked_since = None;
     }
 
     /// [`Framing`] passed one more request head to hyper.
@@ -300,13 +328,14 @@ pub(crate) struct Connections {
     builder: auto::Builder<TokioExecutor>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     header_timeout: Duration,
+    stalled_write: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Connections {
     pub(crate) fn new(service: Service, shutdown: watch::Receiver<bool>) -> Connections {
         let options = &service.inner.options;
-        let header_timeout = options.header_timeout;
+        let (header_timeout, stalled_write) = (options.header_timeout, options.stalled_write);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's own header read timeout is off: the deadline of `drive` covers it (and
         // the protocol detection before it, which hyper's does not), so one place decides.
@@ -326,6 +355,7 @@ impl Connections {
             builder,
             tls,
             header_timeout,
+            stalled_write,
             shutdown,
         }
     }
@@ -408,16 +438,23 @@ impl Connections {
             .serve_connection(TokioIo::new(framing), service);
         tokio::pin!(connection);
         let mut shutdown = self.shutdown.clone();
-        let (result, timed_out) = drive(
+        let (result, ended) = drive(
             connection.as_mut(),
             &activity,
-            self.header_timeout,
+            (self.header_timeout, self.stalled_write),
             &mut shutdown,
         )
         .await;
-        if timed_out {
-            self.service.inner.metrics.connection_timed_out();
-            tracing::debug!(%peer, "closed a connection that sent no request head in time");
+        match ended {
+            Ended::Done => {}
+            Ended::Idle => {
+                self.service.inner.metrics.connection_timed_out();
+                tracing::debug!(%peer, "closed a connection that sent no request head in time");
+            }
+            Ended::Stalled => {
+                self.service.inner.metrics.connection_stalled();
+                tracing::debug!(%peer, "closed a connection whose client read nothing in time");
+            }
         }
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -433,33 +470,51 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// Runs a connection until it ends; closes it gracefully when the service shuts down,
 /// and closes it (gracefully, then by dropping it) when it has been idle past `timeout`.
 /// Returns its result and whether it was closed for idleness.
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// By itself (the client closed it, or a graceful shutdown finished).
+    Done,
+    /// Closed for sending no request head in time.
+    Idle,
+    /// Closed for a write the client did not read in time: dropped, not shut down
+    /// gracefully, since a graceful close would wait on that same write.
+    Stalled,
+}
+
 async fn drive<C>(
     mut connection: Pin<&mut C>,
     activity: &Activity,
-    timeout: Duration,
+    (timeout, stalled_write): (Duration, Duration),
     shutdown: &mut watch::Receiver<bool>,
-) -> (Result<(), C::Error>, bool)
+) -> (Result<(), C::Error>, Ended)
 where
     C: GracefulConnection,
 {
     let mut stopping = false;
     loop {
         let deadline = activity.deadline(timeout);
+        let stall = activity.stall_deadline(stalled_write);
         tokio::select! {
             biased;
-            result = connection.as_mut() => return (result, false),
+            result = connection.as_mut() => return (result, Ended::Done),
             () = stopped(shutdown), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
             () = activity.changed.notified() => {}
+            () = sleep_until(stall) => {
+                if activity.stall_deadline(stalled_write).is_some_and(|d| d <= Instant::now()) {
+                    return (Ok(()), Ended::Stalled);
+                }
+            }
             () = sleep_until(deadline) => {
                 if activity.deadline(timeout).is_some_and(|d| d <= Instant::now()) {
                     connection.as_mut().graceful_shutdown();
                     let result = tokio::time::timeout(CLOSE_GRACE, connection.as_mut())
                         .await
                         .unwrap_or(Ok(()));
-                    return (result, true);
+                    return (result, Ended::Idle);
                 }
             }
         }
@@ -997,13 +1052,28 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Framing<IO> {
     }
 }
 
+impl<IO> Framing<IO> {
+    /// Tells the connection's activity whether a write went through or waits on the
+    /// client (for the stalled-write deadline).
+    fn written<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Some(activity) = &self.activity {
+            match &polled {
+                Poll::Pending => activity.write_blocked(),
+                Poll::Ready(_) => activity.write_progressed(),
+            }
+        }
+        polled
+    }
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Framing<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.written(polled)
     }
 
     fn poll_write_vectored(
@@ -1011,7 +1081,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Framing<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.written(polled)
     }
 
     fn is_write_vectored(&self) -> bool {

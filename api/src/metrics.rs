@@ -45,6 +45,7 @@ pub(crate) struct Metrics {
     checkpoint_size: prometheus_client::metrics::gauge::Gauge,
     connections_open: prometheus_client::metrics::gauge::Gauge,
     connections_timed_out: Counter,
+    connections_stalled: Counter,
     accept_errors: Counter,
     requests_refused: Counter,
 }
@@ -125,6 +126,12 @@ impl Metrics {
             "Connections closed for sending no complete request head within the header timeout",
             connections_timed_out.clone(),
         );
+        let connections_stalled = Counter::default();
+        registry.register(
+            "http_connections_stalled",
+            "Connections closed for a response the client read nothing of within the stalled-write timeout",
+            connections_stalled.clone(),
+        );
         let accept_errors = Counter::default();
         registry.register(
             "http_accept_errors",
@@ -155,6 +162,7 @@ impl Metrics {
             checkpoint_size,
             connections_open,
             connections_timed_out,
+            connections_stalled,
             accept_errors,
             requests_refused,
         }
@@ -170,6 +178,10 @@ impl Metrics {
 
     pub(crate) fn connection_timed_out(&self) {
         self.connections_timed_out.inc();
+    }
+
+    pub(crate) fn connection_stalled(&self) {
+        self.connections_stalled.inc();
     }
 
     pub(crate) fn accept_error(&self) {

@@ -51,6 +51,10 @@ pub struct ServeOptions {
     /// head, and on a keep-alive connection from the end of the last response to the next
     /// head. Past it the connection is closed. Default 10 s.
     pub header_timeout: Duration,
+    /// The longest a connection may wait to write a response to a client that reads
+    /// nothing: past it the connection is closed, and what its response was written from
+    /// (a page of entries, a replayed state) is freed. Default 60 s.
+    pub stalled_write: Duration,
     /// At most this many connections are open at once; at the limit the service stops
     /// accepting until one closes (new clients wait in the listen backlog). Lowered at
     /// start to what the descriptor limit allows: the soft `RLIMIT_NOFILE` less an eighth
@@ -83,7 +87,7 @@ pub struct CheckpointSigning {
 
 impl ServeOptions {
     /// Options with this authentication and the defaults: no TLS, 64 KiB bodies, 10 s
-    /// request timeout, 10 s header timeout, 4,096 connections, 1,024 concurrent requests,
+    /// request timeout, 10 s header timeout, 60 s stalled writes, 4,096 connections, 1,024 concurrent requests,
     /// 2 concurrent replays, denial records flushed every 60 s.
     pub fn new(auth: Auth) -> ServeOptions {
         ServeOptions {
@@ -92,6 +96,7 @@ impl ServeOptions {
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            stalled_write: Duration::from_secs(60),
             max_connections: 4096,
             concurrency: 1024,
             max_replays: 2,

@@ -1,6 +1,7 @@
 //! Connections against the real service on 127.0.0.1:0: connections that send no request
 //! head are closed after the header timeout (silent, partial, dripping one byte at a
-//! time, idle after a response) while the service keeps answering, and at the connection
+//! time, idle after a response) while the service keeps answering; a client that reads
+//! nothing of a response is cut off after the stalled-write timeout; and at the connection
 //! limit new clients wait in the backlog until a slot frees instead of being refused.
 
 use crate::common;
@@ -242,4 +243,69 @@ async fn shutdown_closes_silent_and_idle_connections_at_once() {
     );
     let (_, closed) = until_closed(&mut silent, Duration::from_secs(2)).await;
     assert!(closed.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_of_a_response_is_cut_off_after_the_stalled_write_timeout() {
+    let mut server = Server::start_with(Setup {
+        stalled_write: Duration::from_millis(1500),
+        ..Setup::default()
+    })
+    .await;
+    // An export far larger than the two sockets' buffers: about 8 MB of JSON lines.
+    let mut k = common::k8s::ObjectBuilder::default();
+    let events: Vec<_> = (0..5_000)
+        .map(|n| {
+            common::k8s::added(k.sandbox(
+                &format!("sandbox-{n}"),
+                &format!("5a4db0x0-0900-4000-8000-{n:012}"),
+                common::k8s::Owner::None,
+                None,
+                Some(&format!("sb-{n}")),
+            ))
+        })
+        .collect();
+    server.ingest_events(&events);
+    assert_eq!(server.head_seq(), 5_000);
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket
+        .connect(server.address().parse().unwrap())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/export HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                common::TOKEN
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Read nothing: the server's writes block, and it closes the connection.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stalled = metric(&server, "claim_ledger_http_connections_stalled_total").await;
+        if stalled >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (read, closed) = until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the connection stayed open");
+    assert!(
+        read.len() < 8_000_000,
+        "the whole export arrived: {} bytes",
+        read.len()
+    );
+    // The service goes on answering.
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
 }

@@ -63,6 +63,7 @@ pub struct Setup {
     pub denial_flush: Duration,
     pub request_timeout: Duration,
     pub header_timeout: Duration,
+    pub stalled_write: Duration,
     pub max_connections: usize,
     pub max_replays: usize,
     pub ready: bool,
@@ -78,6 +79,7 @@ impl Default for Setup {
             denial_flush: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            stalled_write: Duration::from_secs(60),
             max_connections: 4096,
             max_replays: 2,
             ready: true,
@@ -140,6 +142,7 @@ impl Server {
         options.denial_flush = setup.denial_flush;
         options.request_timeout = setup.request_timeout;
         options.header_timeout = setup.header_timeout;
+        options.stalled_write = setup.stalled_write;
         options.max_connections = setup.max_connections;
         options.max_replays = setup.max_replays;
         let mut client = reqwest::Client::builder().no_proxy();

@@ -232,6 +232,8 @@ pub struct ApiArgs {
 /// The parts of a running service.
 pub struct Running {
     ledger: SharedLedger,
+    /// The API's state, to sign the last checkpoint once the watcher has stopped.
+    service: Service,
     api: tokio::task::JoinHandle<Result<(), api::ApiError>>,
     watcher: tokio::task::JoinHandle<Result<(), watcher::WatcherError>>,
     /// Where the API listens.
@@ -309,9 +311,10 @@ pub async fn start(
             }
         }
     });
-    let api = tokio::spawn(service.serve(listener, shutdown.wait()));
+    let api = tokio::spawn(service.clone().serve(listener, shutdown.wait()));
     Ok(Running {
         ledger,
+        service,
         api,
         watcher,
         address,
@@ -508,6 +511,14 @@ pub async fn finish(running: Running, stop: &watch::Sender<bool>) -> Result<(u64
         .map_err(|e| e.to_string())?;
     watched.map_err(|e| format!("watcher: {e}"))?;
     served.map_err(|e| format!("api: {e}"))?;
+    // The API signed at its own shutdown, while the watcher may still have been writing
+    // its queue: the entries written since get a checkpoint too, so a successor can prove
+    // it extends everything this process appended (nothing is signed when none were).
+    running
+        .service
+        .sign_checkpoint()
+        .await
+        .map_err(|e| format!("the final checkpoint: {e}"))?;
     Ok((head.seq, head.hash.to_hex()))
 }
 

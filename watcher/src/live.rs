@@ -128,6 +128,13 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 /// server is unreachable. `serve` builds its client with it.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long each watch request lasts before the API server ends it and kube-runtime
+/// resumes from the last resourceVersion. It also sets kube-runtime's detection of a
+/// connection that died without a word (this plus 5 s with nothing received): a
+/// half-open watch is replaced within 30 s, the default `--unready-after`, instead of the
+/// 295 s of kube-runtime's default, during which deletions went unseen.
+const WATCH_SECONDS: u32 = 25;
+
 /// Retries of a failed watch or list: 0.8 s doubling up to [`MAX_RETRY_DELAY`], jittered;
 /// reset by any success.
 fn retry_schedule() -> watcher::ExponentialBackoff {
@@ -168,7 +175,7 @@ where
             &value,
         ))
     };
-    watcher::watcher(api, watcher::Config::default())
+    watcher::watcher(api, watcher::Config::default().timeout(WATCH_SECONDS))
         .backoff(retry_schedule())
         .map(move |event| {
             let observed = match event {

@@ -534,9 +534,12 @@ pub async fn run_serve(
     let mut config = kube::Config::infer()
         .await
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
-    // A stream that cannot connect must report an error often enough for readiness to
-    // tell it from one that recovered quietly (`watcher::live::CONNECT_TIMEOUT`).
+    // A stream that cannot connect, or connects to a server that says nothing, must
+    // report an error often enough for readiness to tell it from one that recovered
+    // quietly (`watcher::live::CONNECT_TIMEOUT`, `READ_TIMEOUT`).
     config.connect_timeout = Some(watcher::live::CONNECT_TIMEOUT);
+    config.read_timeout = Some(watcher::live::READ_TIMEOUT);
+    config.reset_reader_on_write = true;
     let client = kube::Client::try_from(config)
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     let running = start(client, ledger, options, api_args, shutdown).await?;

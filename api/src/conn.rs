@@ -467,9 +467,6 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Runs a connection until it ends; closes it gracefully when the service shuts down,
-/// and closes it (gracefully, then by dropping it) when it has been idle past `timeout`.
-/// Returns its result and whether it was closed for idleness.
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
@@ -482,6 +479,10 @@ enum Ended {
     Stalled,
 }
 
+/// Runs a connection until it ends; closes it gracefully when the service shuts down,
+/// closes it (gracefully, then by dropping it) when it has been idle past `timeout`, and
+/// drops it when a write has waited on the client past `stalled_write`. Returns its
+/// result and how it ended.
 async fn drive<C>(
     mut connection: Pin<&mut C>,
     activity: &Activity,

@@ -375,11 +375,18 @@ impl Service {
         Ok(self.inner.ledger.view())
     }
 
-    /// Freshness check 7 for this replica: the watchers are synced, the ledger was
-    /// verified at open (not a forensic, read-only open of a corrupt ledger), and it has
-    /// not stopped (a writer whose flush failed published entries the disk may lack).
-    pub(crate) fn ready(&self, ledger: &LedgerView) -> bool {
-        ledger.corruption().is_none() && ledger.stopped().is_none() && self.inner.freshness.ready()
+    /// Freshness check 7 for this replica, `None` when it holds, else why not in words for
+    /// a `not_ready` answer: the watchers are synced, the ledger was verified at open (not
+    /// a forensic, read-only open of a corrupt ledger), and it has not stopped (a writer
+    /// whose flush failed published entries the disk may lack).
+    pub(crate) fn unready_because(&self, ledger: &LedgerView) -> Option<String> {
+        if let Some(why) = ledger.stopped() {
+            return Some(format!("the ledger stopped writing: {why}"));
+        }
+        if ledger.corruption().is_some() {
+            return Some("the ledger failed verification at open".into());
+        }
+        (!self.inner.freshness.ready()).then(|| "the watchers are not synced".into())
     }
 }
 

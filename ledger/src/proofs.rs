@@ -276,8 +276,6 @@ fn first_checkpoint(
     }
 }
 
-/// Proves, from stored nodes, that the tree `checkpoint` names is a prefix of the tree
-/// whose frontier is `head`: its root at that size and a consistency proof to the head.
 /// The stored checkpoints of tree sizes up to `max_size` (only the newest with `newest`),
 /// each checked against `head` as [`check_consistent`] does: the first failure, where a
 /// record that does not parse as a signed checkpoint is damage at the tree size its key
@@ -314,6 +312,8 @@ pub(crate) fn verify_stored_checkpoints(
     Ok(None)
 }
 
+/// Proves, from stored nodes, that the tree `checkpoint` names is a prefix of the tree
+/// whose frontier is `head`: its root at that size and a consistency proof to the head.
 pub(crate) fn check_consistent(
     store: &dyn Store,
     head: &CompactRange,

@@ -128,6 +128,14 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 /// server is unreachable. `serve` builds its client with it.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the client may wait for the API server's next bytes (kube's default: for
+/// ever): a list or watch request that connected to a server that then says nothing
+/// fails after it, instead of hanging without an error while readiness counts the
+/// stream as recovered. Longer than a watch request lasts ([`WATCH_SECONDS`]), so a quiet
+/// watch ends before it. `serve` builds its client with it, counted from each request
+/// sent (`reset_reader_on_write`).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(WATCH_SECONDS as u64 + 10);
+
 /// How long each watch request lasts before the API server ends it and kube-runtime
 /// resumes from the last resourceVersion. It also sets kube-runtime's detection of a
 /// connection that died without a word (this plus 5 s with nothing received): a
@@ -452,15 +460,30 @@ impl Writer {
         outputs
     }
 
-    /// Queues the appends, counts and logs the rest.
-    /// The deletion of `uid` as the ledger last recorded it, for a delete event whose
-    /// object was rejected: its last state cannot be read, but a pod deleted must not stay
-    /// bound because someone made its final state unreadable. `None` when the ledger holds
-    /// the uid as gone, or not at all (it was never recorded, so nothing stays live).
-    fn deletion_of_recorded(&self, uid: &str, resource_version: Option<String>) -> Option<Change> {
+    /// The deletion of `uid` as last recorded (in the batch being gathered, `pending`, or
+    /// else in the ledger), for a delete event whose object was rejected: its last state
+    /// cannot be read, but a pod deleted must not stay bound because someone made its
+    /// final state unreadable. `None` when that record is a removal, or there is none (it
+    /// was never recorded, so nothing stays live).
+    fn deletion_of_recorded(
+        &self,
+        uid: &str,
+        resource_version: Option<String>,
+        pending: &[Change],
+    ) -> Option<Change> {
+        let in_batch = pending.iter().rev().find_map(|change| match change {
+            Change::Object(object) if object.uid == uid => Some(object),
+            _ => None,
+        });
         let view = self.ledger.view();
-        let record = view.projection().object(uid).filter(|r| !r.gone())?;
-        let mut deleted = record.current.clone();
+        let last = match in_batch {
+            Some(object) => object,
+            None => &view.projection().object(uid)?.current,
+        };
+        if last.change.is_removal() {
+            return None;
+        }
+        let mut deleted = last.clone();
         deleted.change = schemas::ChangeKind::Deleted;
         if let Some(version) = resource_version {
             deleted.resource_version = version.into();
@@ -472,6 +495,7 @@ impl Writer {
         Some(Change::Object(deleted))
     }
 
+    /// Queues the appends, counts and logs the rest.
     fn perform(&self, index: usize, outputs: Vec<StreamOutput>, pending: &mut Vec<Change>) {
         let resource = &self.streams[index].resource;
         for output in outputs {
@@ -481,7 +505,8 @@ impl Writer {
                     tracing::warn!(%resource, %error, "object rejected");
                     self.readiness.count(|c| c.rejected_objects += 1);
                     if let Some((uid, resource_version)) = deleted {
-                        pending.extend(self.deletion_of_recorded(&uid, resource_version));
+                        let deletion = self.deletion_of_recorded(&uid, resource_version, pending);
+                        pending.extend(deletion);
                     }
                 }
                 StreamOutput::WatchFailed { error } => {
@@ -766,6 +791,25 @@ mod tests {
         let head = writer.ledger.view().head().seq;
         writer.process(batch([refused(Deleted, 4)])).unwrap();
         assert_eq!(writer.ledger.view().head().seq, head);
+
+        // Created and deleted within one batch, the delete rejected: the batch's own
+        // record of it is what gets deleted.
+        let created = sandbox(Added, false, "sb-b", 5, "pod-b");
+        let rejected_delete = match refused(Deleted, 6) {
+            Observed::Object(mut object) => {
+                object.uid = Some("sb-b".into());
+                Observed::Object(object)
+            }
+            other => other,
+        };
+        writer.process(batch([created, rejected_delete])).unwrap();
+        assert_eq!(
+            versions_of(&writer, "sb-b"),
+            [
+                ("5".to_string(), ChangeKind::Created),
+                ("6".to_string(), ChangeKind::Deleted)
+            ]
+        );
     }
 
     #[test]

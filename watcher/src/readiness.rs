@@ -13,14 +13,18 @@ use crate::stream::{Phase, Stream, StreamState};
 /// How long after its last error a failing stream that has shown nothing since counts as
 /// recovered (a watch resumed on a quiet resource sends no event to say so): longer than
 /// the longest wait between two errors of a stream still failing, the watcher's longest
-/// retry delay doubled by jitter plus the client's connect timeout, so that a stream
-/// still retrying keeps reporting errors within it.
-const RECOVERED_AFTER: Duration = Duration::from_secs(40);
+/// retry delay doubled by jitter plus the longest a request takes to fail (the client's
+/// connect or read timeout), so that a stream still retrying keeps reporting errors
+/// within it.
+const RECOVERED_AFTER: Duration = Duration::from_secs(60);
 
-const _: () = assert!(
-    RECOVERED_AFTER.as_secs()
-        > 2 * crate::live::MAX_RETRY_DELAY.as_secs() + crate::live::CONNECT_TIMEOUT.as_secs()
-);
+const _: () = {
+    let retry = 2 * crate::live::MAX_RETRY_DELAY.as_secs();
+    let connect = crate::live::CONNECT_TIMEOUT.as_secs();
+    let read = crate::live::READ_TIMEOUT.as_secs();
+    assert!(RECOVERED_AFTER.as_secs() > retry + connect);
+    assert!(RECOVERED_AFTER.as_secs() > retry + read);
+};
 
 /// The default of [`crate::WatchOptions::max_backlog`]: a few group commits' worth of slack
 /// on a slow disk, far less than the time a deleted pod takes to be replaced.
@@ -387,7 +391,8 @@ mod tests {
         // Past it, with the last error recent: not ready.
         assert!(!status.serves_checks(at(31), grace));
         // An error long ago and none since: the stream counts as recovered.
-        assert!(status.serves_checks(at(41), grace));
+        assert!(!status.serves_checks(at(59), grace));
+        assert!(status.serves_checks(at(61), grace));
 
         // A retry that fails again at 35 s keeps it failing since the start.
         let later = Moment {

@@ -223,12 +223,23 @@ async fn export_bundle(
     let manifest = plan.manifest.clone();
     let body = streamed_body(
         move |out| {
+            // The spool comes before the first byte: a client gone meanwhile stops it.
+            let client_gone = out.client_gone();
             let pages = |from: u64, to: u64| -> Result<Vec<StoredEntry>, ApiError> {
+                if client_gone() {
+                    return Err(ApiError::Io(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "the client went away",
+                    )));
+                }
                 let ledger = service.read()?;
                 Ok((&*ledger).page(from, to)?)
             };
-            formats::bundle::write_tar(pages, &plan, out)
-                .map_err(|e| std::io::Error::other(e.to_string()))
+            formats::bundle::write_tar(pages, &plan, out).map_err(|e| match e {
+                // Its kind says whether the client went away or stalled.
+                ApiError::Io(error) => error,
+                other => std::io::Error::other(other.to_string()),
+            })
         },
         permit,
     );

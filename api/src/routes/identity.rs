@@ -34,8 +34,13 @@ pub(super) async fn check(
     let started = Instant::now();
     let (decision, position) = {
         let ledger = service.read()?;
-        let ready = service.ready(&ledger);
-        (ledger.check(&request, ready), position(&ledger))
+        let unready = service.unready_because(&ledger);
+        let mut decision = ledger.check(&request, unready.is_none());
+        if let (Verdict::NotReady, Some(why)) = (decision.decision, unready) {
+            // The projection knows only that it may not answer; say why.
+            decision.detail = Some(why);
+        }
+        (decision, position(&ledger))
     };
     let inner = &service.inner;
     inner
@@ -82,10 +87,9 @@ pub(super) async fn binding(
 ) -> Result<Response, ApiError> {
     let pod_uid = path_uid(path)?;
     let ledger = service.read()?;
-    let ready = service.ready(&ledger);
     // Before the lookup: a pod the ledger has not seen yet is unknown only to a fresh one.
-    if !ready {
-        return Err(ApiError::NotReady("the watchers are not synced".into()));
+    if let Some(why) = service.unready_because(&ledger) {
+        return Err(ApiError::NotReady(why));
     }
     let Some(pod) = ledger
         .projection()
@@ -104,7 +108,7 @@ pub(super) async fn binding(
         require_claim: false,
         ..CheckRequest::default()
     };
-    let decision = ledger.check(&request, ready);
+    let decision = ledger.check(&request, true);
     match (decision.decision, decision.binding) {
         (Verdict::Allow, Some(binding)) => {
             let body = serde_json::json!({

@@ -320,6 +320,13 @@ impl ChunkWriter {
         }
     }
 
+    /// Whether the client has gone (the body dropped), for a writer with long work before
+    /// its first byte.
+    fn client_gone(&self) -> impl Fn() -> bool + Send + 'static {
+        let sender = self.sender.clone();
+        move || sender.is_closed()
+    }
+
     /// Ends the body with an error after what was already handed on.
     fn fail(self) {
         self.cut.store(true, Ordering::Release);

@@ -388,6 +388,10 @@ pub(crate) fn walk(
                             retained_from,
                         ) {
                             Ok(differs) => differs,
+                            // A store gone for now says nothing about its snapshot.
+                            Err(LedgerError::Storage(e)) if e.is_unavailable() => {
+                                return Err(LedgerError::Storage(e));
+                            }
                             Err(LedgerError::Storage(e)) => {
                                 report.failure = Some(unreadable(seq, &e));
                                 return Ok(());

@@ -35,10 +35,21 @@ struct Reader {
     /// Once set, the next scan of entries yields this many and then fails as a database
     /// that went away would.
     entries_then_gone: Mutex<Option<usize>>,
+    /// Once set, the next point read of a snapshot fails as a database that went away
+    /// would.
+    snapshot_gone: Mutex<bool>,
 }
 
 impl Store for Reader {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if key.first() == Some(&keys::SNAPSHOT)
+            && std::mem::take(&mut *self.snapshot_gone.lock().unwrap())
+        {
+            return Err(StoreError::Unavailable {
+                context: "reading a snapshot".into(),
+                source: std::io::Error::other("connection reset"),
+            });
+        }
         if key == keys::HEAD {
             if let Some(stale) = self.stale_head.lock().unwrap().take() {
                 return Ok(Some(stale));
@@ -114,6 +125,7 @@ fn writer_and_reader() -> (Ledger, Arc<Reader>, Vec<u8>) {
         stale_head: Mutex::new(Some(head_of_10.clone())),
         entries_upto: Mutex::new(None),
         entries_then_gone: Mutex::new(None),
+        snapshot_gone: Mutex::new(false),
     });
     (writer, reader, head_of_10)
 }
@@ -147,6 +159,43 @@ fn a_follower_whose_store_goes_away_mid_walk_follows_again_once_it_is_back() {
     assert_eq!(follower.follow().unwrap(), 5);
     assert_eq!(follower.head().seq, 15);
     assert!(follower.verify().unwrap().ok());
+}
+
+#[test]
+fn a_follower_whose_store_goes_away_while_it_checks_a_snapshot_follows_again() {
+    // A writer whose snapshot at seq 10 is committed to by entry 11.
+    let memory = MemoryStore::new();
+    let snapshots = LedgerConfig {
+        snapshot_every: 10,
+        ..config()
+    };
+    let mut writer = Ledger::open_store(Arc::new(memory.clone()), None, None, snapshots).unwrap();
+    let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
+    writer.append((1..=10).map(pod), at).unwrap();
+    writer.flush().unwrap();
+    let head_of_10 = memory.get(keys::HEAD).unwrap().unwrap();
+    writer.append((11..=15).map(pod), at).unwrap();
+    writer.flush().unwrap();
+    assert!(memory
+        .get(&keys::seq_key(keys::SNAPSHOT, 10))
+        .unwrap()
+        .is_some());
+    let reader = Arc::new(Reader {
+        inner: memory,
+        stale_head: Mutex::new(Some(head_of_10)),
+        entries_upto: Mutex::new(None),
+        entries_then_gone: Mutex::new(None),
+        snapshot_gone: Mutex::new(false),
+    });
+    let mut follower = Ledger::open_store(reader.clone(), None, None, config()).unwrap();
+    assert_eq!(follower.head().seq, 10);
+    *reader.snapshot_gone.lock().unwrap() = true;
+    match follower.follow() {
+        Err(LedgerError::Storage(e)) if e.is_unavailable() => {}
+        other => panic!("expected the store's unavailability, got {other:?}"),
+    }
+    assert_eq!(follower.follow().unwrap(), 5);
+    assert_eq!(follower.head().seq, 15);
 }
 
 #[test]

@@ -110,8 +110,13 @@ fn config() -> LedgerConfig {
 /// checkpoint of 15; the reader's view of its store, armed with the head of 10; and that
 /// head record, to arm it again.
 fn writer_and_reader() -> (Ledger, Arc<Reader>, Vec<u8>) {
+    writer_and_reader_with(config())
+}
+
+/// [`writer_and_reader`] with a writer of `config`.
+fn writer_and_reader_with(config: LedgerConfig) -> (Ledger, Arc<Reader>, Vec<u8>) {
     let memory = MemoryStore::new();
-    let mut writer = Ledger::open_store(Arc::new(memory.clone()), None, None, config()).unwrap();
+    let mut writer = Ledger::open_store(Arc::new(memory.clone()), None, None, config).unwrap();
     let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
     writer.append((1..=10).map(pod), at).unwrap();
     writer.flush().unwrap();
@@ -164,29 +169,15 @@ fn a_follower_whose_store_goes_away_mid_walk_follows_again_once_it_is_back() {
 #[test]
 fn a_follower_whose_store_goes_away_while_it_checks_a_snapshot_follows_again() {
     // A writer whose snapshot at seq 10 is committed to by entry 11.
-    let memory = MemoryStore::new();
-    let snapshots = LedgerConfig {
+    let (_writer, reader, _) = writer_and_reader_with(LedgerConfig {
         snapshot_every: 10,
         ..config()
-    };
-    let mut writer = Ledger::open_store(Arc::new(memory.clone()), None, None, snapshots).unwrap();
-    let at = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
-    writer.append((1..=10).map(pod), at).unwrap();
-    writer.flush().unwrap();
-    let head_of_10 = memory.get(keys::HEAD).unwrap().unwrap();
-    writer.append((11..=15).map(pod), at).unwrap();
-    writer.flush().unwrap();
-    assert!(memory
+    });
+    assert!(reader
+        .inner
         .get(&keys::seq_key(keys::SNAPSHOT, 10))
         .unwrap()
         .is_some());
-    let reader = Arc::new(Reader {
-        inner: memory,
-        stale_head: Mutex::new(Some(head_of_10)),
-        entries_upto: Mutex::new(None),
-        entries_then_gone: Mutex::new(None),
-        snapshot_gone: Mutex::new(false),
-    });
     let mut follower = Ledger::open_store(reader.clone(), None, None, config()).unwrap();
     assert_eq!(follower.head().seq, 10);
     *reader.snapshot_gone.lock().unwrap() = true;

@@ -5,9 +5,10 @@
 //!   values of the same sizes (the stored bytes of real entries) in one `apply_batch`
 //!   followed by `Db::flush`. Reported in entries/s.
 //! * `append_parts/*`: where the time of a 1024-entry append goes (no flush, no snapshot,
-//!   sled receiving exactly the ledger's writes, projection apply, encode, chain hash, the
-//!   same with the projection published after each batch as the ledger does, JSON ingest
-//!   end to end).
+//!   sled receiving the same bytes packed eight to a value as the ledger's sled store
+//!   keeps them (`sled_packed_same_bytes`), sled receiving one key per entry and the head,
+//!   projection apply, encode, chain hash, the same with the projection published after
+//!   each batch as the ledger does, JSON ingest end to end).
 //! * `verify/*`: `Ledger::verify` over a 100k-entry ledger beside raw blake3 over the same
 //!   bytes, and the parts of the walk (sled scan, decode, chain hash, replay).
 //! * `check/*`: `Projection::check` (what `Ledger::check` delegates to) with 100k live claim
@@ -169,22 +170,47 @@ impl RawSled {
     }
 
     /// `n` values in one batch then a flush; with `head`, also the head record, i.e.
-    /// exactly the ledger's sled writes.
+    /// exactly the ledger's sled writes in a store of one sled key per entry.
     fn durable_batch(&mut self, sample: &[Vec<u8>], n: usize, head: bool) -> Duration {
         let start = Instant::now();
         let mut batch = sled::Batch::default();
         for _ in 0..n {
             let value = &sample[self.cursor % sample.len()];
             self.cursor += 1;
-            self.next += 1;
             let mut key = [b'E'; 9];
             key[1..].copy_from_slice(&self.next.to_be_bytes());
             batch.insert(&key, &value[..]);
+            self.next += 1;
         }
         if head {
             let mut head = self.next.to_be_bytes().to_vec();
             head.extend_from_slice(&[7u8; 32]);
             batch.insert(b"H", head);
+        }
+        self.tree.apply_batch(batch).expect("apply_batch");
+        self.db.flush().expect("flush");
+        start.elapsed()
+    }
+
+    /// The same `n` values packed eight to a sled value, as the ledger's sled store keeps
+    /// them (docs/FORMAT.md 5.4: a byte of present slots, then length-prefixed values),
+    /// in one batch then a flush: sled's own cost for the ledger's layout.
+    fn durable_packed_batch(&mut self, sample: &[Vec<u8>], n: usize) -> Duration {
+        let start = Instant::now();
+        let mut batch = sled::Batch::default();
+        for _ in 0..n.div_ceil(8) {
+            let mut packed = vec![0u8];
+            for slot in 0..8 {
+                let value = &sample[self.cursor % sample.len()];
+                self.cursor += 1;
+                packed[0] |= 1 << slot;
+                packed.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                packed.extend_from_slice(value);
+            }
+            let mut key = [b'E'; 9];
+            key[1..].copy_from_slice(&(self.next / 8).to_be_bytes());
+            batch.insert(&key, packed);
+            self.next += 8;
         }
         self.tree.apply_batch(batch).expect("apply_batch");
         self.db.flush().expect("flush");
@@ -257,6 +283,19 @@ fn bench_append(c: &mut Criterion) {
     let mut group = fast_group(c, "append_parts");
     let batch = 1024usize;
     group.throughput(Throughput::Elements(batch as u64));
+
+    let mut raw = RawSled::new();
+    group.bench_function("sled_packed_same_bytes/1024", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                raw.maybe_reset();
+                total += raw.durable_packed_batch(&sample, batch);
+            }
+            total
+        })
+    });
+    drop(raw);
 
     let mut raw = RawSled::new();
     group.bench_function("sled_same_writes/1024", |b| {

@@ -43,9 +43,14 @@ pub const FORMAT: &[u8] = b"F";
 /// instead of calling its next snapshot forged. 8: snapshots in layout 3 (in parts that
 /// decode on every core); formats 5 to 7 are read as they are (their layout-1 and layout-2
 /// snapshots still decode) and marked 8 when a writer opens them, for the same reason.
-pub const STORE_FORMAT: u16 = 8;
+/// 9: the same records, but a sled store created by this build packs its entry records
+/// eight to a sled value (the sled backend's own layout record says so); an older binary
+/// would read those packed values as entries and call them damaged, so formats 5 to 8 are
+/// read as they are and marked 9 when a writer opens them, and an older binary refuses the
+/// store by its format.
+pub const STORE_FORMAT: u16 = 9;
 /// The older formats this build still opens (and a writer upgrades to [`STORE_FORMAT`]).
-pub const STORE_FORMATS_READABLE: &[u16] = &[5, 6, 7];
+pub const STORE_FORMATS_READABLE: &[u16] = &[5, 6, 7, 8];
 /// The ledger id record.
 pub const LEDGER_ID: &[u8] = b"I";
 /// Prefix of Merkle node records.

@@ -169,7 +169,7 @@ fn hash_input(prev_hash: &Hash, seq: u64, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The store layout version `ledger/src/store/keys.rs` writes under `F` (`STORE_FORMAT`).
-const STORE_FORMAT: u16 = 8;
+const STORE_FORMAT: u16 = 9;
 
 /// The lowest level of Merkle nodes a `T` record holds (`STORED_LEVEL` in
 /// `ledger/src/merkle_store.rs`); the nodes below are recomputed from the (at most 8) entries under

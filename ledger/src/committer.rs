@@ -1,7 +1,7 @@
-//! The long-lived thread that writes a large append's chunks to the store.
+//! The long-lived thread that chains a large append's chunks and writes them to the store.
 //!
-//! A large append is derived on the writer's thread and written, chunk by chunk, on a
-//! second one (see `Ledger::append_changes`). That second thread used to be spawned for
+//! A large append is derived on the writer's thread and chained (`chainer`) and written,
+//! chunk by chunk, on a second one (see `Ledger::append_changes`). That second thread used to be spawned for
 //! every append. A fresh thread starts with an empty allocator heap, so every batch the
 //! store built (sled copies and splits its nodes on insert) came from freshly mapped
 //! pages: the kernel zeroing them was over a quarter of the store thread's time at batch
@@ -11,16 +11,22 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::store::{Batch, Store, StoreError};
+use crate::chainer::{Chainer, DerivedChunk};
+use crate::store::{Store, StoreError};
 
 /// Chunks in flight between the deriving thread and the committing one.
 const CHUNKS_IN_FLIGHT: usize = 2;
 
-/// One append's chunks, in order, and where to report how writing them ended.
+/// How writing an append's chunks ended, and the chain after the last chunk chained.
+type Written = (Result<(), StoreError>, Chainer);
+
+/// One append's chunks, in order, the chain they continue, and where to report how
+/// writing them ended.
 struct Job {
     store: Arc<dyn Store>,
-    chunks: Receiver<Batch>,
-    done: SyncSender<Result<(), StoreError>>,
+    chainer: Chainer,
+    chunks: Receiver<DerivedChunk>,
+    done: SyncSender<Written>,
 }
 
 /// The committing thread of one ledger; started on the first large append, stopped (and
@@ -33,19 +39,25 @@ pub(crate) struct Committer {
 
 /// One append's side of the committing thread: send its chunks, then [`Append::finish`].
 pub(crate) struct Append {
-    chunks: SyncSender<Batch>,
-    done: Receiver<Result<(), StoreError>>,
+    chunks: SyncSender<DerivedChunk>,
+    done: Receiver<Written>,
 }
 
 impl Committer {
-    /// Starts writing one append's chunks to `store`, in the order they are sent. After a
-    /// chunk fails nothing more of that append is written: each chunk carries its own head
-    /// record, so the store holds a prefix of the log whatever happens.
-    pub(crate) fn begin(&mut self, store: Arc<dyn Store>) -> Result<Append, StoreError> {
+    /// Starts chaining one append's chunks after `chainer`'s head and writing them to
+    /// `store`, in the order they are sent. After a chunk fails nothing more of that
+    /// append is written: each chunk carries its own head record, so the store holds a
+    /// prefix of the log whatever happens.
+    pub(crate) fn begin(
+        &mut self,
+        store: Arc<dyn Store>,
+        chainer: Chainer,
+    ) -> Result<Append, StoreError> {
         let (chunks, chunk_receiver) = sync_channel(CHUNKS_IN_FLIGHT);
         let (done_sender, done) = sync_channel(1);
         let mut job = Job {
             store,
+            chainer,
             chunks: chunk_receiver,
             done: done_sender,
         };
@@ -75,12 +87,13 @@ impl Committer {
             .name("claim-ledger-commit".into())
             .spawn(move || {
                 for job in receiver {
+                    let mut chainer = job.chainer;
                     let written = job
                         .chunks
                         .iter()
-                        .try_for_each(|chunk| job.store.commit(chunk));
+                        .try_for_each(|chunk| job.store.commit(chainer.chain(chunk)));
                     // The append may have given up waiting (its own error came first).
-                    let _ = job.done.send(written);
+                    let _ = job.done.send((written, chainer));
                 }
             })
             .map_err(|e| {
@@ -107,17 +120,22 @@ impl Drop for Committer {
 impl Append {
     /// Hands the next chunk to the committing thread; fails once an earlier chunk failed
     /// (the reason comes from [`Append::finish`]).
-    pub(crate) fn send(&self, chunk: Batch) -> Result<(), ()> {
+    pub(crate) fn send(&self, chunk: DerivedChunk) -> Result<(), ()> {
         self.chunks.send(chunk).map_err(|_| ())
     }
 
-    /// Waits until every chunk sent is written, or one failed.
-    pub(crate) fn finish(self) -> Result<(), StoreError> {
+    /// Waits until every chunk sent is written, or one failed; returns how it ended and
+    /// the chain after the last chunk chained (`None` if the thread stopped).
+    pub(crate) fn finish(self) -> (Result<(), StoreError>, Option<Chainer>) {
         drop(self.chunks);
-        self.done.recv().unwrap_or_else(|_| {
-            Err(StoreError::Damaged(
-                "the ledger's committing thread stopped".into(),
-            ))
-        })
+        match self.done.recv() {
+            Ok((written, chainer)) => (written, Some(chainer)),
+            Err(_) => (
+                Err(StoreError::Damaged(
+                    "the ledger's committing thread stopped".into(),
+                )),
+                None,
+            ),
+        }
     }
 }

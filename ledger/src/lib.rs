@@ -28,6 +28,7 @@
 //!   batches: [`LedgerView::inclusion_proof`], [`LedgerView::consistency_proof`] and signed
 //!   checkpoints ([`Ledger::sign_checkpoint`]) let outsiders check the log without us.
 
+mod chainer;
 mod committer;
 pub mod dir;
 mod merkle_store;
@@ -46,12 +47,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use chrono::{DateTime, Utc};
-use schemas::merkle::{self, CompactRange};
+use schemas::merkle::CompactRange;
 use schemas::{
     chain_hash, Change, ChangeKind, Entry, Hash, ObjectChange, ObjectKind, Text, FORMAT_VERSION,
 };
 use serde::{Deserialize, Serialize};
 
+use chainer::{Chainer, DerivedChunk, Unchained};
 use dir::{Acknowledged, HighWater, LedgerId};
 use store::{keys, Batch, Store, StoreError};
 
@@ -1289,28 +1291,52 @@ impl Ledger {
         let changes: Vec<Change> = changes.into_iter().collect();
         let start = self.view.head;
         let store = Arc::clone(&self.view.store);
-        // A large append is written in chunks by the committing thread while this one
-        // derives the next chunk: each chunk is one atomic batch carrying its own head
-        // record, so whatever reaches the disk is a verified prefix of the log.
-        let result = if changes.len() > 2 * PIPELINE_CHUNK && store.pipelines_commits() {
-            let append = self.committer.begin(Arc::clone(&store))?;
-            let derived = self.derive_and_write(changes, now, PIPELINE_CHUNK, |batch| {
-                append.send(batch).map_err(|()| {
+        let chainer = Chainer {
+            seq: start.seq,
+            hash: start.hash,
+            frontier: self.view.frontier.clone(),
+        };
+        // A large append is chained and written in chunks by the committing thread while
+        // this one derives the next chunk: each chunk is one atomic batch carrying its own
+        // head record, so whatever reaches the disk is a verified prefix of the log.
+        let (result, chained) = if changes.len() > 2 * PIPELINE_CHUNK && store.pipelines_commits() {
+            let append = self.committer.begin(Arc::clone(&store), chainer)?;
+            let derived = self.derive_and_write(changes, now, PIPELINE_CHUNK, |chunk| {
+                append.send(chunk).map_err(|()| {
                     LedgerError::Poisoned("the ledger's committing thread stopped".into())
                 })
             });
-            let written = append.finish().map_err(LedgerError::from);
+            let (written, chained) = append.finish();
             // The store's own error explains a chunk that could not be handed over.
-            match (derived, written) {
-                (Ok(outcomes), Ok(())) => Ok(outcomes),
+            let result = match (derived, written.map_err(LedgerError::from)) {
+                (Ok(derived), Ok(())) => Ok(derived),
                 (Err(LedgerError::Poisoned(_)), Err(e)) | (Ok(_), Err(e)) => Err(e),
                 (Err(e), _) => Err(e),
-            }
+            };
+            (result, chained)
         } else {
-            self.derive_and_write(changes, now, usize::MAX, |batch| {
-                store.commit(batch).map_err(LedgerError::from)
-            })
+            let mut chainer = chainer;
+            let derived = self.derive_and_write(changes, now, usize::MAX, |chunk| {
+                store
+                    .commit(chainer.chain(chunk))
+                    .map_err(LedgerError::from)
+            });
+            (derived, Some(chainer))
         };
+        if let Some(chained) = chained {
+            if chained.seq != start.seq {
+                let observed_at = match &result {
+                    Ok((_, last)) => *last,
+                    Err(_) => None,
+                };
+                self.view.head = Head {
+                    seq: chained.seq,
+                    hash: chained.hash,
+                    observed_at: observed_at.or(start.observed_at),
+                };
+                self.view.frontier = chained.frontier;
+            }
+        }
         if let Err(e) = &result {
             if self.view.head.seq != start.seq || self.view.projection.seq() != start.seq {
                 // The projection already holds changes the disk may not: refuse to go on
@@ -1319,20 +1345,20 @@ impl Ledger {
                 self.publish();
             }
         }
-        result
+        result.map(|(outcomes, _)| outcomes)
     }
 
-    /// Classifies and derives each change, encodes and hashes its entry, and hands the
-    /// store batches (at most `chunk_size` entries each, each with the head record) to `write`.
+    /// Classifies and derives each change and encodes its entry, and hands the chunks
+    /// (at most `chunk_size` entries each) to `write`, which chains and stores them.
+    /// Returns the outcomes and when the last entry appended was observed.
     fn derive_and_write(
         &mut self,
         changes: Vec<Change>,
         now: DateTime<Utc>,
         chunk_size: usize,
-        mut write: impl FnMut(Batch) -> Result<(), LedgerError>,
-    ) -> Result<Vec<AppendOutcome>, LedgerError> {
-        let mut batch = Batch::default();
-        let mut in_chunk = 0usize;
+        mut write: impl FnMut(DerivedChunk) -> Result<(), LedgerError>,
+    ) -> Result<(Vec<AppendOutcome>, Option<DateTime<Utc>>), LedgerError> {
+        let mut chunk = DerivedChunk::default();
         let mut outcomes = Vec::with_capacity(changes.len());
         // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
         let mut in_batch: Vec<(Text, Text, bool, u64)> = Vec::new();
@@ -1343,6 +1369,9 @@ impl Ledger {
                 let _ = task.join();
             }
         }
+        // The seq and time of the last entry derived.
+        let (mut last_seq, mut last_observed_at) = (self.view.head.seq, self.view.head.observed_at);
+        let mut appended_observed_at = None;
         // The first entry appended commits to the snapshot written since the last append.
         let mut commitment = self.snapshots.take_written();
         for mut change in changes {
@@ -1356,9 +1385,8 @@ impl Ledger {
             let outcome = match classified {
                 Some(outcome) => outcome,
                 None => {
-                    let head = self.view.head;
-                    let seq = head.seq + 1;
-                    let observed_at = head.observed_at.map_or(now, |last| last.max(now));
+                    let seq = last_seq + 1;
+                    let observed_at = last_observed_at.map_or(now, |last| last.max(now));
                     let transitions = self.view.projection.apply_change(seq, observed_at, &change);
                     if let Change::Object(object) = &change {
                         in_batch.push((
@@ -1371,16 +1399,17 @@ impl Ledger {
                     let count = transitions.len();
                     let snapshot = commitment.take();
                     if let Some((snapshot_seq, _)) = snapshot {
-                        batch.insert(
+                        chunk.records.insert(
                             keys::seq_key(keys::SNAPSHOT_COMMITMENT, snapshot_seq),
                             seq.to_be_bytes(),
                         );
                     }
+                    // Encoded with a zero `prev_hash`, which the chainer fills in.
                     let entry = Entry {
                         format_version: FORMAT_VERSION,
                         seq,
                         observed_at,
-                        prev_hash: head.hash,
+                        prev_hash: Hash::ZERO,
                         change,
                         transitions,
                         snapshot: snapshot.map(|(_, digest)| digest),
@@ -1389,29 +1418,16 @@ impl Ledger {
                     // in place after room for the hash.
                     let mut value = Vec::with_capacity(32 + schemas::entry::ENCODED_SIZE_HINT);
                     value.extend_from_slice(&[0; 32]);
-                    entry.encode_into(&mut value)?;
-                    let bytes = &value[32..];
-                    let hash = chain_hash(&head.hash, seq, bytes);
-                    let nodes = self.view.frontier.append(merkle::leaf_hash(bytes));
-                    if let Some(nodes) = merkle_store::nodes_value(&nodes) {
-                        batch.insert(keys::seq_key(keys::TREE, seq - 1), nodes);
-                    }
-                    value[..32].copy_from_slice(&hash.0);
-                    batch.insert(keys::seq_key(keys::ENTRY, seq), value);
-                    self.view.head = Head {
+                    let prev_hash_at = entry.encode_into_locating_prev_hash(&mut value)?;
+                    chunk.entries.push(Unchained {
                         seq,
-                        hash,
-                        observed_at: Some(observed_at),
-                    };
-                    in_chunk += 1;
-                    if in_chunk >= chunk_size {
-                        batch.insert(keys::HEAD, head_record(&self.view.head));
-                        batch.insert(
-                            keys::FRONTIER,
-                            merkle_store::frontier_value(&self.view.frontier),
-                        );
-                        write(std::mem::take(&mut batch))?;
-                        in_chunk = 0;
+                        value,
+                        prev_hash_at,
+                    });
+                    (last_seq, last_observed_at) = (seq, Some(observed_at));
+                    appended_observed_at = Some(observed_at);
+                    if chunk.entries.len() >= chunk_size {
+                        write(std::mem::take(&mut chunk))?;
                     }
                     AppendOutcome::Appended {
                         seq,
@@ -1431,15 +1447,10 @@ impl Ledger {
             // Nothing was appended: the next append commits to it.
             self.snapshots.restore_written(unused);
         }
-        if in_chunk > 0 {
-            batch.insert(keys::HEAD, head_record(&self.view.head));
-            batch.insert(
-                keys::FRONTIER,
-                merkle_store::frontier_value(&self.view.frontier),
-            );
-            write(batch)?;
+        if !chunk.entries.is_empty() {
+            write(chunk)?;
         }
-        Ok(outcomes)
+        Ok((outcomes, appended_observed_at))
     }
 
     /// Makes everything appended so far durable and returns the durable head seq; records
@@ -2020,13 +2031,6 @@ fn start_frontier(store: &dyn Store, seq: u64) -> CompactRange {
 
 /// Entries per store batch when a large append is written by the second thread.
 const PIPELINE_CHUNK: usize = 128;
-
-fn head_record(head: &Head) -> [u8; 40] {
-    let mut value = [0u8; 40];
-    value[..8].copy_from_slice(&head.seq.to_be_bytes());
-    value[8..].copy_from_slice(&head.hash.0);
-    value
-}
 
 fn read_head(store: &dyn Store) -> Result<(u64, Hash), LedgerError> {
     match store.get(keys::HEAD)? {

@@ -560,13 +560,8 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        let seq_hash = crate::Head {
-            seq: keep,
-            hash,
-            observed_at: None,
-        };
         store
-            .insert(keys::HEAD, &crate::head_record(&seq_hash)[..])
+            .insert(keys::HEAD, &crate::chainer::head_record(keep, &hash)[..])
             .unwrap();
         store
             .insert(keys::FRONTIER, &frontier_value(&frontier))

@@ -232,6 +232,27 @@ impl Entry {
         rmp_serde::encode::write_named(out, self).map_err(|e| SchemaError::Encode(e.to_string()))
     }
 
+    /// [`Entry::encode_into`], returning where in the entry's bytes (counted from their
+    /// start, not from `out`'s) the 32 bytes of `prev_hash` sit. The writer encodes an
+    /// entry before the hash it chains to is known, and another thread, which computes
+    /// the chain, writes that hash there: the bytes are then exactly those of the entry
+    /// encoded with it, since a hash always encodes as 32 bytes (`bin 8`, length 32).
+    pub fn encode_into_locating_prev_hash(&self, out: &mut Vec<u8>) -> Result<usize, SchemaError> {
+        let start = out.len();
+        self.encode_into(out)?;
+        // The key `prev_hash` (fixstr of 9) and the header of a 32-byte `bin 8`. The
+        // fields before it (an integer, an integer, an RFC 3339 string) cannot hold these
+        // bytes, so the first match is the field.
+        const MARKER: &[u8] = b"\xa9prev_hash\xc4\x20";
+        let encoded = &out[start..];
+        encoded
+            .windows(MARKER.len())
+            .position(|window| window == MARKER)
+            .map(|at| at + MARKER.len())
+            .filter(|&at| encoded.get(at..at + 32) == Some(&self.prev_hash.0[..]))
+            .ok_or_else(|| SchemaError::Encode("prev_hash is not where the format puts it".into()))
+    }
+
     /// Decodes stored bytes, refusing unknown format versions and any bytes that are not
     /// exactly the canonical encoding of what they decode to: the hashed bytes must never
     /// carry data the decoded entry does not show (trailing bytes, a hash as a string,
@@ -338,6 +359,35 @@ mod tests {
             }),
             transitions: vec![],
             snapshot: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_encoded_with_a_zero_prev_hash_and_patched_is_the_entry_encoded_with_it() {
+        for (seq, observed_at, snapshot) in [
+            (1, "2026-11-28T12:00:00Z", None),
+            (
+                u64::MAX,
+                "2026-11-28T12:00:00.123456789Z",
+                Some(Hash([9; 32])),
+            ),
+            (300, "1970-01-01T00:00:00Z", None),
+        ] {
+            let entry = Entry {
+                seq,
+                observed_at: observed_at.parse().unwrap(),
+                snapshot,
+                ..sample()
+            };
+            let mut out = b"hash slot".to_vec();
+            let unchained = Entry {
+                prev_hash: Hash::ZERO,
+                ..entry.clone()
+            };
+            let at = unchained.encode_into_locating_prev_hash(&mut out).unwrap();
+            let bytes = &mut out[9..];
+            bytes[at..at + 32].copy_from_slice(&entry.prev_hash.0);
+            assert_eq!(bytes, &entry.encode().unwrap()[..], "seq {seq}");
         }
     }
 

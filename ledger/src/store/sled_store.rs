@@ -990,4 +990,81 @@ mod tests {
         let refused = SledStore::open(dir.path(), None).unwrap_err();
         assert!(refused.is_damage(), "{refused}");
     }
+
+    /// Rewrites the packed sled store in `sled_dir` as a store created before packing
+    /// would hold the same records: one sled key per entry, no layout record.
+    fn unpack_into_one_key_per_entry(sled_dir: &Path) {
+        let db = sled::open(sled_dir).unwrap();
+        let tree = db.open_tree(TREE).unwrap();
+        let start = [keys::ENTRY];
+        let past = [keys::ENTRY + 1];
+        let groups: Vec<(sled::IVec, sled::IVec)> = tree
+            .range(&start[..]..&past[..])
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut batch = sled::Batch::default();
+        for (key, _) in &groups {
+            batch.remove(key.to_vec());
+        }
+        for (key, packed) in &groups {
+            for (seq, value) in unpack(group_number(key).unwrap(), packed).unwrap() {
+                batch.insert(&keys::seq_key(keys::ENTRY, seq), value);
+            }
+        }
+        tree.apply_batch(batch).unwrap();
+        db.drop_tree(LAYOUT_TREE).unwrap();
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_ledger_of_one_key_per_entry_verifies_appends_and_migrates_into_a_packed_store() {
+        use crate::{tests::pod, Ledger, LedgerConfig};
+        let config = LedgerConfig {
+            background_snapshots: false,
+            ..LedgerConfig::default()
+        };
+        let now = chrono::Utc::now();
+        let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        {
+            let mut ledger = Ledger::open(old.path(), config.clone()).unwrap();
+            ledger.append((1..=700).map(pod), now).unwrap();
+            ledger.flush().unwrap();
+        }
+        let sled_dir = old.path().join(crate::dir::SLED_DIR);
+        unpack_into_one_key_per_entry(&sled_dir);
+        {
+            let store = SledStore::open(&sled_dir, None).unwrap();
+            assert_eq!(store.layout, EntryLayout::PerKey);
+        }
+        let head = {
+            let mut ledger = Ledger::open(old.path(), config.clone()).unwrap();
+            assert!(ledger.verify().unwrap().ok());
+            // A large append (chained in chunks) and a small one, both one key per entry.
+            ledger.append((701..=1300).map(pod), now).unwrap();
+            ledger.append((1301..=1303).map(pod), now).unwrap();
+            ledger.flush().unwrap();
+            assert!(ledger.verify().unwrap().ok());
+            ledger.head()
+        };
+        {
+            let store = SledStore::open(&sled_dir, None).unwrap();
+            assert_eq!(store.layout, EntryLayout::PerKey);
+            let raw = store.tree.get(keys::seq_key(keys::ENTRY, 1303)).unwrap();
+            assert!(raw.is_some(), "the entry is under its own sled key");
+        }
+        let report =
+            crate::migrate(old.path(), new.path(), config.clone(), config.clone()).unwrap();
+        assert_eq!((report.entries, report.head_hash), (1303, head.hash));
+        {
+            let store = SledStore::open(&new.path().join(crate::dir::SLED_DIR), None).unwrap();
+            assert_eq!(store.layout, EntryLayout::Packed);
+            assert_eq!(
+                store.tree.get(keys::seq_key(keys::ENTRY, 1303)).unwrap(),
+                None
+            );
+        }
+        let copy = Ledger::open(new.path(), config).unwrap();
+        assert!(copy.verify().unwrap().ok());
+        assert_eq!(copy.head(), head);
+    }
 }

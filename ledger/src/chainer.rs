@@ -10,15 +10,18 @@
 //! chainer writes the real one into its bytes (`Entry::encode_into_locating_prev_hash`):
 //! what is stored and hashed is exactly the entry encoded with its `prev_hash`.
 
+use chrono::{DateTime, Utc};
 use schemas::{chain_hash, merkle, merkle::CompactRange, Hash};
 
 use crate::merkle_store;
-use crate::store::{keys, Batch};
+use crate::store::{keys, Batch, Store, StoreError};
 
 /// An entry derived but not chained yet.
 pub(crate) struct Unchained {
     /// Its seq: one past the entry before it.
     pub(crate) seq: u64,
+    /// When it was observed.
+    pub(crate) observed_at: DateTime<Utc>,
     /// Room for the chain hash (32 bytes), then the entry's bytes with a zero `prev_hash`.
     pub(crate) value: Vec<u8>,
     /// Where `prev_hash` sits in the entry's bytes (after the 32 bytes of room).
@@ -40,13 +43,27 @@ pub(crate) struct Chainer {
     pub(crate) seq: u64,
     /// Its chain hash.
     pub(crate) hash: Hash,
+    /// When it was observed (`None` for an empty log).
+    pub(crate) observed_at: Option<DateTime<Utc>>,
     /// The Merkle frontier after it.
     pub(crate) frontier: CompactRange,
 }
 
 impl Chainer {
+    /// Chains a chunk's entries and commits them to `store`. The chain moves past them
+    /// even when the commit fails: the ledger then stops, and its last view shows the
+    /// head it derived, with the projection it belongs to, marked as stopped
+    /// (`LedgerView::stopped`).
+    pub(crate) fn chain_and_commit(
+        &mut self,
+        store: &dyn Store,
+        chunk: DerivedChunk,
+    ) -> Result<(), StoreError> {
+        store.commit(self.chain(chunk))
+    }
+
     /// Chains a chunk's entries after the head and returns the store batch that writes
-    /// them: for each its `T` record (when its leaf completes a node of level 3 or above)
+    /// them (the chain moves past them whether or not the batch is then committed): for each its `T` record (when its leaf completes a node of level 3 or above)
     /// and its `E` record, then the `H` and `R` records of the new head.
     pub(crate) fn chain(&mut self, chunk: DerivedChunk) -> Batch {
         let DerivedChunk {
@@ -56,6 +73,7 @@ impl Chainer {
         let chained_any = !entries.is_empty();
         for Unchained {
             seq,
+            observed_at,
             mut value,
             prev_hash_at,
         } in entries
@@ -73,6 +91,7 @@ impl Chainer {
             records.insert(keys::seq_key(keys::ENTRY, seq), value);
             self.seq = seq;
             self.hash = hash;
+            self.observed_at = Some(observed_at);
         }
         if chained_any {
             records.insert(keys::HEAD, head_record(self.seq, &self.hash));

@@ -91,7 +91,7 @@ impl Committer {
                     let written = job
                         .chunks
                         .iter()
-                        .try_for_each(|chunk| job.store.commit(chainer.chain(chunk)));
+                        .try_for_each(|chunk| chainer.chain_and_commit(job.store.as_ref(), chunk));
                     // The append may have given up waiting (its own error came first).
                     let _ = job.done.send((written, chainer));
                 }
@@ -125,7 +125,7 @@ impl Append {
     }
 
     /// Waits until every chunk sent is written, or one failed; returns how it ended and
-    /// the chain after the last chunk chained (`None` if the thread stopped).
+    /// the chain after the last chunk written (`None` if the thread stopped).
     pub(crate) fn finish(self) -> (Result<(), StoreError>, Option<Chainer>) {
         drop(self.chunks);
         match self.done.recv() {

@@ -7,7 +7,8 @@
 //!   behind the ledger's back); [`Ledger::open_store`] opens any store.
 //! * [`Ledger::append`] classifies each change (new, duplicate, stale, unchanged), derives
 //!   its transitions, and writes entries, Merkle nodes, head and any snapshot commitment in
-//!   one atomic store batch. [`Ledger::flush`] makes them durable (group commit): nothing
+//!   atomic store batches (one, or for a large append chunks of 128 entries, each with
+//!   its own head record, chained and written by a second thread). [`Ledger::flush`] makes them durable (group commit): nothing
 //!   appended is acknowledged durable before a flush that covers it, and the high-water
 //!   mark follows it (written at every flush, synced at most once a second).
 //! * [`Ledger`] is the writer's side; after every durable flush it publishes an immutable
@@ -528,7 +529,7 @@ pub struct Ledger {
     poisoned: Option<String>,
     published: Arc<ArcSwap<LedgerView>>,
     snapshots: Snapshots,
-    /// Writes the chunks of large appends (started on the first one).
+    /// Chains and writes the chunks of large appends (started on the first one).
     committer: committer::Committer,
 }
 
@@ -1262,7 +1263,8 @@ impl Ledger {
         })
     }
 
-    /// Offers changes, in order, and writes those that are new in one atomic batch.
+    /// Offers changes, in order, and writes those that are new in atomic batches (one, or
+    /// chunks of a large append, each a verified prefix of the log).
     /// They are durable only after [`Ledger::flush`].
     pub fn append(
         &mut self,
@@ -1294,6 +1296,7 @@ impl Ledger {
         let chainer = Chainer {
             seq: start.seq,
             hash: start.hash,
+            observed_at: start.observed_at,
             frontier: self.view.frontier.clone(),
         };
         // A large append is chained and written in chunks by the committing thread while
@@ -1317,25 +1320,21 @@ impl Ledger {
         } else {
             let mut chainer = chainer;
             let derived = self.derive_and_write(changes, now, usize::MAX, |chunk| {
-                store
-                    .commit(chainer.chain(chunk))
+                chainer
+                    .chain_and_commit(store.as_ref(), chunk)
                     .map_err(LedgerError::from)
             });
             (derived, Some(chainer))
         };
+        // The head of what was chained (after a failure, more than the store may hold: the
+        // ledger then stops, and says so to its readers).
         if let Some(chained) = chained {
-            if chained.seq != start.seq {
-                let observed_at = match &result {
-                    Ok((_, last)) => *last,
-                    Err(_) => None,
-                };
-                self.view.head = Head {
-                    seq: chained.seq,
-                    hash: chained.hash,
-                    observed_at: observed_at.or(start.observed_at),
-                };
-                self.view.frontier = chained.frontier;
-            }
+            self.view.head = Head {
+                seq: chained.seq,
+                hash: chained.hash,
+                observed_at: chained.observed_at,
+            };
+            self.view.frontier = chained.frontier;
         }
         if let Err(e) = &result {
             if self.view.head.seq != start.seq || self.view.projection.seq() != start.seq {
@@ -1345,19 +1344,18 @@ impl Ledger {
                 self.publish();
             }
         }
-        result.map(|(outcomes, _)| outcomes)
+        result
     }
 
     /// Classifies and derives each change and encodes its entry, and hands the chunks
     /// (at most `chunk_size` entries each) to `write`, which chains and stores them.
-    /// Returns the outcomes and when the last entry appended was observed.
     fn derive_and_write(
         &mut self,
         changes: Vec<Change>,
         now: DateTime<Utc>,
         chunk_size: usize,
         mut write: impl FnMut(DerivedChunk) -> Result<(), LedgerError>,
-    ) -> Result<(Vec<AppendOutcome>, Option<DateTime<Utc>>), LedgerError> {
+    ) -> Result<Vec<AppendOutcome>, LedgerError> {
         let mut chunk = DerivedChunk::default();
         let mut outcomes = Vec::with_capacity(changes.len());
         // (uid, resourceVersion, removal, seq) appended in this call, maybe not yet stored.
@@ -1371,7 +1369,6 @@ impl Ledger {
         }
         // The seq and time of the last entry derived.
         let (mut last_seq, mut last_observed_at) = (self.view.head.seq, self.view.head.observed_at);
-        let mut appended_observed_at = None;
         // The first entry appended commits to the snapshot written since the last append.
         let mut commitment = self.snapshots.take_written();
         for mut change in changes {
@@ -1421,11 +1418,11 @@ impl Ledger {
                     let prev_hash_at = entry.encode_into_locating_prev_hash(&mut value)?;
                     chunk.entries.push(Unchained {
                         seq,
+                        observed_at,
                         value,
                         prev_hash_at,
                     });
                     (last_seq, last_observed_at) = (seq, Some(observed_at));
-                    appended_observed_at = Some(observed_at);
                     if chunk.entries.len() >= chunk_size {
                         write(std::mem::take(&mut chunk))?;
                     }
@@ -1450,7 +1447,7 @@ impl Ledger {
         if !chunk.entries.is_empty() {
             write(chunk)?;
         }
-        Ok((outcomes, appended_observed_at))
+        Ok(outcomes)
     }
 
     /// Makes everything appended so far durable and returns the durable head seq; records

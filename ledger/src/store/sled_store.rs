@@ -22,8 +22,9 @@
 //! seqs 8g+1 ..= 8g+8 are one sled record under `E` ‖ u64_be(g), its value a byte whose
 //! bit i says whether seq 8g+1+i is present, then for each present seq in order its
 //! value's length (u32 LE) and the value. The groups follow the Merkle tree's level-3
-//! nodes (one `T` record per 8 leaves) and the appends' 128-entry chunks, so an append
-//! from a head on a multiple of 8 writes whole groups without reading any. Everything
+//! nodes (one `T` record per 8 leaves) and the appends' 128-entry chunks, so a chunk
+//! reads back at most its first and last records, and none when it starts after a
+//! multiple of 8 and holds a multiple of 8 entries. Everything
 //! above this module still sees one `E` record per entry: reads and scans unpack, a
 //! commit packs (reading back a group it only partly rewrites). A store created before
 //! keeps one sled key per entry ([`EntryLayout::PerKey`]); which layout a store has is
@@ -579,15 +580,30 @@ impl Store for SledStore {
         let mut log = sled::Batch::default();
         let (mut log_writes, mut older_snapshots) = (false, sled::Batch::default());
         let mut snapshot_removals = false;
-        // A packed store's entry writes, by seq (a later write of a seq wins, as in sled).
+        // A packed store's entry writes, by seq (a later write of a seq wins, as in sled),
+        // packed (a record read back may fail) before any snapshot file is touched, so that
+        // a commit that fails changes nothing.
         let mut entry_writes = BTreeMap::new();
+        let mut writes = Vec::with_capacity(batch.len());
         for (key, value) in batch.into_writes() {
-            if self.layout == EntryLayout::Packed {
-                if let Some(seq) = entry_seq(&key)? {
-                    entry_writes.insert(seq, value);
-                    continue;
-                }
+            match self.layout {
+                EntryLayout::Packed => match entry_seq(&key)? {
+                    Some(seq) => drop(entry_writes.insert(seq, value)),
+                    None => writes.push((key, value)),
+                },
+                EntryLayout::PerKey => writes.push((key, value)),
             }
+        }
+        let _packing = match entry_writes.is_empty() {
+            true => None,
+            false => {
+                let packing = self.packing.lock().unwrap_or_else(|e| e.into_inner());
+                self.pack_entries(entry_writes, &mut log)?;
+                log_writes = true;
+                Some(packing)
+            }
+        };
+        for (key, value) in writes {
             match (snapshot_seq(&key), value) {
                 // Snapshot files first: the ledger never puts a snapshot in an append (they
                 // are written on their own), so what follows is what one commit asked for.
@@ -611,15 +627,6 @@ impl Store for SledStore {
                 }
             }
         }
-        let _packing = match entry_writes.is_empty() {
-            true => None,
-            false => {
-                let packing = self.packing.lock().unwrap_or_else(|e| e.into_inner());
-                self.pack_entries(entry_writes, &mut log)?;
-                log_writes = true;
-                Some(packing)
-            }
-        };
         // (sled's multi-tree transactions are not used: with a value of tens of megabytes
         // one left a later flush waiting forever.)
         contain(&|| "writing the sled store".into(), || {
@@ -966,9 +973,14 @@ mod tests {
             .is_damage());
         let scan: Vec<_> = store.scan(b"E", b"F", false).collect();
         assert!(matches!(&scan[..], [Err(e)] if e.is_damage()));
-        // A commit into that group cannot merge with it, and writes nothing.
-        let refused = store.insert(&keys::seq_key(keys::ENTRY, 4), b"four");
-        assert!(refused.unwrap_err().is_damage());
+        // A commit into that group cannot merge with it, and writes nothing: not even the
+        // snapshot file it also carries (as a `migrate` copy batch does).
+        let mut batch = Batch::default();
+        batch.insert(keys::seq_key(keys::SNAPSHOT, 5), b"snapshot".to_vec());
+        batch.insert(keys::seq_key(keys::ENTRY, 4), b"four".to_vec());
+        assert!(store.commit(batch).unwrap_err().is_damage());
+        assert_eq!(store.get(&keys::seq_key(keys::SNAPSHOT, 5)).unwrap(), None);
+        assert_eq!(store.snapshot_seqs().unwrap(), Vec::<u64>::new());
         for bad in [keys::seq_key(keys::ENTRY, 0).to_vec(), b"E1".to_vec()] {
             let refused = store.insert(&bad, b"x").unwrap_err();
             assert!(

@@ -63,8 +63,9 @@ impl Chainer {
     }
 
     /// Chains a chunk's entries after the head and returns the store batch that writes
-    /// them (the chain moves past them whether or not the batch is then committed): for each its `T` record (when its leaf completes a node of level 3 or above)
-    /// and its `E` record, then the `H` and `R` records of the new head.
+    /// them (the chain moves past them whether or not the batch is then committed): for
+    /// each its `T` record (when its leaf completes a node of level 3 or above) and its
+    /// `E` record, then the `H` and `R` records of the new head.
     pub(crate) fn chain(&mut self, chunk: DerivedChunk) -> Batch {
         let DerivedChunk {
             entries,

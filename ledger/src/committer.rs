@@ -1,11 +1,12 @@
 //! The long-lived thread that chains a large append's chunks and writes them to the store.
 //!
 //! A large append is derived on the writer's thread and chained (`chainer`) and written,
-//! chunk by chunk, on a second one (see `Ledger::append_changes`). That second thread used to be spawned for
-//! every append. A fresh thread starts with an empty allocator heap, so every batch the
-//! store built (sled copies and splits its nodes on insert) came from freshly mapped
-//! pages: the kernel zeroing them was over a quarter of the store thread's time at batch
-//! 1024. One thread per ledger, kept for its life, reuses its heap from append to append.
+//! chunk by chunk, on a second one (see `Ledger::append_changes`). That second thread
+//! used to be spawned for every append. A fresh thread starts with an empty allocator
+//! heap, so every batch the store built (sled copies and splits its nodes on insert) came
+//! from freshly mapped pages: the kernel zeroing them was over a quarter of the store
+//! thread's time at batch 1024. One thread per ledger, kept for its life, reuses its heap
+//! from append to append.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;

@@ -8,9 +8,10 @@
 //! * [`Ledger::append`] classifies each change (new, duplicate, stale, unchanged), derives
 //!   its transitions, and writes entries, Merkle nodes, head and any snapshot commitment in
 //!   atomic store batches (one, or for a large append chunks of 128 entries, each with
-//!   its own head record, chained and written by a second thread). [`Ledger::flush`] makes them durable (group commit): nothing
-//!   appended is acknowledged durable before a flush that covers it, and the high-water
-//!   mark follows it (written at every flush, synced at most once a second).
+//!   its own head record, chained and written by a second thread). [`Ledger::flush`]
+//!   makes them durable (group commit): nothing appended is acknowledged durable before a
+//!   flush that covers it, and the high-water mark follows it (written at every flush,
+//!   synced at most once a second).
 //! * [`Ledger`] is the writer's side; after every durable flush it publishes an immutable
 //!   [`LedgerView`] that readers take without a lock ([`Ledger::reader`],
 //!   [`SharedLedger`], which is also the one append-and-flush path of a service).

@@ -2,10 +2,11 @@
 //! (entries, head, Merkle nodes, a snapshot commitment) is one atomic
 //! [`super::Store::commit`]. History indexes (per uid, per name) live in the projection, so
 //! an entry costs one key (one eighth of a sled key in a packed sled store, which keeps
-//! eight entry records per sled value underneath: `sled_store`). Snapshots are written apart from appends
-//! ([`super::Store::put_snapshot`]); a backend may keep them in a space of their own (sled
-//! keeps them in files, so that the writer's flushes never carry their large values;
-//! PostgreSQL in a table of chunks, written and read over sessions of their own).
+//! eight entry records per sled value underneath: `sled_store`). Snapshots are written
+//! apart from appends ([`super::Store::put_snapshot`]); a backend may keep them in a space
+//! of their own (sled keeps them in files, so that the writer's flushes never carry their
+//! large values; PostgreSQL in a table of chunks, written and read over sessions of their
+//! own).
 //!
 //! | prefix | key rest | value |
 //! |---|---|---|

@@ -741,7 +741,7 @@ impl Ledger {
                 }
                 let id = dir::new_id()?;
                 let mut batch = Batch::default();
-                batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
+                batch.insert(keys::FORMAT, Store::store_format(&store).to_be_bytes());
                 batch.insert(keys::LEDGER_ID, id);
                 store.commit(batch)?;
                 Some(id)
@@ -773,7 +773,7 @@ impl Ledger {
         let id = dir::new_id()?;
         let store = store::SledStore::open(&path.join(dir::SLED_DIR), config.cache_bytes)?;
         let mut batch = Batch::default();
-        batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
+        batch.insert(keys::FORMAT, store.store_format().to_be_bytes());
         batch.insert(keys::LEDGER_ID, id);
         store.commit(batch)?;
         store.flush()?;
@@ -831,18 +831,23 @@ impl Ledger {
                 let version =
                     u16::from_be_bytes(version.as_slice().try_into().unwrap_or([0xff, 0xff]));
                 let upgrade = config.create && !config.allow_corrupt && store.is_writer();
-                let older = keys::STORE_FORMATS_READABLE.contains(&version);
-                if older && upgrade {
-                    let mut batch = Batch::default();
-                    batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
-                    store.commit(batch)?;
-                } else if version != keys::STORE_FORMAT && !older {
+                let readable = version == keys::STORE_FORMAT
+                    || keys::STORE_FORMATS_READABLE.contains(&version);
+                if !readable {
                     return Err(LedgerError::StoreFormat(version));
+                }
+                // A writer raises an older mark to what this store's layout needs (a packed
+                // sled store 9, any other 8: an older binary reads those), never lowers one.
+                let needed = store.store_format();
+                if version < needed && upgrade {
+                    let mut batch = Batch::default();
+                    batch.insert(keys::FORMAT, needed.to_be_bytes());
+                    store.commit(batch)?;
                 }
             }
             None if !config.allow_corrupt && expected_id.is_none() => {
                 let mut batch = Batch::default();
-                batch.insert(keys::FORMAT, keys::STORE_FORMAT.to_be_bytes());
+                batch.insert(keys::FORMAT, store.store_format().to_be_bytes());
                 store.commit(batch)?;
             }
             None => {}
@@ -2510,6 +2515,40 @@ mod tests {
         match Ledger::open(dir.path(), config) {
             Err(LedgerError::StoreFormat(found)) => assert_eq!(found, newer),
             other => panic!("a newer format must be refused: {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_store_of_one_record_per_key_is_marked_with_the_format_older_binaries_read() {
+        let memory = store::MemoryStore::new();
+        let config = LedgerConfig {
+            background_snapshots: false,
+            ..LedgerConfig::default()
+        };
+        let open =
+            || Ledger::open_store(Arc::new(memory.clone()), None, None, config.clone()).unwrap();
+        let format = || {
+            u16::from_be_bytes(
+                memory.get(keys::FORMAT).unwrap().unwrap()[..]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        let mut ledger = open();
+        ledger.append((1..=3).map(pod), at(0)).unwrap();
+        ledger.flush().unwrap();
+        drop(ledger);
+        assert_eq!(format(), keys::STORE_FORMAT_PER_KEY);
+        // A writer raises an older mark to what the layout needs, and never lowers one.
+        for (marked, after) in [
+            (5, keys::STORE_FORMAT_PER_KEY),
+            (keys::STORE_FORMAT, keys::STORE_FORMAT),
+        ] {
+            memory.insert(keys::FORMAT, &marked.to_be_bytes()).unwrap();
+            let ledger = open();
+            assert!(ledger.verify().unwrap().ok());
+            drop(ledger);
+            assert_eq!(format(), after, "marked {marked}");
         }
     }
 

@@ -166,6 +166,10 @@ impl Store for FaultyStore {
         self.inner.pipelines_commits()
     }
 
+    fn store_format(&self) -> u16 {
+        self.inner.store_format()
+    }
+
     fn try_become_writer(&self) -> Result<bool, StoreError> {
         self.dead()?;
         self.inner.try_become_writer()

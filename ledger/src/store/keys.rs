@@ -47,10 +47,15 @@ pub const FORMAT: &[u8] = b"F";
 /// snapshots still decode) and marked 8 when a writer opens them, for the same reason.
 /// 9: the same records, but a sled store created by this build packs its entry records
 /// eight to a sled value (the sled backend's own layout record says so); an older binary
-/// would read those packed values as entries and call them damaged, so formats 5 to 8 are
-/// read as they are and marked 9 when a writer opens them, and an older binary refuses the
-/// store by its format.
+/// would read those packed values as entries and call them damaged, so a packed store is
+/// marked 9 and an older binary refuses it by its format. A store whose records are kept
+/// one per key (PostgreSQL, a sled store created before packing) stays at
+/// [`STORE_FORMAT_PER_KEY`], so that older binaries still read it (a follower of a rolling
+/// upgrade): the format a store is marked with is [`super::Store::store_format`].
 pub const STORE_FORMAT: u16 = 9;
+/// The format of a store that keeps every record under its own key, as this table lists
+/// them: every store but a packed sled one.
+pub const STORE_FORMAT_PER_KEY: u16 = 8;
 /// The older formats this build still opens (and a writer upgrades to [`STORE_FORMAT`]).
 pub const STORE_FORMATS_READABLE: &[u16] = &[5, 6, 7, 8];
 /// The ledger id record.

@@ -62,6 +62,14 @@ pub trait Store: Send + Sync {
     /// A short name of the backend (`sled`, `memory`), for messages and the manifest.
     fn kind(&self) -> &'static str;
 
+    /// The store format ([`keys::FORMAT`]) this store's layout needs: what a new ledger is
+    /// marked with, and what a writer raises an older mark to. The default is
+    /// [`keys::STORE_FORMAT_PER_KEY`], for a store that keeps each record under its own key;
+    /// a packed sled store needs [`keys::STORE_FORMAT`].
+    fn store_format(&self) -> u16 {
+        keys::STORE_FORMAT_PER_KEY
+    }
+
     /// Whether a large append may reach this store as several batches, each committed by
     /// a second thread while the next is derived. Right where a commit is cheap and only
     /// [`Store::flush`] makes it durable (sled applies a batch in memory). A store whose

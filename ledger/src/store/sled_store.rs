@@ -711,6 +711,13 @@ impl Store for SledStore {
     fn kind(&self) -> &'static str {
         "sled"
     }
+
+    fn store_format(&self) -> u16 {
+        match self.layout {
+            EntryLayout::Packed => keys::STORE_FORMAT,
+            EntryLayout::PerKey => keys::STORE_FORMAT_PER_KEY,
+        }
+    }
 }
 
 /// A sled range iterator whose every step is contained; it ends after its first error.
@@ -925,7 +932,7 @@ mod tests {
     fn a_store_created_before_packing_keeps_one_key_per_entry() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = raw_sled(dir.path());
             let tree = db.open_tree(TREE).unwrap();
             tree.insert(keys::seq_key(keys::ENTRY, 1), b"one".to_vec())
                 .unwrap();
@@ -946,7 +953,7 @@ mod tests {
             assert_eq!(all.len(), 3);
             store.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         let tree = db.open_tree(TREE).unwrap();
         assert_eq!(
             tree.get(keys::seq_key(keys::ENTRY, 2)).unwrap().as_deref(),
@@ -994,7 +1001,7 @@ mod tests {
     fn an_unknown_entry_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = raw_sled(dir.path());
             let recorded = db.open_tree(LAYOUT_TREE).unwrap();
             recorded.insert(LAYOUT_KEY, b"packed-16".to_vec()).unwrap();
             db.flush().unwrap();
@@ -1003,10 +1010,25 @@ mod tests {
         assert!(refused.is_damage(), "{refused}");
     }
 
+    /// Opens a sled database directly, waiting out the lock a just-dropped handle's
+    /// background threads hold for a moment (as [`SledStore::open`] does).
+    fn raw_sled(path: &Path) -> sled::Db {
+        let deadline = Instant::now() + LOCK_GRACE;
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("opening {}: {e}", path.display()),
+            }
+        }
+    }
+
     /// Rewrites the packed sled store in `sled_dir` as a store created before packing
     /// would hold the same records: one sled key per entry, no layout record.
     fn unpack_into_one_key_per_entry(sled_dir: &Path) {
-        let db = sled::open(sled_dir).unwrap();
+        let db = raw_sled(sled_dir);
         let tree = db.open_tree(TREE).unwrap();
         let start = [keys::ENTRY];
         let past = [keys::ENTRY + 1];

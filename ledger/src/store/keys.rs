@@ -56,7 +56,8 @@ pub const STORE_FORMAT: u16 = 9;
 /// The format of a store that keeps every record under its own key, as this table lists
 /// them: every store but a packed sled one.
 pub const STORE_FORMAT_PER_KEY: u16 = 8;
-/// The older formats this build still opens (and a writer upgrades to [`STORE_FORMAT`]).
+/// The older formats this build still opens (a writer raises them to its store's
+/// [`super::Store::store_format`]).
 pub const STORE_FORMATS_READABLE: &[u16] = &[5, 6, 7, 8];
 /// The ledger id record.
 pub const LEDGER_ID: &[u8] = b"I";

@@ -24,11 +24,11 @@
 //! value's length (u32 LE) and the value. The groups follow the Merkle tree's level-3
 //! nodes (one `T` record per 8 leaves) and the appends' 128-entry chunks, so a chunk
 //! reads back at most its first and last records, and none when it starts after a
-//! multiple of 8 and holds a multiple of 8 entries. Everything
-//! above this module still sees one `E` record per entry: reads and scans unpack, a
-//! commit packs (reading back a group it only partly rewrites). A store created before
-//! keeps one sled key per entry ([`EntryLayout::PerKey`]); which layout a store has is
-//! recorded once, in the sled tree [`LAYOUT_TREE`], when the store is created.
+//! multiple of 8 and holds a multiple of 8 entries. Everything above this module still
+//! sees one `E` record per entry: reads and scans unpack, a commit packs (reading back a
+//! group it only partly rewrites). A store created before keeps one sled key per entry
+//! ([`EntryLayout::PerKey`]); which layout a store has is recorded once, in the sled tree
+//! [`LAYOUT_TREE`], when the store is created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;

@@ -37,7 +37,7 @@ pub(crate) struct DerivedChunk {
 }
 
 /// The head of the chain and the Merkle frontier after it, carried from chunk to chunk.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Chainer {
     /// The seq of the last entry chained.
     pub(crate) seq: u64,

@@ -320,35 +320,39 @@ impl SledStore {
         }))
     }
 
-    /// The packed record of group `group`, unpacked (empty when absent).
-    fn read_group(&self, group: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let stored = contain(&|| "reading the sled store".into(), || {
+    /// The packed record of group `group`, as stored.
+    fn stored_group(&self, group: u64) -> Result<Option<sled::IVec>, StoreError> {
+        contain(&|| "reading the sled store".into(), || {
             self.tree.get(group_key(group))
-        })?;
-        match stored {
-            Some(value) => unpack(group, &value),
-            None => Ok(Vec::new()),
-        }
+        })
     }
 
-    /// Packs a batch's entry writes into their groups' records, merged with what those
-    /// records hold for the seqs the batch leaves alone.
+    /// Packs a batch's entry writes (in seq order) into their groups' records, merged
+    /// with what those records hold for the seqs the batch leaves alone.
     fn pack_entries(
         &self,
         entry_writes: BTreeMap<u64, Option<Vec<u8>>>,
         log: &mut sled::Batch,
     ) -> Result<(), StoreError> {
-        let mut groups: BTreeMap<u64, Vec<EntryWrite>> = BTreeMap::new();
-        for (seq, value) in entry_writes {
-            groups.entry(group_of(seq)).or_default().push((seq, value));
-        }
-        for (group, writes) in groups {
-            let mut slots: BTreeMap<u64, Vec<u8>> = match writes.len() as u64 == GROUP {
-                // Every seq of the group is written: nothing stored survives.
+        let mut writes = entry_writes.into_iter().peekable();
+        while let Some((seq, value)) = writes.next() {
+            let group = group_of(seq);
+            let mut in_group = vec![(seq, value)];
+            while let Some((seq, _)) = writes.peek() {
+                if group_of(*seq) != group {
+                    break;
+                }
+                in_group.extend(writes.next());
+            }
+            // A group the batch writes whole keeps nothing stored: no read back.
+            let mut slots: BTreeMap<u64, Vec<u8>> = match in_group.len() as u64 == GROUP {
                 true => BTreeMap::new(),
-                false => self.read_group(group)?.into_iter().collect(),
+                false => match self.stored_group(group)? {
+                    Some(packed) => unpack(group, &packed)?.into_iter().collect(),
+                    None => BTreeMap::new(),
+                },
             };
-            for (seq, value) in writes {
+            for (seq, value) in in_group {
                 match value {
                     Some(value) => slots.insert(seq, value),
                     None => slots.remove(&seq),
@@ -362,9 +366,6 @@ impl SledStore {
         Ok(())
     }
 }
-
-/// A write of one entry record in a batch: its seq, and its value (`None` removes it).
-type EntryWrite = (u64, Option<Vec<u8>>);
 
 /// The group (packed record) holding `seq` (seq ≥ 1).
 fn group_of(seq: u64) -> u64 {
@@ -513,10 +514,7 @@ impl Store for SledStore {
                 return Ok(None);
             };
             let group = group_of(seq);
-            let stored = contain(&|| "reading the sled store".into(), || {
-                self.tree.get(group_key(group))
-            })?;
-            return match stored {
+            return match self.stored_group(group)? {
                 Some(packed) => unpack_one(group, &packed, seq),
                 None => Ok(None),
             };
@@ -536,7 +534,7 @@ impl Store for SledStore {
             return keys.iter().map(|key| self.get(key)).collect();
         }
         // A history's entries are often neighbours: each packed record is read once.
-        let mut groups: HashMap<u64, Vec<(u64, Vec<u8>)>> = HashMap::new();
+        let mut groups: HashMap<u64, Option<sled::IVec>> = HashMap::new();
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             let seq = match key.first() == Some(&keys::ENTRY) {
@@ -553,17 +551,16 @@ impl Store for SledStore {
                 }
             };
             let group = group_of(seq);
-            let slots = match groups.entry(group) {
+            let stored = match groups.entry(group) {
                 std::collections::hash_map::Entry::Occupied(read) => read.into_mut(),
                 std::collections::hash_map::Entry::Vacant(unread) => {
-                    unread.insert(self.read_group(group)?)
+                    unread.insert(self.stored_group(group)?)
                 }
             };
-            values.push(
-                slots
-                    .iter()
-                    .find_map(|(at, value)| (*at == seq).then(|| value.clone())),
-            );
+            values.push(match stored {
+                Some(packed) => unpack_one(group, packed, seq)?,
+                None => None,
+            });
         }
         Ok(values)
     }

@@ -202,20 +202,14 @@ impl Activity {
             .map(|since| since + stalled_write)
     }
 
-    /// A write to the client could not go on (its receive window is full).
+    /// Writes to the client started waiting (its receive window is full): `drive` takes
+    /// up the new deadline.
     fn write_blocked(&self) {
-        let first = {
-            let mut state = self.state();
-            let first = state.write_blocked_since.is_none();
-            state.write_blocked_since.get_or_insert_with(Instant::now);
-            first
-        };
-        if first {
-            self.changed.notify_one();
-        }
+        self.state().write_blocked_since = Some(Instant::now());
+        self.changed.notify_one();
     }
 
-    /// A write to the client went through.
+    /// Writes to the client go through again.
     fn write_progressed(&self) {
         self.state().write_blocked_since = None;
     }
@@ -902,6 +896,9 @@ pub(crate) struct Framing<IO> {
     out_pos: usize,
     refusal: Option<Rejection>,
     closing: Closing,
+    /// The last write waited on the client: the activity was told, and is told again only
+    /// when a write goes through (so that a write that does not wait takes no lock).
+    write_waiting: bool,
 }
 
 impl<IO> Framing<IO> {
@@ -925,6 +922,7 @@ impl<IO> Framing<IO> {
             out_pos: 0,
             refusal: None,
             closing: Closing::Open,
+            write_waiting: false,
         }
     }
 
@@ -1054,13 +1052,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Framing<IO> {
 }
 
 impl<IO> Framing<IO> {
-    /// Tells the connection's activity whether a write went through or waits on the
-    /// client (for the stalled-write deadline).
-    fn written<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if let Some(activity) = &self.activity {
-            match &polled {
-                Poll::Pending => activity.write_blocked(),
-                Poll::Ready(_) => activity.write_progressed(),
+    /// Tells the connection's activity when writes start and stop waiting on the client
+    /// (for the stalled-write deadline).
+    fn written<T>(&mut self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let waiting = polled.is_pending();
+        if waiting != self.write_waiting {
+            self.write_waiting = waiting;
+            if let Some(activity) = &self.activity {
+                match waiting {
+                    true => activity.write_blocked(),
+                    false => activity.write_progressed(),
+                }
             }
         }
         polled

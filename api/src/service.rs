@@ -87,8 +87,8 @@ pub struct CheckpointSigning {
 
 impl ServeOptions {
     /// Options with this authentication and the defaults: no TLS, 64 KiB bodies, 10 s
-    /// request timeout, 10 s header timeout, 60 s stalled writes, 4,096 connections, 1,024 concurrent requests,
-    /// 2 concurrent replays, denial records flushed every 60 s.
+    /// request timeout, 10 s header timeout, 60 s stalled writes, 4,096 connections, 1,024
+    /// concurrent requests, 2 concurrent replays, denial records flushed every 60 s.
     pub fn new(auth: Auth) -> ServeOptions {
         ServeOptions {
             auth,

@@ -22,6 +22,11 @@ pub struct StoredCheckpoint {
 }
 
 impl StoredCheckpoint {
+    /// A stored `C` record's value: the signed note's text.
+    fn from_record(value: &[u8]) -> Result<StoredCheckpoint, LedgerError> {
+        StoredCheckpoint::parse(String::from_utf8_lossy(value).into_owned())
+    }
+
     fn parse(note: String) -> Result<StoredCheckpoint, LedgerError> {
         let parsed = SignedNote::parse(&note)?;
         let checkpoint = Checkpoint::parse_body(&parsed.body)?;
@@ -249,8 +254,7 @@ pub(crate) fn stored_checkpoints(
     );
     let mut out = Vec::new();
     for item in records {
-        let note = String::from_utf8_lossy(&item?.1).into_owned();
-        out.push(StoredCheckpoint::parse(note)?);
+        out.push(StoredCheckpoint::from_record(&item?.1)?);
     }
     Ok(out)
 }
@@ -268,10 +272,7 @@ fn first_checkpoint(
         newest,
     );
     match records.next() {
-        Some(item) => {
-            let note = String::from_utf8_lossy(&item?.1).into_owned();
-            Ok(Some(StoredCheckpoint::parse(note)?))
-        }
+        Some(item) => Ok(Some(StoredCheckpoint::from_record(&item?.1)?)),
         None => Ok(None),
     }
 }
@@ -294,10 +295,7 @@ pub(crate) fn verify_stored_checkpoints(
     for item in records {
         let (key, value) = item?;
         let size = keys::seq_of(&key).unwrap_or(0);
-        let parsed = String::from_utf8(value)
-            .map_err(|e| e.to_string())
-            .and_then(|note| StoredCheckpoint::parse(note).map_err(|e| e.to_string()));
-        let failure = match parsed {
+        let failure = match StoredCheckpoint::from_record(&value) {
             Ok(stored) => check_consistent(store, head, &stored.checkpoint).err(),
             Err(error) => Some(VerifyFailure {
                 seq: size,

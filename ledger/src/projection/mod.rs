@@ -923,11 +923,13 @@ impl Projection {
     /// elsewhere naming it by uid is no workspace of it (owner references do not cross
     /// namespaces) and must neither join nor break its binding.
     fn live_pvcs_of(&self, sandbox: &str) -> Vec<&ObjectRecord> {
-        let namespace = self.object(sandbox).map(|s| &s.current.namespace);
-        self.uids
-            .get(sandbox)
-            .into_iter()
-            .flat_map(|state| state.children.iter())
+        let Some(state) = self.uids.get(sandbox) else {
+            return Vec::new();
+        };
+        let namespace = state.object.as_ref().map(|s| &s.current.namespace);
+        state
+            .children
+            .iter()
             .filter_map(|uid| self.object(uid))
             .filter(|r| r.current.kind == ObjectKind::PersistentVolumeClaim && !r.gone())
             .filter(|r| namespace.is_none_or(|namespace| r.current.namespace == *namespace))
